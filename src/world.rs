@@ -1,0 +1,409 @@
+//! The in-memory index of what the cluster looks like: projects and their backing namespaces,
+//! namespaces and the project each belongs to, the names of all secrets (metadata only), and the
+//! full objects of project-scoped secrets (originals and copies), which the reconciler must compare.
+//!
+//! It is pure data: the watchers in [`crate::watch`] feed it, everyone else reads it.
+
+use crate::keys::{self, ProjectId};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::ObjectMeta;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A project as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectState {
+    /// `status.backingNamespace`, or the legacy name (the project's name) when that is empty.
+    pub backing_namespace: String,
+    /// Whether `status.backingNamespace` is set (the reconciler sets it when it is not).
+    pub has_backing_status: bool,
+}
+
+/// A namespace as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceState {
+    /// The raw projectId annotation, if any.
+    pub project_annotation: Option<String>,
+    /// The projectId label, if any (a mirror of the annotation, never trusted on its own).
+    pub project_label: Option<String>,
+    /// Whether the namespace is being deleted.
+    pub terminating: bool,
+}
+
+impl NamespaceState {
+    pub fn from_namespace(ns: &Namespace) -> Self {
+        let meta = &ns.metadata;
+        Self {
+            project_annotation: annotation(meta, keys::PROJECT_ID_KEY).map(str::to_owned),
+            project_label: label(meta, keys::PROJECT_ID_KEY).map(str::to_owned),
+            terminating: meta.deletion_timestamp.is_some()
+                || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"),
+        }
+    }
+
+    /// The project this namespace belongs to, from its annotation; `None` when absent or malformed.
+    pub fn project(&self) -> Option<ProjectId> {
+        self.project_annotation
+            .as_deref()
+            .and_then(|v| ProjectId::parse(v).ok())
+    }
+}
+
+/// What a secret is, as far as the index is concerned. No secret data, no other metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    pub uid: String,
+    /// Set for copies: the origin (`<namespace>/<name>`) they name, or empty for a Rancher copy
+    /// without our origin annotation.
+    pub copy_of: Option<String>,
+}
+
+impl SecretMeta {
+    pub fn from_meta(meta: &ObjectMeta) -> Self {
+        Self {
+            uid: meta.uid.clone().unwrap_or_default(),
+            copy_of: is_copy(meta).then(|| {
+                annotation(meta, keys::ORIGIN_ANNOTATION)
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+        }
+    }
+
+    pub fn is_copy(&self) -> bool {
+        self.copy_of.is_some()
+    }
+}
+
+/// Whether a secret's metadata marks it as a copy.
+pub fn is_copy(meta: &ObjectMeta) -> bool {
+    annotation(meta, keys::COPY_ANNOTATION) == Some(keys::TRUE)
+        || annotation(meta, keys::ORIGIN_ANNOTATION).is_some()
+}
+
+/// Whether metadata carries any of the copy markers (used to refuse forged copies).
+pub fn has_copy_marker(meta: &ObjectMeta) -> bool {
+    keys::COPY_MARKERS
+        .iter()
+        .any(|key| annotation(meta, key).is_some())
+}
+
+pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+pub fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// An original: a secret in a backing namespace, carrying the project-scoped label, not a copy.
+#[derive(Debug, Clone)]
+pub struct Original<'a> {
+    pub project: &'a ProjectId,
+    pub secret: &'a Secret,
+}
+
+impl Original<'_> {
+    pub fn namespace(&self) -> &str {
+        self.secret.metadata.namespace.as_deref().unwrap_or_default()
+    }
+    pub fn name(&self) -> &str {
+        self.secret.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// The index.
+#[derive(Debug, Default, Clone)]
+pub struct World {
+    /// Whether the Project CRD is served (N2 checks existence only then).
+    pub projects_installed: bool,
+    projects: BTreeMap<ProjectId, ProjectState>,
+    /// Backing namespace → project (derived from `projects`).
+    backing: HashMap<String, ProjectId>,
+    namespaces: BTreeMap<String, NamespaceState>,
+    /// namespace → secret name → metadata, for every secret.
+    names: HashMap<String, HashMap<String, SecretMeta>>,
+    /// (namespace, name) → full object, for secrets carrying the project-scoped label.
+    scoped: BTreeMap<(String, String), Arc<Secret>>,
+}
+
+impl World {
+    // ---- writes (the watchers) ----
+
+    pub fn upsert_project(&mut self, id: ProjectId, state: ProjectState) {
+        self.projects.insert(id, state);
+        self.rebuild_backing();
+    }
+
+    pub fn remove_project(&mut self, id: &ProjectId) {
+        self.projects.remove(id);
+        self.rebuild_backing();
+    }
+
+    pub fn replace_projects(&mut self, projects: impl IntoIterator<Item = (ProjectId, ProjectState)>) {
+        self.projects = projects.into_iter().collect();
+        self.rebuild_backing();
+    }
+
+    fn rebuild_backing(&mut self) {
+        self.backing = self
+            .projects
+            .iter()
+            .map(|(id, p)| (p.backing_namespace.clone(), id.clone()))
+            .collect();
+    }
+
+    pub fn upsert_namespace(&mut self, name: String, state: NamespaceState) {
+        self.namespaces.insert(name, state);
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    pub fn replace_namespaces(&mut self, all: impl IntoIterator<Item = (String, NamespaceState)>) {
+        self.namespaces = all.into_iter().collect();
+    }
+
+    pub fn upsert_secret_meta(&mut self, namespace: &str, name: &str, meta: SecretMeta) {
+        self.names
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned(), meta);
+    }
+
+    pub fn remove_secret_meta(&mut self, namespace: &str, name: &str) {
+        if let Some(names) = self.names.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.names.remove(namespace);
+            }
+        }
+    }
+
+    pub fn replace_secret_metas(
+        &mut self,
+        all: impl IntoIterator<Item = (String, String, SecretMeta)>,
+    ) {
+        self.names.clear();
+        for (namespace, name, meta) in all {
+            self.upsert_secret_meta(&namespace, &name, meta);
+        }
+        self.names.shrink_to_fit();
+    }
+
+    pub fn upsert_scoped(&mut self, secret: Arc<Secret>) {
+        if let Some(key) = object_key(&secret.metadata) {
+            self.scoped.insert(key, secret);
+        }
+    }
+
+    pub fn remove_scoped(&mut self, namespace: &str, name: &str) {
+        self.scoped.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    pub fn replace_scoped(&mut self, all: impl IntoIterator<Item = Arc<Secret>>) {
+        self.scoped = all
+            .into_iter()
+            .filter_map(|s| object_key(&s.metadata).map(|k| (k, s)))
+            .collect();
+    }
+
+    // ---- reads ----
+
+    pub fn project(&self, id: &ProjectId) -> Option<&ProjectState> {
+        self.projects.get(id)
+    }
+
+    pub fn projects(&self) -> impl Iterator<Item = (&ProjectId, &ProjectState)> {
+        self.projects.iter()
+    }
+
+    /// The project whose backing namespace this is.
+    pub fn backing_project(&self, namespace: &str) -> Option<&ProjectId> {
+        self.backing.get(namespace)
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceState> {
+        self.namespaces.get(name)
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &NamespaceState)> {
+        self.namespaces.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Namespaces whose projectId annotation names this project (the label is never trusted).
+    pub fn project_namespaces<'a>(
+        &'a self,
+        project: &'a ProjectId,
+    ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
+        self.namespaces()
+            .filter(move |(_, ns)| ns.project().as_ref() == Some(project))
+    }
+
+    pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {
+        self.names.get(namespace)?.get(name)
+    }
+
+    /// How many secrets the name index holds.
+    pub fn secret_count(&self) -> usize {
+        self.names.values().map(HashMap::len).sum()
+    }
+
+    pub fn scoped(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
+        self.scoped.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    pub fn scoped_secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
+        self.scoped.values()
+    }
+
+    /// Every original: a labelled, non-copy secret in a backing namespace whose label names (or
+    /// leaves empty) the project owning that namespace.
+    pub fn originals(&self) -> impl Iterator<Item = Original<'_>> {
+        self.scoped.values().filter_map(|secret| self.as_original(secret))
+    }
+
+    /// This secret as an original, if it is one.
+    pub fn as_original<'a>(&'a self, secret: &'a Secret) -> Option<Original<'a>> {
+        let meta = &secret.metadata;
+        let value = label(meta, keys::PROJECT_SCOPED_LABEL)?;
+        if is_copy(meta) {
+            return None;
+        }
+        let project = self.backing.get(meta.namespace.as_deref()?)?;
+        (value.is_empty() || value == project.project).then_some(Original { project, secret })
+    }
+
+    /// The originals of one project.
+    pub fn originals_of<'a>(
+        &'a self,
+        project: &'a ProjectId,
+    ) -> impl Iterator<Item = Original<'a>> + 'a {
+        self.originals().filter(move |o| o.project == project)
+    }
+
+    /// Every copy in the full-object index.
+    pub fn copies(&self) -> impl Iterator<Item = &Arc<Secret>> {
+        self.scoped.values().filter(|s| is_copy(&s.metadata))
+    }
+}
+
+fn object_key(meta: &ObjectMeta) -> Option<(String, String)> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    //! Small builders for tests of the pure core.
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    pub fn project(world: &mut World, cluster: &str, name: &str, backing: &str) -> ProjectId {
+        let id = ProjectId::new(cluster, name);
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                backing_namespace: backing.to_owned(),
+                has_backing_status: true,
+            },
+        );
+        world.upsert_namespace(backing.to_owned(), NamespaceState::default());
+        id
+    }
+
+    pub fn namespace_in(world: &mut World, name: &str, project: &ProjectId) {
+        world.upsert_namespace(
+            name.to_owned(),
+            NamespaceState {
+                project_annotation: Some(project.to_string()),
+                project_label: Some(project.project.clone()),
+                terminating: false,
+            },
+        );
+    }
+
+    pub fn secret(namespace: &str, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Secret {
+        let map = |pairs: &[(&str, &str)]| {
+            (!pairs.is_empty()).then(|| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<BTreeMap<_, _>>()
+            })
+        };
+        Secret {
+            metadata: ObjectMeta {
+                namespace: Some(namespace.to_owned()),
+                name: Some(name.to_owned()),
+                uid: Some(format!("uid-{namespace}-{name}")),
+                labels: map(labels),
+                annotations: map(annotations),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                "key".to_owned(),
+                ByteString(b"dog".to_vec()),
+            )])),
+            type_: Some("Opaque".to_owned()),
+            ..Secret::default()
+        }
+    }
+
+    /// Adds a secret to both indexes, as the watchers would.
+    pub fn add_secret(world: &mut World, secret: Secret) {
+        let meta = &secret.metadata;
+        let (ns, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
+        if label(meta, keys::PROJECT_SCOPED_LABEL).is_some() {
+            world.upsert_scoped(Arc::new(secret));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn originals_live_in_backing_namespaces_only() {
+        let mut world = World::default();
+        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        namespace_in(&mut world, "team-a", &p);
+        let label = [(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")];
+        add_secret(&mut world, secret("local-p-vwxyz", "db", &label, &[]));
+        add_secret(&mut world, secret("team-a", "stray", &label, &[]));
+        add_secret(&mut world, secret("local-p-vwxyz", "wrong", &[(keys::PROJECT_SCOPED_LABEL, "p-other")], &[]));
+        let names: Vec<_> = world.originals().map(|o| o.name().to_owned()).collect();
+        assert_eq!(names, ["db"]);
+        assert_eq!(world.secret_count(), 3);
+    }
+
+    #[test]
+    fn the_label_alone_never_puts_a_namespace_in_a_project() {
+        let mut world = World::default();
+        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        world.upsert_namespace(
+            "sneaky".to_owned(),
+            NamespaceState {
+                project_label: Some("p-vwxyz".to_owned()),
+                ..NamespaceState::default()
+            },
+        );
+        namespace_in(&mut world, "team-a", &p);
+        let members: Vec<_> = world.project_namespaces(&p).map(|(n, _)| n).collect();
+        assert_eq!(members, ["team-a"]);
+    }
+
+    #[test]
+    fn copies_are_recognised_by_either_marker() {
+        let rancher = secret("a", "x", &[], &[(keys::COPY_ANNOTATION, "true")]);
+        let ours = secret("a", "y", &[], &[(keys::ORIGIN_ANNOTATION, "b/y")]);
+        let plain = secret("a", "z", &[], &[]);
+        assert!(SecretMeta::from_meta(&rancher.metadata).is_copy());
+        assert_eq!(SecretMeta::from_meta(&ours.metadata).copy_of.as_deref(), Some("b/y"));
+        assert!(!SecretMeta::from_meta(&plain.metadata).is_copy());
+    }
+}
