@@ -1,6 +1,7 @@
 //! scoped-secrets: an admission webhook and an embedded reconciler for Rancher-style
 //! project-scoped secrets. A pure core (`world`, `policy`, `plan`) with thin I/O around it.
 
+pub mod certs;
 pub mod keys;
 pub mod plan;
 pub mod world;

@@ -1,1 +1,286 @@
-fn main() {}
+//! A real etcd and kube-apiserver on free loopback ports, the way controller-runtime's envtest runs
+//! them, for the tests and for `make run`. It stays in the foreground and supervises both: on Ctrl-C,
+//! SIGTERM, the exit of either child, or the exit of the process named by `--watch-pid` (a test binary
+//! that panicked or was killed), it stops both, so no process is left behind.
+//!
+//! When both are up it writes `<dir>/kubeconfig` (admin, `system:masters`, by token) and prints one line
+//! `ready kubeconfig=<path>` on stdout, which callers wait for.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use scoped_secrets::certs::{self, Authority};
+use std::net::{IpAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run a local etcd + kube-apiserver on 127.0.0.1 until interrupted")]
+struct Args {
+    /// State directory (etcd data, certificates, kubeconfig, logs); emptied at start.
+    #[arg(long, env = "SCOPED_SECRETS_CONTROL_PLANE_DIR", default_value = ".local/control-plane")]
+    dir: PathBuf,
+    /// Stop when this process exits (used by the test support).
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// How long to wait for the apiserver to become ready.
+    #[arg(long, default_value = "120")]
+    ready_timeout_secs: u64,
+}
+
+/// The admin token of the throwaway local control plane (it only listens on 127.0.0.1).
+const ADMIN_TOKEN: &str = "scoped-secrets-local-admin";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let (etcd_bin, apiserver_bin) = binaries()?;
+    let dir = std::path::absolute(&args.dir)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("etcd"))?;
+
+    let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
+    let pki = write_pki(&dir)?;
+    let mut children = Children::default();
+    children.start(
+        "etcd",
+        Command::new(&etcd_bin).args([
+            "--name=default",
+            &format!("--data-dir={}", dir.join("etcd").display()),
+            &format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+            &format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+            &format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer}"),
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]),
+        &dir,
+    )?;
+    children.start(
+        "kube-apiserver",
+        Command::new(&apiserver_bin).args([
+            &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--secure-port={apiserver_port}"),
+            &format!("--tls-cert-file={}", pki.serving_cert.display()),
+            &format!("--tls-private-key-file={}", pki.serving_key.display()),
+            &format!("--token-auth-file={}", pki.tokens.display()),
+            "--authorization-mode=RBAC",
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            &format!("--service-account-key-file={}", pki.sa_pub.display()),
+            &format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=0",
+        ]),
+        &dir,
+    )?;
+
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem)?;
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
+    wait_ready(&kubeconfig, &mut children, deadline).await?;
+    println!("ready kubeconfig={}", kubeconfig.display());
+
+    let reason = supervise(&mut children, args.watch_pid).await;
+    eprintln!("local-control-plane: stopping ({reason})");
+    children.stop_all();
+    Ok(())
+}
+
+/// Where the binaries are: TEST_ASSET_* files, then KUBEBUILDER_ASSETS, then the cached build.
+fn binaries() -> Result<(PathBuf, PathBuf)> {
+    let from_env = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let assets = from_env("KUBEBUILDER_ASSETS");
+    let etcd = from_env("TEST_ASSET_ETCD").or_else(|| assets.as_ref().map(|d| d.join("etcd")));
+    let apiserver = from_env("TEST_ASSET_KUBE_APISERVER")
+        .or_else(|| assets.as_ref().map(|d| d.join("kube-apiserver")));
+    if let (Some(etcd), Some(apiserver)) = (&etcd, &apiserver) {
+        return Ok((etcd.clone(), apiserver.clone()));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed; see its output above", script.display());
+    }
+    let cache = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    Ok((
+        etcd.unwrap_or_else(|| cache.join("etcd")),
+        apiserver.unwrap_or_else(|| cache.join("kube-apiserver")),
+    ))
+}
+
+fn free_ports() -> Result<[u16; 3]> {
+    // Hold all three listeners at once so the kernel hands out three different ports.
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+        TcpListener::bind("127.0.0.1:0")?,
+    ];
+    let mut ports = [0; 3];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+struct Pki {
+    ca_pem: String,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+    tokens: PathBuf,
+}
+
+fn write_pki(dir: &Path) -> Result<Pki> {
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki)?;
+    let ca = Authority::generate("local-control-plane CA", 30)?;
+    let serving = ca.issue(
+        &["localhost".to_owned(), "kubernetes.default.svc".to_owned()],
+        &[IpAddr::from([127, 0, 0, 1])],
+        30,
+        false,
+    )?;
+    let sa_key = rcgen::KeyPair::generate()?;
+    let out = Pki {
+        ca_pem: ca.cert_pem.clone(),
+        serving_cert: pki.join("apiserver.crt"),
+        serving_key: pki.join("apiserver.key"),
+        sa_key: pki.join("service-account.key"),
+        sa_pub: pki.join("service-account.pub"),
+        tokens: pki.join("tokens.csv"),
+    };
+    certs::write_file(&pki.join("ca.crt"), &ca.cert_pem, false)?;
+    certs::write_file(&out.serving_cert, &serving.cert_pem, false)?;
+    certs::write_file(&out.serving_key, &serving.key_pem, true)?;
+    certs::write_file(&out.sa_key, &sa_key.serialize_pem(), true)?;
+    certs::write_file(&out.sa_pub, &sa_key.public_key_pem(), false)?;
+    certs::write_file(
+        &out.tokens,
+        &format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        true,
+    )?;
+    Ok(out)
+}
+
+fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str) -> Result<()> {
+    let ca = certs::base64_encode(ca_pem.as_bytes());
+    let config = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority-data: {ca}
+users:
+- name: admin
+  user:
+    token: {ADMIN_TOKEN}
+contexts:
+- name: local
+  context:
+    cluster: local
+    user: admin
+    namespace: default
+current-context: local
+"
+    );
+    certs::write_file(path, &config, true)
+}
+
+async fn wait_ready(kubeconfig: &Path, children: &mut Children, deadline: Instant) -> Result<()> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let options = kube::config::KubeConfigOptions::default();
+    let client_config = kube::Config::from_custom_kubeconfig(config, &options).await?;
+    let client = kube::Client::try_from(client_config)?;
+    loop {
+        let request = http::Request::get("/readyz").body(Vec::new())?;
+        if let Ok(text) = client.request_text(request).await
+            && text.trim() == "ok"
+        {
+            return Ok(());
+        }
+        if let Some(exited) = children.exited() {
+            bail!("{exited} exited before the apiserver became ready; see its log in the state directory");
+        }
+        if Instant::now() > deadline {
+            bail!("the apiserver did not become ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until something asks the control plane to stop, and says what.
+async fn supervise(children: &mut Children, watch_pid: Option<u32>) -> String {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => return format!("cannot listen for SIGTERM: {e}"),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "interrupted".into(),
+            _ = sigterm.recv() => return "terminated".into(),
+            _ = tick.tick() => {
+                if let Some(exited) = children.exited() {
+                    return format!("{exited} exited");
+                }
+                if let Some(pid) = watch_pid && !Path::new(&format!("/proc/{pid}")).exists() {
+                    return format!("watched process {pid} is gone");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Children(Vec<(&'static str, Child)>);
+
+impl Children {
+    fn start(&mut self, name: &'static str, command: &mut Command, dir: &Path) -> Result<()> {
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.0.push((name, child));
+        Ok(())
+    }
+
+    fn exited(&mut self) -> Option<&'static str> {
+        self.0
+            .iter_mut()
+            .find_map(|(name, child)| (!matches!(child.try_wait(), Ok(None))).then_some(*name))
+    }
+
+    /// The apiserver first, then etcd; these are throwaway processes with throwaway state, so a kill
+    /// is enough.
+    fn stop_all(&mut self) {
+        for (_, child) in self.0.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,208 @@
+//! Certificates for the webhook (and the local control plane): an ECDSA P-256 CA and serving
+//! certificates signed by it. An existing CA is reused, so issuing again rotates only the serving
+//! certificate and the `caBundle` registered with the apiserver stays valid.
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// File names inside a certificate directory, as a Kubernetes TLS secret would mount them.
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+
+/// A CA able to sign serving certificates.
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A serving certificate and its key, PEM-encoded.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Authority {
+    /// A new self-signed CA.
+    pub fn generate(common_name: &str, valid_days: i64) -> Result<Self> {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, valid_days);
+        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// The CA stored in `dir`, if both of its files are there.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !cert_path.exists() || !key_path.exists() {
+            return Ok(None);
+        }
+        let cert_pem = read(&cert_path)?;
+        let key_pem = read(&key_path)?;
+        let key = KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("parsing the CA key {}", key_path.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+            .with_context(|| format!("parsing the CA certificate {}", cert_path.display()))?;
+        Ok(Some(Self {
+            issuer,
+            cert_pem,
+            key_pem,
+        }))
+    }
+
+    /// Signs a certificate for the given DNS names and IPs; `client` adds client authentication
+    /// (with the first DNS name as the common name), for the local control plane's admin user.
+    pub fn issue(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        valid_days: i64,
+        client: bool,
+    ) -> Result<Issued> {
+        let key = KeyPair::generate().context("generating a serving key")?;
+        let mut params =
+            CertificateParams::new(dns_names.to_vec()).context("invalid DNS name for a certificate")?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let common_name = dns_names.first().map(String::as_str).unwrap_or("scoped-secrets");
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if client {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        set_validity(&mut params, valid_days);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .context("signing the serving certificate")?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn set_validity(params: &mut CertificateParams, valid_days: i64) {
+    // Backdated a little so that a clock skewed by a few minutes still accepts a fresh certificate.
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + Duration::days(valid_days);
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// What `scoped-secrets certs` writes.
+pub struct Written {
+    pub dir: PathBuf,
+    pub created_ca: bool,
+    pub ca_bundle_base64: String,
+}
+
+/// Writes a serving certificate for `dns_names`/`ips` into `dir`, creating the CA there first unless
+/// one exists. Keys are written with mode 0600.
+pub fn write_serving_set(
+    dir: &Path,
+    dns_names: &[String],
+    ips: &[IpAddr],
+    ca_days: i64,
+    serving_days: i64,
+) -> Result<Written> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca, created_ca) = match Authority::load(dir)? {
+        Some(ca) => (ca, false),
+        None => (Authority::generate("scoped-secrets CA", ca_days)?, true),
+    };
+    if created_ca {
+        write_file(&dir.join(CA_CERT), &ca.cert_pem, false)?;
+        write_file(&dir.join(CA_KEY), &ca.key_pem, true)?;
+    }
+    let issued = ca.issue(dns_names, ips, serving_days, false)?;
+    // Key first, then certificate: a reloader that sees the new certificate finds its key already there.
+    write_file(&dir.join(TLS_KEY), &issued.key_pem, true)?;
+    write_file(&dir.join(TLS_CERT), &issued.cert_pem, false)?;
+    Ok(Written {
+        dir: dir.to_owned(),
+        created_ca,
+        ca_bundle_base64: base64_encode(ca.cert_pem.as_bytes()),
+    })
+}
+
+/// Writes through a temporary file and a rename, so readers never see half a file.
+pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if secret {
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Standard base64 with padding, as the `caBundle` field and kubeconfig `*-data` fields expect.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use k8s_openapi::ByteString;
+    // ByteString serializes as standard base64; reuse it instead of another dependency.
+    serde_json::to_value(ByteString(bytes.to_vec()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_a_serving_certificate_under_a_reused_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = vec!["webhook.example.svc".to_owned()];
+        let ips = vec![IpAddr::from([127, 0, 0, 1])];
+        let first = write_serving_set(dir.path(), &names, &ips, 3650, 365).expect("first");
+        assert!(first.created_ca);
+        let ca_before = std::fs::read_to_string(dir.path().join(CA_CERT)).expect("ca");
+        let cert_before = std::fs::read_to_string(dir.path().join(TLS_CERT)).expect("cert");
+        let second = write_serving_set(dir.path(), &names, &ips, 3650, 365).expect("second");
+        assert!(!second.created_ca, "an existing CA is reused");
+        assert_eq!(first.ca_bundle_base64, second.ca_bundle_base64);
+        assert_eq!(ca_before, std::fs::read_to_string(dir.path().join(CA_CERT)).expect("ca"));
+        assert_ne!(cert_before, std::fs::read_to_string(dir.path().join(TLS_CERT)).expect("cert"));
+        assert!(first.ca_bundle_base64.starts_with("LS0tLS1CRUdJTi"), "base64 of a PEM");
+    }
+}
