@@ -3,4 +3,6 @@
 
 pub mod keys;
 pub mod plan;
+pub mod policy;
+pub mod webhook;
 pub mod world;

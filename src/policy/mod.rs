@@ -1,0 +1,336 @@
+//! The admission rules of SPEC §2 as pure functions of (request, world, config, facts).
+//!
+//! No I/O here: the webhook asks [`needs`] what it must fetch from the cluster (a SubjectAccessReview,
+//! an existing secret's type), fetches it, and passes the answers in as [`Facts`] to [`validate`].
+//! [`mutate`] needs nothing but the world. Because nothing here has side effects, dry-run requests
+//! get exactly the decisions real ones get.
+
+pub mod message;
+mod mutate;
+mod namespaces;
+mod secrets;
+
+use crate::world::World;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::de::DeserializeOwned;
+
+/// Whether denials are enforced or only announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Every denial becomes a `would deny: …` warning, to roll the webhook out safely.
+    Audit,
+}
+
+/// What happens when an original would overwrite a non-copy secret (S2, N3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverwritePolicy {
+    #[default]
+    Warn,
+    /// Deny unless the original carries the allow-overwrite consent annotation.
+    Deny,
+}
+
+/// The webhook's policy settings (from the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    pub overwrite_policy: OverwritePolicy,
+    /// S5: deny (true) or only warn about (false) changes to copies.
+    pub protect_copies: bool,
+    /// Usernames whose requests skip every rule: our reconciler, and beside Rancher its copier.
+    pub reconciler_users: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            overwrite_policy: OverwritePolicy::default(),
+            protect_copies: true,
+            reconciler_users: Vec::new(),
+        }
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// 403 for policy, 400 for malformed input.
+    pub code: u16,
+    /// A machine-readable CamelCase reason.
+    pub reason: String,
+    /// What conflicts, why, and how to fix it.
+    pub message: String,
+}
+
+impl Denial {
+    pub fn forbidden(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: 403,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            reason: "BadRequest".to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to one admission request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// `None` admits the request.
+    pub denial: Option<Denial>,
+    /// Single lines of at most 120 characters.
+    pub warnings: Vec<String>,
+    /// Only ever set by [`mutate`]: a validating response must not carry a patch.
+    pub patch: Option<json_patch::Patch>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+
+    fn denied(denial: Denial) -> Self {
+        Self {
+            denial: Some(denial),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a review needs from the cluster beyond the world; the webhook fetches it before [`validate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// N1: a SubjectAccessReview for the requesting user (with groups and extra), verb
+    /// `manage-namespaces` on `projects.management.cattle.io/<project>` in namespace `<cluster>`.
+    pub access_review: Option<crate::keys::ProjectId>,
+    /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
+    pub secret_type_of: Option<(String, String)>,
+}
+
+/// The answers to [`Needs`]; `None` when not asked or when the lookup failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub may_manage_namespaces: Option<bool>,
+    pub existing_secret_type: Option<String>,
+}
+
+/// What [`validate`] needs fetched for this request.
+pub fn needs(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Needs {
+    if skips_rules(req, cfg) {
+        return Needs::default();
+    }
+    match kind_of(req) {
+        Kind::Secret => subject::<Secret>(req)
+            .map(|s| secrets::needs(&s, world))
+            .unwrap_or_default(),
+        Kind::Namespace => subject::<Namespace>(req)
+            .map(|s| namespaces::needs(&s))
+            .unwrap_or_default(),
+        Kind::Other => Needs::default(),
+    }
+}
+
+/// The validating rules S1–S7 and N1–N3.
+pub fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+) -> Decision {
+    if skips_rules(req, cfg) {
+        return Decision::default();
+    }
+    let mut findings = Findings::default();
+    let parsed = match kind_of(req) {
+        Kind::Secret => {
+            subject::<Secret>(req).map(|s| secrets::validate(&s, world, cfg, facts, &mut findings))
+        }
+        Kind::Namespace => subject::<Namespace>(req)
+            .map(|s| namespaces::validate(&s, world, cfg, facts, &mut findings)),
+        Kind::Other => Ok(()),
+    };
+    if let Err(denial) = parsed {
+        findings.deny(denial);
+    }
+    findings.decide(cfg.mode)
+}
+
+/// The mutations M1 (namespace label) and M2 (original's labels): a JSON Patch or nothing. Never
+/// on DELETE, never touching secret data, and no patch when nothing needs to change.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision {
+    if !matches!(req.operation, Operation::Create | Operation::Update) || req.sub_resource.is_some()
+    {
+        return Decision::default();
+    }
+    let ops = match kind_of(req) {
+        Kind::Secret => subject::<Secret>(req).map(|s| mutate::secret(&s, world)),
+        Kind::Namespace => subject::<Namespace>(req).map(|s| mutate::namespace(&s)),
+        Kind::Other => Ok(Vec::new()),
+    };
+    match ops {
+        Ok(ops) if ops.is_empty() => Decision::default(),
+        Ok(ops) => Decision {
+            patch: Some(json_patch::Patch(ops)),
+            ..Decision::default()
+        },
+        Err(denial) => Decision::denied(denial),
+    }
+}
+
+/// Requests from the reconciler's own identity, and subresource writes (a namespace's `status` or
+/// `finalize` cannot change the metadata the rules are about), are not reviewed.
+fn skips_rules(req: &AdmissionRequest<DynamicObject>, cfg: &Config) -> bool {
+    let from_reconciler = req
+        .user_info
+        .username
+        .as_deref()
+        .is_some_and(|user| cfg.reconciler_users.iter().any(|r| r == user));
+    from_reconciler || req.sub_resource.is_some()
+}
+
+enum Kind {
+    Secret,
+    Namespace,
+    Other,
+}
+
+fn kind_of(req: &AdmissionRequest<DynamicObject>) -> Kind {
+    let core = req.kind.group.is_empty();
+    match req.kind.kind.as_str() {
+        k if core && k == Secret::KIND => Kind::Secret,
+        k if core && k == Namespace::KIND => Kind::Namespace,
+        _ => Kind::Other,
+    }
+}
+
+/// An admission request with its objects converted to a typed resource.
+#[derive(Debug)]
+pub(crate) struct Subject<T> {
+    pub op: Operation,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    /// `None` for a CREATE with `generateName`.
+    pub name: Option<String>,
+    /// The requesting user's name, for messages.
+    pub user: String,
+    pub new: Option<T>,
+    pub old: Option<T>,
+}
+
+impl<T> Subject<T> {
+    /// The name for messages: `(generated)` when the apiserver has not picked it yet.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("(generated)")
+    }
+}
+
+fn subject<T>(req: &AdmissionRequest<DynamicObject>) -> Result<Subject<T>, Denial>
+where
+    T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
+{
+    let convert = |obj: &Option<DynamicObject>, field: &str| -> Result<Option<T>, Denial> {
+        let Some(obj) = obj else { return Ok(None) };
+        let typed = serde_json::to_value(obj)
+            .and_then(serde_json::from_value::<T>)
+            .map_err(|e| Denial::bad_request(format!("{field} is not a valid {}: {e}", T::KIND)))?;
+        Ok(Some(with_namespace(typed, req.namespace.as_deref())))
+    };
+    let new = convert(&req.object, "object")?;
+    let old = convert(&req.old_object, "oldObject")?;
+    let missing = match req.operation {
+        Operation::Create => new.is_none().then_some("object"),
+        Operation::Update => (new.is_none() || old.is_none()).then_some("object or oldObject"),
+        Operation::Delete => old.is_none().then_some("oldObject"),
+        Operation::Connect => None,
+    };
+    if let Some(field) = missing {
+        return Err(Denial::bad_request(format!(
+            "{:?} request for a {} has no {field}",
+            req.operation,
+            T::KIND
+        )));
+    }
+    let meta = new.as_ref().or(old.as_ref()).map(Metadata::metadata);
+    let name = Some(req.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta.and_then(|m| m.name.clone()));
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| meta.and_then(|m| m.namespace.clone()))
+        .unwrap_or_default();
+    Ok(Subject {
+        op: req.operation.clone(),
+        namespace,
+        name,
+        user: req.user_info.username.clone().unwrap_or_default(),
+        new,
+        old,
+    })
+}
+
+/// The apiserver fills an object's namespace from the request path; make sure ours has it too.
+fn with_namespace<T: Metadata<Ty = ObjectMeta>>(mut obj: T, namespace: Option<&str>) -> T {
+    let meta = obj.metadata_mut();
+    if meta.namespace.is_none() {
+        meta.namespace = namespace.filter(|n| !n.is_empty()).map(str::to_owned);
+    }
+    obj
+}
+
+/// What the validating rules found, in rule order.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    denials: Vec<Denial>,
+    warnings: Vec<String>,
+}
+
+impl Findings {
+    pub fn deny(&mut self, denial: Denial) {
+        self.denials.push(denial);
+    }
+
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(message::warning(&warning));
+    }
+
+    /// Enforce: the first denial wins (warnings still travel with it). Audit: every denial becomes
+    /// a `would deny:` warning and the request is admitted.
+    fn decide(mut self, mode: Mode) -> Decision {
+        match mode {
+            Mode::Enforce => Decision {
+                denial: self.denials.into_iter().next(),
+                warnings: self.warnings,
+                patch: None,
+            },
+            Mode::Audit => {
+                for denial in &self.denials {
+                    let line = format!("would deny: {}", denial.message);
+                    self.warnings.push(message::warning(&line));
+                }
+                Decision {
+                    denial: None,
+                    warnings: self.warnings,
+                    patch: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
