@@ -115,7 +115,7 @@ impl Decision {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
     /// N1: a SubjectAccessReview for the requesting user (with groups and extra), verb
-    /// `manage-namespaces` on `projects.management.cattle.io/<project>` in namespace `<cluster>`.
+    /// `manage-namespaces` on the Project resource `<project>` in namespace `<cluster>`.
     pub access_review: Option<crate::keys::ProjectId>,
     /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
     pub secret_type_of: Option<(String, String)>,
@@ -128,24 +128,71 @@ pub struct Facts {
     pub existing_secret_type: Option<String>,
 }
 
+/// Which validating rules a webhook endpoint runs. SPEC §5 splits them over webhook entries with
+/// different failure policies; each entry runs only its own, or warnings would be shown twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rules {
+    #[default]
+    All,
+    /// S3–S6: the secret guard (failurePolicy Fail).
+    SecretGuard,
+    /// S1, S2, S7: advisory and best-effort (failurePolicy Ignore).
+    SecretNames,
+    /// N1–N3: the namespace guard (failurePolicy Fail).
+    NamespaceGuard,
+}
+
+impl Rules {
+    fn secret_guard(self) -> bool {
+        matches!(self, Self::All | Self::SecretGuard)
+    }
+    fn secret_names(self) -> bool {
+        matches!(self, Self::All | Self::SecretNames)
+    }
+    fn namespaces(self) -> bool {
+        matches!(self, Self::All | Self::NamespaceGuard)
+    }
+}
+
 /// What [`validate`] needs fetched for this request.
 pub fn needs(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Needs {
+    needs_for(Rules::All, req, world, cfg)
+}
+
+/// What [`validate_only`] with these rules needs fetched for this request.
+pub fn needs_for(
+    rules: Rules,
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+) -> Needs {
     if skips_rules(req, cfg) {
         return Needs::default();
     }
     match kind_of(req) {
-        Kind::Secret => subject::<Secret>(req)
+        Kind::Secret if rules.secret_names() => subject::<Secret>(req)
             .map(|s| secrets::needs(&s, world))
             .unwrap_or_default(),
-        Kind::Namespace => subject::<Namespace>(req)
-            .map(|s| namespaces::needs(&s))
+        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
+            .map(|s| namespaces::needs(&s, world))
             .unwrap_or_default(),
-        Kind::Other => Needs::default(),
+        _ => Needs::default(),
     }
 }
 
-/// The validating rules S1–S7 and N1–N3.
+/// Every validating rule, S1–S7 and N1–N3.
 pub fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+) -> Decision {
+    validate_only(Rules::All, req, world, cfg, facts)
+}
+
+/// The validating rules of one webhook entry. A malformed object is a 400 denial for any of them.
+pub fn validate_only(
+    rules: Rules,
     req: &AdmissionRequest<DynamicObject>,
     world: &World,
     cfg: &Config,
@@ -156,12 +203,17 @@ pub fn validate(
     }
     let mut findings = Findings::default();
     let parsed = match kind_of(req) {
-        Kind::Secret => {
-            subject::<Secret>(req).map(|s| secrets::validate(&s, world, cfg, facts, &mut findings))
-        }
-        Kind::Namespace => subject::<Namespace>(req)
+        Kind::Secret => subject::<Secret>(req).map(|s| {
+            if rules.secret_names() {
+                secrets::validate_names(&s, world, cfg, facts, &mut findings);
+            }
+            if rules.secret_guard() {
+                secrets::validate_guard(&s, world, cfg, &mut findings);
+            }
+        }),
+        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
             .map(|s| namespaces::validate(&s, world, cfg, facts, &mut findings)),
-        Kind::Other => Ok(()),
+        _ => Ok(()),
     };
     if let Err(denial) = parsed {
         findings.deny(denial);
@@ -259,8 +311,8 @@ where
     };
     if let Some(field) = missing {
         return Err(Denial::bad_request(format!(
-            "{:?} request for a {} has no {field}",
-            req.operation,
+            "{} request for a {} has no {field}",
+            operation_name(&req.operation),
             T::KIND
         )));
     }
@@ -283,6 +335,16 @@ where
     })
 }
 
+/// The operation as the apiserver spells it.
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
 /// The apiserver fills an object's namespace from the request path; make sure ours has it too.
 fn with_namespace<T: Metadata<Ty = ObjectMeta>>(mut obj: T, namespace: Option<&str>) -> T {
     let meta = obj.metadata_mut();
@@ -300,7 +362,9 @@ pub(crate) struct Findings {
 }
 
 impl Findings {
-    pub fn deny(&mut self, denial: Denial) {
+    pub fn deny(&mut self, mut denial: Denial) {
+        // Names and annotation values come from users; keep the message one line.
+        denial.message = message::one_line(&denial.message);
         self.denials.push(denial);
     }
 
@@ -334,3 +398,129 @@ impl Findings {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::keys;
+    use crate::world::fixtures::{add_secret, namespace_in, secret};
+    use serde_json::{Value, json};
+
+    fn decide(rules: Rules, req: Value) -> Decision {
+        validate_only(
+            rules,
+            &admission(req),
+            &world(),
+            &config(),
+            &Facts::default(),
+        )
+    }
+
+    #[test]
+    fn each_webhook_entry_runs_only_its_rules() {
+        // Deleting a copy (S5, guard) and creating over a taken name (S1, names).
+        let delete_copy = || request("DELETE", None, Some(copy_json("team-a", "db")));
+        let taken = || {
+            request(
+                "CREATE",
+                Some(secret_json("other", "web", Value::Null, Value::Null)),
+                None,
+            )
+        };
+        assert!(!decide(Rules::SecretGuard, delete_copy()).allowed());
+        assert!(decide(Rules::SecretNames, delete_copy()).allowed());
+        assert!(!decide(Rules::SecretNames, taken()).allowed());
+        assert!(decide(Rules::SecretGuard, taken()).allowed());
+        assert!(decide(Rules::NamespaceGuard, taken()).allowed());
+        // S7 is a names rule: its warning is not repeated by the guard.
+        let delete_original = || {
+            request(
+                "DELETE",
+                None,
+                Some(original_json("db", "p-vwxyz", Value::Null)),
+            )
+        };
+        assert_eq!(
+            decide(Rules::SecretNames, delete_original()).warnings.len(),
+            1
+        );
+        assert!(
+            decide(Rules::SecretGuard, delete_original())
+                .warnings
+                .is_empty()
+        );
+        let join = request(
+            "CREATE",
+            Some(namespace_in_json("fresh", "local:p-vwxyz")),
+            None,
+        );
+        assert!(decide(Rules::SecretGuard, join.clone()).allowed());
+        assert!(!decide(Rules::NamespaceGuard, join.clone()).allowed());
+        assert_eq!(
+            needs_for(Rules::SecretGuard, &admission(join), &world(), &config()),
+            Needs::default()
+        );
+    }
+
+    #[test]
+    fn overwrite_warnings_cut_long_namespace_lists() {
+        let mut world = world();
+        let p = project_id();
+        for i in 0..37 {
+            let ns = format!("team-with-a-rather-long-name-{i:02}");
+            namespace_in(&mut world, &ns, &p);
+            add_secret(&mut world, secret(&ns, "api", &[], &[]));
+        }
+        let req = request(
+            "CREATE",
+            Some(original_json("api", "p-vwxyz", Value::Null)),
+            None,
+        );
+        let decision = validate(&admission(req), &world, &config(), &Facts::default());
+        let [warning] = decision.warnings.as_slice() else {
+            panic!("one warning expected: {:?}", decision.warnings);
+        };
+        assert!(
+            warning.chars().count() <= message::WARNING_LIMIT,
+            "{warning}"
+        );
+        assert!(warning.contains("in 38 namespaces: "), "{warning}");
+        assert!(warning.ends_with(" more"), "{warning}");
+    }
+
+    #[test]
+    fn audit_mode_cuts_long_denials_to_one_warning_line() {
+        let audit = Config {
+            mode: Mode::Audit,
+            ..config()
+        };
+        let long_name = "n".repeat(200);
+        let req = request(
+            "CREATE",
+            Some(secret_json(
+                "other",
+                &long_name,
+                json!({keys::PROJECT_SCOPED_LABEL: "p-vwxyz"}),
+                Value::Null,
+            )),
+            None,
+        );
+        let decision = validate(&admission(req), &world(), &audit, &Facts::default());
+        assert!(decision.allowed());
+        let [warning] = decision.warnings.as_slice() else {
+            panic!("one warning expected: {:?}", decision.warnings);
+        };
+        assert!(warning.starts_with("would deny: "), "{warning}");
+        assert_eq!(warning.chars().count(), message::WARNING_LIMIT);
+        assert!(warning.ends_with('…'));
+    }
+
+    #[test]
+    fn other_kinds_and_subresources_pass_untouched() {
+        let mut req = request("CREATE", Some(copy_json("team-a", "x")), None);
+        req["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+        assert_eq!(decide(Rules::All, req.clone()), Decision::default());
+        assert_eq!(mutate(&admission(req), &world()), Decision::default());
+    }
+}

@@ -113,6 +113,23 @@ mod tests {
         Some(serde_json::to_value(&patch).expect("serializable"))
     }
 
+    /// The JSON pointer to a label, escaped by hand (RFC 6901: `~` as `~0`, `/` as `~1`).
+    fn label_path(key: &str) -> String {
+        format!(
+            "/metadata/labels/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        )
+    }
+
+    #[test]
+    fn label_paths_escape_slashes() {
+        let path = label_path(keys::PROJECT_ID_KEY);
+        assert!(
+            path.contains("~1") && path.matches('/').count() == 3,
+            "{path}"
+        );
+    }
+
     fn ns_update(new: Value) -> Value {
         let old = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": new["metadata"]["name"]}});
         request("UPDATE", Some(new), Some(old))
@@ -133,14 +150,14 @@ mod tests {
                 "other labels: the key is added, escaped",
                 namespace_json("a", json!({"team": "x"}), ann.clone()),
                 Some(
-                    json!([{"op": "add", "path": "/metadata/labels/field.cattle.io~1projectId", "value": "p-vwxyz"}]),
+                    json!([{"op": "add", "path": label_path(keys::PROJECT_ID_KEY), "value": "p-vwxyz"}]),
                 ),
             ),
             (
                 "stale label is replaced",
                 namespace_json("a", json!({keys::PROJECT_ID_KEY: "p-old"}), ann.clone()),
                 Some(
-                    json!([{"op": "add", "path": "/metadata/labels/field.cattle.io~1projectId", "value": "p-vwxyz"}]),
+                    json!([{"op": "add", "path": label_path(keys::PROJECT_ID_KEY), "value": "p-vwxyz"}]),
                 ),
             ),
             (
@@ -150,9 +167,7 @@ mod tests {
                     json!({keys::PROJECT_ID_KEY: "p-vwxyz", "team": "x"}),
                     Value::Null,
                 ),
-                Some(
-                    json!([{"op": "remove", "path": "/metadata/labels/field.cattle.io~1projectId"}]),
-                ),
+                Some(json!([{"op": "remove", "path": label_path(keys::PROJECT_ID_KEY)}])),
             ),
             (
                 "already right: no patch",
@@ -186,13 +201,13 @@ mod tests {
 
     #[test]
     fn m2_originals_get_their_labels() {
-        let cluster_path = "/metadata/labels/management.cattle.io~1project-scoped-secret-cluster";
+        let cluster_path = label_path(keys::PROJECT_SCOPED_CLUSTER_LABEL);
         let cases = [
             (
                 "empty label and no cluster label",
                 original_json("db", "", Value::Null),
                 Some(json!([
-                    {"op": "add", "path": "/metadata/labels/management.cattle.io~1project-scoped-secret", "value": "p-vwxyz"},
+                    {"op": "add", "path": label_path(keys::PROJECT_SCOPED_LABEL), "value": "p-vwxyz"},
                     {"op": "add", "path": cluster_path, "value": "local"},
                 ])),
             ),

@@ -52,12 +52,18 @@ impl<'a> Change<'a> {
     }
 }
 
-pub(super) fn needs(s: &Subject<Namespace>) -> Needs {
-    if s.op == kube::core::admission::Operation::Delete {
+pub(super) fn needs(s: &Subject<Namespace>, world: &World) -> Needs {
+    if s.new.is_none() {
         return Needs::default();
     }
+    // A project that does not exist is refused (N2) before anyone's permission matters.
+    let access_review = Change::of(s)
+        .joined()
+        .ok()
+        .flatten()
+        .filter(|p| !world.projects_installed || world.project(p).is_some());
     Needs {
-        access_review: Change::of(s).joined().ok().flatten(),
+        access_review,
         ..Needs::default()
     }
 }
@@ -221,8 +227,8 @@ fn leaving(ns: &str, project: &ProjectId, world: &World, out: &mut Findings) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Expect::*, *};
-    use super::super::{Config, Facts, Needs};
+    use super::super::testing::{Expect::Allow, *};
+    use super::super::{Facts, Needs};
     use super::*;
     use serde_json::{Value, json};
 
@@ -256,19 +262,27 @@ mod tests {
             Case::new(
                 "refused",
                 join(),
-                Deny(
+                deny(
                     403,
-                    "user \"alice\" may not move namespace \"other\" into project local:p-vwxyz: that \
-                     needs verb manage-namespaces on projects.management.cattle.io \"p-vwxyz\" in \
-                     namespace \"local\"",
+                    format!(
+                        "user \"alice\" may not move namespace \"other\" into project \
+                         local:p-vwxyz: that needs verb manage-namespaces on {}.{} \"p-vwxyz\" in \
+                         namespace \"local\"",
+                        keys::PROJECT_PLURAL,
+                        keys::PROJECT_GROUP
+                    ),
                 ),
             )
             .with_facts(refused()),
-            Case::new("unverified", join(), Deny(403, "could not verify")),
+            Case::new("unverified", join(), deny(403, "could not verify")),
             Case::new(
                 "creating a namespace in a project",
-                request("CREATE", Some(namespace_in_json("fresh", "local:p-vwxyz")), None),
-                Deny(403, "may not move namespace \"fresh\""),
+                request(
+                    "CREATE",
+                    Some(namespace_in_json("fresh", "local:p-vwxyz")),
+                    None,
+                ),
+                deny(403, "may not move namespace \"fresh\""),
             )
             .with_facts(refused()),
             Case::new(
@@ -320,7 +334,7 @@ mod tests {
                 Case::new(
                     "malformed",
                     create(bad),
-                    Deny(403, "annotation field.cattle.io/projectId"),
+                    deny(403, format!("annotation {}", keys::PROJECT_ID_KEY)),
                 )
             })
             .collect();
@@ -328,7 +342,7 @@ mod tests {
             Case::new(
                 "missing project",
                 create("local:p-nope"),
-                Deny(403, "project local:p-nope"),
+                deny(403, "project local:p-nope"),
             )
             .with_facts(allowed()),
         );
@@ -345,7 +359,7 @@ mod tests {
             None,
         );
         let decision = super::super::validate(&admission(req), &world, &config(), &allowed());
-        check("no CRD", &decision, Allow);
+        check("no CRD", &decision, &Allow);
     }
 
     #[test]
@@ -361,7 +375,7 @@ mod tests {
             Case::new(
                 "joining overwrites",
                 join_newcomer(),
-                Warn(
+                warn(
                     "namespace \"newcomer\" joins project local:p-vwxyz; its project-scoped secrets \
                      will overwrite 2 secrets here: cache, db",
                 ),
@@ -370,7 +384,7 @@ mod tests {
             Case::new(
                 "joining is refused under the deny policy",
                 join_newcomer(),
-                Deny(403, "without consent"),
+                deny(403, "without consent"),
             )
             .with_cfg(deny_overwrites())
             .with_facts(allowed()),
@@ -381,7 +395,7 @@ mod tests {
                     Some(bare("team-a")),
                     Some(namespace_in_json("team-a", "local:p-vwxyz")),
                 ),
-                Warn("namespace \"team-a\" leaves project local:p-vwxyz; 2 copies"),
+                warn("namespace \"team-a\" leaves project local:p-vwxyz; 2 copies"),
             ),
             Case::new(
                 "a label alone never joins",
@@ -440,14 +454,12 @@ mod tests {
             Some(namespace_in_json("newcomer", "local:p-vwxyz")),
             Some(bare("newcomer")),
         );
-        let cfg = Config {
-            ..deny_overwrites()
-        };
-        let decision = super::super::validate(&admission(req), &world, &cfg, &allowed());
+        let decision =
+            super::super::validate(&admission(req), &world, &deny_overwrites(), &allowed());
         check(
             "consented",
             &decision,
-            Warn("will overwrite 2 secrets here"),
+            &warn("will overwrite 2 secrets here"),
         );
     }
 }

@@ -26,7 +26,9 @@ pub(super) fn needs(s: &Subject<Secret>, world: &World) -> Needs {
     }
 }
 
-pub(super) fn validate(
+/// S1, S2 and S7: names and what an original does to other namespaces. Advisory and best-effort
+/// (the world may lag the cluster), so their webhook entry may fail open.
+pub(super) fn validate_names(
     s: &Subject<Secret>,
     world: &World,
     cfg: &Config,
@@ -36,16 +38,22 @@ pub(super) fn validate(
     if s.op == Operation::Create {
         unique_name(s, world, facts, out);
     }
+    if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
+        overwrites(&original, world, cfg, out);
+    }
+    removals(s, world, out);
+}
+
+/// S3–S6: where the label may be, who writes markers and copies, what can be project-scoped.
+pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     if let Some(new) = &s.new {
         label_placement(s, new, world, out);
         forged_markers(s, new, out);
         if let Some(original) = world.as_original(new) {
             what_can_be_scoped(s, &original, out);
-            overwrites(&original, world, cfg, out);
         }
     }
     copies_are_read_only(s, world, cfg, out);
-    removals(s, world, out);
 }
 
 /// S1: one set of names per namespace, including names reserved by a project's originals.
@@ -338,7 +346,7 @@ fn removals(s: &Subject<Secret>, world: &World, out: &mut Findings) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Expect::*, *};
+    use super::super::testing::{Expect::Allow, *};
     use super::super::{Facts, Mode};
     use super::*;
     use serde_json::{Value, json};
@@ -376,7 +384,7 @@ mod tests {
             Case::new(
                 "taken by a certificate",
                 create(plain("other", "web")),
-                Deny(
+                deny(
                     403,
                     "a certificate (kubernetes.io/tls) named \"web\" already exists in namespace \
                      \"other\"; certificates, registry credentials and secrets share one set of names \
@@ -387,23 +395,23 @@ mod tests {
             Case::new(
                 "taken by a registry credential",
                 create(plain("other", "web")),
-                Deny(403, "a registry credential (kubernetes.io/dockercfg) named"),
+                deny(403, "a registry credential (kubernetes.io/dockercfg) named"),
             )
             .with_facts(typed("kubernetes.io/dockercfg")),
             Case::new(
                 "taken, type unknown",
                 create(plain("other", "web")),
-                Deny(403, "a secret named \"web\" already exists"),
+                deny(403, "a secret named \"web\" already exists"),
             ),
             Case::new(
                 "taken by a copy, type from the world",
                 create(plain("team-a", "db")),
-                Deny(403, "a secret (Opaque) named \"db\""),
+                deny(403, "a secret (Opaque) named \"db\""),
             ),
             Case::new(
                 "reserved by an original whose copy has not landed",
                 create(plain("team-b", "db")),
-                Deny(
+                deny(
                     403,
                     "secret name \"db\" in namespace \"team-b\" is reserved by project-scoped \
                      secret \"local-p-vwxyz/db\" of project p-vwxyz",
@@ -423,7 +431,7 @@ mod tests {
             Case::new(
                 "an original follows the same rule",
                 create(original_json("db", "p-vwxyz", Value::Null)),
-                Deny(403, "named \"db\" already exists in namespace \"local-p-vwxyz\""),
+                deny(403, "named \"db\" already exists in namespace \"local-p-vwxyz\""),
             ),
             Case::new(
                 "the reconciler skips the rules",
@@ -461,7 +469,7 @@ mod tests {
             Case::new(
                 "an original that overwrites is announced",
                 create(original_json("api", "p-vwxyz", Value::Null)),
-                Warn(
+                warn(
                     "project-scoped secret \"local-p-vwxyz/api\" will overwrite the secret of that \
                      name in 1 namespace: team-b",
                 ),
@@ -478,13 +486,16 @@ mod tests {
             Case::new(
                 "refused under the deny policy",
                 create(original_json("api", "p-vwxyz", Value::Null)),
-                Deny(403, "scoped-secrets.io/allow-overwrite=\"true\""),
+                deny(
+                    403,
+                    format!("{}=\"true\"", keys::ALLOW_OVERWRITE_ANNOTATION),
+                ),
             )
             .with_cfg(deny_overwrites()),
             Case::new(
                 "consent under the deny policy still warns",
                 create(original_json("api", "p-vwxyz", consent)),
-                Warn("will overwrite"),
+                warn("will overwrite"),
             )
             .with_cfg(deny_overwrites()),
             Case::new(
@@ -516,7 +527,7 @@ mod tests {
             Case::new(
                 "outside every backing namespace",
                 create(labelled("other", "p-vwxyz")),
-                Deny(
+                deny(
                     403,
                     "only allowed on secrets in a project's backing namespace",
                 ),
@@ -524,18 +535,18 @@ mod tests {
             Case::new(
                 "wrong project",
                 create(labelled(BACKING, "p-other")),
-                Deny(403, "set it to p-vwxyz"),
+                deny(403, "set it to p-vwxyz"),
             ),
             Case::new(
                 "still empty at validation",
                 create(labelled(BACKING, "")),
-                Deny(403, "is empty; set it to p-vwxyz"),
+                deny(403, "is empty; set it to p-vwxyz"),
             ),
             Case::new("right project", create(labelled(BACKING, "p-vwxyz")), Allow),
             Case::new(
                 "added to an existing plain secret",
                 update(plain("other", "web"), labelled("other", "p-vwxyz")),
-                Deny(403, "backing namespace"),
+                deny(403, "backing namespace"),
             ),
         ]);
     }
@@ -560,17 +571,20 @@ mod tests {
             Case::new(
                 "create with a marker",
                 create(forged.clone()),
-                Deny(403, "remove annotation scoped-secrets.io/origin "),
+                deny(
+                    403,
+                    format!("remove annotation {} from", keys::ORIGIN_ANNOTATION),
+                ),
             ),
             Case::new(
                 "adding a marker",
                 update(plain("other", "web"), marked),
-                Deny(403, "secret.user.cattle.io/secret"),
+                deny(403, keys::USER_SECRET_ANNOTATION),
             ),
             Case::new(
                 "changing a marker",
                 update(copy_json("team-a", "db"), retargeted),
-                Deny(403, "scoped-secrets.io/origin"),
+                deny(403, keys::ORIGIN_ANNOTATION),
             )
             .with_cfg(Config {
                 protect_copies: false,
@@ -596,17 +610,17 @@ mod tests {
             Case::new(
                 "update",
                 update(copy_json("team-a", "db"), edited.clone()),
-                Deny(403, message),
+                deny(403, message),
             ),
             Case::new(
                 "delete",
                 delete(copy_json("team-a", "db")),
-                Deny(403, message),
+                deny(403, message),
             ),
             Case::new(
                 "a Rancher copy names its origin through the project",
                 delete(rancher_copy),
-                Deny(403, "copy of project-scoped secret \"local-p-vwxyz/db\""),
+                deny(403, "copy of project-scoped secret \"local-p-vwxyz/db\""),
             ),
             Case::new(
                 "terminating namespace",
@@ -616,7 +630,7 @@ mod tests {
             Case::new(
                 "protect-copies=false warns",
                 update(copy_json("team-a", "db"), edited),
-                Warn("change the original instead"),
+                warn("change the original instead"),
             )
             .with_cfg(Config {
                 protect_copies: false,
@@ -643,7 +657,7 @@ mod tests {
             Case::new(
                 "service-account token",
                 create(token),
-                Deny(403, "cannot be project-scoped"),
+                deny(403, "cannot be project-scoped"),
             ),
             Case::new(
                 "invalid ignore pattern",
@@ -652,7 +666,7 @@ mod tests {
                     "p-vwxyz",
                     json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("}),
                 )),
-                Deny(403, "entry \"team-(\" is not a valid pattern"),
+                deny(403, "entry \"team-(\" is not a valid pattern"),
             ),
         ]);
     }
@@ -664,14 +678,14 @@ mod tests {
             Case::new(
                 "deleting an original",
                 delete(db()),
-                Warn(
+                warn(
                     "1 copy of project-scoped secret \"local-p-vwxyz/db\" will be removed from: team-a",
                 ),
             ),
             Case::new(
                 "removing its label",
                 update(db(), secret_json(BACKING, "db", Value::Null, Value::Null)),
-                Warn("1 copy of project-scoped secret"),
+                warn("1 copy of project-scoped secret"),
             ),
             Case::new(
                 "narrowing its ignore list",
@@ -683,7 +697,7 @@ mod tests {
                         json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-a"}),
                     ),
                 ),
-                Warn("will be removed from: team-a"),
+                warn("will be removed from: team-a"),
             ),
             Case::new("an unchanged update", update(db(), db()), Allow),
         ]);
@@ -699,13 +713,13 @@ mod tests {
             Case::new(
                 "would deny",
                 delete(copy_json("team-a", "db")),
-                Warn("would deny: secret \"db\" in namespace \"team-a\" is a copy"),
+                warn("would deny: secret \"db\" in namespace \"team-a\" is a copy"),
             )
             .with_cfg(audit.clone()),
             Case::new(
                 "long denials are cut to a warning",
                 create(plain("other", "web")),
-                Warn("would deny: a secret named \"web\" already exists"),
+                warn("would deny: a secret named \"web\" already exists"),
             )
             .with_cfg(audit),
         ]);
@@ -721,9 +735,9 @@ mod tests {
             Case::new(
                 "data is not a map",
                 create(bad),
-                Deny(400, "object is not a valid Secret"),
+                deny(400, "object is not a valid Secret"),
             ),
-            Case::new("no object", no_object, Deny(400, "has no object")),
+            Case::new("no object", no_object, deny(400, "has no object")),
         ]);
     }
 }

@@ -152,14 +152,22 @@ pub fn admission(req: Value) -> AdmissionRequest<DynamicObject> {
 }
 
 /// What a test expects of a decision.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Expect {
     /// Admitted without warnings.
     Allow,
     /// Admitted with a warning containing the text.
-    Warn(&'static str),
+    Warn(String),
     /// Denied with this code and a message containing the text.
-    Deny(u16, &'static str),
+    Deny(u16, String),
+}
+
+pub fn warn(text: impl Into<String>) -> Expect {
+    Expect::Warn(text.into())
+}
+
+pub fn deny(code: u16, text: impl Into<String>) -> Expect {
+    Expect::Deny(code, text.into())
 }
 
 pub struct Case {
@@ -197,7 +205,7 @@ pub fn run(cases: Vec<Case>) {
     let world = world();
     for case in cases {
         let decision = validate(&admission(case.req.clone()), &world, &case.cfg, &case.facts);
-        check(case.name, &decision, case.expect);
+        check(case.name, &decision, &case.expect);
         let mut dry = case.req.clone();
         dry["dryRun"] = Value::Bool(true);
         let dry_decision = validate(&admission(dry), &world, &case.cfg, &case.facts);
@@ -209,7 +217,7 @@ pub fn run(cases: Vec<Case>) {
     }
 }
 
-pub fn check(name: &str, decision: &Decision, expect: Expect) {
+pub fn check(name: &str, decision: &Decision, expect: &Expect) {
     assert!(
         decision.patch.is_none(),
         "{name}: validation returned a patch"
@@ -237,7 +245,7 @@ pub fn check(name: &str, decision: &Decision, expect: Expect) {
         Expect::Warn(text) => {
             assert_eq!(decision.denial, None, "{name}");
             assert!(
-                decision.warnings.iter().any(|w| w.contains(text)),
+                decision.warnings.iter().any(|w| w.contains(text.as_str())),
                 "{name}: no warning containing {text:?} in {:?}",
                 decision.warnings
             );
@@ -247,9 +255,9 @@ pub fn check(name: &str, decision: &Decision, expect: Expect) {
                 .denial
                 .as_ref()
                 .unwrap_or_else(|| panic!("{name}: admitted ({:?})", decision.warnings));
-            assert_eq!(denial.code, code, "{name}: {}", denial.message);
+            assert_eq!(denial.code, *code, "{name}: {}", denial.message);
             assert!(
-                denial.message.contains(text),
+                denial.message.contains(text.as_str()),
                 "{name}: message {:?} lacks {text:?}",
                 denial.message
             );

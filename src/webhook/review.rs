@@ -247,7 +247,10 @@ mod tests {
         let ops: Value = serde_json::from_slice(&bytes).expect("a JSON patch");
         assert_eq!(
             ops[0]["path"],
-            "/metadata/labels/management.cattle.io~1project-scoped-secret"
+            format!(
+                "/metadata/labels/{}",
+                crate::keys::PROJECT_SCOPED_LABEL.replace('/', "~1")
+            )
         );
         assert!(response.get("warnings").is_none());
     }
