@@ -141,6 +141,13 @@ pub fn origin_value(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// The `(namespace, name)` of an [`ORIGIN_ANNOTATION`] value; `None` when it is not of that form.
+pub fn parse_origin(value: &str) -> Option<(&str, &str)> {
+    value
+        .split_once('/')
+        .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +178,14 @@ mod tests {
             name,
             ProjectId::new("c".repeat(40), "q".repeat(40)).generated_backing_namespace()
         );
+    }
+
+    #[test]
+    fn origins_round_trip() {
+        assert_eq!(parse_origin(&origin_value("ns", "db")), Some(("ns", "db")));
+        for bad in ["db", "/db", "ns/", ""] {
+            assert_eq!(parse_origin(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Default for Config {
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
-    /// 403 for policy, 400 for malformed input.
+    /// 403 for policy, 400 for malformed input, 409 for a name that is already taken.
     pub code: u16,
     /// A machine-readable CamelCase reason.
     pub reason: String,
@@ -74,6 +74,16 @@ impl Denial {
         Self {
             code: 403,
             reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// What the apiserver itself would answer a moment later, so that clients which handle
+    /// `AlreadyExists` (create-or-update controllers) keep working.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self {
+            code: 409,
+            reason: "AlreadyExists".to_owned(),
             message: message.into(),
         }
     }

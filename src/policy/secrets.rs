@@ -57,7 +57,9 @@ pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, o
 }
 
 /// S1: one set of names per namespace, including names reserved by a project's originals.
-/// Best-effort: the apiserver remains the final arbiter of uniqueness.
+/// Best-effort: the apiserver remains the final arbiter of uniqueness. A name that is taken is
+/// answered 409 `AlreadyExists`, as the apiserver would (SPEC §2 says 403, but that would break
+/// clients that create and, on `AlreadyExists`, update); a reserved name is a policy denial (403).
 fn unique_name(s: &Subject<Secret>, world: &World, facts: &Facts, out: &mut Findings) {
     // generateName: the apiserver picks a free name.
     let Some(name) = s.name.as_deref() else {
@@ -66,14 +68,11 @@ fn unique_name(s: &Subject<Secret>, world: &World, facts: &Facts, out: &mut Find
     let ns = &s.namespace;
     if world.secret_meta(ns, name).is_some() {
         let ty = known_type(world, ns, name).or(facts.existing_secret_type.as_deref());
-        out.deny(Denial::forbidden(
-            "NameTaken",
-            format!(
-                "{} named {name:?} already exists in namespace {ns:?}; certificates, registry \
+        out.deny(Denial::already_exists(format!(
+            "{} named {name:?} already exists in namespace {ns:?}; certificates, registry \
                  credentials and secrets share one set of names per namespace",
-                describe_type(ty)
-            ),
-        ));
+            describe_type(ty)
+        )));
     } else if let Some(original) = reserving_original(world, ns, name) {
         out.deny(Denial::forbidden(
             "NameReserved",
@@ -106,13 +105,17 @@ fn describe_type(ty: Option<&str>) -> String {
 
 /// The original of the namespace's project that wants a copy named `name` in `ns`.
 fn reserving_original<'a>(world: &'a World, ns: &str, name: &str) -> Option<Original<'a>> {
-    let project = world.namespace(ns)?.project()?;
+    let state = world.namespace(ns)?;
+    let project = state.project()?;
     world.originals().find(|o| {
         *o.project == project
             && o.name() == name
-            && plan::desired_for(world, o)
-                .iter()
-                .any(|c| c.namespace == ns)
+            && plan::wants_copy(
+                ns,
+                state.terminating,
+                o.namespace(),
+                &IgnoreList::of(&o.secret.metadata),
+            )
     })
 }
 
@@ -262,7 +265,9 @@ pub(super) fn consents(meta: &ObjectMeta) -> bool {
     annotation(meta, keys::ALLOW_OVERWRITE_ANNOTATION) == Some(keys::TRUE)
 }
 
-/// S5: copies change only through their original, except while their namespace is being deleted.
+/// S5: copies change only through their original, except while their namespace is being deleted,
+/// and except deleting a copy no original wants any more (debris the reconciler would delete too,
+/// or that Rancher's copier left behind).
 fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     if !matches!(s.op, Operation::Update | Operation::Delete) {
         return;
@@ -274,7 +279,15 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
     if world.namespace(ns).is_some_and(|n| n.terminating) {
         return;
     }
-    let text = match copy_origin(world, &old.metadata) {
+    let origin = copy_origin(world, &old.metadata);
+    if s.op == Operation::Delete
+        && origin
+            .as_deref()
+            .is_some_and(|origin| !is_wanted(world, ns, origin))
+    {
+        return;
+    }
+    let text = match origin {
         Some(origin) => format!(
             "secret {:?} in namespace {ns:?} is a copy of project-scoped secret {origin:?}; change \
              the original instead",
@@ -307,6 +320,18 @@ fn copy_origin(world: &World, meta: &ObjectMeta) -> Option<String> {
         &state.backing_namespace,
         meta.name.as_deref()?,
     ))
+}
+
+/// Whether the original named by `origin` exists and wants a copy in `ns`.
+fn is_wanted(world: &World, ns: &str, origin: &str) -> bool {
+    keys::parse_origin(origin)
+        .and_then(|(origin_ns, name)| world.scoped(origin_ns, name))
+        .and_then(|secret| world.as_original(secret))
+        .is_some_and(|original| {
+            plan::desired_for(world, &original)
+                .iter()
+                .any(|c| c.namespace == ns)
+        })
 }
 
 /// S7: deleting an original, removing its label or narrowing its ignore list removes copies; say
@@ -385,7 +410,7 @@ mod tests {
                 "taken by a certificate",
                 create(plain("other", "web")),
                 deny(
-                    403,
+                    409,
                     "a certificate (kubernetes.io/tls) named \"web\" already exists in namespace \
                      \"other\"; certificates, registry credentials and secrets share one set of names \
                      per namespace",
@@ -395,18 +420,18 @@ mod tests {
             Case::new(
                 "taken by a registry credential",
                 create(plain("other", "web")),
-                deny(403, "a registry credential (kubernetes.io/dockercfg) named"),
+                deny(409, "a registry credential (kubernetes.io/dockercfg) named"),
             )
             .with_facts(typed("kubernetes.io/dockercfg")),
             Case::new(
                 "taken, type unknown",
                 create(plain("other", "web")),
-                deny(403, "a secret named \"web\" already exists"),
+                deny(409, "a secret named \"web\" already exists"),
             ),
             Case::new(
                 "taken by a copy, type from the world",
                 create(plain("team-a", "db")),
-                deny(403, "a secret (Opaque) named \"db\""),
+                deny(409, "a secret (Opaque) named \"db\""),
             ),
             Case::new(
                 "reserved by an original whose copy has not landed",
@@ -431,7 +456,7 @@ mod tests {
             Case::new(
                 "an original follows the same rule",
                 create(original_json("db", "p-vwxyz", Value::Null)),
-                deny(403, "named \"db\" already exists in namespace \"local-p-vwxyz\""),
+                deny(409, "named \"db\" already exists in namespace \"local-p-vwxyz\""),
             ),
             Case::new(
                 "the reconciler skips the rules",
@@ -645,6 +670,24 @@ mod tests {
                 "plain secrets are not copies",
                 delete(plain("other", "web")),
                 Allow,
+            ),
+            Case::new(
+                "a copy whose original is gone may be deleted",
+                delete(copy_json("team-a", "gone")),
+                Allow,
+            ),
+            Case::new(
+                "a copy left in a namespace outside the project may be deleted",
+                delete(copy_json("other", "db")),
+                Allow,
+            ),
+            Case::new(
+                "but not changed",
+                update(copy_json("other", "db"), copy_json("other", "db")),
+                deny(
+                    403,
+                    "is a copy of project-scoped secret \"local-p-vwxyz/db\"",
+                ),
             ),
         ]);
     }
