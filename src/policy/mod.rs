@@ -234,8 +234,7 @@ pub fn validate_only(
 /// The mutations M1 (namespace label) and M2 (original's labels): a JSON Patch or nothing. Never
 /// on DELETE, never touching secret data, and no patch when nothing needs to change.
 pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision {
-    if !matches!(req.operation, Operation::Create | Operation::Update) || req.sub_resource.is_some()
-    {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Decision::default();
     }
     let ops = match kind_of(req) {
@@ -253,15 +252,13 @@ pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision 
     }
 }
 
-/// Requests from the reconciler's own identity, and subresource writes (a namespace's `status` or
-/// `finalize` cannot change the metadata the rules are about), are not reviewed.
+/// Requests from the reconciler's own identity are not reviewed. Subresource writes are: a
+/// namespace's `status` update can change its annotations, so skipping it would bypass N1.
 fn skips_rules(req: &AdmissionRequest<DynamicObject>, cfg: &Config) -> bool {
-    let from_reconciler = req
-        .user_info
+    req.user_info
         .username
         .as_deref()
-        .is_some_and(|user| cfg.reconciler_users.iter().any(|r| r == user));
-    from_reconciler || req.sub_resource.is_some()
+        .is_some_and(|user| cfg.reconciler_users.iter().any(|r| r == user))
 }
 
 enum Kind {
@@ -527,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn other_kinds_and_subresources_pass_untouched() {
+    fn other_kinds_pass_untouched() {
         let mut req = request("CREATE", Some(copy_json("team-a", "x")), None);
         req["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
         assert_eq!(decide(Rules::All, req.clone()), Decision::default());

@@ -420,13 +420,13 @@ mod tests {
                 Allow,
             ),
             Case::new(
-                "namespace status updates are not reviewed",
+                "a status update that joins is reviewed like any other",
                 {
                     let mut req = join_newcomer();
                     req["subResource"] = json!("status");
                     req
                 },
-                Allow,
+                deny(403, "could not verify"),
             ),
         ]);
     }
