@@ -141,9 +141,12 @@ pub fn request(op: &str, object: Option<Value>, old: Option<Value>) -> Value {
         "oldObject": old,
         "dryRun": false,
     });
-    if kind == "Secret" {
-        req["namespace"] = any["metadata"]["namespace"].clone();
-    }
+    req["namespace"] = if kind == "Secret" {
+        any["metadata"]["namespace"].clone()
+    } else {
+        // The apiserver names a Namespace itself as the request's namespace.
+        any["metadata"]["name"].clone()
+    };
     req
 }
 

@@ -1,5 +1,10 @@
 //! AdmissionReview in and out: decoding request bodies and turning a policy [`Decision`] into the
 //! response the apiserver expects. Pure; the server owns HTTP.
+//!
+//! A validating endpoint: [`parse_request`] → [`crate::policy::needs_for`] → fetch the facts (SAR,
+//! secret type) → [`crate::policy::validate_only`] → [`respond`]. A mutating endpoint:
+//! [`parse_request`] → [`crate::policy::mutate`] → [`respond`]. A body that does not decode:
+//! [`error_review`] when its uid could be read, else HTTP 400 with [`error_body`].
 
 use crate::policy::Decision;
 use kube::core::admission::{
@@ -240,8 +245,8 @@ mod tests {
         let response = &wire(&respond(&req, mutate(&req, &world())))["response"];
         assert_eq!(response["allowed"], true);
         assert_eq!(response["patchType"], "JSONPatch");
-        // kube-core serializes the patch bytes as a JSON array of numbers, which the apiserver's
-        // decoder accepts for a []byte as well as base64.
+        // kube-core serializes the patch bytes as a JSON array of numbers; Go's JSON decoder (the
+        // apiserver's) accepts an array for a []byte as well as base64 (checked with go 1.x).
         let bytes: Vec<u8> =
             serde_json::from_value(response["patch"].clone()).expect("patch bytes");
         let ops: Value = serde_json::from_slice(&bytes).expect("a JSON patch");
