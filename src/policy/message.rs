@@ -54,6 +54,14 @@ pub fn warning_list<S: AsRef<str>>(head: &str, items: &[S]) -> String {
     list_line(head, items, WARNING_LIMIT)
 }
 
+/// Denials may be longer than a warning (the apiserver shows them whole), but not unbounded.
+pub const DENIAL_LIST_LIMIT: usize = 400;
+
+/// A denial message listing items: see [`list_line`].
+pub fn denial_list<S: AsRef<str>>(head: &str, items: &[S]) -> String {
+    list_line(head, items, DENIAL_LIST_LIMIT)
+}
+
 /// A warning line: see [`fit`].
 pub fn warning(text: &str) -> String {
     fit(text, WARNING_LIMIT)

@@ -8,8 +8,6 @@ use crate::plan::{self, IgnoreList};
 use crate::world::{NamespaceState, Original, World, annotation};
 use k8s_openapi::api::core::v1::Namespace;
 
-const DENIAL_LIST_LIMIT: usize = 400;
-
 /// The projectId annotation before and after the request.
 struct Change<'a> {
     old: Option<&'a str>,
@@ -204,7 +202,7 @@ fn joining(
         );
         out.deny(Denial::forbidden(
             "WouldOverwrite",
-            message::list_line(&head, &refused, DENIAL_LIST_LIMIT),
+            message::denial_list(&head, &refused),
         ));
     } else {
         let names: Vec<&str> = overwritten.iter().map(Original::name).collect();

@@ -9,9 +9,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use kube::core::admission::Operation;
 
-/// Denials list namespaces too; they may be longer than a warning, but not unbounded.
-const DENIAL_LIST_LIMIT: usize = 400;
-
 pub(super) fn needs(s: &Subject<Secret>, world: &World) -> Needs {
     let taken = s.op == Operation::Create
         && s.name.as_deref().is_some_and(|name| {
@@ -253,7 +250,7 @@ fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Fi
         );
         out.deny(Denial::forbidden(
             "WouldOverwrite",
-            message::list_line(&head, &victims, DENIAL_LIST_LIMIT),
+            message::denial_list(&head, &victims),
         ));
     } else {
         out.warn(warning_list(&head, &victims));

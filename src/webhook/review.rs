@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(response["allowed"], true);
         assert_eq!(response["patchType"], "JSONPatch");
         // kube-core serializes the patch bytes as a JSON array of numbers; Go's JSON decoder (the
-        // apiserver's) accepts an array for a []byte as well as base64 (checked with go 1.x).
+        // apiserver's) accepts an array for a []byte as well as base64 (checked against encoding/json).
         let bytes: Vec<u8> =
             serde_json::from_value(response["patch"].clone()).expect("patch bytes");
         let ops: Value = serde_json::from_slice(&bytes).expect("a JSON patch");
