@@ -67,6 +67,10 @@ pub const MANAGE_NAMESPACES_VERB: &str = "manage-namespaces";
 
 /// Secret type that may never be project-scoped.
 pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+/// Secret types that admission messages name by what they hold (S1).
+pub const TLS_TYPE: &str = "kubernetes.io/tls";
+pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub const DOCKER_CFG_TYPE: &str = "kubernetes.io/dockercfg";
 
 /// A project's identity: `<cluster>:<project>` in annotation form, `<project>` in label form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +141,13 @@ pub fn origin_value(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// The `(namespace, name)` of an [`ORIGIN_ANNOTATION`] value; `None` when it is not of that form.
+pub fn parse_origin(value: &str) -> Option<(&str, &str)> {
+    value
+        .split_once('/')
+        .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,12 +174,25 @@ mod tests {
         let name = long.generated_backing_namespace();
         assert_eq!(name.len(), 63);
         assert!(name.starts_with("cccc"));
-        assert_ne!(name, ProjectId::new("c".repeat(40), "q".repeat(40)).generated_backing_namespace());
+        assert_ne!(
+            name,
+            ProjectId::new("c".repeat(40), "q".repeat(40)).generated_backing_namespace()
+        );
+    }
+
+    #[test]
+    fn origins_round_trip() {
+        assert_eq!(parse_origin(&origin_value("ns", "db")), Some(("ns", "db")));
+        for bad in ["db", "/db", "ns/", ""] {
+            assert_eq!(parse_origin(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
     fn tracking_keys_are_not_copied() {
-        assert!(is_not_copied("kubectl.kubernetes.io/last-applied-configuration"));
+        assert!(is_not_copied(
+            "kubectl.kubernetes.io/last-applied-configuration"
+        ));
         assert!(is_not_copied("meta.helm.sh/release-name"));
         assert!(is_not_copied(ALLOW_OVERWRITE_ANNOTATION));
         assert!(!is_not_copied("team"));

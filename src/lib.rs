@@ -4,4 +4,6 @@
 pub mod certs;
 pub mod keys;
 pub mod plan;
+pub mod policy;
+pub mod webhook;
 pub mod world;

@@ -30,7 +30,7 @@ impl IgnoreList {
             .map(|entry| {
                 Regex::new(&format!("^(?:{entry})$")).map_err(|e| IgnorePatternError {
                     entry: entry.to_owned(),
-                    reason: first_line(&e.to_string()),
+                    reason: last_line(&e.to_string()),
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -50,11 +50,11 @@ impl IgnoreList {
     }
 }
 
-fn first_line(text: &str) -> String {
+/// The last non-empty line: where the regex crate puts the actual error.
+fn last_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or(text)
         .to_owned()
 }
@@ -79,10 +79,19 @@ pub fn target_namespaces<'a>(
 ) -> impl Iterator<Item = &'a str> + 'a {
     world
         .project_namespaces(project)
-        .filter(move |(name, ns)| {
-            *name != backing_namespace && !ns.terminating && !ignore.matches(name)
-        })
+        .filter(move |(name, ns)| wants_copy(name, ns.terminating, backing_namespace, ignore))
         .map(|(name, _)| name)
+}
+
+/// Whether a namespace of the original's project should hold a copy: not the backing namespace
+/// itself, not terminating, not ignored. Also answers "what if this namespace joined" for the webhook.
+pub fn wants_copy(
+    namespace: &str,
+    terminating: bool,
+    backing_namespace: &str,
+    ignore: &IgnoreList,
+) -> bool {
+    namespace != backing_namespace && !terminating && !ignore.matches(namespace)
 }
 
 /// The copies one original wants.
@@ -128,6 +137,15 @@ mod tests {
         let err = IgnoreList::parse("ok, team-(").expect_err("invalid");
         assert_eq!(err.entry, "team-(");
         assert!(!err.reason.is_empty());
+    }
+
+    #[test]
+    fn copies_are_wanted_outside_backing_terminating_and_ignored_namespaces() {
+        let ignore = IgnoreList::parse("skip-.*").expect("valid");
+        assert!(wants_copy("team-a", false, "local-p", &ignore));
+        assert!(!wants_copy("local-p", false, "local-p", &ignore));
+        assert!(!wants_copy("team-a", true, "local-p", &ignore));
+        assert!(!wants_copy("skip-me", false, "local-p", &ignore));
     }
 
     #[test]

@@ -105,7 +105,11 @@ pub struct Original<'a> {
 
 impl Original<'_> {
     pub fn namespace(&self) -> &str {
-        self.secret.metadata.namespace.as_deref().unwrap_or_default()
+        self.secret
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or_default()
     }
     pub fn name(&self) -> &str {
         self.secret.metadata.name.as_deref().unwrap_or_default()
@@ -140,7 +144,10 @@ impl World {
         self.rebuild_backing();
     }
 
-    pub fn replace_projects(&mut self, projects: impl IntoIterator<Item = (ProjectId, ProjectState)>) {
+    pub fn replace_projects(
+        &mut self,
+        projects: impl IntoIterator<Item = (ProjectId, ProjectState)>,
+    ) {
         self.projects = projects.into_iter().collect();
         self.rebuild_backing();
     }
@@ -261,7 +268,9 @@ impl World {
     /// Every original: a labelled, non-copy secret in a backing namespace whose label names (or
     /// leaves empty) the project owning that namespace.
     pub fn originals(&self) -> impl Iterator<Item = Original<'_>> {
-        self.scoped.values().filter_map(|secret| self.as_original(secret))
+        self.scoped
+            .values()
+            .filter_map(|secret| self.as_original(secret))
     }
 
     /// This secret as an original, if it is one.
@@ -324,7 +333,12 @@ pub mod fixtures {
         );
     }
 
-    pub fn secret(namespace: &str, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Secret {
+    pub fn secret(
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> Secret {
         let map = |pairs: &[(&str, &str)]| {
             (!pairs.is_empty()).then(|| {
                 pairs
@@ -354,7 +368,10 @@ pub mod fixtures {
     /// Adds a secret to both indexes, as the watchers would.
     pub fn add_secret(world: &mut World, secret: Secret) {
         let meta = &secret.metadata;
-        let (ns, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        let (ns, name) = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
         world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
         if label(meta, keys::PROJECT_SCOPED_LABEL).is_some() {
             world.upsert_scoped(Arc::new(secret));
@@ -375,7 +392,15 @@ mod tests {
         let label = [(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")];
         add_secret(&mut world, secret("local-p-vwxyz", "db", &label, &[]));
         add_secret(&mut world, secret("team-a", "stray", &label, &[]));
-        add_secret(&mut world, secret("local-p-vwxyz", "wrong", &[(keys::PROJECT_SCOPED_LABEL, "p-other")], &[]));
+        add_secret(
+            &mut world,
+            secret(
+                "local-p-vwxyz",
+                "wrong",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-other")],
+                &[],
+            ),
+        );
         let names: Vec<_> = world.originals().map(|o| o.name().to_owned()).collect();
         assert_eq!(names, ["db"]);
         assert_eq!(world.secret_count(), 3);
@@ -403,7 +428,10 @@ mod tests {
         let ours = secret("a", "y", &[], &[(keys::ORIGIN_ANNOTATION, "b/y")]);
         let plain = secret("a", "z", &[], &[]);
         assert!(SecretMeta::from_meta(&rancher.metadata).is_copy());
-        assert_eq!(SecretMeta::from_meta(&ours.metadata).copy_of.as_deref(), Some("b/y"));
+        assert_eq!(
+            SecretMeta::from_meta(&ours.metadata).copy_of.as_deref(),
+            Some("b/y")
+        );
         assert!(!SecretMeta::from_meta(&plain.metadata).is_copy());
     }
 }

@@ -1,0 +1,533 @@
+//! The admission rules of SPEC §2 as pure functions of (request, world, config, facts).
+//!
+//! No I/O here: the webhook asks [`needs`] what it must fetch from the cluster (a SubjectAccessReview,
+//! an existing secret's type), fetches it, and passes the answers in as [`Facts`] to [`validate`].
+//! [`mutate`] needs nothing but the world. Because nothing here has side effects, dry-run requests
+//! get exactly the decisions real ones get.
+
+pub mod message;
+mod mutate;
+mod namespaces;
+mod secrets;
+
+use crate::world::World;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::de::DeserializeOwned;
+
+/// Whether denials are enforced or only announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Every denial becomes a `would deny: …` warning, to roll the webhook out safely.
+    Audit,
+}
+
+/// What happens when an original would overwrite a non-copy secret (S2, N3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverwritePolicy {
+    #[default]
+    Warn,
+    /// Deny unless the original carries the allow-overwrite consent annotation.
+    Deny,
+}
+
+/// The webhook's policy settings (from the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    pub overwrite_policy: OverwritePolicy,
+    /// S5: deny (true) or only warn about (false) changes to copies.
+    pub protect_copies: bool,
+    /// Usernames whose requests skip every rule: our reconciler, and beside Rancher its copier.
+    pub reconciler_users: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            overwrite_policy: OverwritePolicy::default(),
+            protect_copies: true,
+            reconciler_users: Vec::new(),
+        }
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// 403 for policy, 400 for malformed input, 409 for a name that is already taken.
+    pub code: u16,
+    /// A machine-readable CamelCase reason.
+    pub reason: String,
+    /// What conflicts, why, and how to fix it.
+    pub message: String,
+}
+
+impl Denial {
+    pub fn forbidden(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: 403,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// What the apiserver itself would answer a moment later, so that clients which handle
+    /// `AlreadyExists` (create-or-update controllers) keep working.
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Self {
+            code: 409,
+            reason: "AlreadyExists".to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            reason: "BadRequest".to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer to one admission request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// `None` admits the request.
+    pub denial: Option<Denial>,
+    /// Single lines of at most 120 characters.
+    pub warnings: Vec<String>,
+    /// Only ever set by [`mutate`]: a validating response must not carry a patch.
+    pub patch: Option<json_patch::Patch>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+
+    fn denied(denial: Denial) -> Self {
+        Self {
+            denial: Some(denial),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a review needs from the cluster beyond the world; the webhook fetches it before [`validate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// N1: a SubjectAccessReview for the requesting user (with groups and extra), verb
+    /// `manage-namespaces` on the Project resource `<project>` in namespace `<cluster>`.
+    pub access_review: Option<crate::keys::ProjectId>,
+    /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
+    pub secret_type_of: Option<(String, String)>,
+}
+
+/// The answers to [`Needs`]; `None` when not asked or when the lookup failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub may_manage_namespaces: Option<bool>,
+    pub existing_secret_type: Option<String>,
+}
+
+/// Which validating rules a webhook endpoint runs. SPEC §5 splits them over webhook entries with
+/// different failure policies; each entry runs only its own, or warnings would be shown twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rules {
+    #[default]
+    All,
+    /// S3–S6: the secret guard (failurePolicy Fail).
+    SecretGuard,
+    /// S1, S2, S7: advisory and best-effort (failurePolicy Ignore).
+    SecretNames,
+    /// N1–N3: the namespace guard (failurePolicy Fail).
+    NamespaceGuard,
+}
+
+impl Rules {
+    fn secret_guard(self) -> bool {
+        matches!(self, Self::All | Self::SecretGuard)
+    }
+    fn secret_names(self) -> bool {
+        matches!(self, Self::All | Self::SecretNames)
+    }
+    fn namespaces(self) -> bool {
+        matches!(self, Self::All | Self::NamespaceGuard)
+    }
+}
+
+/// What [`validate`] needs fetched for this request.
+pub fn needs(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Needs {
+    needs_for(Rules::All, req, world, cfg)
+}
+
+/// What [`validate_only`] with these rules needs fetched for this request.
+pub fn needs_for(
+    rules: Rules,
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+) -> Needs {
+    if skips_rules(req, cfg) {
+        return Needs::default();
+    }
+    match kind_of(req) {
+        Kind::Secret if rules.secret_names() => subject::<Secret>(req)
+            .map(|s| secrets::needs(&s, world))
+            .unwrap_or_default(),
+        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
+            .map(|s| namespaces::needs(&s, world))
+            .unwrap_or_default(),
+        _ => Needs::default(),
+    }
+}
+
+/// Every validating rule, S1–S7 and N1–N3.
+pub fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+) -> Decision {
+    validate_only(Rules::All, req, world, cfg, facts)
+}
+
+/// The validating rules of one webhook entry. A malformed object is a 400 denial for any of them.
+pub fn validate_only(
+    rules: Rules,
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+) -> Decision {
+    if skips_rules(req, cfg) {
+        return Decision::default();
+    }
+    let mut findings = Findings::default();
+    let parsed = match kind_of(req) {
+        Kind::Secret => subject::<Secret>(req).map(|s| {
+            if rules.secret_names() {
+                secrets::validate_names(&s, world, cfg, facts, &mut findings);
+            }
+            if rules.secret_guard() {
+                secrets::validate_guard(&s, world, cfg, &mut findings);
+            }
+        }),
+        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
+            .map(|s| namespaces::validate(&s, world, cfg, facts, &mut findings)),
+        _ => Ok(()),
+    };
+    if let Err(denial) = parsed {
+        findings.deny(denial);
+    }
+    findings.decide(cfg.mode)
+}
+
+/// The mutations M1 (namespace label) and M2 (original's labels): a JSON Patch or nothing. Never
+/// on DELETE, never touching secret data, and no patch when nothing needs to change.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Decision::default();
+    }
+    let ops = match kind_of(req) {
+        Kind::Secret => subject::<Secret>(req).map(|s| mutate::secret(&s, world)),
+        Kind::Namespace => subject::<Namespace>(req).map(|s| mutate::namespace(&s)),
+        Kind::Other => Ok(Vec::new()),
+    };
+    match ops {
+        Ok(ops) if ops.is_empty() => Decision::default(),
+        Ok(ops) => Decision {
+            patch: Some(json_patch::Patch(ops)),
+            ..Decision::default()
+        },
+        Err(denial) => Decision::denied(denial),
+    }
+}
+
+/// Requests from the reconciler's own identity are not reviewed. Subresource writes are: a
+/// namespace's `status` update can change its annotations, so skipping it would bypass N1.
+fn skips_rules(req: &AdmissionRequest<DynamicObject>, cfg: &Config) -> bool {
+    req.user_info
+        .username
+        .as_deref()
+        .is_some_and(|user| cfg.reconciler_users.iter().any(|r| r == user))
+}
+
+enum Kind {
+    Secret,
+    Namespace,
+    Other,
+}
+
+fn kind_of(req: &AdmissionRequest<DynamicObject>) -> Kind {
+    let core = req.kind.group.is_empty();
+    match req.kind.kind.as_str() {
+        k if core && k == Secret::KIND => Kind::Secret,
+        k if core && k == Namespace::KIND => Kind::Namespace,
+        _ => Kind::Other,
+    }
+}
+
+/// An admission request with its objects converted to a typed resource.
+#[derive(Debug)]
+pub(crate) struct Subject<T> {
+    pub op: Operation,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    /// `None` for a CREATE with `generateName`.
+    pub name: Option<String>,
+    /// The requesting user's name, for messages.
+    pub user: String,
+    pub new: Option<T>,
+    pub old: Option<T>,
+}
+
+impl<T> Subject<T> {
+    /// The name for messages: `(generated)` when the apiserver has not picked it yet.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("(generated)")
+    }
+}
+
+fn subject<T>(req: &AdmissionRequest<DynamicObject>) -> Result<Subject<T>, Denial>
+where
+    T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
+{
+    let convert = |obj: &Option<DynamicObject>, field: &str| -> Result<Option<T>, Denial> {
+        let Some(obj) = obj else { return Ok(None) };
+        let typed = serde_json::to_value(obj)
+            .and_then(serde_json::from_value::<T>)
+            .map_err(|e| Denial::bad_request(format!("{field} is not a valid {}: {e}", T::KIND)))?;
+        Ok(Some(with_namespace(typed, req.namespace.as_deref())))
+    };
+    let new = convert(&req.object, "object")?;
+    let old = convert(&req.old_object, "oldObject")?;
+    let missing = match req.operation {
+        Operation::Create => new.is_none().then_some("object"),
+        Operation::Update => (new.is_none() || old.is_none()).then_some("object or oldObject"),
+        Operation::Delete => old.is_none().then_some("oldObject"),
+        Operation::Connect => None,
+    };
+    if let Some(field) = missing {
+        return Err(Denial::bad_request(format!(
+            "{} request for a {} has no {field}",
+            operation_name(&req.operation),
+            T::KIND
+        )));
+    }
+    let meta = new.as_ref().or(old.as_ref()).map(Metadata::metadata);
+    let name = Some(req.name.clone())
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta.and_then(|m| m.name.clone()));
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| meta.and_then(|m| m.namespace.clone()))
+        .unwrap_or_default();
+    Ok(Subject {
+        op: req.operation.clone(),
+        namespace,
+        name,
+        user: req.user_info.username.clone().unwrap_or_default(),
+        new,
+        old,
+    })
+}
+
+/// The operation as the apiserver spells it.
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// The apiserver fills an object's namespace from the request path; make sure ours has it too.
+fn with_namespace<T: Metadata<Ty = ObjectMeta>>(mut obj: T, namespace: Option<&str>) -> T {
+    let meta = obj.metadata_mut();
+    if meta.namespace.is_none() {
+        meta.namespace = namespace.filter(|n| !n.is_empty()).map(str::to_owned);
+    }
+    obj
+}
+
+/// What the validating rules found, in rule order.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    denials: Vec<Denial>,
+    warnings: Vec<String>,
+}
+
+impl Findings {
+    pub fn deny(&mut self, mut denial: Denial) {
+        // Names and annotation values come from users; keep the message one line.
+        denial.message = message::one_line(&denial.message);
+        self.denials.push(denial);
+    }
+
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(message::warning(&warning));
+    }
+
+    /// Enforce: the first denial wins (warnings still travel with it). Audit: every denial becomes
+    /// a `would deny:` warning and the request is admitted.
+    fn decide(mut self, mode: Mode) -> Decision {
+        match mode {
+            Mode::Enforce => Decision {
+                denial: self.denials.into_iter().next(),
+                warnings: self.warnings,
+                patch: None,
+            },
+            Mode::Audit => {
+                for denial in &self.denials {
+                    let line = format!("would deny: {}", denial.message);
+                    self.warnings.push(message::warning(&line));
+                }
+                Decision {
+                    denial: None,
+                    warnings: self.warnings,
+                    patch: None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::keys;
+    use crate::world::fixtures::{add_secret, namespace_in, secret};
+    use serde_json::{Value, json};
+
+    fn decide(rules: Rules, req: Value) -> Decision {
+        validate_only(
+            rules,
+            &admission(req),
+            &world(),
+            &config(),
+            &Facts::default(),
+        )
+    }
+
+    #[test]
+    fn each_webhook_entry_runs_only_its_rules() {
+        // Deleting a copy (S5, guard) and creating over a taken name (S1, names).
+        let delete_copy = || request("DELETE", None, Some(copy_json("team-a", "db")));
+        let taken = || {
+            request(
+                "CREATE",
+                Some(secret_json("other", "web", Value::Null, Value::Null)),
+                None,
+            )
+        };
+        assert!(!decide(Rules::SecretGuard, delete_copy()).allowed());
+        assert!(decide(Rules::SecretNames, delete_copy()).allowed());
+        assert!(!decide(Rules::SecretNames, taken()).allowed());
+        assert!(decide(Rules::SecretGuard, taken()).allowed());
+        assert!(decide(Rules::NamespaceGuard, taken()).allowed());
+        // S7 is a names rule: its warning is not repeated by the guard.
+        let delete_original = || {
+            request(
+                "DELETE",
+                None,
+                Some(original_json("db", "p-vwxyz", Value::Null)),
+            )
+        };
+        assert_eq!(
+            decide(Rules::SecretNames, delete_original()).warnings.len(),
+            1
+        );
+        assert!(
+            decide(Rules::SecretGuard, delete_original())
+                .warnings
+                .is_empty()
+        );
+        let join = request(
+            "CREATE",
+            Some(namespace_in_json("fresh", "local:p-vwxyz")),
+            None,
+        );
+        assert!(decide(Rules::SecretGuard, join.clone()).allowed());
+        assert!(!decide(Rules::NamespaceGuard, join.clone()).allowed());
+        assert_eq!(
+            needs_for(Rules::SecretGuard, &admission(join), &world(), &config()),
+            Needs::default()
+        );
+    }
+
+    #[test]
+    fn overwrite_warnings_cut_long_namespace_lists() {
+        let mut world = world();
+        let p = project_id();
+        for i in 0..37 {
+            let ns = format!("team-with-a-rather-long-name-{i:02}");
+            namespace_in(&mut world, &ns, &p);
+            add_secret(&mut world, secret(&ns, "api", &[], &[]));
+        }
+        let req = request(
+            "CREATE",
+            Some(original_json("api", "p-vwxyz", Value::Null)),
+            None,
+        );
+        let decision = validate(&admission(req), &world, &config(), &Facts::default());
+        let [warning] = decision.warnings.as_slice() else {
+            panic!("one warning expected: {:?}", decision.warnings);
+        };
+        assert!(
+            warning.chars().count() <= message::WARNING_LIMIT,
+            "{warning}"
+        );
+        assert!(warning.contains("in 38 namespaces: "), "{warning}");
+        assert!(warning.ends_with(" more"), "{warning}");
+    }
+
+    #[test]
+    fn audit_mode_cuts_long_denials_to_one_warning_line() {
+        let audit = Config {
+            mode: Mode::Audit,
+            ..config()
+        };
+        let long_name = "n".repeat(200);
+        let req = request(
+            "CREATE",
+            Some(secret_json(
+                "other",
+                &long_name,
+                json!({keys::PROJECT_SCOPED_LABEL: "p-vwxyz"}),
+                Value::Null,
+            )),
+            None,
+        );
+        let decision = validate(&admission(req), &world(), &audit, &Facts::default());
+        assert!(decision.allowed());
+        let [warning] = decision.warnings.as_slice() else {
+            panic!("one warning expected: {:?}", decision.warnings);
+        };
+        assert!(warning.starts_with("would deny: "), "{warning}");
+        assert_eq!(warning.chars().count(), message::WARNING_LIMIT);
+        assert!(warning.ends_with('…'));
+    }
+
+    #[test]
+    fn other_kinds_pass_untouched() {
+        let mut req = request("CREATE", Some(copy_json("team-a", "x")), None);
+        req["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+        assert_eq!(decide(Rules::All, req.clone()), Decision::default());
+        assert_eq!(mutate(&admission(req), &world()), Decision::default());
+    }
+}

@@ -1,0 +1,783 @@
+//! Rules S1–S7: what may happen to secrets, originals and copies.
+
+use super::message::{self, count, warning_list};
+use super::{Config, Denial, Facts, Findings, Needs, OverwritePolicy, Subject};
+use crate::keys::{self, ProjectId};
+use crate::plan::{self, IgnoreList};
+use crate::world::{self, Original, World, annotation, label};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::core::admission::Operation;
+
+pub(super) fn needs(s: &Subject<Secret>, world: &World) -> Needs {
+    let taken = s.op == Operation::Create
+        && s.name.as_deref().is_some_and(|name| {
+            world.secret_meta(&s.namespace, name).is_some()
+                && known_type(world, &s.namespace, name).is_none()
+        });
+    Needs {
+        secret_type_of: taken
+            .then(|| s.name.clone().map(|name| (s.namespace.clone(), name)))
+            .flatten(),
+        ..Needs::default()
+    }
+}
+
+/// S1, S2 and S7: names and what an original does to other namespaces. Advisory and best-effort
+/// (the world may lag the cluster), so their webhook entry may fail open.
+pub(super) fn validate_names(
+    s: &Subject<Secret>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+    out: &mut Findings,
+) {
+    if s.op == Operation::Create {
+        unique_name(s, world, facts, out);
+    }
+    if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
+        overwrites(&original, world, cfg, out);
+    }
+    removals(s, world, out);
+}
+
+/// S3–S6: where the label may be, who writes markers and copies, what can be project-scoped.
+pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
+    if let Some(new) = &s.new {
+        label_placement(s, new, world, out);
+        forged_markers(s, new, out);
+        if let Some(original) = world.as_original(new) {
+            what_can_be_scoped(s, &original, out);
+        }
+    }
+    copies_are_read_only(s, world, cfg, out);
+}
+
+/// S1: one set of names per namespace, including names reserved by a project's originals.
+/// Best-effort: the apiserver remains the final arbiter of uniqueness. A name that is taken is
+/// answered 409 `AlreadyExists`, as the apiserver would (SPEC §2 says 403, but that would break
+/// clients that create and, on `AlreadyExists`, update); a reserved name is a policy denial (403).
+fn unique_name(s: &Subject<Secret>, world: &World, facts: &Facts, out: &mut Findings) {
+    // generateName: the apiserver picks a free name.
+    let Some(name) = s.name.as_deref() else {
+        return;
+    };
+    let ns = &s.namespace;
+    if world.secret_meta(ns, name).is_some() {
+        let ty = known_type(world, ns, name).or(facts.existing_secret_type.as_deref());
+        out.deny(Denial::already_exists(format!(
+            "{} named {name:?} already exists in namespace {ns:?}; certificates, registry \
+                 credentials and secrets share one set of names per namespace",
+            describe_type(ty)
+        )));
+    } else if let Some(original) = reserving_original(world, ns, name) {
+        out.deny(Denial::forbidden(
+            "NameReserved",
+            format!(
+                "secret name {name:?} in namespace {ns:?} is reserved by project-scoped secret \
+                 {:?} of project {}",
+                origin(&original),
+                original.project.project
+            ),
+        ));
+    }
+}
+
+/// The type of a secret the world holds in full (project-scoped ones only).
+fn known_type<'a>(world: &'a World, ns: &str, name: &str) -> Option<&'a str> {
+    world.scoped(ns, name)?.type_.as_deref()
+}
+
+/// `a certificate (kubernetes.io/tls)`, `a registry credential (…)`, `a secret (Opaque)`.
+fn describe_type(ty: Option<&str>) -> String {
+    match ty {
+        None | Some("") => "a secret".to_owned(),
+        Some(t) if t == keys::TLS_TYPE => format!("a certificate ({t})"),
+        Some(t) if t == keys::DOCKER_CONFIG_JSON_TYPE || t == keys::DOCKER_CFG_TYPE => {
+            format!("a registry credential ({t})")
+        }
+        Some(t) => format!("a secret ({t})"),
+    }
+}
+
+/// The original of the namespace's project that wants a copy named `name` in `ns`.
+fn reserving_original<'a>(world: &'a World, ns: &str, name: &str) -> Option<Original<'a>> {
+    let state = world.namespace(ns)?;
+    let project = state.project()?;
+    world.originals().find(|o| {
+        *o.project == project
+            && o.name() == name
+            && plan::wants_copy(
+                ns,
+                state.terminating,
+                o.namespace(),
+                &IgnoreList::of(&o.secret.metadata),
+            )
+    })
+}
+
+fn origin(original: &Original<'_>) -> String {
+    keys::origin_value(original.namespace(), original.name())
+}
+
+/// S3: the project-scoped label belongs on originals in a backing namespace, naming its project.
+fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut Findings) {
+    let Some(value) = label(&new.metadata, keys::PROJECT_SCOPED_LABEL) else {
+        return;
+    };
+    let (ns, name) = (&s.namespace, s.display_name());
+    let key = keys::PROJECT_SCOPED_LABEL;
+    match world.backing_project(ns) {
+        None => {
+            // A copy edited under --protect-copies=false keeps the label it already had.
+            let kept = s
+                .old
+                .as_ref()
+                .is_some_and(|old| label(&old.metadata, key) == Some(value));
+            if !kept {
+                out.deny(Denial::forbidden(
+                    "LabelOutsideBackingNamespace",
+                    format!(
+                        "label {key} is only allowed on secrets in a project's backing namespace, and \
+                         namespace {ns:?} is not one; create the secret in the project's backing \
+                         namespace and the reconciler will copy it here"
+                    ),
+                ));
+            }
+        }
+        Some(project) if value.is_empty() => out.deny(Denial::forbidden(
+            "ProjectLabelEmpty",
+            format!(
+                "label {key} on secret {name:?} in namespace {ns:?} is empty; set it to {}",
+                project.project
+            ),
+        )),
+        Some(project) if value != project.project => out.deny(Denial::forbidden(
+            "ProjectLabelMismatch",
+            format!(
+                "label {key} on secret {name:?} is {value:?}, but namespace {ns:?} backs project {}; \
+                 set it to {}",
+                project, project.project
+            ),
+        )),
+        Some(_) => {}
+    }
+}
+
+/// S4: only the reconciler creates copy markers or changes their values.
+fn forged_markers(s: &Subject<Secret>, new: &Secret, out: &mut Findings) {
+    let old = s.old.as_ref().map(|o| &o.metadata);
+    let forged: Vec<&str> = keys::COPY_MARKERS
+        .iter()
+        .copied()
+        .filter(|key| {
+            let value = annotation(&new.metadata, key);
+            value.is_some() && value != old.and_then(|o| annotation(o, key))
+        })
+        .collect();
+    if !forged.is_empty() {
+        out.deny(Denial::forbidden(
+            "ForgedCopyMarker",
+            format!(
+                "only the scoped-secrets reconciler may set copy markers; remove annotation {} from \
+                 secret {:?} in namespace {:?}",
+                forged.join(", "),
+                s.display_name(),
+                s.namespace
+            ),
+        ));
+    }
+}
+
+/// S6: service-account tokens cannot be project-scoped; ignore patterns must parse.
+fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Findings) {
+    if original.secret.type_.as_deref() == Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE) {
+        out.deny(Denial::forbidden(
+            "ServiceAccountTokenNotScoped",
+            format!(
+                "secret {:?} in namespace {:?} is of type {}, which cannot be project-scoped; \
+                 remove label {}",
+                s.display_name(),
+                s.namespace,
+                keys::SERVICE_ACCOUNT_TOKEN_TYPE,
+                keys::PROJECT_SCOPED_LABEL
+            ),
+        ));
+    }
+    if let Some(Err(e)) = annotation(
+        &original.secret.metadata,
+        keys::IGNORE_NAMESPACES_ANNOTATION,
+    )
+    .map(IgnoreList::parse)
+    {
+        out.deny(Denial::forbidden(
+            "InvalidIgnorePattern",
+            format!("annotation {}: {e}", keys::IGNORE_NAMESPACES_ANNOTATION),
+        ));
+    }
+}
+
+/// S2: an original whose copies would overwrite non-copy secrets is announced (or, under
+/// `--overwrite-policy=deny`, refused unless it consents).
+fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Findings) {
+    // An invalid ignore list is refused by S6; what it would overwrite is moot.
+    let Ok(ignore) = IgnoreList::parse(
+        annotation(
+            &original.secret.metadata,
+            keys::IGNORE_NAMESPACES_ANNOTATION,
+        )
+        .unwrap_or_default(),
+    ) else {
+        return;
+    };
+    let name = original.name();
+    let victims: Vec<&str> =
+        plan::target_namespaces(world, original.project, original.namespace(), &ignore)
+            .filter(|ns| world.secret_meta(ns, name).is_some_and(|m| !m.is_copy()))
+            .collect();
+    if victims.is_empty() {
+        return;
+    }
+    let head = format!(
+        "project-scoped secret {:?} will overwrite the secret of that name in {}",
+        origin(original),
+        count(victims.len(), "namespace", "namespaces")
+    );
+    if cfg.overwrite_policy == OverwritePolicy::Deny && !consents(&original.secret.metadata) {
+        let head = format!(
+            "{head} (set annotation {}=\"true\" to allow it)",
+            keys::ALLOW_OVERWRITE_ANNOTATION
+        );
+        out.deny(Denial::forbidden(
+            "WouldOverwrite",
+            message::denial_list(&head, &victims),
+        ));
+    } else {
+        out.warn(warning_list(&head, &victims));
+    }
+}
+
+/// Whether an original consents to overwriting non-copy secrets.
+pub(super) fn consents(meta: &ObjectMeta) -> bool {
+    annotation(meta, keys::ALLOW_OVERWRITE_ANNOTATION) == Some(keys::TRUE)
+}
+
+/// S5: copies change only through their original, except while their namespace is being deleted,
+/// and except deleting a copy no original wants any more (debris the reconciler would delete too,
+/// or that Rancher's copier left behind).
+fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
+    if !matches!(s.op, Operation::Update | Operation::Delete) {
+        return;
+    }
+    let Some(old) = s.old.as_ref().filter(|o| world::is_copy(&o.metadata)) else {
+        return;
+    };
+    let ns = &s.namespace;
+    if world.namespace(ns).is_some_and(|n| n.terminating) {
+        return;
+    }
+    let origin = copy_origin(world, &old.metadata);
+    if s.op == Operation::Delete
+        && origin
+            .as_deref()
+            .is_some_and(|origin| !is_wanted(world, ns, origin))
+    {
+        return;
+    }
+    let text = match origin {
+        Some(origin) => format!(
+            "secret {:?} in namespace {ns:?} is a copy of project-scoped secret {origin:?}; change \
+             the original instead",
+            s.display_name()
+        ),
+        None => format!(
+            "secret {:?} in namespace {ns:?} is a copy of a project-scoped secret; change the \
+             original instead",
+            s.display_name()
+        ),
+    };
+    if cfg.protect_copies {
+        out.deny(Denial::forbidden("CopyIsReadOnly", text));
+    } else {
+        out.warn(text);
+    }
+}
+
+/// Where a copy comes from: our origin annotation, or for a Rancher copy the backing namespace of
+/// the project its label names.
+fn copy_origin(world: &World, meta: &ObjectMeta) -> Option<String> {
+    if let Some(origin) = annotation(meta, keys::ORIGIN_ANNOTATION) {
+        return Some(origin.to_owned());
+    }
+    let project = label(meta, keys::PROJECT_SCOPED_LABEL)?;
+    let (_, state) = world
+        .projects()
+        .find(|(id, _): &(&ProjectId, _)| id.project == project)?;
+    Some(keys::origin_value(
+        &state.backing_namespace,
+        meta.name.as_deref()?,
+    ))
+}
+
+/// Whether the original named by `origin` exists and wants a copy in `ns`.
+fn is_wanted(world: &World, ns: &str, origin: &str) -> bool {
+    keys::parse_origin(origin)
+        .and_then(|(origin_ns, name)| world.scoped(origin_ns, name))
+        .and_then(|secret| world.as_original(secret))
+        .is_some_and(|original| {
+            plan::desired_for(world, &original)
+                .iter()
+                .any(|c| c.namespace == ns)
+        })
+}
+
+/// S7: deleting an original, removing its label or narrowing its ignore list removes copies; say
+/// how many (copies that exist now and will no longer be wanted).
+fn removals(s: &Subject<Secret>, world: &World, out: &mut Findings) {
+    let Some(before) = s.old.as_ref().and_then(|old| world.as_original(old)) else {
+        return;
+    };
+    let wanted_after: Vec<String> = s
+        .new
+        .as_ref()
+        .and_then(|new| world.as_original(new))
+        .map(|after| {
+            plan::desired_for(world, &after)
+                .into_iter()
+                .map(|c| c.namespace)
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = before.name();
+    let removed: Vec<String> = plan::desired_for(world, &before)
+        .into_iter()
+        .map(|c| c.namespace)
+        .filter(|ns| !wanted_after.contains(ns))
+        .filter(|ns| world.secret_meta(ns, name).is_some_and(|m| m.is_copy()))
+        .collect();
+    if removed.is_empty() {
+        return;
+    }
+    let head = format!(
+        "{} of project-scoped secret {:?} will be removed from",
+        count(removed.len(), "copy", "copies"),
+        origin(&before)
+    );
+    out.warn(warning_list(&head, &removed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Expect::Allow, *};
+    use super::super::{Facts, Mode};
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn create(obj: Value) -> Value {
+        request("CREATE", Some(obj), None)
+    }
+    fn update(old: Value, new: Value) -> Value {
+        request("UPDATE", Some(new), Some(old))
+    }
+    fn delete(old: Value) -> Value {
+        request("DELETE", None, Some(old))
+    }
+    fn plain(ns: &str, name: &str) -> Value {
+        secret_json(ns, name, Value::Null, Value::Null)
+    }
+    fn typed(ty: &str) -> Facts {
+        Facts {
+            existing_secret_type: Some(ty.to_owned()),
+            ..Facts::default()
+        }
+    }
+    fn as_user(mut req: Value, user: &str) -> Value {
+        req["userInfo"]["username"] = json!(user);
+        req
+    }
+
+    #[test]
+    fn s1_unique_names() {
+        let mut generated = plain("other", "");
+        generated["metadata"]["name"] = Value::Null;
+        generated["metadata"]["generateName"] = json!("web-");
+        run(vec![
+            Case::new("free name", create(plain("other", "fresh")), Allow),
+            Case::new(
+                "taken by a certificate",
+                create(plain("other", "web")),
+                deny(
+                    409,
+                    "a certificate (kubernetes.io/tls) named \"web\" already exists in namespace \
+                     \"other\"; certificates, registry credentials and secrets share one set of names \
+                     per namespace",
+                ),
+            )
+            .with_facts(typed("kubernetes.io/tls")),
+            Case::new(
+                "taken by a registry credential",
+                create(plain("other", "web")),
+                deny(409, "a registry credential (kubernetes.io/dockercfg) named"),
+            )
+            .with_facts(typed("kubernetes.io/dockercfg")),
+            Case::new(
+                "taken, type unknown",
+                create(plain("other", "web")),
+                deny(409, "a secret named \"web\" already exists"),
+            ),
+            Case::new(
+                "taken by a copy, type from the world",
+                create(plain("team-a", "db")),
+                deny(409, "a secret (Opaque) named \"db\""),
+            ),
+            Case::new(
+                "reserved by an original whose copy has not landed",
+                create(plain("team-b", "db")),
+                deny(
+                    403,
+                    "secret name \"db\" in namespace \"team-b\" is reserved by project-scoped \
+                     secret \"local-p-vwxyz/db\" of project p-vwxyz",
+                ),
+            ),
+            Case::new(
+                "not reserved where the original is ignored",
+                create(plain("team-b", "cache")),
+                Allow,
+            ),
+            Case::new(
+                "not reserved in a terminating namespace",
+                create(plain("dying", "other-name")),
+                Allow,
+            ),
+            Case::new("generateName passes", create(generated), Allow),
+            Case::new(
+                "an original follows the same rule",
+                create(original_json("db", "p-vwxyz", Value::Null)),
+                deny(409, "named \"db\" already exists in namespace \"local-p-vwxyz\""),
+            ),
+            Case::new(
+                "the reconciler skips the rules",
+                as_user(create(copy_json("team-b", "db")), RECONCILER),
+                Allow,
+            ),
+            Case::new(
+                "updates are not creates",
+                update(plain("other", "web"), plain("other", "web")),
+                Allow,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s1_asks_for_the_type_only_when_the_name_is_taken_and_unknown() {
+        let world = world();
+        let need = |req| super::super::needs(&admission(req), &world, &config());
+        assert_eq!(
+            need(create(plain("other", "web"))).secret_type_of,
+            Some(("other".to_owned(), "web".to_owned()))
+        );
+        assert_eq!(need(create(plain("other", "fresh"))).secret_type_of, None);
+        assert_eq!(need(create(plain("team-a", "db"))).secret_type_of, None);
+        assert_eq!(
+            need(as_user(create(plain("other", "web")), RECONCILER)),
+            Needs::default()
+        );
+    }
+
+    #[test]
+    fn s2_overwrites() {
+        let consent = json!({keys::ALLOW_OVERWRITE_ANNOTATION: "true"});
+        run(vec![
+            Case::new(
+                "an original that overwrites is announced",
+                create(original_json("api", "p-vwxyz", Value::Null)),
+                warn(
+                    "project-scoped secret \"local-p-vwxyz/api\" will overwrite the secret of that \
+                     name in 1 namespace: team-b",
+                ),
+            ),
+            Case::new(
+                "an ignored namespace is not overwritten",
+                create(original_json(
+                    "api",
+                    "p-vwxyz",
+                    json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-.*"}),
+                )),
+                Allow,
+            ),
+            Case::new(
+                "refused under the deny policy",
+                create(original_json("api", "p-vwxyz", Value::Null)),
+                deny(
+                    403,
+                    format!("{}=\"true\"", keys::ALLOW_OVERWRITE_ANNOTATION),
+                ),
+            )
+            .with_cfg(deny_overwrites()),
+            Case::new(
+                "consent under the deny policy still warns",
+                create(original_json("api", "p-vwxyz", consent)),
+                warn("will overwrite"),
+            )
+            .with_cfg(deny_overwrites()),
+            Case::new(
+                "an update that un-ignores a namespace",
+                update(
+                    original_json(
+                        "db",
+                        "p-vwxyz",
+                        json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-a"}),
+                    ),
+                    original_json("db", "p-vwxyz", Value::Null),
+                ),
+                Allow,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s3_label_placement() {
+        let labelled = |ns, value| {
+            secret_json(
+                ns,
+                "x",
+                json!({keys::PROJECT_SCOPED_LABEL: value}),
+                Value::Null,
+            )
+        };
+        run(vec![
+            Case::new(
+                "outside every backing namespace",
+                create(labelled("other", "p-vwxyz")),
+                deny(
+                    403,
+                    "only allowed on secrets in a project's backing namespace",
+                ),
+            ),
+            Case::new(
+                "wrong project",
+                create(labelled(BACKING, "p-other")),
+                deny(403, "set it to p-vwxyz"),
+            ),
+            Case::new(
+                "still empty at validation",
+                create(labelled(BACKING, "")),
+                deny(403, "is empty; set it to p-vwxyz"),
+            ),
+            Case::new("right project", create(labelled(BACKING, "p-vwxyz")), Allow),
+            Case::new(
+                "added to an existing plain secret",
+                update(plain("other", "web"), labelled("other", "p-vwxyz")),
+                deny(403, "backing namespace"),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s4_forged_copies() {
+        let forged = secret_json(
+            "other",
+            "x",
+            Value::Null,
+            json!({keys::ORIGIN_ANNOTATION: "local-p-vwxyz/db"}),
+        );
+        let marked = secret_json(
+            "other",
+            "web",
+            Value::Null,
+            json!({keys::USER_SECRET_ANNOTATION: "true"}),
+        );
+        let mut retargeted = copy_json("team-a", "db");
+        retargeted["metadata"]["annotations"][keys::ORIGIN_ANNOTATION] = json!("elsewhere/db");
+        run(vec![
+            Case::new(
+                "create with a marker",
+                create(forged.clone()),
+                deny(
+                    403,
+                    format!("remove annotation {} from", keys::ORIGIN_ANNOTATION),
+                ),
+            ),
+            Case::new(
+                "adding a marker",
+                update(plain("other", "web"), marked),
+                deny(403, keys::USER_SECRET_ANNOTATION),
+            ),
+            Case::new(
+                "changing a marker",
+                update(copy_json("team-a", "db"), retargeted),
+                deny(403, keys::ORIGIN_ANNOTATION),
+            )
+            .with_cfg(Config {
+                protect_copies: false,
+                ..config()
+            }),
+            Case::new(
+                "the reconciler writes markers",
+                as_user(create(forged), RECONCILER),
+                Allow,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s5_copies_are_read_only() {
+        let mut edited = copy_json("team-a", "db");
+        edited["data"] = json!({"password": "c3dvcmRmaXNo"});
+        let mut rancher_copy = copy_json("team-a", "db");
+        rancher_copy["metadata"]["annotations"] = json!({keys::COPY_ANNOTATION: "true"});
+        let message = "secret \"db\" in namespace \"team-a\" is a copy of project-scoped secret \
+                       \"local-p-vwxyz/db\"; change the original instead";
+        run(vec![
+            Case::new(
+                "update",
+                update(copy_json("team-a", "db"), edited.clone()),
+                deny(403, message),
+            ),
+            Case::new(
+                "delete",
+                delete(copy_json("team-a", "db")),
+                deny(403, message),
+            ),
+            Case::new(
+                "a Rancher copy names its origin through the project",
+                delete(rancher_copy),
+                deny(403, "copy of project-scoped secret \"local-p-vwxyz/db\""),
+            ),
+            Case::new(
+                "terminating namespace",
+                delete(copy_json("dying", "db")),
+                Allow,
+            ),
+            Case::new(
+                "protect-copies=false warns",
+                update(copy_json("team-a", "db"), edited),
+                warn("change the original instead"),
+            )
+            .with_cfg(Config {
+                protect_copies: false,
+                ..config()
+            }),
+            Case::new(
+                "the reconciler maintains copies",
+                as_user(delete(copy_json("team-a", "db")), RECONCILER),
+                Allow,
+            ),
+            Case::new(
+                "plain secrets are not copies",
+                delete(plain("other", "web")),
+                Allow,
+            ),
+            Case::new(
+                "a copy whose original is gone may be deleted",
+                delete(copy_json("team-a", "gone")),
+                Allow,
+            ),
+            Case::new(
+                "a copy left in a namespace outside the project may be deleted",
+                delete(copy_json("other", "db")),
+                Allow,
+            ),
+            Case::new(
+                "but not changed",
+                update(copy_json("other", "db"), copy_json("other", "db")),
+                deny(
+                    403,
+                    "is a copy of project-scoped secret \"local-p-vwxyz/db\"",
+                ),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s6_what_can_be_scoped() {
+        let mut token = original_json("tok", "p-vwxyz", Value::Null);
+        token["type"] = json!("kubernetes.io/service-account-token");
+        run(vec![
+            Case::new(
+                "service-account token",
+                create(token),
+                deny(403, "cannot be project-scoped"),
+            ),
+            Case::new(
+                "invalid ignore pattern",
+                create(original_json(
+                    "new",
+                    "p-vwxyz",
+                    json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("}),
+                )),
+                deny(403, "entry \"team-(\" is not a valid pattern"),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn s7_removals_are_announced() {
+        let db = || original_json("db", "p-vwxyz", Value::Null);
+        run(vec![
+            Case::new(
+                "deleting an original",
+                delete(db()),
+                warn(
+                    "1 copy of project-scoped secret \"local-p-vwxyz/db\" will be removed from: team-a",
+                ),
+            ),
+            Case::new(
+                "removing its label",
+                update(db(), secret_json(BACKING, "db", Value::Null, Value::Null)),
+                warn("1 copy of project-scoped secret"),
+            ),
+            Case::new(
+                "narrowing its ignore list",
+                update(
+                    db(),
+                    original_json(
+                        "db",
+                        "p-vwxyz",
+                        json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-a"}),
+                    ),
+                ),
+                warn("will be removed from: team-a"),
+            ),
+            Case::new("an unchanged update", update(db(), db()), Allow),
+        ]);
+    }
+
+    #[test]
+    fn audit_mode_turns_denials_into_warnings() {
+        let audit = Config {
+            mode: Mode::Audit,
+            ..config()
+        };
+        run(vec![
+            Case::new(
+                "would deny",
+                delete(copy_json("team-a", "db")),
+                warn("would deny: secret \"db\" in namespace \"team-a\" is a copy"),
+            )
+            .with_cfg(audit.clone()),
+            Case::new(
+                "long denials are cut to a warning",
+                create(plain("other", "web")),
+                warn("would deny: a secret named \"web\" already exists"),
+            )
+            .with_cfg(audit),
+        ]);
+    }
+
+    #[test]
+    fn malformed_objects_are_bad_requests() {
+        let mut bad = plain("other", "x");
+        bad["data"] = json!("not a map");
+        let mut no_object = create(plain("other", "x"));
+        no_object["object"] = Value::Null;
+        run(vec![
+            Case::new(
+                "data is not a map",
+                create(bad),
+                deny(400, "object is not a valid Secret"),
+            ),
+            Case::new("no object", no_object, deny(400, "has no object")),
+        ]);
+    }
+}

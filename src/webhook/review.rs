@@ -1,0 +1,262 @@
+//! AdmissionReview in and out: decoding request bodies and turning a policy [`Decision`] into the
+//! response the apiserver expects. Pure; the server owns HTTP.
+//!
+//! A validating endpoint: [`parse_request`] → [`crate::policy::needs_for`] → fetch the facts (SAR,
+//! secret type) → [`crate::policy::validate_only`] → [`respond`]. A mutating endpoint:
+//! [`parse_request`] → [`crate::policy::mutate`] → [`respond`]. A body that does not decode:
+//! [`error_review`] when its uid could be read, else HTTP 400 with [`error_body`].
+
+use crate::policy::Decision;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+};
+use kube::core::{DynamicObject, Status, TypeMeta};
+
+/// A body that is not an AdmissionReview we can answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("request body is not a valid AdmissionReview: {source}")]
+    Malformed {
+        /// The request uid, when the body was JSON enough to read it.
+        uid: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+impl ReviewError {
+    /// The request uid, if it could be read: then the error can be answered as an AdmissionReview.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            Self::Malformed { uid, .. } => uid.as_deref(),
+            Self::NoRequest => None,
+        }
+    }
+}
+
+/// Decodes an AdmissionReview body that carries a request.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|source| ReviewError::Malformed {
+            uid: readable_uid(body),
+            source,
+        })?;
+    if review.request.is_none() {
+        return Err(ReviewError::NoRequest);
+    }
+    Ok(review)
+}
+
+/// Decodes the request of an AdmissionReview body.
+pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
+    parse_review(body)?
+        .try_into()
+        .map_err(|_| ReviewError::NoRequest)
+}
+
+/// The uid of a body that is JSON but not a valid AdmissionReview (say, an object we cannot read).
+fn readable_uid(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("request")?.get("uid")?.as_str()?.to_owned())
+}
+
+/// The response to `req`: the uid echoed; a denial with `status.code`, `reason` and `message` set
+/// (kube's `AdmissionResponse::deny` leaves the code unset); warnings; and a patch with its
+/// `patchType` only when the decision carries one, which only mutations do.
+pub fn respond(
+    req: &AdmissionRequest<DynamicObject>,
+    decision: Decision,
+) -> AdmissionReview<DynamicObject> {
+    let mut response = AdmissionResponse::from(req);
+    if !decision.warnings.is_empty() {
+        response.warnings = Some(decision.warnings);
+    }
+    if let Some(denial) = decision.denial {
+        response = failed(response, denial.code, &denial.reason, &denial.message);
+    } else if let Some(patch) = decision.patch {
+        response = match response.clone().with_patch(patch) {
+            Ok(patched) => patched,
+            Err(e) => failed(response, 500, "InternalError", &e.to_string()),
+        };
+    }
+    into_v1_review(response)
+}
+
+/// The AdmissionReview answering a body we could not decode but whose uid we could read:
+/// denied with code 400. `None` when the uid is unknown: answer with [`error_body`] and HTTP 400.
+pub fn error_review(err: &ReviewError) -> Option<AdmissionReview<DynamicObject>> {
+    let mut response = AdmissionResponse::invalid(err);
+    response.uid = err.uid()?.to_owned();
+    Some(into_v1_review(failed(
+        response,
+        400,
+        "BadRequest",
+        &err.to_string(),
+    )))
+}
+
+/// A Kubernetes `Status` body for an HTTP 400 answer to a body that is not an AdmissionReview.
+pub fn error_body(err: &ReviewError) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": 400,
+        "reason": "BadRequest",
+        "message": err.to_string(),
+    })
+}
+
+fn failed(
+    mut response: AdmissionResponse,
+    code: u16,
+    reason: &str,
+    message: &str,
+) -> AdmissionResponse {
+    response.allowed = false;
+    response.result = Status::failure(message, reason).with_code(code);
+    response
+}
+
+/// We register for `admission.k8s.io/v1` only; answer in it even if the request's type was lost.
+fn into_v1_review(mut response: AdmissionResponse) -> AdmissionReview<DynamicObject> {
+    response.types = TypeMeta {
+        api_version: META_API_VERSION_V1.to_owned(),
+        kind: META_KIND.to_owned(),
+    };
+    response.into_review()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{BACKING, admission, original_json, request, world};
+    use crate::policy::{Decision, Denial, Facts, mutate, validate};
+    use serde_json::{Value, json};
+
+    fn body(req: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": req,
+        }))
+        .expect("serializable")
+    }
+
+    fn wire(review: &AdmissionReview<DynamicObject>) -> Value {
+        serde_json::to_value(review).expect("serializable")
+    }
+
+    #[test]
+    fn parses_a_review_and_keeps_its_request() {
+        let req = request("CREATE", Some(original_json("db", "", Value::Null)), None);
+        let parsed = parse_request(&body(req)).expect("valid");
+        assert_eq!(parsed.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(parsed.namespace.as_deref(), Some(BACKING));
+    }
+
+    #[test]
+    fn undecodable_bodies_are_clear_errors() {
+        let garbage = parse_review(b"{not json").expect_err("garbage");
+        assert_eq!(garbage.uid(), None);
+        assert!(error_review(&garbage).is_none());
+        let status = error_body(&garbage);
+        assert_eq!(status["code"], 400);
+        assert!(
+            status["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a valid AdmissionReview"))
+        );
+
+        let no_request =
+            parse_review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#)
+                .expect_err("no request");
+        assert!(matches!(no_request, ReviewError::NoRequest));
+
+        let wrong = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"EXPLODE"}}"#;
+        let err = parse_review(wrong).expect_err("bad operation");
+        assert_eq!(err.uid(), Some("u-1"));
+        let answer = wire(&error_review(&err).expect("uid known"));
+        assert_eq!(answer["response"]["uid"], "u-1");
+        assert_eq!(answer["response"]["allowed"], false);
+        assert_eq!(answer["response"]["status"]["code"], 400);
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn denials_carry_code_reason_and_message() {
+        let req = admission(request(
+            "CREATE",
+            Some(original_json("db", "", Value::Null)),
+            None,
+        ));
+        let decision = Decision {
+            denial: Some(Denial::forbidden(
+                "NameTaken",
+                "a secret named \"db\" already exists",
+            )),
+            warnings: vec!["heads up".to_owned()],
+            patch: None,
+        };
+        let answer = wire(&respond(&req, decision));
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        let response = &answer["response"];
+        assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["code"], 403);
+        assert_eq!(response["status"]["reason"], "NameTaken");
+        assert_eq!(
+            response["status"]["message"],
+            "a secret named \"db\" already exists"
+        );
+        assert_eq!(response["warnings"], json!(["heads up"]));
+        assert!(response.get("patch").is_none() && response.get("patchType").is_none());
+    }
+
+    #[test]
+    fn validating_responses_never_carry_a_patch() {
+        // An original with an empty label: the mutator patches it, validation must not.
+        let req = admission(request(
+            "CREATE",
+            Some(original_json("new", "", Value::Null)),
+            None,
+        ));
+        let world = world();
+        let decision = validate(
+            &req,
+            &world,
+            &crate::policy::testing::config(),
+            &Facts::default(),
+        );
+        let response = &wire(&respond(&req, decision))["response"];
+        assert!(response.get("patch").is_none() && response.get("patchType").is_none());
+    }
+
+    #[test]
+    fn mutating_responses_carry_patch_and_type_together() {
+        let req = admission(request(
+            "CREATE",
+            Some(original_json("new", "", Value::Null)),
+            None,
+        ));
+        let response = &wire(&respond(&req, mutate(&req, &world())))["response"];
+        assert_eq!(response["allowed"], true);
+        assert_eq!(response["patchType"], "JSONPatch");
+        // kube-core serializes the patch bytes as a JSON array of numbers; Go's JSON decoder (the
+        // apiserver's) accepts an array for a []byte as well as base64 (checked against encoding/json).
+        let bytes: Vec<u8> =
+            serde_json::from_value(response["patch"].clone()).expect("patch bytes");
+        let ops: Value = serde_json::from_slice(&bytes).expect("a JSON patch");
+        assert_eq!(
+            ops[0]["path"],
+            format!(
+                "/metadata/labels/{}",
+                crate::keys::PROJECT_SCOPED_LABEL.replace('/', "~1")
+            )
+        );
+        assert!(response.get("warnings").is_none());
+    }
+}
