@@ -35,7 +35,9 @@ impl Authority {
     pub fn generate(common_name: &str, valid_days: i64) -> Result<Self> {
         let key = KeyPair::generate().context("generating the CA key")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -82,13 +84,18 @@ impl Authority {
         client: bool,
     ) -> Result<Issued> {
         let key = KeyPair::generate().context("generating a serving key")?;
-        let mut params =
-            CertificateParams::new(dns_names.to_vec()).context("invalid DNS name for a certificate")?;
+        let mut params = CertificateParams::new(dns_names.to_vec())
+            .context("invalid DNS name for a certificate")?;
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        let common_name = dns_names.first().map(String::as_str).unwrap_or("scoped-secrets");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        let common_name = dns_names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("scoped-secrets");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -201,8 +208,17 @@ mod tests {
         let second = write_serving_set(dir.path(), &names, &ips, 3650, 365).expect("second");
         assert!(!second.created_ca, "an existing CA is reused");
         assert_eq!(first.ca_bundle_base64, second.ca_bundle_base64);
-        assert_eq!(ca_before, std::fs::read_to_string(dir.path().join(CA_CERT)).expect("ca"));
-        assert_ne!(cert_before, std::fs::read_to_string(dir.path().join(TLS_CERT)).expect("cert"));
-        assert!(first.ca_bundle_base64.starts_with("LS0tLS1CRUdJTi"), "base64 of a PEM");
+        assert_eq!(
+            ca_before,
+            std::fs::read_to_string(dir.path().join(CA_CERT)).expect("ca")
+        );
+        assert_ne!(
+            cert_before,
+            std::fs::read_to_string(dir.path().join(TLS_CERT)).expect("cert")
+        );
+        assert!(
+            first.ca_bundle_base64.starts_with("LS0tLS1CRUdJTi"),
+            "base64 of a PEM"
+        );
     }
 }

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 #[command(about = "Run a local etcd + kube-apiserver on 127.0.0.1 until interrupted")]
 struct Args {
     /// State directory (etcd data, certificates, kubeconfig, logs); emptied at start.
-    #[arg(long, env = "SCOPED_SECRETS_CONTROL_PLANE_DIR", default_value = ".local/control-plane")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CONTROL_PLANE_DIR",
+        default_value = ".local/control-plane"
+    )]
     dir: PathBuf,
     /// Stop when this process exits (used by the test support).
     #[arg(long)]
@@ -74,7 +78,10 @@ async fn main() -> Result<()> {
             "--service-cluster-ip-range=10.0.0.0/24",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             &format!("--service-account-key-file={}", pki.sa_pub.display()),
-            &format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+            &format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ),
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
@@ -215,7 +222,9 @@ async fn wait_ready(kubeconfig: &Path, children: &mut Children, deadline: Instan
             return Ok(());
         }
         if let Some(exited) = children.exited() {
-            bail!("{exited} exited before the apiserver became ready; see its log in the state directory");
+            bail!(
+                "{exited} exited before the apiserver became ready; see its log in the state directory"
+            );
         }
         if Instant::now() > deadline {
             bail!("the apiserver did not become ready in time");
@@ -226,7 +235,8 @@ async fn wait_ready(kubeconfig: &Path, children: &mut Children, deadline: Instan
 
 /// Waits until something asks the control plane to stop, and says what.
 async fn supervise(children: &mut Children, watch_pid: Option<u32>) -> String {
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         Ok(s) => s,
         Err(e) => return format!("cannot listen for SIGTERM: {e}"),
     };
