@@ -5,6 +5,14 @@ use crate::keys::{self, ProjectId};
 use crate::world::{self, Original, World};
 use regex::Regex;
 
+mod copy;
+mod diff;
+
+pub use copy::{Drift, copy_of, drift};
+pub use diff::{
+    Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
+};
+
 /// The namespaces an original must not be copied into, from its ignore annotation.
 #[derive(Debug, Clone, Default)]
 pub struct IgnoreList {

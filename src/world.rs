@@ -252,6 +252,15 @@ impl World {
         self.names.get(namespace)?.get(name)
     }
 
+    /// Every secret of the name index as (namespace, name, metadata), in no particular order.
+    pub fn secret_metas(&self) -> impl Iterator<Item = (&str, &str, &SecretMeta)> {
+        self.names.iter().flat_map(|(namespace, names)| {
+            names
+                .iter()
+                .map(move |(name, meta)| (namespace.as_str(), name.as_str(), meta))
+        })
+    }
+
     /// How many secrets the name index holds.
     pub fn secret_count(&self) -> usize {
         self.names.values().map(HashMap::len).sum()
