@@ -1,1 +1,34 @@
-fn main() {}
+//! The `scoped-secrets` binary: `serve`, `certs`, `plan`.
+
+use anyhow::Result;
+use clap::Parser;
+use scoped_secrets::cli::{CertsArgs, Cli, Command};
+use scoped_secrets::{certs, serve, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            telemetry::init(args.log_format);
+            serve::run(args).await
+        }
+        Command::Certs(args) => write_certs(&args),
+        Command::Plan(_args) => anyhow::bail!("plan is not implemented yet"),
+    }
+}
+
+fn write_certs(args: &CertsArgs) -> Result<()> {
+    let written = certs::write_serving_set(&args.out, &args.dns_names, &args.ips, args.ca_days, args.days)?;
+    let ca = if written.created_ca { "created" } else { "reused" };
+    eprintln!(
+        "wrote {dir}/{cert} and {dir}/{key} (CA {ca}: {dir}/{ca_cert})",
+        dir = written.dir.display(),
+        cert = certs::TLS_CERT,
+        key = certs::TLS_KEY,
+        ca_cert = certs::CA_CERT,
+    );
+    eprintln!("caBundle for the webhook configurations:");
+    println!("{}", written.ca_bundle_base64);
+    Ok(())
+}

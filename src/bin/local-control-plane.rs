@@ -3,8 +3,10 @@
 //! SIGTERM, the exit of either child, or the exit of the process named by `--watch-pid` (a test binary
 //! that panicked or was killed), it stops both, so no process is left behind.
 //!
-//! When both are up it writes `<dir>/kubeconfig` (admin, `system:masters`, by token) and prints one line
-//! `ready kubeconfig=<path>` on stdout, which callers wait for.
+//! When both are up it writes `<dir>/kubeconfig` (admin, `system:masters`, by token) and
+//! `<dir>/kubeconfig-service-account` (the product's service-account username, no permissions until
+//! `deploy/`'s RBAC is applied), and prints one line `ready kubeconfig=<path>` on stdout, which callers
+//! wait for.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -34,6 +36,11 @@ struct Args {
 
 /// The admin token of the throwaway local control plane (it only listens on 127.0.0.1).
 const ADMIN_TOKEN: &str = "scoped-secrets-local-admin";
+/// A token for the product's own service-account identity, so that the server under test runs with
+/// exactly the RBAC of `deploy/` and the webhook's reconciler-identity rules see the real username.
+const SERVICE_ACCOUNT_TOKEN: &str = "scoped-secrets-local-service-account";
+const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:scoped-secrets-system:scoped-secrets";
+const SERVICE_ACCOUNT_GROUPS: &str = "system:serviceaccounts,system:serviceaccounts:scoped-secrets-system,system:authenticated";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
@@ -91,7 +98,9 @@ async fn main() -> Result<()> {
     )?;
 
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem)?;
+    write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem, ADMIN_TOKEN)?;
+    let sa_kubeconfig = dir.join("kubeconfig-service-account");
+    write_kubeconfig(&sa_kubeconfig, apiserver_port, &pki.ca_pem, SERVICE_ACCOUNT_TOKEN)?;
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
     wait_ready(&kubeconfig, &mut children, deadline).await?;
     println!("ready kubeconfig={}", kubeconfig.display());
@@ -177,13 +186,16 @@ fn write_pki(dir: &Path) -> Result<Pki> {
     certs::write_file(&out.sa_pub, &sa_key.public_key_pem(), false)?;
     certs::write_file(
         &out.tokens,
-        &format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
+        &format!(
+            "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n\
+             {SERVICE_ACCOUNT_TOKEN},{SERVICE_ACCOUNT_USER},sa-uid,\"{SERVICE_ACCOUNT_GROUPS}\"\n"
+        ),
         true,
     )?;
     Ok(out)
 }
 
-fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str) -> Result<()> {
+fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str, token: &str) -> Result<()> {
     let ca = certs::base64_encode(ca_pem.as_bytes());
     let config = format!(
         "apiVersion: v1
@@ -194,14 +206,14 @@ clusters:
     server: https://127.0.0.1:{port}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: user
   user:
-    token: {ADMIN_TOKEN}
+    token: {token}
 contexts:
 - name: local
   context:
     cluster: local
-    user: admin
+    user: user
     namespace: default
 current-context: local
 "

@@ -1,0 +1,57 @@
+//! The admin port (plain HTTP): `/livez`, `/readyz` (ready once every watch has synced, and not while
+//! shutting down) and `/metrics`.
+
+use crate::metrics::IndexMetrics;
+use crate::watch::Index;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub index: Arc<Index>,
+    pub registry: Arc<Registry>,
+    pub index_metrics: IndexMetrics,
+    /// Set when shutdown begins, so load balancers stop sending reviews before the listener closes.
+    pub stopping: Arc<AtomicBool>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !state.index.is_synced() {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    } else {
+        (StatusCode::OK, "ok")
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    state.index_metrics.observe(&state.index.read());
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,132 @@
+//! The command line: `serve`, `certs`, `plan`. Every flag also reads an environment variable.
+
+use crate::policy::{Mode, OverwritePolicy};
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "scoped-secrets", version, about = "Safe Rancher-style project-scoped secrets: an admission webhook and an embedded reconciler")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the TLS admission webhook, the reconciler and the admin port.
+    Serve(ServeArgs),
+    /// Write a CA and a serving certificate into a directory, and print the caBundle.
+    Certs(CertsArgs),
+    /// Print the copies that would be created, overwritten, updated and deleted.
+    Plan(PlanArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address of the TLS webhook listener.
+    #[arg(long, env = "SCOPED_SECRETS_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
+    #[arg(long, env = "SCOPED_SECRETS_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes.
+    #[arg(long, env = "SCOPED_SECRETS_TLS_CERT", default_value = "/certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM); reloaded when it changes.
+    #[arg(long, env = "SCOPED_SECRETS_TLS_KEY", default_value = "/certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// enforce denies; audit turns every denial into a "would deny:" warning.
+    #[arg(long, env = "SCOPED_SECRETS_MODE", value_enum, default_value = "enforce")]
+    pub mode: ModeArg,
+    /// warn: overwriting a non-copy secret is admitted with a warning; deny: refused without consent.
+    #[arg(long, env = "SCOPED_SECRETS_OVERWRITE_POLICY", value_enum, default_value = "warn")]
+    pub overwrite_policy: OverwritePolicyArg,
+    /// Deny (true) or only warn about (false) changes to copies.
+    #[arg(long, env = "SCOPED_SECRETS_PROTECT_COPIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub protect_copies: bool,
+    /// Run the reconciler that writes copies (off beside Rancher, whose copier does it).
+    #[arg(long, env = "SCOPED_SECRETS_RECONCILER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconciler: bool,
+    /// Create backing namespaces for Projects without one (off beside Rancher).
+    #[arg(long, env = "SCOPED_SECRETS_MANAGE_BACKING_NAMESPACES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub manage_backing_namespaces: bool,
+    /// Usernames whose requests skip the rules: the reconciler's own identity, and beside Rancher its copier.
+    #[arg(long, env = "SCOPED_SECRETS_RECONCILER_USERS", value_delimiter = ',', default_value = "system:serviceaccount:scoped-secrets-system:scoped-secrets")]
+    pub reconciler_users: Vec<String>,
+    /// Namespace of the leader-election Lease (defaults to the pod's namespace).
+    #[arg(long, env = "SCOPED_SECRETS_LEASE_NAMESPACE", default_value = "scoped-secrets-system")]
+    pub lease_namespace: String,
+    /// Log format.
+    #[arg(long, env = "SCOPED_SECRETS_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(value: ModeArg) -> Self {
+        match value {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OverwritePolicyArg {
+    Warn,
+    Deny,
+}
+
+impl From<OverwritePolicyArg> for OverwritePolicy {
+    fn from(value: OverwritePolicyArg) -> Self {
+        match value {
+            OverwritePolicyArg::Warn => OverwritePolicy::Warn,
+            OverwritePolicyArg::Deny => OverwritePolicy::Deny,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into; an existing CA there is reused.
+    #[arg(long, env = "SCOPED_SECRETS_CERTS_DIR", default_value = "certs")]
+    pub out: PathBuf,
+    /// DNS names of the serving certificate.
+    #[arg(long = "dns", env = "SCOPED_SECRETS_CERTS_DNS", value_delimiter = ',', default_values_t = [
+        "scoped-secrets.scoped-secrets-system.svc".to_owned(),
+        "scoped-secrets.scoped-secrets-system.svc.cluster.local".to_owned(),
+    ])]
+    pub dns_names: Vec<String>,
+    /// IP addresses of the serving certificate.
+    #[arg(long = "ip", env = "SCOPED_SECRETS_CERTS_IP", value_delimiter = ',')]
+    pub ips: Vec<IpAddr>,
+    /// Lifetime of a new CA, in days.
+    #[arg(long, env = "SCOPED_SECRETS_CERTS_CA_DAYS", default_value_t = 3650)]
+    pub ca_days: i64,
+    /// Lifetime of the serving certificate, in days.
+    #[arg(long, env = "SCOPED_SECRETS_CERTS_DAYS", default_value_t = 365)]
+    pub days: i64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// A manifest whose Secrets, Namespaces and Projects are laid over the cluster's state.
+    #[arg(short = 'f', long = "filename", env = "SCOPED_SECRETS_PLAN_FILE")]
+    pub file: Option<PathBuf>,
+    /// Do not read the cluster: plan the manifest alone.
+    #[arg(long, env = "SCOPED_SECRETS_PLAN_OFFLINE")]
+    pub offline: bool,
+    /// Print JSON instead of text.
+    #[arg(long, env = "SCOPED_SECRETS_PLAN_JSON")]
+    pub json: bool,
+    /// The overwrite policy to plan with.
+    #[arg(long, env = "SCOPED_SECRETS_OVERWRITE_POLICY", value_enum, default_value = "warn")]
+    pub overwrite_policy: OverwritePolicyArg,
+}

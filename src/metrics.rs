@@ -1,0 +1,173 @@
+//! Prometheus metrics for the webhook, in the names controller-runtime webhooks use (so existing
+//! dashboards fit), plus our own per-rule-set counters under the `scoped_secrets_` prefix.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub webhook: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub webhook: String,
+    pub operation: String,
+    /// allowed, warned, denied, or error (the review could not be decided).
+    pub result: String,
+}
+
+/// The webhook's metrics; cheap to clone (every field is an `Arc` inside).
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    requests: Family<CodeLabels, Counter>,
+    in_flight: Family<WebhookLabels, Gauge>,
+    latency: Family<WebhookLabels, Histogram>,
+    reviews: Family<ReviewLabels, Counter>,
+}
+
+impl WebhookMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            in_flight: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                // controller-runtime's buckets reach 10 s; ours start lower, where reviews live.
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ])
+            }),
+            reviews: Family::default(),
+        };
+        registry.register(
+            "controller_runtime_webhook_requests",
+            "Total number of admission requests by HTTP status code",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            metrics.latency.clone(),
+        );
+        registry.register(
+            "scoped_secrets_admission_reviews",
+            "Admission reviews by webhook, operation and result",
+            metrics.reviews.clone(),
+        );
+        metrics
+    }
+
+    /// Starts timing one request; the guard records latency, status and in-flight when dropped.
+    pub fn start(&self, webhook: &str) -> RequestTimer {
+        let labels = WebhookLabels {
+            webhook: webhook.to_owned(),
+        };
+        self.in_flight.get_or_create(&labels).inc();
+        RequestTimer {
+            metrics: self.clone(),
+            labels,
+            started: Instant::now(),
+            code: 500,
+        }
+    }
+
+    pub fn review(&self, webhook: &str, operation: &str, result: &str) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                webhook: webhook.to_owned(),
+                operation: operation.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// How many reviews this webhook has answered (all results); for tests and the readiness story.
+    pub fn reviews_total(&self, webhook: &str, operation: &str, result: &str) -> u64 {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                webhook: webhook.to_owned(),
+                operation: operation.to_owned(),
+                result: result.to_owned(),
+            })
+            .get()
+    }
+}
+
+/// Drop guard timing one request (kube-rs controller-rs habit).
+pub struct RequestTimer {
+    metrics: WebhookMetrics,
+    labels: WebhookLabels,
+    started: Instant,
+    code: u16,
+}
+
+impl RequestTimer {
+    pub fn set_code(&mut self, code: u16) {
+        self.code = code;
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .latency
+            .get_or_create(&self.labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics.in_flight.get_or_create(&self.labels).dec();
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabels {
+                webhook: self.labels.webhook.clone(),
+                code: self.code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Gauges describing the index.
+#[derive(Clone, Default)]
+pub struct IndexMetrics {
+    pub secrets: Gauge,
+    pub namespaces: Gauge,
+    pub projects: Gauge,
+    pub scoped_secrets: Gauge,
+}
+
+impl IndexMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let registry = registry.sub_registry_with_prefix("scoped_secrets_index");
+        registry.register("secrets", "Secrets in the name index", metrics.secrets.clone());
+        registry.register("namespaces", "Namespaces indexed", metrics.namespaces.clone());
+        registry.register("projects", "Projects indexed", metrics.projects.clone());
+        registry.register(
+            "scoped_secrets",
+            "Project-scoped secrets (originals and copies) held in full",
+            metrics.scoped_secrets.clone(),
+        );
+        metrics
+    }
+
+    pub fn observe(&self, world: &crate::world::World) {
+        self.secrets.set(world.secret_count() as i64);
+        self.namespaces.set(world.namespaces().count() as i64);
+        self.projects.set(world.projects().count() as i64);
+        self.scoped_secrets.set(world.scoped_secrets().count() as i64);
+    }
+}

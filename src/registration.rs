@@ -1,0 +1,128 @@
+//! Registers the webhook configurations of `deploy/` with a local apiserver: the same entries, rules,
+//! selectors, match conditions and failure policies the manifests ship, with each `clientConfig`
+//! pointed at a URL on 127.0.0.1 instead of the in-cluster Service. Used by `make run` and the tests,
+//! so what is tested is what is deployed.
+
+use anyhow::{Context, Result, bail};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+use std::path::Path;
+
+const WEBHOOK_KINDS: [&str; 2] = [
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+];
+
+/// Renders a kustomization with the machine's `kubectl kustomize`.
+pub fn render_kustomization(dir: &Path) -> Result<String> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .context("running kubectl kustomize")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl kustomize {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The webhook configurations in `manifests` (multi-document YAML), each webhook's `clientConfig`
+/// replaced by `url: <base_url><service path>` and `caBundle: <ca_bundle_base64>`.
+pub fn local_webhook_configurations(
+    manifests: &str,
+    base_url: &str,
+    ca_bundle_base64: &str,
+) -> Result<Vec<Value>> {
+    let mut configurations = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(manifests) {
+        let mut object: Value = serde::Deserialize::deserialize(document)?;
+        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if !WEBHOOK_KINDS.contains(&kind) {
+            continue;
+        }
+        if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+            // cert-manager's CA injector is not there locally; the bundle is set directly.
+            annotations.retain(|key, _| !key.starts_with("cert-manager.io/"));
+        }
+        let webhooks = object
+            .get_mut("webhooks")
+            .and_then(Value::as_array_mut)
+            .context("a webhook configuration without webhooks")?;
+        for webhook in webhooks {
+            let path = webhook
+                .pointer("/clientConfig/service/path")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_owned();
+            webhook["clientConfig"] = json!({
+                "url": format!("{base_url}{path}"),
+                "caBundle": ca_bundle_base64,
+            });
+        }
+        configurations.push(object);
+    }
+    if configurations.is_empty() {
+        bail!("the manifests hold no webhook configuration");
+    }
+    Ok(configurations)
+}
+
+/// Server-side applies the configurations (idempotent; the previous registration is replaced).
+pub async fn apply(client: &kube::Client, configurations: &[Value]) -> Result<()> {
+    for configuration in configurations {
+        let object: DynamicObject = serde_json::from_value(configuration.clone())?;
+        let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+        let resource = ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            plural: format!("{}s", kind.to_lowercase()),
+            kind,
+        };
+        let name = object.metadata.name.clone().context("a webhook configuration without a name")?;
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        api.patch(&name, &PatchParams::apply("scoped-secrets-local").force(), &Patch::Apply(&object))
+            .await
+            .with_context(|| format!("registering {name}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_every_webhook_at_the_local_url() {
+        let manifests = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: scoped-secrets}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: scoped-secrets
+  annotations: {cert-manager.io/inject-ca-from: x/y, keep: "me"}
+webhooks:
+- name: secret-guard.scoped-secrets.io
+  failurePolicy: Fail
+  clientConfig:
+    service: {name: scoped-secrets, namespace: scoped-secrets-system, path: /validate/secret-guard, port: 443}
+"#;
+        let out = local_webhook_configurations(manifests, "https://127.0.0.1:9443", "Q0E=")
+            .expect("rendered");
+        assert_eq!(out.len(), 1);
+        let webhook = &out[0]["webhooks"][0];
+        assert_eq!(webhook["clientConfig"]["url"], "https://127.0.0.1:9443/validate/secret-guard");
+        assert_eq!(webhook["clientConfig"]["caBundle"], "Q0E=");
+        assert!(webhook["clientConfig"].get("service").is_none());
+        assert_eq!(webhook["failurePolicy"], "Fail");
+        assert_eq!(out[0]["metadata"]["annotations"], json!({"keep": "me"}));
+    }
+}

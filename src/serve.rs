@@ -1,0 +1,143 @@
+//! `scoped-secrets serve`: the watches, the webhook, the admin port (and the reconciler), started
+//! together and stopped together.
+
+use crate::admin::{self, AdminState};
+use crate::cli::ServeArgs;
+use crate::metrics::{IndexMetrics, WebhookMetrics};
+use crate::policy::Config;
+use crate::watch::{self, Index};
+use crate::webhook::handler::{self, AppState};
+use crate::webhook::server::{Limits, Server};
+use crate::webhook::tls::{self, ReloadingCert};
+use anyhow::{Context, Result};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch as signal;
+use tokio::task::JoinSet;
+
+/// A running server, for `main` and for tests that run it in-process.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub index: Arc<Index>,
+    pub metrics: WebhookMetrics,
+    stop: signal::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown and waits for it: not-ready first, then the webhook drains.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends on its own (it should not) and reports which.
+    pub async fn wait(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(Err(e)) => Err(anyhow::anyhow!("a server task failed: {e}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Binds the listeners and starts everything; returns once listening.
+pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
+    let index = Arc::new(Index::default());
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::register(&mut registry);
+    let index_metrics = IndexMetrics::register(&mut registry);
+    let (stop, stopped) = signal::channel(false);
+    let stopping = Arc::new(AtomicBool::new(false));
+
+    let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
+        .context("loading the serving certificate")?;
+    let webhook = Server::bind(args.webhook_addr, tls::server_config(cert.clone())?, Limits::default()).await?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin port to {}", args.admin_addr))?;
+    let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
+
+    let mut tasks = JoinSet::new();
+    let watches = watch::spawn(client.clone(), index.clone());
+    tasks.spawn(until_stopped(stopped.clone(), async move {
+        // Keeps the watches alive; dropping the set stops them.
+        let mut watches = watches;
+        while watches.join_next().await.is_some() {}
+    }));
+    tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
+
+    let config = Config {
+        mode: args.mode.into(),
+        overwrite_policy: args.overwrite_policy.into(),
+        protect_copies: args.protect_copies,
+        reconciler_users: args.reconciler_users.clone(),
+    };
+    let app = handler::router(AppState {
+        index: index.clone(),
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        client: Some(client),
+    });
+    tasks.spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
+
+    let admin_app = admin::router(AdminState {
+        index: index.clone(),
+        registry: Arc::new(registry),
+        index_metrics,
+        stopping: stopping.clone(),
+    });
+    let admin_stopped = stopped.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(admin, admin_app)
+            .with_graceful_shutdown(async move {
+                let mut rx = admin_stopped;
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    tracing::info!(%webhook_addr, %admin_addr, "serving");
+    Ok(Running {
+        webhook_addr,
+        admin_addr,
+        index,
+        metrics,
+        stop,
+        tasks,
+    })
+}
+
+/// Resolves when shutdown begins, after marking the server not-ready.
+async fn stop_signal(mut stopped: signal::Receiver<bool>, stopping: Arc<AtomicBool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+    stopping.store(true, Ordering::Relaxed);
+}
+
+/// Runs `task` until shutdown begins.
+async fn until_stopped(mut stopped: signal::Receiver<bool>, task: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => {}
+        () = task => {}
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let mut running = start(&args, client).await?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
+        result = running.wait() => return result,
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The HTTP routes of the webhook: thin handlers that parse a review, fetch what the policy needs
+//! (a SubjectAccessReview, one secret's type), ask the pure policy, and answer.
+
+use crate::keys::{self, ProjectId};
+use crate::metrics::WebhookMetrics;
+use crate::policy::{self, Config, Decision, Facts, Rules};
+use crate::watch::Index;
+use crate::webhook::review;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
+use std::sync::Arc;
+use tracing::{Instrument, Span};
+
+/// The apiserver sends up to ~3 MiB each for object and oldObject.
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub index: Arc<Index>,
+    pub config: Arc<Config>,
+    pub metrics: WebhookMetrics,
+    /// For the few look-ups a review needs; `None` answers them as unknown (tests of the pure path).
+    pub client: Option<kube::Client>,
+}
+
+/// One webhook endpoint: its path and what it does.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Validate(Rules),
+    Mutate,
+}
+
+const ROUTES: [(&str, Endpoint); 6] = [
+    ("/validate/secret-guard", Endpoint::Validate(Rules::SecretGuard)),
+    ("/validate/secret-names", Endpoint::Validate(Rules::SecretNames)),
+    ("/validate/namespace-guard", Endpoint::Validate(Rules::NamespaceGuard)),
+    ("/validate/all", Endpoint::Validate(Rules::All)),
+    ("/mutate/secret", Endpoint::Mutate),
+    ("/mutate/namespace", Endpoint::Mutate),
+];
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (path, endpoint) in ROUTES {
+        router = router.route(
+            path,
+            post(move |state: State<AppState>, headers: HeaderMap, body: Bytes| {
+                handle(state, headers, body, path, endpoint)
+            }),
+        );
+    }
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[tracing::instrument(
+    skip_all,
+    fields(webhook = path, uid, kind, namespace, name, operation, dry_run)
+)]
+async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    path: &'static str,
+    endpoint: Endpoint,
+) -> Response {
+    let mut timer = state.metrics.start(path);
+    let response = answer(&state, &headers, &body, path, endpoint).await;
+    timer.set_code(response.status().as_u16());
+    response
+}
+
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &'static str,
+    endpoint: Endpoint,
+) -> Response {
+    if !is_json(headers) {
+        state.metrics.review(path, "", "error");
+        let message = "Content-Type must be application/json";
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+    }
+    let request = match review::parse_request(body) {
+        Ok(request) => request,
+        Err(err) => {
+            state.metrics.review(path, "", "error");
+            tracing::warn!(error = %err, "undecodable admission review");
+            return match review::error_review(&err) {
+                Some(answer) => axum::Json(answer).into_response(),
+                None => (StatusCode::BAD_REQUEST, axum::Json(review::error_body(&err))).into_response(),
+            };
+        }
+    };
+    record_request(&request);
+    let decision = match endpoint {
+        Endpoint::Mutate => policy::mutate(&request, &state.index.read()),
+        Endpoint::Validate(rules) => validate(state, rules, &request).await,
+    };
+    let operation = format!("{:?}", request.operation).to_uppercase();
+    state.metrics.review(path, &operation, result_of(&decision));
+    if let Some(denial) = &decision.denial {
+        tracing::info!(code = denial.code, reason = %denial.reason, "denied");
+    }
+    axum::Json(review::respond(&request, decision)).into_response()
+}
+
+async fn validate(state: &AppState, rules: Rules, request: &AdmissionRequest<DynamicObject>) -> Decision {
+    let needs = policy::needs_for(rules, request, &state.index.read(), &state.config);
+    let facts = Facts {
+        may_manage_namespaces: match &needs.access_review {
+            Some(project) => may_manage_namespaces(state, request, project).await,
+            None => None,
+        },
+        existing_secret_type: match &needs.secret_type_of {
+            Some((namespace, name)) => secret_type(state, namespace, name).await,
+            None => None,
+        },
+    };
+    policy::validate_only(rules, request, &state.index.read(), &state.config, &facts)
+}
+
+fn result_of(decision: &Decision) -> &'static str {
+    match (&decision.denial, decision.warnings.is_empty()) {
+        (Some(_), _) => "denied",
+        (None, false) => "warned",
+        (None, true) => "allowed",
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn record_request(request: &AdmissionRequest<DynamicObject>) {
+    let span = Span::current();
+    span.record("uid", request.uid.as_str());
+    span.record("kind", request.kind.kind.as_str());
+    span.record("namespace", request.namespace.as_deref().unwrap_or_default());
+    span.record("name", request.name.as_str());
+    span.record("operation", format!("{:?}", request.operation).as_str());
+    span.record("dry_run", request.dry_run);
+}
+
+/// N1: may this user move namespaces into the project? `None` when the review could not be made.
+async fn may_manage_namespaces(
+    state: &AppState,
+    request: &AdmissionRequest<DynamicObject>,
+    project: &ProjectId,
+) -> Option<bool> {
+    let client = state.client.clone()?;
+    let user = &request.user_info;
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(keys::PROJECT_GROUP.to_owned()),
+                version: Some(keys::PROJECT_VERSION.to_owned()),
+                resource: Some(keys::PROJECT_PLURAL.to_owned()),
+                namespace: Some(project.cluster.clone()),
+                name: Some(project.project.clone()),
+                verb: Some(keys::MANAGE_NAMESPACES_VERB.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client);
+    match api
+        .create(&PostParams::default(), &review)
+        .instrument(tracing::debug_span!("subject_access_review"))
+        .await
+    {
+        Ok(answer) => answer.status.map(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            None
+        }
+    }
+}
+
+/// S1: the type of the secret that holds a name, for the denial message. Only the type is kept.
+async fn secret_type(state: &AppState, namespace: &str, name: &str) -> Option<String> {
+    let api: Api<Secret> = Api::namespaced(state.client.clone()?, namespace);
+    match api.get_opt(name).await {
+        Ok(secret) => secret.and_then(|s| s.type_),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the existing secret's type");
+            None
+        }
+    }
+}
