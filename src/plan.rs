@@ -11,6 +11,7 @@ mod diff;
 pub use copy::{Drift, copy_of, drift};
 pub use diff::{
     Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
+    wanted_project_label,
 };
 
 /// The namespaces an original must not be copied into, from its ignore annotation.

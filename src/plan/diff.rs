@@ -10,7 +10,7 @@ use super::copy::{self, Drift, copy_of};
 use super::desired_for;
 use crate::keys::{self, ProjectId};
 use crate::policy::OverwritePolicy;
-use crate::world::{self, Original, World};
+use crate::world::{self, NamespaceState, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::collections::HashSet;
@@ -354,17 +354,22 @@ fn names_known_project(world: &World, meta: &ObjectMeta) -> bool {
         .is_some_and(|value| world.projects().any(|(id, _)| id.project == value))
 }
 
+/// The projectId label a namespace should carry (`Some(None)`: none at all), mirroring its annotation;
+/// `None` when the annotation is malformed, which is the webhook's to refuse: its label is left alone.
+pub fn wanted_project_label(ns: &NamespaceState) -> Option<Option<String>> {
+    match ns.project_annotation.as_deref() {
+        None => Some(None),
+        Some(value) => Some(Some(ProjectId::parse(value).ok()?.project)),
+    }
+}
+
 /// The reconciler's twin of the mutators (M1, M2) for objects written while the webhook was down.
 fn label_repairs(world: &World) -> Vec<Action> {
     let namespaces = world.namespaces().filter_map(|(name, ns)| {
         if ns.terminating {
             return None;
         }
-        let wanted = match ns.project_annotation.as_deref() {
-            None => None,
-            // A malformed annotation is the webhook's to refuse; its label is left as it is.
-            Some(value) => Some(ProjectId::parse(value).ok()?.project),
-        };
+        let wanted = wanted_project_label(ns)?;
         (ns.project_label != wanted).then(|| Action::FixNamespaceLabel {
             namespace: name.to_owned(),
             label: wanted,
@@ -388,8 +393,8 @@ fn label_repairs(world: &World) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::ProjectState;
     use crate::world::fixtures::*;
-    use crate::world::{NamespaceState, ProjectState};
     use k8s_openapi::ByteString;
 
     const BACKING: &str = "local-p-vwxyz";

@@ -1,0 +1,378 @@
+//! Executes one [`Action`] against the apiserver.
+//!
+//! The index can lag behind the apiserver (and the webhook's uniqueness checks are never atomic), so
+//! every write first GETs its target and re-checks that it is still what the plan saw: the same uid,
+//! still a copy where a copy is expected, still different from the wanted copy. Every write carries
+//! an optimistic-concurrency precondition, and checks leadership right before it is sent. A target
+//! that changed, vanished or raced us (404, 409) is requeued for the next round, not an error.
+
+use super::error::{Error, status_code};
+use crate::keys::{self, ProjectId};
+use crate::plan::{self, Action, Drift};
+use crate::watch::project_resource;
+use crate::world::{self, NamespaceState};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// What became of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    /// The apiserver already has what we want (the index was behind).
+    Unchanged,
+    /// A conflict: reported, never written.
+    Refused,
+    /// Try again next round.
+    Requeue(Requeue),
+}
+
+/// Why an action was put off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// The target is no longer what the plan saw.
+    Stale,
+    /// The apiserver refused a precondition or found nothing (409, 404).
+    Raced,
+    /// Leadership was lost before the write.
+    NotLeading,
+}
+
+impl Requeue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stale => "stale",
+            Self::Raced => "raced",
+            Self::NotLeading => "not_leading",
+        }
+    }
+}
+
+/// Executes actions for the leader.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    leading: watch::Receiver<bool>,
+}
+
+impl Applier {
+    pub fn new(client: Client, leading: watch::Receiver<bool>) -> Self {
+        Self { client, leading }
+    }
+
+    pub async fn apply(&self, action: &Action) -> Result<Outcome, Error> {
+        match self.execute(action).await {
+            Err(Error::NotLeading) => Ok(Outcome::Requeue(Requeue::NotLeading)),
+            Err(Error::Kube(e)) if matches!(status_code(&e), Some(404 | 409)) => {
+                Ok(Outcome::Requeue(Requeue::Raced))
+            }
+            other => other,
+        }
+    }
+
+    async fn execute(&self, action: &Action) -> Result<Outcome, Error> {
+        match action {
+            Action::Create { copy } => self.create(copy).await,
+            Action::Overwrite { copy, existing_uid } => self.overwrite(copy, existing_uid).await,
+            Action::Update { copy, .. } => self.update(copy).await,
+            Action::Recreate { copy, existing_uid } => self.recreate(copy, existing_uid).await,
+            Action::Delete {
+                namespace,
+                name,
+                uid,
+                ..
+            } => self.delete(namespace, name, uid).await,
+            Action::Conflict { .. } => Ok(Outcome::Refused),
+            Action::SetBackingNamespace {
+                project,
+                backing_namespace,
+                create_namespace,
+            } => {
+                self.set_backing_namespace(project, backing_namespace, *create_namespace)
+                    .await
+            }
+            Action::FixNamespaceLabel { namespace, .. } => {
+                self.fix_namespace_label(namespace).await
+            }
+            Action::AddClusterLabel {
+                namespace,
+                name,
+                cluster,
+            } => self.add_cluster_label(namespace, name, cluster).await,
+        }
+    }
+
+    /// Fails with [`Error::NotLeading`] unless this instance holds the lease right now.
+    fn guard(&self) -> Result<(), Error> {
+        if *self.leading.borrow() {
+            Ok(())
+        } else {
+            Err(Error::NotLeading)
+        }
+    }
+
+    fn secrets(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn create(&self, copy: &Secret) -> Result<Outcome, Error> {
+        let (api, name) = (self.secrets(namespace_of(copy)), name_of(copy));
+        match api.get_opt(name).await? {
+            Some(existing) if is_exact_copy(&existing, copy) => Ok(Outcome::Unchanged),
+            Some(_) => Ok(Outcome::Requeue(Requeue::Stale)),
+            None => {
+                self.guard()?;
+                api.create(&post_params(), copy).await?;
+                Ok(Outcome::Written)
+            }
+        }
+    }
+
+    async fn overwrite(&self, copy: &Secret, planned_uid: &str) -> Result<Outcome, Error> {
+        let api = self.secrets(namespace_of(copy));
+        let Some(existing) = api.get_opt(name_of(copy)).await? else {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        };
+        if uid_of(&existing) != planned_uid {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        if is_exact_copy(&existing, copy) {
+            return Ok(Outcome::Unchanged);
+        }
+        // A secret's type cannot change in place, nor can an immutable secret's data.
+        let in_place = existing.type_.as_deref().unwrap_or("Opaque")
+            == copy.type_.as_deref().unwrap_or("Opaque")
+            && !existing.immutable.unwrap_or(false);
+        if in_place {
+            self.replace(&api, &existing, copy).await
+        } else {
+            self.delete_then_create(&api, &existing, copy).await
+        }
+    }
+
+    async fn update(&self, copy: &Secret) -> Result<Outcome, Error> {
+        let api = self.secrets(namespace_of(copy));
+        let Some(existing) = api.get_opt(name_of(copy)).await? else {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        };
+        if !world::is_copy(&existing.metadata) {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        match plan::drift(&existing, copy) {
+            Drift::None => Ok(Outcome::Unchanged),
+            Drift::Replace => Ok(Outcome::Requeue(Requeue::Stale)),
+            // The wanted copy derives from the original alone, so the live resourceVersion is the
+            // right precondition: it guards the window between this GET and the write.
+            Drift::Changed => self.replace(&api, &existing, copy).await,
+        }
+    }
+
+    async fn recreate(&self, copy: &Secret, planned_uid: &str) -> Result<Outcome, Error> {
+        let api = self.secrets(namespace_of(copy));
+        let Some(existing) = api.get_opt(name_of(copy)).await? else {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        };
+        if uid_of(&existing) != planned_uid || !world::is_copy(&existing.metadata) {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        if is_exact_copy(&existing, copy) {
+            return Ok(Outcome::Unchanged);
+        }
+        self.delete_then_create(&api, &existing, copy).await
+    }
+
+    async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        planned_uid: &str,
+    ) -> Result<Outcome, Error> {
+        let api = self.secrets(namespace);
+        let Some(existing) = api.get_opt(name).await? else {
+            return Ok(Outcome::Unchanged);
+        };
+        if uid_of(&existing) != planned_uid || !world::is_copy(&existing.metadata) {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        self.guard()?;
+        api.delete(name, &preconditions(&existing.metadata)).await?;
+        Ok(Outcome::Written)
+    }
+
+    async fn replace(
+        &self,
+        api: &Api<Secret>,
+        existing: &Secret,
+        copy: &Secret,
+    ) -> Result<Outcome, Error> {
+        let mut next = copy.clone();
+        next.metadata.resource_version = existing.metadata.resource_version.clone();
+        self.guard()?;
+        api.replace(name_of(copy), &post_params(), &next).await?;
+        Ok(Outcome::Written)
+    }
+
+    async fn delete_then_create(
+        &self,
+        api: &Api<Secret>,
+        existing: &Secret,
+        copy: &Secret,
+    ) -> Result<Outcome, Error> {
+        self.guard()?;
+        api.delete(name_of(copy), &preconditions(&existing.metadata))
+            .await?;
+        self.guard()?;
+        api.create(&post_params(), copy).await?;
+        Ok(Outcome::Written)
+    }
+
+    async fn set_backing_namespace(
+        &self,
+        project: &ProjectId,
+        backing_namespace: &str,
+        create_namespace: bool,
+    ) -> Result<Outcome, Error> {
+        let projects: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &project.cluster, &project_resource());
+        let Some(live) = projects.get_opt(&project.project).await? else {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        };
+        let has_backing = live
+            .data
+            .pointer("/status/backingNamespace")
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| !s.is_empty());
+        if has_backing {
+            return Ok(Outcome::Unchanged);
+        }
+        if create_namespace {
+            let namespace = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(backing_namespace.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            self.guard()?;
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            match namespaces.create(&post_params(), &namespace).await {
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let patch = Patch::Merge(json!({
+            "metadata": {"resourceVersion": live.metadata.resource_version},
+            "status": {"backingNamespace": backing_namespace},
+        }));
+        self.guard()?;
+        // The status subresource where the CRD has one, else the object itself.
+        match projects
+            .patch_status(&project.project, &patch_params(), &patch)
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                projects
+                    .patch(&project.project, &patch_params(), &patch)
+                    .await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        Ok(Outcome::Written)
+    }
+
+    async fn fix_namespace_label(&self, namespace: &str) -> Result<Outcome, Error> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let Some(live) = namespaces.get_opt(namespace).await? else {
+            return Ok(Outcome::Unchanged);
+        };
+        let state = NamespaceState::from_namespace(&live);
+        let Some(wanted) = plan::wanted_project_label(&state) else {
+            return Ok(Outcome::Unchanged);
+        };
+        if state.terminating || state.project_label == wanted {
+            return Ok(Outcome::Unchanged);
+        }
+        let patch = Patch::Merge(json!({"metadata": {
+            "resourceVersion": live.metadata.resource_version,
+            "labels": {keys::PROJECT_ID_KEY: wanted},
+        }}));
+        self.guard()?;
+        namespaces.patch(namespace, &patch_params(), &patch).await?;
+        Ok(Outcome::Written)
+    }
+
+    async fn add_cluster_label(
+        &self,
+        namespace: &str,
+        name: &str,
+        cluster: &str,
+    ) -> Result<Outcome, Error> {
+        let api = self.secrets(namespace);
+        let Some(live) = api.get_opt(name).await? else {
+            return Ok(Outcome::Unchanged);
+        };
+        let meta = &live.metadata;
+        if world::label(meta, keys::PROJECT_SCOPED_CLUSTER_LABEL).is_some() {
+            return Ok(Outcome::Unchanged);
+        }
+        if world::is_copy(meta) || world::label(meta, keys::PROJECT_SCOPED_LABEL).is_none() {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        let patch = Patch::Merge(json!({"metadata": {
+            "resourceVersion": meta.resource_version,
+            "labels": {keys::PROJECT_SCOPED_CLUSTER_LABEL: cluster},
+        }}));
+        self.guard()?;
+        api.patch(name, &patch_params(), &patch).await?;
+        Ok(Outcome::Written)
+    }
+}
+
+fn is_exact_copy(existing: &Secret, copy: &Secret) -> bool {
+    world::is_copy(&existing.metadata) && plan::drift(existing, copy) == Drift::None
+}
+
+fn namespace_of(secret: &Secret) -> &str {
+    secret.metadata.namespace.as_deref().unwrap_or_default()
+}
+
+fn name_of(secret: &Secret) -> &str {
+    secret.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn uid_of(secret: &Secret) -> &str {
+    secret.metadata.uid.as_deref().unwrap_or_default()
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(super::CONTROLLER_NAME.to_owned()),
+        ..PostParams::default()
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(super::CONTROLLER_NAME.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// Deletes exactly the object that was checked: same uid, same resourceVersion.
+fn preconditions(meta: &ObjectMeta) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    }
+}

@@ -1,0 +1,215 @@
+//! The level-triggered loop: whenever the index changes (debounced), or periodically, plan from the
+//! whole world and execute the actions, while this instance leads. A converged world plans nothing,
+//! so it costs no writes.
+
+use super::apply::{Applier, Outcome};
+use super::events::Events;
+use super::metrics::ReconcilerMetrics;
+use super::{Config, lease};
+use crate::plan::{self, Action, ActionKind};
+use crate::watch::Index;
+use crate::world::World;
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Everything a round needs, shared by the concurrent actions.
+struct Context {
+    applier: Applier,
+    events: Events,
+    metrics: ReconcilerMetrics,
+    cfg: Config,
+    /// Conflicts already announced, so a lasting conflict makes one Event, not one per round.
+    announced_conflicts: Mutex<HashSet<String>>,
+}
+
+/// When to plan again after a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Next {
+    /// On the next change, or at the periodic resync.
+    Idle,
+    /// After an error: not before the backoff.
+    Backoff,
+    /// Soon: an action was put off (stale cache, lost race).
+    Soon,
+}
+
+/// Runs the reconciler until `shutdown` turns true: leader election, then the loop while leading.
+/// On shutdown it stops writing, and the lease is released before this returns.
+pub async fn run(
+    client: kube::Client,
+    index: Arc<Index>,
+    cfg: Config,
+    metrics: ReconcilerMetrics,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (leading_tx, leading) = watch::channel(false);
+    let elector = tokio::spawn(lease::run(
+        client.clone(),
+        cfg.lease.clone(),
+        leading_tx,
+        shutdown.clone(),
+        metrics.clone(),
+    ));
+    let ctx = Context {
+        applier: Applier::new(client.clone(), leading.clone()),
+        events: Events::new(client, &cfg.lease.identity),
+        metrics,
+        cfg,
+        announced_conflicts: Mutex::default(),
+    };
+    reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
+    elector
+        .await
+        .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))
+}
+
+async fn reconcile_until_shutdown(
+    ctx: &Context,
+    index: &Index,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = index.subscribe();
+    tokio::select! {
+        () = index.wait_synced() => {}
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    }
+    tracing::info!("reconciler: index synced");
+    loop {
+        if !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            continue;
+        }
+        // Every change seen so far is in the world the round reads; later ones wake the next round.
+        changes.borrow_and_update();
+        let next = round(ctx, index).await;
+        let wait = match next {
+            Next::Idle => ctx.cfg.resync_every,
+            Next::Backoff => ctx.cfg.error_backoff,
+            Next::Soon => ctx.cfg.requeue_after,
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Let a burst of events (a namespace with many secrets, a re-list) settle.
+                tokio::time::sleep(ctx.cfg.debounce).await;
+            }
+            () = tokio::time::sleep(wait) => {}
+            changed = leading.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Every action the world needs under this configuration (backing namespaces only when managed).
+pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
+    let mut actions = if cfg.manage_backing_namespaces {
+        plan::backing_namespace_actions(world)
+    } else {
+        Vec::new()
+    };
+    actions.extend(plan::actions(world, cfg.overwrite_policy));
+    actions
+}
+
+/// One round: plan under a short read lock, then execute with bounded concurrency.
+async fn round(ctx: &Context, index: &Index) -> Next {
+    let actions = {
+        let world = index.read();
+        planned(&world, &ctx.cfg)
+    };
+    let _timer = ctx.metrics.round(actions.len());
+    let (conflicts, writes): (Vec<_>, Vec<_>) = actions
+        .into_iter()
+        .partition(|a| a.kind() == ActionKind::Conflict);
+    announce_new_conflicts(ctx, &conflicts).await;
+    if writes.is_empty() {
+        return Next::Idle;
+    }
+    tracing::debug!(actions = writes.len(), "reconciler: executing");
+    futures::stream::iter(writes)
+        .map(|action| execute(ctx, action))
+        .buffer_unordered(ctx.cfg.concurrency.max(1))
+        .fold(Next::Idle, |next, one| async move { next.max(one) })
+        .await
+}
+
+async fn execute(ctx: &Context, action: Action) -> Next {
+    let kind = action.kind().as_str();
+    match ctx.applier.apply(&action).await {
+        Ok(Outcome::Written) => {
+            ctx.metrics.written(kind);
+            tracing::info!(
+                kind,
+                namespace = action.namespace(),
+                name = action.name(),
+                origin = action.origin(),
+                "reconciler: wrote"
+            );
+            ctx.events.announce(&action).await;
+            Next::Idle
+        }
+        Ok(Outcome::Unchanged | Outcome::Refused) => Next::Idle,
+        Ok(Outcome::Requeue(reason)) => {
+            ctx.metrics.requeued(reason.as_str());
+            tracing::debug!(
+                kind,
+                namespace = action.namespace(),
+                name = action.name(),
+                reason = reason.as_str(),
+                "reconciler: requeued"
+            );
+            Next::Soon
+        }
+        Err(error) => {
+            ctx.metrics.failed(&error);
+            tracing::warn!(
+                kind,
+                namespace = action.namespace(),
+                name = action.name(),
+                %error,
+                "reconciler: action failed"
+            );
+            Next::Backoff
+        }
+    }
+}
+
+/// Logs and publishes conflicts that are new since the last round; forgets resolved ones.
+async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
+    ctx.metrics
+        .set_conflicts(i64::try_from(conflicts.len()).unwrap_or(i64::MAX));
+    let fresh: Vec<&Action> = {
+        let mut announced = ctx
+            .announced_conflicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let current: HashSet<String> = conflicts.iter().map(|c| format!("{c:?}")).collect();
+        let fresh = conflicts
+            .iter()
+            .filter(|c| !announced.contains(&format!("{c:?}")))
+            .collect();
+        *announced = current;
+        fresh
+    };
+    for conflict in fresh {
+        tracing::warn!(
+            namespace = conflict.namespace(),
+            name = conflict.name(),
+            origin = conflict.origin(),
+            "reconciler: conflict, not overwriting a secret that is not a copy"
+        );
+        ctx.events.announce(conflict).await;
+    }
+}
+
+/// How long `Next::Backoff` waits by default.
+pub const ERROR_BACKOFF: Duration = Duration::from_secs(10);

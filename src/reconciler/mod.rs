@@ -1,0 +1,66 @@
+//! The embedded reconciler (SPEC §3): copies every project-scoped secret into every namespace of its
+//! project, keeps the copies exact, removes unwanted ones, and repairs labels, all from
+//! [`crate::plan::actions`] over the shared index. Only the holder of the Lease writes.
+//!
+//! - [`controller`]: the level-triggered loop (change notification, debounce, periodic resync).
+//! - [`apply`]: executes one action, re-checking ownership against the apiserver first.
+//! - [`lease`]: leader election on a `coordination.k8s.io/v1` Lease.
+//! - [`events`]: Kubernetes Events on the original.
+//! - [`metrics`]: Prometheus metrics under `scoped_secrets_reconciler_`.
+
+pub mod apply;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod lease;
+pub mod metrics;
+
+pub use controller::run;
+pub use error::Error;
+pub use metrics::ReconcilerMetrics;
+
+use crate::policy::OverwritePolicy;
+use std::time::Duration;
+
+/// Name of the Lease, and of the controller in Events.
+pub const CONTROLLER_NAME: &str = "scoped-secrets";
+
+/// The reconciler's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub overwrite_policy: OverwritePolicy,
+    /// Set `status.backingNamespace` and create the namespace for Projects without one.
+    pub manage_backing_namespaces: bool,
+    pub lease: lease::LeaseConfig,
+    /// How long to let a burst of watch events settle before planning.
+    pub debounce: Duration,
+    /// Plan from scratch this often even without changes (a safety net, not the mechanism).
+    pub resync_every: Duration,
+    /// How soon to plan again after an action asked for it (stale cache, conflict).
+    pub requeue_after: Duration,
+    /// How long to wait after a failed action before planning again.
+    pub error_backoff: Duration,
+    /// How many writes run at once.
+    pub concurrency: usize,
+}
+
+impl Config {
+    /// Defaults for everything but what the command line decides.
+    pub fn new(
+        overwrite_policy: OverwritePolicy,
+        manage_backing_namespaces: bool,
+        lease_namespace: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
+        Self {
+            overwrite_policy,
+            manage_backing_namespaces,
+            lease: lease::LeaseConfig::new(lease_namespace, identity),
+            debounce: Duration::from_millis(75),
+            resync_every: Duration::from_secs(300),
+            requeue_after: Duration::from_secs(1),
+            error_backoff: controller::ERROR_BACKOFF,
+            concurrency: 16,
+        }
+    }
+}
