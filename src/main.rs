@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use scoped_secrets::cli::{CertsArgs, Cli, Command};
-use scoped_secrets::{certs, serve, telemetry};
+use scoped_secrets::cli::{CertsArgs, Cli, Command, PlanArgs};
+use scoped_secrets::{certs, report, serve, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -14,8 +14,27 @@ async fn main() -> Result<()> {
             serve::run(args).await
         }
         Command::Certs(args) => write_certs(&args),
-        Command::Plan(_args) => anyhow::bail!("plan is not implemented yet"),
+        Command::Plan(args) => plan(&args).await,
     }
+}
+
+async fn plan(args: &PlanArgs) -> Result<()> {
+    let client = if args.offline {
+        None
+    } else {
+        Some(kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("connecting to the Kubernetes API (or use --offline with -f): {e}")
+        })?)
+    };
+    let text = report::plan_command(
+        client,
+        args.file.as_deref(),
+        args.json,
+        args.overwrite_policy.into(),
+    )
+    .await?;
+    print!("{text}");
+    Ok(())
 }
 
 fn write_certs(args: &CertsArgs) -> Result<()> {
