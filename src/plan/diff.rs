@@ -220,13 +220,20 @@ pub fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
     out
 }
 
-/// Projects without `status.backingNamespace` get a generated one (SPEC §3, `--manage-backing-namespaces`).
+/// Projects without `status.backingNamespace` get one (SPEC §3, `--manage-backing-namespaces`): the
+/// generated `<cluster>-<project>`, unless the legacy backing namespace (the project's name) exists,
+/// which is then recorded as it is, so that originals already living there are not stranded.
 pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
     world
         .projects()
         .filter(|(_, state)| !state.has_backing_status)
         .map(|(id, _)| {
-            let backing_namespace = id.generated_backing_namespace();
+            let legacy = id.legacy_backing_namespace();
+            let backing_namespace = if world.namespace(legacy).is_some() {
+                legacy.to_owned()
+            } else {
+                id.generated_backing_namespace()
+            };
             Action::SetBackingNamespace {
                 project: id.clone(),
                 create_namespace: world.namespace(&backing_namespace).is_none(),
@@ -842,6 +849,16 @@ mod tests {
                 ..
             }
         ));
+        // A legacy backing namespace in use is kept: its originals must not be stranded.
+        world.upsert_namespace("p-new".to_owned(), NamespaceState::default());
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![Action::SetBackingNamespace {
+                project: id,
+                backing_namespace: "p-new".to_owned(),
+                create_namespace: false,
+            }]
+        );
     }
 
     #[test]

@@ -309,6 +309,7 @@ impl Applier {
         Ok(Outcome::Written)
     }
 
+    /// Replaced rather than patched: the RBAC of `deploy/` grants secrets `update`, not `patch`.
     async fn add_cluster_label(
         &self,
         namespace: &str,
@@ -316,7 +317,7 @@ impl Applier {
         cluster: &str,
     ) -> Result<Outcome, Error> {
         let api = self.secrets(namespace);
-        let Some(live) = api.get_opt(name).await? else {
+        let Some(mut live) = api.get_opt(name).await? else {
             return Ok(Outcome::Unchanged);
         };
         let meta = &live.metadata;
@@ -326,12 +327,13 @@ impl Applier {
         if world::is_copy(meta) || world::label(meta, keys::PROJECT_SCOPED_LABEL).is_none() {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
-        let patch = Patch::Merge(json!({"metadata": {
-            "resourceVersion": meta.resource_version,
-            "labels": {keys::PROJECT_SCOPED_CLUSTER_LABEL: cluster},
-        }}));
+        live.metadata.labels.get_or_insert_default().insert(
+            keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(),
+            cluster.to_owned(),
+        );
+        // `live` carries its resourceVersion: the replace is conditional on it.
         self.guard()?;
-        api.patch(name, &patch_params(), &patch).await?;
+        api.replace(name, &post_params(), &live).await?;
         Ok(Outcome::Written)
     }
 }
