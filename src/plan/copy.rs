@@ -70,26 +70,32 @@ pub enum Drift {
 /// Compares an existing copy with the wanted one, treating absent and empty (or defaulted) fields alike.
 pub fn drift(existing: &Secret, wanted: &Secret) -> Drift {
     let immutable = |s: &Secret| s.immutable.unwrap_or(false);
-    let type_of = |s: &Secret| s.type_.clone().unwrap_or_else(|| DEFAULT_TYPE.to_owned());
     if type_of(existing) != type_of(wanted) || immutable(existing) != immutable(wanted) {
         return Drift::Replace;
     }
-    let data_differs = or_empty(&existing.data) != or_empty(&wanted.data);
+    let data_differs = !same(&existing.data, &wanted.data);
     if data_differs && immutable(existing) {
         return Drift::Replace;
     }
     let (old, new) = (&existing.metadata, &wanted.metadata);
-    if data_differs
-        || or_empty(&old.labels) != or_empty(&new.labels)
-        || or_empty(&old.annotations) != or_empty(&new.annotations)
+    if data_differs || !same(&old.labels, &new.labels) || !same(&old.annotations, &new.annotations)
     {
         return Drift::Changed;
     }
     Drift::None
 }
 
-fn or_empty<K: Ord + Clone, V: Clone>(map: &Option<BTreeMap<K, V>>) -> BTreeMap<K, V> {
-    map.clone().unwrap_or_default()
+fn type_of(secret: &Secret) -> &str {
+    secret.type_.as_deref().unwrap_or(DEFAULT_TYPE)
+}
+
+/// Map equality where an absent map equals an empty one.
+fn same<K: Ord, V: PartialEq>(a: &Option<BTreeMap<K, V>>, b: &Option<BTreeMap<K, V>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        (Some(map), None) | (None, Some(map)) => map.is_empty(),
+        (None, None) => true,
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
 use super::copy::{self, Drift, copy_of};
-use super::desired_for;
+use super::{IgnoreList, wants_copy};
 use crate::keys::{self, ProjectId};
 use crate::policy::OverwritePolicy;
 use crate::world::{self, NamespaceState, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// One write (or, for [`Action::Conflict`], one refusal to write).
@@ -206,18 +206,43 @@ pub fn consents_to_overwrite(meta: &ObjectMeta) -> bool {
 
 /// Every copy write, copy removal, conflict and label repair the world needs; empty when converged.
 /// Label repairs come first, then copy writes by original, then deletions.
+///
+/// The same desired state as [`super::desired_for`] (which the webhook asks one original at a time),
+/// computed for the whole world at once: each namespace's project is parsed once, not once per original.
 pub fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
     let mut out = label_repairs(world);
-    let mut wanted = HashSet::new();
+    let members = members_by_project(world);
+    let mut wanted: HashSet<(&str, &str)> = HashSet::new();
     for original in world.originals() {
-        for desired in desired_for(world, &original) {
-            if wanted.insert((desired.namespace.clone(), desired.name.clone())) {
-                out.extend(copy_action(world, &original, &desired.namespace, policy));
+        let Some(namespaces) = members.get(original.project) else {
+            continue;
+        };
+        let ignore = IgnoreList::of(&original.secret.metadata);
+        let name = original.secret.metadata.name.as_deref().unwrap_or_default();
+        for &(namespace, terminating) in namespaces {
+            if wants_copy(namespace, terminating, original.namespace(), &ignore)
+                && wanted.insert((namespace, name))
+            {
+                out.extend(copy_action(world, &original, namespace, policy));
             }
         }
     }
     out.extend(removals(world, &wanted));
     out
+}
+
+/// Each project's namespaces (by annotation), sorted by name, with whether each is terminating.
+fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
+    let mut members: HashMap<ProjectId, Vec<(&str, bool)>> = HashMap::new();
+    for (name, ns) in world.namespaces() {
+        if let Some(project) = ns.project() {
+            members
+                .entry(project)
+                .or_default()
+                .push((name, ns.terminating));
+        }
+    }
+    members
 }
 
 /// Projects without `status.backingNamespace` get one (SPEC §3, `--manage-backing-namespaces`): the
@@ -319,15 +344,21 @@ fn conflict(original: &Original<'_>, namespace: &str, reason: ConflictReason) ->
 }
 
 /// Copies no original wants in their namespace any more (see the module docs for which are ours).
-fn removals(world: &World, wanted: &HashSet<(String, String)>) -> Vec<Action> {
-    let is_wanted = |ns: &str, name: &str| wanted.contains(&(ns.to_owned(), name.to_owned()));
+fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
+    let is_wanted = |ns: &str, name: &str| wanted.contains(&(ns, name));
+    let known_projects: HashSet<&str> = world
+        .projects()
+        .map(|(id, _)| id.project.as_str())
+        .collect();
     let mut out: Vec<Action> = world
         .copies()
         .filter_map(|copy| {
             let meta = &copy.metadata;
             let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
             let origin = world::annotation(meta, keys::ORIGIN_ANNOTATION);
-            let ours = origin.is_some() || names_known_project(world, meta);
+            let ours = origin.is_some()
+                || world::label(meta, keys::PROJECT_SCOPED_LABEL)
+                    .is_some_and(|project| known_projects.contains(project));
             (ours && !is_wanted(ns, name)).then(|| Action::Delete {
                 namespace: ns.to_owned(),
                 name: name.to_owned(),
@@ -354,11 +385,6 @@ fn removals(world: &World, wanted: &HashSet<(String, String)>) -> Vec<Action> {
     unlabelled.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
     out.extend(unlabelled);
     out
-}
-
-fn names_known_project(world: &World, meta: &ObjectMeta) -> bool {
-    world::label(meta, keys::PROJECT_SCOPED_LABEL)
-        .is_some_and(|value| world.projects().any(|(id, _)| id.project == value))
 }
 
 /// The projectId label a namespace should carry (`Some(None)`: none at all), mirroring its annotation;

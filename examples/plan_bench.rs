@@ -1,0 +1,113 @@
+//! How long `plan::actions` takes over a large converged world (the reconciler runs it after every
+//! debounced change): `cargo run --release --example plan_bench [projects] [namespaces-per-project]
+//! [originals-per-project]`.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use scoped_secrets::keys::{self, ProjectId};
+use scoped_secrets::plan;
+use scoped_secrets::policy::OverwritePolicy;
+use scoped_secrets::world::{NamespaceState, ProjectState, SecretMeta, World};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn arg(n: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn add(world: &mut World, secret: Secret) {
+    let meta = &secret.metadata;
+    let (ns, name) = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
+    world.upsert_scoped(Arc::new(secret));
+}
+
+fn main() {
+    let (projects, namespaces, originals) = (arg(1, 50), arg(2, 40), arg(3, 10));
+    let mut world = World::default();
+    world.projects_installed = true;
+    for p in 0..projects {
+        let id = ProjectId::new("local", format!("p-{p}"));
+        let backing = id.generated_backing_namespace();
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                backing_namespace: backing.clone(),
+                has_backing_status: true,
+            },
+        );
+        world.upsert_namespace(backing.clone(), NamespaceState::default());
+        for n in 0..namespaces {
+            world.upsert_namespace(
+                format!("p{p}-ns{n}"),
+                NamespaceState {
+                    project_annotation: Some(id.to_string()),
+                    project_label: Some(id.project.clone()),
+                    terminating: false,
+                },
+            );
+        }
+        for o in 0..originals {
+            let labels = BTreeMap::from([
+                (keys::PROJECT_SCOPED_LABEL.to_owned(), id.project.clone()),
+                (
+                    keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(),
+                    id.cluster.clone(),
+                ),
+            ]);
+            let original = Secret {
+                metadata: ObjectMeta {
+                    namespace: Some(backing.clone()),
+                    name: Some(format!("secret-{o}")),
+                    uid: Some(format!("uid-{p}-{o}")),
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                },
+                data: Some(BTreeMap::from([(
+                    "key".to_owned(),
+                    ByteString(vec![7; 64]),
+                )])),
+                type_: Some("Opaque".to_owned()),
+                ..Secret::default()
+            };
+            add(&mut world, original);
+        }
+    }
+    // Converge: write every copy the plan asks for into the world, as the watches would.
+    let copies: Vec<Secret> = plan::actions(&world, OverwritePolicy::Warn)
+        .into_iter()
+        .filter_map(|a| match a {
+            plan::Action::Create { copy } => Some(copy),
+            _ => None,
+        })
+        .collect();
+    let copy_count = copies.len();
+    for mut copy in copies {
+        copy.metadata.uid = Some("copy".to_owned());
+        copy.metadata.resource_version = Some("1".to_owned());
+        add(&mut world, copy);
+    }
+    let rounds = 10;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let actions = plan::actions(&world, OverwritePolicy::Warn);
+        assert!(
+            actions.is_empty(),
+            "not converged: {} actions",
+            actions.len()
+        );
+    }
+    let per_round = start.elapsed() / rounds;
+    println!(
+        "{projects} projects x {namespaces} namespaces x {originals} originals = {copy_count} copies: \
+         {per_round:?} per converged plan"
+    );
+}
