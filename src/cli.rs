@@ -7,7 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "scoped-secrets", version, about = "Safe Rancher-style project-scoped secrets: an admission webhook and an embedded reconciler")]
+#[command(
+    name = "scoped-secrets",
+    version,
+    about = "Safe Rancher-style project-scoped secrets: an admission webhook and an embedded reconciler"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -26,22 +30,44 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address of the TLS webhook listener.
-    #[arg(long, env = "SCOPED_SECRETS_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
     pub webhook_addr: SocketAddr,
     /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
-    #[arg(long, env = "SCOPED_SECRETS_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_ADMIN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub admin_addr: SocketAddr,
     /// Serving certificate (PEM); reloaded when it changes.
-    #[arg(long, env = "SCOPED_SECRETS_TLS_CERT", default_value = "/certs/tls.crt")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_TLS_CERT",
+        default_value = "/certs/tls.crt"
+    )]
     pub tls_cert: PathBuf,
     /// Serving key (PEM); reloaded when it changes.
     #[arg(long, env = "SCOPED_SECRETS_TLS_KEY", default_value = "/certs/tls.key")]
     pub tls_key: PathBuf,
     /// enforce denies; audit turns every denial into a "would deny:" warning.
-    #[arg(long, env = "SCOPED_SECRETS_MODE", value_enum, default_value = "enforce")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_MODE",
+        value_enum,
+        default_value = "enforce"
+    )]
     pub mode: ModeArg,
     /// warn: overwriting a non-copy secret is admitted with a warning; deny: refused without consent.
-    #[arg(long, env = "SCOPED_SECRETS_OVERWRITE_POLICY", value_enum, default_value = "warn")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_OVERWRITE_POLICY",
+        value_enum,
+        default_value = "warn"
+    )]
     pub overwrite_policy: OverwritePolicyArg,
     /// Deny (true) or only warn about (false) changes to copies.
     #[arg(long, env = "SCOPED_SECRETS_PROTECT_COPIES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -53,13 +79,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SCOPED_SECRETS_MANAGE_BACKING_NAMESPACES", default_value_t = true, action = clap::ArgAction::Set)]
     pub manage_backing_namespaces: bool,
     /// Usernames whose requests skip the rules: the reconciler's own identity, and beside Rancher its copier.
-    #[arg(long, env = "SCOPED_SECRETS_RECONCILER_USERS", value_delimiter = ',', default_value = "system:serviceaccount:scoped-secrets-system:scoped-secrets")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_RECONCILER_USERS",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:scoped-secrets-system:scoped-secrets"
+    )]
     pub reconciler_users: Vec<String>,
     /// Namespace of the leader-election Lease (defaults to the pod's namespace).
-    #[arg(long, env = "SCOPED_SECRETS_LEASE_NAMESPACE", default_value = "scoped-secrets-system")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
+        default_value = "scoped-secrets-system"
+    )]
     pub lease_namespace: String,
     /// Log format.
-    #[arg(long, env = "SCOPED_SECRETS_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -127,6 +167,11 @@ pub struct PlanArgs {
     #[arg(long, env = "SCOPED_SECRETS_PLAN_JSON")]
     pub json: bool,
     /// The overwrite policy to plan with.
-    #[arg(long, env = "SCOPED_SECRETS_OVERWRITE_POLICY", value_enum, default_value = "warn")]
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_OVERWRITE_POLICY",
+        value_enum,
+        default_value = "warn"
+    )]
     pub overwrite_policy: OverwritePolicyArg,
 }

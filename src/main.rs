@@ -19,8 +19,18 @@ async fn main() -> Result<()> {
 }
 
 fn write_certs(args: &CertsArgs) -> Result<()> {
-    let written = certs::write_serving_set(&args.out, &args.dns_names, &args.ips, args.ca_days, args.days)?;
-    let ca = if written.created_ca { "created" } else { "reused" };
+    let written = certs::write_serving_set(
+        &args.out,
+        &args.dns_names,
+        &args.ips,
+        args.ca_days,
+        args.days,
+    )?;
+    let ca = if written.created_ca {
+        "created"
+    } else {
+        "reused"
+    };
     eprintln!(
         "wrote {dir}/{cert} and {dir}/{key} (CA {ca}: {dir}/{ca_cert})",
         dir = written.dir.display(),

@@ -153,8 +153,16 @@ impl IndexMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let registry = registry.sub_registry_with_prefix("scoped_secrets_index");
-        registry.register("secrets", "Secrets in the name index", metrics.secrets.clone());
-        registry.register("namespaces", "Namespaces indexed", metrics.namespaces.clone());
+        registry.register(
+            "secrets",
+            "Secrets in the name index",
+            metrics.secrets.clone(),
+        );
+        registry.register(
+            "namespaces",
+            "Namespaces indexed",
+            metrics.namespaces.clone(),
+        );
         registry.register("projects", "Projects indexed", metrics.projects.clone());
         registry.register(
             "scoped_secrets",
@@ -168,6 +176,7 @@ impl IndexMetrics {
         self.secrets.set(world.secret_count() as i64);
         self.namespaces.set(world.namespaces().count() as i64);
         self.projects.set(world.projects().count() as i64);
-        self.scoped_secrets.set(world.scoped_secrets().count() as i64);
+        self.scoped_secrets
+            .set(world.scoped_secrets().count() as i64);
     }
 }

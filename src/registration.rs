@@ -41,11 +41,17 @@ pub fn local_webhook_configurations(
     let mut configurations = Vec::new();
     for document in serde_yaml::Deserializer::from_str(manifests) {
         let mut object: Value = serde::Deserialize::deserialize(document)?;
-        let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !WEBHOOK_KINDS.contains(&kind) {
             continue;
         }
-        if let Some(annotations) = object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        if let Some(annotations) = object
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
             // cert-manager's CA injector is not there locally; the bundle is set directly.
             annotations.retain(|key, _| !key.starts_with("cert-manager.io/"));
         }
@@ -76,7 +82,11 @@ pub fn local_webhook_configurations(
 pub async fn apply(client: &kube::Client, configurations: &[Value]) -> Result<()> {
     for configuration in configurations {
         let object: DynamicObject = serde_json::from_value(configuration.clone())?;
-        let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+        let kind = object
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default();
         let resource = ApiResource {
             group: "admissionregistration.k8s.io".into(),
             version: "v1".into(),
@@ -84,11 +94,19 @@ pub async fn apply(client: &kube::Client, configurations: &[Value]) -> Result<()
             plural: format!("{}s", kind.to_lowercase()),
             kind,
         };
-        let name = object.metadata.name.clone().context("a webhook configuration without a name")?;
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .context("a webhook configuration without a name")?;
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        api.patch(&name, &PatchParams::apply("scoped-secrets-local").force(), &Patch::Apply(&object))
-            .await
-            .with_context(|| format!("registering {name}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("scoped-secrets-local").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .with_context(|| format!("registering {name}"))?;
     }
     Ok(())
 }
@@ -119,7 +137,10 @@ webhooks:
             .expect("rendered");
         assert_eq!(out.len(), 1);
         let webhook = &out[0]["webhooks"][0];
-        assert_eq!(webhook["clientConfig"]["url"], "https://127.0.0.1:9443/validate/secret-guard");
+        assert_eq!(
+            webhook["clientConfig"]["url"],
+            "https://127.0.0.1:9443/validate/secret-guard"
+        );
         assert_eq!(webhook["clientConfig"]["caBundle"], "Q0E=");
         assert!(webhook["clientConfig"].get("service").is_none());
         assert_eq!(webhook["failurePolicy"], "Fail");

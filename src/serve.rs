@@ -54,7 +54,12 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
         .context("loading the serving certificate")?;
-    let webhook = Server::bind(args.webhook_addr, tls::server_config(cert.clone())?, Limits::default()).await?;
+    let webhook = Server::bind(
+        args.webhook_addr,
+        tls::server_config(cert.clone())?,
+        Limits::default(),
+    )
+    .await?;
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin port to {}", args.admin_addr))?;

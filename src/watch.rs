@@ -11,8 +11,8 @@ use crate::world::{NamespaceState, ProjectState, SecretMeta, World};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
@@ -70,7 +70,8 @@ impl Index {
     }
 
     fn mark_synced(&self, watch: usize) {
-        self.synced.send_if_modified(|s| !std::mem::replace(&mut s[watch], true));
+        self.synced
+            .send_if_modified(|s| !std::mem::replace(&mut s[watch], true));
     }
 
     pub fn is_synced(&self) -> bool {
@@ -88,7 +89,11 @@ impl Index {
 /// The Project resource, served by the CRD in `deploy/` (or by Rancher).
 pub fn project_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(keys::PROJECT_GROUP, keys::PROJECT_VERSION, keys::PROJECT_KIND),
+        &GroupVersionKind::gvk(
+            keys::PROJECT_GROUP,
+            keys::PROJECT_VERSION,
+            keys::PROJECT_KIND,
+        ),
         keys::PROJECT_PLURAL,
     )
 }
@@ -137,7 +142,10 @@ pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
     tasks.spawn(feed(
         index.clone(),
         NAMESPACES,
-        watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()),
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        ),
         |world, all: Vec<Namespace>| {
             world.replace_namespaces(
                 all.iter()

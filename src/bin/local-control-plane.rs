@@ -40,7 +40,8 @@ const ADMIN_TOKEN: &str = "scoped-secrets-local-admin";
 /// exactly the RBAC of `deploy/` and the webhook's reconciler-identity rules see the real username.
 const SERVICE_ACCOUNT_TOKEN: &str = "scoped-secrets-local-service-account";
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:scoped-secrets-system:scoped-secrets";
-const SERVICE_ACCOUNT_GROUPS: &str = "system:serviceaccounts,system:serviceaccounts:scoped-secrets-system,system:authenticated";
+const SERVICE_ACCOUNT_GROUPS: &str =
+    "system:serviceaccounts,system:serviceaccounts:scoped-secrets-system,system:authenticated";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
@@ -100,7 +101,12 @@ async fn main() -> Result<()> {
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem, ADMIN_TOKEN)?;
     let sa_kubeconfig = dir.join("kubeconfig-service-account");
-    write_kubeconfig(&sa_kubeconfig, apiserver_port, &pki.ca_pem, SERVICE_ACCOUNT_TOKEN)?;
+    write_kubeconfig(
+        &sa_kubeconfig,
+        apiserver_port,
+        &pki.ca_pem,
+        SERVICE_ACCOUNT_TOKEN,
+    )?;
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
     wait_ready(&kubeconfig, &mut children, deadline).await?;
     println!("ready kubeconfig={}", kubeconfig.display());

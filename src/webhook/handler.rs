@@ -43,9 +43,18 @@ enum Endpoint {
 }
 
 const ROUTES: [(&str, Endpoint); 6] = [
-    ("/validate/secret-guard", Endpoint::Validate(Rules::SecretGuard)),
-    ("/validate/secret-names", Endpoint::Validate(Rules::SecretNames)),
-    ("/validate/namespace-guard", Endpoint::Validate(Rules::NamespaceGuard)),
+    (
+        "/validate/secret-guard",
+        Endpoint::Validate(Rules::SecretGuard),
+    ),
+    (
+        "/validate/secret-names",
+        Endpoint::Validate(Rules::SecretNames),
+    ),
+    (
+        "/validate/namespace-guard",
+        Endpoint::Validate(Rules::NamespaceGuard),
+    ),
     ("/validate/all", Endpoint::Validate(Rules::All)),
     ("/mutate/secret", Endpoint::Mutate),
     ("/mutate/namespace", Endpoint::Mutate),
@@ -56,9 +65,11 @@ pub fn router(state: AppState) -> Router {
     for (path, endpoint) in ROUTES {
         router = router.route(
             path,
-            post(move |state: State<AppState>, headers: HeaderMap, body: Bytes| {
-                handle(state, headers, body, path, endpoint)
-            }),
+            post(
+                move |state: State<AppState>, headers: HeaderMap, body: Bytes| {
+                    handle(state, headers, body, path, endpoint)
+                },
+            ),
         );
     }
     router
@@ -102,7 +113,11 @@ async fn answer(
             tracing::warn!(error = %err, "undecodable admission review");
             return match review::error_review(&err) {
                 Some(answer) => axum::Json(answer).into_response(),
-                None => (StatusCode::BAD_REQUEST, axum::Json(review::error_body(&err))).into_response(),
+                None => (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(review::error_body(&err)),
+                )
+                    .into_response(),
             };
         }
     };
@@ -119,7 +134,11 @@ async fn answer(
     axum::Json(review::respond(&request, decision)).into_response()
 }
 
-async fn validate(state: &AppState, rules: Rules, request: &AdmissionRequest<DynamicObject>) -> Decision {
+async fn validate(
+    state: &AppState,
+    rules: Rules,
+    request: &AdmissionRequest<DynamicObject>,
+) -> Decision {
     let needs = policy::needs_for(rules, request, &state.index.read(), &state.config);
     let facts = Facts {
         may_manage_namespaces: match &needs.access_review {
@@ -154,7 +173,10 @@ fn record_request(request: &AdmissionRequest<DynamicObject>) {
     let span = Span::current();
     span.record("uid", request.uid.as_str());
     span.record("kind", request.kind.kind.as_str());
-    span.record("namespace", request.namespace.as_deref().unwrap_or_default());
+    span.record(
+        "namespace",
+        request.namespace.as_deref().unwrap_or_default(),
+    );
     span.record("name", request.name.as_str());
     span.record("operation", format!("{:?}", request.operation).as_str());
     span.record("dry_run", request.dry_run);

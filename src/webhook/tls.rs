@@ -54,7 +54,10 @@ impl ReloadingCert {
             }
             Ok(_) => false,
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "serving certificate not reloaded; keeping the current one");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "serving certificate not reloaded; keeping the current one"
+                );
                 false
             }
         }
@@ -117,16 +120,26 @@ impl ResolvesServerCert for ReloadingCert {
 fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded> {
     let cert_pem =
         std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key_pem = std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let key_pem =
+        std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", cert_path.display()))?;
-    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert_path.display());
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "{} holds no certificate",
+        cert_path.display()
+    );
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .with_context(|| format!("parsing {}", key_path.display()))?;
     let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider)
-        .with_context(|| format!("{} does not match {}", key_path.display(), cert_path.display()))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider).with_context(|| {
+        format!(
+            "{} does not match {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
     Ok(Loaded {
         key: Arc::new(certified),
         fingerprint: (cert_pem, key_pem),
