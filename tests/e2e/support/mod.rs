@@ -23,18 +23,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// Kinds of `deploy/base` applied for real before the server starts (not the Deployment: no kubelet
-/// runs here; not the webhooks: they are registered with a local URL instead).
-const SETUP_KINDS: [&str; 7] = [
-    "Namespace",
-    "CustomResourceDefinition",
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-];
-
 pub struct Env {
     pub kubeconfig: PathBuf,
     pub sa_kubeconfig: PathBuf,
@@ -62,7 +50,7 @@ fn start() -> anyhow::Result<Env> {
         (Some(admin), Some(sa)) => (PathBuf::from(admin), PathBuf::from(sa)),
         _ => start_control_plane(&state_dir.join("control-plane"))?,
     };
-    apply_setup(&kubeconfig)?;
+    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
 
     let cert_dir = state_dir.join("certs");
     let written = certs::write_serving_set(
@@ -196,43 +184,6 @@ fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             anyhow::bail!("local-control-plane did not become ready: {other:?}")
         }
     }
-}
-
-fn apply_setup(kubeconfig: &Path) -> anyhow::Result<()> {
-    let manifests = registration::render_kustomization(&Path::new(REPO).join("deploy/base"))?;
-    let mut setup = String::new();
-    for document in manifests.split("\n---\n") {
-        let kind = document
-            .lines()
-            .find_map(|l| l.strip_prefix("kind: "))
-            .unwrap_or_default()
-            .trim();
-        if SETUP_KINDS.contains(&kind) {
-            setup.push_str(document);
-            setup.push_str("\n---\n");
-        }
-    }
-    let out = kubectl_stdin(kubeconfig, &["apply", "--server-side", "-f", "-"], &setup);
-    anyhow::ensure!(
-        out.status.success(),
-        "applying deploy/base setup: {}",
-        stderr(&out)
-    );
-    let out = kubectl_with(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/projects.management.cattle.io",
-        ],
-    );
-    anyhow::ensure!(
-        out.status.success(),
-        "waiting for the Project CRD: {}",
-        stderr(&out)
-    );
-    Ok(())
 }
 
 /// `kubectl` as the admin.
