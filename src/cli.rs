@@ -86,7 +86,7 @@ pub struct ServeArgs {
         default_value = "system:serviceaccount:scoped-secrets-system:scoped-secrets"
     )]
     pub reconciler_users: Vec<String>,
-    /// Namespace of the leader-election Lease (defaults to the pod's namespace).
+    /// Namespace of the leader-election Lease (deploy/ sets it to the pod's own namespace).
     #[arg(
         long,
         env = "SCOPED_SECRETS_LEASE_NAMESPACE",

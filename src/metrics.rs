@@ -97,6 +97,15 @@ impl WebhookMetrics {
             .inc();
     }
 
+    /// Requests of this webhook being served right now.
+    pub fn in_flight(&self, webhook: &str) -> i64 {
+        self.in_flight
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .get()
+    }
+
     /// How many reviews this webhook has answered (all results); for tests and the readiness story.
     pub fn reviews_total(&self, webhook: &str, operation: &str, result: &str) -> u64 {
         self.reviews

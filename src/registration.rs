@@ -9,6 +9,18 @@ use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use std::path::Path;
 
+/// Kinds of `deploy/base` a local control plane needs before the server starts: not the Deployment
+/// (no kubelet runs there) and not the webhooks (registered with a local URL instead).
+const PREREQUISITE_KINDS: [&str; 7] = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
 const WEBHOOK_KINDS: [&str; 2] = [
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
@@ -29,6 +41,65 @@ pub fn render_kustomization(dir: &Path) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The documents of `manifests` a local control plane needs before the server starts (the Project
+/// CRD, our namespace, service account and RBAC), as multi-document YAML for `kubectl apply -f -`.
+pub fn prerequisites(manifests: &str) -> Result<String> {
+    let mut out = String::new();
+    for document in serde_yaml::Deserializer::from_str(manifests) {
+        let object: Value = serde::Deserialize::deserialize(document)?;
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if PREREQUISITE_KINDS.contains(&kind) {
+            out.push_str(&serde_yaml::to_string(&object)?);
+            out.push_str("---\n");
+        }
+    }
+    Ok(out)
+}
+
+/// Applies [`prerequisites`] of `deploy/base` with the machine's `kubectl` and waits for the
+/// Project CRD to be served.
+pub fn apply_prerequisites(repo: &Path, kubeconfig: &Path) -> Result<()> {
+    let setup = prerequisites(&render_kustomization(&repo.join("deploy/base"))?)?;
+    kubectl(kubeconfig, &["apply", "--server-side", "-f", "-"], &setup)?;
+    kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/projects.management.cattle.io",
+        ],
+        "",
+    )
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// The webhook configurations in `manifests` (multi-document YAML), each webhook's `clientConfig`

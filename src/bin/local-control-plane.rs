@@ -11,6 +11,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use scoped_secrets::certs::{self, Authority};
+use scoped_secrets::registration;
 use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +33,19 @@ struct Args {
     /// How long to wait for the apiserver to become ready.
     #[arg(long, default_value = "120")]
     ready_timeout_secs: u64,
+    /// Also run `scoped-secrets serve` against it (as the product's service account, with deploy/'s
+    /// CRD and RBAC applied and its webhooks registered at 127.0.0.1), like `make run`.
+    #[arg(long)]
+    serve: bool,
+    /// Webhook address of the served product (with --serve).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    webhook_addr: std::net::SocketAddr,
+    /// Admin address of the served product (with --serve).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Where the served product's development certificates go (with --serve).
+    #[arg(long, default_value = "certs")]
+    certs_dir: PathBuf,
 }
 
 /// The admin token of the throwaway local control plane (it only listens on 127.0.0.1).
@@ -109,12 +123,127 @@ async fn main() -> Result<()> {
     )?;
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
     wait_ready(&kubeconfig, &mut children, deadline).await?;
+    if args.serve {
+        serve_product(
+            &args,
+            &dir,
+            &kubeconfig,
+            &sa_kubeconfig,
+            &mut children,
+            deadline,
+        )
+        .await?;
+    }
     println!("ready kubeconfig={}", kubeconfig.display());
+    if args.serve {
+        print_try_it(&kubeconfig);
+    }
 
     let reason = supervise(&mut children, args.watch_pid).await;
     eprintln!("local-control-plane: stopping ({reason})");
     children.stop_all();
     Ok(())
+}
+
+/// Applies deploy/'s prerequisites, starts `scoped-secrets serve` with development certificates and
+/// registers deploy/'s webhook configurations pointed at it.
+async fn serve_product(
+    args: &Args,
+    dir: &Path,
+    kubeconfig: &Path,
+    sa_kubeconfig: &Path,
+    children: &mut Children,
+    deadline: Instant,
+) -> Result<()> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    registration::apply_prerequisites(repo, kubeconfig)?;
+    let written = certs::write_serving_set(
+        &args.certs_dir,
+        &["localhost".to_owned()],
+        &[IpAddr::from([127, 0, 0, 1])],
+        365,
+        30,
+    )?;
+    let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
+    children.start(
+        "scoped-secrets",
+        Command::new(&binary)
+            .env("KUBECONFIG", sa_kubeconfig)
+            .arg("serve")
+            .arg(format!("--webhook-addr={}", args.webhook_addr))
+            .arg(format!("--admin-addr={}", args.admin_addr))
+            .arg(format!(
+                "--tls-cert={}",
+                args.certs_dir.join(certs::TLS_CERT).display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                args.certs_dir.join(certs::TLS_KEY).display()
+            ))
+            .arg("--log-format=text"),
+        dir,
+    )?;
+    wait_admin_ready(args.admin_addr, children, deadline).await?;
+    let manifests = registration::render_kustomization(&repo.join("deploy/base"))?;
+    let configurations = registration::local_webhook_configurations(
+        &manifests,
+        &format!("https://{}", args.webhook_addr),
+        &written.ca_bundle_base64,
+    )?;
+    registration::apply(&client(kubeconfig).await?, &configurations).await?;
+    Ok(())
+}
+
+/// Polls the product's `/readyz` (plain HTTP on the admin port) until it answers 200.
+async fn wait_admin_ready(
+    addr: std::net::SocketAddr,
+    children: &mut Children,
+    deadline: Instant,
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_to_string(&mut answer).await.is_ok()
+                && answer.starts_with("HTTP/1.0 200")
+            {
+                return Ok(());
+            }
+        }
+        if let Some(exited) = children.exited() {
+            bail!("{exited} exited before it became ready; see its log in the state directory");
+        }
+        if Instant::now() > deadline {
+            bail!("scoped-secrets did not become ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_try_it(kubeconfig: &Path) {
+    let k = kubeconfig.display();
+    eprintln!(
+        "
+scoped-secrets is serving. In another terminal:
+
+  export KUBECONFIG={k}
+  kubectl create namespace team-a && kubectl create secret generic db -n team-a --from-literal=password=s3cret
+  kubectl create secret generic db -n team-a --from-literal=password=other --dry-run=server
+  kubectl get projects -A
+
+Logs are in {dir}. Ctrl-C stops everything.",
+        dir = kubeconfig.parent().map(|d| d.display().to_string()).unwrap_or_default()
+    );
+}
+
+async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let options = kube::config::KubeConfigOptions::default();
+    Ok(kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(config, &options).await?,
+    )?)
 }
 
 /// Where the binaries are: TEST_ASSET_* files, then KUBEBUILDER_ASSETS, then the cached build.
@@ -228,10 +357,7 @@ current-context: local
 }
 
 async fn wait_ready(kubeconfig: &Path, children: &mut Children, deadline: Instant) -> Result<()> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let options = kube::config::KubeConfigOptions::default();
-    let client_config = kube::Config::from_custom_kubeconfig(config, &options).await?;
-    let client = kube::Client::try_from(client_config)?;
+    let client = client(kubeconfig).await?;
     loop {
         let request = http::Request::get("/readyz").body(Vec::new())?;
         if let Ok(text) = client.request_text(request).await
@@ -275,6 +401,8 @@ async fn supervise(children: &mut Children, watch_pid: Option<u32>) -> String {
     }
 }
 
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Children(Vec<(&'static str, Child)>);
 
@@ -297,13 +425,22 @@ impl Children {
             .find_map(|(name, child)| (!matches!(child.try_wait(), Ok(None))).then_some(*name))
     }
 
-    /// The apiserver first, then etcd; these are throwaway processes with throwaway state, so a kill
-    /// is enough.
+    /// In reverse order of start (the product, the apiserver, then etcd): SIGTERM first, so the
+    /// product drains and releases its lease, then SIGKILL for whatever is still there after a
+    /// grace period.
     fn stop_all(&mut self) {
         for (_, child) in self.0.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + STOP_GRACE;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::park_timeout(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.0.clear();
     }
 }
 

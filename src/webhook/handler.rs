@@ -7,8 +7,8 @@ use crate::policy::{self, Config, Decision, Facts, Rules};
 use crate::watch::Index;
 use crate::webhook::review;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -65,16 +65,12 @@ pub fn router(state: AppState) -> Router {
     for (path, endpoint) in ROUTES {
         router = router.route(
             path,
-            post(
-                move |state: State<AppState>, headers: HeaderMap, body: Bytes| {
-                    handle(state, headers, body, path, endpoint)
-                },
-            ),
+            post(move |state: State<AppState>, request: Request| {
+                handle(state, request, path, endpoint)
+            }),
         );
     }
-    router
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+    router.with_state(state)
 }
 
 #[tracing::instrument(
@@ -83,15 +79,43 @@ pub fn router(state: AppState) -> Router {
 )]
 async fn handle(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
     path: &'static str,
     endpoint: Endpoint,
 ) -> Response {
+    // Timed (and counted in flight) from the headers on, so slow or oversized bodies show too.
     let mut timer = state.metrics.start(path);
-    let response = answer(&state, &headers, &body, path, endpoint).await;
+    let (parts, body) = request.into_parts();
+    let response = match read_body(body).await {
+        Ok(body) => answer(&state, &parts.headers, &body, path, endpoint).await,
+        Err(rejection) => {
+            state.metrics.review(path, "", "error");
+            rejection
+        }
+    };
     timer.set_code(response.status().as_u16());
     response
+}
+
+/// The body, up to [`MAX_BODY_BYTES`]; past that a 413 that says the limit.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                let message =
+                    format!("AdmissionReview bodies are limited to {MAX_BODY_BYTES} bytes");
+                (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                )
+                    .into_response()
+            }
+        })
 }
 
 async fn answer(

@@ -1,0 +1,20 @@
+# The two commands the README starts with, and the benchmarks.
+.PHONY: run test lint bench control-plane
+
+# A real etcd + kube-apiserver on 127.0.0.1 with scoped-secrets serving against it. Ctrl-C stops all.
+run:
+	cargo build --bins
+	target/debug/local-control-plane --serve --dir .local/control-plane
+
+# The whole suite: unit tests of the pure core, integration tests, and the end-to-end tests against
+# the real control plane (built from the Go module proxy on first use and cached).
+test: control-plane
+	cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Builds (once) and caches the control-plane binaries, so that the first test does not time out.
+control-plane:
+	hack/controlplane/build.sh >/dev/null

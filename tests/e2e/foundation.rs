@@ -1,0 +1,59 @@
+//! The foundation: a real control plane, the Project CRD from deploy/, and a dry-run request that
+//! reaches the registered webhook.
+
+use crate::support::*;
+
+#[test]
+fn dry_run_secret_create_reaches_the_registered_webhook() {
+    let env = env();
+    let ns = unique("found");
+    ok(kubectl(&["create", "namespace", &ns]));
+    let before = env
+        .metrics
+        .reviews_total("/validate/secret-names", "CREATE", "allowed");
+    let out = ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "probe",
+        "-n",
+        &ns,
+        "--from-literal=key=value",
+        "--dry-run=server",
+    ]));
+    assert!(
+        out.contains("secret/probe created (server dry run)"),
+        "{out}"
+    );
+    let after = env
+        .metrics
+        .reviews_total("/validate/secret-names", "CREATE", "allowed");
+    assert!(
+        after > before,
+        "the webhook did not observe the review ({before} -> {after})"
+    );
+    // Dry run: nothing was stored.
+    fails(kubectl(&["get", "secret", "probe", "-n", &ns]));
+}
+
+#[test]
+fn projects_are_listed_with_their_backing_namespace() {
+    let project = project("p");
+    let table = ok(kubectl(&["get", "projects", "-A"]));
+    let header = table.lines().next().unwrap_or_default();
+    for column in [
+        "NAMESPACE",
+        "NAME",
+        "DISPLAY NAME",
+        "CLUSTER",
+        "BACKING NAMESPACE",
+    ] {
+        assert!(header.contains(column), "missing column {column}: {table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!(" {} ", project.name)))
+        .unwrap_or_else(|| panic!("project {} not listed: {table}", project.name));
+    assert!(row.starts_with("local "), "{row}");
+    assert!(row.contains(&project.backing), "{row}");
+}

@@ -1,0 +1,510 @@
+//! The webhook server over real TLS, with certificates made in the test and the router on a world
+//! built in the test (no cluster needed): limits, bad input, TLS, certificate rotation under traffic,
+//! and graceful shutdown.
+
+use scoped_secrets::certs;
+use scoped_secrets::metrics::WebhookMetrics;
+use scoped_secrets::policy::Config;
+use scoped_secrets::watch::Index;
+use scoped_secrets::webhook::handler::{self, AppState};
+use scoped_secrets::webhook::server::{Limits, Server};
+use scoped_secrets::webhook::tls::{self, ReloadingCert};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct TestServer {
+    addr: SocketAddr,
+    metrics: WebhookMetrics,
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    served: JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        issue(dir.path());
+        let cert = ReloadingCert::load(
+            &dir.path().join(certs::TLS_CERT),
+            &dir.path().join(certs::TLS_KEY),
+        )
+        .expect("certificate loads");
+        tokio::spawn(cert.clone().watch());
+        let limits = Limits {
+            drain_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let server = Server::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            tls::server_config(cert).expect("tls"),
+            limits,
+        )
+        .await
+        .expect("binds");
+        let addr = server.local_addr().expect("addr");
+        let metrics = WebhookMetrics::register(&mut Default::default());
+        let app = handler::router(AppState {
+            index: Arc::new(Index::default()),
+            config: Arc::new(Config::default()),
+            metrics: metrics.clone(),
+            client: None,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(server.serve(app, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            metrics,
+            dir,
+            stop: Some(stop),
+            served,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    fn ca(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(certs::CA_CERT)).expect("ca")
+    }
+
+    fn client(&self) -> reqwest::Client {
+        client_trusting(&self.ca(), true)
+    }
+}
+
+/// Issues (or re-issues, under the same CA) the serving certificate in `dir`.
+fn issue(dir: &Path) -> PathBuf {
+    certs::write_serving_set(
+        dir,
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().expect("ip")],
+        1,
+        1,
+    )
+    .expect("certificates");
+    dir.join(certs::TLS_CERT)
+}
+
+fn client_trusting(ca_pem: &[u8], keep_alive: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca parses"))
+        .http1_only()
+        .timeout(Duration::from_secs(10));
+    if !keep_alive {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build().expect("client")
+}
+
+fn review(uid: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": name,
+            "namespace": "team-a",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": {
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": "team-a"},
+                "type": "Opaque",
+                "data": {"password": "czNjcmV0"}
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client.post(url).json(body).send().await
+}
+
+#[tokio::test]
+async fn answers_a_review_over_tls_with_its_uid() {
+    let server = TestServer::start().await;
+    let answer: Value = post(
+        &server.client(),
+        &server.url("/validate/secret-names"),
+        &review("uid-1", "db"),
+    )
+    .await
+    .expect("request")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], "uid-1");
+    assert_eq!(answer["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let server = TestServer::start().await;
+    let padding = "x".repeat(handler::MAX_BODY_BYTES + 1024);
+    let mut body = review("uid-big", "big");
+    body["request"]["object"]["metadata"]["annotations"] = json!({"padding": padding});
+    let response = post(
+        &server.client(),
+        &server.url("/validate/secret-names"),
+        &body,
+    )
+    .await
+    .expect("an answer, not a dropped connection");
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn bodies_up_to_the_limit_are_reviewed() {
+    let server = TestServer::start().await;
+    // The apiserver may send ~3 MiB for each of object and oldObject.
+    let mut body = review("uid-6m", "six");
+    body["request"]["object"]["metadata"]["annotations"] =
+        json!({"padding": "y".repeat(6 * 1024 * 1024)});
+    let response = post(
+        &server.client(),
+        &server.url("/validate/secret-names"),
+        &body,
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let url = server.url("/validate/secret-names");
+    let wrong_type = client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong_type.status(), 415);
+    assert!(
+        wrong_type
+            .text()
+            .await
+            .expect("text")
+            .contains("application/json")
+    );
+
+    let garbage = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(garbage.status(), 400);
+    let text = garbage.text().await.expect("text");
+    assert!(text.contains("not a valid AdmissionReview"), "{text}");
+
+    // JSON with a readable uid but an object that is not a Secret: answered as a review, code 400.
+    let mut odd = review("uid-odd", "odd");
+    odd["request"]["object"]["data"] = json!("not a map");
+    let answer: Value = post(&client, &url, &odd)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["response"]["uid"], "uid-odd");
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 400);
+}
+
+#[tokio::test]
+async fn wrong_tls_is_refused_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    // Plain HTTP on the TLS port.
+    let mut plain = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"POST /validate/secret-names HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"),
+        "plain HTTP must not be served"
+    );
+    // A client that does not trust our CA.
+    let stranger = tempfile::tempdir().expect("tempdir");
+    issue(stranger.path());
+    let untrusting = client_trusting(
+        &std::fs::read(stranger.path().join(certs::CA_CERT)).expect("ca"),
+        true,
+    );
+    assert!(
+        post(
+            &untrusting,
+            &server.url("/validate/secret-names"),
+            &review("u", "n")
+        )
+        .await
+        .is_err()
+    );
+    // The server is unharmed.
+    let ok = post(
+        &server.client(),
+        &server.url("/validate/secret-names"),
+        &review("u2", "n"),
+    )
+    .await
+    .expect("request");
+    assert_eq!(ok.status(), 200);
+}
+
+/// The DER of the certificate a fresh TLS handshake is served.
+async fn served_certificate(addr: SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec()
+}
+
+fn first_der(pem_path: &Path) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(pem_path)
+        .expect("pem")
+        .next()
+        .expect("one cert")
+        .expect("valid")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_traffic_fails_no_review() {
+    let server = TestServer::start().await;
+    let (ok, failed, running) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        // Half the workers keep connections alive, half make a new handshake per request.
+        let client = client_trusting(&server.ca(), worker % 2 == 0);
+        let url = server.url("/validate/secret-names");
+        let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
+        workers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let uid = format!("w{worker}-{n}");
+                match post(&client, &url, &review(&uid, "db")).await {
+                    Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                        Ok(v) if v["response"]["uid"] == uid.as_str() => {
+                            ok.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    },
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for _ in 0..3 {
+        let before = ok.load(Ordering::Relaxed);
+        let cert_path = issue(server.dir.path());
+        let expected = first_der(&cert_path);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while served_certificate(server.addr, &server.ca()).await != expected {
+            assert!(
+                Instant::now() < deadline,
+                "the new certificate was never served"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Traffic went on across the rotation.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ok.load(Ordering::Relaxed) < before + 20 {
+            assert!(
+                Instant::now() < deadline,
+                "traffic stalled after a rotation"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    running.store(false, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert!(ok.load(Ordering::Relaxed) >= 60);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "reviews failed during rotation"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
+    let mut server = TestServer::start().await;
+    let ca = server.ca();
+    // An idle keep-alive connection, after one answered request.
+    let idle = raw_tls(server.addr, &ca).await;
+    let (mut idle_read, mut idle_write) = tokio::io::split(idle);
+    let body = serde_json::to_vec(&review("idle", "a")).expect("json");
+    idle_write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    idle_write.write_all(&body).await.expect("write");
+    let first = read_response(&mut idle_read).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // An in-flight review: headers and half the body sent.
+    let busy = raw_tls(server.addr, &ca).await;
+    let (mut busy_read, mut busy_write) = tokio::io::split(busy);
+    let body = serde_json::to_vec(&review("in-flight", "b")).expect("json");
+    let (half, rest) = body.split_at(body.len() / 2);
+    busy_write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    busy_write.write_all(half).await.expect("write");
+    busy_write.flush().await.expect("flush");
+    // Wait until the server is reading this request, so it is in flight when shutdown begins.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metrics.in_flight("/validate/secret-names") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the handler"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    let _ = server.stop.take().map(|s| s.send(()));
+    // The idle connection is closed by the server.
+    let mut rest_of_idle = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        idle_read.read_to_end(&mut rest_of_idle),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle keep-alive connection was not closed"
+    );
+    // The in-flight review still gets its answer.
+    busy_write
+        .write_all(rest)
+        .await
+        .expect("the in-flight connection stays open");
+    let answer = read_response(&mut busy_read).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("in-flight"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), &mut server.served)
+        .await
+        .expect("the server finished draining")
+        .expect("serve task");
+    // And nothing new is accepted.
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+fn request_head(len: usize) -> Vec<u8> {
+    format!(
+        "POST /validate/secret-names HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+async fn raw_tls(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed mid-response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
