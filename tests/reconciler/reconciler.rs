@@ -1,0 +1,484 @@
+//! The embedded reconciler against the real apiserver: copies reach every project namespace, follow
+//! their original, go away when unwanted, are repaired when tampered with, and only the lease holder
+//! writes.
+//!
+//! Each test starts its own reconciler (own index, own watches, a Lease of its own) as the product's
+//! service account and stops it at the end; the tests take turns (`SERIAL`), because a reconciler
+//! acts on the whole cluster and "while the reconciler is stopped" must mean stopped.
+
+use crate::support::*;
+use scoped_secrets::keys;
+use scoped_secrets::policy::OverwritePolicy;
+use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
+use scoped_secrets::watch::{self as watches, Index};
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+const LEASE_NAMESPACE: &str = "scoped-secrets-system";
+const WAIT: Duration = Duration::from_secs(40);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A reconciler running on its own runtime thread until stopped (or dropped).
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
+        let env = env();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut cfg = Config::new(policy, true, LEASE_NAMESPACE, identity);
+        cfg.lease.name = lease.to_owned();
+        let sa = env.sa_kubeconfig.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let client = client(&sa).await.expect("a client for the service account");
+                let index = Arc::new(Index::default());
+                let _watches = watches::spawn(client.clone(), index.clone());
+                let metrics = ReconcilerMetrics::register(&mut Default::default());
+                if let Err(e) = reconciler::run(client, index, cfg, metrics, stopped).await {
+                    panic!("the reconciler failed: {e:#}");
+                }
+            });
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Signals shutdown and waits until the reconciler has stepped down and released its lease.
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the reconciler thread ends cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start(policy: OverwritePolicy) -> Running {
+    Running::start(&unique("lease"), &unique("instance"), policy)
+}
+
+/// The secret as JSON, or `None` when it does not exist.
+fn get_secret(ns: &str, name: &str) -> Option<Value> {
+    let out = kubectl(&["get", "secret", name, "-n", ns, "-o", "json"]);
+    if !out.status.success() {
+        let err = stderr(&out);
+        assert!(err.contains("NotFound"), "kubectl get failed: {err}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+}
+
+fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
+    secret["metadata"]["annotations"][key].as_str()
+}
+
+fn is_copy_of(secret: &Value, backing: &str, name: &str) -> bool {
+    annotation(secret, keys::COPY_ANNOTATION) == Some(keys::TRUE)
+        && annotation(secret, keys::ORIGIN_ANNOTATION) == Some(&keys::origin_value(backing, name))
+}
+
+/// Waits until `ns` holds a copy of `backing/name` that satisfies `check`, and returns it.
+#[track_caller]
+fn copy_where(
+    ns: &str,
+    backing: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(&format!("{what} in {ns}"), WAIT, || {
+        get_secret(ns, name).filter(|s| is_copy_of(s, backing, name) && check(s))
+    })
+}
+
+#[track_caller]
+fn gone(ns: &str, name: &str) {
+    eventually(&format!("secret {name} to leave {ns}"), WAIT, || {
+        get_secret(ns, name).is_none().then_some(())
+    });
+}
+
+fn data(secret: &Value) -> Value {
+    secret["data"].clone()
+}
+
+fn original_yaml(project: &TestProject, name: &str, data: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {backing}
+  labels: {{{label}: {project}}}
+  annotations: {{{annotations}}}
+data: {{{data}}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+        project = project.name,
+    )
+}
+
+#[track_caller]
+fn apply_original(project: &TestProject, name: &str, data: &str, annotations: &str) {
+    ok(kubectl_apply(
+        &original_yaml(project, name, data, annotations),
+        &[],
+    ));
+}
+
+/// `kubectl` as the service account, which the webhook lets through: an admin acting behind the
+/// webhook's back, as drift repair must expect.
+fn behind_the_webhook(args: &[&str]) -> String {
+    ok(kubectl_with(&env().sa_kubeconfig, args))
+}
+
+#[test]
+fn rancher_example_reaches_every_project_namespace() {
+    let _turn = serial();
+    let project = project("rx");
+    let (a, b) = (
+        namespace_in(&project, "rx-a"),
+        namespace_in(&project, "rx-b"),
+    );
+    let outsider = unique("rx-out");
+    ok(kubectl(&["create", "namespace", &outsider]));
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "test-secret", "key: ZG9n", "");
+    for ns in [&a, &b] {
+        let copy = copy_where(ns, &project.backing, "test-secret", "the copy", |s| {
+            data(s) == serde_json::json!({"key": "ZG9n"})
+        });
+        assert_eq!(copy["type"], "Opaque");
+        assert_eq!(
+            annotation(&copy, keys::USER_SECRET_ANNOTATION),
+            Some(keys::TRUE)
+        );
+        assert_eq!(
+            copy["metadata"]["labels"][keys::PROJECT_SCOPED_LABEL],
+            project.name.as_str()
+        );
+    }
+    assert!(
+        get_secret(&outsider, "test-secret").is_none(),
+        "copied outside the project"
+    );
+    running.stop();
+}
+
+#[test]
+fn updates_of_the_original_reach_its_copies_exactly() {
+    let _turn = serial();
+    let project = project("up");
+    let ns = namespace_in(&project, "up-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "user: YQ==, pass: Yg==", "team: blue");
+    copy_where(&ns, &project.backing, "db", "the first copy", |s| {
+        data(s) == serde_json::json!({"user": "YQ==", "pass": "Yg=="})
+            && annotation(s, "team") == Some("blue")
+    });
+    // A key added, a key removed, a value changed, an annotation changed.
+    apply_original(&project, "db", "user: Yw==, host: aA==", "team: green");
+    copy_where(&ns, &project.backing, "db", "the updated copy", |s| {
+        data(s) == serde_json::json!({"user": "Yw==", "host": "aA=="})
+            && annotation(s, "team") == Some("green")
+    });
+    running.stop();
+}
+
+#[test]
+fn deleting_the_original_removes_its_copies() {
+    let _turn = serial();
+    let project = project("del");
+    let (a, b) = (
+        namespace_in(&project, "del-a"),
+        namespace_in(&project, "del-b"),
+    );
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    for ns in [&a, &b] {
+        copy_where(ns, &project.backing, "db", "the copy", |_| true);
+    }
+    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    for ns in [&a, &b] {
+        gone(ns, "db");
+    }
+    running.stop();
+}
+
+#[test]
+fn namespaces_joining_and_leaving_gain_and_lose_copies() {
+    let _turn = serial();
+    let project = project("mv");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    let joiner = unique("mv-join");
+    ok(kubectl(&["create", "namespace", &joiner]));
+    let id = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
+    ok(kubectl(&["annotate", "namespace", &joiner, &id]));
+    copy_where(
+        &joiner,
+        &project.backing,
+        "db",
+        "the copy after joining",
+        |_| true,
+    );
+    let leave = format!("{}-", keys::PROJECT_ID_KEY);
+    ok(kubectl(&["annotate", "namespace", &joiner, &leave]));
+    gone(&joiner, "db");
+    running.stop();
+}
+
+#[test]
+fn ignored_namespaces_get_no_copy_and_lose_an_existing_one() {
+    let _turn = serial();
+    let project = project("ign");
+    let (a, b) = (
+        namespace_in(&project, "ign-a"),
+        namespace_in(&project, "ign-b"),
+    );
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    for ns in [&a, &b] {
+        copy_where(ns, &project.backing, "db", "the copy", |_| true);
+    }
+    let ignore = format!("{}: \"{a}\"", keys::IGNORE_NAMESPACES_ANNOTATION);
+    apply_original(&project, "db", "k: dg==", &ignore);
+    gone(&a, "db");
+    let kept = get_secret(&b, "db").expect("the other namespace keeps its copy");
+    assert!(is_copy_of(&kept, &project.backing, "db"));
+    running.stop();
+}
+
+#[test]
+fn drift_is_repaired() {
+    let _turn = serial();
+    let project = project("drift");
+    let ns = namespace_in(&project, "drift-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    let first = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+
+    // Edited behind the webhook's back: restored.
+    let mut edited = first.clone();
+    edited["data"] = serde_json::json!({"k": "ZXZpbA==", "extra": "eA=="});
+    let edited = serde_json::to_string(&edited).expect("JSON");
+    ok(kubectl_stdin(
+        &env().sa_kubeconfig,
+        &["replace", "-f", "-"],
+        &edited,
+    ));
+    copy_where(&ns, &project.backing, "db", "the restored copy", |s| {
+        data(s) == serde_json::json!({"k": "dg=="})
+    });
+
+    // Deleted behind the webhook's back: recreated.
+    let uid = |s: &Value| s["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let before = uid(&get_secret(&ns, "db").expect("the copy"));
+    behind_the_webhook(&["delete", "secret", "db", "-n", &ns]);
+    copy_where(&ns, &project.backing, "db", "a recreated copy", |s| {
+        uid(s) != before
+    });
+    running.stop();
+}
+
+#[test]
+fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
+    let _turn = serial();
+    let project = project("ow");
+    let (a, b) = (
+        namespace_in(&project, "ow-a"),
+        namespace_in(&project, "ow-b"),
+    );
+    for ns in [&a, &b] {
+        ok(kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            "-n",
+            ns,
+            "--from-literal=mine=1",
+        ]));
+    }
+    let mine = get_secret(&a, "db").expect("the user's secret");
+
+    // Deny: neither namespace is written; a Conflict event lands on the original.
+    let denying = start(OverwritePolicy::Deny);
+    apply_original(&project, "db", "k: dg==", "");
+    eventually("a Conflict event on the original", WAIT, || {
+        let events = ok(kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &project.backing,
+            "--field-selector",
+            "reason=Conflict",
+            "-o",
+            "name",
+        ]));
+        (!events.trim().is_empty()).then_some(())
+    });
+    denying.stop();
+    let untouched = get_secret(&a, "db").expect("still there");
+    assert_eq!(data(&untouched), data(&mine), "overwritten without consent");
+    assert!(annotation(&untouched, keys::COPY_ANNOTATION).is_none());
+
+    // Warn: both are overwritten by the copy.
+    let warning = start(OverwritePolicy::Warn);
+    for ns in [&a, &b] {
+        copy_where(ns, &project.backing, "db", "the overwriting copy", |s| {
+            data(s) == serde_json::json!({"k": "dg=="})
+        });
+    }
+    warning.stop();
+}
+
+#[test]
+fn copies_left_behind_while_stopped_are_cleaned_up() {
+    let _turn = serial();
+    let project = project("down");
+    let ns = namespace_in(&project, "down-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    running.stop();
+
+    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    assert!(
+        get_secret(&ns, "db").is_some(),
+        "nothing should remove copies while stopped"
+    );
+
+    let restarted = start(OverwritePolicy::Warn);
+    gone(&ns, "db");
+    restarted.stop();
+}
+
+#[test]
+fn type_and_immutability_changes_recreate_copies() {
+    let _turn = serial();
+    let project = project("ty");
+    let ns = namespace_in(&project, "ty-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    copy_where(&ns, &project.backing, "db", "the copy", |s| {
+        s["type"] == "Opaque"
+    });
+
+    // Immutability can only be added in place; the copy must be recreated to follow.
+    ok(kubectl(&[
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        &project.backing,
+        "--type=merge",
+        "-p",
+        r#"{"immutable":true}"#,
+    ]));
+    copy_where(&ns, &project.backing, "db", "an immutable copy", |s| {
+        s["immutable"] == true
+    });
+
+    // A type can only change by replacing the original.
+    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    let typed = original_yaml(&project, "db", "k: dg==", "")
+        .replace("\ndata:", "\ntype: example.com/custom\ndata:");
+    ok(kubectl_apply(&typed, &[]));
+    copy_where(&ns, &project.backing, "db", "a copy of the new type", |s| {
+        s["type"] == "example.com/custom"
+    });
+    running.stop();
+}
+
+fn lease_holder(lease: &str) -> String {
+    let out = kubectl(&[
+        "get",
+        "lease",
+        lease,
+        "-n",
+        LEASE_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    if out.status.success() {
+        stdout(&out)
+    } else {
+        String::new()
+    }
+}
+
+#[test]
+fn only_the_lease_holder_writes_and_a_successor_takes_over() {
+    let _turn = serial();
+    let project = project("le");
+    let ns = namespace_in(&project, "le-a");
+    let lease = unique("lease");
+    let (one, two) = (unique("one"), unique("two"));
+    let mut first = Some(Running::start(&lease, &one, OverwritePolicy::Warn));
+    let mut second = Some(Running::start(&lease, &two, OverwritePolicy::Warn));
+    let leader = eventually("a leader", WAIT, || {
+        let holder = lease_holder(&lease);
+        (holder == one || holder == two).then_some(holder)
+    });
+    apply_original(&project, "db", "k: dg==", "");
+    copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+
+    // The leader stops: it releases the lease, and the other instance takes over and writes.
+    let (leaving, staying) = if leader == one {
+        (&mut first, &two)
+    } else {
+        (&mut second, &one)
+    };
+    if let Some(running) = leaving.take() {
+        running.stop();
+    }
+    eventually("the successor to hold the lease", WAIT, || {
+        (lease_holder(&lease) == *staying).then_some(())
+    });
+    apply_original(&project, "db", "k: bmV3", "");
+    copy_where(
+        &ns,
+        &project.backing,
+        "db",
+        "the copy updated by the successor",
+        |s| data(s) == serde_json::json!({"k": "bmV3"}),
+    );
+    for running in [first, second].into_iter().flatten() {
+        running.stop();
+    }
+    assert_eq!(
+        lease_holder(&lease),
+        "",
+        "the lease is released on shutdown"
+    );
+}
