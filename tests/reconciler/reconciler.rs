@@ -7,6 +7,8 @@
 //! acts on the whole cluster and "while the reconciler is stopped" must mean stopped.
 
 use crate::support::*;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
@@ -28,6 +30,7 @@ fn serial() -> MutexGuard<'static, ()> {
 struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    registry: Registry,
 }
 
 impl Running {
@@ -36,6 +39,8 @@ impl Running {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut cfg = Config::new(policy, true, LEASE_NAMESPACE, identity);
         cfg.lease.name = lease.to_owned();
+        let mut registry = Registry::default();
+        let metrics = ReconcilerMetrics::register(&mut registry);
         let sa = env.sa_kubeconfig.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +52,6 @@ impl Running {
                 let client = client(&sa).await.expect("a client for the service account");
                 let index = Arc::new(Index::default());
                 let _watches = watches::spawn(client.clone(), index.clone());
-                let metrics = ReconcilerMetrics::register(&mut Default::default());
                 if let Err(e) = reconciler::run(client, index, cfg, metrics, stopped).await {
                     panic!("the reconciler failed: {e:#}");
                 }
@@ -56,7 +60,26 @@ impl Running {
         Self {
             stop,
             thread: Some(thread),
+            registry,
         }
+    }
+
+    /// The sum of a metric's samples (all label sets), from the Prometheus text encoding.
+    fn metric(&self, name: &str) -> f64 {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("metrics encode");
+        text.lines()
+            .filter(|line| line.split(['{', ' ']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn writes(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_writes_total")
+    }
+
+    fn rounds(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_reconciles_total")
     }
 
     /// Signals shutdown and waits until the reconciler has stepped down and released its lease.
@@ -438,7 +461,7 @@ fn lease_holder(lease: &str) -> String {
 }
 
 #[test]
-fn only_the_lease_holder_writes_and_a_successor_takes_over() {
+fn only_the_lease_holder_writes_and_a_successor_takes_over_on_release() {
     let _turn = serial();
     let project = project("le");
     let ns = namespace_in(&project, "le-a");
@@ -452,6 +475,14 @@ fn only_the_lease_holder_writes_and_a_successor_takes_over() {
     });
     apply_original(&project, "db", "k: dg==", "");
     copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let (leading, following) = if leader == one {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    let writes = |r: &Option<Running>| r.as_ref().map_or(0.0, Running::writes);
+    assert!(writes(leading) >= 1.0, "the leader wrote the copy");
+    assert_eq!(writes(following), 0.0, "the follower never writes");
 
     // The leader stops: it releases the lease, and the other instance takes over and writes.
     let (leaving, staying) = if leader == one {
@@ -481,4 +512,118 @@ fn only_the_lease_holder_writes_and_a_successor_takes_over() {
         "",
         "the lease is released on shutdown"
     );
+}
+
+#[test]
+fn a_converged_world_makes_no_writes() {
+    let _turn = serial();
+    let project = project("calm");
+    let ns = namespace_in(&project, "calm-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let version = copy["metadata"]["resourceVersion"].clone();
+    // Let the rounds woken by the copy's own watch events pass.
+    let settled = running.rounds();
+    eventually("a round after the copy landed", WAIT, || {
+        (running.rounds() > settled).then_some(())
+    });
+    let writes = running.writes();
+    let rounds = running.rounds();
+
+    // Unrelated changes wake the reconciler; it plans, finds nothing to do, and writes nothing.
+    for i in 0..3 {
+        let name = format!("unrelated-{i}");
+        ok(kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            &name,
+            "-n",
+            &ns,
+            "--from-literal=a=b",
+        ]));
+    }
+    eventually("rounds after the unrelated changes", WAIT, || {
+        (running.rounds() > rounds).then_some(())
+    });
+    assert_eq!(running.writes(), writes, "writes in a converged world");
+    let again = get_secret(&ns, "db").expect("the copy");
+    assert_eq!(
+        again["metadata"]["resourceVersion"], version,
+        "the copy was rewritten"
+    );
+    running.stop();
+}
+
+#[test]
+fn projects_without_a_backing_namespace_get_one() {
+    let _turn = serial();
+    let name = unique("bare");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: local}}
+---
+apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: local}}
+spec: {{clusterName: local}}
+"
+        ),
+        &[],
+    ));
+    let running = start(OverwritePolicy::Warn);
+    let backing = format!("local-{name}");
+    eventually("status.backingNamespace", WAIT, || {
+        let out = kubectl(&[
+            "get",
+            "project",
+            &name,
+            "-n",
+            "local",
+            "-o",
+            "jsonpath={.status.backingNamespace}",
+        ]);
+        (stdout(&out) == backing).then_some(())
+    });
+    ok(kubectl(&["get", "namespace", &backing]));
+    running.stop();
+}
+
+#[test]
+fn labels_written_behind_the_webhook_are_repaired() {
+    let _turn = serial();
+    let project = project("lbl");
+    let ns = namespace_in(&project, "lbl-a");
+    let running = start(OverwritePolicy::Warn);
+
+    // A namespace label that disagrees with its annotation is set back from the annotation.
+    let wrong = format!("{}=p-wrong", keys::PROJECT_ID_KEY);
+    behind_the_webhook(&["label", "namespace", &ns, &wrong, "--overwrite"]);
+    let label_path = format!(
+        "jsonpath={{.metadata.labels.{}}}",
+        keys::PROJECT_ID_KEY.replace('.', "\\.")
+    );
+    eventually("the namespace label repaired", WAIT, || {
+        let out = kubectl(&["get", "namespace", &ns, "-o", &label_path]);
+        (stdout(&out) == project.name).then_some(())
+    });
+
+    // An original created without the mutator gets its cluster label (and is copied).
+    let original = original_yaml(&project, "db", "k: dg==", "");
+    ok(kubectl_stdin(
+        &env().sa_kubeconfig,
+        &["create", "-f", "-"],
+        &original,
+    ));
+    eventually("the cluster label on the original", WAIT, || {
+        let secret = get_secret(&project.backing, "db")?;
+        (secret["metadata"]["labels"][keys::PROJECT_SCOPED_CLUSTER_LABEL] == "local").then_some(())
+    });
+    copy_where(&ns, &project.backing, "db", "the copy", |s| {
+        s["metadata"]["labels"][keys::PROJECT_SCOPED_CLUSTER_LABEL] == "local"
+    });
+    running.stop();
 }
