@@ -8,7 +8,7 @@ use regex::Regex;
 mod copy;
 mod diff;
 
-pub use copy::{Drift, copy_of, drift};
+pub use copy::{Drift, copy_of, drift, replaceable_in_place};
 pub use diff::{
     Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
     wanted_project_label,
@@ -103,8 +103,17 @@ pub fn wants_copy(
     namespace != backing_namespace && !terminating && !ignore.matches(namespace)
 }
 
+/// Whether an original may be copied at all: a service-account token never is (S6; the webhook
+/// refuses one, and one written while the webhook was down must not spread a token).
+pub fn is_copyable(original: &Original<'_>) -> bool {
+    original.secret.type_.as_deref() != Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE)
+}
+
 /// The copies one original wants.
 pub fn desired_for<'a>(world: &'a World, original: &Original<'a>) -> Vec<DesiredCopy> {
+    if !is_copyable(original) {
+        return Vec::new();
+    }
     let ignore = IgnoreList::of(&original.secret.metadata);
     let origin_namespace = original.namespace();
     target_namespaces(world, original.project, origin_namespace, &ignore)

@@ -85,6 +85,12 @@ pub fn drift(existing: &Secret, wanted: &Secret) -> Drift {
     Drift::None
 }
 
+/// Whether `existing` can be replaced by `wanted` in place: a secret's type never changes, nor does
+/// an immutable secret's content.
+pub fn replaceable_in_place(existing: &Secret, wanted: &Secret) -> bool {
+    type_of(existing) == type_of(wanted) && !existing.immutable.unwrap_or(false)
+}
+
 fn type_of(secret: &Secret) -> &str {
     secret.type_.as_deref().unwrap_or(DEFAULT_TYPE)
 }
@@ -233,6 +239,21 @@ mod tests {
         for (name, existing, expected) in cases {
             assert_eq!(drift(&existing, &wanted), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn only_same_type_mutable_secrets_are_replaced_in_place() {
+        let world = world_with(original(&[], &[]));
+        let wanted = only_copy(&world);
+        let mut plain = wanted.clone();
+        plain.type_ = None;
+        assert!(replaceable_in_place(&plain, &wanted));
+        let mut tls = wanted.clone();
+        tls.type_ = Some(keys::TLS_TYPE.to_owned());
+        assert!(!replaceable_in_place(&tls, &wanted));
+        let mut frozen = wanted.clone();
+        frozen.immutable = Some(true);
+        assert!(!replaceable_in_place(&frozen, &wanted));
     }
 
     #[test]

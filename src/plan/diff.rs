@@ -7,7 +7,7 @@
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
 use super::copy::{self, Drift, copy_of};
-use super::{IgnoreList, wants_copy};
+use super::{IgnoreList, is_copyable, wants_copy};
 use crate::keys::{self, ProjectId};
 use crate::policy::OverwritePolicy;
 use crate::world::{self, NamespaceState, Original, World};
@@ -213,7 +213,7 @@ pub fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
     let mut out = label_repairs(world);
     let members = members_by_project(world);
     let mut wanted: HashSet<(&str, &str)> = HashSet::new();
-    for original in world.originals() {
+    for original in world.originals().filter(is_copyable) {
         let Some(namespaces) = members.get(original.project) else {
             continue;
         };
@@ -688,6 +688,18 @@ mod tests {
                     w.upsert_namespace("team-b".to_owned(), ns);
                 },
                 vec!["delete team-b/db (origin local-p-vwxyz/db)"],
+            ),
+            (
+                "a service-account token is never copied",
+                |w| {
+                    let mut token = secret(BACKING, "db", &original_labels(), &[]);
+                    token.type_ = Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE.to_owned());
+                    add_secret(w, token);
+                },
+                vec![
+                    "delete team-a/db (origin local-p-vwxyz/db)",
+                    "delete team-b/db (origin local-p-vwxyz/db)",
+                ],
             ),
             (
                 "a Rancher copy of a known project without an original is deleted",

@@ -144,10 +144,7 @@ impl Applier {
             return Ok(Outcome::Unchanged);
         }
         // A secret's type cannot change in place, nor can an immutable secret's data.
-        let in_place = existing.type_.as_deref().unwrap_or("Opaque")
-            == copy.type_.as_deref().unwrap_or("Opaque")
-            && !existing.immutable.unwrap_or(false);
-        if in_place {
+        if plan::replaceable_in_place(&existing, copy) {
             self.replace(&api, &existing, copy).await
         } else {
             self.delete_then_create(&api, &existing, copy).await

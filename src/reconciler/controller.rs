@@ -213,3 +213,39 @@ async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
 
 /// How long `Next::Backoff` waits by default.
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ProjectId;
+    use crate::policy::OverwritePolicy;
+    use crate::world::ProjectState;
+
+    fn world_with_bare_project() -> World {
+        let mut world = World::default();
+        world.upsert_project(
+            ProjectId::new("local", "p-new"),
+            ProjectState {
+                backing_namespace: "p-new".to_owned(),
+                has_backing_status: false,
+            },
+        );
+        world
+    }
+
+    #[test]
+    fn backing_namespaces_are_planned_only_when_managed() {
+        let world = world_with_bare_project();
+        let managed = Config::new(OverwritePolicy::Warn, true, "ns", "me");
+        let kinds: Vec<_> = planned(&world, &managed).iter().map(Action::kind).collect();
+        assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
+        let beside_rancher = Config::new(OverwritePolicy::Warn, false, "ns", "me");
+        assert!(planned(&world, &beside_rancher).is_empty());
+    }
+
+    #[test]
+    fn the_most_urgent_wait_wins() {
+        assert_eq!(Next::Idle.max(Next::Backoff), Next::Backoff);
+        assert_eq!(Next::Backoff.max(Next::Soon), Next::Soon);
+    }
+}
