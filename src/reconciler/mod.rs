@@ -25,6 +25,15 @@ use std::time::Duration;
 /// Name of the Lease, and of the controller in Events.
 pub const CONTROLLER_NAME: &str = "scoped-secrets";
 
+/// This instance's identity for the Lease and Events: `POD_NAME` (set it from the downward API), else
+/// `HOSTNAME` (a pod's hostname is its name), else a name made from the process id.
+pub fn default_identity() -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| format!("{CONTROLLER_NAME}-{}", std::process::id()))
+}
+
 /// The reconciler's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
