@@ -46,11 +46,17 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (leading_tx, leading) = watch::channel(false);
+    let (done_tx, mut done) = watch::channel(false);
+    let writes_done = async move {
+        // Also resolves if the loop is gone (sender dropped).
+        let _ = done.wait_for(|done| *done).await;
+    };
     let elector = tokio::spawn(lease::run(
         client.clone(),
         cfg.lease.clone(),
         leading_tx,
         shutdown.clone(),
+        writes_done,
         metrics.clone(),
     ));
     let ctx = Context {
@@ -61,6 +67,8 @@ pub async fn run(
         announced_conflicts: Mutex::default(),
     };
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
+    // The round in flight has ended: the lease may go to a successor.
+    let _ = done_tx.send(true);
     elector
         .await
         .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))

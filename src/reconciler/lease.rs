@@ -68,12 +68,14 @@ pub fn step(spec: &LeaseSpec, identity: &str, expired: bool) -> Step {
     }
 }
 
-/// Runs the election until `shutdown` turns true, then steps down and releases the lease.
+/// Runs the election until `shutdown` turns true, then steps down at once and, when `writes_done`
+/// resolves (no write of ours is in flight any more), releases the lease.
 pub async fn run(
     client: Client,
     cfg: LeaseConfig,
     leading: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
+    writes_done: impl Future<Output = ()>,
     metrics: ReconcilerMetrics,
 ) {
     let mut elector = Elector {
@@ -108,6 +110,7 @@ pub async fn run(
     }
     // Stop writing first, then let a successor in.
     publish(&leading, false, &metrics, &elector.cfg.identity);
+    writes_done.await;
     if let Err(error) = elector.release().await {
         tracing::warn!(%error, "could not release the lease; a successor waits for it to expire");
     }
