@@ -627,3 +627,62 @@ fn labels_written_behind_the_webhook_are_repaired() {
     });
     running.stop();
 }
+
+/// `scoped-secrets plan` against the live cluster, as the admin.
+fn plan_text(manifest: Option<&std::path::Path>) -> String {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let admin = client(&env().kubeconfig).await.expect("an admin client");
+        scoped_secrets::report::plan_command(Some(admin), manifest, false, OverwritePolicy::Warn)
+            .await
+            .expect("plan")
+    })
+}
+
+#[test]
+fn plan_previews_what_the_reconciler_then_does() {
+    let _turn = serial();
+    let project = project("plan");
+    let ns = namespace_in(&project, "plan-a");
+    apply_original(&project, "db", "k: dg==", "");
+    let line = format!("{ns}/db (from {}/db)", project.backing);
+    let before = plan_text(None);
+    assert!(before.contains("Copies to create"), "{before}");
+    assert!(before.contains(&line), "{before}");
+    assert!(
+        !before.contains("dg=="),
+        "secret data in the plan: {before}"
+    );
+
+    // A manifest laid over the cluster: a second namespace joining shows up as one more copy.
+    let joiner = unique("plan-b");
+    let manifest = format!(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {joiner}
+  annotations: {{{key}: \"{id}\"}}
+  labels: {{{key}: {name}}}
+",
+        key = keys::PROJECT_ID_KEY,
+        id = project.id(),
+        name = project.name,
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("join.yaml");
+    std::fs::write(&path, manifest).expect("the manifest is written");
+    let with_manifest = plan_text(Some(&path));
+    assert!(
+        with_manifest.contains(&format!("{joiner}/db (from")),
+        "{with_manifest}"
+    );
+
+    let running = start(OverwritePolicy::Warn);
+    copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    running.stop();
+    let after = plan_text(None);
+    assert!(
+        !after.contains(&line),
+        "still planned after the copy landed: {after}"
+    );
+}
