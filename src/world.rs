@@ -127,8 +127,9 @@ pub struct World {
     namespaces: BTreeMap<String, NamespaceState>,
     /// namespace → secret name → metadata, for every secret.
     names: HashMap<String, HashMap<String, SecretMeta>>,
-    /// (namespace, name) → full object, for secrets carrying the project-scoped label.
-    scoped: BTreeMap<(String, String), Arc<Secret>>,
+    /// namespace → name → full object, for secrets carrying the project-scoped label (nested, so
+    /// that a lookup by `&str` allocates nothing: the reconciler makes one per wanted copy).
+    scoped: BTreeMap<String, BTreeMap<String, Arc<Secret>>>,
 }
 
 impl World {
@@ -200,20 +201,28 @@ impl World {
     }
 
     pub fn upsert_scoped(&mut self, secret: Arc<Secret>) {
-        if let Some(key) = object_key(&secret.metadata) {
-            self.scoped.insert(key, secret);
+        if let Some((namespace, name)) = object_key(&secret.metadata) {
+            self.scoped
+                .entry(namespace)
+                .or_default()
+                .insert(name, secret);
         }
     }
 
     pub fn remove_scoped(&mut self, namespace: &str, name: &str) {
-        self.scoped.remove(&(namespace.to_owned(), name.to_owned()));
+        if let Some(names) = self.scoped.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.scoped.remove(namespace);
+            }
+        }
     }
 
     pub fn replace_scoped(&mut self, all: impl IntoIterator<Item = Arc<Secret>>) {
-        self.scoped = all
-            .into_iter()
-            .filter_map(|s| object_key(&s.metadata).map(|k| (k, s)))
-            .collect();
+        self.scoped.clear();
+        for secret in all {
+            self.upsert_scoped(secret);
+        }
     }
 
     // ---- reads ----
@@ -267,18 +276,18 @@ impl World {
     }
 
     pub fn scoped(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
-        self.scoped.get(&(namespace.to_owned(), name.to_owned()))
+        self.scoped.get(namespace)?.get(name)
     }
 
+    /// Every labelled secret, sorted by (namespace, name).
     pub fn scoped_secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
-        self.scoped.values()
+        self.scoped.values().flat_map(BTreeMap::values)
     }
 
     /// Every original: a labelled, non-copy secret in a backing namespace whose label names (or
     /// leaves empty) the project owning that namespace.
     pub fn originals(&self) -> impl Iterator<Item = Original<'_>> {
-        self.scoped
-            .values()
+        self.scoped_secrets()
             .filter_map(|secret| self.as_original(secret))
     }
 
@@ -303,7 +312,7 @@ impl World {
 
     /// Every copy in the full-object index.
     pub fn copies(&self) -> impl Iterator<Item = &Arc<Secret>> {
-        self.scoped.values().filter(|s| is_copy(&s.metadata))
+        self.scoped_secrets().filter(|s| is_copy(&s.metadata))
     }
 }
 

@@ -219,11 +219,13 @@ pub fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
         };
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
+        // Every copy of an original is the same but for its namespace: build it once.
+        let template = copy_of(&original, "");
         for &(namespace, terminating) in namespaces {
             if wants_copy(namespace, terminating, original.namespace(), &ignore)
                 && wanted.insert((namespace, name))
             {
-                out.extend(copy_action(world, &original, namespace, policy));
+                out.extend(copy_action(world, &original, &template, namespace, policy));
             }
         }
     }
@@ -268,27 +270,32 @@ pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
         .collect()
 }
 
-/// The write that makes `namespace`'s copy of `original` exact, if any.
+/// The write that makes `namespace`'s copy of `original` (`template`, placed there) exact, if any.
 fn copy_action(
     world: &World,
     original: &Original<'_>,
+    template: &Secret,
     namespace: &str,
     policy: OverwritePolicy,
 ) -> Option<Action> {
-    let copy = copy_of(original, namespace);
+    let copy = || {
+        let mut copy = template.clone();
+        copy.metadata.namespace = Some(namespace.to_owned());
+        copy
+    };
     let name = original.name();
     if let Some(existing) = world.scoped(namespace, name) {
         let meta = &existing.metadata;
         let uid = meta.uid.clone().unwrap_or_default();
         if world::is_copy(meta) {
-            return match copy::drift(existing, &copy) {
+            return match copy::drift(existing, template) {
                 Drift::None => None,
                 Drift::Changed => Some(Action::Update {
-                    copy,
+                    copy: copy(),
                     resource_version: meta.resource_version.clone().unwrap_or_default(),
                 }),
                 Drift::Replace => Some(Action::Recreate {
-                    copy,
+                    copy: copy(),
                     existing_uid: uid,
                 }),
             };
@@ -300,22 +307,22 @@ fn copy_action(
                 ConflictReason::HeldByOriginal,
             ));
         }
-        return Some(overwrite_or_conflict(original, copy, uid, policy));
+        return Some(overwrite_or_conflict(original, copy(), uid, policy));
     }
     let Some(existing) = world.secret_meta(namespace, name) else {
-        return Some(Action::Create { copy });
+        return Some(Action::Create { copy: copy() });
     };
     if existing.is_copy() {
         // A copy without our label (someone removed it): marked as a copy, so it holds nobody's data
         // and needs no consent; the name index has no full object to compare, so replace it.
         return Some(Action::Overwrite {
-            copy,
+            copy: copy(),
             existing_uid: existing.uid.clone(),
         });
     }
     Some(overwrite_or_conflict(
         original,
-        copy,
+        copy(),
         existing.uid.clone(),
         policy,
     ))
