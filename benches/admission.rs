@@ -356,7 +356,8 @@ async fn load(
             let mut n = c;
             let mut next = Instant::now();
             while started.elapsed() < duration {
-                if let Some(interval) = interval {
+                if interval.is_some() {
+                    // Pacing the generator to its schedule, not synchronisation.
                     tokio::time::sleep_until(next.into()).await;
                 }
                 let scheduled = if interval.is_some() {
