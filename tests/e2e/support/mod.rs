@@ -155,7 +155,7 @@ pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
         .arg("--dir")
         .arg(dir)
