@@ -1037,7 +1037,7 @@ type: Opaque
 // The webhook stopped: failurePolicy, observed through kubectl
 // ---------------------------------------------------------------------------------------------
 
-/// Deletes the outage test's webhook configurations however the test ends.
+/// Deletes webhook configurations registered by a test, however the test ends.
 struct Registered(Vec<(String, String)>);
 
 impl Drop for Registered {
@@ -1046,6 +1046,51 @@ impl Drop for Registered {
             let _ = kubectl(&["delete", kind, name, "--ignore-not-found"]);
         }
     }
+}
+
+/// Registers deploy/'s webhook configurations under a unique name derived from `prefix`, pointed at
+/// `https://<addr>`, each webhook limited to `namespace_selector` (and, if given, with its
+/// failurePolicy replaced), so that they act on the test's own namespaces only.
+fn register_deploy_webhooks(
+    prefix: &str,
+    addr: &str,
+    namespace_selector: serde_json::Value,
+    failure_policy: Option<&str>,
+) -> Registered {
+    let manifests =
+        scoped_secrets::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
+            .expect("deploy/base renders");
+    let ca = std::fs::read(
+        env()
+            .state_dir
+            .join("certs")
+            .join(scoped_secrets::certs::CA_CERT),
+    )
+    .expect("the test CA");
+    let configurations = scoped_secrets::registration::local_webhook_configurations(
+        &manifests,
+        &format!("https://{addr}"),
+        &scoped_secrets::certs::base64_encode(&ca),
+    )
+    .expect("webhook configurations");
+    let mut registered = Registered(Vec::new());
+    let name = unique(prefix);
+    for mut configuration in configurations {
+        configuration["metadata"]["name"] = name.clone().into();
+        for webhook in configuration["webhooks"].as_array_mut().expect("webhooks") {
+            webhook["namespaceSelector"] = namespace_selector.clone();
+            if let Some(policy) = failure_policy {
+                webhook["failurePolicy"] = policy.into();
+            }
+        }
+        let kind = configuration["kind"]
+            .as_str()
+            .expect("a kind")
+            .to_lowercase();
+        registered.0.push((kind, name.clone()));
+        ok(kubectl_apply(&configuration.to_string(), &[]));
+    }
+    registered
 }
 
 #[test]
@@ -1066,37 +1111,12 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("an address").port()
     };
-    let manifests =
-        scoped_secrets::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
-            .expect("deploy/base renders");
-    let ca = std::fs::read(
-        env()
-            .state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the test CA");
-    let mut configurations = scoped_secrets::registration::local_webhook_configurations(
-        &manifests,
-        &format!("https://127.0.0.1:{closed_port}"),
-        &scoped_secrets::certs::base64_encode(&ca),
-    )
-    .expect("webhook configurations");
-    let mut registered = Registered(Vec::new());
-    let config_name = unique("scoped-secrets-outage");
-    for configuration in &mut configurations {
-        configuration["metadata"]["name"] = config_name.clone().into();
-        for webhook in configuration["webhooks"].as_array_mut().expect("webhooks") {
-            webhook["namespaceSelector"] =
-                serde_json::json!({"matchLabels": {selector_key: selector_value}});
-        }
-        let kind = configuration["kind"]
-            .as_str()
-            .expect("a kind")
-            .to_lowercase();
-        registered.0.push((kind, config_name.clone()));
-        ok(kubectl_apply(&configuration.to_string(), &[]));
-    }
+    let registered = register_deploy_webhooks(
+        "scoped-secrets-outage",
+        &format!("127.0.0.1:{closed_port}"),
+        serde_json::json!({"matchLabels": {selector_key: selector_value}}),
+        None,
+    );
 
     // Fail: a project-scoped secret cannot be written while the guard is unreachable.
     let scoped = original_yaml(&project, "blocked", "");
@@ -1161,4 +1181,89 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
                 .then_some(())
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit mode: a second server, registered for one namespace the shared server leaves out
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_mode_admits_with_would_deny_warnings() {
+    let addr = start_extra_server(|args| args.mode = scoped_secrets::cli::ModeArg::Audit);
+    // deploy/'s configurations leave out the webhook's own namespace; the audit server is
+    // registered for it alone, and fails open, so the shared server's decisions never mix in.
+    // Everything below is a dry run: nothing is stored there.
+    let ns = "scoped-secrets-system";
+    let _registered = register_deploy_webhooks(
+        "scoped-secrets-audit",
+        &addr.to_string(),
+        serde_json::json!({"matchLabels": {"kubernetes.io/metadata.name": ns}}),
+        Some("Ignore"),
+    );
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: audited
+  namespace: {ns}
+  labels: {{{label}: p-vwxyz}}
+  annotations: {{{copy}: \"true\"}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        copy = keys::COPY_ANNOTATION
+    );
+    let s3 = message::warning(&format!(
+        "would deny: label {} is only allowed on secrets in a project's backing namespace, and \
+         namespace \"{ns}\" is not one; create the secret in the project's backing namespace \
+         and the reconciler will copy it here",
+        keys::PROJECT_SCOPED_LABEL
+    ));
+    let s4 = message::warning(&format!(
+        "would deny: only the scoped-secrets reconciler may set copy markers; remove annotation \
+         {} from secret \"audited\" in namespace \"{ns}\"",
+        keys::COPY_ANNOTATION
+    ));
+    let out = eventually(
+        "the apiserver to call the audit server",
+        Duration::from_secs(30),
+        || {
+            let out = kubectl_apply(&yaml, &["--dry-run=server"]);
+            stderr(&out).contains("would deny: ").then_some(out)
+        },
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("secret/audited created (server dry run)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_warned(&out, &s3);
+    assert_warned(&out, &s4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// S5's exception: a terminating namespace
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn s5_copies_in_a_terminating_namespace_may_be_changed() {
+    let project = project("s5t");
+    let ns = namespace_in(&project, "s5t");
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    // Nothing finalizes namespaces on this control plane: the namespace stays terminating.
+    ok(kubectl(&["delete", "namespace", &ns, "--wait=false"]));
+    indexed("the namespace terminating", |w| {
+        w.namespace(&ns).is_some_and(|n| n.terminating)
+    });
+    let out = ok(kubectl(&[
+        "annotate",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "edited=yes",
+    ]));
+    assert!(out.contains("secret/db annotated"), "{out}");
 }
