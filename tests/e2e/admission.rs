@@ -115,9 +115,13 @@ data: {{key: ZG9n}}
         origin = keys::ORIGIN_ANNOTATION,
         backing = project.backing,
     );
-    let mut args = vec!["apply", "-f", "-"];
+    let mut args = vec!["create", "-f", "-"];
     args.extend_from_slice(&AS_RECONCILER);
-    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
+    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
+    // A running reconciler may have written the copy first (its RBAC has no patch, so no apply).
+    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
+        ok(out);
+    }
     indexed("the copy", |w| {
         w.secret_meta(ns, name).is_some_and(|m| m.is_copy())
     });
@@ -775,6 +779,25 @@ fn n1_joining_a_project_needs_manage_namespaces() {
         out.contains(&format!("namespace/{alices} created")),
         "{out}"
     );
+
+    // alice's grant names this project only: another project is still refused.
+    let other = crate::support::project("n1-other");
+    let elsewhere = unique("n1-alice");
+    let err = fails(apply_as(
+        "alice",
+        &namespace_yaml(&elsewhere, &other.id()),
+        &[],
+    ));
+    assert_denied(
+        &err,
+        NAMESPACE_GUARD,
+        &format!(
+            "user \"alice\" may not move namespace \"{elsewhere}\" into project {}: that needs \
+             verb manage-namespaces on projects.management.cattle.io \"{}\" in namespace \"local\"",
+            other.id(),
+            other.name
+        ),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1266,4 +1289,145 @@ fn s5_copies_in_a_terminating_namespace_may_be_changed() {
         "edited=yes",
     ]));
     assert!(out.contains("secret/db annotated"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More edges, each through kubectl
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn s5_deleting_a_copy_that_no_original_wants_is_allowed() {
+    let project = project("s5d");
+    let ns = namespace_in(&project, "s5d");
+    // A copy whose original is gone (debris the reconciler would remove too).
+    copy_as_reconciler(&project, &ns, "orphan");
+    let out = kubectl(&["delete", "secret", "orphan", "-n", &ns]);
+    if reconciler_running() && stderr(&out).contains("NotFound") {
+        return; // the reconciler removed the debris first
+    }
+    let out = ok(out);
+    assert!(out.contains("secret \"orphan\" deleted"), "{out}");
+}
+
+#[test]
+fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
+    let project = project("s6u");
+    original(&project, "cfg");
+    let pattern = "[unclosed";
+    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
+        .expect_err("an invalid pattern")
+        .to_string();
+    let err = fails(kubectl(&[
+        "annotate",
+        "secret",
+        "cfg",
+        "-n",
+        &project.backing,
+        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
+    ]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "annotation {}: {parse_error}",
+            keys::IGNORE_NAMESPACES_ANNOTATION
+        ),
+    );
+}
+
+#[test]
+fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
+    let project = project("s7i");
+    let kept = namespace_in(&project, "s7i-kept");
+    let ignored = namespace_in(&project, "s7i-gone");
+    original(&project, "db");
+    copy_as_reconciler(&project, &kept, "db");
+    copy_as_reconciler(&project, &ignored, "db");
+    let pattern = ignored.clone();
+    let out = kubectl(&[
+        "annotate",
+        "secret",
+        "db",
+        "-n",
+        &project.backing,
+        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = format!(
+        "1 copy of project-scoped secret \"{}\" will be removed from",
+        origin(&project, "db")
+    );
+    assert_warned(&out, &message::warning_list(&head, &[ignored.as_str()]));
+}
+
+#[test]
+fn m1_a_projectid_label_without_the_annotation_is_removed() {
+    let project = project("m1l");
+    let ns = plain_namespace("m1l");
+    // (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer;
+    // `kubectl patch` prints the server's.)
+    let out = ok(kubectl(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
+            keys::PROJECT_ID_KEY,
+            project.name
+        ),
+        "--dry-run=server",
+        "-o",
+        "yaml",
+    ]));
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with(keys::PROJECT_ID_KEY)),
+        "a label alone must not put a namespace in a project: {out}"
+    );
+    assert!(
+        out.contains(&format!("kubernetes.io/metadata.name: {ns}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn m2_an_update_adds_the_missing_cluster_label() {
+    let project = project("m2u");
+    // Written by the reconciler's identity, so the mutator did not see the create.
+    let yaml = original_yaml(&project, "bare", "");
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
+    let cluster_label = format!(
+        "jsonpath={{.metadata.labels.{}}}",
+        keys::PROJECT_SCOPED_CLUSTER_LABEL.replace('.', "\\.")
+    );
+    let get = || {
+        ok(kubectl(&[
+            "get",
+            "secret",
+            "bare",
+            "-n",
+            &project.backing,
+            "-o",
+            &cluster_label,
+        ]))
+    };
+    if !reconciler_running() {
+        assert_eq!(get(), "", "created without the cluster label");
+    }
+    indexed("the original", |w| {
+        w.scoped(&project.backing, "bare").is_some()
+    });
+    ok(kubectl(&[
+        "annotate",
+        "secret",
+        "bare",
+        "-n",
+        &project.backing,
+        "team=a",
+    ]));
+    assert_eq!(get(), "local");
 }
