@@ -627,7 +627,7 @@ kind: ClusterRole
 metadata: {{name: scoped-secrets-e2e-namespace-editor}}
 rules:
 - apiGroups: [\"\"]
-  resources: [namespaces]
+  resources: [namespaces, namespaces/status, namespaces/finalize]
   verbs: [get, list, create, update, patch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -1430,4 +1430,86 @@ fn m2_an_update_adds_the_missing_cluster_label() {
         "team=a",
     ]));
     assert_eq!(get(), "local");
+}
+
+#[test]
+fn n1_the_status_subresource_is_no_way_around_manage_namespaces() {
+    // A namespace's status subresource also writes its metadata: bob, who may update namespace
+    // status but not manage the project's namespaces, must not join a project through it.
+    let project = project("n1s");
+    grant_namespace_editing(&project);
+    let status_patch = |ns: &str, user: &str| {
+        kubectl(&[
+            "patch",
+            "namespace",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"metadata":{{"annotations":{{"{}":"{}"}}}}}}"#,
+                keys::PROJECT_ID_KEY,
+                project.id()
+            ),
+            &format!("--as={user}"),
+        ])
+    };
+    let bobs = plain_namespace("n1s-bob");
+    let err = fails(status_patch(&bobs, "bob"));
+    assert_denied(
+        &err,
+        NAMESPACE_GUARD,
+        &format!(
+            "user \"bob\" may not move namespace \"{bobs}\" into project {}: that needs verb \
+             manage-namespaces on projects.management.cattle.io \"{}\" in namespace \"local\"",
+            project.id(),
+            project.name
+        ),
+    );
+    let annotations = ok(kubectl(&[
+        "get",
+        "namespace",
+        &bobs,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]));
+    assert!(!annotations.contains(keys::PROJECT_ID_KEY), "{annotations}");
+
+    // Nor through the finalize subresource, which writes metadata as well.
+    let mut namespace: serde_json::Value =
+        serde_json::from_str(&ok(kubectl(&["get", "namespace", &bobs, "-o", "json"])))
+            .expect("a namespace as JSON");
+    namespace["metadata"]["annotations"] = serde_json::json!({keys::PROJECT_ID_KEY: project.id()});
+    let err = fails(kubectl_stdin(
+        &env().kubeconfig,
+        &[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{bobs}/finalize"),
+            "-f",
+            "-",
+            "--as=bob",
+        ],
+        &namespace.to_string(),
+    ));
+    assert_denied(
+        &err,
+        NAMESPACE_GUARD,
+        &format!(
+            "user \"bob\" may not move namespace \"{bobs}\" into project {}",
+            project.id()
+        ),
+    );
+
+    // alice may, and the mutator mirrors the annotation in the label there too.
+    let alices = plain_namespace("n1s-alice");
+    ok(status_patch(&alices, "alice"));
+    let label = ok(kubectl(&[
+        "get",
+        "namespace",
+        &alices,
+        "-o",
+        "jsonpath={.metadata.labels.field\\.cattle\\.io/projectId}",
+    ]));
+    assert_eq!(label, project.name);
 }
