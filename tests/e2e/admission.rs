@@ -619,12 +619,13 @@ fn s7_removing_the_label_of_an_original_warns_too() {
 /// Lets `alice` and `bob` create and edit namespaces, and `alice` (only) manage the project's
 /// namespaces, as Rancher's project roles do.
 fn grant_namespace_editing(project: &TestProject) {
-    let role = unique("n1-manage");
-    ok(kubectl_apply(
-        &format!(
+    // Shared by the tests that call this, so created once (two concurrent creates would race).
+    static EDITORS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    EDITORS.get_or_init(|| {
+        ok(kubectl_apply(
             "apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {{name: scoped-secrets-e2e-namespace-editor}}
+metadata: {name: scoped-secrets-e2e-namespace-editor}
 rules:
 - apiGroups: [\"\"]
   resources: [namespaces, namespaces/status, namespaces/finalize]
@@ -632,13 +633,19 @@ rules:
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {{name: scoped-secrets-e2e-namespace-editor}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-namespace-editor}}
+metadata: {name: scoped-secrets-e2e-namespace-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-namespace-editor}
 subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}
----
-apiVersion: rbac.authorization.k8s.io/v1
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
+",
+            &[],
+        ));
+    });
+    let role = unique("n1-manage");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: {role}, namespace: local}}
 rules:
@@ -970,13 +977,10 @@ data: {{key: ZG9n}}
 /// Project `p-vwxyz` of Rancher's documentation, created idempotently (its name cannot be unique).
 fn project_p_vwxyz() -> TestProject {
     let (name, backing) = ("p-vwxyz", "local-p-vwxyz");
+    cluster_namespace();
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
-kind: Namespace
-metadata: {{name: local}}
----
-apiVersion: v1
 kind: Namespace
 metadata: {{name: {backing}}}
 ---

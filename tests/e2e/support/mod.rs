@@ -294,17 +294,26 @@ impl TestProject {
     }
 }
 
+/// The namespace of cluster `local`'s projects, created once: tests start in parallel, and two
+/// `kubectl apply`s creating the same object at once make one of them fail with AlreadyExists.
+pub fn cluster_namespace() {
+    static CREATED: OnceLock<()> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        ok(kubectl_apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: local}\n",
+            &[],
+        ));
+    });
+}
+
 /// Creates a Project in cluster `local` with `status.backingNamespace` set, and that namespace.
 pub fn project(prefix: &str) -> TestProject {
     let name = unique(prefix);
     let backing = format!("local-{name}");
+    cluster_namespace();
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
-kind: Namespace
-metadata: {{name: local}}
----
-apiVersion: v1
 kind: Namespace
 metadata: {{name: {backing}}}
 ---
