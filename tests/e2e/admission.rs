@@ -1517,3 +1517,80 @@ fn n1_the_status_subresource_is_no_way_around_manage_namespaces() {
     ]));
     assert_eq!(label, project.name);
 }
+
+#[test]
+fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
+    // Rancher's copier marks copies without scoped-secrets.io/origin: the origin is found through
+    // the project its label names.
+    let project = project("s5r");
+    let ns = namespace_in(&project, "s5r");
+    original(&project, "db");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {user}: \"true\"}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+        user = keys::USER_SECRET_ANNOTATION,
+    );
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
+    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
+        ok(out);
+    }
+    indexed("the copy", |w| {
+        w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
+    });
+    let err = fails(kubectl(&["delete", "secret", "db", "-n", &ns]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
+             the original instead",
+            origin(&project, "db")
+        ),
+    );
+}
+
+#[test]
+fn m2_server_side_apply_of_an_original_gets_its_labels_filled() {
+    let project = project("m2s");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: ssa
+  namespace: {backing}
+  labels: {{{label}: \"\"}}
+data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+    );
+    let out = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let labels: serde_json::Value = serde_json::from_str(&ok(kubectl(&[
+        "get",
+        "secret",
+        "ssa",
+        "-n",
+        &project.backing,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ])))
+    .expect("labels as JSON");
+    assert_eq!(labels[keys::PROJECT_SCOPED_LABEL], project.name.as_str());
+    assert_eq!(labels[keys::PROJECT_SCOPED_CLUSTER_LABEL], "local");
+    // Applying the same manifest again is no conflict with what the mutator wrote.
+    let again = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}
