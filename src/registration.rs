@@ -260,4 +260,32 @@ webhooks:
         }
         assert_eq!(namespace_webhooks, 2, "the namespace guard and mutator");
     }
+
+    /// No rule is about deleting a namespace, so no webhook is called for it: a guard that fails
+    /// closed would otherwise keep project namespaces from being deleted during an outage.
+    #[test]
+    fn no_webhook_is_called_for_deleting_a_namespace() {
+        let manifests = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
+        )
+        .expect("deploy/base/webhooks.yaml");
+        for document in serde_yaml::Deserializer::from_str(&manifests) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
+            for webhook in object["webhooks"].as_array().into_iter().flatten() {
+                for rule in webhook["rules"].as_array().into_iter().flatten() {
+                    let namespaces = rule["resources"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r == "namespaces"));
+                    let deletes = rule["operations"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o == "DELETE" || o == "*"));
+                    assert!(
+                        !(namespaces && deletes),
+                        "{} is called for deleting namespaces",
+                        webhook["name"]
+                    );
+                }
+            }
+        }
+    }
 }

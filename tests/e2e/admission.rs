@@ -1132,8 +1132,18 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
         &format!("{selector_key}={selector_value}"),
     ]));
 
+    // A namespace of the project, in the selector too (labelled before the outage: an outage
+    // refuses updates of project namespaces).
+    let member = namespace_in(&project, "down");
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        &member,
+        &format!("{selector_key}={selector_value}"),
+    ]));
+
     // deploy/'s configurations, renamed and pointed at a port where nothing listens, for the
-    // labelled namespace only.
+    // labelled namespaces only.
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("an address").port()
@@ -1194,6 +1204,19 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
     assert!(
         err.contains(&format!("failed calling webhook \"{NAMESPACE_GUARD}\"")),
         "{err}"
+    );
+
+    // No rule is about deleting a namespace: deleting one of a project is never held up by an
+    // outage (the namespace guard is not called for DELETE).
+    let out = ok(kubectl(&[
+        "delete",
+        "namespace",
+        &member,
+        "--dry-run=server",
+    ]));
+    assert!(
+        out.contains(&format!("namespace \"{member}\" deleted (server dry run)")),
+        "{out}"
     );
 
     // The way out: delete the configurations; the same write then succeeds.
