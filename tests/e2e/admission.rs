@@ -29,14 +29,16 @@ fn assert_denied(err: &str, webhook: &str, message: &str) {
     );
 }
 
-/// kubectl printed `Warning: <warning>` as a line of its own on stderr.
+/// kubectl printed `Warning: <warning>` as a line of its own on stderr, exactly once (each rule
+/// runs in one webhook entry only, so no warning is shown twice).
 #[track_caller]
 fn assert_warned(out: &std::process::Output, warning: &str) {
     let err = stderr(out);
     let expected = format!("Warning: {warning}");
-    assert!(
-        err.lines().any(|l| l == expected),
-        "expected the line\n  {expected}\non kubectl's stderr:\n  {err}"
+    assert_eq!(
+        err.lines().filter(|l| *l == expected).count(),
+        1,
+        "expected the line once\n  {expected}\non kubectl's stderr:\n  {err}"
     );
 }
 
@@ -1616,4 +1618,41 @@ data: {{key: ZG9n}}
     // Applying the same manifest again is no conflict with what the mutator wrote.
     let again = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
     assert!(again.status.success(), "{}", stderr(&again));
+}
+
+#[test]
+fn s1_a_name_taken_by_a_registry_credential_is_denied_naming_its_type() {
+    let ns = plain_namespace("s1-reg");
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull",
+        "-n",
+        &ns,
+        "--docker-server=registry.example",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]));
+    indexed("the registry credential", |w| {
+        w.secret_meta(&ns, "pull").is_some()
+    });
+    let err = fails(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "pull",
+        "-n",
+        &ns,
+        "--from-literal=key=value",
+    ]));
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: failed to create secret admission webhook \"{NAMES}\" denied the request: a \
+             registry credential (kubernetes.io/dockerconfigjson) named \"pull\" already exists in \
+             namespace \"{ns}\"; certificates, registry credentials and secrets share one set of \
+             names per namespace"
+        )
+    );
 }
