@@ -220,6 +220,43 @@ fn s1_a_name_taken_by_a_certificate_is_denied_naming_its_type() {
 }
 
 #[test]
+fn s1_a_name_taken_by_a_registry_credential_is_denied_naming_its_type() {
+    let ns = plain_namespace("s1-reg");
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull",
+        "-n",
+        &ns,
+        "--docker-server=registry.example",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]));
+    indexed("the registry credential", |w| {
+        w.secret_meta(&ns, "pull").is_some()
+    });
+    let err = fails(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "pull",
+        "-n",
+        &ns,
+        "--from-literal=key=value",
+    ]));
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: failed to create secret admission webhook \"{NAMES}\" denied the request: a \
+             registry credential (kubernetes.io/dockerconfigjson) named \"pull\" already exists in \
+             namespace \"{ns}\"; certificates, registry credentials and secrets share one set of \
+             names per namespace"
+        )
+    );
+}
+
+#[test]
 fn s1_a_name_reserved_by_an_original_is_denied_in_the_project_namespaces() {
     let project = project("s1r");
     let ns = namespace_in(&project, "s1r");
@@ -498,6 +535,85 @@ fn s5_updating_or_deleting_a_copy_is_denied() {
     assert!(!annotations.contains("edited"), "{annotations}");
 }
 
+#[test]
+fn s5_copies_in_a_terminating_namespace_may_be_changed() {
+    let project = project("s5t");
+    let ns = namespace_in(&project, "s5t");
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    // Nothing finalizes namespaces on this control plane: the namespace stays terminating.
+    ok(kubectl(&["delete", "namespace", &ns, "--wait=false"]));
+    indexed("the namespace terminating", |w| {
+        w.namespace(&ns).is_some_and(|n| n.terminating)
+    });
+    let out = ok(kubectl(&[
+        "annotate",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "edited=yes",
+    ]));
+    assert!(out.contains("secret/db annotated"), "{out}");
+}
+
+#[test]
+fn s5_deleting_a_copy_that_no_original_wants_is_allowed() {
+    let project = project("s5d");
+    let ns = namespace_in(&project, "s5d");
+    // A copy whose original is gone (debris the reconciler would remove too).
+    copy_as_reconciler(&project, &ns, "orphan");
+    let out = kubectl(&["delete", "secret", "orphan", "-n", &ns]);
+    if reconciler_running() && stderr(&out).contains("NotFound") {
+        return; // the reconciler removed the debris first
+    }
+    let out = ok(out);
+    assert!(out.contains("secret \"orphan\" deleted"), "{out}");
+}
+
+#[test]
+fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
+    // Rancher's copier marks copies without scoped-secrets.io/origin: the origin is found through
+    // the project its label names.
+    let project = project("s5r");
+    let ns = namespace_in(&project, "s5r");
+    original(&project, "db");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {user}: \"true\"}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+        user = keys::USER_SECRET_ANNOTATION,
+    );
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
+    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
+        ok(out);
+    }
+    indexed("the copy", |w| {
+        w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
+    });
+    let err = fails(kubectl(&["delete", "secret", "db", "-n", &ns]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
+             the original instead",
+            origin(&project, "db")
+        ),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // S6: what can be project-scoped
 // ---------------------------------------------------------------------------------------------
@@ -549,6 +665,32 @@ fn s6_an_invalid_ignore_pattern_is_denied_with_the_parse_error() {
         ),
     );
     let err = fails(kubectl_apply(&yaml, &[]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "annotation {}: {parse_error}",
+            keys::IGNORE_NAMESPACES_ANNOTATION
+        ),
+    );
+}
+
+#[test]
+fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
+    let project = project("s6u");
+    original(&project, "cfg");
+    let pattern = "[unclosed";
+    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
+        .expect_err("an invalid pattern")
+        .to_string();
+    let err = fails(kubectl(&[
+        "annotate",
+        "secret",
+        "cfg",
+        "-n",
+        &project.backing,
+        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
+    ]));
     assert_denied(
         &err,
         GUARD,
@@ -612,6 +754,31 @@ fn s7_removing_the_label_of_an_original_warns_too() {
         origin(&project, "cfg")
     );
     assert_warned(&out, &message::warning_list(&head, &[ns.as_str()]));
+}
+
+#[test]
+fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
+    let project = project("s7i");
+    let kept = namespace_in(&project, "s7i-kept");
+    let ignored = namespace_in(&project, "s7i-gone");
+    original(&project, "db");
+    copy_as_reconciler(&project, &kept, "db");
+    copy_as_reconciler(&project, &ignored, "db");
+    let pattern = ignored.clone();
+    let out = kubectl(&[
+        "annotate",
+        "secret",
+        "db",
+        "-n",
+        &project.backing,
+        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = format!(
+        "1 copy of project-scoped secret \"{}\" will be removed from",
+        origin(&project, "db")
+    );
+    assert_warned(&out, &message::warning_list(&head, &[ignored.as_str()]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,6 +976,88 @@ fn n1_joining_a_project_needs_manage_namespaces() {
     );
 }
 
+#[test]
+fn n1_the_status_subresource_is_no_way_around_manage_namespaces() {
+    // A namespace's status subresource also writes its metadata: bob, who may update namespace
+    // status but not manage the project's namespaces, must not join a project through it.
+    let project = project("n1s");
+    grant_namespace_editing(&project);
+    let status_patch = |ns: &str, user: &str| {
+        kubectl(&[
+            "patch",
+            "namespace",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"metadata":{{"annotations":{{"{}":"{}"}}}}}}"#,
+                keys::PROJECT_ID_KEY,
+                project.id()
+            ),
+            &format!("--as={user}"),
+        ])
+    };
+    let bobs = plain_namespace("n1s-bob");
+    let err = fails(status_patch(&bobs, "bob"));
+    assert_denied(
+        &err,
+        NAMESPACE_GUARD,
+        &format!(
+            "user \"bob\" may not move namespace \"{bobs}\" into project {}: that needs verb \
+             manage-namespaces on projects.management.cattle.io \"{}\" in namespace \"local\"",
+            project.id(),
+            project.name
+        ),
+    );
+    let annotations = ok(kubectl(&[
+        "get",
+        "namespace",
+        &bobs,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]));
+    assert!(!annotations.contains(keys::PROJECT_ID_KEY), "{annotations}");
+
+    // Nor through the finalize subresource, which writes metadata as well.
+    let mut namespace: serde_json::Value =
+        serde_json::from_str(&ok(kubectl(&["get", "namespace", &bobs, "-o", "json"])))
+            .expect("a namespace as JSON");
+    namespace["metadata"]["annotations"] = serde_json::json!({keys::PROJECT_ID_KEY: project.id()});
+    let err = fails(kubectl_stdin(
+        &env().kubeconfig,
+        &[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{bobs}/finalize"),
+            "-f",
+            "-",
+            "--as=bob",
+        ],
+        &namespace.to_string(),
+    ));
+    assert_denied(
+        &err,
+        NAMESPACE_GUARD,
+        &format!(
+            "user \"bob\" may not move namespace \"{bobs}\" into project {}",
+            project.id()
+        ),
+    );
+
+    // alice may, and the mutator mirrors the annotation in the label there too.
+    let alices = plain_namespace("n1s-alice");
+    ok(status_patch(&alices, "alice"));
+    let label = ok(kubectl(&[
+        "get",
+        "namespace",
+        &alices,
+        "-o",
+        "jsonpath={.metadata.labels.field\\.cattle\\.io/projectId}",
+    ]));
+    assert_eq!(label, project.name);
+}
+
 // ---------------------------------------------------------------------------------------------
 // N2: well-formed project IDs naming existing projects
 // ---------------------------------------------------------------------------------------------
@@ -943,6 +1192,38 @@ fn m1_the_namespace_label_mirrors_the_annotation() {
 }
 
 #[test]
+fn m1_a_projectid_label_without_the_annotation_is_removed() {
+    let project = project("m1l");
+    let ns = plain_namespace("m1l");
+    // (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer;
+    // `kubectl patch` prints the server's.)
+    let out = ok(kubectl(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
+            keys::PROJECT_ID_KEY,
+            project.name
+        ),
+        "--dry-run=server",
+        "-o",
+        "yaml",
+    ]));
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with(keys::PROJECT_ID_KEY)),
+        "a label alone must not put a namespace in a project: {out}"
+    );
+    assert!(
+        out.contains(&format!("kubernetes.io/metadata.name: {ns}")),
+        "{out}"
+    );
+}
+
+#[test]
 fn m2_an_empty_project_label_is_filled_and_the_cluster_label_added() {
     let project = project("m2");
     let yaml = format!(
@@ -970,6 +1251,80 @@ data: {{key: ZG9n}}
     );
     // The data is untouched.
     assert!(out.lines().any(|l| l == "  key: ZG9n"), "{out}");
+}
+
+#[test]
+fn m2_an_update_adds_the_missing_cluster_label() {
+    let project = project("m2u");
+    // Written by the reconciler's identity, so the mutator did not see the create.
+    let yaml = original_yaml(&project, "bare", "");
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
+    let cluster_label = format!(
+        "jsonpath={{.metadata.labels.{}}}",
+        keys::PROJECT_SCOPED_CLUSTER_LABEL.replace('.', "\\.")
+    );
+    let get = || {
+        ok(kubectl(&[
+            "get",
+            "secret",
+            "bare",
+            "-n",
+            &project.backing,
+            "-o",
+            &cluster_label,
+        ]))
+    };
+    if !reconciler_running() {
+        assert_eq!(get(), "", "created without the cluster label");
+    }
+    indexed("the original", |w| {
+        w.scoped(&project.backing, "bare").is_some()
+    });
+    ok(kubectl(&[
+        "annotate",
+        "secret",
+        "bare",
+        "-n",
+        &project.backing,
+        "team=a",
+    ]));
+    assert_eq!(get(), "local");
+}
+
+#[test]
+fn m2_server_side_apply_of_an_original_gets_its_labels_filled() {
+    let project = project("m2s");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: ssa
+  namespace: {backing}
+  labels: {{{label}: \"\"}}
+data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+    );
+    let out = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let labels: serde_json::Value = serde_json::from_str(&ok(kubectl(&[
+        "get",
+        "secret",
+        "ssa",
+        "-n",
+        &project.backing,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ])))
+    .expect("labels as JSON");
+    assert_eq!(labels[keys::PROJECT_SCOPED_LABEL], project.name.as_str());
+    assert_eq!(labels[keys::PROJECT_SCOPED_CLUSTER_LABEL], "local");
+    // Applying the same manifest again is no conflict with what the mutator wrote.
+    let again = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(again.status.success(), "{}", stderr(&again));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1292,367 +1647,4 @@ data: {{key: ZG9n}}
     );
     assert_warned(&out, &s3);
     assert_warned(&out, &s4);
-}
-
-// ---------------------------------------------------------------------------------------------
-// S5's exception: a terminating namespace
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn s5_copies_in_a_terminating_namespace_may_be_changed() {
-    let project = project("s5t");
-    let ns = namespace_in(&project, "s5t");
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
-    // Nothing finalizes namespaces on this control plane: the namespace stays terminating.
-    ok(kubectl(&["delete", "namespace", &ns, "--wait=false"]));
-    indexed("the namespace terminating", |w| {
-        w.namespace(&ns).is_some_and(|n| n.terminating)
-    });
-    let out = ok(kubectl(&[
-        "annotate",
-        "secret",
-        "db",
-        "-n",
-        &ns,
-        "edited=yes",
-    ]));
-    assert!(out.contains("secret/db annotated"), "{out}");
-}
-
-// ---------------------------------------------------------------------------------------------
-// More edges, each through kubectl
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn s5_deleting_a_copy_that_no_original_wants_is_allowed() {
-    let project = project("s5d");
-    let ns = namespace_in(&project, "s5d");
-    // A copy whose original is gone (debris the reconciler would remove too).
-    copy_as_reconciler(&project, &ns, "orphan");
-    let out = kubectl(&["delete", "secret", "orphan", "-n", &ns]);
-    if reconciler_running() && stderr(&out).contains("NotFound") {
-        return; // the reconciler removed the debris first
-    }
-    let out = ok(out);
-    assert!(out.contains("secret \"orphan\" deleted"), "{out}");
-}
-
-#[test]
-fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
-    let project = project("s6u");
-    original(&project, "cfg");
-    let pattern = "[unclosed";
-    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
-        .expect_err("an invalid pattern")
-        .to_string();
-    let err = fails(kubectl(&[
-        "annotate",
-        "secret",
-        "cfg",
-        "-n",
-        &project.backing,
-        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
-    ]));
-    assert_denied(
-        &err,
-        GUARD,
-        &format!(
-            "annotation {}: {parse_error}",
-            keys::IGNORE_NAMESPACES_ANNOTATION
-        ),
-    );
-}
-
-#[test]
-fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
-    let project = project("s7i");
-    let kept = namespace_in(&project, "s7i-kept");
-    let ignored = namespace_in(&project, "s7i-gone");
-    original(&project, "db");
-    copy_as_reconciler(&project, &kept, "db");
-    copy_as_reconciler(&project, &ignored, "db");
-    let pattern = ignored.clone();
-    let out = kubectl(&[
-        "annotate",
-        "secret",
-        "db",
-        "-n",
-        &project.backing,
-        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let head = format!(
-        "1 copy of project-scoped secret \"{}\" will be removed from",
-        origin(&project, "db")
-    );
-    assert_warned(&out, &message::warning_list(&head, &[ignored.as_str()]));
-}
-
-#[test]
-fn m1_a_projectid_label_without_the_annotation_is_removed() {
-    let project = project("m1l");
-    let ns = plain_namespace("m1l");
-    // (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer;
-    // `kubectl patch` prints the server's.)
-    let out = ok(kubectl(&[
-        "patch",
-        "namespace",
-        &ns,
-        "--type=merge",
-        "-p",
-        &format!(
-            r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
-            keys::PROJECT_ID_KEY,
-            project.name
-        ),
-        "--dry-run=server",
-        "-o",
-        "yaml",
-    ]));
-    assert!(
-        !out.lines()
-            .any(|l| l.trim_start().starts_with(keys::PROJECT_ID_KEY)),
-        "a label alone must not put a namespace in a project: {out}"
-    );
-    assert!(
-        out.contains(&format!("kubernetes.io/metadata.name: {ns}")),
-        "{out}"
-    );
-}
-
-#[test]
-fn m2_an_update_adds_the_missing_cluster_label() {
-    let project = project("m2u");
-    // Written by the reconciler's identity, so the mutator did not see the create.
-    let yaml = original_yaml(&project, "bare", "");
-    let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&AS_RECONCILER);
-    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
-    let cluster_label = format!(
-        "jsonpath={{.metadata.labels.{}}}",
-        keys::PROJECT_SCOPED_CLUSTER_LABEL.replace('.', "\\.")
-    );
-    let get = || {
-        ok(kubectl(&[
-            "get",
-            "secret",
-            "bare",
-            "-n",
-            &project.backing,
-            "-o",
-            &cluster_label,
-        ]))
-    };
-    if !reconciler_running() {
-        assert_eq!(get(), "", "created without the cluster label");
-    }
-    indexed("the original", |w| {
-        w.scoped(&project.backing, "bare").is_some()
-    });
-    ok(kubectl(&[
-        "annotate",
-        "secret",
-        "bare",
-        "-n",
-        &project.backing,
-        "team=a",
-    ]));
-    assert_eq!(get(), "local");
-}
-
-#[test]
-fn n1_the_status_subresource_is_no_way_around_manage_namespaces() {
-    // A namespace's status subresource also writes its metadata: bob, who may update namespace
-    // status but not manage the project's namespaces, must not join a project through it.
-    let project = project("n1s");
-    grant_namespace_editing(&project);
-    let status_patch = |ns: &str, user: &str| {
-        kubectl(&[
-            "patch",
-            "namespace",
-            ns,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &format!(
-                r#"{{"metadata":{{"annotations":{{"{}":"{}"}}}}}}"#,
-                keys::PROJECT_ID_KEY,
-                project.id()
-            ),
-            &format!("--as={user}"),
-        ])
-    };
-    let bobs = plain_namespace("n1s-bob");
-    let err = fails(status_patch(&bobs, "bob"));
-    assert_denied(
-        &err,
-        NAMESPACE_GUARD,
-        &format!(
-            "user \"bob\" may not move namespace \"{bobs}\" into project {}: that needs verb \
-             manage-namespaces on projects.management.cattle.io \"{}\" in namespace \"local\"",
-            project.id(),
-            project.name
-        ),
-    );
-    let annotations = ok(kubectl(&[
-        "get",
-        "namespace",
-        &bobs,
-        "-o",
-        "jsonpath={.metadata.annotations}",
-    ]));
-    assert!(!annotations.contains(keys::PROJECT_ID_KEY), "{annotations}");
-
-    // Nor through the finalize subresource, which writes metadata as well.
-    let mut namespace: serde_json::Value =
-        serde_json::from_str(&ok(kubectl(&["get", "namespace", &bobs, "-o", "json"])))
-            .expect("a namespace as JSON");
-    namespace["metadata"]["annotations"] = serde_json::json!({keys::PROJECT_ID_KEY: project.id()});
-    let err = fails(kubectl_stdin(
-        &env().kubeconfig,
-        &[
-            "replace",
-            "--raw",
-            &format!("/api/v1/namespaces/{bobs}/finalize"),
-            "-f",
-            "-",
-            "--as=bob",
-        ],
-        &namespace.to_string(),
-    ));
-    assert_denied(
-        &err,
-        NAMESPACE_GUARD,
-        &format!(
-            "user \"bob\" may not move namespace \"{bobs}\" into project {}",
-            project.id()
-        ),
-    );
-
-    // alice may, and the mutator mirrors the annotation in the label there too.
-    let alices = plain_namespace("n1s-alice");
-    ok(status_patch(&alices, "alice"));
-    let label = ok(kubectl(&[
-        "get",
-        "namespace",
-        &alices,
-        "-o",
-        "jsonpath={.metadata.labels.field\\.cattle\\.io/projectId}",
-    ]));
-    assert_eq!(label, project.name);
-}
-
-#[test]
-fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
-    // Rancher's copier marks copies without scoped-secrets.io/origin: the origin is found through
-    // the project its label names.
-    let project = project("s5r");
-    let ns = namespace_in(&project, "s5r");
-    original(&project, "db");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-  namespace: {ns}
-  labels: {{{label}: {p}}}
-  annotations: {{{copy}: \"true\", {user}: \"true\"}}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name,
-        copy = keys::COPY_ANNOTATION,
-        user = keys::USER_SECRET_ANNOTATION,
-    );
-    let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&AS_RECONCILER);
-    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
-    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
-        ok(out);
-    }
-    indexed("the copy", |w| {
-        w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
-    });
-    let err = fails(kubectl(&["delete", "secret", "db", "-n", &ns]));
-    assert_denied(
-        &err,
-        GUARD,
-        &format!(
-            "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
-             the original instead",
-            origin(&project, "db")
-        ),
-    );
-}
-
-#[test]
-fn m2_server_side_apply_of_an_original_gets_its_labels_filled() {
-    let project = project("m2s");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: ssa
-  namespace: {backing}
-  labels: {{{label}: \"\"}}
-data: {{key: ZG9n}}
-",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-    );
-    let out = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let labels: serde_json::Value = serde_json::from_str(&ok(kubectl(&[
-        "get",
-        "secret",
-        "ssa",
-        "-n",
-        &project.backing,
-        "-o",
-        "jsonpath={.metadata.labels}",
-    ])))
-    .expect("labels as JSON");
-    assert_eq!(labels[keys::PROJECT_SCOPED_LABEL], project.name.as_str());
-    assert_eq!(labels[keys::PROJECT_SCOPED_CLUSTER_LABEL], "local");
-    // Applying the same manifest again is no conflict with what the mutator wrote.
-    let again = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
-    assert!(again.status.success(), "{}", stderr(&again));
-}
-
-#[test]
-fn s1_a_name_taken_by_a_registry_credential_is_denied_naming_its_type() {
-    let ns = plain_namespace("s1-reg");
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "docker-registry",
-        "pull",
-        "-n",
-        &ns,
-        "--docker-server=registry.example",
-        "--docker-username=u",
-        "--docker-password=p",
-    ]));
-    indexed("the registry credential", |w| {
-        w.secret_meta(&ns, "pull").is_some()
-    });
-    let err = fails(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "pull",
-        "-n",
-        &ns,
-        "--from-literal=key=value",
-    ]));
-    assert_eq!(
-        err.trim_end(),
-        format!(
-            "error: failed to create secret admission webhook \"{NAMES}\" denied the request: a \
-             registry credential (kubernetes.io/dockerconfigjson) named \"pull\" already exists in \
-             namespace \"{ns}\"; certificates, registry credentials and secrets share one set of \
-             names per namespace"
-        )
-    );
 }
