@@ -356,14 +356,17 @@ async fn load(
             let mut n = c;
             let mut next = Instant::now();
             while started.elapsed() < duration {
-                if interval.is_some() {
-                    // Pacing the generator to its schedule, not synchronisation.
-                    tokio::time::sleep_until(next.into()).await;
-                }
-                let scheduled = if interval.is_some() {
-                    next
-                } else {
-                    Instant::now()
+                // Latency counts from the scheduled send time when the server made us late (no
+                // coordinated omission), and from the actual send when we waited for the schedule
+                // (the timer wakes up to a millisecond late, which is the generator's, not the server's).
+                let scheduled = match interval {
+                    Some(_) if Instant::now() < next => {
+                        // Pacing the generator to its schedule, not synchronisation.
+                        tokio::time::sleep_until(next.into()).await;
+                        Instant::now()
+                    }
+                    Some(_) => next,
+                    None => Instant::now(),
                 };
                 let request = hyper::Request::post("/validate/secret-names")
                     .header("host", "127.0.0.1")

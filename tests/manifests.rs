@@ -18,7 +18,10 @@ fn run_check(script: &str, args: &[&str], kubeconfig: &Path) {
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} {args:?} failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ok"), "{script} printed no check: {stdout}");
 }
 
