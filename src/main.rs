@@ -5,6 +5,10 @@ use clap::Parser;
 use scoped_secrets::cli::{CertsArgs, Cli, Command, PlanArgs};
 use scoped_secrets::{certs, report, serve, telemetry};
 
+// The admission path allocates per review; mimalloc keeps that cheap across worker threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -217,4 +217,75 @@ webhooks:
         assert_eq!(webhook["failurePolicy"], "Fail");
         assert_eq!(out[0]["metadata"]["annotations"], json!({"keep": "me"}));
     }
+
+    /// N1 must not be bypassable: the namespaces/status and namespaces/finalize subresources write a
+    /// namespace's metadata (its projectId annotation) too, so every webhook for namespaces covers
+    /// them — and only when they change the annotation, so the namespace controller's own status and
+    /// finalize writes are not held up by an outage.
+    #[test]
+    fn namespace_webhooks_cover_the_subresources_that_write_metadata() {
+        let manifests = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
+        )
+        .expect("deploy/base/webhooks.yaml");
+        let mut namespace_webhooks = 0;
+        for document in serde_yaml::Deserializer::from_str(&manifests) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
+            for webhook in object["webhooks"].as_array().into_iter().flatten() {
+                let rules = webhook["rules"].as_array().expect("rules");
+                let covers = |resource: &str| {
+                    rules.iter().any(|rule| {
+                        rule["resources"]
+                            .as_array()
+                            .is_some_and(|r| r.iter().any(|r| r == resource))
+                            && rule["operations"]
+                                .as_array()
+                                .is_some_and(|o| o.iter().any(|o| o == "UPDATE"))
+                    })
+                };
+                if !covers("namespaces") {
+                    continue;
+                }
+                namespace_webhooks += 1;
+                let name = &webhook["name"];
+                for subresource in ["namespaces/status", "namespaces/finalize"] {
+                    assert!(covers(subresource), "{name} misses {subresource}");
+                }
+                let conditions = webhook["matchConditions"].to_string();
+                assert!(
+                    conditions.contains("request.subResource"),
+                    "{name}: subresource writes are not limited to annotation changes"
+                );
+            }
+        }
+        assert_eq!(namespace_webhooks, 2, "the namespace guard and mutator");
+    }
+
+    /// No rule is about deleting a namespace, so no webhook is called for it: a guard that fails
+    /// closed would otherwise keep project namespaces from being deleted during an outage.
+    #[test]
+    fn no_webhook_is_called_for_deleting_a_namespace() {
+        let manifests = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
+        )
+        .expect("deploy/base/webhooks.yaml");
+        for document in serde_yaml::Deserializer::from_str(&manifests) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
+            for webhook in object["webhooks"].as_array().into_iter().flatten() {
+                for rule in webhook["rules"].as_array().into_iter().flatten() {
+                    let namespaces = rule["resources"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r == "namespaces"));
+                    let deletes = rule["operations"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o == "DELETE" || o == "*"));
+                    assert!(
+                        !(namespaces && deletes),
+                        "{} is called for deleting namespaces",
+                        webhook["name"]
+                    );
+                }
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
-use kube::core::admission::AdmissionRequest;
+use kube::core::admission::{AdmissionRequest, Operation};
 use std::sync::Arc;
 use tracing::{Instrument, Span};
 
@@ -73,7 +73,10 @@ pub fn router(state: AppState) -> Router {
     router.with_state(state)
 }
 
+// A debug-level span: at the default level, reviews that pass cost no span; denials log their own
+// context.
 #[tracing::instrument(
+    level = "debug",
     skip_all,
     fields(webhook = path, uid, kind, namespace, name, operation, dry_run)
 )]
@@ -150,10 +153,21 @@ async fn answer(
         Endpoint::Mutate => policy::mutate(&request, &state.index.read()),
         Endpoint::Validate(rules) => validate(state, rules, &request).await,
     };
-    let operation = format!("{:?}", request.operation).to_uppercase();
-    state.metrics.review(path, &operation, result_of(&decision));
+    let operation = operation_label(&request.operation);
+    state.metrics.review(path, operation, result_of(&decision));
     if let Some(denial) = &decision.denial {
-        tracing::info!(code = denial.code, reason = %denial.reason, "denied");
+        tracing::info!(
+            webhook = path,
+            uid = %request.uid,
+            kind = %request.kind.kind,
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            operation,
+            dry_run = request.dry_run,
+            code = denial.code,
+            reason = %denial.reason,
+            "denied"
+        );
     }
     axum::Json(review::respond(&request, decision)).into_response()
 }
@@ -175,6 +189,15 @@ async fn validate(
         },
     };
     policy::validate_only(rules, request, &state.index.read(), &state.config, &facts)
+}
+
+fn operation_label(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 fn result_of(decision: &Decision) -> &'static str {
@@ -202,7 +225,7 @@ fn record_request(request: &AdmissionRequest<DynamicObject>) {
         request.namespace.as_deref().unwrap_or_default(),
     );
     span.record("name", request.name.as_str());
-    span.record("operation", format!("{:?}", request.operation).as_str());
+    span.record("operation", operation_label(&request.operation));
     span.record("dry_run", request.dry_run);
 }
 

@@ -155,7 +155,7 @@ pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
         .arg("--dir")
         .arg(dir)
@@ -294,17 +294,26 @@ impl TestProject {
     }
 }
 
+/// The namespace of cluster `local`'s projects, created once: tests start in parallel, and two
+/// `kubectl apply`s creating the same object at once make one of them fail with AlreadyExists.
+pub fn cluster_namespace() {
+    static CREATED: OnceLock<()> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        ok(kubectl_apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: local}\n",
+            &[],
+        ));
+    });
+}
+
 /// Creates a Project in cluster `local` with `status.backingNamespace` set, and that namespace.
 pub fn project(prefix: &str) -> TestProject {
     let name = unique(prefix);
     let backing = format!("local-{name}");
+    cluster_namespace();
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
-kind: Namespace
-metadata: {{name: local}}
----
-apiVersion: v1
 kind: Namespace
 metadata: {{name: {backing}}}
 ---
@@ -355,4 +364,45 @@ metadata:
     ));
     indexed("the namespace", |w| w.namespace(&ns).is_some());
     ns
+}
+
+/// Starts one more `scoped-secrets serve` in-process (as the product's service account, with the
+/// shared environment's serving certificate) with `configure` applied to the shared arguments, and
+/// returns its webhook address once its index has synced. It is not registered anywhere: the test
+/// that starts it registers what it needs. It serves until the test process exits.
+pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> SocketAddr {
+    let env = env();
+    let mut args = serve_args(&env.state_dir.join("certs"));
+    configure(&mut args);
+    let sa = env.sa_kubeconfig.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("extra-server".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
+            };
+            runtime.block_on(async move {
+                let started = async {
+                    let running = serve::start(&args, client(&sa).await?).await?;
+                    tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced())
+                        .await?;
+                    let addr = running.webhook_addr;
+                    std::mem::forget(running);
+                    anyhow::Ok(addr)
+                }
+                .await;
+                let _ = tx.send(started);
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("spawning the extra server");
+    rx.recv_timeout(Duration::from_secs(90))
+        .expect("the extra server starts in time")
+        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"))
 }
