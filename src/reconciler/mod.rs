@@ -54,6 +54,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings `serve` was given (identity from [`default_identity`]).
+    pub fn from_args(args: &crate::cli::ServeArgs) -> Self {
+        Self::new(
+            args.overwrite_policy.into(),
+            args.manage_backing_namespaces,
+            args.lease_namespace.clone(),
+            default_identity(),
+        )
+    }
+
     /// Defaults for everything but what the command line decides.
     pub fn new(
         overwrite_policy: OverwritePolicy,
