@@ -81,7 +81,7 @@ pub async fn run(
     let mut elector = Elector {
         api: Api::namespaced(client, &cfg.namespace),
         cfg,
-        observed: None,
+        clock: ExpiryClock::default(),
         last_renewed: None,
     };
     loop {
@@ -124,7 +124,13 @@ fn publish(leading: &watch::Sender<bool>, held: bool, metrics: &ReconcilerMetric
     metrics.set_leader(held);
 }
 
-/// Another holder's lease record as last seen, and when it was first seen so.
+/// Judges another holder's lease expired by our own clock: once its record (holder, renew time,
+/// transitions) has stood still for the lease duration since we first saw it so.
+#[derive(Default)]
+struct ExpiryClock {
+    seen: Option<(Record, Instant)>,
+}
+
 #[derive(PartialEq)]
 struct Record {
     holder: Option<String>,
@@ -132,10 +138,31 @@ struct Record {
     transitions: Option<i32>,
 }
 
+impl ExpiryClock {
+    fn expired(&mut self, spec: &LeaseSpec, default_duration: Duration, now: Instant) -> bool {
+        let record = Record {
+            holder: spec.holder_identity.clone(),
+            renewed: spec.renew_time.as_ref().map(|t| t.0),
+            transitions: spec.lease_transitions,
+        };
+        let duration = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(default_duration, Duration::from_secs);
+        match &self.seen {
+            Some((seen, since)) if *seen == record => now.duration_since(*since) >= duration,
+            _ => {
+                self.seen = Some((record, now));
+                false
+            }
+        }
+    }
+}
+
 struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
-    observed: Option<(Record, Instant)>,
+    clock: ExpiryClock,
     last_renewed: Option<Instant>,
 }
 
@@ -211,24 +238,8 @@ impl Elector {
         }
     }
 
-    /// Whether another holder's record has stood still for its lease duration, by our clock.
     fn expired(&mut self, spec: &LeaseSpec) -> bool {
-        let record = Record {
-            holder: spec.holder_identity.clone(),
-            renewed: spec.renew_time.as_ref().map(|t| t.0),
-            transitions: spec.lease_transitions,
-        };
-        let duration = spec
-            .lease_duration_seconds
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(self.cfg.duration, Duration::from_secs);
-        match &self.observed {
-            Some((seen, since)) if *seen == record => since.elapsed() >= duration,
-            _ => {
-                self.observed = Some((record, Instant::now()));
-                false
-            }
-        }
+        self.clock.expired(spec, self.cfg.duration, Instant::now())
     }
 
     /// Clears the holder so a successor need not wait for expiry; only if we still hold it.
@@ -283,6 +294,25 @@ mod tests {
                 "{spec:?} expired={expired}"
             );
         }
+    }
+
+    #[test]
+    fn another_holder_expires_only_after_its_record_stands_still_for_the_duration() {
+        let mut clock = ExpiryClock::default();
+        let mut spec = held_by(Some("other"));
+        spec.lease_duration_seconds = Some(15);
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(
+            !clock.expired(&spec, Duration::from_secs(99), at(0)),
+            "first sight"
+        );
+        assert!(!clock.expired(&spec, Duration::from_secs(99), at(14)));
+        // A renewal restarts the count, whatever the renewer's clock says.
+        spec.renew_time = Some(MicroTime(Timestamp::UNIX_EPOCH));
+        assert!(!clock.expired(&spec, Duration::from_secs(99), at(14)));
+        assert!(!clock.expired(&spec, Duration::from_secs(99), at(28)));
+        assert!(clock.expired(&spec, Duration::from_secs(99), at(29)));
     }
 
     #[test]
