@@ -31,6 +31,7 @@ struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     registry: Registry,
+    index: Arc<Index>,
 }
 
 impl Running {
@@ -42,6 +43,8 @@ impl Running {
         let mut registry = Registry::default();
         let metrics = ReconcilerMetrics::register(&mut registry);
         let sa = env.sa_kubeconfig.clone();
+        let index = Arc::new(Index::default());
+        let watched = index.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -50,9 +53,8 @@ impl Running {
                 .expect("a runtime");
             runtime.block_on(async move {
                 let client = client(&sa).await.expect("a client for the service account");
-                let index = Arc::new(Index::default());
-                let _watches = watches::spawn(client.clone(), index.clone());
-                if let Err(e) = reconciler::run(client, index, cfg, metrics, stopped).await {
+                let _watches = watches::spawn(client.clone(), watched.clone());
+                if let Err(e) = reconciler::run(client, watched, cfg, metrics, stopped).await {
                     panic!("the reconciler failed: {e:#}");
                 }
             });
@@ -61,6 +63,7 @@ impl Running {
             stop,
             thread: Some(thread),
             registry,
+            index,
         }
     }
 
@@ -685,4 +688,64 @@ metadata:
         !after.contains(&line),
         "still planned after the copy landed: {after}"
     );
+}
+
+#[test]
+fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
+    let _turn = serial();
+    let project = project("lost");
+    let ns = namespace_in(&project, "lost-a");
+    let lease = unique("lease");
+    let running = Running::start(&lease, &unique("holder"), OverwritePolicy::Warn);
+    let leader_gauge = "scoped_secrets_reconciler_leader";
+    eventually("leadership", WAIT, || {
+        (running.metric(leader_gauge) == 1.0).then_some(())
+    });
+
+    // Someone else takes the lease: the instance sees it at its next renewal and steps down.
+    let usurp = r#"{"spec":{"holderIdentity":"usurper","leaseDurationSeconds":3600}}"#;
+    ok(kubectl(&[
+        "patch",
+        "lease",
+        &lease,
+        "-n",
+        LEASE_NAMESPACE,
+        "--type=merge",
+        "-p",
+        usurp,
+    ]));
+    eventually("stepping down", WAIT, || {
+        (running.metric(leader_gauge) == 0.0).then_some(())
+    });
+    let writes = running.writes();
+    apply_original(&project, "db", "k: dg==", "");
+    let backing = project.backing.clone();
+    eventually("the original in the index", WAIT, || {
+        let world = running.index.read();
+        let secret = world.scoped(&backing, "db")?;
+        world.as_original(secret).map(|_| ())
+    });
+    assert!(get_secret(&ns, "db").is_none(), "a follower wrote a copy");
+    assert_eq!(running.writes(), writes, "a follower wrote");
+
+    // The lease is freed: the instance takes it again and catches up.
+    let free = r#"{"spec":{"holderIdentity":""}}"#;
+    ok(kubectl(&[
+        "patch",
+        "lease",
+        &lease,
+        "-n",
+        LEASE_NAMESPACE,
+        "--type=merge",
+        "-p",
+        free,
+    ]));
+    copy_where(
+        &ns,
+        &project.backing,
+        "db",
+        "the copy after regaining the lease",
+        |_| true,
+    );
+    running.stop();
 }
