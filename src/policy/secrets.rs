@@ -257,9 +257,9 @@ fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Fi
     }
 }
 
-/// Whether an original consents to overwriting non-copy secrets.
+/// Whether an original consents to overwriting non-copy secrets (the reconciler's rule too).
 pub(super) fn consents(meta: &ObjectMeta) -> bool {
-    annotation(meta, keys::ALLOW_OVERWRITE_ANNOTATION) == Some(keys::TRUE)
+    plan::consents_to_overwrite(meta)
 }
 
 /// S5: copies change only through their original, except while their namespace is being deleted,
