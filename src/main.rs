@@ -5,9 +5,10 @@ use clap::Parser;
 use scoped_secrets::cli::{CertsArgs, Cli, Command, PlanArgs};
 use scoped_secrets::{certs, report, serve, telemetry};
 
-// The admission path allocates per review; mimalloc keeps that cheap across worker threads.
+// The admission path allocates per review; jemalloc keeps that cheap across worker threads and
+// returns freed memory to the system (what Linkerd and TiKV run with).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> Result<()> {
