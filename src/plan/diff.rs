@@ -248,15 +248,17 @@ fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
 }
 
 /// Projects without `status.backingNamespace` get one (SPEC §3, `--manage-backing-namespaces`): the
-/// generated `<cluster>-<project>`, unless the legacy backing namespace (the project's name) exists,
-/// which is then recorded as it is, so that originals already living there are not stranded.
+/// generated `<cluster>-<project>`, unless the legacy backing namespace (the project's name) exists or
+/// holds originals, which is then recorded as it is, so that originals living there are not stranded.
 pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
     world
         .projects()
         .filter(|(_, state)| !state.has_backing_status)
         .map(|(id, _)| {
             let legacy = id.legacy_backing_namespace();
-            let backing_namespace = if world.namespace(legacy).is_some() {
+            let in_use =
+                world.namespace(legacy).is_some() || world.originals_of(id).next().is_some();
+            let backing_namespace = if in_use {
                 legacy.to_owned()
             } else {
                 id.generated_backing_namespace()
@@ -904,6 +906,27 @@ mod tests {
                 create_namespace: false,
             }]
         );
+    }
+
+    #[test]
+    fn a_legacy_backing_namespace_holding_originals_is_kept() {
+        let mut world = World::default();
+        let id = ProjectId::new("local", "p-old");
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                backing_namespace: "p-old".to_owned(),
+                has_backing_status: false,
+            },
+        );
+        add_secret(
+            &mut world,
+            secret("p-old", "db", &[(keys::PROJECT_SCOPED_LABEL, "p-old")], &[]),
+        );
+        assert!(matches!(
+            &backing_namespace_actions(&world)[0],
+            Action::SetBackingNamespace { backing_namespace, .. } if backing_namespace == "p-old"
+        ));
     }
 
     #[test]
