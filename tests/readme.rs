@@ -16,7 +16,10 @@ fn reference() -> String {
             sub.get_name(),
             sub.get_about().map(|a| a.to_string()).unwrap_or_default()
         ));
-        for arg in sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_long().is_some()) {
+        for arg in sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_long().is_some())
+        {
             let long = arg.get_long().unwrap_or_default();
             let flag = match arg.get_short() {
                 Some(short) => format!("`-{short}`, `--{long}`"),
@@ -44,7 +47,11 @@ fn reference() -> String {
                 .map(|v| format!("`{}`", v.get_name()))
                 .collect();
             if !values.is_empty() && !matches!(arg.get_action(), clap::ArgAction::SetTrue) {
-                help = format!("{}; one of {}", help.trim_end_matches('.'), values.join(", "));
+                help = format!(
+                    "{}; one of {}",
+                    help.trim_end_matches('.'),
+                    values.join(", ")
+                );
             }
             out.push_str(&format!("| {flag} | {env} | {default} | {help} |\n"));
         }
@@ -63,7 +70,11 @@ fn readme_configuration_reference_matches_the_cli() {
     let expected = format!("{}\n", reference());
     if current != expected {
         if std::env::var_os("UPDATE_README").is_some() {
-            let updated = format!("{}{expected}{}", &readme[..start + BEGIN.len()], &readme[end..]);
+            let updated = format!(
+                "{}{expected}{}",
+                &readme[..start + BEGIN.len()],
+                &readme[end..]
+            );
             std::fs::write(path, updated).expect("writing README.md");
         } else {
             panic!(
