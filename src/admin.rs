@@ -64,8 +64,14 @@ mod tests {
     use tower::ServiceExt;
 
     async fn readyz_status(state: AdminState) -> StatusCode {
-        let request = Request::get("/readyz").body(Body::empty()).expect("request");
-        router(state).oneshot(request).await.expect("response").status()
+        let request = Request::get("/readyz")
+            .body(Body::empty())
+            .expect("request");
+        router(state)
+            .oneshot(request)
+            .await
+            .expect("response")
+            .status()
     }
 
     fn state() -> AdminState {
@@ -80,7 +86,10 @@ mod tests {
     #[tokio::test]
     async fn not_ready_until_every_watch_synced_nor_while_stopping() {
         let state = state();
-        assert_eq!(readyz_status(state.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            readyz_status(state.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         state.index.mark_all_synced_for_tests();
         assert_eq!(readyz_status(state.clone()).await, StatusCode::OK);
         state.stopping.store(true, Ordering::Relaxed);
