@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run test lint control-plane bench-admission
+.PHONY: run test lint control-plane bench-admission bench-reconciler
 
 # A real etcd + kube-apiserver on 127.0.0.1 with scoped-secrets serving against it. Ctrl-C stops all.
 run:
@@ -22,3 +22,7 @@ control-plane:
 # Admission throughput, latency and memory (issue figures): prints reviews/s, p50/p99/p99.9 and RSS.
 bench-admission: control-plane
 	cargo bench --bench admission
+
+# Reconciler convergence, writes and memory (issue figures).
+bench-reconciler: control-plane
+	cargo bench --bench reconciler

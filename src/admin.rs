@@ -55,3 +55,44 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn readyz_status(state: AdminState) -> StatusCode {
+        let request = Request::get("/readyz")
+            .body(Body::empty())
+            .expect("request");
+        router(state)
+            .oneshot(request)
+            .await
+            .expect("response")
+            .status()
+    }
+
+    fn state() -> AdminState {
+        AdminState {
+            index: Arc::new(Index::default()),
+            registry: Arc::new(Registry::default()),
+            index_metrics: IndexMetrics::default(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[tokio::test]
+    async fn not_ready_until_every_watch_synced_nor_while_stopping() {
+        let state = state();
+        assert_eq!(
+            readyz_status(state.clone()).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.index.mark_all_synced_for_tests();
+        assert_eq!(readyz_status(state.clone()).await, StatusCode::OK);
+        state.stopping.store(true, Ordering::Relaxed);
+        assert_eq!(readyz_status(state).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -74,6 +74,11 @@ impl Index {
             .send_if_modified(|s| !std::mem::replace(&mut s[watch], true));
     }
 
+    #[cfg(test)]
+    pub fn mark_all_synced_for_tests(&self) {
+        (0..WATCHES.len()).for_each(|w| self.mark_synced(w));
+    }
+
     pub fn is_synced(&self) -> bool {
         self.synced.borrow().iter().all(|s| *s)
     }

@@ -57,3 +57,30 @@ fn projects_are_listed_with_their_backing_namespace() {
     assert!(row.starts_with("local "), "{row}");
     assert!(row.contains(&project.backing), "{row}");
 }
+
+#[tokio::test]
+async fn the_admin_port_is_ready_once_synced_and_serves_metrics() {
+    let env = env();
+    let base = format!("http://{}", env.admin_addr);
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+    assert_eq!(get("/livez").await.expect("livez").status(), 200);
+    // The harness waits for the watches to sync before registering the webhooks.
+    let ready = get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.expect("text"), "ok");
+    let metrics = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "controller_runtime_webhook_requests_total{",
+        "controller_runtime_webhook_latency_seconds_bucket{",
+        "scoped_secrets_admission_reviews_total{",
+        "scoped_secrets_index_secrets ",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
+    }
+}

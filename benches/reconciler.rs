@@ -1,0 +1,403 @@
+//! Reconciler benchmark against a real local control plane and the release `scoped-secrets serve`
+//! (its own process, as the product's service account). Prints:
+//! - the time for one original to reach 1,000 namespaces, and the API writes it took;
+//! - the writes a full resync of the converged state makes (a restarted server planning from scratch);
+//! - the server's RSS with 10,000 copies;
+//! - the time for a new namespace to receive a project's 20 originals, p50/p99 over 50 namespaces.
+//!
+//! `make bench-reconciler` (or `cargo bench --bench reconciler`).
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use scoped_secrets::{certs, keys, registration};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const ADMIN: &str = "127.0.0.1:19080";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let dir = Path::new(REPO).join("target/bench-reconciler");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let _control_plane = Guard(start_control_plane(&dir.join("control-plane"))?);
+    let kubeconfig = dir.join("control-plane/kubeconfig");
+    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
+    let client = client(&kubeconfig).await?;
+    let certs_dir = dir.join("certs");
+    certs::write_serving_set(
+        &certs_dir,
+        &["localhost".into()],
+        &["127.0.0.1".parse()?],
+        1,
+        1,
+    )?;
+
+    // A project with 1,000 namespaces, before the server starts.
+    let big = project(&client, "bench").await?;
+    create_namespaces(&client, &big, "bench-ns", 1_000).await?;
+    let mut server = Guard(start_server(&dir, &certs_dir)?);
+    wait_leading().await?;
+
+    // One original to 1,000 namespaces.
+    let writes_before = writes().await?;
+    let started = Instant::now();
+    original(&client, &big, "db-0").await?;
+    wait_copies(&client, &big.project, 1_000).await?;
+    let elapsed = started.elapsed();
+    let written = writes().await? - writes_before;
+    println!(
+        "one original to 1,000 namespaces: {:.2} s, {written} API writes ({:.2} per copy)",
+        elapsed.as_secs_f64(),
+        written as f64 / 1000.0
+    );
+
+    // 10,000 copies: nine more originals.
+    for i in 1..10 {
+        original(&client, &big, &format!("db-{i}")).await?;
+    }
+    wait_copies(&client, &big.project, 10_000).await?;
+    wait_settled().await?;
+    println!(
+        "server RSS with 10,000 copies: {:.1} MiB",
+        rss_mib(server.0.id())?
+    );
+
+    // A full resync of the converged state: a fresh server lists everything and plans from scratch.
+    server.stop();
+    let mut server = Guard(start_server(&dir, &certs_dir)?);
+    wait_leading().await?;
+    wait_settled().await?;
+    println!(
+        "full resync of the converged state (10,000 copies): {} API writes",
+        writes().await?
+    );
+
+    // New namespaces joining a project with 20 originals.
+    let small = project(&client, "join").await?;
+    for i in 0..20 {
+        original(&client, &small, &format!("cfg-{i}")).await?;
+    }
+    wait_settled().await?;
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let mut latencies = Vec::new();
+    for i in 0..50 {
+        let name = format!("join-{i}");
+        let started = Instant::now();
+        ns_api
+            .create(&PostParams::default(), &member_namespace(&small, &name))
+            .await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            let copies = secrets.list(&ListParams::default()).await?.items.len();
+            if copies >= 20 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("namespace {name} got only {copies} of 20 copies");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "new namespace receiving 20 originals (50 namespaces): p50 {:.0} ms, p99 {:.0} ms",
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0
+    );
+    println!("server peak RSS: {:.1} MiB", peak_rss_mib(server.0.id())?);
+    server.stop();
+    Ok(())
+}
+
+struct Guard(Child);
+
+impl Guard {
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_control_plane(dir: &Path) -> Result<Child> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--watch-pid")
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .transpose()?
+        .unwrap_or_default();
+    if !line.starts_with("ready kubeconfig=") {
+        bail!("control plane did not start: {line}");
+    }
+    Ok(child)
+}
+
+fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
+        .env(
+            "KUBECONFIG",
+            dir.join("control-plane/kubeconfig-service-account"),
+        )
+        .env("RUST_LOG", "warn")
+        .args([
+            "serve",
+            "--webhook-addr",
+            "127.0.0.1:19443",
+            "--admin-addr",
+            ADMIN,
+        ])
+        .arg(format!(
+            "--tls-cert={}",
+            certs_dir.join(certs::TLS_CERT).display()
+        ))
+        .arg(format!(
+            "--tls-key={}",
+            certs_dir.join(certs::TLS_KEY).display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))?,
+        )
+        .spawn()?)
+}
+
+async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let options = kube::config::KubeConfigOptions::default();
+    Ok(kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(config, &options).await?,
+    )?)
+}
+
+struct BenchProject {
+    project: String,
+    backing: String,
+}
+
+async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> {
+    let backing = format!("local-{name}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["local", backing.as_str()] {
+        let object = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        namespaces
+            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(&object))
+            .await?;
+    }
+    let projects: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "local",
+        &scoped_secrets::watch::project_resource(),
+    );
+    let object: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "management.cattle.io/v3", "kind": "Project",
+        "metadata": {"name": name, "namespace": "local"},
+        "spec": {"clusterName": "local", "displayName": name}
+    }))?;
+    projects
+        .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&object))
+        .await?;
+    let status = json!({"status": {"backingNamespace": backing}});
+    projects
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(BenchProject {
+        project: name.to_owned(),
+        backing,
+    })
+}
+
+fn member_namespace(project: &BenchProject, name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            annotations: Some(BTreeMap::from([(
+                keys::PROJECT_ID_KEY.to_owned(),
+                format!("local:{}", project.project),
+            )])),
+            labels: Some(BTreeMap::from([(
+                keys::PROJECT_ID_KEY.to_owned(),
+                project.project.clone(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+async fn create_namespaces(
+    client: &kube::Client,
+    project: &BenchProject,
+    prefix: &str,
+    n: usize,
+) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let ns = member_namespace(project, &format!("{prefix}-{i}"));
+            async move { api.create(&PostParams::default(), &ns).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
+async fn original(client: &kube::Client, project: &BenchProject, name: &str) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &project.backing);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([(
+                keys::PROJECT_SCOPED_LABEL.to_owned(),
+                project.project.clone(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "password".to_owned(),
+            format!("value of {name}"),
+        )])),
+        ..Secret::default()
+    };
+    api.create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// Waits until the project's copies number at least `n`.
+async fn wait_copies(client: &kube::Client, project: &str, n: usize) -> Result<()> {
+    let api: Api<Secret> = Api::all(client.clone());
+    let selector = format!("{}={project}", keys::PROJECT_SCOPED_LABEL);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let list = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await?;
+        let copies = list
+            .items
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(keys::ORIGIN_ANNOTATION))
+            })
+            .count();
+        if copies >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {copies} of {n} copies after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metrics() -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(ADMIN).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+fn sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn writes() -> Result<u64> {
+    Ok(sum(&metrics().await?, "scoped_secrets_reconciler_writes_total") as u64)
+}
+
+async fn wait_leading() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(m) = metrics().await
+            && sum(&m, "scoped_secrets_reconciler_leader") >= 1.0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the server never led");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a reconcile round has run and planned nothing.
+async fn wait_settled() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let m = metrics().await?;
+        if sum(&m, "scoped_secrets_reconciler_reconciles_total") >= 1.0
+            && sum(&m, "scoped_secrets_reconciler_pending_actions") == 0.0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the reconciler never settled");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field}"))
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    Ok(status_kib(pid, "VmRSS")? / 1024.0)
+}
+
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    Ok(status_kib(pid, "VmHWM")? / 1024.0)
+}

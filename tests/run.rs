@@ -1,0 +1,131 @@
+//! `make run` end to end: `local-control-plane --serve` brings up etcd, the apiserver and
+//! `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches the webhook;
+//! and an interrupt (Ctrl-C) leaves no process behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn run_serves_and_ctrl_c_leaves_no_process_behind() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/run-test/{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.display().to_string();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
+        .arg("--serve")
+        .arg(format!("--dir={dir_text}/control-plane"))
+        .arg(format!("--certs-dir={dir_text}/certs"))
+        .arg(format!("--webhook-addr=127.0.0.1:{}", free_port()))
+        .arg(format!("--admin-addr=127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("local-control-plane starts");
+    let stdout = run.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let kubeconfig = line
+        .strip_prefix("ready kubeconfig=")
+        .unwrap_or_else(|| panic!("not ready: {line:?}"))
+        .to_owned();
+    // The supervisor, etcd, the apiserver and the product all run from this test's directory.
+    assert_eq!(
+        processes_mentioning(&dir_text).len(),
+        4,
+        "supervisor, etcd, kube-apiserver, product"
+    );
+
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl")
+    };
+    let ns = kubectl(&["create", "namespace", "team-a"]);
+    assert!(
+        ns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ns.stderr)
+    );
+    let first = kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "-n",
+        "team-a",
+        "--from-literal=k=v",
+    ]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "-n",
+        "team-a",
+        "--from-literal=k=w",
+        "--dry-run=server",
+    ]);
+    let refused = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        refused.contains(r#"admission webhook "secret-names.scoped-secrets.io" denied the request: a secret (Opaque) named "db" already exists in namespace "team-a""#),
+        "{refused}"
+    );
+    let projects = kubectl(&["get", "projects", "-A"]);
+    assert!(
+        projects.status.success(),
+        "{}",
+        String::from_utf8_lossy(&projects.stderr)
+    );
+
+    // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
+    let status = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "local-control-plane did not stop"
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    assert!(
+        processes_mentioning(&dir_text).is_empty(),
+        "processes were left behind"
+    );
+}
