@@ -83,14 +83,14 @@ async fn reconcile_until_shutdown(
     let mut changes = index.subscribe();
     tokio::select! {
         () = index.wait_synced() => {}
-        _ = shutdown.wait_for(|stop| *stop) => return,
+        () = super::stopped(&mut shutdown) => return,
     }
     tracing::info!("reconciler: index synced");
     loop {
         if !*leading.borrow_and_update() {
             tokio::select! {
                 changed = leading.changed() => if changed.is_err() { return },
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = super::stopped(&mut shutdown) => return,
             }
             continue;
         }
@@ -103,7 +103,7 @@ async fn reconcile_until_shutdown(
             Next::Soon => ctx.cfg.requeue_after,
         };
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = super::stopped(&mut shutdown) => return,
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;
@@ -249,6 +249,19 @@ mod tests {
         assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
         let beside_rancher = Config::new(OverwritePolicy::Warn, false, "ns", "me");
         assert!(planned(&world, &beside_rancher).is_empty());
+    }
+
+    /// `serve` spawns the reconciler on a multi-threaded runtime: its future must be `Send`.
+    #[allow(dead_code)]
+    fn run_is_send(
+        client: kube::Client,
+        index: Arc<Index>,
+        cfg: Config,
+        metrics: ReconcilerMetrics,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        fn send<T: Send>(_: &T) {}
+        send(&run(client, index, cfg, metrics, shutdown));
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub async fn run(
             elector.cfg.retry_every
         };
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = super::stopped(&mut shutdown) => break,
             () = tokio::time::sleep(wait) => {}
         }
     }

@@ -22,6 +22,12 @@ pub use metrics::ReconcilerMetrics;
 use crate::policy::OverwritePolicy;
 use std::time::Duration;
 
+/// Resolves once `shutdown` turns true (or its sender is gone). Yields `()`, not the channel's guard,
+/// so that a `select!` over it stays `Send` across awaits in its other branches.
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Name of the Lease, and of the controller in Events.
 pub const CONTROLLER_NAME: &str = "scoped-secrets";
 
