@@ -1,8 +1,9 @@
 //! Executes one [`Action`] against the apiserver.
 //!
 //! The index can lag behind the apiserver (and the webhook's uniqueness checks are never atomic), so
-//! every write first GETs its target and re-checks that it is still what the plan saw: the same uid,
-//! still a copy where a copy is expected, still different from the wanted copy. Every write carries
+//! every write that replaces or deletes first GETs its target and re-checks that it is still what the
+//! plan saw: the same uid, still a copy where a copy is expected, still different from the wanted copy.
+//! A create needs no such check: the apiserver itself refuses a name that is taken. Every write carries
 //! an optimistic-concurrency precondition, and checks leadership right before it is sent. A target
 //! that changed, vanished or raced us (404, 409) is requeued for the next round, not an error.
 
@@ -119,16 +120,18 @@ impl Applier {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    /// A create never replaces anything (the apiserver refuses a taken name), so it needs no GET
+    /// first; only when the name turns out taken do we look at what holds it.
     async fn create(&self, copy: &Secret) -> Result<Outcome, Error> {
         let (api, name) = (self.secrets(namespace_of(copy)), name_of(copy));
-        match api.get_opt(name).await? {
-            Some(existing) if is_exact_copy(&existing, copy) => Ok(Outcome::Unchanged),
-            Some(_) => Ok(Outcome::Requeue(Requeue::Stale)),
-            None => {
-                self.guard()?;
-                api.create(&post_params(), copy).await?;
-                Ok(Outcome::Written)
-            }
+        self.guard()?;
+        match api.create(&post_params(), copy).await {
+            Ok(_) => Ok(Outcome::Written),
+            Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(name).await? {
+                Some(existing) if is_exact_copy(&existing, copy) => Ok(Outcome::Unchanged),
+                _ => Ok(Outcome::Requeue(Requeue::Stale)),
+            },
+            Err(error) => Err(error.into()),
         }
     }
 
