@@ -9,7 +9,7 @@ run:
 # The whole suite: unit tests of the pure core, integration tests, and the end-to-end tests against
 # the real control plane (built from the Go module proxy on first use and cached).
 test: control-plane
-	cargo test --all-targets
+	cargo test --lib --bins --tests
 
 lint:
 	cargo fmt --all -- --check

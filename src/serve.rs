@@ -74,6 +74,21 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     }));
     tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
 
+    if args.reconciler {
+        let reconciler_metrics = crate::reconciler::ReconcilerMetrics::register(&mut registry);
+        let cfg = crate::reconciler::Config::from_args(args);
+        let (client, index, stopped) = (client.clone(), index.clone(), stopped.clone());
+        // Not wrapped in `until_stopped`: on shutdown the reconciler stops writing at once, lets the
+        // round in flight end, then releases its lease.
+        tasks.spawn(async move {
+            if let Err(e) =
+                crate::reconciler::run(client, index, cfg, reconciler_metrics, stopped).await
+            {
+                tracing::error!(error = format!("{e:#}"), "the reconciler failed");
+            }
+        });
+    }
+
     let config = Config {
         mode: args.mode.into(),
         overwrite_policy: args.overwrite_policy.into(),

@@ -143,14 +143,20 @@ async fn round(ctx: &Context, index: &Index) -> Next {
         return Next::Idle;
     }
     tracing::debug!(actions = writes.len(), "reconciler: executing");
-    futures::stream::iter(writes)
+    let outcomes: Vec<(Next, Option<Action>)> = futures::stream::iter(writes)
         .map(|action| execute(ctx, action))
         .buffer_unordered(ctx.cfg.concurrency.max(1))
-        .fold(Next::Idle, |next, one| async move { next.max(one) })
-        .await
+        .collect()
+        .await;
+    let written: Vec<&Action> = outcomes.iter().filter_map(|(_, a)| a.as_ref()).collect();
+    ctx.events.announce(&written).await;
+    outcomes
+        .iter()
+        .fold(Next::Idle, |next, (one, _)| next.max(*one))
 }
 
-async fn execute(ctx: &Context, action: Action) -> Next {
+/// Executes one action; returns what to do next and the action if it was written.
+async fn execute(ctx: &Context, action: Action) -> (Next, Option<Action>) {
     let kind = action.kind().as_str();
     match ctx.applier.apply(&action).await {
         Ok(Outcome::Written) => {
@@ -162,10 +168,9 @@ async fn execute(ctx: &Context, action: Action) -> Next {
                 origin = action.origin(),
                 "reconciler: wrote"
             );
-            ctx.events.announce(&action).await;
-            Next::Idle
+            (Next::Idle, Some(action))
         }
-        Ok(Outcome::Unchanged | Outcome::Refused) => Next::Idle,
+        Ok(Outcome::Unchanged | Outcome::Refused) => (Next::Idle, None),
         Ok(Outcome::Requeue(reason)) => {
             ctx.metrics.requeued(reason.as_str());
             tracing::debug!(
@@ -175,7 +180,7 @@ async fn execute(ctx: &Context, action: Action) -> Next {
                 reason = reason.as_str(),
                 "reconciler: requeued"
             );
-            Next::Soon
+            (Next::Soon, None)
         }
         Err(error) => {
             ctx.metrics.failed(&error);
@@ -186,7 +191,7 @@ async fn execute(ctx: &Context, action: Action) -> Next {
                 %error,
                 "reconciler: action failed"
             );
-            Next::Backoff
+            (Next::Backoff, None)
         }
     }
 }
@@ -208,15 +213,15 @@ async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
         *announced = current;
         fresh
     };
-    for conflict in fresh {
+    for conflict in &fresh {
         tracing::warn!(
             namespace = conflict.namespace(),
             name = conflict.name(),
             origin = conflict.origin(),
             "reconciler: conflict, not overwriting a secret that is not a copy"
         );
-        ctx.events.announce(conflict).await;
     }
+    ctx.events.announce(&fresh).await;
 }
 
 /// How long `Next::Backoff` waits by default.

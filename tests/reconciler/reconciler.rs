@@ -217,6 +217,20 @@ fn rancher_example_reaches_every_project_namespace() {
         get_secret(&outsider, "test-secret").is_none(),
         "copied outside the project"
     );
+    // Copied events on the original name both namespaces (one event per round, not per copy).
+    eventually("Copied events naming both namespaces", WAIT, || {
+        let messages = ok(kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &project.backing,
+            "--field-selector",
+            "reason=Copied,involvedObject.name=test-secret",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]));
+        (messages.contains(a.as_str()) && messages.contains(b.as_str())).then_some(())
+    });
     running.stop();
 }
 
