@@ -18,6 +18,11 @@ pub fn copy_of(original: &Original<'_>, namespace: &str) -> Secret {
         keys::PROJECT_SCOPED_LABEL.to_owned(),
         original.project.project.clone(),
     );
+    // The cluster label the original carries once the mutator (or the reconciler's label repair) has
+    // added it: copies made before that repair need no second write after it.
+    labels
+        .entry(keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned())
+        .or_insert_with(|| original.project.cluster.clone());
     let mut annotations = copied(meta.annotations.as_ref());
     for (key, value) in [
         (keys::COPY_ANNOTATION, keys::TRUE.to_owned()),
@@ -145,6 +150,7 @@ mod tests {
         let labels = copy.metadata.labels.expect("labels");
         assert_eq!(labels["team"], "a");
         assert_eq!(labels[keys::PROJECT_SCOPED_LABEL], "p-vwxyz");
+        assert_eq!(labels[keys::PROJECT_SCOPED_CLUSTER_LABEL], "local");
         let annotations = copy.metadata.annotations.expect("annotations");
         assert_eq!(annotations["note"], "x");
         assert_eq!(annotations[keys::COPY_ANNOTATION], keys::TRUE);
