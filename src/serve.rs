@@ -34,11 +34,15 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Waits until a task ends on its own (it should not) and reports which.
-    pub async fn wait(&mut self) -> Result<()> {
+    /// Resolves when a task ends on its own, which none should before shutdown: the caller then
+    /// shuts the rest down and exits with an error, so Kubernetes restarts the pod.
+    pub async fn wait(&mut self) -> anyhow::Error {
         match self.tasks.join_next().await {
-            Some(Err(e)) => Err(anyhow::anyhow!("a server task failed: {e}")),
-            _ => Ok(()),
+            Some(Err(e)) => anyhow::anyhow!("a server task failed: {e}"),
+            Some(Ok(())) => {
+                anyhow::anyhow!("a server task stopped unexpectedly (see the log above)")
+            }
+            None => anyhow::anyhow!("no server task is running"),
         }
     }
 }
@@ -153,11 +157,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let mut running = start(&args, client).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
-        _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
-        result = running.wait() => return result,
+    let failure = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+        failure = running.wait() => Some(failure),
+    };
+    match &failure {
+        Some(e) => tracing::error!(error = format!("{e:#}"), "shutting down"),
+        None => tracing::info!("signalled; shutting down"),
     }
     running.shutdown().await;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

@@ -328,6 +328,8 @@ pub mod fixtures {
     use std::collections::BTreeMap;
 
     pub fn project(world: &mut World, cluster: &str, name: &str, backing: &str) -> ProjectId {
+        // A world that knows a project is one where the Project CRD is served.
+        world.projects_installed = true;
         let id = ProjectId::new(cluster, name);
         world.upsert_project(
             id.clone(),

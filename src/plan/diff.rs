@@ -353,8 +353,18 @@ fn conflict(original: &Original<'_>, namespace: &str, reason: ConflictReason) ->
 }
 
 /// Copies no original wants in their namespace any more (see the module docs for which are ours).
+///
+/// Only copies whose project is known are ever removed: while the Project CRD is not served, or for
+/// an origin outside every known backing namespace, nothing is deleted. A missing CRD, a re-installed
+/// one, or a projects watch that briefly lists nothing must never wipe out copies that are still wanted.
 fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
+    if !world.projects_installed {
+        return Vec::new();
+    }
     let is_wanted = |ns: &str, name: &str| wanted.contains(&(ns, name));
+    let origin_known = |origin: &str| {
+        keys::parse_origin(origin).is_some_and(|(ns, _)| world.backing_project(ns).is_some())
+    };
     let known_projects: HashSet<&str> = world
         .projects()
         .map(|(id, _)| id.project.as_str())
@@ -365,9 +375,11 @@ fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
             let meta = &copy.metadata;
             let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
             let origin = world::annotation(meta, keys::ORIGIN_ANNOTATION);
-            let ours = origin.is_some()
-                || world::label(meta, keys::PROJECT_SCOPED_LABEL)
-                    .is_some_and(|project| known_projects.contains(project));
+            let ours = match origin {
+                Some(origin) => origin_known(origin),
+                None => world::label(meta, keys::PROJECT_SCOPED_LABEL)
+                    .is_some_and(|project| known_projects.contains(project)),
+            };
             (ours && !is_wanted(ns, name)).then(|| Action::Delete {
                 namespace: ns.to_owned(),
                 name: name.to_owned(),
@@ -380,7 +392,7 @@ fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
     let mut unlabelled: Vec<Action> = world
         .secret_metas()
         .filter(|(ns, name, meta)| {
-            meta.copy_of.as_deref().is_some_and(|o| !o.is_empty())
+            meta.copy_of.as_deref().is_some_and(origin_known)
                 && world.scoped(ns, name).is_none()
                 && !is_wanted(ns, name)
         })
@@ -651,6 +663,19 @@ mod tests {
                     "delete team-a/db (origin local-p-vwxyz/db)",
                     "delete team-b/db (origin local-p-vwxyz/db)",
                 ],
+            ),
+            (
+                "nothing is deleted while the Project CRD is not served",
+                |w| {
+                    remove_original(w);
+                    w.projects_installed = false;
+                },
+                vec![],
+            ),
+            (
+                "copies whose origin is in no known backing namespace are left alone",
+                |w| w.replace_projects([]),
+                vec![],
             ),
             (
                 "a namespace that left the project loses its copy",

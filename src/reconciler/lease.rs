@@ -83,9 +83,16 @@ pub async fn run(
         cfg,
         clock: ExpiryClock::default(),
         last_renewed: None,
+        attempt_started: Instant::now(),
     };
     loop {
-        let attempt = tokio::time::timeout(elector.cfg.renew_every, elector.try_acquire_or_renew());
+        // An attempt never outlives our claim: past the renew deadline (counted from when the last
+        // successful renewal was *sent*) we must already have stopped writing, well before a
+        // follower may take the lease over at `duration`.
+        let budget = elector.time_left().map_or(elector.cfg.renew_every, |left| {
+            left.min(elector.cfg.renew_every)
+        });
+        let attempt = tokio::time::timeout(budget, elector.try_acquire_or_renew());
         let held = match attempt.await {
             Ok(Ok(held)) => held,
             Ok(Err(error)) => {
@@ -103,9 +110,13 @@ pub async fn run(
         } else {
             elector.cfg.retry_every
         };
+        let claim_ends = elector.time_left().unwrap_or(Duration::ZERO);
         tokio::select! {
             () = super::stopped(&mut shutdown) => break,
             () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(claim_ends), if held => {
+                publish(&leading, false, &metrics, &elector.cfg.identity);
+            }
         }
     }
     // Stop writing first, then let a successor in.
@@ -163,17 +174,28 @@ struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
     clock: ExpiryClock,
+    /// When the last successful acquire or renew request was sent.
     last_renewed: Option<Instant>,
+    attempt_started: Instant,
 }
 
 impl Elector {
     fn within_renew_deadline(&self) -> bool {
-        self.last_renewed
-            .is_some_and(|at| at.elapsed() < self.cfg.renew_deadline)
+        self.time_left().is_some()
+    }
+
+    /// How long our claim still holds: until the renew deadline after the last successful renewal
+    /// was sent; `None` when we hold no claim.
+    fn time_left(&self) -> Option<Duration> {
+        let ends = self.last_renewed? + self.cfg.renew_deadline;
+        ends.checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
     }
 
     /// One round; `Ok(true)` when we hold the lease afterwards. A lost race (409) is `Ok(false)`.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        // The claim counts from before the request: the apiserver may record it any time after.
+        self.attempt_started = Instant::now();
         let now = MicroTime(Timestamp::now());
         let Some(lease) = self.api.get_opt(&self.cfg.name).await? else {
             let lease = Lease {
@@ -216,7 +238,7 @@ impl Elector {
     fn won(&mut self, result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
         match result {
             Ok(_) => {
-                self.last_renewed = Some(Instant::now());
+                self.last_renewed = Some(self.attempt_started);
                 Ok(true)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {

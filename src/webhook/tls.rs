@@ -29,8 +29,8 @@ pub struct ReloadingCert {
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    /// The raw files, to tell whether a reload changes anything.
-    fingerprint: (Vec<u8>, Vec<u8>),
+    /// Digests of the files, to tell whether a reload changes anything (never the key itself).
+    fingerprint: [u8; 32],
 }
 
 impl ReloadingCert {
@@ -140,9 +140,16 @@ fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded> {
             cert_path.display()
         )
     })?;
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(&cert_pem);
+        digest.update(&key_pem);
+        digest.finalize().into()
+    };
     Ok(Loaded {
         key: Arc::new(certified),
-        fingerprint: (cert_pem, key_pem),
+        fingerprint,
     })
 }
 
