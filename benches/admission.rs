@@ -6,7 +6,7 @@
 //! `make bench-admission` (or `cargo bench --bench admission`). Sizes can be changed with
 //! BENCH_NAMESPACES, BENCH_SECRETS, BENCH_CONNECTIONS, BENCH_SECONDS, BENCH_RATE.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -17,12 +17,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use scoped_secrets::{certs, registration};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Guard, client, memory_mib, start_control_plane};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -44,8 +47,7 @@ async fn main() -> Result<()> {
     let dir = Path::new(REPO).join("target/bench-admission");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut control_plane = ChildGuard(start_control_plane(&dir.join("control-plane"))?.0);
-    let kubeconfig = dir.join("control-plane/kubeconfig");
+    let (mut control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane"))?;
     registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
     let client = client(&kubeconfig).await?;
 
@@ -90,13 +92,13 @@ async fn main() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("server.log"))?)
         .spawn()?;
-    let pid = server.id();
-    let _server = ChildGuard(server);
+    let server = Guard(server);
+    let pid = server.pid();
     let synced_in = wait_ready(admin.parse()?).await?;
     println!(
         "server ready (index synced) after {:.1} s; RSS {:.1} MiB with {} secrets indexed",
         synced_in.as_secs_f64(),
-        rss_kib(pid, "VmRSS")? as f64 / 1024.0,
+        memory_mib(pid, "VmRSS")?,
         secrets
     );
 
@@ -116,58 +118,9 @@ async fn main() -> Result<()> {
     )
     .await?;
     paced.print(&format!("fixed rate {rate}/s, {connections} connections"));
-    println!(
-        "server peak RSS {:.1} MiB",
-        rss_kib(pid, "VmHWM")? as f64 / 1024.0
-    );
+    println!("server peak RSS {:.1} MiB", memory_mib(pid, "VmHWM")?);
     control_plane.stop();
     Ok(())
-}
-
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_control_plane(dir: &Path) -> Result<(Child, PathBuf)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("--watch-pid")
-        .arg(std::process::id().to_string())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .transpose()?
-        .unwrap_or_default();
-    let Some(path) = line.strip_prefix("ready kubeconfig=") else {
-        bail!("control plane did not start: {line}");
-    };
-    Ok((child, PathBuf::from(path)))
-}
-
-async fn client(kubeconfig: &Path) -> Result<kube::Client> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let options = kube::config::KubeConfigOptions::default();
-    Ok(kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(config, &options).await?,
-    )?)
 }
 
 /// Creates the namespaces and spreads the secrets over them, 64 writes at a time.
@@ -232,15 +185,6 @@ async fn wait_ready(admin: SocketAddr) -> Result<Duration> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn rss_kib(pid: u32, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} for {pid}"))
 }
 
 fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {

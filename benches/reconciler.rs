@@ -14,10 +14,13 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use scoped_secrets::{certs, keys, registration};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{Guard, client, memory_mib, start_control_plane};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const ADMIN: &str = "127.0.0.1:19080";
@@ -27,8 +30,7 @@ async fn main() -> Result<()> {
     let dir = Path::new(REPO).join("target/bench-reconciler");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let _control_plane = Guard(start_control_plane(&dir.join("control-plane"))?);
-    let kubeconfig = dir.join("control-plane/kubeconfig");
+    let (_control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane"))?;
     registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
     let client = client(&kubeconfig).await?;
     let certs_dir = dir.join("certs");
@@ -70,7 +72,7 @@ async fn main() -> Result<()> {
     wait_settled().await?;
     println!(
         "server RSS with 10,000 copies: {:.1} MiB",
-        rss_mib(server.0.id())?
+        memory_mib(server.pid(), "VmRSS")?
     );
 
     // A full resync of the converged state: a fresh server lists everything and plans from scratch.
@@ -118,47 +120,12 @@ async fn main() -> Result<()> {
         at(0.5).as_secs_f64() * 1000.0,
         at(0.99).as_secs_f64() * 1000.0
     );
-    println!("server peak RSS: {:.1} MiB", peak_rss_mib(server.0.id())?);
+    println!(
+        "server peak RSS: {:.1} MiB",
+        memory_mib(server.pid(), "VmHWM")?
+    );
     server.stop();
     Ok(())
-}
-
-struct Guard(Child);
-
-impl Guard {
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_control_plane(dir: &Path) -> Result<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
-        .arg("--dir")
-        .arg(dir)
-        .arg("--watch-pid")
-        .arg(std::process::id().to_string())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .transpose()?
-        .unwrap_or_default();
-    if !line.starts_with("ready kubeconfig=") {
-        bail!("control plane did not start: {line}");
-    }
-    Ok(child)
 }
 
 fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
@@ -191,14 +158,6 @@ fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
                 .open(dir.join("server.log"))?,
         )
         .spawn()?)
-}
-
-async fn client(kubeconfig: &Path) -> Result<kube::Client> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let options = kube::config::KubeConfigOptions::default();
-    Ok(kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(config, &options).await?,
-    )?)
 }
 
 struct BenchProject {
@@ -408,21 +367,4 @@ async fn wait_settled() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn status_kib(pid: u32, field: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field}"))
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    Ok(status_kib(pid, "VmRSS")? / 1024.0)
-}
-
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    Ok(status_kib(pid, "VmHWM")? / 1024.0)
 }
