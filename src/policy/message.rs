@@ -26,19 +26,33 @@ pub fn fit(text: &str, limit: usize) -> String {
 /// `"{head}: a, b, c and 34 more"`, showing as many items as fit in `limit` characters (at least the
 /// count of the rest), and cut with [`fit`] if even the head is too long.
 pub fn list_line<S: AsRef<str>>(head: &str, items: &[S], limit: usize) -> String {
-    for shown in (1..=items.len()).rev() {
-        let mut line = format!("{head}: ");
-        line.push_str(&join(&items[..shown]));
+    // One pass over the items (a project can have thousands of namespaces): the length of the line
+    // showing the first `shown` items, for every `shown`; keep the longest that fits.
+    let prefix = head.chars().count() + 2;
+    let mut joined = 0;
+    let mut best = None;
+    for (index, item) in items.iter().enumerate() {
+        let shown = index + 1;
+        joined += item.as_ref().chars().count() + if index > 0 { 2 } else { 0 };
         let rest = items.len() - shown;
-        if rest > 0 {
-            line.push_str(&format!(" and {rest} more"));
-        }
-        let line = one_line(&line);
-        if line.chars().count() <= limit {
-            return line;
+        let suffix = if rest > 0 {
+            format!(" and {rest} more").len()
+        } else {
+            0
+        };
+        if prefix + joined + suffix <= limit {
+            best = Some(shown);
         }
     }
-    fit(head, limit)
+    let Some(shown) = best else {
+        return fit(head, limit);
+    };
+    let mut line = format!("{head}: {}", join(&items[..shown]));
+    let rest = items.len() - shown;
+    if rest > 0 {
+        line.push_str(&format!(" and {rest} more"));
+    }
+    one_line(&line)
 }
 
 fn join<S: AsRef<str>>(items: &[S]) -> String {
@@ -102,6 +116,18 @@ mod tests {
             .expect("ends with a count");
         let shown = line.matches("team-namespace-").count();
         assert_eq!(shown + rest, 37);
+    }
+
+    #[test]
+    fn a_list_of_ten_thousand_names_is_cut_to_the_limit() {
+        let names: Vec<String> = (0..10_000).map(|i| format!("team-{i}")).collect();
+        let line = list_line("in 10000 namespaces", &names, WARNING_LIMIT);
+        assert!(line.chars().count() <= WARNING_LIMIT, "{line}");
+        assert!(
+            line.starts_with("in 10000 namespaces: team-0, team-1"),
+            "{line}"
+        );
+        assert!(line.ends_with(" more"), "{line}");
     }
 
     #[test]
