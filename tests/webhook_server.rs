@@ -508,3 +508,35 @@ async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_gets_408_after_the_deadline() {
+    let server = TestServer::start().await;
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    let body = serde_json::to_vec(&review("slow", "s")).expect("json");
+    write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    write
+        .write_all(&body[..body.len() / 2])
+        .await
+        .expect("write");
+    write.flush().await.expect("flush");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = handler::BODY_READ_TIMEOUT + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(deadline, read.read(&mut chunk))
+            .await
+            .expect("an answer before the deadline")
+            .expect("read");
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= handler::BODY_READ_TIMEOUT - Duration::from_secs(1));
+}

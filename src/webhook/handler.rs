@@ -24,6 +24,8 @@ use tracing::{Instrument, Span};
 
 /// The apiserver sends up to ~3 MiB each for object and oldObject.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+/// How long a request body may take to arrive once its headers have.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -102,23 +104,31 @@ async fn handle(
 
 /// The body, up to [`MAX_BODY_BYTES`]; past that a 413 that says the limit.
 async fn read_body(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                let message =
-                    format!("AdmissionReview bodies are limited to {MAX_BODY_BYTES} bytes");
-                (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
-            } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}"),
-                )
-                    .into_response()
-            }
-        })
+    // The apiserver sends a review at once; a sender that trickles holds a connection and up to
+    // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
+    let Ok(read) = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    else {
+        let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
+        return Err((StatusCode::REQUEST_TIMEOUT, message).into_response());
+    };
+    read.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            let message = format!("AdmissionReview bodies are limited to {MAX_BODY_BYTES} bytes");
+            (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+                .into_response()
+        }
+    })
 }
 
 async fn answer(
