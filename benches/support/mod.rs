@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A child process, stopped (SIGTERM, so it drains) with [`Guard::stop`] or killed when dropped.
+/// A child process, stopped with SIGTERM (so it drains, or stops what it supervises) by
+/// [`Guard::stop`] or when dropped.
 pub struct Guard(pub Child);
 
 impl Guard {
@@ -23,9 +24,11 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    /// SIGTERM, never SIGKILL: a killed `local-control-plane` could not stop its etcd and apiserver.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.stop();
+        }
     }
 }
 
