@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::plan;
-use scoped_secrets::policy::OverwritePolicy;
+use scoped_secrets::plan::Settings;
 use scoped_secrets::world::{NamespaceState, ProjectState, SecretMeta, World};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ fn main() {
         }
     }
     // Converge: write every copy the plan asks for into the world, as the watches would.
-    let copies: Vec<Secret> = plan::actions(&world, OverwritePolicy::Warn)
+    let copies: Vec<Secret> = plan::actions(&world, &Settings::default())
         .into_iter()
         .filter_map(|a| match a {
             plan::Action::Create { copy } => Some(copy),
@@ -98,7 +98,7 @@ fn main() {
     let rounds = 10;
     let start = Instant::now();
     for _ in 0..rounds {
-        let actions = plan::actions(&world, OverwritePolicy::Warn);
+        let actions = plan::actions(&world, &Settings::default());
         assert!(
             actions.is_empty(),
             "not converged: {} actions",

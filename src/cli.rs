@@ -1,6 +1,7 @@
 //! The command line: `serve`, `certs`, `plan`. Every flag also reads an environment variable.
 
-use crate::policy::{Mode, OverwritePolicy};
+use crate::plan::{OverwritePolicy, ProtectedNamespaces, Settings};
+use crate::policy::Mode;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
@@ -61,14 +62,8 @@ pub struct ServeArgs {
         default_value = "enforce"
     )]
     pub mode: ModeArg,
-    /// warn: overwriting a non-copy secret is admitted with a warning; deny: refused without consent.
-    #[arg(
-        long,
-        env = "SCOPED_SECRETS_OVERWRITE_POLICY",
-        value_enum,
-        default_value = "warn"
-    )]
-    pub overwrite_policy: OverwritePolicyArg,
+    #[command(flatten)]
+    pub copies: CopyArgs,
     /// Deny (true) or only warn about (false) changes to copies.
     #[arg(long, env = "SCOPED_SECRETS_PROTECT_COPIES", default_value_t = true, action = clap::ArgAction::Set)]
     pub protect_copies: bool,
@@ -166,7 +161,15 @@ pub struct PlanArgs {
     /// Print JSON instead of text.
     #[arg(long, env = "SCOPED_SECRETS_PLAN_JSON")]
     pub json: bool,
-    /// The overwrite policy to plan with.
+    #[command(flatten)]
+    pub copies: CopyArgs,
+}
+
+/// What decides which copies exist, shared by `serve` (the webhook and the reconciler) and `plan`,
+/// so that all three give the same answers.
+#[derive(Args, Debug, Clone)]
+pub struct CopyArgs {
+    /// warn: overwriting a non-copy secret is admitted with a warning; deny: refused without consent.
     #[arg(
         long,
         env = "SCOPED_SECRETS_OVERWRITE_POLICY",
@@ -174,4 +177,23 @@ pub struct PlanArgs {
         default_value = "warn"
     )]
     pub overwrite_policy: OverwritePolicyArg,
+    /// Namespaces that never join a project nor receive copies (`serve` adds its own namespace,
+    /// --lease-namespace).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_PROTECTED_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-public,kube-node-lease,scoped-secrets-system"
+    )]
+    pub protected_namespaces: Vec<String>,
+}
+
+impl CopyArgs {
+    /// The settings, with `own_namespace` protected too.
+    pub fn settings(&self, own_namespace: &str) -> Settings {
+        Settings {
+            overwrite_policy: self.overwrite_policy.into(),
+            protected: ProtectedNamespaces::new(&self.protected_namespaces, own_namespace),
+        }
+    }
 }

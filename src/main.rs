@@ -35,7 +35,7 @@ async fn plan(args: &PlanArgs) -> Result<()> {
         client,
         args.file.as_deref(),
         args.json,
-        args.overwrite_policy.into(),
+        &args.copies.settings(""),
     )
     .await?;
     print!("{text}");

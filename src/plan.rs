@@ -1,18 +1,90 @@
-//! Desired copies as one pure function of the world. The reconciler executes them, the webhook's
-//! overwrite and removal warnings read them, and the `plan` command prints them.
+//! The one truth about copies, as pure functions of the world: which namespaces an original wants a
+//! copy in, what becoming exact takes in each ([`Fate`]), and the writes that get there
+//! ([`actions`]). The reconciler executes the actions, the `plan` command prints them, and the
+//! webhook's overwrite, conflict and removal warnings read the same fates.
 
-use crate::keys::{self, ProjectId};
-use crate::world::{self, Original, World};
+use crate::keys;
+use crate::world;
 use regex::Regex;
+use std::collections::BTreeSet;
 
 mod copy;
 mod diff;
+mod fate;
 
 pub use copy::{Drift, copy_of, drift, replaceable_in_place};
 pub use diff::{
     Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
     wanted_project_label,
 };
+pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+
+/// What happens when a copy would replace a secret that is not a copy (S2, N3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverwritePolicy {
+    #[default]
+    Warn,
+    /// Refuse unless the original carries the allow-overwrite consent annotation.
+    Deny,
+}
+
+/// The namespaces that never receive copies and never join a project: the control plane's and the
+/// product's own. A copy there would hand project secrets to whoever runs system workloads, and
+/// these namespaces are where an outage of the webhook must not lock anyone out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedNamespaces(BTreeSet<String>);
+
+/// The control plane's namespaces; the product's own is added by [`ProtectedNamespaces::new`].
+pub const DEFAULT_PROTECTED_NAMESPACES: [&str; 3] =
+    ["kube-system", "kube-public", "kube-node-lease"];
+
+impl ProtectedNamespaces {
+    /// `listed` plus the product's own namespace, which is always protected.
+    pub fn new<S: AsRef<str>>(listed: &[S], own_namespace: &str) -> Self {
+        let mut names: BTreeSet<String> = listed
+            .iter()
+            .map(|n| n.as_ref().trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !own_namespace.is_empty() {
+            names.insert(own_namespace.to_owned());
+        }
+        Self(names)
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.0.contains(namespace)
+    }
+
+    /// The names, sorted, for messages.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl Default for ProtectedNamespaces {
+    /// The control plane's namespaces and `scoped-secrets-system` (deploy/'s namespace).
+    fn default() -> Self {
+        Self::new(&DEFAULT_PROTECTED_NAMESPACES, "scoped-secrets-system")
+    }
+}
+
+/// The settings every reader of the one truth shares: the webhook, the reconciler and `plan` must be
+/// given the same ones, or they disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub overwrite_policy: OverwritePolicy,
+    pub protected: ProtectedNamespaces,
+}
+
+impl Settings {
+    pub fn with_policy(overwrite_policy: OverwritePolicy) -> Self {
+        Self {
+            overwrite_policy,
+            ..Self::default()
+        }
+    }
+}
 
 /// The namespaces an original must not be copied into, from its ignore annotation.
 #[derive(Debug, Clone, Default)]
@@ -68,78 +140,9 @@ fn last_line(text: &str) -> String {
         .to_owned()
 }
 
-/// One copy that should exist.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DesiredCopy {
-    pub namespace: String,
-    pub name: String,
-    /// The original's namespace (the project's backing namespace).
-    pub origin_namespace: String,
-}
-
-/// The namespaces of `project` that should hold a copy of an original living in `backing_namespace`
-/// with the given ignore list: every namespace whose annotation names the project, except the backing
-/// namespace, terminating ones and ignored ones. Sorted by name.
-pub fn target_namespaces<'a>(
-    world: &'a World,
-    project: &'a ProjectId,
-    backing_namespace: &'a str,
-    ignore: &'a IgnoreList,
-) -> impl Iterator<Item = &'a str> + 'a {
-    world
-        .project_namespaces(project)
-        .filter(move |(name, ns)| wants_copy(name, ns.terminating, backing_namespace, ignore))
-        .map(|(name, _)| name)
-}
-
-/// Whether a namespace of the original's project should hold a copy: not the backing namespace
-/// itself, not terminating, not ignored. Also answers "what if this namespace joined" for the webhook.
-pub fn wants_copy(
-    namespace: &str,
-    terminating: bool,
-    backing_namespace: &str,
-    ignore: &IgnoreList,
-) -> bool {
-    namespace != backing_namespace && !terminating && !ignore.matches(namespace)
-}
-
-/// Whether an original may be copied at all: a service-account token never is (S6; the webhook
-/// refuses one, and one written while the webhook was down must not spread a token).
-pub fn is_copyable(original: &Original<'_>) -> bool {
-    original.secret.type_.as_deref() != Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE)
-}
-
-/// The copies one original wants.
-pub fn desired_for<'a>(world: &'a World, original: &Original<'a>) -> Vec<DesiredCopy> {
-    if !is_copyable(original) {
-        return Vec::new();
-    }
-    let ignore = IgnoreList::of(&original.secret.metadata);
-    let origin_namespace = original.namespace();
-    target_namespaces(world, original.project, origin_namespace, &ignore)
-        .map(|namespace| DesiredCopy {
-            namespace: namespace.to_owned(),
-            name: original.name().to_owned(),
-            origin_namespace: origin_namespace.to_owned(),
-        })
-        .collect()
-}
-
-/// Every copy the world wants, sorted by (namespace, name).
-pub fn desired(world: &World) -> Vec<DesiredCopy> {
-    let mut all: Vec<_> = world
-        .originals()
-        .flat_map(|original| desired_for(world, &original))
-        .collect();
-    all.sort();
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::NamespaceState;
-    use crate::world::fixtures::*;
 
     #[test]
     fn ignore_patterns_are_anchored() {
@@ -155,44 +158,5 @@ mod tests {
         let err = IgnoreList::parse("ok, team-(").expect_err("invalid");
         assert_eq!(err.entry, "team-(");
         assert!(!err.reason.is_empty());
-    }
-
-    #[test]
-    fn copies_are_wanted_outside_backing_terminating_and_ignored_namespaces() {
-        let ignore = IgnoreList::parse("skip-.*").expect("valid");
-        assert!(wants_copy("team-a", false, "local-p", &ignore));
-        assert!(!wants_copy("local-p", false, "local-p", &ignore));
-        assert!(!wants_copy("team-a", true, "local-p", &ignore));
-        assert!(!wants_copy("skip-me", false, "local-p", &ignore));
-    }
-
-    #[test]
-    fn desired_skips_backing_terminating_and_ignored_namespaces() {
-        let mut world = World::default();
-        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
-        for ns in ["team-a", "team-b", "skip-me", "dying"] {
-            namespace_in(&mut world, ns, &p);
-        }
-        let mut dying = world.namespace("dying").cloned().unwrap_or_default();
-        dying.terminating = true;
-        world.upsert_namespace("dying".to_owned(), dying);
-        world.upsert_namespace(
-            "label-only".to_owned(),
-            NamespaceState {
-                project_label: Some("p-vwxyz".to_owned()),
-                ..NamespaceState::default()
-            },
-        );
-        add_secret(
-            &mut world,
-            secret(
-                "local-p-vwxyz",
-                "db",
-                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
-                &[(keys::IGNORE_NAMESPACES_ANNOTATION, "skip-.*")],
-            ),
-        );
-        let got: Vec<_> = desired(&world).into_iter().map(|c| c.namespace).collect();
-        assert_eq!(got, ["team-a", "team-b"]);
     }
 }

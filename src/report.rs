@@ -1,9 +1,9 @@
 //! `scoped-secrets plan`: what the reconciler would write, for the cluster as it is or with a
 //! manifest applied, as text for a person or as JSON. Names only, never secret data.
 
+use crate::plan::Settings;
 use crate::plan::{self, Action, ActionKind};
 use crate::plan_load::{load_world, overlay_manifest};
-use crate::policy::OverwritePolicy;
 use crate::world::World;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -17,7 +17,7 @@ pub async fn plan_command(
     client: Option<kube::Client>,
     manifest: Option<&Path>,
     json: bool,
-    policy: OverwritePolicy,
+    settings: &Settings,
 ) -> Result<String> {
     let mut world = match client {
         Some(client) => load_world(client).await?,
@@ -28,7 +28,7 @@ pub async fn plan_command(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         overlay_manifest(&mut world, &text).with_context(|| format!("in {}", path.display()))?;
     }
-    let actions = plan_of(&world, policy);
+    let actions = plan_of(&world, settings);
     if json {
         render_json(&actions)
     } else {
@@ -37,9 +37,9 @@ pub async fn plan_command(
 }
 
 /// Every action the reconciler would take, with backing namespaces managed.
-pub fn plan_of(world: &World, policy: OverwritePolicy) -> Vec<Action> {
+pub fn plan_of(world: &World, settings: &Settings) -> Vec<Action> {
     let mut actions = plan::backing_namespace_actions(world);
-    actions.extend(plan::actions(world, policy));
+    actions.extend(plan::actions(world, settings));
     actions
 }
 
@@ -217,6 +217,7 @@ pub fn render_json(actions: &[Action]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::OverwritePolicy;
 
     /// Rancher's example: one original in project p-vwxyz's backing namespace, two project namespaces,
     /// one of which already holds a secret of that name.
@@ -264,7 +265,7 @@ stringData: {mine: hunter2}
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plan.yaml");
         std::fs::write(&path, MANIFEST).expect("write manifest");
-        plan_command(None, Some(&path), json, policy)
+        plan_command(None, Some(&path), json, &Settings::with_policy(policy))
             .await
             .expect("plan")
     }

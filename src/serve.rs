@@ -95,7 +95,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 
     let config = Config {
         mode: args.mode.into(),
-        overwrite_policy: args.overwrite_policy.into(),
+        copies: args.copies.settings(&args.lease_namespace),
         protect_copies: args.protect_copies,
         reconciler_users: args.reconciler_users.clone(),
     };

@@ -103,15 +103,15 @@ pub struct Original<'a> {
     pub secret: &'a Secret,
 }
 
-impl Original<'_> {
-    pub fn namespace(&self) -> &str {
+impl<'a> Original<'a> {
+    pub fn namespace(&self) -> &'a str {
         self.secret
             .metadata
             .namespace
             .as_deref()
             .unwrap_or_default()
     }
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &'a str {
         self.secret.metadata.name.as_deref().unwrap_or_default()
     }
 }

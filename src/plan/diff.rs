@@ -7,9 +7,9 @@
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
 use super::copy::{self, Drift, copy_of};
-use super::{IgnoreList, is_copyable, wants_copy};
+use super::fate::{Fate, fate, wants_copy};
+use super::{IgnoreList, Settings};
 use crate::keys::{self, ProjectId};
-use crate::policy::OverwritePolicy;
 use crate::world::{self, NamespaceState, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
@@ -207,25 +207,26 @@ pub fn consents_to_overwrite(meta: &ObjectMeta) -> bool {
 /// Every copy write, copy removal, conflict and label repair the world needs; empty when converged.
 /// Label repairs come first, then copy writes by original, then deletions.
 ///
-/// The same desired state as [`super::desired_for`] (which the webhook asks one original at a time),
-/// computed for the whole world at once: each namespace's project is parsed once, not once per original.
-pub fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
+/// Which copies are wanted and what each takes come from [`super::fate`], as for the webhook; here
+/// for the whole world at once, so each namespace's project is parsed once, not once per original.
+pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
     let mut out = label_repairs(world);
     let members = members_by_project(world);
     let mut wanted: HashSet<(&str, &str)> = HashSet::new();
-    for original in world.originals().filter(is_copyable) {
+    for original in world.originals() {
         let Some(namespaces) = members.get(original.project) else {
             continue;
         };
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
         // Every copy of an original is the same but for its namespace: build it once.
-        let template = copy_of(&original, "");
+        let mut template = None;
         for &(namespace, terminating) in namespaces {
-            if wants_copy(namespace, terminating, original.namespace(), &ignore)
+            if wants_copy(&original, &ignore, namespace, terminating, settings)
                 && wanted.insert((namespace, name))
             {
-                out.extend(copy_action(world, &original, &template, namespace, policy));
+                let template = template.get_or_insert_with(|| copy_of(&original, ""));
+                out.extend(copy_action(world, &original, template, namespace, settings));
             }
         }
     }
@@ -278,69 +279,36 @@ fn copy_action(
     original: &Original<'_>,
     template: &Secret,
     namespace: &str,
-    policy: OverwritePolicy,
+    settings: &Settings,
 ) -> Option<Action> {
     let copy = || {
         let mut copy = template.clone();
         copy.metadata.namespace = Some(namespace.to_owned());
         copy
     };
-    let name = original.name();
-    if let Some(existing) = world.scoped(namespace, name) {
-        let meta = &existing.metadata;
-        let uid = meta.uid.clone().unwrap_or_default();
-        if world::is_copy(meta) {
-            return match copy::drift(existing, template) {
-                Drift::None => None,
-                Drift::Changed => Some(Action::Update {
-                    copy: copy(),
-                    resource_version: meta.resource_version.clone().unwrap_or_default(),
-                }),
-                Drift::Replace => Some(Action::Recreate {
-                    copy: copy(),
-                    existing_uid: uid,
-                }),
-            };
-        }
-        if world.as_original(existing).is_some() {
-            return Some(conflict(
-                original,
-                namespace,
-                ConflictReason::HeldByOriginal,
-            ));
-        }
-        return Some(overwrite_or_conflict(original, copy(), uid, policy));
-    }
-    let Some(existing) = world.secret_meta(namespace, name) else {
-        return Some(Action::Create { copy: copy() });
-    };
-    if existing.is_copy() {
-        // A copy without our label (someone removed it): marked as a copy, so it holds nobody's data
-        // and needs no consent; the name index has no full object to compare, so replace it.
-        return Some(Action::Overwrite {
+    match fate(world, original, namespace, settings.overwrite_policy) {
+        Fate::Create => Some(Action::Create { copy: copy() }),
+        Fate::Copy(existing) => match copy::drift(existing, template) {
+            Drift::None => None,
+            Drift::Changed => Some(Action::Update {
+                copy: copy(),
+                resource_version: existing
+                    .metadata
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default(),
+            }),
+            Drift::Replace => Some(Action::Recreate {
+                copy: copy(),
+                existing_uid: existing.metadata.uid.clone().unwrap_or_default(),
+            }),
+        },
+        Fate::StrayCopy { uid } | Fate::Overwrite { uid } => Some(Action::Overwrite {
             copy: copy(),
-            existing_uid: existing.uid.clone(),
-        });
+            existing_uid: uid.to_owned(),
+        }),
+        Fate::Conflict(reason) => Some(conflict(original, namespace, reason)),
     }
-    Some(overwrite_or_conflict(
-        original,
-        copy(),
-        existing.uid.clone(),
-        policy,
-    ))
-}
-
-fn overwrite_or_conflict(
-    original: &Original<'_>,
-    copy: Secret,
-    existing_uid: String,
-    policy: OverwritePolicy,
-) -> Action {
-    if policy == OverwritePolicy::Warn || consents_to_overwrite(&original.secret.metadata) {
-        return Action::Overwrite { copy, existing_uid };
-    }
-    let namespace = copy.metadata.namespace.clone().unwrap_or_default();
-    conflict(original, &namespace, ConflictReason::NoConsent)
 }
 
 fn conflict(original: &Original<'_>, namespace: &str, reason: ConflictReason) -> Action {
@@ -452,8 +420,14 @@ mod tests {
     use k8s_openapi::ByteString;
 
     const BACKING: &str = "local-p-vwxyz";
+    use crate::plan::OverwritePolicy;
     const WARN: OverwritePolicy = OverwritePolicy::Warn;
     const DENY: OverwritePolicy = OverwritePolicy::Deny;
+
+    /// The plan under `policy` and the default protected namespaces.
+    fn actions(world: &World, policy: OverwritePolicy) -> Vec<Action> {
+        super::actions(world, &Settings::with_policy(policy))
+    }
 
     fn p() -> ProjectId {
         ProjectId::new("local", "p-vwxyz")

@@ -81,6 +81,23 @@ pub fn warning(text: &str) -> String {
     fit(text, WARNING_LIMIT)
 }
 
+/// An audit-mode denial as warning lines: `would deny: <message>` when it fits one line; otherwise
+/// the message is split at its last `; ` (the rules put what to do last) into `would deny: <what>`
+/// and `would deny: …; <what to do>`, each cut to [`WARNING_LIMIT`], so the fix is never cut away.
+pub fn would_deny(message: &str) -> Vec<String> {
+    let whole = format!("would deny: {message}");
+    if whole.chars().count() <= WARNING_LIMIT {
+        return vec![warning(&whole)];
+    }
+    match message.rsplit_once("; ") {
+        Some((what, fix)) => vec![
+            warning(&format!("would deny: {what}")),
+            warning(&format!("would deny: …; {fix}")),
+        ],
+        None => vec![warning(&whole)],
+    }
+}
+
 /// `1 copy`, `3 copies`: the count and the right form of a noun.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     if n == 1 {
@@ -146,6 +163,17 @@ mod tests {
     #[test]
     fn control_characters_become_spaces() {
         assert_eq!(warning("a\nb\tc\u{7}"), "a b c ");
+    }
+
+    #[test]
+    fn audit_lines_keep_what_to_do() {
+        assert_eq!(would_deny("short; fix it"), ["would deny: short; fix it"]);
+        let long = format!("{}; set it to p-vwxyz", "x".repeat(150));
+        let lines = would_deny(&long);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.chars().count() <= WARNING_LIMIT));
+        assert_eq!(lines[1], "would deny: …; set it to p-vwxyz");
+        assert_eq!(would_deny(&"y".repeat(300)).len(), 1);
     }
 
     #[test]

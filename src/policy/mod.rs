@@ -27,20 +27,15 @@ pub enum Mode {
     Audit,
 }
 
-/// What happens when an original would overwrite a non-copy secret (S2, N3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverwritePolicy {
-    #[default]
-    Warn,
-    /// Deny unless the original carries the allow-overwrite consent annotation.
-    Deny,
-}
+pub use crate::plan::OverwritePolicy;
 
 /// The webhook's policy settings (from the command line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
-    pub overwrite_policy: OverwritePolicy,
+    /// The reconciler's settings (overwrite policy, protected namespaces): the webhook's warnings
+    /// announce exactly what the reconciler will do.
+    pub copies: crate::plan::Settings,
     /// S5: deny (true) or only warn about (false) changes to copies.
     pub protect_copies: bool,
     /// Usernames whose requests skip every rule: our reconciler, and beside Rancher its copier.
@@ -51,7 +46,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             mode: Mode::default(),
-            overwrite_policy: OverwritePolicy::default(),
+            copies: crate::plan::Settings::default(),
             protect_copies: true,
             reconciler_users: Vec::new(),
         }
@@ -124,17 +119,19 @@ impl Decision {
 /// What a review needs from the cluster beyond the world; the webhook fetches it before [`validate`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// N1: a SubjectAccessReview for the requesting user (with groups and extra), verb
-    /// `manage-namespaces` on the Project resource `<project>` in namespace `<cluster>`.
-    pub access_review: Option<crate::keys::ProjectId>,
+    /// N1: SubjectAccessReviews for the requesting user (with groups and extra), verb
+    /// `manage-namespaces` on each Project resource `<project>` in namespace `<cluster>`: the project
+    /// joined, the project left, or both for a move.
+    pub access_reviews: Vec<crate::keys::ProjectId>,
     /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
     pub secret_type_of: Option<(String, String)>,
 }
 
-/// The answers to [`Needs`]; `None` when not asked or when the lookup failed.
+/// The answers to [`Needs`]; absent or `None` when not asked or when the lookup failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    pub may_manage_namespaces: Option<bool>,
+    /// Per project asked about: whether the user has `manage-namespaces` on it.
+    pub may_manage_namespaces: std::collections::BTreeMap<crate::keys::ProjectId, bool>,
     pub existing_secret_type: Option<String>,
 }
 
@@ -184,7 +181,7 @@ pub fn needs_for(
             .map(|s| secrets::needs(&s, world))
             .unwrap_or_default(),
         Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
-            .map(|s| namespaces::needs(&s, world))
+            .map(|s| namespaces::needs(&s, world, cfg))
             .unwrap_or_default(),
         _ => Needs::default(),
     }
@@ -219,6 +216,12 @@ pub fn validate_only(
             }
             if rules.secret_guard() {
                 secrets::validate_guard(&s, world, cfg, &mut findings);
+            } else if rules.secret_names() {
+                // The guard answers from its own entry; run it here only to know whether the
+                // request will be refused, so that no consequence is announced for it.
+                let mut guard = Findings::default();
+                secrets::validate_guard(&s, world, cfg, &mut guard);
+                findings.refused_elsewhere = !guard.denials.is_empty();
             }
         }),
         Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
@@ -399,6 +402,10 @@ fn with_namespace<T: Metadata<Ty = ObjectMeta>>(mut obj: T, namespace: Option<&s
 pub(crate) struct Findings {
     denials: Vec<Denial>,
     warnings: Vec<String>,
+    /// What admitting the request will do (overwrites, removals): said only if it is admitted.
+    consequences: Vec<String>,
+    /// Another entry of the webhook refuses this request (its own answer carries the denial).
+    refused_elsewhere: bool,
 }
 
 impl Findings {
@@ -412,19 +419,30 @@ impl Findings {
         self.warnings.push(message::warning(&warning));
     }
 
-    /// Enforce: the first denial wins (warnings still travel with it). Audit: every denial becomes
-    /// a `would deny:` warning and the request is admitted.
+    /// A warning about what admitting the request will do; dropped when the request is refused.
+    pub fn announce(&mut self, consequence: String) {
+        self.consequences.push(message::warning(&consequence));
+    }
+
+    /// Enforce: the first denial wins (plain warnings still travel with it, consequences do not).
+    /// Audit: every denial becomes `would deny:` warnings and the request is admitted.
     fn decide(mut self, mode: Mode) -> Decision {
         match mode {
-            Mode::Enforce => Decision {
-                denial: self.denials.into_iter().next(),
-                warnings: self.warnings,
-                patch: None,
-            },
+            Mode::Enforce => {
+                let denial = self.denials.into_iter().next();
+                if denial.is_none() && !self.refused_elsewhere {
+                    self.warnings.append(&mut self.consequences);
+                }
+                Decision {
+                    denial,
+                    warnings: self.warnings,
+                    patch: None,
+                }
+            }
             Mode::Audit => {
+                self.warnings.append(&mut self.consequences);
                 for denial in &self.denials {
-                    let line = format!("would deny: {}", denial.message);
-                    self.warnings.push(message::warning(&line));
+                    self.warnings.extend(message::would_deny(&denial.message));
                 }
                 Decision {
                     denial: None,
@@ -530,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn audit_mode_cuts_long_denials_to_one_warning_line() {
+    fn audit_mode_keeps_what_to_do_within_the_limit() {
         let audit = Config {
             mode: Mode::Audit,
             ..config()
@@ -548,12 +566,21 @@ mod tests {
         );
         let decision = validate(&admission(req), &world(), &audit, &Facts::default());
         assert!(decision.allowed());
-        let [warning] = decision.warnings.as_slice() else {
-            panic!("one warning expected: {:?}", decision.warnings);
+        let [what, fix] = decision.warnings.as_slice() else {
+            panic!("two warnings expected: {:?}", decision.warnings);
         };
-        assert!(warning.starts_with("would deny: "), "{warning}");
-        assert_eq!(warning.chars().count(), message::WARNING_LIMIT);
-        assert!(warning.ends_with('…'));
+        assert!(what.starts_with("would deny: label "), "{what}");
+        assert_eq!(
+            fix,
+            "would deny: …; create the secret in the project's backing namespace and the \
+             reconciler will copy it here"
+        );
+        assert!(
+            decision
+                .warnings
+                .iter()
+                .all(|w| w.chars().count() <= message::WARNING_LIMIT)
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Rules N1–N3: namespaces joining and leaving projects.
 
 use super::message::{self, count, warning_list};
-use super::secrets::consents;
-use super::{Config, Denial, Facts, Findings, Needs, OverwritePolicy, Subject};
+use super::secrets::Fates;
+use super::{Config, Denial, Facts, Findings, Needs, Subject};
 use crate::keys::{self, ProjectId, ProjectIdError};
 use crate::plan::{self, IgnoreList};
 use crate::world::{NamespaceState, Original, World, annotation};
@@ -50,18 +50,24 @@ impl<'a> Change<'a> {
     }
 }
 
-pub(super) fn needs(s: &Subject<Namespace>, world: &World) -> Needs {
-    if s.new.is_none() {
-        return Needs::default();
+/// The projects whose `manage-namespaces` permission this change needs: the one joined and the one
+/// left (both for a move). None for a protected namespace joining (refused whatever the user may do)
+/// or leaving (it never held copies), nor for a project that does not exist (N2 refuses joining it;
+/// leaving it cuts nothing off).
+fn projects_to_check(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Vec<ProjectId> {
+    if s.new.is_none() || cfg.copies.protected.contains(s.display_name()) {
+        return Vec::new();
     }
-    // A project that does not exist is refused (N2) before anyone's permission matters.
-    let access_review = Change::of(s)
-        .joined()
-        .ok()
-        .flatten()
-        .filter(|p| !world.projects_installed || world.project(p).is_some());
+    let exists = |p: &ProjectId| !world.projects_installed || world.project(p).is_some();
+    let change = Change::of(s);
+    let joined = change.joined().ok().flatten().filter(exists);
+    let left = change.left().filter(exists);
+    joined.into_iter().chain(left).collect()
+}
+
+pub(super) fn needs(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Needs {
     Needs {
-        access_review,
+        access_reviews: projects_to_check(s, world, cfg),
         ..Needs::default()
     }
 }
@@ -79,7 +85,7 @@ pub(super) fn validate(
     };
     let ns = s.display_name();
     let change = Change::of(s);
-    match change.joined() {
+    let joined = match change.joined() {
         Err(e) => {
             out.deny(Denial::forbidden(
                 "MalformedProjectId",
@@ -91,32 +97,61 @@ pub(super) fn validate(
             ));
             return;
         }
-        Ok(Some(project)) => {
-            if world.projects_installed && world.project(&project).is_none() {
-                out.deny(Denial::forbidden(
-                    "ProjectNotFound",
-                    format!(
-                        "namespace {ns:?} names project {project} in annotation {}, but no such \
-                         project exists",
-                        keys::PROJECT_ID_KEY
-                    ),
-                ));
-                return;
-            }
-            may_join(s, &project, facts, out);
-            joining(ns, new, &project, world, cfg, out);
+        Ok(joined) => joined,
+    };
+    if let Some(project) = &joined {
+        if cfg.copies.protected.contains(ns) {
+            let protected: Vec<&str> = cfg.copies.protected.names().collect();
+            out.deny(Denial::forbidden(
+                "ProtectedNamespace",
+                format!(
+                    "namespace {ns:?} is protected ({}): it never receives project-scoped secrets, \
+                     so it cannot join project {project}; remove annotation {}",
+                    protected.join(", "),
+                    keys::PROJECT_ID_KEY
+                ),
+            ));
+            return;
         }
-        Ok(None) => {}
+        if world.projects_installed && world.project(project).is_none() {
+            out.deny(Denial::forbidden(
+                "ProjectNotFound",
+                format!(
+                    "namespace {ns:?} names project {project} in annotation {}, but no such \
+                     project exists",
+                    keys::PROJECT_ID_KEY
+                ),
+            ));
+            return;
+        }
+    }
+    for project in projects_to_check(s, world, cfg) {
+        let direction = if joined.as_ref() == Some(&project) {
+            "into"
+        } else {
+            "out of"
+        };
+        may_manage(s, &project, direction, facts, out);
+    }
+    if let Some(project) = &joined {
+        joining(ns, new, project, world, cfg, out);
     }
     if let Some(project) = change.left() {
-        leaving(ns, &project, world, out);
+        leaving(ns, &project, world, cfg, out);
     }
 }
 
-/// N1: moving a namespace into a project needs `manage-namespaces` on it (Rancher's rule), or anyone
-/// who can edit a namespace could pull the project's secrets into it. When the access review could
-/// not be made (`None`), the request is denied: failing open here would hand out secrets.
-fn may_join(s: &Subject<Namespace>, project: &ProjectId, facts: &Facts, out: &mut Findings) {
+/// N1: moving a namespace into or out of a project needs `manage-namespaces` on it (Rancher's
+/// rule), or anyone who can edit a namespace could pull the project's secrets into it, or cut a
+/// namespace off its copies. When the access review could not be made, the request is denied:
+/// failing open here would hand out secrets.
+fn may_manage(
+    s: &Subject<Namespace>,
+    project: &ProjectId,
+    direction: &str,
+    facts: &Facts,
+    out: &mut Findings,
+) {
     let ns = s.display_name();
     let permission = format!(
         "verb {} on {}.{} {:?} in namespace {:?}",
@@ -126,12 +161,12 @@ fn may_join(s: &Subject<Namespace>, project: &ProjectId, facts: &Facts, out: &mu
         project.project,
         project.cluster
     );
-    match facts.may_manage_namespaces {
+    match facts.may_manage_namespaces.get(project) {
         Some(true) => {}
         Some(false) => out.deny(Denial::forbidden(
             "ProjectAccessDenied",
             format!(
-                "user {:?} may not move namespace {ns:?} into project {project}: that needs \
+                "user {:?} may not move namespace {ns:?} {direction} project {project}: that needs \
                  {permission}",
                 s.user
             ),
@@ -139,34 +174,38 @@ fn may_join(s: &Subject<Namespace>, project: &ProjectId, facts: &Facts, out: &mu
         None => out.deny(Denial::forbidden(
             "ProjectAccessUnverified",
             format!(
-                "could not verify that user {:?} may move namespace {ns:?} into project {project} \
-                 ({permission}); try again",
+                "could not verify that user {:?} may move namespace {ns:?} {direction} project \
+                 {project} ({permission}); try again",
                 s.user
             ),
         )),
     }
 }
 
-/// The originals of `project` that want a copy in namespace `ns` in state `state`.
+/// The originals of `project` that want a copy in namespace `ns` in state `terminating`.
 fn wanting<'w>(
     world: &'w World,
     project: &'w ProjectId,
     ns: &'w str,
     terminating: bool,
+    cfg: &'w Config,
 ) -> impl Iterator<Item = Original<'w>> + 'w {
     world.originals().filter(move |o| {
         o.project == project
             && plan::wants_copy(
+                o,
+                &IgnoreList::of(&o.secret.metadata),
                 ns,
                 terminating,
-                o.namespace(),
-                &IgnoreList::of(&o.secret.metadata),
+                &cfg.copies,
             )
     })
 }
 
 /// N3: a joining namespace's secrets that the project's originals would overwrite are announced
-/// (or, under `--overwrite-policy=deny`, refused unless every such original consents).
+/// (or, under `--overwrite-policy=deny`, refused unless every such original consents), and so are
+/// copies that cannot land because another project's original holds the name. The fates are the
+/// reconciler's own.
 fn joining(
     ns: &str,
     new: &Namespace,
@@ -176,50 +215,70 @@ fn joining(
     out: &mut Findings,
 ) {
     let terminating = NamespaceState::from_namespace(new).terminating;
-    let overwritten: Vec<Original<'_>> = wanting(world, project, ns, terminating)
-        .filter(|o| {
-            world
-                .secret_meta(ns, o.name())
-                .is_some_and(|m| !m.is_copy())
-        })
-        .collect();
-    if overwritten.is_empty() {
-        return;
+    let mut fates = Fates::default();
+    for original in wanting(world, project, ns, terminating, cfg) {
+        let one = Fates::of(
+            world,
+            &original,
+            std::iter::once(ns),
+            cfg.copies.overwrite_policy,
+        );
+        let name = original.name();
+        for (all, this) in [
+            (&mut fates.overwritten, one.overwritten),
+            (&mut fates.refused, one.refused),
+            (&mut fates.held, one.held),
+        ] {
+            all.extend(this.iter().map(|_| name));
+        }
     }
-    let head = format!(
-        "namespace {ns:?} joins project {project}; its project-scoped secrets will overwrite {} here",
-        count(overwritten.len(), "secret", "secrets")
-    );
-    let refused: Vec<&str> = overwritten
-        .iter()
-        .filter(|o| !consents(&o.secret.metadata))
-        .map(Original::name)
-        .collect();
-    if cfg.overwrite_policy == OverwritePolicy::Deny && !refused.is_empty() {
+    if !fates.refused.is_empty() {
         let head = format!(
-            "{head}, without consent (annotation {}=\"true\" on the original) for",
+            "namespace {ns:?} joins project {project}; its project-scoped secrets would overwrite {} \
+             here without consent (annotation {}=\"true\" on the original) for",
+            count(fates.refused.len(), "secret", "secrets"),
             keys::ALLOW_OVERWRITE_ANNOTATION
         );
         out.deny(Denial::forbidden(
             "WouldOverwrite",
-            message::denial_list(&head, &refused),
+            message::denial_list(&head, &fates.refused),
         ));
-    } else {
-        let names: Vec<&str> = overwritten.iter().map(Original::name).collect();
-        out.warn(warning_list(&head, &names));
+    }
+    if !fates.overwritten.is_empty() {
+        let head = format!(
+            "namespace {ns:?} joins project {project}; its project-scoped secrets will overwrite {} \
+             here",
+            count(fates.overwritten.len(), "secret", "secrets")
+        );
+        out.announce(warning_list(&head, &fates.overwritten));
+        out.announce(format!(
+            "the overwritten secrets are gone for good: leaving project {project} later does not \
+             bring them back"
+        ));
+    }
+    if !fates.held.is_empty() {
+        let head = format!(
+            "{} of project {project} not copied into {ns:?}: another project's original holds \
+             the name",
+            count(fates.held.len(), "secret", "secrets")
+        );
+        out.announce(warning_list(&head, &fates.held));
     }
 }
 
 /// N3: a leaving namespace loses its copies of the project's originals.
-fn leaving(ns: &str, project: &ProjectId, world: &World, out: &mut Findings) {
-    let removed = wanting(world, project, ns, false)
+fn leaving(ns: &str, project: &ProjectId, world: &World, cfg: &Config, out: &mut Findings) {
+    let removed: Vec<&str> = wanting(world, project, ns, false, cfg)
         .filter(|o| world.secret_meta(ns, o.name()).is_some_and(|m| m.is_copy()))
-        .count();
-    if removed > 0 {
-        out.warn(format!(
-            "namespace {ns:?} leaves project {project}; {} of its project-scoped secrets will be removed",
-            count(removed, "copy", "copies")
-        ));
+        .map(|o| o.name())
+        .collect();
+    if !removed.is_empty() {
+        let head = format!(
+            "namespace {ns:?} leaves project {project}; {} of its project-scoped secrets will be \
+             removed",
+            count(removed.len(), "copy", "copies")
+        );
+        out.announce(warning_list(&head, &removed));
     }
 }
 
@@ -230,15 +289,20 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    /// alice may manage namespaces of every project of the fixture world.
     fn allowed() -> Facts {
-        Facts {
-            may_manage_namespaces: Some(true),
-            ..Facts::default()
-        }
+        answered(true)
     }
     fn refused() -> Facts {
+        answered(false)
+    }
+    fn answered(allowed: bool) -> Facts {
         Facts {
-            may_manage_namespaces: Some(false),
+            may_manage_namespaces: ["p-vwxyz", "p-other", "p-nope"]
+                .map(|p| ProjectId::new("local", p))
+                .into_iter()
+                .map(|p| (p, allowed))
+                .collect(),
             ..Facts::default()
         }
     }
@@ -305,8 +369,8 @@ mod tests {
                 Some(namespace_in_json("fresh", "local:p-vwxyz")),
                 None
             ))
-            .access_review,
-            Some(project_id())
+            .access_reviews,
+            [project_id()]
         );
         let unchanged = namespace_in_json("team-a", "local:p-vwxyz");
         assert_eq!(
@@ -362,6 +426,7 @@ mod tests {
 
     #[test]
     fn n3_join_and_leave_are_announced() {
+        // (also: the overwritten secrets are gone for good, said in plain words)
         let join_newcomer = || {
             request(
                 "UPDATE",
@@ -393,8 +458,12 @@ mod tests {
                     Some(bare("team-a")),
                     Some(namespace_in_json("team-a", "local:p-vwxyz")),
                 ),
-                warn("namespace \"team-a\" leaves project local:p-vwxyz; 2 copies"),
-            ),
+                warn(
+                    "namespace \"team-a\" leaves project local:p-vwxyz; 2 copies of its \
+                     project-scoped secrets will be removed: cache, db",
+                ),
+            )
+            .with_facts(allowed()),
             Case::new(
                 "a label alone never joins",
                 request(
@@ -459,5 +528,187 @@ mod tests {
             &decision,
             &warn("will overwrite 2 secrets here"),
         );
+    }
+
+    fn only_for(project: &str) -> Facts {
+        Facts {
+            may_manage_namespaces: [
+                (ProjectId::new("local", "p-vwxyz"), project == "p-vwxyz"),
+                (ProjectId::new("local", "p-other"), project == "p-other"),
+            ]
+            .into(),
+            ..Facts::default()
+        }
+    }
+
+    fn world_with_other_project() -> World {
+        let mut world = world();
+        crate::world::fixtures::project(&mut world, "local", "p-other", "local-p-other");
+        world
+    }
+
+    #[test]
+    fn n1_leaving_and_moving_need_permission_on_every_project_involved() {
+        let world = world_with_other_project();
+        let cfg = config();
+        let decide =
+            |req, facts: &Facts| super::super::validate(&admission(req), &world, &cfg, facts);
+        let leave = || {
+            request(
+                "UPDATE",
+                Some(bare("team-a")),
+                Some(namespace_in_json("team-a", "local:p-vwxyz")),
+            )
+        };
+        let moving = || {
+            request(
+                "UPDATE",
+                Some(namespace_in_json("team-a", "local:p-other")),
+                Some(namespace_in_json("team-a", "local:p-vwxyz")),
+            )
+        };
+        check(
+            "leaving without permission",
+            &decide(leave(), &only_for("p-other")),
+            &deny(
+                403,
+                "user \"alice\" may not move namespace \"team-a\" out of project local:p-vwxyz",
+            ),
+        );
+        check(
+            "leaving, unverified",
+            &decide(leave(), &Facts::default()),
+            &deny(403, "could not verify"),
+        );
+        check(
+            "leaving with permission",
+            &decide(leave(), &only_for("p-vwxyz")),
+            &warn("leaves project local:p-vwxyz"),
+        );
+        check(
+            "moving with permission on the target only",
+            &decide(moving(), &only_for("p-other")),
+            &deny(403, "out of project local:p-vwxyz"),
+        );
+        check(
+            "moving with permission on the source only",
+            &decide(moving(), &only_for("p-vwxyz")),
+            &deny(403, "into project local:p-other"),
+        );
+        check(
+            "moving with permission on both",
+            &decide(moving(), &allowed()),
+            &warn("leaves project local:p-vwxyz"),
+        );
+        let need = super::super::needs(&admission(moving()), &world, &cfg);
+        assert_eq!(
+            need.access_reviews,
+            [ProjectId::new("local", "p-other"), project_id()]
+        );
+    }
+
+    #[test]
+    fn n1_leaving_a_deleted_project_needs_nothing() {
+        let mut world = world();
+        world.remove_project(&project_id());
+        let req = request(
+            "UPDATE",
+            Some(bare("team-a")),
+            Some(namespace_in_json("team-a", "local:p-vwxyz")),
+        );
+        let decision =
+            super::super::validate(&admission(req), &world, &config(), &Facts::default());
+        assert_eq!(decision.denial, None);
+    }
+
+    #[test]
+    fn protected_namespaces_never_join() {
+        let join = |ns: &str| {
+            request(
+                "UPDATE",
+                Some(namespace_in_json(ns, "local:p-vwxyz")),
+                Some(bare(ns)),
+            )
+        };
+        run(vec![
+            Case::new(
+                "kube-system",
+                join("kube-system"),
+                deny(
+                    403,
+                    "namespace \"kube-system\" is protected (kube-node-lease, kube-public, \
+                     kube-system, scoped-secrets-system): it never receives project-scoped \
+                     secrets, so it cannot join project local:p-vwxyz; remove annotation \
+                     field.cattle.io/projectId",
+                ),
+            )
+            .with_facts(allowed()),
+            Case::new(
+                "the product's own namespace",
+                join("scoped-secrets-system"),
+                deny(403, "is protected"),
+            )
+            .with_facts(allowed()),
+            Case::new(
+                "leaving a protected namespace needs nothing",
+                request(
+                    "UPDATE",
+                    Some(bare("kube-public")),
+                    Some(namespace_in_json("kube-public", "local:p-vwxyz")),
+                ),
+                Allow,
+            ),
+        ]);
+        let need = super::super::needs(&admission(join("kube-system")), &world(), &config());
+        assert_eq!(need, Needs::default());
+    }
+
+    /// The issue that made the fates one truth: a namespace holding another project's original of the
+    /// same name (that project's backing namespace) joins. The reconciler reports a conflict there and
+    /// never overwrites an original, so the webhook must not say "will overwrite", nor refuse the
+    /// join under the deny policy.
+    #[test]
+    fn n3_a_name_held_by_another_projects_original_is_a_conflict_not_an_overwrite() {
+        let mut world = world_with_other_project();
+        let other = [(keys::PROJECT_SCOPED_LABEL, "p-other")];
+        crate::world::fixtures::add_secret(
+            &mut world,
+            crate::world::fixtures::secret("local-p-other", "db", &other, &[]),
+        );
+        let req = || {
+            request(
+                "UPDATE",
+                Some(namespace_in_json("local-p-other", "local:p-vwxyz")),
+                Some(bare("local-p-other")),
+            )
+        };
+        for cfg in [config(), deny_overwrites()] {
+            let decision = super::super::validate(&admission(req()), &world, &cfg, &allowed());
+            check(
+                "held by an original",
+                &decision,
+                &warn(
+                    "1 secret of project local:p-vwxyz not copied into \"local-p-other\": another \
+                     project's original holds the name: db",
+                ),
+            );
+            assert!(
+                !decision.warnings.iter().any(|w| w.contains("overwrite")),
+                "{:?}",
+                decision.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn n3_announcements_are_dropped_when_the_join_is_refused() {
+        let req = request(
+            "UPDATE",
+            Some(namespace_in_json("newcomer", "local:p-vwxyz")),
+            Some(bare("newcomer")),
+        );
+        let decision = super::super::validate(&admission(req), &world(), &config(), &refused());
+        assert!(decision.denial.is_some());
+        assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
     }
 }

@@ -1,9 +1,9 @@
 //! Rules S1–S7: what may happen to secrets, originals and copies.
 
 use super::message::{self, count, warning_list};
-use super::{Config, Denial, Facts, Findings, Needs, OverwritePolicy, Subject};
+use super::{Config, Denial, Facts, Findings, Needs, Subject};
 use crate::keys::{self, ProjectId};
-use crate::plan::{self, IgnoreList};
+use crate::plan::{self, ConflictReason, Fate, IgnoreList, OverwritePolicy, Settings};
 use crate::world::{self, Original, World, annotation, label};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
@@ -33,12 +33,12 @@ pub(super) fn validate_names(
     out: &mut Findings,
 ) {
     if s.op == Operation::Create {
-        unique_name(s, world, facts, out);
+        unique_name(s, world, cfg, facts, out);
     }
     if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
         overwrites(&original, world, cfg, out);
     }
-    removals(s, world, out);
+    removals(s, world, cfg, out);
 }
 
 /// S3–S6: where the label may be, who writes markers and copies, what can be project-scoped.
@@ -57,7 +57,13 @@ pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, o
 /// Best-effort: the apiserver remains the final arbiter of uniqueness. A name that is taken is
 /// answered 409 `AlreadyExists`, as the apiserver would (SPEC §2 says 403, but that would break
 /// clients that create and, on `AlreadyExists`, update); a reserved name is a policy denial (403).
-fn unique_name(s: &Subject<Secret>, world: &World, facts: &Facts, out: &mut Findings) {
+fn unique_name(
+    s: &Subject<Secret>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+    out: &mut Findings,
+) {
     // generateName: the apiserver picks a free name.
     let Some(name) = s.name.as_deref() else {
         return;
@@ -70,7 +76,7 @@ fn unique_name(s: &Subject<Secret>, world: &World, facts: &Facts, out: &mut Find
                  credentials and secrets share one set of names per namespace",
             describe_type(ty)
         )));
-    } else if let Some(original) = reserving_original(world, ns, name) {
+    } else if let Some(original) = reserving_original(world, &cfg.copies, ns, name) {
         out.deny(Denial::forbidden(
             "NameReserved",
             format!(
@@ -101,17 +107,23 @@ fn describe_type(ty: Option<&str>) -> String {
 }
 
 /// The original of the namespace's project that wants a copy named `name` in `ns`.
-fn reserving_original<'a>(world: &'a World, ns: &str, name: &str) -> Option<Original<'a>> {
+fn reserving_original<'a>(
+    world: &'a World,
+    settings: &Settings,
+    ns: &str,
+    name: &str,
+) -> Option<Original<'a>> {
     let state = world.namespace(ns)?;
     let project = state.project()?;
     world.originals().find(|o| {
         *o.project == project
             && o.name() == name
             && plan::wants_copy(
+                o,
+                &IgnoreList::of(&o.secret.metadata),
                 ns,
                 state.terminating,
-                o.namespace(),
-                &IgnoreList::of(&o.secret.metadata),
+                settings,
             )
     })
 }
@@ -218,48 +230,87 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
 }
 
 /// S2: an original whose copies would overwrite non-copy secrets is announced (or, under
-/// `--overwrite-policy=deny`, refused unless it consents).
+/// `--overwrite-policy=deny`, refused unless it consents); copies that cannot land because another
+/// project's original holds the name are announced too. The fates are the reconciler's own.
 fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Findings) {
     // An invalid ignore list is refused by S6; what it would overwrite is moot.
-    let Ok(ignore) = IgnoreList::parse(
-        annotation(
-            &original.secret.metadata,
-            keys::IGNORE_NAMESPACES_ANNOTATION,
-        )
-        .unwrap_or_default(),
-    ) else {
-        return;
-    };
-    let name = original.name();
-    let victims: Vec<&str> =
-        plan::target_namespaces(world, original.project, original.namespace(), &ignore)
-            .filter(|ns| world.secret_meta(ns, name).is_some_and(|m| !m.is_copy()))
-            .collect();
-    if victims.is_empty() {
+    let ignore = annotation(
+        &original.secret.metadata,
+        keys::IGNORE_NAMESPACES_ANNOTATION,
+    );
+    if ignore.is_some_and(|v| IgnoreList::parse(v).is_err()) {
         return;
     }
-    let head = format!(
-        "project-scoped secret {:?} will overwrite the secret of that name in {}",
-        origin(original),
-        count(victims.len(), "namespace", "namespaces")
+    let fates = Fates::of(
+        world,
+        original,
+        plan::wanted_namespaces(world, original.clone(), &cfg.copies),
+        cfg.copies.overwrite_policy,
     );
-    if cfg.overwrite_policy == OverwritePolicy::Deny && !consents(&original.secret.metadata) {
+    let head = |n: usize| {
+        format!(
+            "project-scoped secret {:?} will overwrite the secret of that name in {}",
+            origin(original),
+            count(n, "namespace", "namespaces")
+        )
+    };
+    if !fates.refused.is_empty() {
         let head = format!(
-            "{head} (set annotation {}=\"true\" to allow it)",
+            "{} (set annotation {}=\"true\" to allow it)",
+            head(fates.refused.len()),
             keys::ALLOW_OVERWRITE_ANNOTATION
         );
         out.deny(Denial::forbidden(
             "WouldOverwrite",
-            message::denial_list(&head, &victims),
+            message::denial_list(&head, &fates.refused),
         ));
-    } else {
-        out.warn(warning_list(&head, &victims));
+    }
+    if !fates.overwritten.is_empty() {
+        out.announce(warning_list(
+            &head(fates.overwritten.len()),
+            &fates.overwritten,
+        ));
+    }
+    if !fates.held.is_empty() {
+        let head = format!(
+            "project-scoped secret {:?} cannot be copied to {}, where another project's original \
+             holds the name",
+            origin(original),
+            count(fates.held.len(), "namespace", "namespaces")
+        );
+        out.announce(warning_list(&head, &fates.held));
     }
 }
 
-/// Whether an original consents to overwriting non-copy secrets (the reconciler's rule too).
-pub(super) fn consents(meta: &ObjectMeta) -> bool {
-    plan::consents_to_overwrite(meta)
+/// Where the copies of one original would replace something, grouped as the messages name them.
+#[derive(Debug, Default)]
+pub(super) struct Fates<'a> {
+    /// A secret that is not a copy is overwritten.
+    pub overwritten: Vec<&'a str>,
+    /// Overwriting is refused: `--overwrite-policy=deny` and no consent.
+    pub refused: Vec<&'a str>,
+    /// Another project's original holds the name: never overwritten, the copy does not land.
+    pub held: Vec<&'a str>,
+}
+
+impl<'a> Fates<'a> {
+    pub fn of(
+        world: &World,
+        original: &Original<'_>,
+        namespaces: impl Iterator<Item = &'a str>,
+        policy: OverwritePolicy,
+    ) -> Self {
+        let mut fates = Self::default();
+        for ns in namespaces {
+            match plan::fate(world, original, ns, policy) {
+                Fate::Overwrite { .. } => fates.overwritten.push(ns),
+                Fate::Conflict(ConflictReason::NoConsent) => fates.refused.push(ns),
+                Fate::Conflict(ConflictReason::HeldByOriginal) => fates.held.push(ns),
+                Fate::Create | Fate::Copy(_) | Fate::StrayCopy { .. } => {}
+            }
+        }
+        fates
+    }
 }
 
 /// S5: copies change only through their original, except while their namespace is being deleted,
@@ -280,7 +331,7 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
     if s.op == Operation::Delete
         && origin
             .as_deref()
-            .is_some_and(|origin| !is_wanted(world, ns, origin))
+            .is_some_and(|origin| !is_wanted(world, &cfg.copies, ns, origin))
     {
         return;
     }
@@ -320,38 +371,27 @@ fn copy_origin(world: &World, meta: &ObjectMeta) -> Option<String> {
 }
 
 /// Whether the original named by `origin` exists and wants a copy in `ns`.
-fn is_wanted(world: &World, ns: &str, origin: &str) -> bool {
+fn is_wanted(world: &World, settings: &Settings, ns: &str, origin: &str) -> bool {
     keys::parse_origin(origin)
         .and_then(|(origin_ns, name)| world.scoped(origin_ns, name))
         .and_then(|secret| world.as_original(secret))
-        .is_some_and(|original| {
-            plan::desired_for(world, &original)
-                .iter()
-                .any(|c| c.namespace == ns)
-        })
+        .is_some_and(|original| plan::wanted_namespaces(world, original, settings).any(|n| n == ns))
 }
 
 /// S7: deleting an original, removing its label or narrowing its ignore list removes copies; say
 /// how many (copies that exist now and will no longer be wanted).
-fn removals(s: &Subject<Secret>, world: &World, out: &mut Findings) {
+fn removals(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     let Some(before) = s.old.as_ref().and_then(|old| world.as_original(old)) else {
         return;
     };
-    let wanted_after: Vec<String> = s
+    let wanted_after: Vec<&str> = s
         .new
         .as_ref()
         .and_then(|new| world.as_original(new))
-        .map(|after| {
-            plan::desired_for(world, &after)
-                .into_iter()
-                .map(|c| c.namespace)
-                .collect()
-        })
+        .map(|after| plan::wanted_namespaces(world, after, &cfg.copies).collect())
         .unwrap_or_default();
     let name = before.name();
-    let removed: Vec<String> = plan::desired_for(world, &before)
-        .into_iter()
-        .map(|c| c.namespace)
+    let removed: Vec<&str> = plan::wanted_namespaces(world, before.clone(), &cfg.copies)
         .filter(|ns| !wanted_after.contains(ns))
         .filter(|ns| world.secret_meta(ns, name).is_some_and(|m| m.is_copy()))
         .collect();
@@ -363,7 +403,7 @@ fn removals(s: &Subject<Secret>, world: &World, out: &mut Findings) {
         count(removed.len(), "copy", "copies"),
         origin(&before)
     );
-    out.warn(warning_list(&head, &removed));
+    out.announce(warning_list(&head, &removed));
 }
 
 #[cfg(test)]

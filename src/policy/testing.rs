@@ -72,7 +72,7 @@ pub fn config() -> Config {
 
 pub fn deny_overwrites() -> Config {
     Config {
-        overwrite_policy: OverwritePolicy::Deny,
+        copies: crate::plan::Settings::with_policy(OverwritePolicy::Deny),
         ..config()
     }
 }

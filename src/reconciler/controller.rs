@@ -124,7 +124,7 @@ pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
     } else {
         Vec::new()
     };
-    actions.extend(plan::actions(world, cfg.overwrite_policy));
+    actions.extend(plan::actions(world, &cfg.copies));
     actions
 }
 
@@ -231,7 +231,7 @@ pub const ERROR_BACKOFF: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
     use crate::keys::ProjectId;
-    use crate::policy::OverwritePolicy;
+    use crate::plan::Settings;
     use crate::world::ProjectState;
 
     fn world_with_bare_project() -> World {
@@ -249,10 +249,10 @@ mod tests {
     #[test]
     fn backing_namespaces_are_planned_only_when_managed() {
         let world = world_with_bare_project();
-        let managed = Config::new(OverwritePolicy::Warn, true, "ns", "me");
+        let managed = Config::new(Settings::default(), true, "ns", "me");
         let kinds: Vec<_> = planned(&world, &managed).iter().map(Action::kind).collect();
         assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
-        let beside_rancher = Config::new(OverwritePolicy::Warn, false, "ns", "me");
+        let beside_rancher = Config::new(Settings::default(), false, "ns", "me");
         assert!(planned(&world, &beside_rancher).is_empty());
     }
 

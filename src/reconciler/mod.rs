@@ -19,7 +19,7 @@ pub use controller::run;
 pub use error::Error;
 pub use metrics::ReconcilerMetrics;
 
-use crate::policy::OverwritePolicy;
+use crate::plan::Settings;
 use std::time::Duration;
 
 /// Resolves once `shutdown` turns true (or its sender is gone). Yields `()`, not the channel's guard,
@@ -43,7 +43,8 @@ pub fn default_identity() -> String {
 /// The reconciler's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub overwrite_policy: OverwritePolicy,
+    /// Which copies are wanted and what may be overwritten: the webhook's settings too.
+    pub copies: Settings,
     /// Set `status.backingNamespace` and create the namespace for Projects without one.
     pub manage_backing_namespaces: bool,
     pub lease: lease::LeaseConfig,
@@ -63,7 +64,7 @@ impl Config {
     /// The settings `serve` was given (identity from [`default_identity`]).
     pub fn from_args(args: &crate::cli::ServeArgs) -> Self {
         Self::new(
-            args.overwrite_policy.into(),
+            args.copies.settings(&args.lease_namespace),
             args.manage_backing_namespaces,
             args.lease_namespace.clone(),
             default_identity(),
@@ -72,13 +73,13 @@ impl Config {
 
     /// Defaults for everything but what the command line decides.
     pub fn new(
-        overwrite_policy: OverwritePolicy,
+        copies: Settings,
         manage_backing_namespaces: bool,
         lease_namespace: impl Into<String>,
         identity: impl Into<String>,
     ) -> Self {
         Self {
-            overwrite_policy,
+            copies,
             manage_backing_namespaces,
             lease: lease::LeaseConfig::new(lease_namespace, identity),
             debounce: Duration::from_millis(75),

@@ -188,11 +188,14 @@ async fn validate(
     request: &AdmissionRequest<DynamicObject>,
 ) -> Decision {
     let needs = policy::needs_for(rules, request, &state.index.read(), &state.config);
+    let mut may_manage = std::collections::BTreeMap::new();
+    for project in needs.access_reviews {
+        if let Some(answer) = may_manage_namespaces(state, request, &project).await {
+            may_manage.insert(project, answer);
+        }
+    }
     let facts = Facts {
-        may_manage_namespaces: match &needs.access_review {
-            Some(project) => may_manage_namespaces(state, request, project).await,
-            None => None,
-        },
+        may_manage_namespaces: may_manage,
         existing_secret_type: match &needs.secret_type_of {
             Some((namespace, name)) => secret_type(state, namespace, name).await,
             None => None,

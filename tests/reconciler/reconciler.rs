@@ -10,7 +10,7 @@ use crate::support::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use scoped_secrets::keys;
-use scoped_secrets::policy::OverwritePolicy;
+use scoped_secrets::plan::{OverwritePolicy, Settings};
 use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
 use scoped_secrets::watch::{self as watches, Index};
 use serde_json::Value;
@@ -38,7 +38,12 @@ impl Running {
     fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
         let env = env();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut cfg = Config::new(policy, true, LEASE_NAMESPACE, identity);
+        let mut cfg = Config::new(
+            Settings::with_policy(policy),
+            true,
+            LEASE_NAMESPACE,
+            identity,
+        );
         cfg.lease.name = lease.to_owned();
         let mut registry = Registry::default();
         let metrics = ReconcilerMetrics::register(&mut registry);
@@ -650,7 +655,7 @@ fn plan_text(manifest: Option<&std::path::Path>) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let admin = client(&env().kubeconfig).await.expect("an admin client");
-        scoped_secrets::report::plan_command(Some(admin), manifest, false, OverwritePolicy::Warn)
+        scoped_secrets::report::plan_command(Some(admin), manifest, false, &Settings::default())
             .await
             .expect("plan")
     })

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use scoped_secrets::cli::{ModeArg, OverwritePolicyArg, ServeArgs};
+use scoped_secrets::cli::{CopyArgs, ModeArg, OverwritePolicyArg, ServeArgs};
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::telemetry::LogFormat;
 use scoped_secrets::watch::Index;
@@ -101,7 +101,12 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         tls_cert: cert_dir.join(certs::TLS_CERT),
         tls_key: cert_dir.join(certs::TLS_KEY),
         mode: ModeArg::Enforce,
-        overwrite_policy: OverwritePolicyArg::Warn,
+        copies: CopyArgs {
+            overwrite_policy: OverwritePolicyArg::Warn,
+            protected_namespaces: scoped_secrets::plan::DEFAULT_PROTECTED_NAMESPACES
+                .map(str::to_owned)
+                .to_vec(),
+        },
         protect_copies: true,
         reconciler: false,
         manage_backing_namespaces: true,

@@ -1,0 +1,211 @@
+//! One original and one namespace: whether a copy is wanted there, and what making it exact takes.
+//! Every reader asks here: [`super::actions`] for the reconciler and `plan`, the webhook for S1, S2,
+//! S5, S7 and N3. Nothing else decides which copies exist.
+
+use super::{ConflictReason, IgnoreList, OverwritePolicy, Settings, consents_to_overwrite};
+use crate::keys;
+use crate::world::{self, Original, World};
+use k8s_openapi::api::core::v1::Secret;
+
+/// Whether a service-account token: never copied (S6; the webhook refuses one, and one written
+/// while the webhook was down must not spread a token).
+fn is_copyable(original: &Original<'_>) -> bool {
+    original.secret.type_.as_deref() != Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE)
+}
+
+/// Whether `original` wants a copy in `namespace`, a namespace of its project in the given state:
+/// not the backing namespace itself, not terminating, not ignored, not protected, and never a
+/// service-account token. Also answers "what if this namespace joined" for the webhook.
+pub fn wants_copy(
+    original: &Original<'_>,
+    ignore: &IgnoreList,
+    namespace: &str,
+    terminating: bool,
+    settings: &Settings,
+) -> bool {
+    is_copyable(original)
+        && namespace != original.namespace()
+        && !terminating
+        && !ignore.matches(namespace)
+        && !settings.protected.contains(namespace)
+}
+
+/// The namespaces of the original's project that want a copy of it, sorted by name.
+pub fn wanted_namespaces<'w>(
+    world: &'w World,
+    original: Original<'w>,
+    settings: &'w Settings,
+) -> impl Iterator<Item = &'w str> + 'w {
+    let ignore = IgnoreList::of(&original.secret.metadata);
+    world
+        .project_namespaces(original.project)
+        .filter(move |(name, ns)| wants_copy(&original, &ignore, name, ns.terminating, settings))
+        .map(|(name, _)| name)
+}
+
+/// What making `original`'s copy in `namespace` exact takes, given what holds its name there now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fate<'w> {
+    /// No secret holds the name: the copy is created.
+    Create,
+    /// A labelled copy holds the name: it is kept exact (see [`super::drift`]).
+    Copy(&'w Secret),
+    /// A copy whose label was removed holds the name. Marked as a copy, it holds nobody's data, so
+    /// it is replaced without consent (the name index has no full object to compare).
+    StrayCopy { uid: &'w str },
+    /// A secret that is not a copy holds the name, and the policy or the original's consent lets
+    /// the copy replace it: that secret is lost.
+    Overwrite { uid: &'w str },
+    /// The copy cannot be written.
+    Conflict(ConflictReason),
+}
+
+/// The fate of `original`'s copy in `namespace` under `policy`.
+pub fn fate<'w>(
+    world: &'w World,
+    original: &Original<'_>,
+    namespace: &str,
+    policy: OverwritePolicy,
+) -> Fate<'w> {
+    let name = original.name();
+    if let Some(existing) = world.scoped(namespace, name) {
+        let meta = &existing.metadata;
+        if world::is_copy(meta) {
+            return Fate::Copy(existing);
+        }
+        if world.as_original(existing).is_some() {
+            return Fate::Conflict(ConflictReason::HeldByOriginal);
+        }
+        return overwrite_or_conflict(original, meta.uid.as_deref().unwrap_or_default(), policy);
+    }
+    match world.secret_meta(namespace, name) {
+        None => Fate::Create,
+        Some(existing) if existing.is_copy() => Fate::StrayCopy { uid: &existing.uid },
+        Some(existing) => overwrite_or_conflict(original, &existing.uid, policy),
+    }
+}
+
+fn overwrite_or_conflict<'w>(
+    original: &Original<'_>,
+    uid: &'w str,
+    policy: OverwritePolicy,
+) -> Fate<'w> {
+    if policy == OverwritePolicy::Warn || consents_to_overwrite(&original.secret.metadata) {
+        Fate::Overwrite { uid }
+    } else {
+        Fate::Conflict(ConflictReason::NoConsent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ProtectedNamespaces;
+    use crate::world::NamespaceState;
+    use crate::world::fixtures::*;
+
+    fn settings() -> Settings {
+        Settings::default()
+    }
+
+    #[test]
+    fn copies_are_wanted_outside_backing_terminating_ignored_and_protected_namespaces() {
+        let mut world = World::default();
+        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        for ns in [
+            "team-a",
+            "team-b",
+            "skip-me",
+            "dying",
+            "kube-system",
+            "guarded",
+        ] {
+            namespace_in(&mut world, ns, &p);
+        }
+        let mut dying = world.namespace("dying").cloned().unwrap_or_default();
+        dying.terminating = true;
+        world.upsert_namespace("dying".to_owned(), dying);
+        world.upsert_namespace(
+            "label-only".to_owned(),
+            NamespaceState {
+                project_label: Some("p-vwxyz".to_owned()),
+                ..NamespaceState::default()
+            },
+        );
+        add_secret(
+            &mut world,
+            secret(
+                "local-p-vwxyz",
+                "db",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+                &[(keys::IGNORE_NAMESPACES_ANNOTATION, "skip-.*")],
+            ),
+        );
+        let settings = Settings {
+            protected: ProtectedNamespaces::new(&["kube-system"], "guarded"),
+            ..settings()
+        };
+        let original = world.originals().next().expect("one original");
+        let got: Vec<_> = wanted_namespaces(&world, original, &settings).collect();
+        assert_eq!(got, ["team-a", "team-b"]);
+    }
+
+    #[test]
+    fn service_account_tokens_are_wanted_nowhere() {
+        let mut world = World::default();
+        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        namespace_in(&mut world, "team-a", &p);
+        let mut token = secret(
+            "local-p-vwxyz",
+            "sa",
+            &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+            &[],
+        );
+        token.type_ = Some(keys::SERVICE_ACCOUNT_TOKEN_TYPE.to_owned());
+        add_secret(&mut world, token);
+        let settings = settings();
+        let original = world.originals().next().expect("one original");
+        assert_eq!(wanted_namespaces(&world, original, &settings).count(), 0);
+    }
+
+    #[test]
+    fn fate_table() {
+        let mut world = World::default();
+        let p = project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        let q = project(&mut world, "local", "p-other", "local-p-other");
+        let label = [(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")];
+        add_secret(&mut world, secret("local-p-vwxyz", "db", &label, &[]));
+        let marker = [(keys::COPY_ANNOTATION, keys::TRUE)];
+        add_secret(&mut world, secret("has-copy", "db", &label, &marker));
+        add_secret(&mut world, secret("has-plain", "db", &[], &[]));
+        add_secret(&mut world, secret("has-stray", "db", &[], &marker));
+        let other = [(keys::PROJECT_SCOPED_LABEL, q.project.as_str())];
+        add_secret(&mut world, secret("local-p-other", "db", &other, &[]));
+        namespace_in(&mut world, "local-p-other", &p);
+        let original = world.originals().find(|o| o.project == &p).expect("ours");
+        let of = |ns: &str, policy| fate(&world, &original, ns, policy);
+        use OverwritePolicy::{Deny, Warn};
+        assert_eq!(of("empty", Warn), Fate::Create);
+        assert!(matches!(of("has-copy", Deny), Fate::Copy(_)));
+        assert_eq!(
+            of("has-stray", Deny),
+            Fate::StrayCopy {
+                uid: "uid-has-stray-db"
+            }
+        );
+        assert_eq!(
+            of("has-plain", Warn),
+            Fate::Overwrite {
+                uid: "uid-has-plain-db"
+            }
+        );
+        assert_eq!(
+            of("has-plain", Deny),
+            Fate::Conflict(ConflictReason::NoConsent)
+        );
+        assert_eq!(
+            of("local-p-other", Warn),
+            Fate::Conflict(ConflictReason::HeldByOriginal)
+        );
+    }
+}
