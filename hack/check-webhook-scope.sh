@@ -177,16 +177,22 @@ expect pass   "kube-system is outside every webhook (namespaceSelector)" -- \
 expect pass   "scoped-secrets-system is outside every webhook (its TLS secret can always be fixed)" -- \
   apply --dry-run=server -f - <<<"{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"l\",\"namespace\":\"scoped-secrets-system\",\"labels\":{\"$label\":\"p\"}}}"
 
-echo "-- namespaces (an outage blocks only namespaces in, or joining, a project)"
+echo "-- namespaces (an outage blocks only changes of project membership)"
 expect pass     "create an ordinary namespace" -- create namespace probe-plain --dry-run=server
 expect "$nsguard" "create a namespace with the projectId annotation" -- \
   apply --dry-run=server -f - <<<'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"probe-a","annotations":{"field.cattle.io/projectId":"local:p"}}}'
-expect "$nsguard" "create a namespace with only the projectId label" -- \
+expect pass     "create a namespace with only the projectId label (the mutator's; no membership change)" -- \
   apply --dry-run=server -f - <<<'{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"probe-l","labels":{"field.cattle.io/projectId":"p"}}}'
 expect "$nsguard" "move a namespace into a project" -- \
   annotate namespace "$ns" field.cattle.io/projectId=local:p --dry-run=server
 expect "$nsguard" "take a namespace out of its project (seen on oldObject)" -- \
   annotate namespace "$member" field.cattle.io/projectId- --dry-run=server
+expect "$nsguard" "kube-system joining a project (no namespace is exempt from the guard)" -- \
+  annotate namespace kube-system field.cattle.io/projectId=local:p --dry-run=server
+expect pass     "an ordinary change to kube-system (matchConditions)" -- \
+  label namespace kube-system probe=1 --dry-run=server
+expect pass     "an ordinary change to a namespace in a project (matchConditions)" -- \
+  label namespace "$member" probe=1 --dry-run=server
 # No rule is about deleting a namespace, so the fail-closed guard is not called for it: an outage
 # never holds up namespace deletion (or the namespace controller).
 expect pass "delete a namespace in a project (no rule is about it)" -- delete namespace "$member" --dry-run=server

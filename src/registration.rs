@@ -253,7 +253,9 @@ webhooks:
                 }
                 let conditions = webhook["matchConditions"].to_string();
                 assert!(
-                    conditions.contains("request.subResource"),
+                    conditions.contains(
+                        "oldObject.metadata.annotations['field.cattle.io/projectId'] : '')"
+                    ) && conditions.contains("!="),
                     "{name}: subresource writes are not limited to annotation changes"
                 );
             }

@@ -240,15 +240,15 @@ pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision 
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Decision::default();
     }
-    let ops = match kind_of(req) {
-        Kind::Secret => subject::<Secret>(req).map(|s| mutate::secret(&s, world)),
+    let mutation = match kind_of(req) {
+        Kind::Secret => subject::<Secret>(req).map(|s| (mutate::secret(&s, world), Vec::new())),
         Kind::Namespace => subject::<Namespace>(req).map(|s| mutate::namespace(&s)),
-        Kind::Other => Ok(Vec::new()),
+        Kind::Other => Ok((Vec::new(), Vec::new())),
     };
-    match ops {
-        Ok(ops) if ops.is_empty() => Decision::default(),
-        Ok(ops) => Decision {
-            patch: Some(json_patch::Patch(ops)),
+    match mutation {
+        Ok((ops, warnings)) => Decision {
+            patch: (!ops.is_empty()).then_some(json_patch::Patch(ops)),
+            warnings: warnings.iter().map(|w| message::warning(w)).collect(),
             ..Decision::default()
         },
         Err(denial) => Decision::denied(denial),

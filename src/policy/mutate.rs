@@ -9,17 +9,39 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use std::collections::BTreeMap;
 
 /// M1: the namespace's projectId label mirrors its annotation's project part; without the
-/// annotation there is no label. A malformed annotation is left to validation (N2).
-pub(super) fn namespace(s: &Subject<Namespace>) -> Vec<PatchOperation> {
+/// annotation there is no label. A malformed annotation is left to validation (N2). A label the
+/// request set to something else is reset, and the warning says so: otherwise kubectl prints
+/// "labeled" and the label silently is not what the user asked for.
+pub(super) fn namespace(s: &Subject<Namespace>) -> (Vec<PatchOperation>, Vec<String>) {
     let Some(meta) = s.new.as_ref().map(|n| &n.metadata) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let wanted = match annotation(meta, keys::PROJECT_ID_KEY).map(ProjectId::parse) {
         None => None,
         Some(Ok(project)) => Some(project.project),
-        Some(Err(_)) => return Vec::new(),
+        Some(Err(_)) => return (Vec::new(), Vec::new()),
     };
-    label_ops(meta.labels.as_ref(), &[(keys::PROJECT_ID_KEY, wanted)])
+    let asked = label(meta, keys::PROJECT_ID_KEY);
+    let before = s
+        .old
+        .as_ref()
+        .and_then(|o| label(&o.metadata, keys::PROJECT_ID_KEY));
+    let mut warnings = Vec::new();
+    if asked.is_some() && asked != before && asked != wanted.as_deref() {
+        let key = keys::PROJECT_ID_KEY;
+        warnings.push(match &wanted {
+            Some(project) => format!(
+                "label {key} was reset to {project}: it mirrors the annotation; change the \
+                 annotation to move"
+            ),
+            None => format!(
+                "label {key} was removed: it mirrors the annotation; set the annotation to join a \
+                 project"
+            ),
+        });
+    }
+    let ops = label_ops(meta.labels.as_ref(), &[(keys::PROJECT_ID_KEY, wanted)]);
+    (ops, warnings)
 }
 
 /// M2: an original's empty project-scoped label gets the owning project's name, and a missing
@@ -99,7 +121,7 @@ mod tests {
     fn patch_of(req: Value) -> Option<Value> {
         let world = world();
         let decision = review(&admission(req.clone()), &world);
-        assert!(decision.allowed() && decision.warnings.is_empty());
+        assert!(decision.allowed());
         let patch = decision.patch?;
         let mut object = req["object"].clone();
         json_patch::patch(&mut object, &patch.0).expect("patch applies");
@@ -275,5 +297,40 @@ mod tests {
         bad["type"] = json!(42);
         let decision = review(&admission(request("CREATE", Some(bad), None)), &world());
         assert_eq!(decision.denial.map(|d| d.code), Some(400));
+    }
+
+    #[test]
+    fn m1_a_label_set_against_the_annotation_is_reset_with_a_warning() {
+        let world = world();
+        let warnings = |old_label: Value, new_label: Value, ann: Value| {
+            let old = namespace_json("a", old_label, ann.clone());
+            let new = namespace_json("a", new_label, ann);
+            review(&admission(request("UPDATE", Some(new), Some(old))), &world).warnings
+        };
+        let ann = json!({keys::PROJECT_ID_KEY: "local:p-vwxyz"});
+        let mirrored = json!({keys::PROJECT_ID_KEY: "p-vwxyz"});
+        assert_eq!(
+            warnings(
+                mirrored.clone(),
+                json!({keys::PROJECT_ID_KEY: "p-other"}),
+                ann.clone()
+            ),
+            [format!(
+                "label {key} was reset to p-vwxyz: it mirrors the annotation; change the \
+                 annotation to move",
+                key = keys::PROJECT_ID_KEY
+            )]
+        );
+        assert_eq!(
+            warnings(Value::Null, mirrored.clone(), Value::Null),
+            [format!(
+                "label {key} was removed: it mirrors the annotation; set the annotation to join a \
+                 project",
+                key = keys::PROJECT_ID_KEY
+            )]
+        );
+        // Nothing asked of the label: repaired silently.
+        assert!(warnings(Value::Null, Value::Null, ann.clone()).is_empty());
+        assert!(warnings(mirrored.clone(), mirrored, ann).is_empty());
     }
 }
