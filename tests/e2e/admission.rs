@@ -9,9 +9,9 @@ use scoped_secrets::policy::message;
 use std::path::Path;
 use std::time::Duration;
 
-const GUARD: &str = "secret-guard.scoped-secrets.io";
-const NAMES: &str = "secret-names.scoped-secrets.io";
-const NAMESPACE_GUARD: &str = "namespace-guard.scoped-secrets.io";
+pub(crate) const GUARD: &str = "secret-guard.scoped-secrets.io";
+pub(crate) const NAMES: &str = "secret-names.scoped-secrets.io";
+pub(crate) const NAMESPACE_GUARD: &str = "namespace-guard.scoped-secrets.io";
 
 /// The reconciler's identity: the matchConditions skip it and its RBAC may write copies.
 const AS_RECONCILER: [&str; 2] = [
@@ -21,7 +21,7 @@ const AS_RECONCILER: [&str; 2] = [
 
 /// `admission webhook "<webhook>" denied the request: <message>` is in kubectl's error output.
 #[track_caller]
-fn assert_denied(err: &str, webhook: &str, message: &str) {
+pub(crate) fn assert_denied(err: &str, webhook: &str, message: &str) {
     let expected = format!("admission webhook \"{webhook}\" denied the request: {message}");
     assert!(
         err.contains(&expected),
@@ -32,7 +32,7 @@ fn assert_denied(err: &str, webhook: &str, message: &str) {
 /// kubectl printed `Warning: <warning>` as a line of its own on stderr, exactly once (each rule
 /// runs in one webhook entry only, so no warning is shown twice).
 #[track_caller]
-fn assert_warned(out: &std::process::Output, warning: &str) {
+pub(crate) fn assert_warned(out: &std::process::Output, warning: &str) {
     let err = stderr(out);
     let expected = format!("Warning: {warning}");
     assert_eq!(
@@ -49,14 +49,14 @@ fn reconciler_running() -> bool {
 }
 
 /// A namespace outside every project.
-fn plain_namespace(prefix: &str) -> String {
+pub(crate) fn plain_namespace(prefix: &str) -> String {
     let ns = unique(prefix);
     ok(kubectl(&["create", "namespace", &ns]));
     indexed("the namespace", |w| w.namespace(&ns).is_some());
     ns
 }
 
-fn generic(ns: &str, name: &str) {
+pub(crate) fn generic(ns: &str, name: &str) {
     ok(kubectl(&[
         "create",
         "secret",
@@ -70,7 +70,7 @@ fn generic(ns: &str, name: &str) {
 }
 
 /// An original `name` of the project, written by the admin; waits until the index holds it.
-fn original(project: &TestProject, name: &str) {
+pub(crate) fn original(project: &TestProject, name: &str) {
     ok(kubectl_apply(&original_yaml(project, name, ""), &[]));
     indexed("the original", |w| {
         w.scoped(&project.backing, name)
@@ -95,7 +95,7 @@ metadata:
 }
 
 /// A copy of the project's original `name` in `ns`, written as the reconciler would write it.
-fn copy_as_reconciler(project: &TestProject, ns: &str, name: &str) {
+pub(crate) fn copy_as_reconciler(project: &TestProject, ns: &str, name: &str) {
     let yaml = format!(
         "apiVersion: v1
 kind: Secret
@@ -129,7 +129,7 @@ data: {{key: ZG9n}}
     });
 }
 
-fn origin(project: &TestProject, name: &str) -> String {
+pub(crate) fn origin(project: &TestProject, name: &str) -> String {
     format!("{}/{name}", project.backing)
 }
 
@@ -787,7 +787,7 @@ fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
 
 /// Lets `alice` and `bob` create and edit namespaces, and `alice` (only) manage the project's
 /// namespaces, as Rancher's project roles do.
-fn grant_namespace_editing(project: &TestProject) {
+pub(crate) fn grant_namespace_editing(project: &TestProject) {
     // Shared by the tests that call this, so created once (two concurrent creates would race).
     static EDITORS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     EDITORS.get_or_init(|| {
@@ -1145,14 +1145,11 @@ fn n3_leaving_warns_how_many_copies_will_be_removed() {
         &format!("{}-", keys::PROJECT_ID_KEY),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_warned(
-        &out,
-        &message::warning(&format!(
-            "namespace \"{ns}\" leaves project {}; 1 copy of its project-scoped secrets will be \
-             removed",
-            project.id()
-        )),
+    let head = format!(
+        "namespace \"{ns}\" leaves project {}; 1 copy of its project-scoped secrets will be removed",
+        project.id()
     );
+    assert_warned(&out, &message::warning_list(&head, &["db"]));
     // M1: the label follows the annotation out.
     let labels = ok(kubectl(&[
         "get",
@@ -1620,17 +1617,25 @@ data: {{key: ZG9n}}
         label = keys::PROJECT_SCOPED_LABEL,
         copy = keys::COPY_ANNOTATION
     );
-    let s3 = message::warning(&format!(
-        "would deny: label {} is only allowed on secrets in a project's backing namespace, and \
-         namespace \"{ns}\" is not one; create the secret in the project's backing namespace \
-         and the reconciler will copy it here",
+    // Each denial as audit lines: what is wrong, and what to do, each within 120 characters.
+    let s3 = message::would_deny(&format!(
+        "label {} is only allowed on secrets in a project's backing namespace, and namespace \
+         \"{ns}\" is not one; create the secret in the project's backing namespace and the \
+         reconciler will copy it here",
         keys::PROJECT_SCOPED_LABEL
     ));
-    let s4 = message::warning(&format!(
-        "would deny: only the scoped-secrets reconciler may set copy markers; remove annotation \
-         {} from secret \"audited\" in namespace \"{ns}\"",
+    let s4 = message::would_deny(&format!(
+        "only the scoped-secrets reconciler may set copy markers; remove annotation {} from secret \
+         \"audited\" in namespace \"{ns}\"",
         keys::COPY_ANNOTATION
     ));
+    assert_eq!(
+        s3.last().map(String::as_str),
+        Some(
+            "would deny: …; create the secret in the project's backing namespace and the \
+             reconciler will copy it here"
+        )
+    );
     let out = eventually(
         "the apiserver to call the audit server",
         Duration::from_secs(30),
@@ -1645,6 +1650,7 @@ data: {{key: ZG9n}}
         "{}",
         stdout(&out)
     );
-    assert_warned(&out, &s3);
-    assert_warned(&out, &s4);
+    for line in s3.iter().chain(&s4) {
+        assert_warned(&out, line);
+    }
 }

@@ -545,8 +545,19 @@ fn a_converged_world_makes_no_writes() {
     apply_original(&project, "db", "k: dg==", "");
     let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
     let version = copy["metadata"]["resourceVersion"].clone();
-    // Let the rounds woken by the copy's own watch events pass.
+    // Let the rounds woken by the copy's own watch events pass: wake one more round with an
+    // unrelated change (the copy's event may already have been planned, and then nothing else
+    // would wake the reconciler before its resync) and wait for it.
     let settled = running.rounds();
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "unrelated-wake",
+        "-n",
+        &ns,
+        "--from-literal=a=b",
+    ]));
     eventually("a round after the copy landed", WAIT, || {
         (running.rounds() > settled).then_some(())
     });
@@ -767,4 +778,34 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
         |_| true,
     );
     running.stop();
+}
+
+#[test]
+fn protected_namespaces_never_receive_copies() {
+    let _turn = serial();
+    let project = project("prot");
+    let member = namespace_in(&project, "prot-a");
+    // kube-public joined behind the webhook's back (the guard refuses it): the reconciler must
+    // still never copy there.
+    let annotation = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
+    behind_the_webhook(&[
+        "annotate",
+        "namespace",
+        "kube-public",
+        &annotation,
+        "--overwrite",
+    ]);
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    copy_where(&member, &project.backing, "db", "the copy", |_| true);
+    // Rounds run one after another: once a second round's write is visible, the first round,
+    // which would have written kube-public's copy alongside the member's, has ended.
+    apply_original(&project, "db", "k: Y2F0", "");
+    copy_where(&member, &project.backing, "db", "the updated copy", |s| {
+        s["data"]["k"] == "Y2F0"
+    });
+    assert_eq!(get_secret("kube-public", "db"), None);
+    running.stop();
+    let removed = format!("{}-", keys::PROJECT_ID_KEY);
+    behind_the_webhook(&["annotate", "namespace", "kube-public", &removed]);
 }
