@@ -7,7 +7,7 @@
 # How: the base's RBAC and webhook configurations are applied for real, but no Service exists, so
 # every call to the webhook fails at once. A request the apiserver sends to a Fail entry is then
 # refused with `failed calling webhook "<entry>"`; one sent only to Ignore entries (or to none)
-# passes. That is exactly the outage behaviour SPEC §5 asks for, observed rather than assumed.
+# passes. That is exactly the outage behaviour docs/SPEC.md §5 asks for, observed rather than assumed.
 # Probes are server-side dry runs, so they leave nothing behind; the few objects they act on are
 # written before the webhooks are registered. Requests made as the reconciler's service account
 # (impersonation) check the matchConditions and the ClusterRole together.

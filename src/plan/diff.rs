@@ -248,7 +248,7 @@ fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
     members
 }
 
-/// Projects without `status.backingNamespace` get one (SPEC §3, `--manage-backing-namespaces`): the
+/// Projects without `status.backingNamespace` get one (docs/SPEC.md §3, `--manage-backing-namespaces`): the
 /// generated `<cluster>-<project>`, unless the legacy backing namespace (the project's name) exists or
 /// holds originals, which is then recorded as it is, so that originals living there are not stranded.
 pub fn backing_namespace_actions(world: &World) -> Vec<Action> {

@@ -2,7 +2,7 @@
 //! without control characters, and long lists are cut ("… in 37 namespaces: a, b, c and 34 more").
 //! Callers only ever pass names here, never secret data.
 
-/// The longest warning the apiserver shows unshortened (and the limit SPEC §2 sets).
+/// The longest warning the apiserver shows unshortened (and the limit docs/SPEC.md §2 sets).
 pub const WARNING_LIMIT: usize = 120;
 
 /// Replaces control characters (newlines included) with spaces, so a line stays a line.

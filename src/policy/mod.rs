@@ -1,4 +1,4 @@
-//! The admission rules of SPEC §2 as pure functions of (request, world, config, facts).
+//! The admission rules of docs/SPEC.md §2 as pure functions of (request, world, config, facts).
 //!
 //! No I/O here: the webhook asks [`needs`] what it must fetch from the cluster (a SubjectAccessReview,
 //! an existing secret's type), fetches it, and passes the answers in as [`Facts`] to [`validate`].
@@ -135,7 +135,7 @@ pub struct Facts {
     pub existing_secret_type: Option<String>,
 }
 
-/// Which validating rules a webhook endpoint runs. SPEC §5 splits them over webhook entries with
+/// Which validating rules a webhook endpoint runs. docs/SPEC.md §5 splits them over webhook entries with
 /// different failure policies; each entry runs only its own, or warnings would be shown twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Rules {

@@ -55,7 +55,7 @@ pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, o
 
 /// S1: one set of names per namespace, including names reserved by a project's originals.
 /// Best-effort: the apiserver remains the final arbiter of uniqueness. A name that is taken is
-/// answered 409 `AlreadyExists`, as the apiserver would (SPEC §2 says 403, but that would break
+/// answered 409 `AlreadyExists`, as the apiserver would (docs/SPEC.md §2; 403 would break
 /// clients that create and, on `AlreadyExists`, update); a reserved name is a policy denial (403).
 fn unique_name(
     s: &Subject<Secret>,

@@ -1,4 +1,4 @@
-//! The embedded reconciler (SPEC §3): copies every project-scoped secret into every namespace of its
+//! The embedded reconciler (docs/SPEC.md §3): copies every project-scoped secret into every namespace of its
 //! project, keeps the copies exact, removes unwanted ones, and repairs labels, all from
 //! [`crate::plan::actions`] over the shared index. Only the holder of the Lease writes.
 //!

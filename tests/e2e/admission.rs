@@ -1,4 +1,4 @@
-//! Every admission rule of SPEC §2 end to end: the real apiserver calls the registered webhooks and
+//! Every admission rule of docs/SPEC.md §2 end to end: the real apiserver calls the registered webhooks and
 //! the real `kubectl` prints the answer. Each test asserts the line a user reads: the denial as
 //! `admission webhook "<entry>" denied the request: ...`, warnings as `Warning: ...` on stderr,
 //! mutations in `-o yaml` of a `--dry-run=server` request.
