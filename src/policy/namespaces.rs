@@ -215,23 +215,7 @@ fn joining(
     out: &mut Findings,
 ) {
     let terminating = NamespaceState::from_namespace(new).terminating;
-    let mut fates = Fates::default();
-    for original in wanting(world, project, ns, terminating, cfg) {
-        let one = Fates::of(
-            world,
-            &original,
-            std::iter::once(ns),
-            cfg.copies.overwrite_policy,
-        );
-        let name = original.name();
-        for (all, this) in [
-            (&mut fates.overwritten, one.overwritten),
-            (&mut fates.refused, one.refused),
-            (&mut fates.held, one.held),
-        ] {
-            all.extend(this.iter().map(|_| name));
-        }
-    }
+    let fates = join_fates(world, ns, terminating, project, cfg);
     if !fates.refused.is_empty() {
         let head = format!(
             "namespace {ns:?} joins project {project}; its project-scoped secrets would overwrite {} \
@@ -264,6 +248,34 @@ fn joining(
         );
         out.announce(warning_list(&head, &fates.held));
     }
+}
+
+/// What joining `project` does to namespace `ns`, by the names of the project's originals.
+pub(super) fn join_fates<'w>(
+    world: &'w World,
+    ns: &'w str,
+    terminating: bool,
+    project: &'w ProjectId,
+    cfg: &'w Config,
+) -> Fates<'w> {
+    let mut fates = Fates::default();
+    for original in wanting(world, project, ns, terminating, cfg) {
+        let one = Fates::of(
+            world,
+            &original,
+            std::iter::once(ns),
+            cfg.copies.overwrite_policy,
+        );
+        let name = original.name();
+        for (all, this) in [
+            (&mut fates.overwritten, one.overwritten),
+            (&mut fates.refused, one.refused),
+            (&mut fates.held, one.held),
+        ] {
+            all.extend(this.iter().map(|_| name));
+        }
+    }
+    fates
 }
 
 /// N3: a leaving namespace loses its copies of the project's originals.
