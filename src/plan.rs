@@ -10,8 +10,8 @@ mod diff;
 
 pub use copy::{Drift, copy_of, drift, replaceable_in_place};
 pub use diff::{
-    Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
-    wanted_project_label,
+    Action, ActionKind, BackingRefusal, ConflictReason, actions, backing_namespace_actions,
+    consents_to_overwrite, wanted_project_label,
 };
 
 /// The namespaces an original must not be copied into, from its ignore annotation.
