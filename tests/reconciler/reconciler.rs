@@ -763,3 +763,7 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
     );
     running.stop();
 }
+
+// Backing-namespace ownership (issue 9, item 2), sharing this module's helpers and turns.
+#[path = "projects.rs"]
+mod projects;
