@@ -42,6 +42,7 @@ fn main() {
             ProjectState {
                 backing_namespace: backing.clone(),
                 has_backing_status: true,
+                backing_not_ready: None,
             },
         );
         world.upsert_namespace(backing.clone(), NamespaceState::default());
@@ -51,7 +52,7 @@ fn main() {
                 NamespaceState {
                     project_annotation: Some(id.to_string()),
                     project_label: Some(id.project.clone()),
-                    terminating: false,
+                    ..NamespaceState::default()
                 },
             );
         }

@@ -23,6 +23,22 @@ pub const ORIGIN_UID_ANNOTATION: &str = "scoped-secrets.io/origin-uid";
 pub const ALLOW_OVERWRITE_ANNOTATION: &str = "scoped-secrets.io/allow-overwrite";
 /// Namespace annotation (`<cluster>:<project>`, the truth) and label (`<project>`, a mirror).
 pub const PROJECT_ID_KEY: &str = "field.cattle.io/projectId";
+/// Namespace annotation written by the reconciler when it creates a backing namespace: the project
+/// (`<cluster>:<project>`) it belongs to. An existing namespace is only ever adopted as a backing
+/// namespace when it carries this annotation naming that very project.
+pub const BACKING_NAMESPACE_OF_ANNOTATION: &str = "scoped-secrets.io/backing-namespace-of";
+
+/// The condition on a Project's status (ours, never Rancher's) saying whether it owns a backing
+/// namespace, and its reasons.
+pub const BACKING_NAMESPACE_READY_CONDITION: &str = "BackingNamespaceReady";
+/// The project owns its backing namespace.
+pub const BACKING_NAMESPACE_ASSIGNED: &str = "BackingNamespaceAssigned";
+/// Another project claims the same namespace: neither gets it.
+pub const BACKING_NAMESPACE_CLAIMED: &str = "BackingNamespaceClaimed";
+/// The namespace the project would get exists and is not marked for it.
+pub const BACKING_NAMESPACE_TAKEN: &str = "BackingNamespaceTaken";
+/// The project's name cannot form a namespace name.
+pub const INVALID_PROJECT_NAME: &str = "InvalidProjectName";
 
 /// Value of the boolean marker annotations.
 pub const TRUE: &str = "true";
@@ -113,19 +129,77 @@ impl ProjectId {
         &self.project
     }
 
-    /// The backing namespace we create for a project without one: `<cluster>-<project>`, shortened
-    /// with a hash suffix when it would exceed a namespace name's 63 characters.
+    /// The backing namespace we create for a project without one.
+    ///
+    /// Different (cluster, project) pairs must never get the same name, or one project could take
+    /// over another's backing namespace (`local:p-vwxyz` and `local-p:vwxyz` both gave
+    /// `local-p-vwxyz` once). So the name is an injective encoding: every `-` of the cluster is
+    /// doubled, then one `-` separates it from the project (`local:p-vwxyz` -> `local-p-vwxyz`,
+    /// `local-p:vwxyz` -> `local--p-vwxyz`). Cluster and project names start and end with a letter or
+    /// digit, so the first dash run of odd length is the separator and always exactly one dash long:
+    /// the pair can be read back.
+    ///
+    /// Past 63 characters the name is shortened: a prefix of the encoded cluster, `---` (a first odd
+    /// dash run of three, which no full encoding has, so a shortened name never equals anyone's full
+    /// one), a prefix of the project, and 16 hex digits (64 bits) of SHA-256 over the pair. Finding
+    /// another pair with the same shortened name takes a second preimage of 64 bits.
+    ///
+    /// Only meaningful for project names that are valid namespace names ([`is_namespace_name`]);
+    /// the webhook refuses other names and the reconciler skips them.
     pub fn generated_backing_namespace(&self) -> String {
-        let full = format!("{}-{}", self.cluster, self.project);
+        let cluster = self.cluster.replace('-', "--");
+        let full = format!("{cluster}-{}", self.project);
         if full.len() <= MAX_NAMESPACE_LEN {
             return full;
         }
-        let digest = Sha256::digest(full.as_bytes());
-        let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        let keep = MAX_NAMESPACE_LEN - suffix.len() - 1;
-        let head = full[..keep].trim_end_matches('-');
-        format!("{head}-{suffix}")
+        let digest = Sha256::digest(format!("{}:{}", self.cluster, self.project).as_bytes());
+        let hash: String = digest
+            .iter()
+            .take(HASH_BYTES)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // Cutting inside a doubled dash leaves a lone one: trimming the end keeps every dash run of
+        // the cluster part even.
+        let cluster = prefix(&cluster, CLUSTER_PREFIX_LEN).trim_end_matches('-');
+        let room = MAX_NAMESPACE_LEN - cluster.len() - SHORTENED_SEPARATOR.len() - hash.len() - 1;
+        let project = prefix(&self.project, room).trim_end_matches('-');
+        if project.is_empty() {
+            format!("{cluster}{SHORTENED_SEPARATOR}{hash}")
+        } else {
+            format!("{cluster}{SHORTENED_SEPARATOR}{project}-{hash}")
+        }
     }
+}
+
+/// The first `len` bytes of an ASCII name (namespace and project names are ASCII once validated;
+/// anything else is cut at a character boundary below `len`).
+fn prefix(name: &str, len: usize) -> &str {
+    let mut end = len.min(name.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// How much of the encoded cluster a shortened backing namespace keeps.
+const CLUSTER_PREFIX_LEN: usize = 20;
+/// Separates cluster and project in a shortened backing namespace (see
+/// [`ProjectId::generated_backing_namespace`]).
+const SHORTENED_SEPARATOR: &str = "---";
+/// Bytes of SHA-256 in a shortened backing namespace (16 hex digits).
+const HASH_BYTES: usize = 8;
+
+/// Whether a name can be a namespace's (an RFC 1123 label): at most 63 lowercase letters, digits and
+/// `-`, starting and ending with a letter or digit.
+pub fn is_namespace_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    name.len() <= MAX_NAMESPACE_LEN
+        && edge(bytes.first())
+        && edge(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 impl fmt::Display for ProjectId {
@@ -174,10 +248,68 @@ mod tests {
         let name = long.generated_backing_namespace();
         assert_eq!(name.len(), 63);
         assert!(name.starts_with("cccc"));
+        assert!(is_namespace_name(&name), "{name}");
         assert_ne!(
             name,
             ProjectId::new("c".repeat(40), "q".repeat(40)).generated_backing_namespace()
         );
+    }
+
+    #[test]
+    fn generated_names_of_different_projects_never_collide() {
+        // The hijack of issue 9: both of these once gave `local-p-vwxyz`.
+        assert_eq!(
+            ProjectId::new("local", "p-vwxyz").generated_backing_namespace(),
+            "local-p-vwxyz"
+        );
+        assert_eq!(
+            ProjectId::new("local-p", "vwxyz").generated_backing_namespace(),
+            "local--p-vwxyz"
+        );
+        // Every split of a dashed string into cluster and project, short and past 63 characters,
+        // and the shortened names against the full ones.
+        let mut seen = std::collections::HashMap::new();
+        for text in [
+            "a-b-c-d",
+            "x--y-z",
+            &format!("{}-{}", "c-".repeat(15), "p-q".repeat(12)),
+        ] {
+            for (at, _) in text.match_indices('-') {
+                let (cluster, project) = (&text[..at], &text[at + 1..]);
+                if !is_namespace_name(cluster) || !is_namespace_name(project) {
+                    continue;
+                }
+                let id = ProjectId::new(cluster, project);
+                let name = id.generated_backing_namespace();
+                assert!(is_namespace_name(&name), "{id} gave {name:?}");
+                if let Some(other) = seen.insert(name.clone(), id.clone()) {
+                    panic!("{id} and {other} both give {name:?}");
+                }
+            }
+        }
+        assert!(seen.len() > 10, "too few pairs tried: {seen:?}");
+    }
+
+    #[test]
+    fn a_shortened_name_is_never_a_full_encoding() {
+        let long = ProjectId::new("c-d".repeat(10), "p".repeat(50)).generated_backing_namespace();
+        assert_eq!(long.len(), 63);
+        // The first dash run of odd length is `---`: no (cluster, project) encodes to that.
+        let first_odd_run = long
+            .split(|c: char| c != '-')
+            .find(|run| run.len() % 2 == 1)
+            .map(str::len);
+        assert_eq!(first_odd_run, Some(3), "{long}");
+    }
+
+    #[test]
+    fn namespace_names_are_rfc_1123_labels() {
+        for good in ["a", "p-vwxyz", "0abc", &"a".repeat(63)] {
+            assert!(is_namespace_name(good), "{good:?}");
+        }
+        for bad in ["", "p.dotted", "-a", "a-", "A", "a_b", &"a".repeat(64), "é"] {
+            assert!(!is_namespace_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ mod fate;
 
 pub use copy::{Drift, copy_of, drift, replaceable_in_place};
 pub use diff::{
-    Action, ActionKind, ConflictReason, actions, backing_namespace_actions, consents_to_overwrite,
-    wanted_project_label,
+    Action, ActionKind, BackingRefusal, ConflictReason, actions, backing_namespace_actions,
+    consents_to_overwrite, wanted_project_label,
 };
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
 

@@ -76,6 +76,12 @@ fn detail(action: &Action) -> Option<String> {
         }
         Action::Conflict { reason, .. } => Some(reason.to_string()),
         Action::SetBackingNamespace {
+            project,
+            backing_namespace,
+            refusal: Some(refusal),
+            ..
+        } => Some(refusal.message(project, backing_namespace)),
+        Action::SetBackingNamespace {
             backing_namespace,
             create_namespace,
             ..

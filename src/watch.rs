@@ -116,8 +116,23 @@ pub fn project_state(project: &DynamicObject) -> Option<(ProjectId, ProjectState
             .unwrap_or(id.legacy_backing_namespace())
             .to_owned(),
         has_backing_status: status_backing.is_some(),
+        backing_not_ready: backing_not_ready(&project.data),
     };
     Some((id, state))
+}
+
+/// The reason of a `False` BackingNamespaceReady condition in a Project's status.
+fn backing_not_ready(data: &serde_json::Value) -> Option<String> {
+    let conditions = data.pointer("/status/conditions")?.as_array()?;
+    let ours = conditions.iter().find(|c| {
+        c.get("type").and_then(|t| t.as_str()) == Some(keys::BACKING_NAMESPACE_READY_CONDITION)
+    })?;
+    (ours.get("status").and_then(|s| s.as_str()) == Some("False")).then(|| {
+        ours.get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    })
 }
 
 /// Starts the four watches; they run until the returned set is dropped.

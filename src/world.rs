@@ -11,12 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// A project as the index knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProjectState {
     /// `status.backingNamespace`, or the legacy name (the project's name) when that is empty.
     pub backing_namespace: String,
     /// Whether `status.backingNamespace` is set (the reconciler sets it when it is not).
     pub has_backing_status: bool,
+    /// The reason of our `BackingNamespaceReady` condition when it is `False` (so that the
+    /// reconciler writes it, and raises its Event, once and not every round).
+    pub backing_not_ready: Option<String>,
 }
 
 /// A namespace as the index knows it.
@@ -28,6 +31,8 @@ pub struct NamespaceState {
     pub project_label: Option<String>,
     /// Whether the namespace is being deleted.
     pub terminating: bool,
+    /// The raw backing-namespace-of annotation: the project this namespace was created for.
+    pub backing_of: Option<String>,
 }
 
 impl NamespaceState {
@@ -38,7 +43,20 @@ impl NamespaceState {
             project_label: label(meta, keys::PROJECT_ID_KEY).map(str::to_owned),
             terminating: meta.deletion_timestamp.is_some()
                 || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"),
+            backing_of: annotation(meta, keys::BACKING_NAMESPACE_OF_ANNOTATION).map(str::to_owned),
         }
+    }
+
+    /// Whether the reconciler created (or an operator marked) this namespace for `project`.
+    pub fn is_marked_for(&self, project: &ProjectId) -> bool {
+        self.marked_project().as_ref() == Some(project)
+    }
+
+    /// The project the backing-namespace-of annotation names, if well-formed.
+    pub fn marked_project(&self) -> Option<ProjectId> {
+        self.backing_of
+            .as_deref()
+            .and_then(|v| ProjectId::parse(v).ok())
     }
 
     /// The project this namespace belongs to, from its annotation; `None` when absent or malformed.
@@ -122,8 +140,12 @@ pub struct World {
     /// Whether the Project CRD is served (N2 checks existence only then).
     pub projects_installed: bool,
     projects: BTreeMap<ProjectId, ProjectState>,
-    /// Backing namespace → project (derived from `projects`).
+    /// Backing namespace → project, for namespaces exactly one project claims (derived from
+    /// `projects` and the namespaces' markers; see [`World::claims`]).
     backing: HashMap<String, ProjectId>,
+    /// Namespaces two or more projects claim → those projects. None of them owns it: no original is
+    /// recognised there, so nothing is copied from it and no copy is removed because of it.
+    contested: BTreeMap<String, Vec<ProjectId>>,
     namespaces: BTreeMap<String, NamespaceState>,
     /// namespace → secret name → metadata, for every secret.
     names: HashMap<String, HashMap<String, SecretMeta>>,
@@ -153,24 +175,75 @@ impl World {
         self.rebuild_backing();
     }
 
+    /// Resolves the projects' claims: a namespace claimed by exactly one project is its backing
+    /// namespace; one claimed by several belongs to none of them.
     fn rebuild_backing(&mut self) {
-        self.backing = self
-            .projects
-            .iter()
-            .map(|(id, p)| (p.backing_namespace.clone(), id.clone()))
-            .collect();
+        let mut claims: HashMap<&str, Vec<&ProjectId>> = HashMap::new();
+        for (id, state) in &self.projects {
+            if let Some(namespace) = self.claim(id, state) {
+                claims.entry(namespace).or_default().push(id);
+            }
+        }
+        let mut backing = HashMap::with_capacity(claims.len());
+        let mut contested = BTreeMap::new();
+        for (namespace, claimants) in claims {
+            match claimants.as_slice() {
+                [one] => {
+                    backing.insert(namespace.to_owned(), (*one).clone());
+                }
+                many => {
+                    contested.insert(
+                        namespace.to_owned(),
+                        many.iter().map(|id| (*id).clone()).collect(),
+                    );
+                }
+            }
+        }
+        self.backing = backing;
+        self.contested = contested;
+    }
+
+    /// The namespace a project claims: its `status.backingNamespace`, or without one its legacy
+    /// name (the project's name, as Rancher once used), unless that namespace is marked as another
+    /// project's: a new Project named like someone's backing namespace claims nothing.
+    fn claim<'a>(&self, id: &ProjectId, state: &'a ProjectState) -> Option<&'a str> {
+        let namespace = state.backing_namespace.as_str();
+        if state.has_backing_status {
+            return Some(namespace);
+        }
+        let foreign = self
+            .namespaces
+            .get(namespace)
+            .and_then(NamespaceState::marked_project)
+            .is_some_and(|owner| &owner != id);
+        (!foreign).then_some(namespace)
     }
 
     pub fn upsert_namespace(&mut self, name: String, state: NamespaceState) {
+        let marker_changed = self
+            .namespaces
+            .get(&name)
+            .and_then(|n| n.backing_of.as_ref())
+            != state.backing_of.as_ref();
         self.namespaces.insert(name, state);
+        if marker_changed {
+            self.rebuild_backing();
+        }
     }
 
     pub fn remove_namespace(&mut self, name: &str) {
-        self.namespaces.remove(name);
+        let marked = self
+            .namespaces
+            .remove(name)
+            .is_some_and(|n| n.backing_of.is_some());
+        if marked {
+            self.rebuild_backing();
+        }
     }
 
     pub fn replace_namespaces(&mut self, all: impl IntoIterator<Item = (String, NamespaceState)>) {
         self.namespaces = all.into_iter().collect();
+        self.rebuild_backing();
     }
 
     pub fn upsert_secret_meta(&mut self, namespace: &str, name: &str, meta: SecretMeta) {
@@ -235,9 +308,35 @@ impl World {
         self.projects.iter()
     }
 
-    /// The project whose backing namespace this is.
+    /// The project whose backing namespace this is (never a namespace several projects claim).
     pub fn backing_project(&self, namespace: &str) -> Option<&ProjectId> {
         self.backing.get(namespace)
+    }
+
+    /// Every project claiming this namespace as its backing namespace (one owner, several rivals
+    /// who all lose it, or none).
+    pub fn claims(&self, namespace: &str) -> Vec<&ProjectId> {
+        match self.backing.get(namespace) {
+            Some(owner) => vec![owner],
+            None => self
+                .contested
+                .get(namespace)
+                .map(|all| all.iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The other projects claiming the namespace `project` claims, when it is contested.
+    pub fn rivals(&self, project: &ProjectId) -> Option<(&str, Vec<&ProjectId>)> {
+        let state = self.projects.get(project)?;
+        let namespace = self.claim(project, state)?;
+        let all = self.contested.get(namespace)?;
+        Some((namespace, all.iter().filter(|id| *id != project).collect()))
+    }
+
+    /// Projects that own their backing namespace (it is theirs alone).
+    pub fn backed_projects(&self) -> impl Iterator<Item = &ProjectId> {
+        self.backing.values()
     }
 
     pub fn namespace(&self, name: &str) -> Option<&NamespaceState> {
@@ -336,6 +435,7 @@ pub mod fixtures {
             ProjectState {
                 backing_namespace: backing.to_owned(),
                 has_backing_status: true,
+                backing_not_ready: None,
             },
         );
         world.upsert_namespace(backing.to_owned(), NamespaceState::default());
@@ -348,7 +448,7 @@ pub mod fixtures {
             NamespaceState {
                 project_annotation: Some(project.to_string()),
                 project_label: Some(project.project.clone()),
-                terminating: false,
+                ..NamespaceState::default()
             },
         );
     }
@@ -440,6 +540,61 @@ mod tests {
         namespace_in(&mut world, "team-a", &p);
         let members: Vec<_> = world.project_namespaces(&p).map(|(n, _)| n).collect();
         assert_eq!(members, ["team-a"]);
+    }
+
+    fn claim(world: &mut World, cluster: &str, name: &str, status: Option<&str>) -> ProjectId {
+        let id = ProjectId::new(cluster, name);
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                backing_namespace: status.unwrap_or(name).to_owned(),
+                has_backing_status: status.is_some(),
+                backing_not_ready: None,
+            },
+        );
+        id
+    }
+
+    #[test]
+    fn a_namespace_claimed_twice_belongs_to_neither_until_one_lets_go() {
+        let mut world = World::default();
+        let victim = claim(&mut world, "local", "p-vwxyz", Some("local-p-vwxyz"));
+        let label = [(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")];
+        add_secret(&mut world, secret("local-p-vwxyz", "db", &label, &[]));
+        assert_eq!(world.backing_project("local-p-vwxyz"), Some(&victim));
+        assert_eq!(world.backed_projects().collect::<Vec<_>>(), [&victim]);
+        let rival = claim(&mut world, "local-p", "vwxyz", Some("local-p-vwxyz"));
+        assert_eq!(world.backing_project("local-p-vwxyz"), None);
+        assert_eq!(world.claims("local-p-vwxyz"), [&victim, &rival]);
+        assert_eq!(world.rivals(&victim), Some(("local-p-vwxyz", vec![&rival])));
+        assert_eq!(world.originals().count(), 0);
+        assert_eq!(world.backed_projects().count(), 0);
+        world.remove_project(&rival);
+        assert_eq!(world.backing_project("local-p-vwxyz"), Some(&victim));
+        assert_eq!(world.rivals(&victim), None);
+        assert_eq!(world.originals().count(), 1);
+    }
+
+    #[test]
+    fn a_legacy_claim_on_a_namespace_marked_for_another_project_is_void() {
+        let mut world = World::default();
+        let victim = claim(&mut world, "local", "a-team", Some("local-a-team"));
+        // Unmarked (made by an older version): the bare Project's legacy claim contests it.
+        let attacker = claim(&mut world, "local", "local-a-team", None);
+        assert_eq!(world.claims("local-a-team"), [&victim, &attacker]);
+        // Marked for its owner: the legacy claim is void, the owner keeps it.
+        world.upsert_namespace(
+            "local-a-team".to_owned(),
+            NamespaceState {
+                backing_of: Some(victim.to_string()),
+                ..NamespaceState::default()
+            },
+        );
+        assert_eq!(world.claims("local-a-team"), [&victim]);
+        assert_eq!(world.rivals(&attacker), None);
+        // The marker gone (namespace deleted): contested again.
+        world.remove_namespace("local-a-team");
+        assert_eq!(world.claims("local-a-team").len(), 2);
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn probes() -> Vec<Probe> {
             role: "ClusterRole",
             resource: "projects/status",
             verb: "patch",
-            feature: "backing namespaces: set status.backingNamespace",
+            feature: "backing namespaces: set status.backingNamespace and BackingNamespaceReady",
             call: |c| {
                 Box::pin(async move {
                     let patch = json!({"status": {"backingNamespace": "local-p-rbac"}});
@@ -121,7 +121,8 @@ fn probes() -> Vec<Probe> {
             role: "ClusterRole",
             resource: "namespaces",
             verb: "get",
-            feature: "label repair: re-read the namespace before patching",
+            feature: "label repair: re-read the namespace before patching; backing namespaces: \
+                      check the namespace is marked for the project",
             call: |c| Box::pin(async move { Api::<Namespace>::all(c).get(MEMBER).await.map(drop) }),
         },
         Probe {
@@ -312,7 +313,7 @@ fn probes() -> Vec<Probe> {
             role: "ClusterRole",
             resource: "events",
             verb: "create",
-            feature: "Events on originals",
+            feature: "Events on originals, and on Projects refused a backing namespace",
             call: |c| {
                 Box::pin(async move {
                     Api::<Event>::namespaced(c, MEMBER)

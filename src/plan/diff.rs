@@ -45,11 +45,15 @@ pub enum Action {
         origin: String,
         reason: ConflictReason,
     },
-    /// A project has no `status.backingNamespace`: set it, and create the namespace if missing.
+    /// A project has no `status.backingNamespace`: set it, and create the namespace (marked as the
+    /// project's) if missing. With a `refusal`, the project cannot have `backing_namespace`: only
+    /// its BackingNamespaceReady condition is set (and an Event raised). Without one and with the
+    /// status already set, the condition is turned back to ready.
     SetBackingNamespace {
         project: ProjectId,
         backing_namespace: String,
         create_namespace: bool,
+        refusal: Option<BackingRefusal>,
     },
     /// A namespace's projectId label disagrees with its annotation: set it (or remove it).
     FixNamespaceLabel {
@@ -87,6 +91,60 @@ impl fmt::Display for ConflictReason {
             ),
         }
     }
+}
+
+/// Why a project cannot have a backing namespace (`--manage-backing-namespaces`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackingRefusal {
+    /// Other projects claim the same namespace: neither gets it.
+    Claimed { rivals: Vec<ProjectId> },
+    /// The namespace it would get exists and is not marked as the project's.
+    Taken,
+    /// The project's name cannot form a namespace name.
+    InvalidName,
+}
+
+impl BackingRefusal {
+    /// The condition's and the Event's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Claimed { .. } => keys::BACKING_NAMESPACE_CLAIMED,
+            Self::Taken => keys::BACKING_NAMESPACE_TAKEN,
+            Self::InvalidName => keys::INVALID_PROJECT_NAME,
+        }
+    }
+
+    /// What conflicts, why, and how to fix it, for the condition and the Event.
+    pub fn message(&self, project: &ProjectId, namespace: &str) -> String {
+        match self {
+            Self::Claimed { rivals } => format!(
+                "namespace {namespace:?} is claimed as a backing namespace by project {project} and \
+                 also by {}; a backing namespace belongs to exactly one project, so none of them gets \
+                 it and no secret is copied from it or removed because of it; remove the claim \
+                 (status.backingNamespace) from every project it does not belong to",
+                list(rivals)
+            ),
+            Self::Taken => format!(
+                "namespace {namespace:?}, the backing namespace project {project} would get, already \
+                 exists and is not marked as its ({}={project}); an existing namespace is never \
+                 adopted, so that nobody's namespace is taken over; delete that namespace, or \
+                 annotate it {}={project} if it is meant to be this project's",
+                keys::BACKING_NAMESPACE_OF_ANNOTATION,
+                keys::BACKING_NAMESPACE_OF_ANNOTATION
+            ),
+            Self::InvalidName => format!(
+                "project name {:?} cannot form a namespace name (at most 63 lowercase letters, digits \
+                 and '-', starting and ending with a letter or digit), so project {project} gets no \
+                 backing namespace; create the project again under such a name",
+                project.project
+            ),
+        }
+    }
+}
+
+fn list(projects: &[ProjectId]) -> String {
+    let names: Vec<String> = projects.iter().map(ToString::to_string).collect();
+    names.join(", ")
 }
 
 /// The kind of an action, for metrics, events and the plan report.
@@ -248,29 +306,75 @@ fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
     members
 }
 
-/// Projects without `status.backingNamespace` get one (docs/SPEC.md §3, `--manage-backing-namespaces`): the
-/// generated `<cluster>-<project>`, unless the legacy backing namespace (the project's name) exists or
-/// holds originals, which is then recorded as it is, so that originals living there are not stranded.
+/// Backing namespaces (docs/SPEC.md §3, `--manage-backing-namespaces`): projects without
+/// `status.backingNamespace` get one, and every project learns (through its BackingNamespaceReady
+/// condition, written only when it changes) whether it owns one.
+///
+/// A project without status gets its legacy backing namespace (its own name) only when that namespace
+/// is marked as its own, else the generated one, created and marked for it. An existing namespace is
+/// never adopted unless it is marked for that very project: otherwise a Project named after someone
+/// else's backing namespace would take it over. A namespace two projects claim is neither's (see
+/// [`World::claims`]); a project whose name is no namespace name is skipped, with its condition.
 pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
     world
         .projects()
-        .filter(|(_, state)| !state.has_backing_status)
-        .map(|(id, _)| {
-            let legacy = id.legacy_backing_namespace();
-            let in_use =
-                world.namespace(legacy).is_some() || world.originals_of(id).next().is_some();
-            let backing_namespace = if in_use {
-                legacy.to_owned()
+        .filter_map(|(id, state)| {
+            let (backing_namespace, create_namespace, refusal) = if state.has_backing_status {
+                let refusal = world.rivals(id).map(|(_, rivals)| BackingRefusal::Claimed {
+                    rivals: rivals.into_iter().cloned().collect(),
+                });
+                (state.backing_namespace.clone(), false, refusal)
             } else {
-                id.generated_backing_namespace()
+                match choose_backing_namespace(world, id) {
+                    Ok((namespace, create)) => (namespace, create, None),
+                    Err((namespace, refusal)) => (namespace, false, Some(refusal)),
+                }
             };
-            Action::SetBackingNamespace {
+            // Written once: a refusal already recorded, or a ready project, needs nothing.
+            let wanted = match &refusal {
+                Some(refusal) => state.backing_not_ready.as_deref() != Some(refusal.reason()),
+                None => !state.has_backing_status || state.backing_not_ready.is_some(),
+            };
+            wanted.then(|| Action::SetBackingNamespace {
                 project: id.clone(),
-                create_namespace: world.namespace(&backing_namespace).is_none(),
                 backing_namespace,
-            }
+                create_namespace,
+                refusal,
+            })
         })
         .collect()
+}
+
+/// The backing namespace a project without one gets, and whether to create it; or why it cannot.
+fn choose_backing_namespace(
+    world: &World,
+    id: &ProjectId,
+) -> Result<(String, bool), (String, BackingRefusal)> {
+    if !keys::is_namespace_name(&id.project) {
+        return Err((String::new(), BackingRefusal::InvalidName));
+    }
+    let legacy = id.legacy_backing_namespace();
+    if world
+        .namespace(legacy)
+        .is_some_and(|ns| ns.is_marked_for(id))
+    {
+        return Ok((legacy.to_owned(), false));
+    }
+    let generated = id.generated_backing_namespace();
+    let rivals: Vec<ProjectId> = world
+        .claims(&generated)
+        .into_iter()
+        .filter(|claimant| *claimant != id)
+        .cloned()
+        .collect();
+    if !rivals.is_empty() {
+        return Err((generated, BackingRefusal::Claimed { rivals }));
+    }
+    match world.namespace(&generated) {
+        None => Ok((generated, true)),
+        Some(ns) if ns.is_marked_for(id) => Ok((generated, false)),
+        Some(_) => Err((generated, BackingRefusal::Taken)),
+    }
 }
 
 /// The write that makes `namespace`'s copy of `original` (`template`, placed there) exact, if any.
@@ -333,9 +437,11 @@ fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
     let origin_known = |origin: &str| {
         keys::parse_origin(origin).is_some_and(|(ns, _)| world.backing_project(ns).is_some())
     };
+    // Only projects owning their backing namespace: one whose namespace another project also
+    // claims has no originals recognised, and its copies must not go for that.
     let known_projects: HashSet<&str> = world
-        .projects()
-        .map(|(id, _)| id.project.as_str())
+        .backed_projects()
+        .map(|id| id.project.as_str())
         .collect();
     let mut out: Vec<Action> = world
         .copies()
@@ -827,7 +933,7 @@ mod tests {
                         NamespaceState {
                             project_annotation: Some("nonsense".to_owned()),
                             project_label: Some("x".to_owned()),
-                            terminating: false,
+                            ..NamespaceState::default()
                         },
                     )
                 },
@@ -867,65 +973,207 @@ mod tests {
         );
     }
 
+    fn bare(world: &mut World, cluster: &str, name: &str) -> ProjectId {
+        let id = ProjectId::new(cluster, name);
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                backing_namespace: name.to_owned(),
+                ..ProjectState::default()
+            },
+        );
+        id
+    }
+
+    fn marked(world: &mut World, namespace: &str, owner: &ProjectId) {
+        world.upsert_namespace(
+            namespace.to_owned(),
+            NamespaceState {
+                backing_of: Some(owner.to_string()),
+                ..NamespaceState::default()
+            },
+        );
+    }
+
+    fn set(id: &ProjectId, namespace: &str, create: bool) -> Action {
+        Action::SetBackingNamespace {
+            project: id.clone(),
+            backing_namespace: namespace.to_owned(),
+            create_namespace: create,
+            refusal: None,
+        }
+    }
+
     #[test]
     fn projects_without_backing_status_get_one() {
         let mut world = converged();
         assert!(backing_namespace_actions(&world).is_empty());
-        let id = ProjectId::new("local", "p-new");
-        world.upsert_project(
-            id.clone(),
-            ProjectState {
-                backing_namespace: "p-new".to_owned(),
-                has_backing_status: false,
-            },
-        );
+        let id = bare(&mut world, "local", "p-new");
         assert_eq!(
             backing_namespace_actions(&world),
-            vec![Action::SetBackingNamespace {
-                project: id.clone(),
-                backing_namespace: "local-p-new".to_owned(),
-                create_namespace: true,
-            }]
+            vec![set(&id, "local-p-new", true)]
         );
-        world.upsert_namespace("local-p-new".to_owned(), NamespaceState::default());
-        assert!(matches!(
-            &backing_namespace_actions(&world)[0],
-            Action::SetBackingNamespace {
-                create_namespace: false,
-                ..
-            }
-        ));
-        // A legacy backing namespace in use is kept: its originals must not be stranded.
-        world.upsert_namespace("p-new".to_owned(), NamespaceState::default());
+        // Created and marked for it (a round ago): recorded, not created again.
+        marked(&mut world, "local-p-new", &id);
         assert_eq!(
             backing_namespace_actions(&world),
-            vec![Action::SetBackingNamespace {
-                project: id,
-                backing_namespace: "p-new".to_owned(),
-                create_namespace: false,
-            }]
+            vec![set(&id, "local-p-new", false)]
+        );
+        // A legacy backing namespace marked as the project's own is kept.
+        marked(&mut world, "p-new", &id);
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&id, "p-new", false)]
         );
     }
 
     #[test]
-    fn a_legacy_backing_namespace_holding_originals_is_kept() {
+    fn an_existing_namespace_is_never_adopted_unless_marked_for_the_project() {
         let mut world = World::default();
-        let id = ProjectId::new("local", "p-old");
-        world.upsert_project(
-            id.clone(),
-            ProjectState {
-                backing_namespace: "p-old".to_owned(),
-                has_backing_status: false,
-            },
-        );
+        let id = bare(&mut world, "local", "p-old");
+        // The legacy name exists (even holding a labelled secret) but is not marked: not adopted.
+        world.upsert_namespace("p-old".to_owned(), NamespaceState::default());
         add_secret(
             &mut world,
             secret("p-old", "db", &[(keys::PROJECT_SCOPED_LABEL, "p-old")], &[]),
         );
-        assert!(matches!(
-            &backing_namespace_actions(&world)[0],
-            Action::SetBackingNamespace { backing_namespace, .. } if backing_namespace == "p-old"
-        ));
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&id, "local-p-old", true)]
+        );
+        // The generated name exists, unmarked: refused, once.
+        world.upsert_namespace("local-p-old".to_owned(), NamespaceState::default());
+        let refused = backing_namespace_actions(&world);
+        assert!(
+            matches!(&refused[..], [Action::SetBackingNamespace { refusal: Some(BackingRefusal::Taken), backing_namespace, .. }] if backing_namespace == "local-p-old"),
+            "{refused:?}"
+        );
+        let mut state = world.project(&id).cloned().unwrap_or_default();
+        state.backing_not_ready = Some(keys::BACKING_NAMESPACE_TAKEN.to_owned());
+        world.upsert_project(id.clone(), state);
+        assert!(backing_namespace_actions(&world).is_empty());
+        // Marked for another project: still not adopted.
+        marked(&mut world, "local-p-old", &ProjectId::new("local", "other"));
+        assert!(backing_namespace_actions(&world).is_empty());
+    }
+
+    #[test]
+    fn a_project_named_like_another_backing_namespace_takes_nothing() {
+        // Hijack (a): Project `local-a-team` in `local`, beside `local:a-team` (backing
+        // `local-a-team`, created and marked for it).
+        let mut world = base();
+        let victim = p();
+        marked(&mut world, BACKING, &victim);
+        put_copy(&mut world, "team-a");
+        put_copy(&mut world, "team-b");
+        let attacker = bare(&mut world, "local", BACKING);
+        assert_eq!(world.backing_project(BACKING), Some(&victim));
+        assert_eq!(world.originals().count(), 1);
+        assert!(actions(&world, WARN).is_empty());
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&attacker, "local-local-p-vwxyz", true)]
+        );
+    }
+
+    #[test]
+    fn a_namespace_two_projects_claim_is_neither_and_nothing_is_deleted() {
+        let mut world = converged();
+        // A Rancher-style copy (marker, no origin) too: it must stay as well.
+        add_secret(
+            &mut world,
+            secret(
+                "team-a",
+                "legacy",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+                &[(keys::COPY_ANNOTATION, keys::TRUE)],
+            ),
+        );
+        let rival = ProjectId::new("local-p", "vwxyz");
+        world.upsert_project(
+            rival.clone(),
+            ProjectState {
+                backing_namespace: BACKING.to_owned(),
+                has_backing_status: true,
+                backing_not_ready: None,
+            },
+        );
+        assert_eq!(world.backing_project(BACKING), None);
+        assert_eq!(world.claims(BACKING).len(), 2);
+        assert_eq!(world.originals().count(), 0);
+        assert!(
+            actions(&world, WARN).is_empty(),
+            "{:?}",
+            actions(&world, WARN)
+        );
+        let refusals = backing_namespace_actions(&world);
+        assert_eq!(refusals.len(), 2, "{refusals:?}");
+        for action in &refusals {
+            assert!(matches!(
+                action,
+                Action::SetBackingNamespace {
+                    refusal: Some(BackingRefusal::Claimed { rivals }),
+                    ..
+                } if rivals.len() == 1
+            ));
+        }
+        // Once recorded, not again; when the rival lets go, the owner is ready again and copies
+        // flow as before.
+        for id in [p(), rival.clone()] {
+            let mut state = world.project(&id).cloned().unwrap_or_default();
+            state.backing_not_ready = Some(keys::BACKING_NAMESPACE_CLAIMED.to_owned());
+            world.upsert_project(id, state);
+        }
+        assert!(backing_namespace_actions(&world).is_empty());
+        world.remove_project(&rival);
+        assert_eq!(world.backing_project(BACKING), Some(&p()));
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&p(), BACKING, false)]
+        );
+    }
+
+    #[test]
+    fn a_generated_name_another_project_claims_is_refused() {
+        let mut world = World::default();
+        // A Rancher project whose status names `local-p-x`, and a bare `local:p-x`.
+        let rancher = ProjectId::new("c-1", "p-y");
+        world.upsert_project(
+            rancher.clone(),
+            ProjectState {
+                backing_namespace: "local-p-x".to_owned(),
+                has_backing_status: true,
+                backing_not_ready: None,
+            },
+        );
+        bare(&mut world, "local", "p-x");
+        let got = backing_namespace_actions(&world);
+        assert!(
+            matches!(&got[..], [Action::SetBackingNamespace { refusal: Some(BackingRefusal::Claimed { rivals }), .. }] if rivals == &[rancher]),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_project_whose_name_is_no_namespace_name_is_skipped_once() {
+        let mut world = World::default();
+        let id = bare(&mut world, "local", "p.dotted");
+        let got = backing_namespace_actions(&world);
+        assert!(
+            matches!(
+                &got[..],
+                [Action::SetBackingNamespace {
+                    refusal: Some(BackingRefusal::InvalidName),
+                    create_namespace: false,
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+        let mut state = world.project(&id).cloned().unwrap_or_default();
+        state.backing_not_ready = Some(keys::INVALID_PROJECT_NAME.to_owned());
+        world.upsert_project(id, state);
+        assert!(backing_namespace_actions(&world).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod message;
 mod mutate;
 mod namespaces;
+pub mod projects;
 mod secrets;
 
 use crate::world::World;

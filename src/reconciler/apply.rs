@@ -9,14 +9,16 @@
 
 use super::error::{Error, status_code};
 use crate::keys::{self, ProjectId};
-use crate::plan::{self, Action, Drift};
+use crate::plan::{self, Action, BackingRefusal, Drift};
 use crate::watch::project_resource;
 use crate::world::{self, NamespaceState};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -92,9 +94,15 @@ impl Applier {
                 project,
                 backing_namespace,
                 create_namespace,
+                refusal,
             } => {
-                self.set_backing_namespace(project, backing_namespace, *create_namespace)
-                    .await
+                self.set_backing_namespace(
+                    project,
+                    backing_namespace,
+                    *create_namespace,
+                    refusal.as_ref(),
+                )
+                .await
             }
             Action::FixNamespaceLabel { namespace, .. } => {
                 self.fix_namespace_label(namespace).await
@@ -230,35 +238,65 @@ impl Applier {
         Ok(Outcome::Written)
     }
 
+    /// Records a project's backing namespace (creating it, marked as the project's, when missing)
+    /// with a ready BackingNamespaceReady condition; or, with a refusal, only the condition and an
+    /// Event on the Project. An existing namespace is used only when it is marked for the project.
     async fn set_backing_namespace(
         &self,
         project: &ProjectId,
         backing_namespace: &str,
         create_namespace: bool,
+        refusal: Option<&BackingRefusal>,
     ) -> Result<Outcome, Error> {
         let projects: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &project.cluster, &project_resource());
         let Some(live) = projects.get_opt(&project.project).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
-        let has_backing = live
+        let live_backing = live
             .data
             .pointer("/status/backingNamespace")
             .and_then(|v| v.as_str())
-            .is_some_and(|s| !s.is_empty());
-        if has_backing {
-            return Ok(Outcome::Unchanged);
+            .filter(|s| !s.is_empty());
+        if let Some(refusal) = refusal {
+            let message = refusal.message(project, backing_namespace);
+            let status =
+                json!({"conditions": conditions(&live, false, refusal.reason(), &message)});
+            self.patch_project_status(&projects, &live, status).await?;
+            self.announce_refusal(project, &live, refusal.reason(), &message)
+                .await;
+            return Ok(Outcome::Written);
         }
+        match live_backing {
+            Some(current) if current != backing_namespace => {
+                return Ok(Outcome::Requeue(Requeue::Stale));
+            }
+            Some(_) => {
+                let message = format!("owns backing namespace {backing_namespace:?}");
+                let ready = conditions(&live, true, keys::BACKING_NAMESPACE_ASSIGNED, &message);
+                self.patch_project_status(&projects, &live, json!({"conditions": ready}))
+                    .await?;
+                return Ok(Outcome::Written);
+            }
+            None => {}
+        }
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
         if create_namespace {
             let namespace = Namespace {
                 metadata: ObjectMeta {
                     name: Some(backing_namespace.to_owned()),
+                    annotations: Some(
+                        [(
+                            keys::BACKING_NAMESPACE_OF_ANNOTATION.to_owned(),
+                            project.to_string(),
+                        )]
+                        .into(),
+                    ),
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
             };
             self.guard()?;
-            let namespaces: Api<Namespace> = Api::all(self.client.clone());
             match namespaces.create(&post_params(), &namespace).await {
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
                 other => {
@@ -266,26 +304,82 @@ impl Applier {
                 }
             }
         }
+        // Whether just created or found, the namespace must be marked for this project: one made
+        // by someone else a moment ago is never adopted (the next round reports it).
+        let marked = namespaces
+            .get_opt(backing_namespace)
+            .await?
+            .is_some_and(|ns| NamespaceState::from_namespace(&ns).is_marked_for(project));
+        if !marked {
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        let message = format!("owns backing namespace {backing_namespace:?}");
+        let status = json!({
+            "backingNamespace": backing_namespace,
+            "conditions": conditions(&live, true, keys::BACKING_NAMESPACE_ASSIGNED, &message),
+        });
+        self.patch_project_status(&projects, &live, status).await?;
+        Ok(Outcome::Written)
+    }
+
+    /// A merge patch of a Project's status, conditional on the resourceVersion that was read.
+    async fn patch_project_status(
+        &self,
+        projects: &Api<DynamicObject>,
+        live: &DynamicObject,
+        status: serde_json::Value,
+    ) -> Result<(), Error> {
+        let name = live.metadata.name.as_deref().unwrap_or_default();
         let patch = Patch::Merge(json!({
             "metadata": {"resourceVersion": live.metadata.resource_version},
-            "status": {"backingNamespace": backing_namespace},
+            "status": status,
         }));
         self.guard()?;
         // The status subresource where the CRD has one, else the object itself.
-        match projects
-            .patch_status(&project.project, &patch_params(), &patch)
-            .await
-        {
+        match projects.patch_status(name, &patch_params(), &patch).await {
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                projects
-                    .patch(&project.project, &patch_params(), &patch)
-                    .await?;
+                projects.patch(name, &patch_params(), &patch).await?;
             }
             other => {
                 other?;
             }
         }
-        Ok(Outcome::Written)
+        Ok(())
+    }
+
+    /// A Warning Event on the Project; a failure is only logged (the condition says it too).
+    async fn announce_refusal(
+        &self,
+        project: &ProjectId,
+        live: &DynamicObject,
+        reason: &str,
+        message: &str,
+    ) {
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: super::CONTROLLER_NAME.to_owned(),
+                instance: None,
+            },
+        );
+        let reference = ObjectReference {
+            api_version: Some(format!("{}/{}", keys::PROJECT_GROUP, keys::PROJECT_VERSION)),
+            kind: Some(keys::PROJECT_KIND.to_owned()),
+            namespace: Some(project.cluster.clone()),
+            name: Some(project.project.clone()),
+            uid: live.metadata.uid.clone(),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(crate::policy::message::one_line(message)),
+            action: "SetBackingNamespace".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, reason, "could not publish an event");
+        }
     }
 
     async fn fix_namespace_label(&self, namespace: &str) -> Result<Outcome, Error> {
@@ -336,6 +430,35 @@ impl Applier {
         api.replace(name, &post_params(), &live).await?;
         Ok(Outcome::Written)
     }
+}
+
+/// The Project's status conditions with ours (BackingNamespaceReady) set; others are kept, and the
+/// transition time only moves when the status does.
+fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) -> serde_json::Value {
+    let status = if ready { "True" } else { "False" };
+    let existing: Vec<serde_json::Value> = live
+        .data
+        .pointer("/status/conditions")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let is_ours = |c: &serde_json::Value| {
+        c.get("type").and_then(|t| t.as_str()) == Some(keys::BACKING_NAMESPACE_READY_CONDITION)
+    };
+    let since = existing
+        .iter()
+        .find(|c| is_ours(c) && c.get("status").and_then(|s| s.as_str()) == Some(status))
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(Time(k8s_openapi::jiff::Timestamp::now())));
+    let mut all: Vec<serde_json::Value> = existing.into_iter().filter(|c| !is_ours(c)).collect();
+    all.push(json!({
+        "type": keys::BACKING_NAMESPACE_READY_CONDITION,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }));
+    serde_json::Value::Array(all)
 }
 
 fn is_exact_copy(existing: &Secret, copy: &Secret) -> bool {

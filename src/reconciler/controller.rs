@@ -241,6 +241,7 @@ mod tests {
             ProjectState {
                 backing_namespace: "p-new".to_owned(),
                 has_backing_status: false,
+                backing_not_ready: None,
             },
         );
         world

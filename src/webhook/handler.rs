@@ -42,9 +42,11 @@ pub struct AppState {
 enum Endpoint {
     Validate(Rules),
     Mutate,
+    /// P1–P3 (Projects taking another project's backing namespace).
+    ProjectGuard,
 }
 
-const ROUTES: [(&str, Endpoint); 6] = [
+const ROUTES: [(&str, Endpoint); 7] = [
     (
         "/validate/secret-guard",
         Endpoint::Validate(Rules::SecretGuard),
@@ -57,6 +59,7 @@ const ROUTES: [(&str, Endpoint); 6] = [
         "/validate/namespace-guard",
         Endpoint::Validate(Rules::NamespaceGuard),
     ),
+    ("/validate/project-guard", Endpoint::ProjectGuard),
     ("/validate/all", Endpoint::Validate(Rules::All)),
     ("/mutate/secret", Endpoint::Mutate),
     ("/mutate/namespace", Endpoint::Mutate),
@@ -162,6 +165,9 @@ async fn answer(
     let decision = match endpoint {
         Endpoint::Mutate => policy::mutate(&request, &state.index.read()),
         Endpoint::Validate(rules) => validate(state, rules, &request).await,
+        Endpoint::ProjectGuard => {
+            policy::projects::review(&request, &state.index.read(), &state.config)
+        }
     };
     let operation = operation_label(&request.operation);
     state.metrics.review(path, operation, result_of(&decision));

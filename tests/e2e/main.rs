@@ -6,3 +6,4 @@ mod support;
 mod admission;
 mod foundation;
 mod membership;
+mod projects;

@@ -809,3 +809,7 @@ fn protected_namespaces_never_receive_copies() {
     let removed = format!("{}-", keys::PROJECT_ID_KEY);
     behind_the_webhook(&["annotate", "namespace", "kube-public", &removed]);
 }
+
+// Backing-namespace ownership (issue 9, item 2), sharing this module's helpers and turns.
+#[path = "projects.rs"]
+mod projects;

@@ -1,0 +1,411 @@
+//! Rules P1–P3: Projects that would take over another project's backing namespace.
+//!
+//! A backing namespace belongs to exactly one project: its originals are copied into that project's
+//! namespaces. A Project that claims someone else's (through `status.backingNamespace`, or through
+//! the legacy or generated name it would get) would have the victim's copies removed and its secrets
+//! copied into the attacker's namespaces, so it is refused here (the `project-guard` entry, which
+//! fails closed), and the reconciler resolves what slips by (two claims: neither gets it).
+//!
+//! - P1: `spec.clusterName` must be the Project's namespace (its ID is `<namespace>:<name>`).
+//! - P2: the name must be able to form a namespace name (the legacy backing namespace is the name).
+//! - P3: no backing namespace (the status one, or without one the legacy and generated names) that
+//!   another project claims or that is marked as another project's.
+
+use super::{Config, Decision, Denial, Findings, skips_rules};
+use crate::keys::{self, ProjectId};
+use crate::world::World;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+
+/// The fields of one Project the rules read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectView {
+    /// `spec.clusterName`, if set.
+    pub cluster_name: Option<String>,
+    /// `status.backingNamespace`, if set and not empty.
+    pub backing_namespace: Option<String>,
+}
+
+/// A Project admission request as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectReview {
+    pub op: Operation,
+    /// The Project's namespace (its cluster) and name; the name is empty when the apiserver has not
+    /// picked it yet (it has by the time validating webhooks are called).
+    pub id: ProjectId,
+    pub new: Option<ProjectView>,
+    pub old: Option<ProjectView>,
+}
+
+impl ProjectReview {
+    /// The one place a request becomes a [`ProjectReview`].
+    pub fn from_request(req: &AdmissionRequest<DynamicObject>) -> Self {
+        let view = |obj: &Option<DynamicObject>| {
+            obj.as_ref().map(|o| ProjectView {
+                cluster_name: text(&o.data, "/spec/clusterName"),
+                backing_namespace: text(&o.data, "/status/backingNamespace"),
+            })
+        };
+        let meta = req
+            .object
+            .as_ref()
+            .or(req.old_object.as_ref())
+            .map(|o| &o.metadata);
+        let name = Some(req.name.clone())
+            .filter(|n| !n.is_empty())
+            .or_else(|| meta.and_then(|m| m.name.clone()))
+            .unwrap_or_default();
+        let namespace = req
+            .namespace
+            .clone()
+            .or_else(|| meta.and_then(|m| m.namespace.clone()))
+            .unwrap_or_default();
+        Self {
+            op: req.operation.clone(),
+            id: ProjectId::new(namespace, name),
+            new: view(&req.object),
+            old: view(&req.old_object),
+        }
+    }
+}
+
+fn text(data: &serde_json::Value, pointer: &str) -> Option<String> {
+    data.pointer(pointer)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The `project-guard` entry: P1–P3 for one request (reconciler identities skip them).
+pub fn review(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Decision {
+    if skips_rules(req, cfg) {
+        return Decision::default();
+    }
+    let mut findings = Findings::default();
+    for denial in validate(&ProjectReview::from_request(req), world) {
+        findings.deny(denial);
+    }
+    findings.decide(cfg.mode)
+}
+
+/// Every denial P1–P3 find, in rule order. Only what a request changes is judged: an UPDATE that
+/// leaves the cluster name and backing namespace alone is never refused for them.
+pub fn validate(review: &ProjectReview, world: &World) -> Vec<Denial> {
+    let mut out = Vec::new();
+    let Some(new) = &review.new else {
+        return out;
+    };
+    let old = review.old.as_ref();
+    let id = &review.id;
+    if let Some(cluster_name) = &new.cluster_name
+        && *cluster_name != id.cluster
+        && old.is_none_or(|o| o.cluster_name != new.cluster_name)
+    {
+        out.push(Denial::forbidden(
+            "ClusterNameMismatch",
+            format!(
+                "project {:?} in namespace {:?} has spec.clusterName {cluster_name:?}, which is not \
+                 its namespace; a project's ID is <namespace>:<name> ({id}), and its backing \
+                 namespace and members are matched by that ID; set spec.clusterName to {:?}, or \
+                 create the project in namespace {cluster_name:?}",
+                id.project, id.cluster, id.cluster
+            ),
+        ));
+    }
+    if id.project.is_empty() {
+        return out;
+    }
+    if review.op == Operation::Create && !keys::is_namespace_name(&id.project) {
+        out.push(Denial::forbidden(
+            "InvalidProjectName",
+            format!(
+                "project name {:?} cannot form a namespace name (at most 63 lowercase letters, \
+                 digits and '-', starting and ending with a letter or digit), and the project's \
+                 backing namespace is named after it; choose a name like {:?}",
+                id.project,
+                suggestion(&id.project)
+            ),
+        ));
+        return out;
+    }
+    let claims = |view: Option<&ProjectView>| view.map(|v| claimed(id, v));
+    let before = claims(old);
+    for claim in claimed(id, new) {
+        if before.as_ref().is_some_and(|b| b.contains(&claim)) {
+            continue;
+        }
+        if let Some(owner) = other_owner(world, id, claim.namespace()) {
+            out.push(claim.denial(id, &owner));
+        }
+    }
+    out
+}
+
+/// A namespace a project takes (or would take) as its backing namespace, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Claim {
+    Status(String),
+    Legacy(String),
+    Generated(String),
+}
+
+impl Claim {
+    fn namespace(&self) -> &str {
+        match self {
+            Self::Status(ns) | Self::Legacy(ns) | Self::Generated(ns) => ns,
+        }
+    }
+
+    fn denial(&self, id: &ProjectId, owner: &ProjectId) -> Denial {
+        let ns = self.namespace();
+        let why = format!(
+            "namespace {ns:?} is the backing namespace of project {owner}, and a backing namespace \
+             belongs to exactly one project (sharing it would remove {owner}'s copies and hand its \
+             project-scoped secrets to {id})"
+        );
+        let message = match self {
+            Self::Status(_) => format!(
+                "project {id} may not have status.backingNamespace {ns:?}: {why}; leave \
+                 status.backingNamespace empty (a backing namespace is then made for the project), or \
+                 name a namespace no other project uses"
+            ),
+            Self::Legacy(_) => format!(
+                "project {id} may not be named {:?}: without status.backingNamespace a project's \
+                 backing namespace is its own name, and {why}; choose another project name",
+                id.project
+            ),
+            Self::Generated(_) => format!(
+                "project {id} would get the generated backing namespace {ns:?}, but {why}; choose \
+                 another project name"
+            ),
+        };
+        Denial::forbidden("BackingNamespaceClaimed", message)
+    }
+}
+
+/// The namespaces a project claims: its status one, or without one both names it could get.
+fn claimed(id: &ProjectId, view: &ProjectView) -> Vec<Claim> {
+    match &view.backing_namespace {
+        Some(ns) => vec![Claim::Status(ns.clone())],
+        None => vec![
+            Claim::Legacy(id.legacy_backing_namespace().to_owned()),
+            Claim::Generated(id.generated_backing_namespace()),
+        ],
+    }
+}
+
+/// Another project that claims this namespace, or that it is marked for.
+fn other_owner(world: &World, id: &ProjectId, namespace: &str) -> Option<ProjectId> {
+    world
+        .claims(namespace)
+        .into_iter()
+        .find(|claimant| *claimant != id)
+        .cloned()
+        .or_else(|| {
+            world
+                .namespace(namespace)
+                .and_then(|ns| ns.marked_project())
+                .filter(|owner| owner != id)
+        })
+}
+
+/// A valid namespace name close to `name`, for the denial message.
+fn suggestion(name: &str) -> String {
+    let mapped: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_matches('-');
+    let cut = &trimmed[..trimmed.len().min(63)];
+    let cut = cut.trim_end_matches('-');
+    if cut.is_empty() {
+        "p-1".to_owned()
+    } else {
+        cut.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::fixtures::project;
+    use crate::world::{NamespaceState, ProjectState};
+
+    fn create(cluster: &str, name: &str, view: ProjectView) -> ProjectReview {
+        ProjectReview {
+            op: Operation::Create,
+            id: ProjectId::new(cluster, name),
+            new: Some(view),
+            old: None,
+        }
+    }
+
+    fn spec(cluster: &str) -> ProjectView {
+        ProjectView {
+            cluster_name: Some(cluster.to_owned()),
+            backing_namespace: None,
+        }
+    }
+
+    fn messages(review: &ProjectReview, world: &World) -> Vec<String> {
+        validate(review, world)
+            .into_iter()
+            .map(|d| d.message)
+            .collect()
+    }
+
+    fn victim() -> World {
+        let mut world = World::default();
+        let id = project(&mut world, "local", "a-team", "local-a-team");
+        world.upsert_namespace(
+            "local-a-team".to_owned(),
+            NamespaceState {
+                backing_of: Some(id.to_string()),
+                ..NamespaceState::default()
+            },
+        );
+        world
+    }
+
+    #[test]
+    fn a_project_named_after_another_backing_namespace_is_refused() {
+        let got = messages(&create("local", "local-a-team", spec("local")), &victim());
+        assert_eq!(
+            got,
+            [
+                "project local:local-a-team may not be named \"local-a-team\": without \
+              status.backingNamespace a project's backing namespace is its own name, and namespace \
+              \"local-a-team\" is the backing namespace of project local:a-team, and a backing \
+              namespace belongs to exactly one project (sharing it would remove local:a-team's \
+              copies and hand its project-scoped secrets to local:local-a-team); choose another \
+              project name"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_marked_namespace_counts_even_without_a_claim() {
+        let mut world = World::default();
+        world.upsert_namespace(
+            "local-a-team".to_owned(),
+            NamespaceState {
+                backing_of: Some("local:a-team".to_owned()),
+                ..NamespaceState::default()
+            },
+        );
+        assert_eq!(
+            validate(&create("local", "local-a-team", spec("local")), &world).len(),
+            1
+        );
+        // The project it is marked for may have it.
+        assert!(validate(&create("local", "a-team", spec("local")), &world).is_empty());
+    }
+
+    #[test]
+    fn a_generated_name_that_is_another_backing_namespace_is_refused() {
+        // An older version gave `local-p:vwxyz` the namespace `local-p-vwxyz`, which the injective
+        // encoding now gives `local:p-vwxyz`.
+        let mut world = World::default();
+        project(&mut world, "local-p", "vwxyz", "local-p-vwxyz");
+        let got = messages(&create("local", "p-vwxyz", spec("local")), &world);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "project local:p-vwxyz would get the generated backing namespace \"local-p-vwxyz\", \
+                 but namespace \"local-p-vwxyz\" is the backing namespace of project local-p:vwxyz"
+            ),
+            "{got:?}"
+        );
+        // The other way round no longer collides at all.
+        let mut world = World::default();
+        project(&mut world, "local", "p-vwxyz", "local-p-vwxyz");
+        assert!(validate(&create("local-p", "vwxyz", spec("local-p")), &world).is_empty());
+    }
+
+    #[test]
+    fn a_status_naming_another_backing_namespace_is_refused_once_set() {
+        let world = victim();
+        let mut view = spec("local");
+        view.backing_namespace = Some("local-a-team".to_owned());
+        let update = ProjectReview {
+            op: Operation::Update,
+            id: ProjectId::new("local", "evil"),
+            new: Some(view.clone()),
+            old: Some(spec("local")),
+        };
+        let got = messages(&update, &world);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("project local:evil may not have status.backingNamespace"),
+            "{got:?}"
+        );
+        // The owner itself, and an update that does not change the claim, pass.
+        let own = ProjectReview {
+            id: ProjectId::new("local", "a-team"),
+            ..update.clone()
+        };
+        assert!(validate(&own, &world).is_empty());
+        let unchanged = ProjectReview {
+            old: Some(view),
+            ..update
+        };
+        assert!(validate(&unchanged, &world).is_empty());
+    }
+
+    #[test]
+    fn cluster_name_must_be_the_namespace() {
+        let got = messages(&create("local", "p-x", spec("other")), &World::default());
+        assert_eq!(
+            got,
+            [
+                "project \"p-x\" in namespace \"local\" has spec.clusterName \"other\", which is not \
+              its namespace; a project's ID is <namespace>:<name> (local:p-x), and its backing \
+              namespace and members are matched by that ID; set spec.clusterName to \"local\", or \
+              create the project in namespace \"other\""
+            ]
+        );
+        assert!(
+            validate(
+                &create("local", "p-x", ProjectView::default()),
+                &World::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_that_cannot_be_namespaces_are_refused() {
+        let got = messages(
+            &create("local", "p.dotted", spec("local")),
+            &World::default(),
+        );
+        assert_eq!(
+            got,
+            [
+                "project name \"p.dotted\" cannot form a namespace name (at most 63 lowercase \
+              letters, digits and '-', starting and ending with a letter or digit), and the \
+              project's backing namespace is named after it; choose a name like \"p-dotted\""
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ordinary_project_passes() {
+        let mut world = victim();
+        world.upsert_project(
+            ProjectId::new("local", "p-new"),
+            ProjectState {
+                backing_namespace: "p-new".to_owned(),
+                ..ProjectState::default()
+            },
+        );
+        assert!(validate(&create("local", "p-other", spec("local")), &world).is_empty());
+    }
+}
