@@ -456,6 +456,8 @@ impl Findings {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 pub(crate) mod testing;
 
 #[cfg(test)]
