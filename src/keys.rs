@@ -19,6 +19,9 @@ pub const USER_SECRET_ANNOTATION: &str = "secret.user.cattle.io/secret";
 pub const ORIGIN_ANNOTATION: &str = "scoped-secrets.io/origin";
 /// Our copy origin: the original's uid.
 pub const ORIGIN_UID_ANNOTATION: &str = "scoped-secrets.io/origin-uid";
+/// On a copy that replaced the namespace's own secret (an overwrite): that secret is gone for good,
+/// and leaving the project removes the copy too; the leave warning names such copies.
+pub const REPLACED_ANNOTATION: &str = "scoped-secrets.io/replaced";
 /// Consent on an original to overwrite non-copy secrets under `--overwrite-policy=deny`.
 pub const ALLOW_OVERWRITE_ANNOTATION: &str = "scoped-secrets.io/allow-overwrite";
 /// Namespace annotation (`<cluster>:<project>`, the truth) and label (`<project>`, a mirror).

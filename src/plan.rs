@@ -12,7 +12,7 @@ mod copy;
 mod diff;
 mod fate;
 
-pub use copy::{Drift, copy_of, drift, replaceable_in_place};
+pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use diff::{
     Action, ActionKind, BackingRefusal, ConflictReason, actions, backing_namespace_actions,
     consents_to_overwrite, wanted_project_label,

@@ -61,6 +61,11 @@ fn copied(map: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Whether a copy replaced its namespace's own secret when it was written.
+pub fn replaced(copy: &Secret) -> bool {
+    crate::world::annotation(&copy.metadata, keys::REPLACED_ANNOTATION) == Some(keys::TRUE)
+}
+
 /// How an existing copy differs from the one wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drift {

@@ -390,25 +390,42 @@ fn copy_action(
         copy.metadata.namespace = Some(namespace.to_owned());
         copy
     };
+    // A copy that replaced the namespace's own secret keeps saying so (see REPLACED_ANNOTATION).
+    let replacing = || {
+        let mut copy = copy();
+        copy.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
+        copy
+    };
     match fate(world, original, namespace, settings.overwrite_policy) {
         Fate::Create => Some(Action::Create { copy: copy() }),
-        Fate::Copy(existing) => match copy::drift(existing, template) {
-            Drift::None => None,
-            Drift::Changed => Some(Action::Update {
-                copy: copy(),
-                resource_version: existing
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default(),
-            }),
-            Drift::Replace => Some(Action::Recreate {
-                copy: copy(),
-                existing_uid: existing.metadata.uid.clone().unwrap_or_default(),
-            }),
-        },
-        Fate::StrayCopy { uid } | Fate::Overwrite { uid } => Some(Action::Overwrite {
+        Fate::Copy(existing) => {
+            let marked = copy::replaced(existing).then(replacing);
+            let exact = || marked.clone().unwrap_or_else(copy);
+            match copy::drift(existing, marked.as_ref().unwrap_or(template)) {
+                Drift::None => None,
+                Drift::Changed => Some(Action::Update {
+                    copy: exact(),
+                    resource_version: existing
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .unwrap_or_default(),
+                }),
+                Drift::Replace => Some(Action::Recreate {
+                    copy: exact(),
+                    existing_uid: existing.metadata.uid.clone().unwrap_or_default(),
+                }),
+            }
+        }
+        Fate::StrayCopy { uid } => Some(Action::Overwrite {
             copy: copy(),
+            existing_uid: uid.to_owned(),
+        }),
+        Fate::Overwrite { uid } => Some(Action::Overwrite {
+            copy: replacing(),
             existing_uid: uid.to_owned(),
         }),
         Fate::Conflict(reason) => Some(conflict(original, namespace, reason)),
@@ -891,10 +908,18 @@ mod tests {
         let mut world = converged();
         world.remove_scoped("team-a", "db");
         plain(&mut world, "team-a");
-        assert!(matches!(
-            &actions(&world, WARN)[0],
-            Action::Overwrite { existing_uid, .. } if existing_uid == "uid-team-a-db"
-        ));
+        let overwrite = actions(&world, WARN);
+        let Action::Overwrite { existing_uid, copy } = &overwrite[0] else {
+            panic!("expected an overwrite, got {overwrite:?}");
+        };
+        assert_eq!(existing_uid, "uid-team-a-db");
+        // The copy says it replaced the namespace's own secret, and stays converged saying so.
+        assert!(crate::plan::replaced(copy));
+        let mut after = world.clone();
+        let mut landed = copy.clone();
+        landed.metadata.uid = Some("uid-landed".to_owned());
+        add_secret(&mut after, landed);
+        assert_eq!(actions(&after, WARN), vec![]);
         assert!(matches!(
             &actions(&world, DENY)[0],
             Action::Conflict {

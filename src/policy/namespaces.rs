@@ -292,6 +292,17 @@ fn leaving(ns: &str, project: &ProjectId, world: &World, cfg: &Config, out: &mut
         );
         out.announce(warning_list(&head, &removed));
     }
+    let lost: Vec<&str> = removed
+        .into_iter()
+        .filter(|name| world.scoped(ns, name).is_some_and(|c| plan::replaced(c)))
+        .collect();
+    if !lost.is_empty() {
+        let head = format!(
+            "{} had replaced namespace {ns:?}'s own secrets, which do not come back",
+            count(lost.len(), "removed copy", "removed copies")
+        );
+        out.announce(warning_list(&head, &lost));
+    }
 }
 
 #[cfg(test)]
@@ -722,5 +733,34 @@ mod tests {
         let decision = super::super::validate(&admission(req), &world(), &config(), &refused());
         assert!(decision.denial.is_some());
         assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
+    }
+
+    /// Under the warn policy a copy that overwrote the namespace's own secret is marked; leaving
+    /// the project says which removed copies had done so.
+    #[test]
+    fn n3_leaving_names_the_copies_that_had_replaced_own_secrets() {
+        let mut world = world();
+        let mut copy = world
+            .scoped("team-a", "db")
+            .map(|s| (**s).clone())
+            .expect("fixture copy");
+        copy.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
+        crate::world::fixtures::add_secret(&mut world, copy);
+        let req = request(
+            "UPDATE",
+            Some(bare("team-a")),
+            Some(namespace_in_json("team-a", "local:p-vwxyz")),
+        );
+        let decision = super::super::validate(&admission(req), &world, &config(), &allowed());
+        check(
+            "leaving",
+            &decision,
+            &warn(
+                "1 removed copy had replaced namespace \"team-a\"'s own secrets, which do not come back: db",
+            ),
+        );
     }
 }

@@ -14,7 +14,7 @@ pub(crate) const NAMES: &str = "secret-names.scoped-secrets.io";
 pub(crate) const NAMESPACE_GUARD: &str = "namespace-guard.scoped-secrets.io";
 
 /// The reconciler's identity: the matchConditions skip it and its RBAC may write copies.
-const AS_RECONCILER: [&str; 2] = [
+pub(crate) const AS_RECONCILER: [&str; 2] = [
     "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
     "--as-group=system:serviceaccounts",
 ];

@@ -208,3 +208,43 @@ fn removals_are_not_announced_for_a_refused_request() {
     );
     assert!(!err.contains("will be removed"), "{err}");
 }
+
+/// Under the warn policy a copy may have replaced the namespace's own secret; leaving the project
+/// removes the copy and that secret does not come back: the leave warning names such copies.
+#[test]
+fn leaving_names_the_copies_that_had_replaced_the_namespaces_own_secrets() {
+    let project = project("lost");
+    let ns = namespace_in(&project, "lost");
+    original(&project, "db");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {origin}: {backing}/db, {replaced}: \"true\"}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+        origin = keys::ORIGIN_ANNOTATION,
+        backing = project.backing,
+        replaced = keys::REPLACED_ANNOTATION,
+    );
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&crate::admission::AS_RECONCILER);
+    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
+    indexed("the copy", |w| w.scoped(&ns, "db").is_some());
+    let removed = format!("{}-", keys::PROJECT_ID_KEY);
+    let out = kubectl(&["annotate", "namespace", &ns, &removed, "--dry-run=server"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_warned(
+        &out,
+        &format!(
+            "1 removed copy had replaced namespace \"{ns}\"'s own secrets, which do not come \
+             back: db"
+        ),
+    );
+}
