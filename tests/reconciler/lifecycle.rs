@@ -177,6 +177,8 @@ fn a_copy_the_apiserver_refuses_raises_an_event_and_backs_off() {
     copy_where(&ns, &project.backing, "small", "the other copy", |_| true);
     assert!(get_secret(&ns, "db").is_none());
     running.stop();
+    // Later tests' reconcilers need not trip over it.
+    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
 }
 
 #[test]
