@@ -14,6 +14,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObject
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -136,17 +137,18 @@ pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
         project_events,
         |world, all: Vec<DynamicObject>| {
             world.projects_installed = true;
-            let listed: Vec<_> = all.iter().filter_map(project_state).collect();
+            let listed: BTreeMap<ProjectId, ProjectState> =
+                all.iter().filter_map(project_state).collect();
             // Projects gone while the watch was down left no Delete event: remember them too.
             let vanished: Vec<_> = world
                 .projects()
-                .filter(|(id, _)| !listed.iter().any(|(listed, _)| listed == *id))
+                .filter(|(id, _)| !listed.contains_key(*id))
                 .map(|(id, state)| (id.clone(), state.backing_namespace.clone()))
                 .collect();
             for (id, backing) in vanished {
                 world.note_project_deleted(id, backing);
             }
-            for (id, _) in &listed {
+            for id in listed.keys() {
                 world.forget_deleted_project(id);
             }
             world.replace_projects(listed);

@@ -21,12 +21,21 @@ use support::*;
 const CRD: &str = "projects.management.cattle.io";
 
 fn uid(secret: &serde_json::Value) -> String {
-    secret["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+    secret["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn join(namespace: &str, project: &str) -> std::process::Output {
     let annotation = format!("{}=local:{project}", keys::PROJECT_ID_KEY);
-    kubectl(&["annotate", "namespace", namespace, &annotation, "--overwrite"])
+    kubectl(&[
+        "annotate",
+        "namespace",
+        namespace,
+        &annotation,
+        "--overwrite",
+    ])
 }
 
 #[test]
@@ -35,7 +44,9 @@ fn the_project_crd_can_go_and_come_back() {
     let ns = namespace_in(&project, "crd-a");
     let running = start(OverwritePolicy::Warn);
     apply_original(&project, "db", "k: dg==", "");
-    let copy_uid = uid(&copy_where(&ns, &project.backing, "db", "the copy", |_| true));
+    let copy_uid = uid(&copy_where(&ns, &project.backing, "db", "the copy", |_| {
+        true
+    }));
     let indexes: [(&str, &Index); 2] = [("webhook", &env().index), ("reconciler", &running.index)];
 
     // Deleting the CRD deletes every Project: neither that nor the failing watch removes a copy.
@@ -57,7 +68,10 @@ fn the_project_crd_can_go_and_come_back() {
         assert_eq!(uid(&copy), copy_uid, "the copy was replaced");
         std::thread::park_timeout(Duration::from_millis(500));
     }
-    assert!(running.rounds() > rounds, "no round ran while the CRD was gone");
+    assert!(
+        running.rounds() > rounds,
+        "no round ran while the CRD was gone"
+    );
 
     // Installed again: the project, re-created as soon as the CRD serves it, is indexed within 5 s.
     let crd = std::path::Path::new(REPO).join("deploy/base/crd-project.yaml");
@@ -82,7 +96,10 @@ spec: {{clusterName: local}}
             || index.read().project(&id).map(|_| ()),
         );
     }
-    let status = format!(r#"{{"status":{{"backingNamespace":"{}"}}}}"#, project.backing);
+    let status = format!(
+        r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
+        project.backing
+    );
     ok(kubectl(&[
         "patch",
         "project",

@@ -96,8 +96,7 @@ const MESSAGE_LIMIT: usize = 400;
 /// The Warnings for a round's troubles: one per original and reason, naming the namespaces, the
 /// secret and what stands in the way; never data. Retries back off, so this is not one per second.
 pub fn summarise_troubles(troubles: &[(&Action, &Trouble)]) -> Vec<(ObjectReference, Event)> {
-    let mut groups: BTreeMap<(String, String, &'static str), Vec<(&Action, &Trouble)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<(&Action, &Trouble)>> = BTreeMap::new();
     for &(action, trouble) in troubles {
         let Some((namespace, name)) = action.origin().and_then(keys::parse_origin) else {
             continue;

@@ -154,7 +154,12 @@ pub(crate) fn data(secret: &Value) -> Value {
     secret["data"].clone()
 }
 
-pub(crate) fn original_yaml(project: &TestProject, name: &str, data: &str, annotations: &str) -> String {
+pub(crate) fn original_yaml(
+    project: &TestProject,
+    name: &str,
+    data: &str,
+    annotations: &str,
+) -> String {
     format!(
         "apiVersion: v1
 kind: Secret
@@ -184,4 +189,3 @@ pub(crate) fn apply_original(project: &TestProject, name: &str, data: &str, anno
 pub(crate) fn behind_the_webhook(args: &[&str]) -> String {
     ok(kubectl_with(&env().sa_kubeconfig, args))
 }
-

@@ -84,7 +84,11 @@ fn marker_bytes(backing: &str, name: &str) -> usize {
 }
 
 /// An original whose annotations come to `copy_size` bytes once the copy markers are added.
-fn original_with_copy_annotations_of(project: &TestProject, name: &str, copy_size: usize) -> String {
+fn original_with_copy_annotations_of(
+    project: &TestProject,
+    name: &str,
+    copy_size: usize,
+) -> String {
     let filler = copy_size - marker_bytes(&project.backing, name) - FILLER_KEY.len();
     let annotations = format!("{FILLER_KEY}: {}", "x".repeat(filler));
     original_yaml(project, name, "k: dg==", &annotations)
@@ -102,8 +106,16 @@ fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
     let running = start(OverwritePolicy::Warn);
     apply_original(&doomed, "db", "k: dg==", "");
     apply_original(&other, "db", "k: dg==", "");
-    copy_where(&a, &doomed.backing, "db", "the doomed project's copy", |_| true);
-    copy_where(&b, &other.backing, "db", "the other project's copy", |_| true);
+    copy_where(
+        &a,
+        &doomed.backing,
+        "db",
+        "the doomed project's copy",
+        |_| true,
+    );
+    copy_where(&b, &other.backing, "db", "the other project's copy", |_| {
+        true
+    });
 
     ok(kubectl(&["delete", "project", &doomed.name, "-n", "local"]));
     gone(&a, "db");
@@ -122,7 +134,11 @@ fn oversized_annotations_are_refused_at_admission() {
     let project = project("huge");
     // One byte more than a copy may carry: refused, saying why and by how much.
     let over = original_with_copy_annotations_of(&project, "db", ANNOTATIONS_LIMIT + 1);
-    let denied = fails(kubectl_stdin(&env().kubeconfig, &["create", "-f", "-"], &over));
+    let denied = fails(kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-"],
+        &over,
+    ));
     assert!(
         denied.contains(&format!(
             "secret \"db\" in namespace \"{}\" cannot be project-scoped: its copies would carry {} \
@@ -138,7 +154,11 @@ fn oversized_annotations_are_refused_at_admission() {
     );
     // Exactly at the limit: the copy fits, so the original is admitted.
     let fits = original_with_copy_annotations_of(&project, "db", ANNOTATIONS_LIMIT);
-    ok(kubectl_stdin(&env().kubeconfig, &["create", "-f", "-"], &fits));
+    ok(kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-"],
+        &fits,
+    ));
 }
 
 #[test]
@@ -161,7 +181,10 @@ fn a_copy_the_apiserver_refuses_raises_an_event_and_backs_off() {
     });
     assert!(message.contains("422 Invalid"), "{message}");
     assert!(message.contains("metadata.annotations"), "{message}");
-    assert!(!message.contains("xxxx"), "annotation values in the event: {message}");
+    assert!(
+        !message.contains("xxxx"),
+        "annotation values in the event: {message}"
+    );
     assert!(running.metric("scoped_secrets_reconciler_copy_failures_total") >= 1.0);
 
     // Every round from now on skips the failing create until its backoff has passed (10 s, then 20 s,
@@ -216,7 +239,10 @@ data: {{mine: MQ==}}
     let before = writes();
     wake_rounds(&running, &ns, 8);
     let attempts = writes() - before;
-    assert!(attempts <= 2.0, "{attempts} DELETE/POST requests in 8 rounds");
+    assert!(
+        attempts <= 2.0,
+        "{attempts} DELETE/POST requests in 8 rounds"
+    );
 
     // Once its finalizer is removed the secret goes, and the copy takes its place at once.
     ok(kubectl(&[
