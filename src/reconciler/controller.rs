@@ -30,6 +30,9 @@ struct Context {
     announced_conflicts: Mutex<HashSet<String>>,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
+    /// Not before then are unproven project deletions read again (a CRD being deleted would
+    /// otherwise cost a GET per project in every round).
+    revocation_due: Mutex<Option<Instant>>,
 }
 
 /// Runs the reconciler until `shutdown` turns true: leader election, then the loop while leading.
@@ -63,6 +66,7 @@ pub async fn run(
         cfg,
         announced_conflicts: Mutex::default(),
         backoffs: Mutex::default(),
+        revocation_due: Mutex::default(),
     };
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
     // The round in flight has ended: the lease may go to a successor.
@@ -125,7 +129,7 @@ pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
 /// that are due with bounded concurrency. Returns how long to wait for the next round if nothing
 /// changes meanwhile.
 async fn round(ctx: &Context, index: &Index) -> Duration {
-    let unproven = revocation::confirm_deleted_projects(&ctx.client, index).await;
+    let revocation_due = prove_deletions(ctx, index).await;
     let actions = {
         let world = index.read();
         planned(&world, &ctx.cfg)
@@ -208,11 +212,24 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
     if let Some(at) = next_retry {
         wait = wait.min(at.saturating_duration_since(Instant::now()));
     }
-    if unproven > 0 {
-        // A deletion could not be proven (read failed, CRD terminating): look again later.
-        wait = wait.min(ctx.cfg.error_backoff);
+    if let Some(at) = revocation_due {
+        wait = wait.min(at.saturating_duration_since(Instant::now()));
     }
     wait
+}
+
+/// Proves the project deletions the watch has seen, unless an earlier pass left some unproven less
+/// than the error backoff ago. Returns when to look again, if some are still unproven.
+async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
+    let due = *lock(&ctx.revocation_due);
+    if due.is_some_and(|at| Instant::now() < at) {
+        return due;
+    }
+    let unproven = revocation::confirm_deleted_projects(&ctx.client, index).await;
+    // A deletion could not be proven (read failed, CRD not served or terminating): look again later.
+    let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);
+    *lock(&ctx.revocation_due) = next;
+    next
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -13,61 +13,77 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::Status;
 
-/// What a fresh read says about a project the watch saw deleted.
+/// What a GET says about a project the watch saw deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The object is gone and the projects resource is served: its copies may go.
-    Gone,
+enum Read {
+    /// 404 `NotFound` for the object itself: gone, if the resource is still fully served.
+    NotFound,
     /// It exists (re-created with the same name): it wins, nothing is removed.
     Exists,
-    /// The resource is not served, or is terminating: nothing can be proven now.
-    Unknown,
+    /// A 404 because the resource is not served: nothing can be proven now.
+    Unserved,
 }
 
 /// Proves or forgets the deletions the watch has seen. Returns how many are still unproven because a
-/// read failed or the resource is not served right now (the caller tries again later).
+/// read failed or the resource is not served right now (the caller looks again later).
+///
+/// Every pending project is read first, then discovery once: a CRD deletion (which deletes every
+/// Project) that starts while the objects are read is still seen, and a pass costs one GET per
+/// deleted project and one discovery call.
 pub async fn confirm_deleted_projects(client: &Client, index: &Index) -> usize {
     let pending: Vec<ProjectId> = index
         .read()
         .unconfirmed_deleted_projects()
         .cloned()
         .collect();
+    let mut not_found = Vec::new();
     let mut unproven = 0;
-    for id in pending {
-        match verdict(client, &id).await {
-            Ok(Verdict::Gone) => {
-                tracing::info!(project = %id, "reconciler: project deleted; removing the copies of its originals");
-                // A project re-created since the read has already been forgotten: nothing to confirm.
-                index.update(|world| {
-                    world.confirm_project_deleted(&id);
-                });
+    for (done, id) in pending.iter().enumerate() {
+        match read(client, id).await {
+            Ok(Read::NotFound) => not_found.push(id),
+            Ok(Read::Exists) => index.update(|world| world.forget_deleted_project(id)),
+            Ok(Read::Unserved) => {
+                // Not served for one means not served for all: no need to read the others.
+                unproven += pending.len() - done;
+                break;
             }
-            Ok(Verdict::Exists) => index.update(|world| world.forget_deleted_project(&id)),
-            Ok(Verdict::Unknown) => unproven += 1,
             Err(error) => {
                 tracing::warn!(project = %id, %error, "reconciler: could not re-read a deleted project");
                 unproven += 1;
             }
         }
     }
-    unproven
+    if not_found.is_empty() {
+        return unproven;
+    }
+    match projects_served(client).await {
+        Ok(true) => {
+            for id in &not_found {
+                tracing::info!(project = %id, "reconciler: project deleted; removing the copies of its originals");
+            }
+            // A project re-created since its read has been forgotten: it is not confirmed.
+            index.update(|world| {
+                for id in &not_found {
+                    world.confirm_project_deleted(id);
+                }
+            });
+            unproven
+        }
+        Ok(false) => unproven + not_found.len(),
+        Err(error) => {
+            tracing::warn!(%error, "reconciler: could not read discovery for the projects resource");
+            unproven + not_found.len()
+        }
+    }
 }
 
-/// The fresh read: the object first, then whether the resource is served (in that order, so that a
-/// CRD deletion starting in between is seen).
-async fn verdict(client: &Client, id: &ProjectId) -> Result<Verdict, kube::Error> {
+async fn read(client: &Client, id: &ProjectId) -> Result<Read, kube::Error> {
     let projects: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &id.cluster, &project_resource());
     match projects.get(&id.project).await {
-        Ok(_) => Ok(Verdict::Exists),
-        Err(kube::Error::Api(status)) if is_object_not_found(&status, id) => {
-            if projects_served(client).await? {
-                Ok(Verdict::Gone)
-            } else {
-                Ok(Verdict::Unknown)
-            }
-        }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Verdict::Unknown),
+        Ok(_) => Ok(Read::Exists),
+        Err(kube::Error::Api(status)) if is_object_not_found(&status, id) => Ok(Read::NotFound),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Read::Unserved),
         Err(error) => Err(error),
     }
 }
