@@ -50,7 +50,42 @@ fn the_project_crd_can_go_and_come_back() {
     let indexes: [(&str, &Index); 2] = [("webhook", &env().index), ("reconciler", &running.index)];
 
     // Deleting the CRD deletes every Project: neither that nor the failing watch removes a copy.
-    ok(kubectl(&["delete", "crd", CRD]));
+    // A second project held by a finalizer keeps the CRD terminating meanwhile, so the reconciler
+    // sees our project's Delete event while the resource is still served (its GET answers 404 for
+    // the object): only discovery tells that the whole CRD is going.
+    let held = unique("crd-held");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {held}, namespace: local, finalizers: [example.com/hold]}}
+spec: {{clusterName: local}}
+"
+        ),
+        &[],
+    ));
+    ok(kubectl(&["delete", "crd", CRD, "--wait=false"]));
+    let id = ProjectId::new("local", project.name.clone());
+    eventually("the reconciler to see the project deleted", WAIT, || {
+        running.index.read().project(&id).is_none().then_some(())
+    });
+    // Long enough for a first attempt to prove the deletion and the retry 10 s later.
+    let terminating = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < terminating {
+        let copy = get_secret(&ns, "db").expect("the copy stays while the CRD is terminating");
+        assert_eq!(uid(&copy), copy_uid, "the copy was replaced");
+        std::thread::park_timeout(Duration::from_millis(500));
+    }
+    ok(kubectl(&[
+        "patch",
+        "project",
+        &held,
+        "-n",
+        "local",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]));
     for (which, index) in indexes {
         eventually(&format!("the {which} index to see no CRD"), WAIT, || {
             (!index.read().projects_installed).then_some(())
@@ -88,7 +123,6 @@ spec: {{clusterName: local}}
         kubectl_apply(&recreate, &[]).status.success().then_some(())
     });
     let served = Instant::now();
-    let id = ProjectId::new("local", project.name.clone());
     for (which, index) in indexes {
         eventually(
             &format!("the project in the {which} index"),
