@@ -148,63 +148,7 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         .buffer_unordered(ctx.cfg.concurrency.max(1))
         .collect()
         .await;
-    let mut written: Vec<&Action> = Vec::new();
-    let mut troubles: Vec<(&Action, Trouble)> = Vec::new();
-    let next_retry = {
-        let mut backoffs = lock(&ctx.backoffs);
-        let now = Instant::now();
-        for (action, outcome) in &outcomes {
-            let base = match outcome {
-                Ok(Outcome::Written) => {
-                    written.push(action);
-                    backoffs.succeeded(action);
-                    continue;
-                }
-                Ok(
-                    Outcome::Unchanged | Outcome::Refused | Outcome::Requeue(Requeue::NotLeading),
-                ) => {
-                    backoffs.succeeded(action);
-                    continue;
-                }
-                Ok(Outcome::Requeue(_)) => ctx.cfg.requeue_after,
-                Ok(Outcome::Waiting { finalizers }) => {
-                    troubles.push((
-                        action,
-                        Trouble::Waiting {
-                            finalizers: finalizers.clone(),
-                        },
-                    ));
-                    ctx.cfg.error_backoff
-                }
-                Err(Error::Refused {
-                    code,
-                    reason,
-                    message,
-                }) => {
-                    troubles.push((
-                        action,
-                        Trouble::Refused {
-                            code: *code,
-                            reason: reason.clone(),
-                            message: message.clone(),
-                        },
-                    ));
-                    ctx.cfg.error_backoff
-                }
-                Err(_) => ctx.cfg.error_backoff,
-            };
-            let wait = backoffs.failed(action, base, ctx.cfg.max_backoff, now);
-            tracing::debug!(
-                kind = action.kind().as_str(),
-                namespace = action.namespace(),
-                name = action.name(),
-                wait_seconds = wait.as_secs_f64(),
-                "reconciler: backing off"
-            );
-        }
-        ctx.metrics.set_in_backoff(backoffs.len());
-        backoffs.next_retry()
-    };
+    let (written, troubles, next_retry) = settle(ctx, &outcomes);
     ctx.events.announce(&written).await;
     let troubles: Vec<(&Action, &Trouble)> = troubles.iter().map(|(a, t)| (*a, t)).collect();
     ctx.events.announce_troubles(&troubles).await;
@@ -230,6 +174,72 @@ async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
     let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);
     *lock(&ctx.revocation_due) = next;
     next
+}
+
+/// A round's outcomes: the writes to announce, the troubles to warn about, and when the first
+/// action now backing off is due again.
+type Settled<'a> = (Vec<&'a Action>, Vec<(&'a Action, Trouble)>, Option<Instant>);
+
+/// Records every outcome in the backoff table (a success forgets the action, anything else backs it
+/// off) and sorts out what to announce.
+fn settle<'a>(ctx: &Context, outcomes: &'a [(Action, Result<Outcome, Error>)]) -> Settled<'a> {
+    let mut written = Vec::new();
+    let mut troubles = Vec::new();
+    let mut backoffs = lock(&ctx.backoffs);
+    let now = Instant::now();
+    for (action, outcome) in outcomes {
+        if matches!(outcome, Ok(Outcome::Written)) {
+            written.push(action);
+        }
+        if let Some(trouble) = trouble(outcome) {
+            troubles.push((action, trouble));
+        }
+        match backoff_base(&ctx.cfg, outcome) {
+            None => backoffs.succeeded(action),
+            Some(base) => {
+                let wait = backoffs.failed(action, base, ctx.cfg.max_backoff, now);
+                tracing::debug!(
+                    kind = action.kind().as_str(),
+                    namespace = action.namespace(),
+                    name = action.name(),
+                    wait_seconds = wait.as_secs_f64(),
+                    "reconciler: backing off"
+                );
+            }
+        }
+    }
+    ctx.metrics.set_in_backoff(backoffs.len());
+    (written, troubles, backoffs.next_retry())
+}
+
+/// The first wait of an action after this outcome; `None` when it went through (or only lost the
+/// lease, which the loop waits for anyway).
+fn backoff_base(cfg: &Config, outcome: &Result<Outcome, Error>) -> Option<Duration> {
+    match outcome {
+        Ok(Outcome::Written | Outcome::Unchanged | Outcome::Refused)
+        | Ok(Outcome::Requeue(Requeue::NotLeading)) => None,
+        Ok(Outcome::Requeue(_)) => Some(cfg.requeue_after),
+        Ok(Outcome::Waiting { .. }) | Err(_) => Some(cfg.error_backoff),
+    }
+}
+
+/// What an outcome warns the original's owner about: a permanent refusal, or a wait for finalizers.
+fn trouble(outcome: &Result<Outcome, Error>) -> Option<Trouble> {
+    match outcome {
+        Ok(Outcome::Waiting { finalizers }) => Some(Trouble::Waiting {
+            finalizers: finalizers.clone(),
+        }),
+        Err(Error::Refused {
+            code,
+            reason,
+            message,
+        }) => Some(Trouble::Refused {
+            code: *code,
+            reason: reason.clone(),
+            message: message.clone(),
+        }),
+        _ => None,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -347,6 +357,36 @@ mod tests {
         assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
         let beside_rancher = Config::new(OverwritePolicy::Warn, false, "ns", "me");
         assert!(planned(&world, &beside_rancher).is_empty());
+    }
+
+    #[test]
+    fn refusals_and_finalizers_warn_and_back_off_and_a_lost_lease_does_neither() {
+        let cfg = Config::new(OverwritePolicy::Warn, true, "ns", "me");
+        let refused: Result<Outcome, Error> = Err(Error::Refused {
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "metadata.annotations: Too long".to_owned(),
+        });
+        assert_eq!(backoff_base(&cfg, &refused), Some(cfg.error_backoff));
+        assert!(matches!(
+            trouble(&refused),
+            Some(Trouble::Refused { code: 422, .. })
+        ));
+        let waiting = Ok(Outcome::Waiting {
+            finalizers: vec!["example.com/hold".to_owned()],
+        });
+        assert_eq!(backoff_base(&cfg, &waiting), Some(cfg.error_backoff));
+        assert!(matches!(trouble(&waiting), Some(Trouble::Waiting { .. })));
+        let stale = Ok(Outcome::Requeue(Requeue::Stale));
+        assert_eq!(backoff_base(&cfg, &stale), Some(cfg.requeue_after));
+        assert_eq!(trouble(&stale), None);
+        for quiet in [
+            Ok(Outcome::Written),
+            Ok(Outcome::Requeue(Requeue::NotLeading)),
+        ] {
+            assert_eq!(backoff_base(&cfg, &quiet), None);
+            assert_eq!(trouble(&quiet), None);
+        }
     }
 
     /// `serve` spawns the reconciler on a multi-threaded runtime: its future must be `Send`.
