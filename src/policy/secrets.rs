@@ -242,10 +242,10 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             format!(
                 "secret {:?} in namespace {:?} cannot be project-scoped: its copies would carry {size} \
                  bytes of annotations (its own plus the copy markers), more than the apiserver's limit \
-                 of {ANNOTATIONS_LIMIT} bytes (256 KiB); remove at least {} bytes of annotations",
+                 of {ANNOTATIONS_LIMIT} bytes (256 KiB); remove at least {} of annotations",
                 s.display_name(),
                 s.namespace,
-                size - ANNOTATIONS_LIMIT
+                count(size - ANNOTATIONS_LIMIT, "byte", "bytes")
             ),
         ));
     }

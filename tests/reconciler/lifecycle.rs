@@ -149,7 +149,7 @@ fn oversized_annotations_are_refused_at_admission() {
         "{denied}"
     );
     assert!(
-        denied.contains("limit of 262144 bytes (256 KiB); remove at least 1 bytes"),
+        denied.contains("limit of 262144 bytes (256 KiB); remove at least 1 byte of annotations"),
         "{denied}"
     );
     // Exactly at the limit: the copy fits, so the original is admitted.
