@@ -14,7 +14,9 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObject
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -139,23 +141,46 @@ fn backing_not_ready(data: &serde_json::Value) -> Option<String> {
 pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     let projects = Api::<DynamicObject>::all_with(client.clone(), &project_resource());
+    // The Project CRD can be deleted and re-installed at runtime: a short backoff makes projects
+    // indexed again within seconds of it being served (the default backoff grows to 30 s).
+    let project_events = kube::runtime::watcher(projects, watcher::Config::default())
+        .backoff(projects_backoff())
+        .map(|event| event.map(|e| e.modify(strip_managed_fields)));
     tasks.spawn(feed(
         index.clone(),
         PROJECTS,
-        watcher(projects, watcher::Config::default()),
+        project_events,
         |world, all: Vec<DynamicObject>| {
             world.projects_installed = true;
-            world.replace_projects(all.iter().filter_map(project_state));
+            let listed: BTreeMap<ProjectId, ProjectState> =
+                all.iter().filter_map(project_state).collect();
+            // Projects gone while the watch was down left no Delete event: remember them too.
+            let vanished: Vec<_> = world
+                .projects()
+                .filter(|(id, _)| !listed.contains_key(*id))
+                .map(|(id, state)| (id.clone(), state.backing_namespace.clone()))
+                .collect();
+            for (id, backing) in vanished {
+                world.note_project_deleted(id, backing);
+            }
+            for id in listed.keys() {
+                world.forget_deleted_project(id);
+            }
+            world.replace_projects(listed);
         },
         |world, p| {
             world.projects_installed = true;
             if let Some((id, state)) = project_state(&p) {
+                world.forget_deleted_project(&id);
                 world.upsert_project(id, state);
             }
         },
         |world, p| {
-            if let Some((id, _)) = project_state(&p) {
+            if let Some((id, state)) = project_state(&p) {
                 world.remove_project(&id);
+                // Its copies can only be found through its backing namespace, which the Delete
+                // event still carries; the reconciler removes them once a fresh read proves it gone.
+                world.note_project_deleted(id, state.backing_namespace);
             }
         },
     ));
@@ -276,6 +301,7 @@ async fn feed<T: Send + 'static>(
                     index.update(|w| {
                         w.projects_installed = false;
                         w.replace_projects([]);
+                        w.forget_deleted_projects();
                     });
                 }
                 index.mark_synced(which);
@@ -285,11 +311,70 @@ async fn feed<T: Send + 'static>(
     }
 }
 
+/// Whether the projects watch failed because the resource is not served (the CRD is missing or was
+/// deleted). Listing or watching a collection answers 404 only then; kube-runtime reports it as a
+/// failed initial list, a failed watch start (the usual shape once a running watch loses its CRD), a
+/// failed stream, or an error event.
 fn is_not_found(error: &watcher::Error) -> bool {
     use kube::Error::Api;
-    matches!(
-        error,
-        watcher::Error::InitialListFailed(Api(s)) | watcher::Error::WatchFailed(Api(s))
-            if s.code == 404
-    )
+    match error {
+        watcher::Error::InitialListFailed(Api(s))
+        | watcher::Error::WatchStartFailed(Api(s))
+        | watcher::Error::WatchFailed(Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
+/// The projects watch retries quickly (at most 2 s apart) so that a re-installed CRD is seen at once.
+/// Jitter adds up to the delay itself, so the base is capped at half of that.
+fn projects_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(PROJECTS_MAX_BACKOFF / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
+/// The longest wait between two attempts of the projects watch.
+pub const PROJECTS_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            Status::failure("404 page not found", "NotFound")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn every_shape_of_a_missing_crd_is_recognised() {
+        for error in [
+            watcher::Error::InitialListFailed(api(404)),
+            watcher::Error::WatchStartFailed(api(404)),
+            watcher::Error::WatchFailed(api(404)),
+            watcher::Error::WatchError(Status::failure("gone", "NotFound").with_code(404).boxed()),
+        ] {
+            assert!(is_not_found(&error), "{error}");
+        }
+        assert!(!is_not_found(&watcher::Error::WatchStartFailed(api(403))));
+        assert!(!is_not_found(&watcher::Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn the_projects_watch_never_waits_longer_than_its_cap() {
+        let delays: Vec<Duration> = projects_backoff().take(20).collect();
+        assert_eq!(delays.len(), 20);
+        assert!(
+            delays.iter().all(|d| *d <= PROJECTS_MAX_BACKOFF),
+            "{delays:?}"
+        );
+    }
 }

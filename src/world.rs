@@ -22,6 +22,15 @@ pub struct ProjectState {
     pub backing_not_ready: Option<String>,
 }
 
+/// A project the projects watch saw deleted, remembered with its backing namespace so that the copies
+/// of its originals can still be found and removed (revocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedProject {
+    pub backing_namespace: String,
+    /// Whether a fresh read proved it gone (the reconciler's check); only then are its copies removed.
+    pub confirmed: bool,
+}
+
 /// A namespace as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NamespaceState {
@@ -152,6 +161,8 @@ pub struct World {
     /// namespace → name → full object, for secrets carrying the project-scoped label (nested, so
     /// that a lookup by `&str` allocates nothing: the reconciler makes one per wanted copy).
     scoped: BTreeMap<String, BTreeMap<String, Arc<Secret>>>,
+    /// Projects seen deleted, until re-created or the Project CRD goes away.
+    deleted_projects: BTreeMap<ProjectId, DeletedProject>,
 }
 
 impl World {
@@ -298,7 +309,61 @@ impl World {
         }
     }
 
+    /// Remembers a project the watch saw deleted (unconfirmed until [`Self::confirm_project_deleted`]).
+    pub fn note_project_deleted(&mut self, id: ProjectId, backing_namespace: String) {
+        self.deleted_projects.insert(
+            id,
+            DeletedProject {
+                backing_namespace,
+                confirmed: false,
+            },
+        );
+    }
+
+    /// A project that exists again (re-created, or its deletion was not what it seemed) wins.
+    pub fn forget_deleted_project(&mut self, id: &ProjectId) {
+        self.deleted_projects.remove(id);
+    }
+
+    /// The Project CRD went away: no deletion can be confirmed, and none may remove copies.
+    pub fn forget_deleted_projects(&mut self) {
+        self.deleted_projects.clear();
+    }
+
+    /// Marks a remembered deletion as proven; false when it is no longer remembered (re-created).
+    pub fn confirm_project_deleted(&mut self, id: &ProjectId) -> bool {
+        self.deleted_projects
+            .get_mut(id)
+            .map(|deleted| deleted.confirmed = true)
+            .is_some()
+    }
+
     // ---- reads ----
+
+    /// Deleted projects awaiting the fresh read that proves them gone.
+    pub fn unconfirmed_deleted_projects(&self) -> impl Iterator<Item = &ProjectId> {
+        self.deleted_projects
+            .iter()
+            .filter(|(_, deleted)| !deleted.confirmed)
+            .map(|(id, _)| id)
+    }
+
+    /// Whether `namespace` backed a project proven deleted (and backs no live project).
+    pub fn is_deleted_backing_namespace(&self, namespace: &str) -> bool {
+        self.backing_project(namespace).is_none()
+            && self
+                .deleted_projects
+                .values()
+                .any(|d| d.confirmed && d.backing_namespace == namespace)
+    }
+
+    /// Whether a project of this name was proven deleted (and no live project has the name).
+    pub fn is_deleted_project_name(&self, project: &str) -> bool {
+        self.deleted_projects
+            .iter()
+            .any(|(id, d)| d.confirmed && id.project == project)
+            && !self.projects.keys().any(|id| id.project == project)
+    }
 
     pub fn project(&self, id: &ProjectId) -> Option<&ProjectState> {
         self.projects.get(id)

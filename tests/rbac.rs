@@ -71,7 +71,7 @@ fn probes() -> Vec<Probe> {
             role: "ClusterRole",
             resource: "projects",
             verb: "get",
-            feature: "backing namespaces: re-read the project before setting its status",
+            feature: "backing namespaces: re-read the project before setting its status; revocation: prove a deleted project gone",
             call: |c| Box::pin(async move { projects(c).get(PROJECT).await.map(drop) }),
         },
         Probe {

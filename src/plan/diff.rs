@@ -446,13 +446,17 @@ fn conflict(original: &Original<'_>, namespace: &str, reason: ConflictReason) ->
 /// Only copies whose project is known are ever removed: while the Project CRD is not served, or for
 /// an origin outside every known backing namespace, nothing is deleted. A missing CRD, a re-installed
 /// one, or a projects watch that briefly lists nothing must never wipe out copies that are still wanted.
+/// The one exception is a project whose deletion a fresh read has proven (revocation): its backing
+/// namespace still counts as known, so the copies of its originals go.
 fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
     if !world.projects_installed {
         return Vec::new();
     }
     let is_wanted = |ns: &str, name: &str| wanted.contains(&(ns, name));
     let origin_known = |origin: &str| {
-        keys::parse_origin(origin).is_some_and(|(ns, _)| world.backing_project(ns).is_some())
+        keys::parse_origin(origin).is_some_and(|(ns, _)| {
+            world.backing_project(ns).is_some() || world.is_deleted_backing_namespace(ns)
+        })
     };
     // Only projects owning their backing namespace: one whose namespace another project also
     // claims has no originals recognised, and its copies must not go for that.
@@ -468,8 +472,9 @@ fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
             let origin = world::annotation(meta, keys::ORIGIN_ANNOTATION);
             let ours = match origin {
                 Some(origin) => origin_known(origin),
-                None => world::label(meta, keys::PROJECT_SCOPED_LABEL)
-                    .is_some_and(|project| known_projects.contains(project)),
+                None => world::label(meta, keys::PROJECT_SCOPED_LABEL).is_some_and(|project| {
+                    known_projects.contains(project) || world.is_deleted_project_name(project)
+                }),
             };
             (ours && !is_wanted(ns, name)).then(|| Action::Delete {
                 namespace: ns.to_owned(),
@@ -773,6 +778,62 @@ mod tests {
                 "copies whose origin is in no known backing namespace are left alone",
                 |w| w.replace_projects([]),
                 vec![],
+            ),
+            (
+                "copies of a project proven deleted are deleted, its originals are not",
+                |w| {
+                    w.remove_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.confirm_project_deleted(&p());
+                },
+                vec![
+                    "delete team-a/db (origin local-p-vwxyz/db)",
+                    "delete team-b/db (origin local-p-vwxyz/db)",
+                ],
+            ),
+            (
+                "a deletion not yet proven by a fresh read deletes nothing",
+                |w| {
+                    w.remove_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned());
+                },
+                vec![],
+            ),
+            (
+                "a project re-created before the fresh read keeps its copies",
+                |w| {
+                    w.remove_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.forget_deleted_project(&p());
+                    assert!(!w.confirm_project_deleted(&p()));
+                    project(w, "local", "p-vwxyz", BACKING);
+                },
+                vec![],
+            ),
+            (
+                "a proven deletion removes nothing while the Project CRD is not served",
+                |w| {
+                    w.remove_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.confirm_project_deleted(&p());
+                    w.projects_installed = false;
+                },
+                vec![],
+            ),
+            (
+                "a Rancher copy of a project proven deleted is deleted",
+                |w| {
+                    let marker = [(keys::COPY_ANNOTATION, keys::TRUE)];
+                    add_secret(w, secret("team-a", "old", &original_labels(), &marker));
+                    w.remove_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.confirm_project_deleted(&p());
+                },
+                vec![
+                    "delete team-a/db (origin local-p-vwxyz/db)",
+                    "delete team-a/old",
+                    "delete team-b/db (origin local-p-vwxyz/db)",
+                ],
             ),
             (
                 "a namespace that left the project loses its copy",

@@ -227,6 +227,40 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             format!("annotation {}: {e}", keys::IGNORE_NAMESPACES_ANNOTATION),
         ));
     }
+    // A copy carries the original's annotations plus the copy markers. The apiserver refuses a
+    // secret whose annotation keys and values add up to more than 256 KiB, so such an original would
+    // be admitted and then never copied anywhere: refuse it here, where the user sees why.
+    const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+    /// The length of a uid (a UUID), which validating admission may not see yet.
+    const UID_LEN: usize = 36;
+    let copy = plan::copy_of(original, &s.namespace);
+    let missing_uid = original
+        .secret
+        .metadata
+        .uid
+        .as_deref()
+        .is_none_or(str::is_empty);
+    let size = copy
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.len())
+        .sum::<usize>()
+        + if missing_uid { UID_LEN } else { 0 };
+    if size > ANNOTATIONS_LIMIT {
+        out.deny(Denial::forbidden(
+            "CopyAnnotationsTooLong",
+            format!(
+                "secret {:?} in namespace {:?} cannot be project-scoped: its copies would carry {size} \
+                 bytes of annotations (its own plus the copy markers), more than the apiserver's limit \
+                 of {ANNOTATIONS_LIMIT} bytes (256 KiB); remove at least {} of annotations",
+                s.display_name(),
+                s.namespace,
+                count(size - ANNOTATIONS_LIMIT, "byte", "bytes")
+            ),
+        ));
+    }
 }
 
 /// S2: an original whose copies would overwrite non-copy secrets is announced (or, under

@@ -6,6 +6,9 @@
 //! A create needs no such check: the apiserver itself refuses a name that is taken. Every write carries
 //! an optimistic-concurrency precondition, and checks leadership right before it is sent. A target
 //! that changed, vanished or raced us (404, 409) is requeued for the next round, not an error.
+//!
+//! A secret that is already being deleted but held by finalizers is waited for: deleting it again or
+//! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
 use crate::keys::{self, ProjectId};
@@ -23,7 +26,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 /// What became of an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Written,
     /// The apiserver already has what we want (the index was behind).
@@ -32,6 +35,10 @@ pub enum Outcome {
     Refused,
     /// Try again next round.
     Requeue(Requeue),
+    /// The target is being deleted and held by these finalizers: wait for it to go.
+    Waiting {
+        finalizers: Vec<String>,
+    },
 }
 
 /// Why an action was put off.
@@ -151,6 +158,9 @@ impl Applier {
         if uid_of(&existing) != planned_uid {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
+        if let Some(waiting) = being_deleted(&existing) {
+            return Ok(waiting);
+        }
         if is_exact_copy(&existing, copy) {
             return Ok(Outcome::Unchanged);
         }
@@ -187,6 +197,9 @@ impl Applier {
         if uid_of(&existing) != planned_uid || !world::is_copy(&existing.metadata) {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
+        if let Some(waiting) = being_deleted(&existing) {
+            return Ok(waiting);
+        }
         if is_exact_copy(&existing, copy) {
             return Ok(Outcome::Unchanged);
         }
@@ -205,6 +218,9 @@ impl Applier {
         };
         if uid_of(&existing) != planned_uid || !world::is_copy(&existing.metadata) {
             return Ok(Outcome::Requeue(Requeue::Stale));
+        }
+        if let Some(waiting) = being_deleted(&existing) {
+            return Ok(waiting);
         }
         self.guard()?;
         api.delete(name, &preconditions(&existing.metadata)).await?;
@@ -231,8 +247,16 @@ impl Applier {
         copy: &Secret,
     ) -> Result<Outcome, Error> {
         self.guard()?;
-        api.delete(name_of(copy), &preconditions(&existing.metadata))
+        let deleted = api
+            .delete(name_of(copy), &preconditions(&existing.metadata))
             .await?;
+        // The apiserver answers with the object while finalizers still hold it: a create now would
+        // only be refused with 409 until they are gone.
+        if let Some(held) = deleted.left()
+            && let Some(waiting) = being_deleted(&held)
+        {
+            return Ok(waiting);
+        }
         self.guard()?;
         api.create(&post_params(), copy).await?;
         Ok(Outcome::Written)
@@ -459,6 +483,19 @@ fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) ->
         "lastTransitionTime": since,
     }));
     serde_json::Value::Array(all)
+}
+
+/// `Waiting` when the secret is being deleted: with finalizers, until they are removed; without, it is
+/// about to vanish, and the next round sees the name free.
+fn being_deleted(secret: &Secret) -> Option<Outcome> {
+    let meta = &secret.metadata;
+    meta.deletion_timestamp.as_ref()?;
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    Some(if finalizers.is_empty() {
+        Outcome::Requeue(Requeue::Stale)
+    } else {
+        Outcome::Waiting { finalizers }
+    })
 }
 
 fn is_exact_copy(existing: &Secret, copy: &Secret) -> bool {

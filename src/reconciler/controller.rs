@@ -1,39 +1,38 @@
 //! The level-triggered loop: whenever the index changes (debounced), or periodically, plan from the
 //! whole world and execute the actions, while this instance leads. A converged world plans nothing,
 //! so it costs no writes.
+//!
+//! An action that fails, is put off, or waits for a deletion backs off on its own ([`Backoffs`]):
+//! later rounds (woken by any change) skip it until it is due, and every other action goes on.
 
-use super::apply::{Applier, Outcome};
-use super::events::Events;
+use super::apply::{Applier, Outcome, Requeue};
+use super::backoff::Backoffs;
+use super::events::{Events, Trouble};
 use super::metrics::ReconcilerMetrics;
-use super::{Config, lease};
+use super::{Config, Error, lease, revocation};
 use crate::plan::{self, Action, ActionKind};
 use crate::watch::Index;
 use crate::world::World;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Everything a round needs, shared by the concurrent actions.
 struct Context {
+    client: kube::Client,
     applier: Applier,
     events: Events,
     metrics: ReconcilerMetrics,
     cfg: Config,
     /// Conflicts already announced, so a lasting conflict makes one Event, not one per round.
     announced_conflicts: Mutex<HashSet<String>>,
-}
-
-/// When to plan again after a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Next {
-    /// On the next change, or at the periodic resync.
-    Idle,
-    /// After an error: not before the backoff.
-    Backoff,
-    /// Soon: an action was put off (stale cache, lost race).
-    Soon,
+    /// Actions that failed or wait, and when each is due again.
+    backoffs: Mutex<Backoffs>,
+    /// Not before then are unproven project deletions read again (a CRD being deleted would
+    /// otherwise cost a GET per project in every round).
+    revocation_due: Mutex<Option<Instant>>,
 }
 
 /// Runs the reconciler until `shutdown` turns true: leader election, then the loop while leading.
@@ -61,10 +60,13 @@ pub async fn run(
     ));
     let ctx = Context {
         applier: Applier::new(client.clone(), leading.clone()),
-        events: Events::new(client, &cfg.lease.identity),
+        events: Events::new(client.clone(), &cfg.lease.identity),
+        client,
         metrics,
         cfg,
         announced_conflicts: Mutex::default(),
+        backoffs: Mutex::default(),
+        revocation_due: Mutex::default(),
     };
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
     // The round in flight has ended: the lease may go to a successor.
@@ -96,12 +98,7 @@ async fn reconcile_until_shutdown(
         }
         // Every change seen so far is in the world the round reads; later ones wake the next round.
         changes.borrow_and_update();
-        let next = round(ctx, index).await;
-        let wait = match next {
-            Next::Idle => ctx.cfg.resync_every,
-            Next::Backoff => ctx.cfg.error_backoff,
-            Next::Soon => ctx.cfg.requeue_after,
-        };
+        let wait = round(ctx, index).await;
         tokio::select! {
             () = super::stopped(&mut shutdown) => return,
             changed = changes.changed() => {
@@ -128,8 +125,11 @@ pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
     actions
 }
 
-/// One round: plan under a short read lock, then execute with bounded concurrency.
-async fn round(ctx: &Context, index: &Index) -> Next {
+/// One round: prove pending project deletions, plan under a short read lock, then execute the actions
+/// that are due with bounded concurrency. Returns how long to wait for the next round if nothing
+/// changes meanwhile.
+async fn round(ctx: &Context, index: &Index) -> Duration {
+    let revocation_due = prove_deletions(ctx, index).await;
     let actions = {
         let world = index.read();
         planned(&world, &ctx.cfg)
@@ -139,26 +139,118 @@ async fn round(ctx: &Context, index: &Index) -> Next {
         .into_iter()
         .partition(|a| a.kind() == ActionKind::Conflict);
     announce_new_conflicts(ctx, &conflicts).await;
-    if writes.is_empty() {
-        return Next::Idle;
+    let due = lock(&ctx.backoffs).due(writes, Instant::now());
+    if !due.is_empty() {
+        tracing::debug!(actions = due.len(), "reconciler: executing");
     }
-    tracing::debug!(actions = writes.len(), "reconciler: executing");
-    let outcomes: Vec<(Next, Option<Action>)> = futures::stream::iter(writes)
+    let outcomes: Vec<(Action, Result<Outcome, Error>)> = futures::stream::iter(due)
         .map(|action| execute(ctx, action))
         .buffer_unordered(ctx.cfg.concurrency.max(1))
         .collect()
         .await;
-    let written: Vec<&Action> = outcomes.iter().filter_map(|(_, a)| a.as_ref()).collect();
+    let (written, troubles, next_retry) = settle(ctx, &outcomes);
     ctx.events.announce(&written).await;
-    outcomes
-        .iter()
-        .fold(Next::Idle, |next, (one, _)| next.max(*one))
+    let troubles: Vec<(&Action, &Trouble)> = troubles.iter().map(|(a, t)| (*a, t)).collect();
+    ctx.events.announce_troubles(&troubles).await;
+    let mut wait = ctx.cfg.resync_every;
+    if let Some(at) = next_retry {
+        wait = wait.min(at.saturating_duration_since(Instant::now()));
+    }
+    if let Some(at) = revocation_due {
+        wait = wait.min(at.saturating_duration_since(Instant::now()));
+    }
+    wait
 }
 
-/// Executes one action; returns what to do next and the action if it was written.
-async fn execute(ctx: &Context, action: Action) -> (Next, Option<Action>) {
+/// Proves the project deletions the watch has seen, unless an earlier pass left some unproven less
+/// than the error backoff ago. Returns when to look again, if some are still unproven.
+async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
+    let due = *lock(&ctx.revocation_due);
+    if due.is_some_and(|at| Instant::now() < at) {
+        return due;
+    }
+    let unproven = revocation::confirm_deleted_projects(&ctx.client, index).await;
+    // A deletion could not be proven (read failed, CRD not served or terminating): look again later.
+    let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);
+    *lock(&ctx.revocation_due) = next;
+    next
+}
+
+/// A round's outcomes: the writes to announce, the troubles to warn about, and when the first
+/// action now backing off is due again.
+type Settled<'a> = (Vec<&'a Action>, Vec<(&'a Action, Trouble)>, Option<Instant>);
+
+/// Records every outcome in the backoff table (a success forgets the action, anything else backs it
+/// off) and sorts out what to announce.
+fn settle<'a>(ctx: &Context, outcomes: &'a [(Action, Result<Outcome, Error>)]) -> Settled<'a> {
+    let mut written = Vec::new();
+    let mut troubles = Vec::new();
+    let mut backoffs = lock(&ctx.backoffs);
+    let now = Instant::now();
+    for (action, outcome) in outcomes {
+        if matches!(outcome, Ok(Outcome::Written)) {
+            written.push(action);
+        }
+        if let Some(trouble) = trouble(outcome) {
+            troubles.push((action, trouble));
+        }
+        match backoff_base(&ctx.cfg, outcome) {
+            None => backoffs.succeeded(action),
+            Some(base) => {
+                let wait = backoffs.failed(action, base, ctx.cfg.max_backoff, now);
+                tracing::debug!(
+                    kind = action.kind().as_str(),
+                    namespace = action.namespace(),
+                    name = action.name(),
+                    wait_seconds = wait.as_secs_f64(),
+                    "reconciler: backing off"
+                );
+            }
+        }
+    }
+    ctx.metrics.set_in_backoff(backoffs.len());
+    (written, troubles, backoffs.next_retry())
+}
+
+/// The first wait of an action after this outcome; `None` when it went through (or only lost the
+/// lease, which the loop waits for anyway).
+fn backoff_base(cfg: &Config, outcome: &Result<Outcome, Error>) -> Option<Duration> {
+    match outcome {
+        Ok(Outcome::Written | Outcome::Unchanged | Outcome::Refused)
+        | Ok(Outcome::Requeue(Requeue::NotLeading)) => None,
+        Ok(Outcome::Requeue(_)) => Some(cfg.requeue_after),
+        Ok(Outcome::Waiting { .. }) | Err(_) => Some(cfg.error_backoff),
+    }
+}
+
+/// What an outcome warns the original's owner about: a permanent refusal, or a wait for finalizers.
+fn trouble(outcome: &Result<Outcome, Error>) -> Option<Trouble> {
+    match outcome {
+        Ok(Outcome::Waiting { finalizers }) => Some(Trouble::Waiting {
+            finalizers: finalizers.clone(),
+        }),
+        Err(Error::Refused {
+            code,
+            reason,
+            message,
+        }) => Some(Trouble::Refused {
+            code: *code,
+            reason: reason.clone(),
+            message: message.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Executes one action, logs and counts what became of it.
+async fn execute(ctx: &Context, action: Action) -> (Action, Result<Outcome, Error>) {
     let kind = action.kind().as_str();
-    match ctx.applier.apply(&action).await {
+    let result = ctx.applier.apply(&action).await;
+    match &result {
         Ok(Outcome::Written) => {
             ctx.metrics.written(kind);
             tracing::info!(
@@ -168,9 +260,8 @@ async fn execute(ctx: &Context, action: Action) -> (Next, Option<Action>) {
                 origin = action.origin(),
                 "reconciler: wrote"
             );
-            (Next::Idle, Some(action))
         }
-        Ok(Outcome::Unchanged | Outcome::Refused) => (Next::Idle, None),
+        Ok(Outcome::Unchanged | Outcome::Refused) => {}
         Ok(Outcome::Requeue(reason)) => {
             ctx.metrics.requeued(reason.as_str());
             tracing::debug!(
@@ -180,10 +271,22 @@ async fn execute(ctx: &Context, action: Action) -> (Next, Option<Action>) {
                 reason = reason.as_str(),
                 "reconciler: requeued"
             );
-            (Next::Soon, None)
+        }
+        Ok(Outcome::Waiting { finalizers }) => {
+            ctx.metrics.requeued("waiting_for_deletion");
+            tracing::info!(
+                kind,
+                namespace = action.namespace(),
+                name = action.name(),
+                finalizers = finalizers.join(","),
+                "reconciler: waiting for a deletion held by finalizers"
+            );
         }
         Err(error) => {
-            ctx.metrics.failed(&error);
+            ctx.metrics.failed(error);
+            if action.origin().is_some() {
+                ctx.metrics.copy_failed(&error.failure_reason());
+            }
             tracing::warn!(
                 kind,
                 namespace = action.namespace(),
@@ -191,9 +294,9 @@ async fn execute(ctx: &Context, action: Action) -> (Next, Option<Action>) {
                 %error,
                 "reconciler: action failed"
             );
-            (Next::Backoff, None)
         }
     }
+    (action, result)
 }
 
 /// Logs and publishes conflicts that are new since the last round; forgets resolved ones.
@@ -201,10 +304,7 @@ async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
     ctx.metrics
         .set_conflicts(i64::try_from(conflicts.len()).unwrap_or(i64::MAX));
     let fresh: Vec<&Action> = {
-        let mut announced = ctx
-            .announced_conflicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut announced = lock(&ctx.announced_conflicts);
         let current: HashSet<String> = conflicts.iter().map(|c| format!("{c:?}")).collect();
         let fresh = conflicts
             .iter()
@@ -224,8 +324,11 @@ async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
     ctx.events.announce(&fresh).await;
 }
 
-/// How long `Next::Backoff` waits by default.
+/// How long an action waits after its first failure (doubling with every further one).
 pub const ERROR_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The longest an action ever waits between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
@@ -257,6 +360,36 @@ mod tests {
         assert!(planned(&world, &beside_rancher).is_empty());
     }
 
+    #[test]
+    fn refusals_and_finalizers_warn_and_back_off_and_a_lost_lease_does_neither() {
+        let cfg = Config::new(Settings::default(), true, "ns", "me");
+        let refused: Result<Outcome, Error> = Err(Error::Refused {
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "metadata.annotations: Too long".to_owned(),
+        });
+        assert_eq!(backoff_base(&cfg, &refused), Some(cfg.error_backoff));
+        assert!(matches!(
+            trouble(&refused),
+            Some(Trouble::Refused { code: 422, .. })
+        ));
+        let waiting = Ok(Outcome::Waiting {
+            finalizers: vec!["example.com/hold".to_owned()],
+        });
+        assert_eq!(backoff_base(&cfg, &waiting), Some(cfg.error_backoff));
+        assert!(matches!(trouble(&waiting), Some(Trouble::Waiting { .. })));
+        let stale = Ok(Outcome::Requeue(Requeue::Stale));
+        assert_eq!(backoff_base(&cfg, &stale), Some(cfg.requeue_after));
+        assert_eq!(trouble(&stale), None);
+        for quiet in [
+            Ok(Outcome::Written),
+            Ok(Outcome::Requeue(Requeue::NotLeading)),
+        ] {
+            assert_eq!(backoff_base(&cfg, &quiet), None);
+            assert_eq!(trouble(&quiet), None);
+        }
+    }
+
     /// `serve` spawns the reconciler on a multi-threaded runtime: its future must be `Send`.
     #[allow(dead_code)]
     fn run_is_send(
@@ -268,11 +401,5 @@ mod tests {
     ) {
         fn send<T: Send>(_: &T) {}
         send(&run(client, index, cfg, metrics, shutdown));
-    }
-
-    #[test]
-    fn the_most_urgent_wait_wins() {
-        assert_eq!(Next::Idle.max(Next::Backoff), Next::Backoff);
-        assert_eq!(Next::Backoff.max(Next::Soon), Next::Soon);
     }
 }

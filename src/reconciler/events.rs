@@ -32,11 +32,138 @@ impl Events {
     /// namespaces ("copied to 1000 namespaces: a, b, c and 997 more"), so a thousand copies cost one
     /// Event and not a thousand API writes. Failures are only logged.
     pub async fn announce(&self, actions: &[&Action]) {
-        for (reference, event) in summarise(actions) {
+        self.publish(summarise(actions)).await;
+    }
+
+    /// Publishes the Warnings for the copy actions of one round that could not go through (one per
+    /// original and reason).
+    pub async fn announce_troubles(&self, troubles: &[(&Action, &Trouble)]) {
+        self.publish(summarise_troubles(troubles)).await;
+    }
+
+    async fn publish(&self, events: Vec<(ObjectReference, Event)>) {
+        for (reference, event) in events {
             if let Err(error) = self.recorder.publish(&event, &reference).await {
                 tracing::warn!(%error, reason = %event.reason, "could not publish an event");
             }
         }
+    }
+}
+
+/// Why a copy action did not go through this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trouble {
+    /// The apiserver refused the write for good (400, 403, 422): reason `CopyFailed`.
+    Refused {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The target is being deleted and finalizers hold it: reason `WaitingForDeletion`.
+    Waiting { finalizers: Vec<String> },
+}
+
+impl Trouble {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "CopyFailed",
+            Self::Waiting { .. } => "WaitingForDeletion",
+        }
+    }
+
+    /// What stands in the way of secret `name`, for a note (the apiserver's message is cut short).
+    fn detail(&self, name: &str) -> String {
+        match self {
+            Self::Refused {
+                code,
+                reason,
+                message,
+            } => format!(
+                "the apiserver refused it ({code} {reason}: {})",
+                message::fit(message, MESSAGE_LIMIT)
+            ),
+            Self::Waiting { finalizers } => format!(
+                "secret {name:?} there is waiting for its deletion, held by finalizers {}",
+                finalizers.join(", ")
+            ),
+        }
+    }
+}
+
+/// How much of an apiserver message an Event quotes.
+const MESSAGE_LIMIT: usize = 400;
+
+/// The Warnings for a round's troubles: one per original and reason, naming the namespaces, the
+/// secret and what stands in the way; never data. Retries back off, so this is not one per second.
+pub fn summarise_troubles(troubles: &[(&Action, &Trouble)]) -> Vec<(ObjectReference, Event)> {
+    let mut groups: BTreeMap<GroupKey, Vec<(&Action, &Trouble)>> = BTreeMap::new();
+    for &(action, trouble) in troubles {
+        let Some((namespace, name)) = action.origin().and_then(keys::parse_origin) else {
+            continue;
+        };
+        groups
+            .entry((namespace.to_owned(), name.to_owned(), trouble.reason()))
+            .or_default()
+            .push((action, trouble));
+    }
+    groups
+        .into_iter()
+        .filter_map(|((namespace, name, reason), group)| {
+            let &(first, trouble) = group.first()?;
+            let note = if group.len() == 1 {
+                message::fit(
+                    &format!(
+                        "could not {} in namespace {}: {}; retrying with backoff",
+                        verb(first),
+                        first.namespace(),
+                        trouble.detail(first.name())
+                    ),
+                    NOTE_LIMIT,
+                )
+            } else {
+                let mut namespaces: Vec<&str> = group.iter().map(|(a, _)| a.namespace()).collect();
+                namespaces.sort_unstable();
+                let others = if group.iter().any(|(_, t)| *t != trouble) {
+                    " (and other errors)"
+                } else {
+                    ""
+                };
+                let head = format!(
+                    "could not write the copies in {}: {}{others}; retrying with backoff",
+                    message::count(namespaces.len(), "namespace", "namespaces"),
+                    trouble.detail(first.name())
+                );
+                message::list_line(&head, &namespaces, NOTE_LIMIT)
+            };
+            let reference = ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Secret".to_owned()),
+                namespace: Some(namespace),
+                name: Some(name),
+                uid: origin_uid(first),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: action_name(first).to_owned(),
+                secondary: None,
+            };
+            Some((reference, event))
+        })
+        .collect()
+}
+
+/// What a copy action was doing, for "could not ...".
+fn verb(action: &Action) -> &'static str {
+    match action {
+        Action::Create { .. } => "create the copy",
+        Action::Update { .. } => "update the copy",
+        Action::Overwrite { .. } => "replace the existing secret with the copy",
+        Action::Recreate { .. } => "recreate the copy",
+        Action::Delete { .. } => "remove the copy",
+        _ => "write",
     }
 }
 
@@ -236,6 +363,50 @@ mod tests {
         assert_eq!(
             events[1].1.note.as_deref(),
             Some("removed the copy in namespace team-a")
+        );
+    }
+
+    fn create_in(namespace: &str) -> Action {
+        let mut copy = k8s_openapi::api::core::v1::Secret::default();
+        copy.metadata.namespace = Some(namespace.to_owned());
+        copy.metadata.name = Some("db".to_owned());
+        copy.metadata.annotations =
+            Some([(keys::ORIGIN_ANNOTATION.to_owned(), "local-p/db".to_owned())].into());
+        Action::Create { copy }
+    }
+
+    #[test]
+    fn failures_make_one_warning_per_original_and_reason() {
+        let too_long = Trouble::Refused {
+            code: 422,
+            reason: "Invalid".to_owned(),
+            message: "Secret \"db\" is invalid: metadata.annotations: Too long".to_owned(),
+        };
+        let held = Trouble::Waiting {
+            finalizers: vec!["example.com/hold".to_owned()],
+        };
+        let (a, b, c) = (
+            create_in("team-a"),
+            create_in("team-b"),
+            create_in("team-c"),
+        );
+        let events = summarise_troubles(&[(&b, &too_long), (&a, &too_long), (&c, &held)]);
+        assert_eq!(events.len(), 2);
+        let (reference, failed) = &events[0];
+        assert_eq!(reference.name.as_deref(), Some("db"));
+        assert_eq!(reference.namespace.as_deref(), Some("local-p"));
+        assert_eq!(failed.reason, "CopyFailed");
+        assert_eq!(failed.type_, EventType::Warning);
+        let note = failed.note.as_deref().unwrap_or_default();
+        assert!(note.contains("422 Invalid"), "{note}");
+        assert!(note.contains("Too long"), "{note}");
+        assert!(note.ends_with("backoff: team-a, team-b"), "{note}");
+        let waiting = events[1].1.note.as_deref().unwrap_or_default();
+        assert_eq!(events[1].1.reason, "WaitingForDeletion");
+        assert_eq!(
+            waiting,
+            "could not create the copy in namespace team-c: secret \"db\" there is waiting for its \
+             deletion, held by finalizers example.com/hold; retrying with backoff"
         );
     }
 

@@ -34,6 +34,8 @@ pub struct ReconcilerMetrics {
     errors: Family<ErrorLabels, Counter>,
     pending: Gauge,
     leader: Gauge,
+    copy_failures: Family<ReasonLabels, Counter>,
+    in_backoff: Gauge,
 }
 
 impl ReconcilerMetrics {
@@ -47,6 +49,8 @@ impl ReconcilerMetrics {
             errors: Family::default(),
             pending: Gauge::default(),
             leader: Gauge::default(),
+            copy_failures: Family::default(),
+            in_backoff: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("scoped_secrets_reconciler");
         r.register(
@@ -79,6 +83,16 @@ impl ReconcilerMetrics {
             "pending_actions",
             "Actions planned in the latest round",
             metrics.pending.clone(),
+        );
+        r.register(
+            "copy_failures",
+            "Copy writes that failed, by the apiserver's reason (transport: no answer)",
+            metrics.copy_failures.clone(),
+        );
+        r.register(
+            "actions_in_backoff",
+            "Actions waiting before their next attempt (failed, or waiting for a deletion)",
+            metrics.in_backoff.clone(),
         );
         r.register(
             "leader",
@@ -126,6 +140,19 @@ impl ReconcilerMetrics {
             .inc();
     }
 
+    pub fn copy_failed(&self, reason: &str) {
+        self.copy_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_in_backoff(&self, actions: usize) {
+        self.in_backoff
+            .set(i64::try_from(actions).unwrap_or(i64::MAX));
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -157,6 +184,8 @@ mod tests {
         metrics.failed(&super::super::Error::NotLeading);
         metrics.requeued("stale");
         metrics.set_leader(true);
+        metrics.copy_failed("Invalid");
+        metrics.set_in_backoff(2);
         let mut text = String::new();
         encode(&mut text, &registry).expect("encodes");
         for line in [
@@ -166,6 +195,8 @@ mod tests {
             "scoped_secrets_reconciler_requeues_total{reason=\"stale\"} 1",
             "scoped_secrets_reconciler_pending_actions 3",
             "scoped_secrets_reconciler_leader 1",
+            "scoped_secrets_reconciler_copy_failures_total{reason=\"Invalid\"} 1",
+            "scoped_secrets_reconciler_actions_in_backoff 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -4,16 +4,20 @@
 //!
 //! - [`controller`]: the level-triggered loop (change notification, debounce, periodic resync).
 //! - [`apply`]: executes one action, re-checking ownership against the apiserver first.
+//! - [`backoff`]: per-action backoff for writes that fail or wait.
+//! - [`revocation`]: proves a Project deleted before the copies of its originals are removed.
 //! - [`lease`]: leader election on a `coordination.k8s.io/v1` Lease.
 //! - [`events`]: Kubernetes Events on the original.
 //! - [`metrics`]: Prometheus metrics under `scoped_secrets_reconciler_`.
 
 pub mod apply;
+pub mod backoff;
 pub mod controller;
 pub mod error;
 pub mod events;
 pub mod lease;
 pub mod metrics;
+pub mod revocation;
 
 pub use controller::run;
 pub use error::Error;
@@ -52,10 +56,12 @@ pub struct Config {
     pub debounce: Duration,
     /// Plan from scratch this often even without changes (a safety net, not the mechanism).
     pub resync_every: Duration,
-    /// How soon to plan again after an action asked for it (stale cache, conflict).
+    /// How soon an action put off (stale cache, conflict) is tried again (doubling while it lasts).
     pub requeue_after: Duration,
-    /// How long to wait after a failed action before planning again.
+    /// How long an action waits after its first failure (doubling with every further one).
     pub error_backoff: Duration,
+    /// The longest an action ever waits between two attempts.
+    pub max_backoff: Duration,
     /// How many writes run at once.
     pub concurrency: usize,
 }
@@ -86,6 +92,7 @@ impl Config {
             resync_every: Duration::from_secs(300),
             requeue_after: Duration::from_secs(1),
             error_backoff: controller::ERROR_BACKOFF,
+            max_backoff: controller::MAX_BACKOFF,
             concurrency: 16,
         }
     }

@@ -8,4 +8,6 @@
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
+mod harness;
+mod lifecycle;
 mod reconciler;

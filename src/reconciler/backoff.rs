@@ -1,0 +1,208 @@
+//! Per-action backoff: a write that keeps failing, or keeps waiting for something (a deletion held by
+//! finalizers), is tried again later and later, doubling up to a cap, while every other action goes on
+//! at once. An action that changes (its original was edited, the target was replaced) starts afresh,
+//! and an action no longer planned is forgotten.
+
+use crate::plan::{Action, ActionKind};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// The wait after the `failures`-th failure in a row: `base`, doubling with every failure, at most `cap`.
+pub fn delay(base: Duration, failures: u32, cap: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    base.saturating_mul(1 << doublings).min(cap)
+}
+
+/// What an action writes: its kind and target.
+type Key = (ActionKind, String, String);
+
+#[derive(Debug)]
+struct Entry {
+    fingerprint: u64,
+    failures: u32,
+    retry_at: Instant,
+}
+
+/// The actions in backoff.
+#[derive(Debug, Default)]
+pub struct Backoffs {
+    entries: HashMap<Key, Entry>,
+}
+
+impl Backoffs {
+    /// The planned actions that are due at `now`; the others are still backing off. Entries of
+    /// actions no longer planned, or planned differently, are dropped.
+    pub fn due(&mut self, planned: Vec<Action>, now: Instant) -> Vec<Action> {
+        let mut seen = HashSet::with_capacity(planned.len());
+        let due = planned
+            .into_iter()
+            .filter(|action| {
+                let key = key(action);
+                let waiting = match self.entries.get(&key) {
+                    Some(entry) if entry.fingerprint == fingerprint(action) => entry.retry_at > now,
+                    Some(_) => {
+                        self.entries.remove(&key);
+                        false
+                    }
+                    None => false,
+                };
+                seen.insert(key);
+                !waiting
+            })
+            .collect();
+        self.entries.retain(|key, _| seen.contains(key));
+        due
+    }
+
+    /// Records one more failure of `action`; returns how long it now waits.
+    pub fn failed(
+        &mut self,
+        action: &Action,
+        base: Duration,
+        cap: Duration,
+        now: Instant,
+    ) -> Duration {
+        let fingerprint = fingerprint(action);
+        let entry = self.entries.entry(key(action)).or_insert(Entry {
+            fingerprint,
+            failures: 0,
+            retry_at: now,
+        });
+        if entry.fingerprint != fingerprint {
+            entry.fingerprint = fingerprint;
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        let wait = delay(base, entry.failures, cap);
+        entry.retry_at = now + wait;
+        wait
+    }
+
+    /// `action` went through: it starts afresh if it is ever needed again.
+    pub fn succeeded(&mut self, action: &Action) {
+        self.entries.remove(&key(action));
+    }
+
+    /// When the first action in backoff is due again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.entries.values().map(|e| e.retry_at).min()
+    }
+
+    /// How many actions are backing off.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn key(action: &Action) -> Key {
+    (
+        action.kind(),
+        action.namespace().to_owned(),
+        action.name().to_owned(),
+    )
+}
+
+/// A hash of everything the action would write, so that a changed action is not held back. It never
+/// leaves this process (it covers the copy's data).
+fn fingerprint(action: &Action) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    format!("{action:?}").hash(&mut hasher);
+    match action {
+        Action::Create { copy } => serde_json::to_vec(copy).ok().hash(&mut hasher),
+        Action::Overwrite { copy, existing_uid } | Action::Recreate { copy, existing_uid } => {
+            serde_json::to_vec(copy).ok().hash(&mut hasher);
+            existing_uid.hash(&mut hasher);
+        }
+        Action::Update {
+            copy,
+            resource_version,
+        } => {
+            serde_json::to_vec(copy).ok().hash(&mut hasher);
+            resource_version.hash(&mut hasher);
+        }
+        Action::Delete { uid, .. } => uid.hash(&mut hasher),
+        Action::SetBackingNamespace {
+            backing_namespace,
+            create_namespace,
+            ..
+        } => (backing_namespace, create_namespace).hash(&mut hasher),
+        Action::FixNamespaceLabel { label, .. } => label.hash(&mut hasher),
+        Action::AddClusterLabel { cluster, .. } => cluster.hash(&mut hasher),
+        Action::Conflict { .. } => {}
+    }
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_secs(10);
+    const CAP: Duration = Duration::from_secs(300);
+
+    fn delete(uid: &str) -> Action {
+        Action::Delete {
+            namespace: "team-a".to_owned(),
+            name: "db".to_owned(),
+            uid: uid.to_owned(),
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn the_schedule_doubles_up_to_the_cap() {
+        let secs: Vec<u64> = (1..=8).map(|n| delay(BASE, n, CAP).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(delay(BASE, u32::MAX, CAP), CAP);
+        assert_eq!(
+            delay(Duration::from_secs(1), 1, CAP),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_failing_action_waits_and_others_do_not() {
+        let now = Instant::now();
+        let mut backoffs = Backoffs::default();
+        assert_eq!(backoffs.failed(&delete("u1"), BASE, CAP, now), BASE);
+        let other = Action::Delete {
+            namespace: "team-b".to_owned(),
+            name: "db".to_owned(),
+            uid: "u2".to_owned(),
+            origin: None,
+        };
+        let due = backoffs.due(vec![delete("u1"), other.clone()], now);
+        assert_eq!(due, vec![other.clone()]);
+        assert_eq!(backoffs.len(), 1);
+        assert_eq!(backoffs.next_retry(), Some(now + BASE));
+        // Due again once its time has come; a second failure doubles the wait.
+        let later = now + BASE;
+        assert_eq!(backoffs.due(vec![delete("u1")], later), vec![delete("u1")]);
+        assert_eq!(backoffs.failed(&delete("u1"), BASE, CAP, later), 2 * BASE);
+        // Success forgets it.
+        backoffs.succeeded(&delete("u1"));
+        assert!(backoffs.is_empty());
+    }
+
+    #[test]
+    fn a_changed_or_unplanned_action_starts_afresh() {
+        let now = Instant::now();
+        let mut backoffs = Backoffs::default();
+        backoffs.failed(&delete("u1"), BASE, CAP, now);
+        // The target was replaced (another uid): the new action is due at once.
+        assert_eq!(backoffs.due(vec![delete("u2")], now), vec![delete("u2")]);
+        assert!(backoffs.is_empty());
+        backoffs.failed(&delete("u2"), BASE, CAP, now);
+        assert!(backoffs.due(Vec::new(), now).is_empty());
+        assert!(
+            backoffs.is_empty(),
+            "an action no longer planned is forgotten"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Revocation: when a Project is deleted, the copies of its originals go. The projects watch remembers
+//! a deleted project with its backing namespace; this module proves the deletion with a fresh read
+//! before [`crate::plan::actions`] may remove anything for it.
+//!
+//! Proof is a GET of the Project answering 404 `NotFound` *for that object*, while discovery shows the
+//! projects resource served and not terminating. A 404 because the resource is not served (no CRD: a
+//! plain "404 page not found"), or a CRD being deleted (which deletes every Project with it, but
+//! discovery then drops the `create` verb), never counts: a missing CRD must not wipe out copies.
+
+use crate::keys::{self, ProjectId};
+use crate::watch::{Index, project_resource};
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::core::Status;
+
+/// What a GET says about a project the watch saw deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// 404 `NotFound` for the object itself: gone, if the resource is still fully served.
+    NotFound,
+    /// It exists (re-created with the same name): it wins, nothing is removed.
+    Exists,
+    /// A 404 because the resource is not served: nothing can be proven now.
+    Unserved,
+}
+
+/// Proves or forgets the deletions the watch has seen. Returns how many are still unproven because a
+/// read failed or the resource is not served right now (the caller looks again later).
+///
+/// Every pending project is read first, then discovery once: a CRD deletion (which deletes every
+/// Project) that starts while the objects are read is still seen, and a pass costs one GET per
+/// deleted project and one discovery call.
+pub async fn confirm_deleted_projects(client: &Client, index: &Index) -> usize {
+    let pending: Vec<ProjectId> = index
+        .read()
+        .unconfirmed_deleted_projects()
+        .cloned()
+        .collect();
+    let mut not_found = Vec::new();
+    let mut unproven = 0;
+    for (done, id) in pending.iter().enumerate() {
+        match read(client, id).await {
+            Ok(Read::NotFound) => not_found.push(id),
+            Ok(Read::Exists) => index.update(|world| world.forget_deleted_project(id)),
+            Ok(Read::Unserved) => {
+                // Not served for one means not served for all: no need to read the others.
+                unproven += pending.len() - done;
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(project = %id, %error, "reconciler: could not re-read a deleted project");
+                unproven += 1;
+            }
+        }
+    }
+    if not_found.is_empty() {
+        return unproven;
+    }
+    match projects_served(client).await {
+        Ok(true) => {
+            for id in &not_found {
+                tracing::info!(project = %id, "reconciler: project deleted; removing the copies of its originals");
+            }
+            // A project re-created since its read has been forgotten: it is not confirmed.
+            index.update(|world| {
+                for id in &not_found {
+                    world.confirm_project_deleted(id);
+                }
+            });
+            unproven
+        }
+        Ok(false) => unproven + not_found.len(),
+        Err(error) => {
+            tracing::warn!(%error, "reconciler: could not read discovery for the projects resource");
+            unproven + not_found.len()
+        }
+    }
+}
+
+async fn read(client: &Client, id: &ProjectId) -> Result<Read, kube::Error> {
+    let projects: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &id.cluster, &project_resource());
+    match projects.get(&id.project).await {
+        Ok(_) => Ok(Read::Exists),
+        Err(kube::Error::Api(status)) if is_object_not_found(&status, id) => Ok(Read::NotFound),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Read::Unserved),
+        Err(error) => Err(error),
+    }
+}
+
+/// A 404 about this very Project, not about a resource that is not served.
+pub fn is_object_not_found(status: &Status, id: &ProjectId) -> bool {
+    status.code == 404
+        && status.reason == "NotFound"
+        && status.details.as_ref().is_some_and(|d| {
+            d.name == id.project && d.kind == keys::PROJECT_PLURAL && d.group == keys::PROJECT_GROUP
+        })
+}
+
+/// Whether discovery lists the projects resource as fully served: a terminating CRD loses `create`.
+async fn projects_served(client: &Client) -> Result<bool, kube::Error> {
+    let group_version = format!("{}/{}", keys::PROJECT_GROUP, keys::PROJECT_VERSION);
+    match client.list_api_group_resources(&group_version).await {
+        Ok(list) => Ok(list
+            .resources
+            .iter()
+            .any(|r| r.name == keys::PROJECT_PLURAL && r.verbs.iter().any(|v| v == "create"))),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::response::StatusDetails;
+
+    fn not_found(name: &str, kind: &str) -> Status {
+        Status::failure("not found", "NotFound")
+            .with_code(404)
+            .with_details(StatusDetails {
+                name: name.to_owned(),
+                group: keys::PROJECT_GROUP.to_owned(),
+                kind: kind.to_owned(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: 0,
+            })
+    }
+
+    #[test]
+    fn only_a_404_about_the_project_itself_proves_it_gone() {
+        let id = ProjectId::new("local", "p-x");
+        assert!(is_object_not_found(&not_found("p-x", "projects"), &id));
+        assert!(!is_object_not_found(&not_found("p-y", "projects"), &id));
+        assert!(!is_object_not_found(&not_found("p-x", "namespaces"), &id));
+        // What kube-client makes of the plain-text 404 of a resource that is not served.
+        let unserved =
+            Status::failure("404 page not found", "Failed to parse error data").with_code(404);
+        assert!(!is_object_not_found(&unserved, &id));
+    }
+}

@@ -1,0 +1,196 @@
+//! What the reconciler tests share: a reconciler running as the product's service account on its own
+//! runtime thread, and `kubectl` helpers to wait for copies. Used by `tests/reconciler/` and by
+//! `tests/crd_lifecycle.rs` (which needs a control plane of its own).
+
+#![allow(dead_code)]
+
+use crate::support::*;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use scoped_secrets::keys;
+use scoped_secrets::plan::{OverwritePolicy, Settings};
+use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
+use scoped_secrets::watch::{self as watches, Index};
+use serde_json::Value;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub(crate) const LEASE_NAMESPACE: &str = "scoped-secrets-system";
+pub(crate) const WAIT: Duration = Duration::from_secs(40);
+
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A reconciler running on its own runtime thread until stopped (or dropped).
+pub(crate) struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    registry: Registry,
+    pub(crate) index: Arc<Index>,
+}
+
+impl Running {
+    pub(crate) fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
+        let env = env();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut cfg = Config::new(
+            Settings::with_policy(policy),
+            true,
+            LEASE_NAMESPACE,
+            identity,
+        );
+        cfg.lease.name = lease.to_owned();
+        let mut registry = Registry::default();
+        let metrics = ReconcilerMetrics::register(&mut registry);
+        let sa = env.sa_kubeconfig.clone();
+        let index = Arc::new(Index::default());
+        let watched = index.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let client = client(&sa).await.expect("a client for the service account");
+                let _watches = watches::spawn(client.clone(), watched.clone());
+                if let Err(e) = reconciler::run(client, watched, cfg, metrics, stopped).await {
+                    panic!("the reconciler failed: {e:#}");
+                }
+            });
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+            registry,
+            index,
+        }
+    }
+
+    /// The sum of a metric's samples (all label sets), from the Prometheus text encoding.
+    pub(crate) fn metric(&self, name: &str) -> f64 {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("metrics encode");
+        text.lines()
+            .filter(|line| line.split(['{', ' ']).next() == Some(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub(crate) fn writes(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_writes_total")
+    }
+
+    pub(crate) fn rounds(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_reconciles_total")
+    }
+
+    /// Signals shutdown and waits until the reconciler has stepped down and released its lease.
+    pub(crate) fn stop(mut self) {
+        self.halt();
+    }
+
+    pub(crate) fn halt(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the reconciler thread ends cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub(crate) fn start(policy: OverwritePolicy) -> Running {
+    Running::start(&unique("lease"), &unique("instance"), policy)
+}
+
+/// The secret as JSON, or `None` when it does not exist.
+pub(crate) fn get_secret(ns: &str, name: &str) -> Option<Value> {
+    let out = kubectl(&["get", "secret", name, "-n", ns, "-o", "json"]);
+    if !out.status.success() {
+        let err = stderr(&out);
+        assert!(err.contains("NotFound"), "kubectl get failed: {err}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+}
+
+pub(crate) fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
+    secret["metadata"]["annotations"][key].as_str()
+}
+
+pub(crate) fn is_copy_of(secret: &Value, backing: &str, name: &str) -> bool {
+    annotation(secret, keys::COPY_ANNOTATION) == Some(keys::TRUE)
+        && annotation(secret, keys::ORIGIN_ANNOTATION) == Some(&keys::origin_value(backing, name))
+}
+
+/// Waits until `ns` holds a copy of `backing/name` that satisfies `check`, and returns it.
+#[track_caller]
+pub(crate) fn copy_where(
+    ns: &str,
+    backing: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(&format!("{what} in {ns}"), WAIT, || {
+        get_secret(ns, name).filter(|s| is_copy_of(s, backing, name) && check(s))
+    })
+}
+
+#[track_caller]
+pub(crate) fn gone(ns: &str, name: &str) {
+    eventually(&format!("secret {name} to leave {ns}"), WAIT, || {
+        get_secret(ns, name).is_none().then_some(())
+    });
+}
+
+pub(crate) fn data(secret: &Value) -> Value {
+    secret["data"].clone()
+}
+
+pub(crate) fn original_yaml(
+    project: &TestProject,
+    name: &str,
+    data: &str,
+    annotations: &str,
+) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {backing}
+  labels: {{{label}: {project}}}
+  annotations: {{{annotations}}}
+data: {{{data}}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+        project = project.name,
+    )
+}
+
+#[track_caller]
+pub(crate) fn apply_original(project: &TestProject, name: &str, data: &str, annotations: &str) {
+    ok(kubectl_apply(
+        &original_yaml(project, name, data, annotations),
+        &[],
+    ));
+}
+
+/// `kubectl` as the service account, which the webhook lets through: an admin acting behind the
+/// webhook's back, as drift repair must expect.
+pub(crate) fn behind_the_webhook(args: &[&str]) -> String {
+    ok(kubectl_with(&env().sa_kubeconfig, args))
+}
