@@ -255,11 +255,12 @@ fn type_and_immutability_changes_recreate_copies() {
     let ns = namespace_in(&project, "ty-a");
     let running = start(OverwritePolicy::Warn);
     apply_original(&project, "db", "k: dg==", "");
-    copy_where(&ns, &project.backing, "db", "the copy", |s| {
+    let first = copy_where(&ns, &project.backing, "db", "the copy", |s| {
         s["type"] == "Opaque"
     });
+    let uid = |s: &Value| s["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
 
-    // Immutability can only be added in place; the copy must be recreated to follow.
+    // Immutability differs: the copy is recreated (a new object, a new uid), not edited in place.
     ok(kubectl(&[
         "patch",
         "secret",
@@ -270,18 +271,24 @@ fn type_and_immutability_changes_recreate_copies() {
         "-p",
         r#"{"immutable":true}"#,
     ]));
-    copy_where(&ns, &project.backing, "db", "an immutable copy", |s| {
+    let frozen = copy_where(&ns, &project.backing, "db", "an immutable copy", |s| {
         s["immutable"] == true
     });
+    assert_ne!(uid(&frozen), uid(&first), "the copy was edited in place");
 
     // A type can only change by replacing the original.
     ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
     let typed = original_yaml(&project, "db", "k: dg==", "")
         .replace("\ndata:", "\ntype: example.com/custom\ndata:");
     ok(kubectl_apply(&typed, &[]));
-    copy_where(&ns, &project.backing, "db", "a copy of the new type", |s| {
+    let retyped = copy_where(&ns, &project.backing, "db", "a copy of the new type", |s| {
         s["type"] == "example.com/custom"
     });
+    assert_ne!(
+        uid(&retyped),
+        uid(&frozen),
+        "a secret's type cannot change in place"
+    );
     running.stop();
 }
 
@@ -300,6 +307,18 @@ fn lease_holder(lease: &str) -> String {
     } else {
         String::new()
     }
+}
+
+fn lease_renew_time(lease: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        "lease",
+        lease,
+        "-n",
+        LEASE_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.renewTime}",
+    ]))
 }
 
 #[test]
@@ -324,7 +343,33 @@ fn only_the_lease_holder_writes_and_a_successor_takes_over_on_release() {
     };
     let writes = |r: &Option<Running>| r.as_ref().map_or(0.0, Running::writes);
     assert!(writes(leading) >= 1.0, "the leader wrote the copy");
-    assert_eq!(writes(following), 0.0, "the follower never writes");
+    // Watch the follower for long enough to fail: several changes, each one debounce period and a
+    // round of the leader's, and past two lease renewals (every 5 s), during which a follower that
+    // planned or wrote would show rounds, writes, errors or requeues of its own.
+    let renewed = lease_renew_time(&lease);
+    for (i, data) in ["k: MQ==", "k: Mg==", "k: Mw=="].into_iter().enumerate() {
+        apply_original(&project, "db", data, "");
+        let want = data.trim_start_matches("k: ");
+        copy_where(&ns, &project.backing, "db", &format!("update {i}"), |s| {
+            s["data"]["k"] == want
+        });
+    }
+    let mut last = renewed;
+    for renewal in ["a lease renewal", "another lease renewal"] {
+        last = eventually(renewal, WAIT, || {
+            let now = lease_renew_time(&lease);
+            (now != last).then_some(now)
+        });
+    }
+    let follower = following.as_ref().expect("the follower runs");
+    for metric in [
+        "scoped_secrets_reconciler_reconciles_total",
+        "scoped_secrets_reconciler_writes_total",
+        "scoped_secrets_reconciler_errors_total",
+        "scoped_secrets_reconciler_requeues_total",
+    ] {
+        assert_eq!(follower.metric(metric), 0.0, "the follower's {metric}");
+    }
 
     // The leader stops: it releases the lease, and the other instance takes over and writes.
     let (leaving, staying) = if leader == one {
@@ -540,6 +585,16 @@ metadata:
     );
 }
 
+/// The bytes of a short base64 literal used in these tests.
+fn decode(base64: &str) -> Vec<u8> {
+    match base64 {
+        "dg==" => b"v".to_vec(),
+        "MQ==" => b"1".to_vec(),
+        "Mg==" => b"2".to_vec(),
+        other => panic!("no decoding for {other}"),
+    }
+}
+
 #[test]
 fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
     let _turn = serial();
@@ -567,16 +622,28 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
     eventually("stepping down", WAIT, || {
         (running.metric(leader_gauge) == 0.0).then_some(())
     });
-    let writes = running.writes();
-    apply_original(&project, "db", "k: dg==", "");
+    let counters = [
+        "scoped_secrets_reconciler_reconciles_total",
+        "scoped_secrets_reconciler_writes_total",
+        "scoped_secrets_reconciler_errors_total",
+        "scoped_secrets_reconciler_requeues_total",
+    ];
+    let before: Vec<f64> = counters.iter().map(|m| running.metric(m)).collect();
+    // Several changes, each seen by the instance's index (so each would have woken a round after
+    // its debounce): a stepped-down instance plans nothing, writes nothing, fails nothing.
     let backing = project.backing.clone();
-    eventually("the original in the index", WAIT, || {
-        let world = running.index.read();
-        let secret = world.scoped(&backing, "db")?;
-        world.as_original(secret).map(|_| ())
-    });
+    for data in ["dg==", "MQ==", "Mg=="] {
+        apply_original(&project, "db", &format!("k: {data}"), "");
+        eventually("the change in the index", WAIT, || {
+            let world = running.index.read();
+            let secret = world.scoped(&backing, "db")?;
+            world.as_original(secret)?;
+            (secret.data.as_ref()?.get("k")?.0 == decode(data)).then_some(())
+        });
+    }
     assert!(get_secret(&ns, "db").is_none(), "a follower wrote a copy");
-    assert_eq!(running.writes(), writes, "a follower wrote");
+    let after: Vec<f64> = counters.iter().map(|m| running.metric(m)).collect();
+    assert_eq!(after, before, "a stepped-down instance's {counters:?}");
 
     // The lease is freed: the instance takes it again and catches up.
     let free = r#"{"spec":{"holderIdentity":""}}"#;
