@@ -194,3 +194,29 @@ pub(crate) fn apply_original(project: &TestProject, name: &str, data: &str, anno
 pub(crate) fn behind_the_webhook(args: &[&str]) -> String {
     ok(kubectl_with(&env().sa_kubeconfig, args))
 }
+
+/// Requests the apiserver has served for secrets with this verb (and status code, if given), from
+/// its own `apiserver_request_total`.
+pub(crate) fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
+    let text = ok(kubectl(&["get", "--raw", "/metrics"]));
+    let code = code.map(|c| format!("code=\"{c}\""));
+    text.lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+        .filter(|line| {
+            line.contains("resource=\"secrets\"")
+                && line.contains("group=\"\"")
+                && line.contains("subresource=\"\"")
+                && line.contains(&format!("verb=\"{verb}\""))
+                && code.as_ref().is_none_or(|c| line.contains(c.as_str()))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every write the apiserver has served for secrets (create, update, patch, delete).
+pub(crate) fn apiserver_secret_writes() -> f64 {
+    ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
+        .into_iter()
+        .map(|verb| apiserver_requests(verb, None))
+        .sum()
+}

@@ -15,24 +15,6 @@ const ANNOTATIONS_LIMIT: usize = 262_144;
 /// The annotation that fills an original up to the limit.
 const FILLER_KEY: &str = "example.com/filler";
 
-/// Requests the apiserver has served for secrets with this verb (and status code, if given), from
-/// its own `apiserver_request_total`.
-fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
-    let text = ok(kubectl(&["get", "--raw", "/metrics"]));
-    let code = code.map(|c| format!("code=\"{c}\""));
-    text.lines()
-        .filter(|line| line.starts_with("apiserver_request_total{"))
-        .filter(|line| {
-            line.contains("resource=\"secrets\"")
-                && line.contains("group=\"\"")
-                && line.contains("subresource=\"\"")
-                && line.contains(&format!("verb=\"{verb}\""))
-                && code.as_ref().is_none_or(|c| line.contains(c.as_str()))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The messages of the Events with this reason on secret `name` in `namespace`.
 fn event_messages(namespace: &str, name: &str, reason: &str) -> String {
     ok(kubectl(&[

@@ -428,6 +428,8 @@ fn a_converged_world_makes_no_writes() {
     });
     let writes = running.writes();
     let rounds = running.rounds();
+    // Counted at the apiserver too: the product's counter would not see a write it did not mean.
+    let served = apiserver_secret_writes();
 
     // Unrelated changes wake the reconciler; it plans, finds nothing to do, and writes nothing.
     for i in 0..3 {
@@ -446,6 +448,11 @@ fn a_converged_world_makes_no_writes() {
         (running.rounds() > rounds).then_some(())
     });
     assert_eq!(running.writes(), writes, "writes in a converged world");
+    assert_eq!(
+        apiserver_secret_writes() - served,
+        3.0,
+        "secret writes at the apiserver: the test's three creates and nothing else"
+    );
     let again = get_secret(&ns, "db").expect("the copy");
     assert_eq!(
         again["metadata"]["resourceVersion"], version,
