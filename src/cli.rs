@@ -7,10 +7,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`: the release and the commit it was built from (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SCOPED_SECRETS_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "scoped-secrets",
-    version,
+    version = VERSION,
     about = "Safe Rancher-style project-scoped secrets: an admission webhook and an embedded reconciler"
 )]
 pub struct Cli {
