@@ -413,10 +413,10 @@ async fn load(
                 latencies.push(scheduled.elapsed());
                 if let Err(failure) = result {
                     *failures.entry(failure).or_insert(0) += 1;
-                    if failure == Failure::Send || sender.is_closed() {
-                        if let Ok(fresh) = connect(&target).await {
-                            sender = fresh;
-                        }
+                    if (failure == Failure::Send || sender.is_closed())
+                        && let Ok(fresh) = connect(&target).await
+                    {
+                        sender = fresh;
                     }
                 }
                 n += connections;

@@ -133,7 +133,7 @@ async fn handle(
         },
         Err(refusal) => {
             state.metrics.review(path, "", "error");
-            refusal
+            refusal.into_response()
         }
     };
     timer.set_code(response.status().as_u16());
@@ -142,18 +142,14 @@ async fn handle(
 
 /// Checks what the headers say before any of the body is read: its type, its declared length
 /// (413 at once, not after reading 7 MiB), and room under the caps (429 at once).
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<limits::Admitted, Response> {
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<limits::Admitted, limits::Refusal> {
     if !is_json(headers) {
-        let message = "Content-Type must be application/json";
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response());
+        return Err(limits::Refusal::NotJson);
     }
     state
         .limits
         .admit(declared_length(headers))
-        .map_err(|refusal| {
-            tracing::debug!(%refusal, "review refused before reading its body");
-            refusal.into_response()
-        })
+        .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -191,10 +187,13 @@ async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, Respons
         Ok(buffer)
     })
     .await;
-    read.unwrap_or_else(|_| {
-        let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
-        Err((StatusCode::REQUEST_TIMEOUT, message).into_response())
-    })
+    match read {
+        Ok(read) => read,
+        Err(_) => {
+            let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
+            Err((StatusCode::REQUEST_TIMEOUT, message).into_response())
+        }
+    }
 }
 
 async fn answer(state: &AppState, body: &[u8], path: &'static str, endpoint: Endpoint) -> Response {

@@ -408,3 +408,284 @@ impl<'de> Deserialize<'de> for SkippedString {
         d.deserialize_str(Str)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+    use crate::policy::testing::{
+        BACKING, admission, config, copy_json, namespace_in_json, original_json, request,
+        secret_json, world,
+    };
+    use crate::policy::{Facts, Rules, mutate, validate_only};
+    use crate::webhook::review::{ReviewError, parse_request};
+    use serde_json::{Value, json};
+
+    fn wrap(req: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": req,
+        }))
+        .expect("serializable")
+    }
+
+    fn lean(req: Value) -> AdmissionRequest<DynamicObject> {
+        parse_request(&wrap(req)).expect("decodes leanly")
+    }
+
+    fn malformed(req: Value) -> String {
+        match parse_request(&wrap(req)) {
+            Err(e @ ReviewError::Malformed { .. }) => e.to_string(),
+            other => panic!("expected a malformed review, got {other:?}"),
+        }
+    }
+
+    /// A Secret with every kind of field a rule reads, and a lot that none does.
+    fn busy_secret() -> Value {
+        let mut secret = secret_json(
+            BACKING,
+            "db",
+            json!({keys::PROJECT_SCOPED_LABEL: "p-vwxyz", "app": "web"}),
+            json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-b", "note": "x"}),
+        );
+        secret["immutable"] = json!(true);
+        secret["stringData"] = json!({"extra": "plain"});
+        secret["metadata"]["finalizers"] = json!(["example.com/keep"]);
+        secret["metadata"]["generateName"] = json!("db-");
+        secret["metadata"]["uid"] = json!("4f1c");
+        secret["metadata"]["resourceVersion"] = json!("42");
+        secret["metadata"]["creationTimestamp"] = json!("2026-11-29T10:00:00Z");
+        secret["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "9a"}]);
+        secret["metadata"]["managedFields"] = json!([{
+            "manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:password": {}}}
+        }]);
+        secret["unknownField"] = json!({"deep": [[1, 2], {"x": null}]});
+        secret
+    }
+
+    #[test]
+    fn keeps_every_field_the_rules_read() {
+        let mut req = request("UPDATE", Some(busy_secret()), Some(busy_secret()));
+        req["subResource"] = json!("status");
+        req["requestKind"] = json!({"group": "", "version": "v1", "kind": "Secret"});
+        req["userInfo"]["uid"] = json!("u-1");
+        req["userInfo"]["extra"] = json!({"scopes": ["a", "b"]});
+        req["dryRun"] = json!(true);
+        req["options"] = json!({"kind": "UpdateOptions", "fieldManager": "kubectl"});
+        let full = admission(req.clone());
+        let lean = lean(req);
+        assert_eq!(lean.uid, full.uid);
+        assert_eq!(lean.kind, full.kind);
+        assert_eq!(lean.resource, full.resource);
+        assert_eq!(lean.sub_resource, full.sub_resource);
+        assert_eq!(lean.request_kind, full.request_kind);
+        assert_eq!(lean.name, full.name);
+        assert_eq!(lean.namespace, full.namespace);
+        assert_eq!(lean.operation, full.operation);
+        assert_eq!(lean.user_info, full.user_info);
+        assert_eq!(lean.dry_run, full.dry_run);
+        assert_eq!(lean.options, None, "options are skipped");
+        for (lean, full) in [
+            (&lean.object, &full.object),
+            (&lean.old_object, &full.old_object),
+        ] {
+            let (lean, full) = (
+                lean.as_ref().expect("object"),
+                full.as_ref().expect("object"),
+            );
+            assert_eq!(lean.types, full.types);
+            let mut meta = full.metadata.clone();
+            meta.managed_fields = None;
+            assert_eq!(lean.metadata, meta, "metadata minus managedFields");
+            assert_eq!(lean.data, json!({"type": "Opaque", "immutable": true}));
+        }
+    }
+
+    #[test]
+    fn keeps_namespace_phase_and_project_fields() {
+        let mut ns = namespace_in_json("team-c", "local:p-vwxyz");
+        ns["spec"] = json!({"finalizers": ["kubernetes"]});
+        ns["status"] = json!({"phase": "Terminating", "conditions": [{"type": "x"}]});
+        let object = lean(request("UPDATE", Some(ns.clone()), Some(ns)))
+            .object
+            .expect("object");
+        assert_eq!(
+            object.data,
+            json!({"spec": {}, "status": {"phase": "Terminating"}})
+        );
+
+        let project = json!({
+            "apiVersion": "management.cattle.io/v3", "kind": "Project",
+            "metadata": {"name": "p-vwxyz", "namespace": "local"},
+            "spec": {"clusterName": "local", "displayName": "Team", "resourceQuota": {"limit": {}}},
+            "status": {"backingNamespace": BACKING, "conditions": []},
+        });
+        let mut req = request("CREATE", Some(project), None);
+        req["kind"] = json!({"group": "management.cattle.io", "version": "v3", "kind": "Project"});
+        let object = lean(req).object.expect("object");
+        assert_eq!(object.types.expect("types").kind, "Project");
+        assert_eq!(
+            object.data,
+            json!({"spec": {"clusterName": "local", "displayName": "Team"},
+                   "status": {"backingNamespace": BACKING}})
+        );
+    }
+
+    #[test]
+    fn the_rules_decide_the_same_on_lean_and_full_reviews() {
+        let requests = [
+            request(
+                "CREATE",
+                Some(original_json("db", "p-vwxyz", Value::Null)),
+                None,
+            ),
+            request("CREATE", Some(original_json("new", "", Value::Null)), None),
+            request("DELETE", None, Some(copy_json("team-a", "db"))),
+            request(
+                "UPDATE",
+                Some(busy_secret()),
+                Some(copy_json("team-a", "db")),
+            ),
+            request(
+                "CREATE",
+                Some(secret_json("other", "web", Value::Null, Value::Null)),
+                None,
+            ),
+            request(
+                "CREATE",
+                Some(namespace_in_json("fresh", "local:p-vwxyz")),
+                None,
+            ),
+            request("CREATE", Some(namespace_in_json("fresh", "nonsense")), None),
+        ];
+        let (world, cfg) = (world(), config());
+        for req in requests {
+            let (full, lean) = (admission(req.clone()), lean(req));
+            for rules in [
+                Rules::SecretGuard,
+                Rules::SecretNames,
+                Rules::NamespaceGuard,
+            ] {
+                assert_eq!(
+                    validate_only(rules, &lean, &world, &cfg, &Facts::default()),
+                    validate_only(rules, &full, &world, &cfg, &Facts::default()),
+                    "{rules:?} on {}",
+                    full.name
+                );
+            }
+            assert_eq!(
+                mutate(&lean, &world),
+                mutate(&full, &world),
+                "{}",
+                full.name
+            );
+        }
+    }
+
+    #[test]
+    fn payloads_must_be_maps_of_strings_and_are_never_kept() {
+        let mut bad = busy_secret();
+        bad["data"] = json!("not a map");
+        let message = malformed(request("CREATE", Some(bad), None));
+        assert!(message.contains("request.object.data"), "{message}");
+        assert!(message.contains("a map of strings"), "{message}");
+
+        let mut bad = busy_secret();
+        bad["stringData"] = json!({"n": 1});
+        let message = malformed(request("CREATE", None, Some(bad)));
+        assert!(
+            message.contains("request.oldObject.stringData"),
+            "{message}"
+        );
+
+        let object = lean(request("CREATE", Some(busy_secret()), None))
+            .object
+            .expect("object");
+        let kept = serde_json::to_string(&object).expect("json");
+        assert!(
+            !kept.contains("aHVudGVyMg==") && !kept.contains("plain"),
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_at_every_level() {
+        let mut req = request("CREATE", Some(busy_secret()), None);
+        req["somethingNew"] = json!([[[]], {"a": [1, 2, 3]}]);
+        req["userInfo"]["somethingNew"] = json!({"b": [true]});
+        req["object"]["metadata"]["somethingNew"] = json!([null]);
+        let mut body: Value = serde_json::from_slice(&wrap(req)).expect("json");
+        body["response"] = json!({"uid": "x", "allowed": true});
+        body["somethingNew"] = json!({"c": {}});
+        let parsed = parse_request(&serde_json::to_vec(&body).expect("json")).expect("decodes");
+        let object = parsed.object.expect("object");
+        assert_eq!(object.data, json!({"type": "Opaque", "immutable": true}));
+    }
+
+    #[test]
+    fn kept_collections_are_capped() {
+        let labels: serde_json::Map<String, Value> = (0..=MAX_ENTRIES)
+            .map(|i| (format!("l{i}"), json!("")))
+            .collect();
+        let mut secret = busy_secret();
+        secret["metadata"]["labels"] = Value::Object(labels);
+        let message = malformed(request("CREATE", Some(secret), None));
+        assert!(
+            message.contains("request.object.metadata.labels"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("more than {MAX_ENTRIES} entries")),
+            "{message}"
+        );
+
+        let mut req = request("CREATE", Some(busy_secret()), None);
+        req["userInfo"]["groups"] = json!(vec!["g"; MAX_ENTRIES + 1]);
+        let message = malformed(req);
+        assert!(message.contains("request.userInfo.groups"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_decoding() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(too_deep(deep.as_bytes(), MAX_DEPTH), Some(MAX_DEPTH));
+        let shallow = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert_eq!(too_deep(shallow.as_bytes(), MAX_DEPTH), None);
+        // Brackets inside strings, escaped quotes included, are not nesting.
+        let quoted = format!("[\"\\\"{}\"]", "[".repeat(MAX_DEPTH * 2));
+        assert_eq!(too_deep(quoted.as_bytes(), MAX_DEPTH), None);
+
+        let mut req = request("CREATE", Some(busy_secret()), None);
+        req["object"]["unknownField"] = json!("PLACE");
+        let body = String::from_utf8(wrap(req))
+            .expect("utf-8")
+            .replacen("\"PLACE\"", &deep, 1);
+        let err = parse_request(body.as_bytes()).expect_err("too deep");
+        assert!(matches!(err, ReviewError::TooDeep { .. }), "{err}");
+        assert!(err.to_string().contains("deeper than 64 levels"), "{err}");
+    }
+
+    #[test]
+    fn other_versions_are_named() {
+        for (version, kind) in [
+            ("admission.k8s.io/v1beta1", "AdmissionReview"),
+            ("v1", "Secret"),
+        ] {
+            let mut body: Value =
+                serde_json::from_slice(&wrap(request("CREATE", Some(busy_secret()), None)))
+                    .expect("json");
+            body["apiVersion"] = json!(version);
+            body["kind"] = json!(kind);
+            let err =
+                parse_request(&serde_json::to_vec(&body).expect("json")).expect_err("version");
+            assert!(matches!(err, ReviewError::WrongVersion { .. }), "{err}");
+            assert!(
+                err.to_string().contains(&format!("{version}/{kind}")),
+                "{err}"
+            );
+        }
+    }
+}

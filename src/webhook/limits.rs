@@ -49,6 +49,8 @@ pub struct Admitted {
 /// Why a review was refused before its body was read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    #[error("Content-Type must be application/json")]
+    NotJson,
     #[error(
         "the request body declares {declared} bytes; AdmissionReview bodies are limited to {MAX_BODY_BYTES} bytes"
     )]
@@ -101,10 +103,11 @@ impl ReviewLimits {
 }
 
 impl IntoResponse for Refusal {
-    /// 413 for a body that is too large, 429 (with `Retry-After`) for a full server, each with a
+    /// 415 for a body that is not JSON, 413 for a body that is too large, 429 (with `Retry-After`) for a full server, each with a
     /// Kubernetes `Status` body that the apiserver quotes in its error.
     fn into_response(self) -> Response {
         let (code, reason) = match self {
+            Self::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             Self::InFlight(_) | Self::BodyBudget(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
