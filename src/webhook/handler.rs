@@ -45,8 +45,9 @@ pub struct AppState {
 #[derive(Clone, Copy)]
 struct Endpoint {
     action: Action,
-    /// The core (`""` group) kind of the entry's resources; any other is a misrouted review.
-    covers: &'static str,
+    /// The `(group, kind)` of the entry's resources (`""` is the core group); any other is a
+    /// misrouted review.
+    covers: (&'static str, &'static str),
 }
 
 #[derive(Clone, Copy)]
@@ -60,35 +61,35 @@ const ROUTES: [(&str, Endpoint); 5] = [
         "/validate/secret-guard",
         Endpoint {
             action: Action::Validate(Rules::SecretGuard),
-            covers: "Secret",
+            covers: ("", "Secret"),
         },
     ),
     (
         "/validate/secret-names",
         Endpoint {
             action: Action::Validate(Rules::SecretNames),
-            covers: "Secret",
+            covers: ("", "Secret"),
         },
     ),
     (
         "/validate/namespace-guard",
         Endpoint {
             action: Action::Validate(Rules::NamespaceGuard),
-            covers: "Namespace",
+            covers: ("", "Namespace"),
         },
     ),
     (
         "/mutate/secret",
         Endpoint {
             action: Action::Mutate,
-            covers: "Secret",
+            covers: ("", "Secret"),
         },
     ),
     (
         "/mutate/namespace",
         Endpoint {
             action: Action::Mutate,
-            covers: "Namespace",
+            covers: ("", "Namespace"),
         },
     ),
 ];
@@ -245,19 +246,21 @@ fn covered(
     endpoint: Endpoint,
 ) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
     let kind = &request.kind;
-    if kind.group.is_empty() && kind.kind == endpoint.covers {
+    let (group, covered_kind) = endpoint.covers;
+    if kind.group == group && kind.kind == covered_kind {
         return Ok(request);
     }
-    let group = if kind.group.is_empty() {
-        "core"
-    } else {
-        &kind.group
-    };
+    let group_name = |g: &str| if g.is_empty() { "core" } else { g }.to_owned();
     Err(review::ReviewError::UncoveredKind {
         uid: request.uid,
-        kind: format!("{} ({group}/{})", kind.kind, kind.version),
+        kind: format!(
+            "{} ({}/{})",
+            kind.kind,
+            group_name(&kind.group),
+            kind.version
+        ),
         endpoint: path,
-        covers: format!("{}s (core/v1)", endpoint.covers),
+        covers: format!("{covered_kind}s ({})", group_name(group)),
     })
 }
 

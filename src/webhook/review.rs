@@ -60,20 +60,16 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Rev
     if let Some(offset) = lean::too_deep(body, lean::MAX_DEPTH) {
         return Err(ReviewError::TooDeep { offset });
     }
-    let mut json = serde_json::Deserializer::from_slice(body);
-    let decoded = serde_path_to_error::deserialize(&mut json)
-        .map_err(|e| e.to_string())
-        .and_then(|review: lean::Review| json.end().map(|()| review).map_err(|e| e.to_string()));
-    let review = match decoded {
+    let review = match serde_json::from_slice::<lean::Review>(body) {
         Ok(review) => review,
-        Err(detail) => {
+        Err(e) => {
             // A review of another version may fail to decode as v1: name the version first.
             if let Some(found) = other_version(body) {
                 return Err(ReviewError::WrongVersion { found });
             }
             return Err(ReviewError::Malformed {
                 uid: readable_uid(body),
-                detail,
+                detail: located(body, e),
             });
         }
     };
@@ -83,6 +79,16 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Rev
         });
     }
     review.request.map(Into::into).ok_or(ReviewError::NoRequest)
+}
+
+/// serde's error led by the path of the field at fault (`request.object.data: …`). Found by a
+/// second decode, so the path is tracked only for bodies that fail.
+fn located(body: &[u8], error: serde_json::Error) -> String {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, lean::Review>(&mut json) {
+        Err(located) => located.to_string(),
+        Ok(_) => error.to_string(),
+    }
 }
 
 /// `apiVersion/kind` of a JSON body that is not an `admission.k8s.io/v1` AdmissionReview.
