@@ -3,9 +3,9 @@
 //! connections by the load generator below. Prints the server's RSS with the index synced,
 //! throughput at saturation, latency percentiles at a fixed 2,000 reviews/s, and the server's peak RSS.
 //! Every answer is parsed (uid and `allowed` checked); errors are counted, printed and included in
-//! the percentiles. Then the hostile phase: 64 senders of crafted 7 MiB bodies while legitimate
-//! reviews go on at 200/s; it prints the server's peak RSS during the phase and the legitimate
-//! reviews' errors.
+//! the percentiles. Then the hostile phase: 64 senders of crafted 7 MiB bodies (on a runtime and
+//! thread of their own) while legitimate reviews go on at 200/s; it prints the server's peak RSS
+//! during the phase and the legitimate reviews' errors.
 //!
 //! `make bench-admission` (or `cargo bench --bench admission`). Sizes can be changed with
 //! BENCH_NAMESPACES, BENCH_SECRETS, BENCH_CONNECTIONS, BENCH_SECONDS, BENCH_RATE,
@@ -131,7 +131,7 @@ async fn main() -> Result<()> {
         &target,
         pid,
         senders,
-        connections.min(4),
+        connections,
         hostile_rate,
         Duration::from_secs(seconds),
     )
@@ -486,6 +486,48 @@ struct HostileTally {
     failed: u64,
 }
 
+/// One hostile sender: crafted bodies back to back, reconnecting whenever the server closes.
+async fn hostile_sender(
+    s: usize,
+    target: Target,
+    bodies: Arc<Vec<Bytes>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> HostileTally {
+    let mut tally = HostileTally::default();
+    let mut n = s;
+    let mut sender = None;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        if sender
+            .as_ref()
+            .is_none_or(|s: &hyper::client::conn::http1::SendRequest<_>| s.is_closed())
+        {
+            sender = connect(&target).await.ok();
+        }
+        let Some(open) = sender.as_mut() else {
+            tally.failed += 1;
+            continue;
+        };
+        let request = hyper::Request::post("/validate/secret-guard")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(bodies[n % bodies.len()].clone()));
+        n += 1;
+        let Ok(request) = request else { continue };
+        match open.send_request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let _ = response.into_body().collect().await;
+                *tally.answered.entry(status).or_insert(0) += 1;
+            }
+            Err(_) => {
+                tally.failed += 1;
+                sender = None;
+            }
+        }
+    }
+    tally
+}
+
 /// The hostile phase: `senders` concurrent clients send crafted 7 MiB bodies back to back while
 /// legitimate reviews go on at `rate`; returns the legitimate outcome, the hostile tally and the
 /// server's peak RSS during the phase.
@@ -501,54 +543,39 @@ async fn hostile_phase(
     // The server's peak RSS is reset to its current RSS, so VmHWM afterwards is this phase's peak.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut hostile = Vec::new();
-    for s in 0..senders {
-        let (target, bodies, running) = (target.clone(), bodies.clone(), running.clone());
-        hostile.push(tokio::spawn(async move {
-            let mut tally = HostileTally::default();
-            let mut n = s;
-            let mut sender = None;
-            while running.load(std::sync::atomic::Ordering::Relaxed) {
-                if sender
-                    .as_ref()
-                    .is_none_or(|s: &hyper::client::conn::http1::SendRequest<_>| s.is_closed())
-                {
-                    sender = connect(&target).await.ok();
+    // The hostile senders get a runtime (and OS thread) of their own: on the main runtime their
+    // encryption of 7 MiB bodies would delay the legitimate generator's tasks, and that delay would
+    // be counted against the server.
+    let hostile = {
+        let (target, running) = (target.clone(), running.clone());
+        std::thread::spawn(move || -> Result<HostileTally> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut tasks = Vec::new();
+                for s in 0..senders {
+                    let (target, bodies, running) =
+                        (target.clone(), bodies.clone(), running.clone());
+                    tasks.push(tokio::spawn(hostile_sender(s, target, bodies, running)));
                 }
-                let Some(open) = sender.as_mut() else {
-                    tally.failed += 1;
-                    continue;
-                };
-                let request = hyper::Request::post("/validate/secret-guard")
-                    .header("host", "127.0.0.1")
-                    .header("content-type", "application/json")
-                    .body(Full::new(bodies[n % bodies.len()].clone()));
-                n += 1;
-                let Ok(request) = request else { continue };
-                match open.send_request(request).await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.into_body().collect().await;
-                        *tally.answered.entry(status).or_insert(0) += 1;
+                let mut tally = HostileTally::default();
+                for task in tasks {
+                    let one = task.await?;
+                    for (status, count) in one.answered {
+                        *tally.answered.entry(status).or_insert(0) += count;
                     }
-                    Err(_) => {
-                        tally.failed += 1;
-                        sender = None;
-                    }
+                    tally.failed += one.failed;
                 }
-            }
-            tally
-        }));
-    }
+                Ok(tally)
+            })
+        })
+    };
     let legit = load(target, connections, duration, Some(rate)).await?;
     running.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut tally = HostileTally::default();
-    for task in hostile {
-        let one = task.await?;
-        for (status, count) in one.answered {
-            *tally.answered.entry(status).or_insert(0) += count;
-        }
-        tally.failed += one.failed;
-    }
+    let tally = tokio::task::spawn_blocking(move || hostile.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("a hostile sender panicked"))??;
     Ok((legit, tally, memory_mib(pid, "VmHWM")?))
 }
