@@ -71,7 +71,9 @@ async fn main() -> Result<()> {
         1,
         1,
     )?;
-    let (webhook, admin) = ("127.0.0.1:18443", "127.0.0.1:18080");
+    // Free ports, not fixed ones: another server on a fixed port would answer in this one's place.
+    let (webhook, admin) = (free_port()?, free_port()?);
+    let (webhook, admin) = (webhook.as_str(), admin.as_str());
     let server = Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
         .env(
             "KUBECONFIG",
@@ -145,6 +147,12 @@ async fn main() -> Result<()> {
     );
     control_plane.stop();
     Ok(())
+}
+
+/// `127.0.0.1:<port>` of a port that is free now (the server binds it a moment later).
+fn free_port() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
 }
 
 /// Creates the namespaces and spreads the secrets over them, 64 writes at a time.
