@@ -4,7 +4,7 @@
 //! Decoding a body into `AdmissionReview<DynamicObject>` builds a `serde_json::Value` for every field
 //! of the object and for `request.options`: a 6.5 MiB body of a few million small array elements
 //! costs ~250 MB. Here, every object keeps its `apiVersion`, `kind` and metadata (without
-//! `managedFields`), and of its other fields only those a rule reads ([`kept_fields`]); everything
+//! `managedFields`), and of its other fields only those a rule reads (see `Object`); everything
 //! else is skipped by serde's `IgnoredAny`, which allocates nothing. The collections that are kept are
 //! capped ([`MAX_ENTRIES`]), and nesting is refused past [`MAX_DEPTH`] before decoding starts.
 //!
@@ -302,11 +302,6 @@ impl From<Request> for AdmissionRequest<DynamicObject> {
             options: None,
         }
     }
-}
-
-/// The names of the fields [`Object`] keeps beside `apiVersion`, `kind` and `metadata`.
-pub fn kept_fields() -> [&'static str; 4] {
-    ["type", "immutable", "spec", "status"]
 }
 
 /// A list or map of at most `N` entries; more is a decoding error that says the cap.
