@@ -2,9 +2,14 @@
 //! real local control plane holding 100,000 secrets in 10,000 namespaces, driven over TLS keep-alive
 //! connections by the load generator below. Prints the server's RSS with the index synced,
 //! throughput at saturation, latency percentiles at a fixed 2,000 reviews/s, and the server's peak RSS.
+//! Every answer is parsed (uid and `allowed` checked); errors are counted, printed and included in
+//! the percentiles. Then the hostile phase: 64 senders of crafted 7 MiB bodies (on a runtime and
+//! thread of their own) while legitimate reviews go on at 200/s; it prints the server's peak RSS
+//! during the phase and the legitimate reviews' errors.
 //!
 //! `make bench-admission` (or `cargo bench --bench admission`). Sizes can be changed with
-//! BENCH_NAMESPACES, BENCH_SECRETS, BENCH_CONNECTIONS, BENCH_SECONDS, BENCH_RATE.
+//! BENCH_NAMESPACES, BENCH_SECRETS, BENCH_CONNECTIONS, BENCH_SECONDS, BENCH_RATE,
+//! BENCH_HOSTILE_SENDERS, BENCH_HOSTILE_RATE.
 
 use anyhow::{Result, bail};
 use futures::StreamExt;
@@ -66,7 +71,9 @@ async fn main() -> Result<()> {
         1,
         1,
     )?;
-    let (webhook, admin) = ("127.0.0.1:18443", "127.0.0.1:18080");
+    // Free ports, not fixed ones: another server on a fixed port would answer in this one's place.
+    let (webhook, admin) = (free_port()?, free_port()?);
+    let (webhook, admin) = (webhook.as_str(), admin.as_str());
     let server = Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
         .env(
             "KUBECONFIG",
@@ -119,8 +126,33 @@ async fn main() -> Result<()> {
     .await?;
     paced.print(&format!("fixed rate {rate}/s, {connections} connections"));
     println!("server peak RSS {:.1} MiB", memory_mib(pid, "VmHWM")?);
+
+    let senders = setting("BENCH_HOSTILE_SENDERS", 64) as usize;
+    let hostile_rate = setting("BENCH_HOSTILE_RATE", 200);
+    let (legit, tally, peak) = hostile_phase(
+        &target,
+        pid,
+        senders,
+        connections,
+        hostile_rate,
+        Duration::from_secs(seconds),
+    )
+    .await?;
+    legit.print(&format!(
+        "hostile phase, legitimate reviews at {hostile_rate}/s (target: 0 errors)"
+    ));
+    println!(
+        "hostile phase, {senders} senders of crafted 7 MiB bodies: answered by HTTP status {:?}, {} failed to send; server peak RSS during the phase {peak:.1} MiB (target <= 128 MiB)",
+        tally.answered, tally.failed
+    );
     control_plane.stop();
     Ok(())
+}
+
+/// `127.0.0.1:<port>` of a port that is free now (the server binds it a moment later).
+fn free_port() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
 }
 
 /// Creates the namespaces and spreads the secrets over them, 64 writes at a time.
@@ -201,21 +233,24 @@ fn tls_connector(ca_pem: &[u8]) -> Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
+#[derive(Clone)]
 struct Target {
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
     namespaces: u64,
 }
 
-/// A realistic review: a new secret (about 1 KiB of data) in one of the seeded namespaces.
-fn review_body(n: u64, namespaces: u64) -> Bytes {
+/// A realistic review: a new secret (about 1 KiB of data) in one of the seeded namespaces. Its
+/// name is free, so the expected answer is `allowed: true`.
+fn review_body(n: u64, namespaces: u64) -> Expected {
     let ns = format!("bench-{}", n % namespaces);
     let name = format!("new-{n}");
+    let uid = format!("00000000-0000-0000-0000-{n:012}");
     let body = json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
-            "uid": format!("00000000-0000-0000-0000-{n:012}"),
+            "uid": uid,
             "kind": {"group": "", "version": "v1", "kind": "Secret"},
             "resource": {"group": "", "version": "v1", "resource": "secrets"},
             "requestKind": {"group": "", "version": "v1", "kind": "Secret"},
@@ -233,19 +268,46 @@ fn review_body(n: u64, namespaces: u64) -> Bytes {
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-create"}
         }
     });
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    Expected {
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        uid,
+        allowed: true,
+    }
+}
+
+/// A request and the answer it must get.
+#[derive(Clone)]
+struct Expected {
+    body: Bytes,
+    uid: String,
+    allowed: bool,
 }
 
 /// Distinct reviews each connection cycles through (distinct names and namespaces).
 const BODIES_PER_CONNECTION: u64 = 512;
 
+/// What one review came to. Every answer is parsed: an HTTP 200 whose review has another uid or
+/// the wrong `allowed` is an error, not throughput.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failure {
+    Send,
+    Status(u16),
+    Body,
+    WrongAnswer,
+}
+
 struct Outcome {
+    /// Every review's latency from its scheduled send, failures included.
     latencies: Vec<Duration>,
-    errors: u64,
+    failures: std::collections::BTreeMap<Failure, u64>,
     elapsed: Duration,
 }
 
 impl Outcome {
+    fn errors(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
     fn print(&self, label: &str) {
         let mut sorted = self.latencies.clone();
         sorted.sort();
@@ -255,12 +317,18 @@ impl Outcome {
                 .map(|d| d.as_secs_f64() * 1000.0)
                 .unwrap_or(f64::NAN)
         };
+        let ok = sorted.len() as u64 - self.errors();
         println!(
-            "{label}: {:.0} reviews/s over {:.1} s ({} reviews, {} errors); latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
-            sorted.len() as f64 / self.elapsed.as_secs_f64(),
+            "{label}: {:.0} correct reviews/s over {:.1} s ({} reviews, {} errors{}); latency (errors included) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+            ok as f64 / self.elapsed.as_secs_f64(),
             self.elapsed.as_secs_f64(),
             sorted.len(),
-            self.errors,
+            self.errors(),
+            if self.failures.is_empty() {
+                String::new()
+            } else {
+                format!(": {:?}", self.failures)
+            },
             pick(0.50),
             pick(0.99),
             pick(0.999)
@@ -268,9 +336,56 @@ impl Outcome {
     }
 }
 
+/// Sends one review and checks its answer: HTTP 200, an AdmissionReview with the request's uid and
+/// the expected `allowed`.
+async fn review_once(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    expected: &Expected,
+) -> Result<(), Failure> {
+    let request = hyper::Request::post(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(expected.body.clone()))
+        .map_err(|_| Failure::Send)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| Failure::Send)?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| Failure::Body)?
+        .to_bytes();
+    if status != 200 {
+        return Err(Failure::Status(status));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure::Body)?;
+    let response = &answer["response"];
+    if response["uid"] != expected.uid.as_str() || response["allowed"] != expected.allowed {
+        return Err(Failure::WrongAnswer);
+    }
+    Ok(())
+}
+
+async fn connect(target: &Target) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = target
+        .tls
+        .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+        .await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 /// Sends reviews from `connections` keep-alive connections for `duration`, as fast as possible or
-/// at `rate` per second in total (each connection sends on its own schedule; latency is measured from
-/// the scheduled send time, so a stalled server is not hidden by coordinated omission).
+/// at `rate` per second in total. At a fixed rate each review's latency counts from its scheduled
+/// send time, also when the generator had to wait for the schedule, so neither a stalled server
+/// (coordinated omission) nor a late timer is hidden. A connection that fails is reopened.
 async fn load(
     target: &Target,
     connections: u64,
@@ -280,77 +395,195 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let tcp = tokio::net::TcpStream::connect(target.addr).await?;
-        tcp.set_nodelay(true)?;
-        let tls = target
-            .tls
-            .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
-            .await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(connection);
+        let mut sender = connect(target).await?;
         // Bodies are made before the clock starts, so the generator spends its CPU on sending.
-        let bodies: Vec<Bytes> = (0..BODIES_PER_CONNECTION)
+        let bodies: Vec<Expected> = (0..BODIES_PER_CONNECTION)
             .map(|i| review_body(c + i * connections, target.namespaces))
             .collect();
         let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut errors = 0u64;
+            let mut failures = std::collections::BTreeMap::new();
             let mut n = c;
             let mut next = Instant::now();
             while started.elapsed() < duration {
-                // Latency counts from the scheduled send time when the server made us late (no
-                // coordinated omission), and from the actual send when we waited for the schedule
-                // (the timer wakes up to a millisecond late, which is the generator's, not the server's).
                 let scheduled = match interval {
-                    Some(_) if Instant::now() < next => {
+                    Some(_) => {
                         // Pacing the generator to its schedule, not synchronisation.
                         tokio::time::sleep_until(next.into()).await;
-                        Instant::now()
+                        next
                     }
-                    Some(_) => next,
                     None => Instant::now(),
                 };
-                let request = hyper::Request::post("/validate/secret-names")
-                    .header("host", "127.0.0.1")
-                    .header("content-type", "application/json")
-                    .body(Full::new(
-                        bodies[(n / connections) as usize % bodies.len()].clone(),
-                    ));
-                let ok = match request {
-                    Ok(request) => match sender.send_request(request).await {
-                        Ok(response) => {
-                            let status = response.status();
-                            response.into_body().collect().await.is_ok() && status == 200
-                        }
-                        Err(_) => false,
-                    },
-                    Err(_) => false,
-                };
-                if ok {
-                    latencies.push(scheduled.elapsed());
-                } else {
-                    errors += 1;
+                let expected = &bodies[(n / connections) as usize % bodies.len()];
+                let result = review_once(&mut sender, "/validate/secret-names", expected).await;
+                latencies.push(scheduled.elapsed());
+                if let Err(failure) = result {
+                    *failures.entry(failure).or_insert(0) += 1;
+                    if (failure == Failure::Send || sender.is_closed())
+                        && let Ok(fresh) = connect(&target).await
+                    {
+                        sender = fresh;
+                    }
                 }
                 n += connections;
                 if let Some(interval) = interval {
                     next += interval;
                 }
             }
-            (latencies, errors)
+            (latencies, failures)
         }));
     }
     let mut outcome = Outcome {
         latencies: Vec::new(),
-        errors: 0,
+        failures: std::collections::BTreeMap::new(),
         elapsed: Duration::ZERO,
     };
     for task in tasks {
-        let (latencies, errors) = task.await?;
+        let (latencies, failures) = task.await?;
         outcome.latencies.extend(latencies);
-        outcome.errors += errors;
+        for (failure, count) in failures {
+            *outcome.failures.entry(failure).or_insert(0) += count;
+        }
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
+}
+
+/// A 7 MiB review crafted to cost the most once decoded: millions of tiny array elements (in an
+/// unknown field, in `managedFields[].fieldsV1`, in `request.options`) or a map of hundreds of
+/// thousands of tiny strings in `data`. Decoded into a JSON tree, one cost ~250 MB.
+fn hostile_body(shape: usize) -> Bytes {
+    let room = 7 * 1024 * 1024 - 64 * 1024;
+    let mut review = review_body(u64::MAX / 2 + shape as u64, 1);
+    let mut value: serde_json::Value = serde_json::from_slice(&review.body).unwrap_or_default();
+    let marker = json!("HOSTILE");
+    let request = &mut value["request"];
+    match shape % 4 {
+        0 => request["object"]["padding"] = marker,
+        1 => {
+            request["object"]["metadata"]["managedFields"] = json!([{
+                "manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:padding": marker}
+            }])
+        }
+        2 => request["options"]["padding"] = marker,
+        _ => request["object"]["data"] = marker,
+    }
+    let text = value.to_string();
+    let filling = if shape % 4 == 3 {
+        let mut entries = String::with_capacity(room);
+        let mut i = 0u64;
+        while entries.len() + 16 < room {
+            entries.push_str(&format!("\"{i:x}\":\"\","));
+            i += 1;
+        }
+        format!("{{{entries}\"end\":\"\"}}")
+    } else {
+        format!("[{}0]", "0,".repeat(room / 2 - 1))
+    };
+    review.body = Bytes::from(text.replacen("\"HOSTILE\"", &filling, 1));
+    review.body
+}
+
+/// How the hostile senders' requests were answered.
+#[derive(Default, Debug)]
+struct HostileTally {
+    answered: std::collections::BTreeMap<u16, u64>,
+    failed: u64,
+}
+
+/// One hostile sender: crafted bodies back to back, reconnecting whenever the server closes.
+async fn hostile_sender(
+    s: usize,
+    target: Target,
+    bodies: Arc<Vec<Bytes>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) -> HostileTally {
+    let mut tally = HostileTally::default();
+    let mut n = s;
+    let mut sender = None;
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        if sender
+            .as_ref()
+            .is_none_or(|s: &hyper::client::conn::http1::SendRequest<_>| s.is_closed())
+        {
+            sender = connect(&target).await.ok();
+        }
+        let Some(open) = sender.as_mut() else {
+            tally.failed += 1;
+            continue;
+        };
+        let request = hyper::Request::post("/validate/secret-guard")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(bodies[n % bodies.len()].clone()));
+        n += 1;
+        let Ok(request) = request else { continue };
+        match open.send_request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let _ = response.into_body().collect().await;
+                *tally.answered.entry(status).or_insert(0) += 1;
+            }
+            Err(_) => {
+                tally.failed += 1;
+                sender = None;
+            }
+        }
+    }
+    tally
+}
+
+/// The hostile phase: `senders` concurrent clients send crafted 7 MiB bodies back to back while
+/// legitimate reviews go on at `rate`; returns the legitimate outcome, the hostile tally and the
+/// server's peak RSS during the phase.
+async fn hostile_phase(
+    target: &Target,
+    pid: u32,
+    senders: usize,
+    connections: u64,
+    rate: u64,
+    duration: Duration,
+) -> Result<(Outcome, HostileTally, f64)> {
+    let bodies: Arc<Vec<Bytes>> = Arc::new((0..4).map(hostile_body).collect());
+    // The server's peak RSS is reset to its current RSS, so VmHWM afterwards is this phase's peak.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")?;
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The hostile senders get a runtime (and OS thread) of their own: on the main runtime their
+    // encryption of 7 MiB bodies would delay the legitimate generator's tasks, and that delay would
+    // be counted against the server.
+    let hostile = {
+        let (target, running) = (target.clone(), running.clone());
+        std::thread::spawn(move || -> Result<HostileTally> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut tasks = Vec::new();
+                for s in 0..senders {
+                    let (target, bodies, running) =
+                        (target.clone(), bodies.clone(), running.clone());
+                    tasks.push(tokio::spawn(hostile_sender(s, target, bodies, running)));
+                }
+                let mut tally = HostileTally::default();
+                for task in tasks {
+                    let one = task.await?;
+                    for (status, count) in one.answered {
+                        *tally.answered.entry(status).or_insert(0) += count;
+                    }
+                    tally.failed += one.failed;
+                }
+                Ok(tally)
+            })
+        })
+    };
+    let legit = load(target, connections, duration, Some(rate)).await?;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let tally = tokio::task::spawn_blocking(move || hostile.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("a hostile sender panicked"))??;
+    Ok((legit, tally, memory_mib(pid, "VmHWM")?))
 }

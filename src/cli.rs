@@ -96,6 +96,15 @@ pub struct ServeArgs {
         default_value = "scoped-secrets-system"
     )]
     pub lease_namespace: String,
+    /// Reviews served at once; past it a review gets HTTP 429 at once.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_reviews_in_flight: usize,
+    /// Bytes of request bodies over 256 KiB buffered at once (at least 7 MiB); past it HTTP 429.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_LARGE_BODY_BYTES", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_BUDGET)]
+    pub max_large_body_bytes: usize,
+    /// Open webhook connections at once; past it a new connection is closed at once.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Log format.
     #[arg(
         long,

@@ -7,6 +7,7 @@ use crate::metrics::{IndexMetrics, WebhookMetrics};
 use crate::policy::Config;
 use crate::watch::{self, Index};
 use crate::webhook::handler::{self, AppState};
+use crate::webhook::limits::ReviewLimits;
 use crate::webhook::server::{Limits, Server};
 use crate::webhook::tls::{self, ReloadingCert};
 use anyhow::{Context, Result};
@@ -61,7 +62,10 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let webhook = Server::bind(
         args.webhook_addr,
         tls::server_config(cert.clone())?,
-        Limits::default(),
+        Limits {
+            max_connections: args.max_connections,
+            ..Limits::default()
+        },
     )
     .await?;
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
@@ -104,6 +108,10 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         config: Arc::new(config),
         metrics: metrics.clone(),
         client: Some(client),
+        limits: Arc::new(ReviewLimits::new(
+            args.max_reviews_in_flight,
+            args.max_large_body_bytes,
+        )),
     });
     tasks.spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
 

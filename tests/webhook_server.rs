@@ -7,6 +7,7 @@ use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::watch::Index;
 use scoped_secrets::webhook::handler::{self, AppState};
+use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ReviewLimits, SMALL_BODY_BYTES};
 use scoped_secrets::webhook::server::{Limits, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
 use serde_json::{Value, json};
@@ -29,6 +30,10 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with(ReviewLimits::default(), Limits::default()).await
+    }
+
+    async fn start_with(review_limits: ReviewLimits, limits: Limits) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         issue(dir.path());
         let cert = ReloadingCert::load(
@@ -39,7 +44,7 @@ impl TestServer {
         tokio::spawn(cert.clone().watch());
         let limits = Limits {
             drain_timeout: Duration::from_secs(10),
-            ..Limits::default()
+            ..limits
         };
         let server = Server::bind(
             "127.0.0.1:0".parse().expect("addr"),
@@ -55,6 +60,7 @@ impl TestServer {
             config: Arc::new(Config::default()),
             metrics: metrics.clone(),
             client: None,
+            limits: Arc::new(review_limits),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(server.serve(app, async {
@@ -161,6 +167,7 @@ async fn answers_a_review_over_tls_with_its_uid() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
+    let _heavy = HEAVY.lock().await;
     let server = TestServer::start().await;
     let padding = "x".repeat(handler::MAX_BODY_BYTES + 1024);
     let mut body = review("uid-big", "big");
@@ -177,6 +184,7 @@ async fn oversized_bodies_get_413() {
 
 #[tokio::test]
 async fn bodies_up_to_the_limit_are_reviewed() {
+    let _heavy = HEAVY.lock().await;
     let server = TestServer::start().await;
     // The apiserver may send ~3 MiB for each of object and oldObject.
     let mut body = review("uid-6m", "six");
@@ -446,8 +454,12 @@ async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
 }
 
 fn request_head(len: usize) -> Vec<u8> {
+    request_head_to("/validate/secret-names", len)
+}
+
+fn request_head_to(path: &str, len: usize) -> Vec<u8> {
     format!(
-        "POST /validate/secret-names HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
     )
     .into_bytes()
 }
@@ -539,4 +551,397 @@ async fn a_body_that_never_arrives_gets_408_after_the_deadline() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() >= handler::BODY_READ_TIMEOUT - Duration::from_secs(1));
+}
+
+/// Tests that send MiB-sized bodies take this, so that the memory test measures its own reviews
+/// only (the tests of one binary run in parallel, in one process).
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A memory figure of this process in KiB: `VmRSS` (now) or `VmHWM` (peak since the last reset).
+fn memory_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a memory figure")
+}
+
+/// Resets `VmHWM` to the current RSS (Linux `clear_refs` 5), so a peak can be measured.
+fn reset_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+}
+
+/// A review of `name` whose body is ~`MAX_BODY_BYTES - 64 KiB`, most of it millions of tiny array
+/// elements at `place`: the shape that costs the most once decoded into a JSON tree.
+fn hostile_review(uid: &str, place: &str) -> Vec<u8> {
+    let mut body = review(uid, "bulky");
+    let room = MAX_BODY_BYTES - 64 * 1024;
+    // "0," is two bytes and one tree node of 32 bytes (plus the array's growth).
+    let elements = room / 2;
+    let marker = json!("HOSTILE");
+    match place {
+        "unknown" => body["request"]["object"]["padding"] = marker,
+        "managedFields" => {
+            body["request"]["object"]["metadata"]["managedFields"] = json!([{
+                "manager": "kubectl", "operation": "Update", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:padding": marker}
+            }])
+        }
+        "options" => body["request"]["options"]["padding"] = marker,
+        other => panic!("no place {other}"),
+    }
+    let text = serde_json::to_string(&body).expect("json");
+    let array = format!("[{}0]", "0,".repeat(elements - 1));
+    text.replacen("\"HOSTILE\"", &array, 1).into_bytes()
+}
+
+/// A Secret review whose `data` is a map of a few hundred thousand tiny strings (valid, skipped).
+fn hostile_data_review(uid: &str) -> Vec<u8> {
+    let text = serde_json::to_string(&review(uid, "bulky")).expect("json");
+    let room = MAX_BODY_BYTES - 64 * 1024;
+    let mut entries = String::with_capacity(room);
+    let mut i = 0u64;
+    while entries.len() + 16 < room {
+        entries.push_str(&format!("\"{i:x}\":\"\","));
+        i += 1;
+    }
+    let data = format!("{{{entries}\"end\":\"\"}}");
+    text.replacen("{\"password\":\"czNjcmV0\"}", &data, 1)
+        .into_bytes()
+}
+
+async fn post_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("an answer")
+}
+
+/// Bound on the growth of this process's peak RSS while the server answers one hostile review at
+/// a time. It holds: the client's body (7 MiB) and reqwest's copy in flight, the server's buffer of
+/// it (7 MiB), TLS and HTTP buffers (< 1 MiB), the decoded review (< 1 MiB: capped metadata), and
+/// the allocator's slack. The old decoder needed ~250 MB for one such body; the control below
+/// checks that these bodies still cost that much as a JSON tree.
+const HOSTILE_GROWTH_BOUND_MIB: u64 = 64;
+
+#[tokio::test]
+async fn hostile_bodies_are_answered_in_bounded_memory() {
+    let _heavy = HEAVY.lock().await;
+    let server = TestServer::start().await;
+    let client = server.client();
+    let url = server.url("/validate/secret-names");
+    let bodies = [
+        hostile_review("h-unknown", "unknown"),
+        hostile_review("h-managed", "managedFields"),
+        hostile_review("h-options", "options"),
+        hostile_data_review("h-data"),
+    ];
+    for body in &bodies {
+        assert!(body.len() <= MAX_BODY_BYTES && body.len() > 6 * 1024 * 1024);
+    }
+    // Warm up connection, TLS and allocator with an ordinary review first.
+    assert_eq!(
+        post(&client, &url, &review("warm", "db"))
+            .await
+            .expect("request")
+            .status(),
+        200
+    );
+    let baseline = memory_kib("VmRSS");
+    reset_peak();
+    for (body, uid) in bodies
+        .iter()
+        .zip(["h-unknown", "h-managed", "h-options", "h-data"])
+    {
+        let answer: Value = post_bytes(&client, &url, body.clone())
+            .await
+            .json()
+            .await
+            .expect("a review answer");
+        assert_eq!(answer["response"]["uid"], uid);
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    }
+    let growth_mib = memory_kib("VmHWM").saturating_sub(baseline) / 1024;
+    println!("peak RSS growth serving 4 hostile reviews: {growth_mib} MiB");
+    assert!(
+        growth_mib <= HOSTILE_GROWTH_BOUND_MIB,
+        "serving the hostile reviews grew the peak RSS by {growth_mib} MiB (bound {HOSTILE_GROWTH_BOUND_MIB} MiB)"
+    );
+
+    // Control: decoded as a JSON tree (the old decoder), one such body exceeds the bound, so the
+    // assertion above can fail.
+    let before = memory_kib("VmRSS");
+    reset_peak();
+    let tree: kube::core::admission::AdmissionReview<kube::core::DynamicObject> =
+        serde_json::from_slice(&bodies[0]).expect("decodes as a tree");
+    let tree_growth_mib = memory_kib("VmHWM").saturating_sub(before) / 1024;
+    drop(tree);
+    println!("peak RSS growth decoding one as a JSON tree: {tree_growth_mib} MiB");
+    assert!(
+        tree_growth_mib > HOSTILE_GROWTH_BOUND_MIB,
+        "the control body costs only {tree_growth_mib} MiB as a tree"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_gets_413_before_the_body_is_sent() {
+    let server = TestServer::start().await;
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    write
+        .write_all(&request_head(MAX_BODY_BYTES + 1))
+        .await
+        .expect("write");
+    write.flush().await.expect("flush");
+    // Not a byte of the body is sent: the answer must come from the headers alone.
+    let answer = read_response(&mut read).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(&MAX_BODY_BYTES.to_string()), "{answer}");
+    assert!(answer.contains("\"kind\":\"Status\""), "{answer}");
+}
+
+/// Holds a review in flight: its headers and half its body sent; returns the open connection.
+async fn hold_in_flight(
+    server: &TestServer,
+    path: &'static str,
+    declared: usize,
+    expected_in_flight: i64,
+) -> impl Sized {
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (read, mut write) = tokio::io::split(stream);
+    write
+        .write_all(&request_head_to(path, declared))
+        .await
+        .expect("write");
+    write.write_all(b"{\"apiVersion\":").await.expect("write");
+    write.flush().await.expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metrics.in_flight(path) < expected_in_flight {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the handler"
+        );
+        tokio::task::yield_now().await;
+    }
+    (read, write)
+}
+
+#[tokio::test]
+async fn reviews_past_the_in_flight_cap_get_429_at_once() {
+    let server =
+        TestServer::start_with(ReviewLimits::new(1, MAX_BODY_BYTES), Limits::default()).await;
+    let held = hold_in_flight(&server, "/validate/secret-names", 1000, 1).await;
+    let started = Instant::now();
+    let refused = post(
+        &server.client(),
+        &server.url("/validate/secret-names"),
+        &review("over", "db"),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(refused.status(), 429);
+    assert!(
+        started.elapsed() < handler::BODY_READ_TIMEOUT,
+        "not at once"
+    );
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let status: Value = refused.json().await.expect("a Status body");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["code"], 429);
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 reviews are in flight")),
+        "{status}"
+    );
+    drop(held);
+    // The slot comes back when the held review ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = post(
+            &server.client(),
+            &server.url("/validate/secret-names"),
+            &review("after", "db"),
+        )
+        .await
+        .expect("request");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never released");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, MAX_BODY_BYTES), Limits::default()).await;
+    // One large body being read takes the whole budget.
+    let _held = hold_in_flight(&server, "/validate/secret-names", MAX_BODY_BYTES, 1).await;
+    let client = server.client();
+    let url = server.url("/validate/secret-names");
+    let mut large = review("large", "db");
+    large["request"]["object"]["metadata"]["annotations"] =
+        json!({"padding": "z".repeat(SMALL_BODY_BYTES)});
+    let refused = post(&client, &url, &large).await.expect("an answer");
+    assert_eq!(refused.status(), 429);
+    let status: Value = refused.json().await.expect("a Status body");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("budget")),
+        "{status}"
+    );
+    let small: Value = post(&client, &url, &review("small", "db"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(small["response"]["uid"], "small");
+    assert_eq!(small["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let server = TestServer::start_with(
+        ReviewLimits::default(),
+        Limits {
+            max_connections: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let ca = server.ca();
+    let held = raw_tls(server.addr, &ca).await;
+    // The server accepts the TCP connection and closes it before the TLS handshake.
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("refused at once, not after the handshake timeout");
+    assert!(handshake.is_err(), "a connection past the cap was served");
+    // Once the held connection closes, new ones are served again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = client_trusting(&ca, false);
+        match post(
+            &fresh,
+            &server.url("/validate/secret-names"),
+            &review("again", "db"),
+        )
+        .await
+        {
+            Ok(r) if r.status() == 200 => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the connection slot was never released"
+            ),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn reviews_of_another_version_get_400() {
+    let server = TestServer::start().await;
+    let mut body = review("old", "db");
+    body["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let response = post(
+        &server.client(),
+        &server.url("/validate/secret-guard"),
+        &body,
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status(), 400);
+    let status: Value = response.json().await.expect("a Status body");
+    assert_eq!(status["kind"], "Status");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("admission.k8s.io/v1beta1"), "{message}");
+    assert!(message.contains("admission.k8s.io/v1 "), "{message}");
+}
+
+#[tokio::test]
+async fn kinds_an_entry_does_not_cover_get_400() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let mut config_map = review("cm", "settings");
+    config_map["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    config_map["request"]["object"]["kind"] = json!("ConfigMap");
+    let secret = review("sec", "db");
+    for (path, body, uid, kind) in [
+        ("/validate/secret-guard", &config_map, "cm", "ConfigMap"),
+        ("/mutate/secret", &config_map, "cm", "ConfigMap"),
+        ("/validate/namespace-guard", &secret, "sec", "Secret"),
+        ("/mutate/namespace", &secret, "sec", "Secret"),
+    ] {
+        let answer: Value = post(&client, &server.url(path), body)
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let response = &answer["response"];
+        assert_eq!(response["uid"], uid, "{path}");
+        assert_eq!(response["allowed"], false, "{path}: {answer}");
+        assert_eq!(response["status"]["code"], 400, "{path}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(path) && message.contains(kind),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_unused_validate_all_endpoint_is_gone() {
+    let server = TestServer::start().await;
+    let response = post(
+        &server.client(),
+        &server.url("/validate/all"),
+        &review("all", "db"),
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn deeply_nested_bodies_get_a_clear_400() {
+    let server = TestServer::start().await;
+    let text = serde_json::to_string(&review("deep", "db")).expect("json");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body = text.replacen("\"Opaque\"", &nested, 1);
+    let response = post_bytes(
+        &server.client(),
+        &server.url("/validate/secret-guard"),
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.expect("text");
+    assert!(text.contains("deeper than 64 levels"), "{text}");
 }

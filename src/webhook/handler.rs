@@ -5,13 +5,15 @@ use crate::keys::{self, ProjectId};
 use crate::metrics::WebhookMetrics;
 use crate::policy::{self, Config, Decision, Facts, Rules};
 use crate::watch::Index;
+use crate::webhook::limits::{self, ReviewLimits};
 use crate::webhook::review;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use tracing::{Instrument, Span};
 
 /// The apiserver sends up to ~3 MiB each for object and oldObject.
-pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = limits::MAX_BODY_BYTES;
 /// How long a request body may take to arrive once its headers have.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -35,34 +37,70 @@ pub struct AppState {
     pub metrics: WebhookMetrics,
     /// For the few look-ups a review needs; `None` answers them as unknown (tests of the pure path).
     pub client: Option<kube::Client>,
+    /// Reviews in flight and large bodies buffered at once.
+    pub limits: Arc<ReviewLimits>,
 }
 
-/// One webhook endpoint: its path and what it does.
+/// One webhook endpoint: what it does and the kinds its webhook entry sends it.
 #[derive(Clone, Copy)]
-enum Endpoint {
+struct Endpoint {
+    action: Action,
+    /// The `(group, kind)` of the entry's resources (`""` is the core group); any other is a
+    /// misrouted review.
+    covers: (&'static str, &'static str),
+}
+
+#[derive(Clone, Copy)]
+enum Action {
     Validate(Rules),
     Mutate,
     /// P1–P3 (Projects taking another project's backing namespace).
     ProjectGuard,
 }
 
-const ROUTES: [(&str, Endpoint); 7] = [
+const ROUTES: [(&str, Endpoint); 6] = [
     (
         "/validate/secret-guard",
-        Endpoint::Validate(Rules::SecretGuard),
+        Endpoint {
+            action: Action::Validate(Rules::SecretGuard),
+            covers: ("", "Secret"),
+        },
     ),
     (
         "/validate/secret-names",
-        Endpoint::Validate(Rules::SecretNames),
+        Endpoint {
+            action: Action::Validate(Rules::SecretNames),
+            covers: ("", "Secret"),
+        },
     ),
     (
         "/validate/namespace-guard",
-        Endpoint::Validate(Rules::NamespaceGuard),
+        Endpoint {
+            action: Action::Validate(Rules::NamespaceGuard),
+            covers: ("", "Namespace"),
+        },
     ),
-    ("/validate/project-guard", Endpoint::ProjectGuard),
-    ("/validate/all", Endpoint::Validate(Rules::All)),
-    ("/mutate/secret", Endpoint::Mutate),
-    ("/mutate/namespace", Endpoint::Mutate),
+    (
+        "/mutate/secret",
+        Endpoint {
+            action: Action::Mutate,
+            covers: ("", "Secret"),
+        },
+    ),
+    (
+        "/mutate/namespace",
+        Endpoint {
+            action: Action::Mutate,
+            covers: ("", "Namespace"),
+        },
+    ),
+    (
+        "/validate/project-guard",
+        Endpoint {
+            action: Action::ProjectGuard,
+            covers: (keys::PROJECT_GROUP, keys::PROJECT_KIND),
+        },
+    ),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -91,62 +129,86 @@ async fn handle(
     path: &'static str,
     endpoint: Endpoint,
 ) -> Response {
-    // Timed (and counted in flight) from the headers on, so slow or oversized bodies show too.
+    // Timed (and counted in flight) from the headers on, so slow, oversized or refused bodies show too.
     let mut timer = state.metrics.start(path);
     let (parts, body) = request.into_parts();
-    let response = match read_body(body).await {
-        Ok(body) => answer(&state, &parts.headers, &body, path, endpoint).await,
-        Err(rejection) => {
+    let response = match admit(&state, &parts.headers) {
+        // Held until the answer is made: the body and the decoded review are the review's memory.
+        Ok(_admitted) => match read_body(body, declared_length(&parts.headers)).await {
+            Ok(body) => answer(&state, &body, path, endpoint).await,
+            Err(rejection) => {
+                state.metrics.review(path, "", "error");
+                rejection
+            }
+        },
+        Err(refusal) => {
             state.metrics.review(path, "", "error");
-            rejection
+            refusal.into_response()
         }
     };
     timer.set_code(response.status().as_u16());
     response
 }
 
-/// The body, up to [`MAX_BODY_BYTES`]; past that a 413 that says the limit.
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    // The apiserver sends a review at once; a sender that trickles holds a connection and up to
-    // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
-    let Ok(read) = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    else {
-        let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
-        return Err((StatusCode::REQUEST_TIMEOUT, message).into_response());
-    };
-    read.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            let message = format!("AdmissionReview bodies are limited to {MAX_BODY_BYTES} bytes");
-            (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
-        } else {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            )
-                .into_response()
-        }
-    })
+/// Checks what the headers say before any of the body is read: its type, its declared length
+/// (413 at once, not after reading 7 MiB), and room under the caps (429 at once).
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<limits::Admitted, limits::Refusal> {
+    if !is_json(headers) {
+        return Err(limits::Refusal::NotJson);
+    }
+    state
+        .limits
+        .admit(declared_length(headers))
+        .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 
-async fn answer(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-    path: &'static str,
-    endpoint: Endpoint,
-) -> Response {
-    if !is_json(headers) {
-        state.metrics.review(path, "", "error");
-        let message = "Content-Type must be application/json";
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
+/// complete, so a 7 MiB body is held once); past the limit a 413 that says it.
+async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, Response> {
+    // The apiserver sends a review at once; a sender that trickles holds a connection and up to
+    // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES));
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, async move {
+        let mut body = body;
+        let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let message = format!("could not read the request body: {e}");
+                (StatusCode::BAD_REQUEST, message).into_response()
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > MAX_BODY_BYTES {
+                return Err(limits::Refusal::TooLarge {
+                    declared: (buffer.len() + data.len()) as u64,
+                }
+                .into_response());
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok(buffer)
+    })
+    .await;
+    match read {
+        Ok(read) => read,
+        Err(_) => {
+            let message = format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}");
+            Err((StatusCode::REQUEST_TIMEOUT, message).into_response())
+        }
     }
-    let request = match review::parse_request(body) {
+}
+
+async fn answer(state: &AppState, body: &[u8], path: &'static str, endpoint: Endpoint) -> Response {
+    let request = review::parse_request(body).and_then(|request| covered(request, path, endpoint));
+    let request = match request {
         Ok(request) => request,
         Err(err) => {
             state.metrics.review(path, "", "error");
@@ -162,10 +224,10 @@ async fn answer(
         }
     };
     record_request(&request);
-    let decision = match endpoint {
-        Endpoint::Mutate => policy::mutate(&request, &state.index.read()),
-        Endpoint::Validate(rules) => validate(state, rules, &request).await,
-        Endpoint::ProjectGuard => {
+    let decision = match endpoint.action {
+        Action::Mutate => policy::mutate(&request, &state.index.read()),
+        Action::Validate(rules) => validate(state, rules, &request).await,
+        Action::ProjectGuard => {
             policy::projects::review(&request, &state.index.read(), &state.config)
         }
     };
@@ -186,6 +248,32 @@ async fn answer(
         );
     }
     axum::Json(review::respond(&request, decision)).into_response()
+}
+
+/// The request, if it is of the kind its endpoint's webhook entry sends: another kind means the
+/// configuration routes it wrongly, and admitting it unreviewed would hide that.
+fn covered(
+    request: AdmissionRequest<DynamicObject>,
+    path: &'static str,
+    endpoint: Endpoint,
+) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
+    let kind = &request.kind;
+    let (group, covered_kind) = endpoint.covers;
+    if kind.group == group && kind.kind == covered_kind {
+        return Ok(request);
+    }
+    let group_name = |g: &str| if g.is_empty() { "core" } else { g }.to_owned();
+    Err(review::ReviewError::UncoveredKind {
+        uid: request.uid,
+        kind: format!(
+            "{} ({}/{})",
+            kind.kind,
+            group_name(&kind.group),
+            kind.version
+        ),
+        endpoint: path,
+        covers: format!("{covered_kind}s ({})", group_name(group)),
+    })
 }
 
 async fn validate(

@@ -2,6 +2,8 @@
 //! reloading certificate.
 
 pub mod handler;
+pub mod lean;
+pub mod limits;
 pub mod review;
 pub mod server;
 pub mod tls;

@@ -7,6 +7,7 @@
 //! [`error_review`] when its uid could be read, else HTTP 400 with [`error_body`].
 
 use crate::policy::Decision;
+use crate::webhook::lean;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
 };
@@ -15,15 +16,31 @@ use kube::core::{DynamicObject, Status, TypeMeta};
 /// A body that is not an AdmissionReview we can answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("request body is not a valid AdmissionReview: {source}")]
+    #[error("request body is not a valid AdmissionReview: {detail}")]
     Malformed {
         /// The request uid, when the body was JSON enough to read it.
         uid: Option<String>,
-        #[source]
-        source: serde_json::Error,
+        /// serde's message, led by the path of the field at fault (`request.object.data: …`).
+        detail: String,
     },
+    #[error(
+        "request body nests arrays or objects deeper than {} levels (at byte {offset})",
+        lean::MAX_DEPTH
+    )]
+    TooDeep { offset: usize },
+    #[error(
+        "request body is a {found:?}, not an AdmissionReview of {META_API_VERSION_V1} (the only version this webhook is registered for)"
+    )]
+    WrongVersion { found: String },
     #[error("AdmissionReview has no request")]
     NoRequest,
+    #[error("{endpoint} reviews {covers}, not {kind}")]
+    UncoveredKind {
+        uid: String,
+        kind: String,
+        endpoint: &'static str,
+        covers: String,
+    },
 }
 
 impl ReviewError {
@@ -31,35 +48,69 @@ impl ReviewError {
     pub fn uid(&self) -> Option<&str> {
         match self {
             Self::Malformed { uid, .. } => uid.as_deref(),
-            Self::NoRequest => None,
+            Self::UncoveredKind { uid, .. } => Some(uid),
+            Self::TooDeep { .. } | Self::WrongVersion { .. } | Self::NoRequest => None,
         }
     }
 }
 
-/// Decodes an AdmissionReview body that carries a request.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionReview<DynamicObject>, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|source| ReviewError::Malformed {
-            uid: readable_uid(body),
-            source,
-        })?;
-    if review.request.is_none() {
-        return Err(ReviewError::NoRequest);
-    }
-    Ok(review)
-}
-
-/// Decodes the request of an AdmissionReview body.
+/// Decodes the request of an AdmissionReview body leanly (see [`lean`]): only what the rules read
+/// is kept, whatever the body holds besides.
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, ReviewError> {
-    parse_review(body)?
-        .try_into()
-        .map_err(|_| ReviewError::NoRequest)
+    if let Some(offset) = lean::too_deep(body, lean::MAX_DEPTH) {
+        return Err(ReviewError::TooDeep { offset });
+    }
+    let review = match serde_json::from_slice::<lean::Review>(body) {
+        Ok(review) => review,
+        Err(e) => {
+            // A review of another version may fail to decode as v1: name the version first.
+            if let Some(found) = other_version(body) {
+                return Err(ReviewError::WrongVersion { found });
+            }
+            return Err(ReviewError::Malformed {
+                uid: readable_uid(body),
+                detail: located(body, e),
+            });
+        }
+    };
+    if review.api_version != META_API_VERSION_V1 || review.kind != META_KIND {
+        return Err(ReviewError::WrongVersion {
+            found: format!("{}/{}", review.api_version, review.kind),
+        });
+    }
+    review.request.map(Into::into).ok_or(ReviewError::NoRequest)
 }
 
-/// The uid of a body that is JSON but not a valid AdmissionReview (say, an object we cannot read).
+/// serde's error led by the path of the field at fault (`request.object.data: …`). Found by a
+/// second decode, so the path is tracked only for bodies that fail.
+fn located(body: &[u8], error: serde_json::Error) -> String {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, lean::Review>(&mut json) {
+        Err(located) => located.to_string(),
+        Ok(_) => error.to_string(),
+    }
+}
+
+/// `apiVersion/kind` of a JSON body that is not an `admission.k8s.io/v1` AdmissionReview.
+fn other_version(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Types {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+    }
+    let types: Types = serde_json::from_slice(body).ok()?;
+    (types.api_version != META_API_VERSION_V1 || types.kind != META_KIND)
+        .then(|| format!("{}/{}", types.api_version, types.kind))
+}
+
+/// The uid of a body that is JSON but not a valid AdmissionReview (say, an object we cannot read);
+/// everything but the uid is skipped.
 fn readable_uid(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(value.get("request")?.get("uid")?.as_str()?.to_owned())
+    let only: lean::UidOnly = serde_json::from_slice(body).ok()?;
+    Some(only.request.uid)
 }
 
 /// The response to `req`: the uid echoed; a denial with `status.code`, `reason` and `message` set
@@ -159,7 +210,7 @@ mod tests {
 
     #[test]
     fn undecodable_bodies_are_clear_errors() {
-        let garbage = parse_review(b"{not json").expect_err("garbage");
+        let garbage = parse_request(b"{not json").expect_err("garbage");
         assert_eq!(garbage.uid(), None);
         assert!(error_review(&garbage).is_none());
         let status = error_body(&garbage);
@@ -171,12 +222,12 @@ mod tests {
         );
 
         let no_request =
-            parse_review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#)
+            parse_request(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#)
                 .expect_err("no request");
         assert!(matches!(no_request, ReviewError::NoRequest));
 
         let wrong = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"EXPLODE"}}"#;
-        let err = parse_review(wrong).expect_err("bad operation");
+        let err = parse_request(wrong).expect_err("bad operation");
         assert_eq!(err.uid(), Some("u-1"));
         let answer = wire(&error_review(&err).expect("uid known"));
         assert_eq!(answer["response"]["uid"], "u-1");

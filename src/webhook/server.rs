@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 /// Limits on a connection.
@@ -21,7 +22,13 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long in-flight reviews may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Open connections at once (TLS handshakes included); past it a new one is closed at once.
+    pub max_connections: usize,
 }
+
+/// Default cap on open connections: the apiserver keeps a pool of keep-alive connections per
+/// replica, far fewer than this.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -29,6 +36,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(15),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -59,6 +67,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -73,6 +82,13 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            // Each connection costs TLS and HTTP buffers; past the cap, closing at once is the
+            // fast, clear answer (the apiserver's call fails and its failurePolicy applies).
+            let Ok(open) = connections.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "connection refused: the connection cap is reached");
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = self.acceptor.clone();
             let limits = self.limits;
@@ -86,6 +102,7 @@ impl Server {
             };
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                let _open = open;
                 let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
                     .await
                 {
