@@ -162,43 +162,118 @@ impl Rules {
     }
 }
 
+/// One admission request, decoded once for the rules of one webhook entry. The webhook asks it what
+/// it [`needs`](Review::needs) from the cluster beyond the index, fetches that, and has it
+/// [`decide`](Review::decide):
+///
+/// ```text
+/// Review::new(rules, request, cfg) ──► needs(world) ──► (webhook fetches Facts) ──► decide(world, facts)
+/// ```
+pub struct Review<'c> {
+    rules: Rules,
+    cfg: &'c Config,
+    subject: Parsed,
+}
+
+/// The request's object, typed once.
+enum Parsed {
+    /// From the reconciler's own identity: not reviewed.
+    Skipped,
+    Secret(Subject<Secret>),
+    Namespace(Subject<Namespace>),
+    /// A kind no validating rule is about.
+    Other,
+    /// Not a valid object of its kind: a 400 for the entries that cover that kind.
+    Malformed(Kind, Denial),
+}
+
+impl<'c> Review<'c> {
+    pub fn new(rules: Rules, req: &AdmissionRequest<DynamicObject>, cfg: &'c Config) -> Self {
+        let subject = if skips_rules(req, cfg) {
+            Parsed::Skipped
+        } else {
+            match kind_of(req) {
+                Kind::Secret => subject::<Secret>(req)
+                    .map_or_else(|d| Parsed::Malformed(Kind::Secret, d), Parsed::Secret),
+                Kind::Namespace => subject::<Namespace>(req)
+                    .map_or_else(|d| Parsed::Malformed(Kind::Namespace, d), Parsed::Namespace),
+                Kind::Other => Parsed::Other,
+            }
+        };
+        Self {
+            rules,
+            cfg,
+            subject,
+        }
+    }
+
+    /// What [`Review::decide`] needs fetched from the cluster (access reviews, a secret's type).
+    pub fn needs(&self, world: &World) -> Needs {
+        match &self.subject {
+            Parsed::Secret(s) if self.rules.secret_names() => secrets::needs(s, world),
+            Parsed::Namespace(s) if self.rules.namespaces() => {
+                namespaces::needs(s, world, self.cfg)
+            }
+            _ => Needs::default(),
+        }
+    }
+
+    /// The entry's verdict: denial, warnings (never a patch). In audit mode denials become warnings.
+    pub fn decide(&self, world: &World, facts: &Facts) -> Decision {
+        let (rules, cfg) = (self.rules, self.cfg);
+        let mut findings = Findings::default();
+        match &self.subject {
+            Parsed::Skipped | Parsed::Other => return Decision::default(),
+            Parsed::Secret(s) => {
+                if rules.secret_names() {
+                    secrets::validate_names(s, world, cfg, facts, &mut findings);
+                }
+                if rules.secret_guard() {
+                    secrets::validate_guard(s, world, cfg, &mut findings);
+                } else if rules.secret_names() {
+                    // The guard answers from its own entry; run it here only to know whether the
+                    // request will be refused, so that no consequence is announced for it.
+                    let mut guard = Findings::default();
+                    secrets::validate_guard(s, world, cfg, &mut guard);
+                    findings.refused_elsewhere = !guard.denials.is_empty();
+                }
+            }
+            Parsed::Namespace(s) if rules.namespaces() => {
+                namespaces::validate(s, world, cfg, facts, &mut findings);
+            }
+            Parsed::Namespace(_) => {}
+            Parsed::Malformed(kind, denial) => {
+                let covered = match kind {
+                    Kind::Secret => rules.secret_guard() || rules.secret_names(),
+                    Kind::Namespace => rules.namespaces(),
+                    Kind::Other => false,
+                };
+                if covered {
+                    findings.deny(denial.clone());
+                }
+            }
+        }
+        findings.decide(cfg.mode)
+    }
+}
+
 /// What [`validate`] needs fetched for this request.
 pub fn needs(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Needs {
-    needs_for(Rules::All, req, world, cfg)
+    Review::new(Rules::All, req, cfg).needs(world)
 }
 
-/// What [`validate_only`] with these rules needs fetched for this request.
-pub fn needs_for(
-    rules: Rules,
-    req: &AdmissionRequest<DynamicObject>,
-    world: &World,
-    cfg: &Config,
-) -> Needs {
-    if skips_rules(req, cfg) {
-        return Needs::default();
-    }
-    match kind_of(req) {
-        Kind::Secret if rules.secret_names() => subject::<Secret>(req)
-            .map(|s| secrets::needs(&s, world))
-            .unwrap_or_default(),
-        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
-            .map(|s| namespaces::needs(&s, world, cfg))
-            .unwrap_or_default(),
-        _ => Needs::default(),
-    }
-}
-
-/// Every validating rule, S1–S7 and N1–N3.
+/// Every validating rule, S1–S7 and N1–N4, decided in one go (the unit tests' entry point; the
+/// webhook runs one entry's rules through [`Review`]).
 pub fn validate(
     req: &AdmissionRequest<DynamicObject>,
     world: &World,
     cfg: &Config,
     facts: &Facts,
 ) -> Decision {
-    validate_only(Rules::All, req, world, cfg, facts)
+    Review::new(Rules::All, req, cfg).decide(world, facts)
 }
 
-/// The validating rules of one webhook entry. A malformed object is a 400 denial for any of them.
+/// The validating rules of one webhook entry, decided in one go.
 pub fn validate_only(
     rules: Rules,
     req: &AdmissionRequest<DynamicObject>,
@@ -206,33 +281,7 @@ pub fn validate_only(
     cfg: &Config,
     facts: &Facts,
 ) -> Decision {
-    if skips_rules(req, cfg) {
-        return Decision::default();
-    }
-    let mut findings = Findings::default();
-    let parsed = match kind_of(req) {
-        Kind::Secret => subject::<Secret>(req).map(|s| {
-            if rules.secret_names() {
-                secrets::validate_names(&s, world, cfg, facts, &mut findings);
-            }
-            if rules.secret_guard() {
-                secrets::validate_guard(&s, world, cfg, &mut findings);
-            } else if rules.secret_names() {
-                // The guard answers from its own entry; run it here only to know whether the
-                // request will be refused, so that no consequence is announced for it.
-                let mut guard = Findings::default();
-                secrets::validate_guard(&s, world, cfg, &mut guard);
-                findings.refused_elsewhere = !guard.denials.is_empty();
-            }
-        }),
-        Kind::Namespace if rules.namespaces() => subject::<Namespace>(req)
-            .map(|s| namespaces::validate(&s, world, cfg, facts, &mut findings)),
-        _ => Ok(()),
-    };
-    if let Err(denial) = parsed {
-        findings.deny(denial);
-    }
-    findings.decide(cfg.mode)
+    Review::new(rules, req, cfg).decide(world, facts)
 }
 
 /// The mutations M1 (namespace label) and M2 (original's labels): a JSON Patch or nothing. Never
@@ -265,6 +314,7 @@ fn skips_rules(req: &AdmissionRequest<DynamicObject>, cfg: &Config) -> bool {
         .is_some_and(|user| cfg.reconciler_users.iter().any(|r| r == user))
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Kind {
     Secret,
     Namespace,
@@ -379,8 +429,8 @@ where
     })
 }
 
-/// The operation as the apiserver spells it.
-fn operation_name(op: &Operation) -> &'static str {
+/// The operation as the apiserver spells it (also the metrics' `operation` label).
+pub fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
@@ -519,7 +569,7 @@ mod tests {
         assert!(decide(Rules::SecretGuard, join.clone()).allowed());
         assert!(!decide(Rules::NamespaceGuard, join.clone()).allowed());
         assert_eq!(
-            needs_for(Rules::SecretGuard, &admission(join), &world(), &config()),
+            Review::new(Rules::SecretGuard, &admission(join), &config()).needs(&world()),
             Needs::default()
         );
     }

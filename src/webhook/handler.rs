@@ -1,12 +1,13 @@
-//! The HTTP routes of the webhook: thin handlers that parse a review, fetch what the policy needs
-//! (a SubjectAccessReview, one secret's type), ask the pure policy, and answer.
+//! The HTTP side of the webhook: the routes (one per webhook entry), and what is checked before a
+//! body is read (its type, declared length and the caps); the review itself goes to
+//! [`super::pipeline`].
 
-use crate::keys::{self, ProjectId};
+use crate::keys;
 use crate::metrics::WebhookMetrics;
-use crate::policy::{self, Config, Decision, Facts, Rules};
+use crate::policy::{Config, Rules};
 use crate::watch::Index;
 use crate::webhook::limits::{self, ReviewLimits};
-use crate::webhook::review;
+use crate::webhook::pipeline;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,15 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, Operation};
 use std::sync::Arc;
-use tracing::{Instrument, Span};
 
 /// The apiserver sends up to ~3 MiB each for object and oldObject.
 pub const MAX_BODY_BYTES: usize = limits::MAX_BODY_BYTES;
@@ -43,15 +36,15 @@ pub struct AppState {
 
 /// One webhook endpoint: what it does and the kinds its webhook entry sends it.
 #[derive(Clone, Copy)]
-struct Endpoint {
-    action: Action,
+pub struct Endpoint {
+    pub action: Action,
     /// The `(group, kind)` of the entry's resources (`""` is the core group); any other is a
     /// misrouted review.
-    covers: (&'static str, &'static str),
+    pub covers: (&'static str, &'static str),
 }
 
 #[derive(Clone, Copy)]
-enum Action {
+pub enum Action {
     Validate(Rules),
     Mutate,
     /// P1–P3 (Projects taking another project's backing namespace).
@@ -135,7 +128,7 @@ async fn handle(
     let response = match admit(&state, &parts.headers) {
         // Held until the answer is made: the body and the decoded review are the review's memory.
         Ok(_admitted) => match read_body(body, declared_length(&parts.headers)).await {
-            Ok(body) => answer(&state, &body, path, endpoint).await,
+            Ok(body) => pipeline::review_pipeline(&state, &body, path, endpoint).await,
             Err(rejection) => {
                 state.metrics.review(path, "", "error");
                 rejection
@@ -206,185 +199,10 @@ async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, Respons
     }
 }
 
-async fn answer(state: &AppState, body: &[u8], path: &'static str, endpoint: Endpoint) -> Response {
-    let request = review::parse_request(body).and_then(|request| covered(request, path, endpoint));
-    let request = match request {
-        Ok(request) => request,
-        Err(err) => {
-            state.metrics.review(path, "", "error");
-            tracing::warn!(error = %err, "undecodable admission review");
-            return match review::error_review(&err) {
-                Some(answer) => axum::Json(answer).into_response(),
-                None => (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(review::error_body(&err)),
-                )
-                    .into_response(),
-            };
-        }
-    };
-    record_request(&request);
-    let decision = match endpoint.action {
-        Action::Mutate => policy::mutate(&request, &state.index.read()),
-        Action::Validate(rules) => validate(state, rules, &request).await,
-        Action::ProjectGuard => {
-            policy::projects::review(&request, &state.index.read(), &state.config)
-        }
-    };
-    let operation = operation_label(&request.operation);
-    state.metrics.review(path, operation, result_of(&decision));
-    if let Some(denial) = &decision.denial {
-        tracing::info!(
-            webhook = path,
-            uid = %request.uid,
-            kind = %request.kind.kind,
-            namespace = request.namespace.as_deref().unwrap_or_default(),
-            name = %request.name,
-            operation,
-            dry_run = request.dry_run,
-            code = denial.code,
-            reason = %denial.reason,
-            "denied"
-        );
-    }
-    axum::Json(review::respond(&request, decision)).into_response()
-}
-
-/// The request, if it is of the kind its endpoint's webhook entry sends: another kind means the
-/// configuration routes it wrongly, and admitting it unreviewed would hide that.
-fn covered(
-    request: AdmissionRequest<DynamicObject>,
-    path: &'static str,
-    endpoint: Endpoint,
-) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
-    let kind = &request.kind;
-    let (group, covered_kind) = endpoint.covers;
-    if kind.group == group && kind.kind == covered_kind {
-        return Ok(request);
-    }
-    let group_name = |g: &str| if g.is_empty() { "core" } else { g }.to_owned();
-    Err(review::ReviewError::UncoveredKind {
-        uid: request.uid,
-        kind: format!(
-            "{} ({}/{})",
-            kind.kind,
-            group_name(&kind.group),
-            kind.version
-        ),
-        endpoint: path,
-        covers: format!("{covered_kind}s ({})", group_name(group)),
-    })
-}
-
-async fn validate(
-    state: &AppState,
-    rules: Rules,
-    request: &AdmissionRequest<DynamicObject>,
-) -> Decision {
-    let needs = policy::needs_for(rules, request, &state.index.read(), &state.config);
-    let mut may_manage = std::collections::BTreeMap::new();
-    for project in needs.access_reviews {
-        if let Some(answer) = may_manage_namespaces(state, request, &project).await {
-            may_manage.insert(project, answer);
-        }
-    }
-    let facts = Facts {
-        may_manage_namespaces: may_manage,
-        existing_secret_type: match &needs.secret_type_of {
-            Some((namespace, name)) => secret_type(state, namespace, name).await,
-            None => None,
-        },
-    };
-    policy::validate_only(rules, request, &state.index.read(), &state.config, &facts)
-}
-
-fn operation_label(operation: &Operation) -> &'static str {
-    match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
-fn result_of(decision: &Decision) -> &'static str {
-    match (&decision.denial, decision.warnings.is_empty()) {
-        (Some(_), _) => "denied",
-        (None, false) => "warned",
-        (None, true) => "allowed",
-    }
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
-}
-
-fn record_request(request: &AdmissionRequest<DynamicObject>) {
-    let span = Span::current();
-    span.record("uid", request.uid.as_str());
-    span.record("kind", request.kind.kind.as_str());
-    span.record(
-        "namespace",
-        request.namespace.as_deref().unwrap_or_default(),
-    );
-    span.record("name", request.name.as_str());
-    span.record("operation", operation_label(&request.operation));
-    span.record("dry_run", request.dry_run);
-}
-
-/// N1: may this user move namespaces into the project? `None` when the review could not be made.
-async fn may_manage_namespaces(
-    state: &AppState,
-    request: &AdmissionRequest<DynamicObject>,
-    project: &ProjectId,
-) -> Option<bool> {
-    let client = state.client.clone()?;
-    let user = &request.user_info;
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: user.username.clone(),
-            groups: user.groups.clone(),
-            uid: user.uid.clone(),
-            extra: user.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(keys::PROJECT_GROUP.to_owned()),
-                version: Some(keys::PROJECT_VERSION.to_owned()),
-                resource: Some(keys::PROJECT_PLURAL.to_owned()),
-                namespace: Some(project.cluster.clone()),
-                name: Some(project.project.clone()),
-                verb: Some(keys::MANAGE_NAMESPACES_VERB.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    };
-    let api: Api<SubjectAccessReview> = Api::all(client);
-    match api
-        .create(&PostParams::default(), &review)
-        .instrument(tracing::debug_span!("subject_access_review"))
-        .await
-    {
-        Ok(answer) => answer.status.map(|s| s.allowed),
-        Err(e) => {
-            tracing::warn!(error = %e, "SubjectAccessReview failed");
-            None
-        }
-    }
-}
-
-/// S1: the type of the secret that holds a name, for the denial message. Only the type is kept.
-async fn secret_type(state: &AppState, namespace: &str, name: &str) -> Option<String> {
-    let api: Api<Secret> = Api::namespaced(state.client.clone()?, namespace);
-    match api.get_opt(name).await {
-        Ok(secret) => secret.and_then(|s| s.type_),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not read the existing secret's type");
-            None
-        }
-    }
 }

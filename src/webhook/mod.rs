@@ -1,9 +1,32 @@
-//! The webhook's I/O shell: review parsing and answering, HTTP routes, the TLS listener and the
-//! reloading certificate.
+//! The webhook's I/O shell around the pure policy. Where a newcomer starts: the path of one review.
+//!
+//! ```text
+//! TLS connection ─► server.rs      handshake, header deadline, connection cap, graceful drain
+//!        │
+//!        ▼
+//! POST /validate/… ─► handler.rs   route → Endpoint; Content-Type, declared length (413),
+//!  or /mutate/…                    in-flight and large-body caps (429) before any of the body
+//!        │                         is read; then the body, with a deadline (408)
+//!        ▼
+//! pipeline.rs  review_pipeline     ─► review.rs + lean.rs   decode only what the rules read (400)
+//!        │                         ─► covered?              a kind the entry does not send: 400
+//!        │                         ─► policy::Review::new   the object typed once (policy/mod.rs)
+//!        │                         ─► .needs(index)  ─► facts.rs  SubjectAccessReviews, a type
+//!        │                         ─► .decide(index, facts)       S1–S7, N1–N4 (policy/*.rs);
+//!        │                                                        policy::mutate for M1–M2,
+//!        │                                                        policy::projects for P1–P3
+//!        ▼
+//! review::respond ─► AdmissionReview JSON (uid echoed, status code, warnings, JSON Patch)
+//! ```
+//!
+//! Metrics and the denial log line are written in `pipeline.rs`; the certificate is reloaded by
+//! `tls.rs` under the listener without dropping a connection.
 
+pub mod facts;
 pub mod handler;
 pub mod lean;
 pub mod limits;
+pub mod pipeline;
 pub mod review;
 pub mod server;
 pub mod tls;

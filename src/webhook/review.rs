@@ -1,8 +1,8 @@
 //! AdmissionReview in and out: decoding request bodies and turning a policy [`Decision`] into the
 //! response the apiserver expects. Pure; the server owns HTTP.
 //!
-//! A validating endpoint: [`parse_request`] → [`crate::policy::needs_for`] → fetch the facts (SAR,
-//! secret type) → [`crate::policy::validate_only`] → [`respond`]. A mutating endpoint:
+//! A validating endpoint: [`parse_request`] → [`crate::policy::Review`] (`needs`, then the facts,
+//! then `decide`) → [`respond`]. A mutating endpoint:
 //! [`parse_request`] → [`crate::policy::mutate`] → [`respond`]. A body that does not decode:
 //! [`error_review`] when its uid could be read, else HTTP 400 with [`error_body`].
 

@@ -1,0 +1,93 @@
+//! What a review needs from the cluster beyond the index, fetched for [`crate::policy::Review`]:
+//! SubjectAccessReviews for `manage-namespaces` (N1) and the type of the secret holding a name
+//! (S1's message). A failed look-up is an unknown fact, which the rules treat as such (N1 refuses).
+
+use crate::keys::{self, ProjectId};
+use crate::policy::{Facts, Needs};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
+use std::collections::BTreeMap;
+use tracing::Instrument;
+
+/// Fetches what `needs` asks for; without a client (tests of the pure path) every fact is unknown.
+pub async fn fetch(
+    client: Option<&kube::Client>,
+    request: &AdmissionRequest<DynamicObject>,
+    needs: Needs,
+) -> Facts {
+    let Some(client) = client else {
+        return Facts::default();
+    };
+    let mut may_manage = BTreeMap::new();
+    for project in needs.access_reviews {
+        if let Some(answer) = may_manage_namespaces(client, request, &project).await {
+            may_manage.insert(project, answer);
+        }
+    }
+    let existing_secret_type = match &needs.secret_type_of {
+        Some((namespace, name)) => secret_type(client, namespace, name).await,
+        None => None,
+    };
+    Facts {
+        may_manage_namespaces: may_manage,
+        existing_secret_type,
+    }
+}
+
+/// N1: may this user move namespaces into or out of the project? `None` when the review could not
+/// be made.
+async fn may_manage_namespaces(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    project: &ProjectId,
+) -> Option<bool> {
+    let user = &request.user_info;
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(keys::PROJECT_GROUP.to_owned()),
+                version: Some(keys::PROJECT_VERSION.to_owned()),
+                resource: Some(keys::PROJECT_PLURAL.to_owned()),
+                namespace: Some(project.cluster.clone()),
+                name: Some(project.project.clone()),
+                verb: Some(keys::MANAGE_NAMESPACES_VERB.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    match api
+        .create(&PostParams::default(), &review)
+        .instrument(tracing::debug_span!("subject_access_review"))
+        .await
+    {
+        Ok(answer) => answer.status.map(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            None
+        }
+    }
+}
+
+/// S1: the type of the secret that holds a name, for the denial message. Only the type is kept.
+async fn secret_type(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(secret) => secret.and_then(|s| s.type_),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the existing secret's type");
+            None
+        }
+    }
+}
