@@ -56,13 +56,16 @@ pub const COPY_MARKERS: [&str; 4] = [
 
 /// Metadata of an original that is not carried to its copies: it would make other tools believe they
 /// own the copy (kubectl apply, Helm, Argo CD, Flux), or it is ours and only means something on the original.
-const NOT_COPIED_EXACT: [&str; 6] = [
+const NOT_COPIED_EXACT: [&str; 7] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     "argocd.argoproj.io/tracking-id",
     "argocd.argoproj.io/instance",
     "app.kubernetes.io/managed-by",
     ALLOW_OVERWRITE_ANNOTATION,
     IGNORE_NAMESPACES_ANNOTATION,
+    // Written by the reconciler on the copies that overwrote a secret, never carried over: an
+    // original carrying it would make every copy claim it replaced something.
+    REPLACED_ANNOTATION,
 ];
 const NOT_COPIED_PREFIXES: [&str; 4] = [
     "meta.helm.sh/",

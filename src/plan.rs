@@ -109,10 +109,14 @@ impl IgnoreList {
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
             .map(|entry| {
-                Regex::new(&format!("^(?:{entry})$")).map_err(|e| IgnorePatternError {
+                let invalid = |e: regex::Error| IgnorePatternError {
                     entry: entry.to_owned(),
                     reason: last_line(&e.to_string()),
-                })
+                };
+                // Each entry must be a pattern on its own: `a)|(b` parses once wrapped in the
+                // anchors, and would then match outside them.
+                Regex::new(entry).map_err(invalid)?;
+                Regex::new(&format!("^(?:{entry})$")).map_err(invalid)
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { patterns })
@@ -151,6 +155,12 @@ mod tests {
         assert!(list.matches("legacy"));
         assert!(!list.matches("my-team-a"));
         assert!(!list.matches("legacy-2"));
+    }
+
+    #[test]
+    fn an_entry_cannot_escape_its_anchors() {
+        let err = IgnoreList::parse("zzz)|(billing-.*").expect_err("not a pattern on its own");
+        assert_eq!(err.entry, "zzz)|(billing-.*");
     }
 
     #[test]

@@ -175,6 +175,7 @@ mod tests {
                 ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
                 (keys::ALLOW_OVERWRITE_ANNOTATION, keys::TRUE),
                 (keys::IGNORE_NAMESPACES_ANNOTATION, "skip"),
+                (keys::REPLACED_ANNOTATION, keys::TRUE),
             ],
         ));
         let copy = only_copy(&world);

@@ -172,7 +172,21 @@ fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut F
                 project, project.project
             ),
         )),
-        Some(_) => {}
+        Some(project) => {
+            // The cluster label travels to every copy: it must name the project's cluster.
+            let cluster_key = keys::PROJECT_SCOPED_CLUSTER_LABEL;
+            match label(&new.metadata, cluster_key) {
+                Some(cluster) if cluster != project.cluster => out.deny(Denial::forbidden(
+                    "ProjectClusterLabelMismatch",
+                    format!(
+                        "label {cluster_key} on secret {name:?} is {cluster:?}, but namespace \
+                         {ns:?} backs project {project}; set it to {} or remove it",
+                        project.cluster
+                    ),
+                )),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -247,7 +261,10 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
         .flatten()
         .map(|(key, value)| key.len() + value.len())
         .sum::<usize>()
-        + if missing_uid { UID_LEN } else { 0 };
+        + if missing_uid { UID_LEN } else { 0 }
+        // A copy that overwrites a secret also says so (see keys::REPLACED_ANNOTATION).
+        + keys::REPLACED_ANNOTATION.len()
+        + keys::TRUE.len();
     if size > ANNOTATIONS_LIMIT {
         out.deny(Denial::forbidden(
             "CopyAnnotationsTooLong",
@@ -639,6 +656,26 @@ mod tests {
                 deny(403, "is empty; set it to p-vwxyz"),
             ),
             Case::new("right project", create(labelled(BACKING, "p-vwxyz")), Allow),
+            Case::new(
+                "a cluster label naming another cluster",
+                create(secret_json(
+                    BACKING,
+                    "x",
+                    json!({
+                        keys::PROJECT_SCOPED_LABEL: "p-vwxyz",
+                        keys::PROJECT_SCOPED_CLUSTER_LABEL: "other-cluster",
+                    }),
+                    Value::Null,
+                )),
+                deny(
+                    403,
+                    format!(
+                        "label {} on secret \"x\" is \"other-cluster\", but namespace \
+                         \"local-p-vwxyz\" backs project local:p-vwxyz; set it to local or remove it",
+                        keys::PROJECT_SCOPED_CLUSTER_LABEL
+                    ),
+                ),
+            ),
             Case::new(
                 "added to an existing plain secret",
                 update(plain("other", "web"), labelled("other", "p-vwxyz")),
