@@ -30,6 +30,16 @@ pub const PROJECT_ID_KEY: &str = "field.cattle.io/projectId";
 /// (`<cluster>:<project>`) it belongs to. An existing namespace is only ever adopted as a backing
 /// namespace when it carries this annotation naming that very project.
 pub const BACKING_NAMESPACE_OF_ANNOTATION: &str = "scoped-secrets.io/backing-namespace-of";
+/// Beside [`BACKING_NAMESPACE_OF_ANNOTATION`]: the uid of the Project the namespace was created for.
+/// A project re-created under a deleted one's name has another uid, so it never inherits the
+/// deleted project's namespace and the originals left in it.
+pub const BACKING_NAMESPACE_UID_ANNOTATION: &str = "scoped-secrets.io/backing-namespace-uid";
+/// Both ownership marks; only the reconciler (or whoever may update the named Project's status)
+/// writes them.
+pub const BACKING_NAMESPACE_MARKS: [&str; 2] = [
+    BACKING_NAMESPACE_OF_ANNOTATION,
+    BACKING_NAMESPACE_UID_ANNOTATION,
+];
 
 /// The condition on a Project's status (ours, never Rancher's) saying whether it owns a backing
 /// namespace, and its reasons.

@@ -124,6 +124,9 @@ pub struct Needs {
     /// `manage-namespaces` on each Project resource `<project>` in namespace `<cluster>`: the project
     /// joined, the project left, or both for a move.
     pub access_reviews: Vec<crate::keys::ProjectId>,
+    /// N5: a SubjectAccessReview for verb `update` on the Project's `status` subresource, for a
+    /// change of a namespace's backing-namespace marks.
+    pub status_review: Option<crate::keys::ProjectId>,
     /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
     pub secret_type_of: Option<(String, String)>,
 }
@@ -133,6 +136,8 @@ pub struct Needs {
 pub struct Facts {
     /// Per project asked about: whether the user has `manage-namespaces` on it.
     pub may_manage_namespaces: std::collections::BTreeMap<crate::keys::ProjectId, bool>,
+    /// Whether the user may update the status of the project asked about (N5).
+    pub may_update_project_status: Option<bool>,
     pub existing_secret_type: Option<String>,
 }
 

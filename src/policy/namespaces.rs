@@ -68,7 +68,90 @@ fn projects_to_check(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Vec
 pub(super) fn needs(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Needs {
     Needs {
         access_reviews: projects_to_check(s, world, cfg),
+        status_review: mark_change(s).and_then(|c| c.project().ok().flatten()),
         ..Needs::default()
+    }
+}
+
+/// A namespace's backing-namespace marks (project, uid) before and after the request, when they
+/// differ.
+struct MarkChange<'a> {
+    old: [Option<&'a str>; 2],
+    new: [Option<&'a str>; 2],
+}
+
+fn marks(ns: &Option<Namespace>) -> [Option<&str>; 2] {
+    keys::BACKING_NAMESPACE_MARKS.map(|key| ns.as_ref().and_then(|n| annotation(&n.metadata, key)))
+}
+
+fn mark_change(s: &Subject<Namespace>) -> Option<MarkChange<'_>> {
+    let (old, new) = (marks(&s.old), marks(&s.new));
+    (s.new.is_some() && old != new).then_some(MarkChange { old, new })
+}
+
+impl MarkChange<'_> {
+    /// The project the change hands the namespace to (or, when the marks are removed, takes it
+    /// from); `Ok(None)` for removing a mark that named nothing well-formed.
+    fn project(&self) -> Result<Option<ProjectId>, ProjectIdError> {
+        match (self.new[0], self.old[0]) {
+            (Some(new), _) => ProjectId::parse(new).map(Some),
+            (None, Some(old)) => Ok(ProjectId::parse(old).ok()),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// N5: the backing-namespace marks hand a namespace to a project as its backing namespace (the
+/// reconciler adopts a namespace marked for a project, with its originals and secrets): only the
+/// reconciler writes them, or a user who may update that Project's status, as Rancher does when it
+/// records `status.backingNamespace`. Anyone else could pre-claim a future project's namespace.
+fn marks_are_the_reconcilers(s: &Subject<Namespace>, facts: &Facts, out: &mut Findings) {
+    let Some(change) = mark_change(s) else {
+        return;
+    };
+    let ns = s.display_name();
+    let key = keys::BACKING_NAMESPACE_OF_ANNOTATION;
+    let project = match change.project() {
+        Err(e) => {
+            out.deny(Denial::forbidden(
+                "MalformedBackingNamespaceMark",
+                format!("annotation {key} on namespace {ns:?}: {e}; remove it"),
+            ));
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(project)) => project,
+    };
+    let permission = format!(
+        "verb update on {}.{}/status {:?} in namespace {:?}",
+        keys::PROJECT_PLURAL,
+        keys::PROJECT_GROUP,
+        project.project,
+        project.cluster
+    );
+    let what = format!(
+        "the annotations {key} and {} on namespace {ns:?} make it project {project}'s backing \
+         namespace",
+        keys::BACKING_NAMESPACE_UID_ANNOTATION
+    );
+    match facts.may_update_project_status {
+        Some(true) => {}
+        Some(false) => out.deny(Denial::forbidden(
+            "BackingNamespaceMarkDenied",
+            format!(
+                "user {:?} may not change them: {what}, which needs {permission}; the reconciler \
+                 writes them when it creates the namespace",
+                s.user
+            ),
+        )),
+        None => out.deny(Denial::forbidden(
+            "BackingNamespaceMarkUnverified",
+            format!(
+                "could not verify that user {:?} may change them: {what} ({permission}); try \
+                 again",
+                s.user
+            ),
+        )),
     }
 }
 
@@ -84,6 +167,7 @@ pub(super) fn validate(
         return;
     };
     let ns = s.display_name();
+    marks_are_the_reconcilers(s, facts, out);
     let change = Change::of(s);
     let joined = match change.joined() {
         Err(e) => {
@@ -762,5 +846,78 @@ mod tests {
                 "1 removed copy had replaced namespace \"team-a\"'s own secrets, which do not come back: db",
             ),
         );
+    }
+
+    /// N5: the backing-namespace marks hand a namespace to a project; only whoever may update that
+    /// project's status may write them (the reconciler skips the rules).
+    #[test]
+    fn n5_backing_namespace_marks_need_the_projects_status_rights() {
+        let marked = |name: &str, of: &str| {
+            namespace_json(
+                name,
+                Value::Null,
+                json!({keys::BACKING_NAMESPACE_OF_ANNOTATION: of, keys::BACKING_NAMESPACE_UID_ANNOTATION: "u1"}),
+            )
+        };
+        let status = |allowed: bool| Facts {
+            may_update_project_status: Some(allowed),
+            ..Facts::default()
+        };
+        run(vec![
+            Case::new(
+                "a namespace editor pre-claims a future project's namespace",
+                request("UPDATE", Some(marked("billing", "local:billing")), Some(bare("billing"))),
+                deny(
+                    403,
+                    "user \"alice\" may not change them: the annotations \
+                     scoped-secrets.io/backing-namespace-of and scoped-secrets.io/backing-namespace-uid \
+                     on namespace \"billing\" make it project local:billing's backing namespace, \
+                     which needs verb update on projects.management.cattle.io/status \"billing\" in \
+                     namespace \"local\"",
+                ),
+            )
+            .with_facts(status(false)),
+            Case::new(
+                "created marked",
+                request("CREATE", Some(marked("fresh", "local:billing")), None),
+                deny(403, "may not change them"),
+            )
+            .with_facts(status(false)),
+            Case::new(
+                "removing a mark",
+                request("UPDATE", Some(bare("old")), Some(marked("old", "local:billing"))),
+                deny(403, "could not verify"),
+            ),
+            Case::new(
+                "with the project's status rights",
+                request("UPDATE", Some(marked("billing", "local:billing")), Some(bare("billing"))),
+                Allow,
+            )
+            .with_facts(status(true)),
+            Case::new(
+                "a malformed mark",
+                request("UPDATE", Some(marked("billing", "nonsense")), Some(bare("billing"))),
+                deny(403, "annotation scoped-secrets.io/backing-namespace-of on namespace"),
+            ),
+            Case::new(
+                "unchanged marks need nothing",
+                request(
+                    "UPDATE",
+                    Some(marked("billing", "local:billing")),
+                    Some(marked("billing", "local:billing")),
+                ),
+                Allow,
+            ),
+        ]);
+        let need = super::super::needs(
+            &admission(request(
+                "UPDATE",
+                Some(marked("billing", "local:billing")),
+                Some(bare("billing")),
+            )),
+            &world(),
+            &config(),
+        );
+        assert_eq!(need.status_review, Some(ProjectId::new("local", "billing")));
     }
 }

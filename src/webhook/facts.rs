@@ -29,12 +29,17 @@ pub async fn fetch(
             may_manage.insert(project, answer);
         }
     }
+    let may_update_project_status = match &needs.status_review {
+        Some(project) => may_update_status(client, request, project).await,
+        None => None,
+    };
     let existing_secret_type = match &needs.secret_type_of {
         Some((namespace, name)) => secret_type(client, namespace, name).await,
         None => None,
     };
     Facts {
         may_manage_namespaces: may_manage,
+        may_update_project_status,
         existing_secret_type,
     }
 }
@@ -45,6 +50,26 @@ async fn may_manage_namespaces(
     client: &kube::Client,
     request: &AdmissionRequest<DynamicObject>,
     project: &ProjectId,
+) -> Option<bool> {
+    may(client, request, project, keys::MANAGE_NAMESPACES_VERB, None).await
+}
+
+/// N5: may this user update the project's status (and so say which namespace backs it)?
+async fn may_update_status(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    project: &ProjectId,
+) -> Option<bool> {
+    may(client, request, project, "update", Some("status")).await
+}
+
+/// A SubjectAccessReview for the requesting user (with groups, uid and extra) on the Project.
+async fn may(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    project: &ProjectId,
+    verb: &str,
+    subresource: Option<&str>,
 ) -> Option<bool> {
     let user = &request.user_info;
     let review = SubjectAccessReview {
@@ -57,9 +82,10 @@ async fn may_manage_namespaces(
                 group: Some(keys::PROJECT_GROUP.to_owned()),
                 version: Some(keys::PROJECT_VERSION.to_owned()),
                 resource: Some(keys::PROJECT_PLURAL.to_owned()),
+                subresource: subresource.map(str::to_owned),
                 namespace: Some(project.cluster.clone()),
                 name: Some(project.project.clone()),
-                verb: Some(keys::MANAGE_NAMESPACES_VERB.to_owned()),
+                verb: Some(verb.to_owned()),
                 ..ResourceAttributes::default()
             }),
             ..SubjectAccessReviewSpec::default()
@@ -69,7 +95,7 @@ async fn may_manage_namespaces(
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     match api
         .create(&PostParams::default(), &review)
-        .instrument(tracing::debug_span!("subject_access_review"))
+        .instrument(tracing::debug_span!("subject_access_review", verb))
         .await
     {
         Ok(answer) => answer.status.map(|s| s.allowed),
