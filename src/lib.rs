@@ -5,6 +5,7 @@ pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod keys;
+pub mod message;
 pub mod metrics;
 pub mod plan;
 pub mod plan_load;

@@ -397,7 +397,7 @@ impl Applier {
         let event = Event {
             type_: EventType::Warning,
             reason: reason.to_owned(),
-            note: Some(crate::policy::message::one_line(message)),
+            note: Some(crate::message::one_line(message)),
             action: "SetBackingNamespace".to_owned(),
             secondary: None,
         };

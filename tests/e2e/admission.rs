@@ -5,7 +5,7 @@
 
 use crate::support::*;
 use scoped_secrets::keys::{self, ProjectId};
-use scoped_secrets::policy::message;
+use scoped_secrets::message;
 use std::path::Path;
 use std::time::Duration;
 
