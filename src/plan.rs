@@ -8,16 +8,19 @@ use crate::world;
 use regex::Regex;
 use std::collections::BTreeSet;
 
+mod action;
+mod copies;
 mod copy;
-mod diff;
 mod fate;
+#[cfg(test)]
+mod fixtures;
+mod repairs;
 
+pub use action::{Action, ActionKind, BackingRefusal, ConflictReason};
+pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
-pub use diff::{
-    Action, ActionKind, BackingRefusal, ConflictReason, actions, backing_namespace_actions,
-    consents_to_overwrite, wanted_project_label,
-};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+pub use repairs::{backing_namespace_actions, wanted_project_label};
 
 /// What happens when a copy would replace a secret that is not a copy (S2, N3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
