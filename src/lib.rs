@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod certs;
 pub mod cli;
+pub mod index;
 pub mod keys;
 pub mod message;
 pub mod metrics;
@@ -15,6 +16,5 @@ pub mod registration;
 pub mod report;
 pub mod serve;
 pub mod telemetry;
-pub mod watch;
 pub mod webhook;
 pub mod world;

@@ -3,9 +3,9 @@
 //! and graceful shutdown.
 
 use scoped_secrets::certs;
+use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
-use scoped_secrets::watch::Index;
 use scoped_secrets::webhook::handler::{self, AppState};
 use scoped_secrets::webhook::server::{Limits, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};

@@ -11,9 +11,9 @@
 //! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
+use crate::index::project_resource;
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, BackingRefusal, Drift};
-use crate::watch::project_resource;
 use crate::world::{self, NamespaceState};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

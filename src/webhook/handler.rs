@@ -1,10 +1,10 @@
 //! The HTTP routes of the webhook: thin handlers that parse a review, fetch what the policy needs
 //! (a SubjectAccessReview, one secret's type), ask the pure policy, and answer.
 
+use crate::index::Index;
 use crate::keys::{self, ProjectId};
 use crate::metrics::WebhookMetrics;
 use crate::policy::{self, Config, Decision, Facts, Rules};
-use crate::watch::Index;
 use crate::webhook::review;
 use axum::Router;
 use axum::body::{Body, Bytes};
