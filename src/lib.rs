@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod plan;
 pub mod plan_load;
 pub mod policy;
+pub mod project;
 pub mod reconciler;
 pub mod registration;
 pub mod report;

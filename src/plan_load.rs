@@ -1,8 +1,8 @@
 //! The world for the `plan` command: read once from the cluster (no watches), with a manifest's
 //! Secrets, Namespaces and Projects laid over it.
 
-use crate::index::{project_resource, project_state};
 use crate::keys;
+use crate::project::{project_resource, project_state};
 use crate::world::{self, NamespaceState, SecretMeta, World};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::ByteString;

@@ -10,7 +10,7 @@ mod resources;
 mod watches;
 
 pub use ready::{Readiness, ReadyHandle};
-pub use resources::{Indexed, SecretName, project_resource, project_state};
+pub use resources::{Indexed, SecretName};
 pub use watches::{PROJECTS_MAX_BACKOFF, spawn};
 
 use crate::world::World;

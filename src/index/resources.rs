@@ -3,11 +3,12 @@
 //! so nothing deleted while a watch was down lingers.
 
 use super::Watch;
-use crate::keys::{self, ProjectId};
+use crate::keys::ProjectId;
+use crate::project::project_state;
 use crate::world::{NamespaceState, ProjectState, SecretMeta, World};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta};
+use kube::api::{DynamicObject, ObjectMeta};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -36,50 +37,6 @@ pub trait Indexed: Sized {
 
     /// The resource is not served: no object of it exists.
     fn unserved(_world: &mut World) {}
-}
-
-/// The Project resource, served by the CRD in `deploy/` (or by Rancher).
-pub fn project_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(
-            keys::PROJECT_GROUP,
-            keys::PROJECT_VERSION,
-            keys::PROJECT_KIND,
-        ),
-        keys::PROJECT_PLURAL,
-    )
-}
-
-/// A project's identity and state from its object: the cluster is the object's namespace.
-pub fn project_state(project: &DynamicObject) -> Option<(ProjectId, ProjectState)> {
-    let id = ProjectId::new(project.namespace()?, project.name_any());
-    let status_backing = project
-        .data
-        .pointer("/status/backingNamespace")
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty());
-    let state = ProjectState {
-        backing_namespace: status_backing
-            .unwrap_or(id.legacy_backing_namespace())
-            .to_owned(),
-        has_backing_status: status_backing.is_some(),
-        backing_not_ready: backing_not_ready(&project.data),
-    };
-    Some((id, state))
-}
-
-/// The reason of a `False` BackingNamespaceReady condition in a Project's status.
-fn backing_not_ready(data: &serde_json::Value) -> Option<String> {
-    let conditions = data.pointer("/status/conditions")?.as_array()?;
-    let ours = conditions.iter().find(|c| {
-        c.get("type").and_then(|t| t.as_str()) == Some(keys::BACKING_NAMESPACE_READY_CONDITION)
-    })?;
-    (ours.get("status").and_then(|s| s.as_str()) == Some("False")).then(|| {
-        ours.get("reason")
-            .and_then(|r| r.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    })
 }
 
 /// Projects (the only dynamic resource watched). Deletions are remembered with their backing
@@ -210,6 +167,8 @@ impl Indexed for Secret {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::keys;
+    use crate::project::project_resource;
     use crate::world::fixtures::secret;
     use serde_json::json;
 
@@ -229,23 +188,6 @@ pub(super) mod tests {
                 Some([(keys::PROJECT_ID_KEY.to_owned(), project.to_owned())].into());
         }
         ns
-    }
-
-    #[test]
-    fn a_project_without_status_claims_its_legacy_name_and_reports_its_condition() {
-        let mut bare = project("local", "p-x", None);
-        let (id, state) = project_state(&bare).expect("namespaced");
-        assert_eq!(id, ProjectId::new("local", "p-x"));
-        assert_eq!(state.backing_namespace, "p-x");
-        assert!(!state.has_backing_status);
-        bare.data = json!({"status": {"backingNamespace": "", "conditions": [
-            {"type": keys::BACKING_NAMESPACE_READY_CONDITION, "status": "False", "reason": "Taken"}
-        ]}});
-        let (_, state) = project_state(&bare).expect("namespaced");
-        assert!(!state.has_backing_status, "an empty status is none");
-        assert_eq!(state.backing_not_ready.as_deref(), Some("Taken"));
-        let cluster_scoped = DynamicObject::new("p-x", &project_resource());
-        assert_eq!(project_state(&cluster_scoped), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! carrying the project-scoped label. Each drives its resource's [`Indexed`] implementation and
 //! releases its readiness on its first complete list.
 
-use super::{Index, Indexed, ReadyHandle, SecretName, project_resource};
+use super::{Index, Indexed, ReadyHandle, SecretName};
 use crate::keys;
+use crate::project::project_resource;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;

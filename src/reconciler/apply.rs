@@ -11,9 +11,9 @@
 //! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
-use crate::index::project_resource;
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, BackingRefusal, Drift};
+use crate::project::{project_resource, status_backing_namespace};
 use crate::world::{self, NamespaceState};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -277,11 +277,7 @@ impl Applier {
         let Some(live) = projects.get_opt(&project.project).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
-        let live_backing = live
-            .data
-            .pointer("/status/backingNamespace")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty());
+        let live_backing = status_backing_namespace(&live.data);
         if let Some(refusal) = refusal {
             let message = refusal.message(project, backing_namespace);
             let status =

@@ -7,8 +7,9 @@
 //! plain "404 page not found"), or a CRD being deleted (which deletes every Project with it, but
 //! discovery then drops the `create` verb), never counts: a missing CRD must not wipe out copies.
 
-use crate::index::{Index, project_resource};
+use crate::index::Index;
 use crate::keys::{self, ProjectId};
+use crate::project::project_resource;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::Status;
