@@ -2,6 +2,7 @@
 //! project-scoped secrets. A pure core (`world`, `policy`, `plan`) with thin I/O around it.
 
 pub mod admin;
+pub mod apiserver;
 pub mod certs;
 pub mod cli;
 pub mod index;

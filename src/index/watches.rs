@@ -4,8 +4,8 @@
 //! releases its readiness on its first complete list.
 
 use super::{Index, Indexed, ReadyHandle, SecretName};
-use crate::keys;
 use crate::project::project_resource;
+use crate::{apiserver, keys};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
@@ -127,11 +127,10 @@ fn release(unlisted: &mut Option<ReadyHandle>) {
 /// initial list, a failed watch start (the usual shape once a running watch loses its CRD), a failed
 /// stream, or an error event.
 fn is_not_found(error: &watcher::Error) -> bool {
-    use kube::Error::Api;
     match error {
-        watcher::Error::InitialListFailed(Api(s))
-        | watcher::Error::WatchStartFailed(Api(s))
-        | watcher::Error::WatchFailed(Api(s)) => s.code == 404,
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => apiserver::is_not_found(e),
         watcher::Error::WatchError(s) => s.code == 404,
         _ => false,
     }

@@ -11,6 +11,7 @@
 //! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
+use crate::apiserver::is_not_found;
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, BackingRefusal, Drift};
 use crate::project::{project_resource, status_backing_namespace};
@@ -357,7 +358,7 @@ impl Applier {
         self.guard()?;
         // The status subresource where the CRD has one, else the object itself.
         match projects.patch_status(name, &patch_params(), &patch).await {
-            Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(error) if is_not_found(&error) => {
                 projects.patch(name, &patch_params(), &patch).await?;
             }
             other => {
