@@ -12,7 +12,6 @@ use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
-use crate::world::World;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -114,17 +113,6 @@ async fn reconcile_until_shutdown(
     }
 }
 
-/// Every action the world needs under this configuration (backing namespaces only when managed).
-pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
-    let mut actions = if cfg.manage_backing_namespaces {
-        plan::backing_namespace_actions(world)
-    } else {
-        Vec::new()
-    };
-    actions.extend(plan::actions(world, &cfg.copies));
-    actions
-}
-
 /// One round: prove pending project deletions, plan under a short read lock, then execute the actions
 /// that are due with bounded concurrency. Returns how long to wait for the next round if nothing
 /// changes meanwhile.
@@ -132,7 +120,7 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
     let revocation_due = prove_deletions(ctx, index).await;
     let actions = {
         let world = index.read();
-        planned(&world, &ctx.cfg)
+        plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces)
     };
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
@@ -333,32 +321,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::ProjectId;
     use crate::plan::Settings;
-    use crate::world::ProjectState;
-
-    fn world_with_bare_project() -> World {
-        let mut world = World::default();
-        world.upsert_project(
-            ProjectId::new("local", "p-new"),
-            ProjectState {
-                backing_namespace: "p-new".to_owned(),
-                has_backing_status: false,
-                backing_not_ready: None,
-            },
-        );
-        world
-    }
-
-    #[test]
-    fn backing_namespaces_are_planned_only_when_managed() {
-        let world = world_with_bare_project();
-        let managed = Config::new(Settings::default(), true, "ns", "me");
-        let kinds: Vec<_> = planned(&world, &managed).iter().map(Action::kind).collect();
-        assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
-        let beside_rancher = Config::new(Settings::default(), false, "ns", "me");
-        assert!(planned(&world, &beside_rancher).is_empty());
-    }
 
     #[test]
     fn refusals_and_finalizers_warn_and_back_off_and_a_lost_lease_does_neither() {
