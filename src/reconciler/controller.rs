@@ -26,7 +26,7 @@ struct Context {
     metrics: ReconcilerMetrics,
     cfg: Config,
     /// Conflicts already announced, so a lasting conflict makes one Event, not one per round.
-    announced_conflicts: Mutex<HashSet<String>>,
+    announced_conflicts: Mutex<HashSet<ConflictKey>>,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
     /// Not before then are unproven project deletions read again (a CRD being deleted would
@@ -287,20 +287,44 @@ async fn execute(ctx: &Context, action: Action) -> (Action, Result<Outcome, Erro
     (action, result)
 }
 
+/// What tells a lasting conflict from a new one: where it is, and which original wants the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConflictKey {
+    namespace: String,
+    name: String,
+    origin: Option<String>,
+}
+
+impl ConflictKey {
+    fn of(conflict: &Action) -> Self {
+        Self {
+            namespace: conflict.namespace().to_owned(),
+            name: conflict.name().to_owned(),
+            origin: conflict.origin().map(str::to_owned),
+        }
+    }
+}
+
+/// The conflicts not announced last round; `announced` becomes this round's, so a resolved conflict
+/// that comes back is announced again.
+fn fresh_conflicts<'a>(
+    announced: &mut HashSet<ConflictKey>,
+    conflicts: &'a [Action],
+) -> Vec<&'a Action> {
+    let current: HashSet<ConflictKey> = conflicts.iter().map(ConflictKey::of).collect();
+    let fresh = conflicts
+        .iter()
+        .filter(|c| !announced.contains(&ConflictKey::of(c)))
+        .collect();
+    *announced = current;
+    fresh
+}
+
 /// Logs and publishes conflicts that are new since the last round; forgets resolved ones.
 async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
     ctx.metrics
         .set_conflicts(i64::try_from(conflicts.len()).unwrap_or(i64::MAX));
-    let fresh: Vec<&Action> = {
-        let mut announced = lock(&ctx.announced_conflicts);
-        let current: HashSet<String> = conflicts.iter().map(|c| format!("{c:?}")).collect();
-        let fresh = conflicts
-            .iter()
-            .filter(|c| !announced.contains(&format!("{c:?}")))
-            .collect();
-        *announced = current;
-        fresh
-    };
+    let fresh = fresh_conflicts(&mut lock(&ctx.announced_conflicts), conflicts);
     for conflict in &fresh {
         tracing::warn!(
             namespace = conflict.namespace(),
@@ -322,6 +346,28 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 mod tests {
     use super::*;
     use crate::plan::Settings;
+
+    fn conflict(namespace: &str, origin: &str) -> Action {
+        Action::Conflict {
+            namespace: namespace.to_owned(),
+            name: "db".to_owned(),
+            origin: origin.to_owned(),
+            reason: crate::plan::ConflictReason::NoConsent,
+        }
+    }
+
+    #[test]
+    fn a_lasting_conflict_is_announced_once_and_again_after_it_was_resolved() {
+        let mut announced = HashSet::new();
+        let round = [conflict("team-a", "b/db"), conflict("team-b", "b/db")];
+        assert_eq!(fresh_conflicts(&mut announced, &round).len(), 2);
+        assert!(fresh_conflicts(&mut announced, &round).is_empty());
+        // Another original now wants the name: a new conflict.
+        let moved = [conflict("team-a", "c/db"), conflict("team-b", "b/db")];
+        assert_eq!(fresh_conflicts(&mut announced, &moved), [&moved[0]]);
+        assert!(fresh_conflicts(&mut announced, &[]).is_empty());
+        assert_eq!(fresh_conflicts(&mut announced, &round).len(), 2);
+    }
 
     #[test]
     fn refusals_and_finalizers_warn_and_back_off_and_a_lost_lease_does_neither() {
