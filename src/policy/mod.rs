@@ -380,8 +380,8 @@ where
     })
 }
 
-/// The operation as the apiserver spells it.
-fn operation_name(op: &Operation) -> &'static str {
+/// The operation as the apiserver spells it (in messages and metric labels).
+pub fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",

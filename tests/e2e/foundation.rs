@@ -2,6 +2,7 @@
 //! reaches the registered webhook.
 
 use crate::support::*;
+use scoped_secrets::endpoints;
 
 #[test]
 fn dry_run_secret_create_reaches_the_registered_webhook() {
@@ -10,7 +11,7 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
     ok(kubectl(&["create", "namespace", &ns]));
     let before = env
         .metrics
-        .reviews_total("/validate/secret-names", "CREATE", "allowed");
+        .reviews_total(endpoints::SECRET_NAMES, "CREATE", "allowed");
     let out = ok(kubectl(&[
         "create",
         "secret",
@@ -27,7 +28,7 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
     );
     let after = env
         .metrics
-        .reviews_total("/validate/secret-names", "CREATE", "allowed");
+        .reviews_total(endpoints::SECRET_NAMES, "CREATE", "allowed");
     assert!(
         after > before,
         "the webhook did not observe the review ({before} -> {after})"
