@@ -3,7 +3,7 @@
 //! [`World`] is the pure data (what the cluster looks like, as far as we know); [`Index`] is that
 //! world live: the lock around it, a change counter the reconciler wakes on, and the readiness of
 //! each [`Watch`]. How a watch event changes the world is [`Indexed`], implemented once per watched
-//! resource ([`resources`]); the watches themselves are [`watches`]; readiness is [`ready`].
+//! resource (`resources.rs`); the watches themselves are in `watches.rs`, readiness in `ready.rs`.
 
 mod ready;
 mod resources;
