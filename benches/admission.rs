@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use scoped_secrets::{certs, registration};
+use scoped_secrets::{certs, endpoints, registration};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -417,7 +417,7 @@ async fn load(
                     None => Instant::now(),
                 };
                 let expected = &bodies[(n / connections) as usize % bodies.len()];
-                let result = review_once(&mut sender, "/validate/secret-names", expected).await;
+                let result = review_once(&mut sender, endpoints::SECRET_NAMES, expected).await;
                 latencies.push(scheduled.elapsed());
                 if let Err(failure) = result {
                     *failures.entry(failure).or_insert(0) += 1;

@@ -183,7 +183,7 @@ async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> {
     let projects: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         "local",
-        &scoped_secrets::watch::project_resource(),
+        &scoped_secrets::project::project_resource(),
     );
     let object: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "management.cattle.io/v3", "kind": "Project",

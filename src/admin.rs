@@ -1,8 +1,8 @@
 //! The admin port (plain HTTP): `/livez`, `/readyz` (ready once every watch has synced, and not while
 //! shutting down) and `/metrics`.
 
+use crate::index::Index;
 use crate::metrics::IndexMetrics;
-use crate::watch::Index;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

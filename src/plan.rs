@@ -8,16 +8,36 @@ use crate::world;
 use regex::Regex;
 use std::collections::BTreeSet;
 
+mod action;
+mod copies;
 mod copy;
-mod diff;
 mod fate;
+#[cfg(test)]
+mod fixtures;
+mod repairs;
 
+pub use action::{Action, ActionKind, BackingRefusal, ConflictReason};
+pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
-pub use diff::{
-    Action, ActionKind, BackingRefusal, ConflictReason, actions, backing_namespace_actions,
-    consents_to_overwrite, wanted_project_label,
-};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+pub use repairs::{backing_namespace_actions, wanted_project_label};
+
+/// Every action the world needs: backing namespaces first (only when this instance manages them,
+/// `--manage-backing-namespaces`), then label repairs, copy writes and removals ([`actions`]). What
+/// the reconciler executes and `plan` prints.
+pub fn planned(
+    world: &world::World,
+    settings: &Settings,
+    manage_backing_namespaces: bool,
+) -> Vec<Action> {
+    let mut planned = if manage_backing_namespaces {
+        backing_namespace_actions(world)
+    } else {
+        Vec::new()
+    };
+    planned.extend(actions(world, settings));
+    planned
+}
 
 /// What happens when a copy would replace a secret that is not a copy (S2, N3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,6 +167,25 @@ fn last_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backing_namespaces_are_planned_only_when_managed() {
+        let mut world = world::World::default();
+        world.upsert_project(
+            crate::keys::ProjectId::new("local", "p-new"),
+            world::ProjectState {
+                backing_namespace: "p-new".to_owned(),
+                has_backing_status: false,
+                backing_not_ready: None,
+            },
+        );
+        let kinds: Vec<_> = planned(&world, &Settings::default(), true)
+            .iter()
+            .map(Action::kind)
+            .collect();
+        assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
+        assert!(planned(&world, &Settings::default(), false).is_empty());
+    }
 
     #[test]
     fn ignore_patterns_are_anchored() {

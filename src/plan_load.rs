@@ -1,8 +1,9 @@
 //! The world for the `plan` command: read once from the cluster (no watches), with a manifest's
 //! Secrets, Namespaces and Projects laid over it.
 
+use crate::apiserver::is_not_found;
 use crate::keys;
-use crate::watch::{project_resource, project_state};
+use crate::project::{project_resource, project_state};
 use crate::world::{self, NamespaceState, SecretMeta, World};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::ByteString;
@@ -53,10 +54,6 @@ pub async fn load_world(client: Client) -> Result<World> {
     .context("listing project-scoped secrets")?;
     world.replace_scoped(scoped.into_iter().map(Arc::new));
     Ok(world)
-}
-
-fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 async fn list_all<K>(api: &Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error>

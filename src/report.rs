@@ -28,19 +28,12 @@ pub async fn plan_command(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         overlay_manifest(&mut world, &text).with_context(|| format!("in {}", path.display()))?;
     }
-    let actions = plan_of(&world, settings);
+    let actions = plan::planned(&world, settings, true);
     if json {
         render_json(&actions)
     } else {
         Ok(render_text(&actions))
     }
-}
-
-/// Every action the reconciler would take, with backing namespaces managed.
-pub fn plan_of(world: &World, settings: &Settings) -> Vec<Action> {
-    let mut actions = plan::backing_namespace_actions(world);
-    actions.extend(plan::actions(world, settings));
-    actions
 }
 
 /// One action as the report shows it.

@@ -3,9 +3,9 @@
 
 use crate::admin::{self, AdminState};
 use crate::cli::ServeArgs;
+use crate::index::Index;
 use crate::metrics::{IndexMetrics, WebhookMetrics};
 use crate::policy::Config;
-use crate::watch::{self, Index};
 use crate::webhook::handler::{self, AppState};
 use crate::webhook::limits::ReviewLimits;
 use crate::webhook::server::{Limits, Server};
@@ -74,7 +74,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
 
     let mut tasks = JoinSet::new();
-    let watches = watch::spawn(client.clone(), index.clone());
+    let watches = crate::index::spawn(client.clone(), index.clone());
     tasks.spawn(until_stopped(stopped.clone(), async move {
         // Keeps the watches alive; dropping the set stops them.
         let mut watches = watches;

@@ -1,8 +1,9 @@
-//! The in-memory index of what the cluster looks like: projects and their backing namespaces,
+//! What the cluster looks like, as far as we know: projects and their backing namespaces,
 //! namespaces and the project each belongs to, the names of all secrets (metadata only), and the
 //! full objects of project-scoped secrets (originals and copies), which the reconciler must compare.
 //!
-//! It is pure data: the watchers in [`crate::watch`] feed it, everyone else reads it.
+//! It is pure data, a snapshot: [`crate::index::Index`] keeps one current from the watches and
+//! everyone reads it there; `plan` builds its own from a single list.
 
 use crate::keys::{self, ProjectId};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -143,7 +144,7 @@ impl<'a> Original<'a> {
     }
 }
 
-/// The index.
+/// The cluster as far as we know (see the module docs).
 #[derive(Debug, Default, Clone)]
 pub struct World {
     /// Whether the Project CRD is served (N2 checks existence only then).

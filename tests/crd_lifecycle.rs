@@ -12,9 +12,9 @@ mod support;
 mod harness;
 
 use harness::*;
+use scoped_secrets::index::Index;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::policy::OverwritePolicy;
-use scoped_secrets::watch::Index;
 use std::time::{Duration, Instant};
 use support::*;
 

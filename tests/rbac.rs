@@ -17,7 +17,7 @@ use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
     WatchParams,
 };
-use scoped_secrets::{registration, watch::project_resource};
+use scoped_secrets::{project::project_resource, registration};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;

@@ -3,9 +3,10 @@
 //! and graceful shutdown.
 
 use scoped_secrets::certs;
+use scoped_secrets::endpoints;
+use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
-use scoped_secrets::watch::Index;
 use scoped_secrets::webhook::handler::{self, AppState};
 use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ReviewLimits, SMALL_BODY_BYTES};
 use scoped_secrets::webhook::server::{Limits, Server};
@@ -152,7 +153,7 @@ async fn answers_a_review_over_tls_with_its_uid() {
     let server = TestServer::start().await;
     let answer: Value = post(
         &server.client(),
-        &server.url("/validate/secret-names"),
+        &server.url(endpoints::SECRET_NAMES),
         &review("uid-1", "db"),
     )
     .await
@@ -174,7 +175,7 @@ async fn oversized_bodies_get_413() {
     body["request"]["object"]["metadata"]["annotations"] = json!({"padding": padding});
     let response = post(
         &server.client(),
-        &server.url("/validate/secret-names"),
+        &server.url(endpoints::SECRET_NAMES),
         &body,
     )
     .await
@@ -192,7 +193,7 @@ async fn bodies_up_to_the_limit_are_reviewed() {
         json!({"padding": "y".repeat(6 * 1024 * 1024)});
     let response = post(
         &server.client(),
-        &server.url("/validate/secret-names"),
+        &server.url(endpoints::SECRET_NAMES),
         &body,
     )
     .await
@@ -204,7 +205,7 @@ async fn bodies_up_to_the_limit_are_reviewed() {
 async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
     let server = TestServer::start().await;
     let client = server.client();
-    let url = server.url("/validate/secret-names");
+    let url = server.url(endpoints::SECRET_NAMES);
     let wrong_type = client
         .post(&url)
         .header("content-type", "text/plain")
@@ -273,7 +274,7 @@ async fn wrong_tls_is_refused_and_the_server_keeps_serving() {
     assert!(
         post(
             &untrusting,
-            &server.url("/validate/secret-names"),
+            &server.url(endpoints::SECRET_NAMES),
             &review("u", "n")
         )
         .await
@@ -282,7 +283,7 @@ async fn wrong_tls_is_refused_and_the_server_keeps_serving() {
     // The server is unharmed.
     let ok = post(
         &server.client(),
-        &server.url("/validate/secret-names"),
+        &server.url(endpoints::SECRET_NAMES),
         &review("u2", "n"),
     )
     .await
@@ -335,7 +336,7 @@ async fn certificate_rotation_under_traffic_fails_no_review() {
     for worker in 0..4 {
         // Half the workers keep connections alive, half make a new handshake per request.
         let client = client_trusting(&server.ca(), worker % 2 == 0);
-        let url = server.url("/validate/secret-names");
+        let url = server.url(endpoints::SECRET_NAMES);
         let (ok, failed, running) = (ok.clone(), failed.clone(), running.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0;
@@ -417,7 +418,7 @@ async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
     busy_write.flush().await.expect("flush");
     // Wait until the server is reading this request, so it is in flight when shutdown begins.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metrics.in_flight("/validate/secret-names") < 1 {
+    while server.metrics.in_flight(endpoints::SECRET_NAMES) < 1 {
         assert!(
             Instant::now() < deadline,
             "the request never reached the handler"

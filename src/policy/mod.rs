@@ -5,7 +5,8 @@
 //! [`mutate`] needs nothing but the world. Because nothing here has side effects, dry-run requests
 //! get exactly the decisions real ones get.
 
-pub mod message;
+/// Moved below both the webhook and the reconciler; re-exported for the rules' `super::message`.
+pub use crate::message;
 mod mutate;
 mod namespaces;
 pub mod projects;

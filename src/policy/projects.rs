@@ -13,6 +13,7 @@
 
 use super::{Config, Decision, Denial, Findings, skips_rules};
 use crate::keys::{self, ProjectId};
+use crate::project::status_backing_namespace;
 use crate::world::World;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -43,7 +44,7 @@ impl ProjectReview {
         let view = |obj: &Option<DynamicObject>| {
             obj.as_ref().map(|o| ProjectView {
                 cluster_name: text(&o.data, "/spec/clusterName"),
-                backing_namespace: text(&o.data, "/status/backingNamespace"),
+                backing_namespace: status_backing_namespace(&o.data).map(str::to_owned),
             })
         };
         let meta = req

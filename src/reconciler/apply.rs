@@ -11,9 +11,10 @@
 //! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
+use crate::apiserver::is_not_found;
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, BackingRefusal, Drift};
-use crate::watch::project_resource;
+use crate::project::{project_resource, status_backing_namespace};
 use crate::world::{self, NamespaceState};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -277,11 +278,7 @@ impl Applier {
         let Some(live) = projects.get_opt(&project.project).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
-        let live_backing = live
-            .data
-            .pointer("/status/backingNamespace")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty());
+        let live_backing = status_backing_namespace(&live.data);
         if let Some(refusal) = refusal {
             let message = refusal.message(project, backing_namespace);
             let status =
@@ -361,7 +358,7 @@ impl Applier {
         self.guard()?;
         // The status subresource where the CRD has one, else the object itself.
         match projects.patch_status(name, &patch_params(), &patch).await {
-            Err(kube::Error::Api(status)) if status.code == 404 => {
+            Err(error) if is_not_found(&error) => {
                 projects.patch(name, &patch_params(), &patch).await?;
             }
             other => {
@@ -397,7 +394,7 @@ impl Applier {
         let event = Event {
             type_: EventType::Warning,
             reason: reason.to_owned(),
-            note: Some(crate::policy::message::one_line(message)),
+            note: Some(crate::message::one_line(message)),
             action: "SetBackingNamespace".to_owned(),
             secondary: None,
         };

@@ -10,9 +10,8 @@ use super::backoff::Backoffs;
 use super::events::{Events, Trouble};
 use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
+use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
-use crate::watch::Index;
-use crate::world::World;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ struct Context {
     metrics: ReconcilerMetrics,
     cfg: Config,
     /// Conflicts already announced, so a lasting conflict makes one Event, not one per round.
-    announced_conflicts: Mutex<HashSet<String>>,
+    announced_conflicts: Mutex<HashSet<ConflictKey>>,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
     /// Not before then are unproven project deletions read again (a CRD being deleted would
@@ -114,17 +113,6 @@ async fn reconcile_until_shutdown(
     }
 }
 
-/// Every action the world needs under this configuration (backing namespaces only when managed).
-pub fn planned(world: &World, cfg: &Config) -> Vec<Action> {
-    let mut actions = if cfg.manage_backing_namespaces {
-        plan::backing_namespace_actions(world)
-    } else {
-        Vec::new()
-    };
-    actions.extend(plan::actions(world, &cfg.copies));
-    actions
-}
-
 /// One round: prove pending project deletions, plan under a short read lock, then execute the actions
 /// that are due with bounded concurrency. Returns how long to wait for the next round if nothing
 /// changes meanwhile.
@@ -132,7 +120,7 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
     let revocation_due = prove_deletions(ctx, index).await;
     let actions = {
         let world = index.read();
-        planned(&world, &ctx.cfg)
+        plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces)
     };
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
@@ -299,20 +287,44 @@ async fn execute(ctx: &Context, action: Action) -> (Action, Result<Outcome, Erro
     (action, result)
 }
 
+/// What tells a lasting conflict from a new one: where it is, and which original wants the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConflictKey {
+    namespace: String,
+    name: String,
+    origin: Option<String>,
+}
+
+impl ConflictKey {
+    fn of(conflict: &Action) -> Self {
+        Self {
+            namespace: conflict.namespace().to_owned(),
+            name: conflict.name().to_owned(),
+            origin: conflict.origin().map(str::to_owned),
+        }
+    }
+}
+
+/// The conflicts not announced last round; `announced` becomes this round's, so a resolved conflict
+/// that comes back is announced again.
+fn fresh_conflicts<'a>(
+    announced: &mut HashSet<ConflictKey>,
+    conflicts: &'a [Action],
+) -> Vec<&'a Action> {
+    let current: HashSet<ConflictKey> = conflicts.iter().map(ConflictKey::of).collect();
+    let fresh = conflicts
+        .iter()
+        .filter(|c| !announced.contains(&ConflictKey::of(c)))
+        .collect();
+    *announced = current;
+    fresh
+}
+
 /// Logs and publishes conflicts that are new since the last round; forgets resolved ones.
 async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
     ctx.metrics
         .set_conflicts(i64::try_from(conflicts.len()).unwrap_or(i64::MAX));
-    let fresh: Vec<&Action> = {
-        let mut announced = lock(&ctx.announced_conflicts);
-        let current: HashSet<String> = conflicts.iter().map(|c| format!("{c:?}")).collect();
-        let fresh = conflicts
-            .iter()
-            .filter(|c| !announced.contains(&format!("{c:?}")))
-            .collect();
-        *announced = current;
-        fresh
-    };
+    let fresh = fresh_conflicts(&mut lock(&ctx.announced_conflicts), conflicts);
     for conflict in &fresh {
         tracing::warn!(
             namespace = conflict.namespace(),
@@ -333,31 +345,28 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::ProjectId;
     use crate::plan::Settings;
-    use crate::world::ProjectState;
 
-    fn world_with_bare_project() -> World {
-        let mut world = World::default();
-        world.upsert_project(
-            ProjectId::new("local", "p-new"),
-            ProjectState {
-                backing_namespace: "p-new".to_owned(),
-                has_backing_status: false,
-                backing_not_ready: None,
-            },
-        );
-        world
+    fn conflict(namespace: &str, origin: &str) -> Action {
+        Action::Conflict {
+            namespace: namespace.to_owned(),
+            name: "db".to_owned(),
+            origin: origin.to_owned(),
+            reason: crate::plan::ConflictReason::NoConsent,
+        }
     }
 
     #[test]
-    fn backing_namespaces_are_planned_only_when_managed() {
-        let world = world_with_bare_project();
-        let managed = Config::new(Settings::default(), true, "ns", "me");
-        let kinds: Vec<_> = planned(&world, &managed).iter().map(Action::kind).collect();
-        assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
-        let beside_rancher = Config::new(Settings::default(), false, "ns", "me");
-        assert!(planned(&world, &beside_rancher).is_empty());
+    fn a_lasting_conflict_is_announced_once_and_again_after_it_was_resolved() {
+        let mut announced = HashSet::new();
+        let round = [conflict("team-a", "b/db"), conflict("team-b", "b/db")];
+        assert_eq!(fresh_conflicts(&mut announced, &round).len(), 2);
+        assert!(fresh_conflicts(&mut announced, &round).is_empty());
+        // Another original now wants the name: a new conflict.
+        let moved = [conflict("team-a", "c/db"), conflict("team-b", "b/db")];
+        assert_eq!(fresh_conflicts(&mut announced, &moved), [&moved[0]]);
+        assert!(fresh_conflicts(&mut announced, &[]).is_empty());
+        assert_eq!(fresh_conflicts(&mut announced, &round).len(), 2);
     }
 
     #[test]

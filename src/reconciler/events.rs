@@ -3,8 +3,8 @@
 
 use super::CONTROLLER_NAME;
 use crate::keys;
+use crate::message;
 use crate::plan::Action;
-use crate::policy::message;
 use crate::world;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;

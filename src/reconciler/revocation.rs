@@ -7,8 +7,10 @@
 //! plain "404 page not found"), or a CRD being deleted (which deletes every Project with it, but
 //! discovery then drops the `create` verb), never counts: a missing CRD must not wipe out copies.
 
+use crate::apiserver::is_not_found;
+use crate::index::Index;
 use crate::keys::{self, ProjectId};
-use crate::watch::{Index, project_resource};
+use crate::project::project_resource;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::Status;
@@ -83,7 +85,7 @@ async fn read(client: &Client, id: &ProjectId) -> Result<Read, kube::Error> {
     match projects.get(&id.project).await {
         Ok(_) => Ok(Read::Exists),
         Err(kube::Error::Api(status)) if is_object_not_found(&status, id) => Ok(Read::NotFound),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Read::Unserved),
+        Err(error) if is_not_found(&error) => Ok(Read::Unserved),
         Err(error) => Err(error),
     }
 }
@@ -105,7 +107,7 @@ async fn projects_served(client: &Client) -> Result<bool, kube::Error> {
             .resources
             .iter()
             .any(|r| r.name == keys::PROJECT_PLURAL && r.verbs.iter().any(|v| v == "create"))),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) if is_not_found(&error) => Ok(false),
         Err(error) => Err(error),
     }
 }

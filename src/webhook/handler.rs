@@ -2,10 +2,11 @@
 //! body is read (its type, declared length and the caps); the review itself goes to
 //! [`super::pipeline`].
 
+use crate::endpoints;
+use crate::index::Index;
 use crate::keys;
 use crate::metrics::WebhookMetrics;
 use crate::policy::{Config, Rules};
-use crate::watch::Index;
 use crate::webhook::limits::{self, ReviewLimits};
 use crate::webhook::pipeline;
 use axum::Router;
@@ -53,42 +54,42 @@ pub enum Action {
 
 const ROUTES: [(&str, Endpoint); 6] = [
     (
-        "/validate/secret-guard",
+        endpoints::SECRET_GUARD,
         Endpoint {
             action: Action::Validate(Rules::SecretGuard),
             covers: ("", "Secret"),
         },
     ),
     (
-        "/validate/secret-names",
+        endpoints::SECRET_NAMES,
         Endpoint {
             action: Action::Validate(Rules::SecretNames),
             covers: ("", "Secret"),
         },
     ),
     (
-        "/validate/namespace-guard",
+        endpoints::NAMESPACE_GUARD,
         Endpoint {
             action: Action::Validate(Rules::NamespaceGuard),
             covers: ("", "Namespace"),
         },
     ),
     (
-        "/mutate/secret",
+        endpoints::MUTATE_SECRET,
         Endpoint {
             action: Action::Mutate,
             covers: ("", "Secret"),
         },
     ),
     (
-        "/mutate/namespace",
+        endpoints::MUTATE_NAMESPACE,
         Endpoint {
             action: Action::Mutate,
             covers: ("", "Namespace"),
         },
     ),
     (
-        "/validate/project-guard",
+        endpoints::PROJECT_GUARD,
         Endpoint {
             action: Action::ProjectGuard,
             covers: (keys::PROJECT_GROUP, keys::PROJECT_KIND),

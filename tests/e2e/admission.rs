@@ -5,7 +5,7 @@
 
 use crate::support::*;
 use scoped_secrets::keys::{self, ProjectId};
-use scoped_secrets::policy::message;
+use scoped_secrets::message;
 use std::path::Path;
 use std::time::Duration;
 
@@ -1522,7 +1522,10 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
         },
     );
     assert!(
-        err.contains(&format!("127.0.0.1:{closed_port}/validate/secret-guard")),
+        err.contains(&format!(
+            "127.0.0.1:{closed_port}{}",
+            scoped_secrets::endpoints::SECRET_GUARD
+        )),
         "{err}"
     );
     let err = fails(kubectl_apply(&scoped, &[]));

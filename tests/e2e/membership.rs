@@ -8,7 +8,7 @@ use crate::admission::{
 };
 use crate::support::*;
 use scoped_secrets::keys;
-use scoped_secrets::policy::message;
+use scoped_secrets::message;
 
 fn set_project(ns: &str, project_id: &str, user: &str, extra: &[&str]) -> std::process::Output {
     let value = format!("{}={project_id}", keys::PROJECT_ID_KEY);

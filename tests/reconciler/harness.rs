@@ -7,10 +7,10 @@
 use crate::support::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
+use scoped_secrets::index::Index;
 use scoped_secrets::keys;
 use scoped_secrets::plan::{OverwritePolicy, Settings};
 use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
-use scoped_secrets::watch::{self as watches, Index};
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,7 +56,7 @@ impl Running {
                 .expect("a runtime");
             runtime.block_on(async move {
                 let client = client(&sa).await.expect("a client for the service account");
-                let _watches = watches::spawn(client.clone(), watched.clone());
+                let _watches = scoped_secrets::index::spawn(client.clone(), watched.clone());
                 if let Err(e) = reconciler::run(client, watched, cfg, metrics, stopped).await {
                     panic!("the reconciler failed: {e:#}");
                 }

@@ -10,9 +10,9 @@
 #![allow(dead_code)]
 
 use scoped_secrets::cli::{CopyArgs, ModeArg, OverwritePolicyArg, ServeArgs};
+use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::telemetry::LogFormat;
-use scoped_secrets::watch::Index;
 use scoped_secrets::{certs, registration, serve};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

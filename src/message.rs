@@ -1,6 +1,7 @@
 //! Building the lines users read: warnings are single lines of at most [`WARNING_LIMIT`] characters,
 //! without control characters, and long lists are cut ("… in 37 namespaces: a, b, c and 34 more").
-//! Callers only ever pass names here, never secret data.
+//! Callers only ever pass names here, never secret data. Shared by the webhook's rules and the
+//! reconciler's Events, so it sits below both.
 
 /// The longest warning the apiserver shows unshortened (and the limit docs/SPEC.md §2 sets).
 pub const WARNING_LIMIT: usize = 120;

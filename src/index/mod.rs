@@ -1,0 +1,165 @@
+//! The index: the [`World`] kept current by four watches, behind a lock everyone reads.
+//!
+//! [`World`] is the pure data (what the cluster looks like, as far as we know); [`Index`] is that
+//! world live: the lock around it, a change counter the reconciler wakes on, and the readiness of
+//! each [`Watch`]. How a watch event changes the world is [`Indexed`], implemented once per watched
+//! resource (`resources.rs`); the watches themselves are in `watches.rs`, readiness in `ready.rs`.
+
+mod ready;
+mod resources;
+mod watches;
+
+pub use ready::{Readiness, ReadyHandle};
+pub use resources::{Indexed, SecretName};
+pub use watches::{PROJECTS_MAX_BACKOFF, spawn};
+
+use crate::world::World;
+use std::fmt;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::watch;
+
+/// The four watches that feed the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Watch {
+    /// Projects, when the CRD is served.
+    Projects,
+    /// Every namespace.
+    Namespaces,
+    /// The metadata of every secret (the name index; no secret data).
+    SecretNames,
+    /// The full objects of secrets carrying the project-scoped label (originals and copies).
+    ScopedSecrets,
+}
+
+impl Watch {
+    pub const ALL: [Watch; 4] = [
+        Watch::Projects,
+        Watch::Namespaces,
+        Watch::SecretNames,
+        Watch::ScopedSecrets,
+    ];
+
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Projects => "projects",
+            Self::Namespaces => "namespaces",
+            Self::SecretNames => "secret-names",
+            Self::ScopedSecrets => "scoped-secrets",
+        }
+    }
+}
+
+impl fmt::Display for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The world behind a lock, with a change counter and the readiness of every watch.
+pub struct Index {
+    world: RwLock<World>,
+    changes: watch::Sender<u64>,
+    readiness: Arc<Readiness>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new(World::default())
+    }
+}
+
+impl Index {
+    /// An index holding `world`, not ready until every watch has released its [`ReadyHandle`].
+    pub fn new(world: World) -> Self {
+        Self {
+            world: RwLock::new(world),
+            changes: watch::channel(0).0,
+            readiness: Readiness::new(Watch::ALL),
+        }
+    }
+
+    /// A read view of the world. Hold it briefly: writers wait.
+    pub fn read(&self) -> RwLockReadGuard<'_, World> {
+        // A panic while holding the lock cannot leave the world half-updated in a way that matters
+        // more than stopping every reader, so a poisoned lock is read through.
+        self.world.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, World> {
+        self.world.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a change and tells subscribers.
+    pub fn update(&self, change: impl FnOnce(&mut World)) {
+        change(&mut self.write());
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Bumped on every applied watch event.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The hold `watch` has on readiness, for the task that feeds it to release on its first list.
+    pub fn ready_handle(&self, watch: Watch) -> ReadyHandle {
+        self.readiness.handle(watch)
+    }
+
+    /// Whether every watch has delivered its first list.
+    pub fn is_synced(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
+    /// The watches that have not delivered their first list yet.
+    pub fn pending(&self) -> Vec<Watch> {
+        self.readiness.pending()
+    }
+
+    /// Resolves once every watch has delivered its first list.
+    pub async fn wait_synced(&self) {
+        self.readiness.wait().await;
+    }
+
+    #[cfg(test)]
+    pub fn mark_all_synced_for_tests(&self) {
+        Watch::ALL
+            .into_iter()
+            .for_each(|w| self.ready_handle(w).release());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_watch_has_its_own_name() {
+        let names: std::collections::BTreeSet<_> = Watch::ALL.iter().map(|w| w.name()).collect();
+        assert_eq!(names.len(), Watch::ALL.len());
+        assert_eq!(Watch::SecretNames.to_string(), "secret-names");
+    }
+
+    #[test]
+    fn updates_are_counted_for_subscribers() {
+        let index = Index::default();
+        let mut changes = index.subscribe();
+        assert!(!changes.has_changed().expect("sender alive"));
+        index.update(|w| w.projects_installed = true);
+        assert!(changes.has_changed().expect("sender alive"));
+        assert_eq!(*changes.borrow_and_update(), 1);
+        assert!(index.read().projects_installed);
+    }
+
+    #[test]
+    fn the_index_is_ready_once_every_watch_released_its_handle() {
+        let index = Index::default();
+        for watch in Watch::ALL {
+            assert!(!index.is_synced());
+            assert!(index.pending().contains(&watch));
+            index.ready_handle(watch).release();
+        }
+        assert!(index.is_synced());
+        assert!(index.pending().is_empty());
+    }
+}

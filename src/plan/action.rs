@@ -1,0 +1,260 @@
+//! The writes a plan consists of ([`Action`]), what kind each is, and why a write is refused
+//! ([`ConflictReason`], [`BackingRefusal`]). Shown by name only: a copy's data never reaches a log.
+
+use crate::keys::{self, ProjectId};
+use crate::world;
+use k8s_openapi::api::core::v1::Secret;
+use std::fmt;
+
+/// One write (or, for [`Action::Conflict`], one refusal to write).
+#[derive(Clone, PartialEq)]
+pub enum Action {
+    /// No secret of that name exists: create the copy.
+    Create { copy: Secret },
+    /// A secret that is not a copy holds the name: replace it (Warn policy, or consent).
+    Overwrite { copy: Secret, existing_uid: String },
+    /// The copy exists and differs: replace it in place.
+    Update {
+        copy: Secret,
+        resource_version: String,
+    },
+    /// The copy's type or immutability differs: delete it, then create it again.
+    Recreate { copy: Secret, existing_uid: String },
+    /// A copy nobody wants any more.
+    Delete {
+        namespace: String,
+        name: String,
+        uid: String,
+        /// The copy's origin (`<namespace>/<name>`), when it names one.
+        origin: Option<String>,
+    },
+    /// A copy is wanted where another secret holds the name, and overwriting it is not allowed.
+    Conflict {
+        namespace: String,
+        name: String,
+        origin: String,
+        reason: ConflictReason,
+    },
+    /// A project has no `status.backingNamespace`: set it, and create the namespace (marked as the
+    /// project's) if missing. With a `refusal`, the project cannot have `backing_namespace`: only
+    /// its BackingNamespaceReady condition is set (and an Event raised). Without one and with the
+    /// status already set, the condition is turned back to ready.
+    SetBackingNamespace {
+        project: ProjectId,
+        backing_namespace: String,
+        create_namespace: bool,
+        refusal: Option<BackingRefusal>,
+    },
+    /// A namespace's projectId label disagrees with its annotation: set it (or remove it).
+    FixNamespaceLabel {
+        namespace: String,
+        label: Option<String>,
+    },
+    /// An original lacks the cluster label the mutator would have added.
+    AddClusterLabel {
+        namespace: String,
+        name: String,
+        cluster: String,
+    },
+}
+
+/// Why a wanted copy cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    /// `--overwrite-policy=deny` and the original does not carry the consent annotation.
+    NoConsent,
+    /// The name is held by an original of another project (its backing namespace is in this one).
+    HeldByOriginal,
+}
+
+impl fmt::Display for ConflictReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoConsent => write!(
+                f,
+                "a secret that is not a copy holds the name and the original lacks {}=\"true\"",
+                keys::ALLOW_OVERWRITE_ANNOTATION
+            ),
+            Self::HeldByOriginal => write!(
+                f,
+                "the name is held by a project-scoped original, which is never overwritten"
+            ),
+        }
+    }
+}
+
+/// Why a project cannot have a backing namespace (`--manage-backing-namespaces`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackingRefusal {
+    /// Other projects claim the same namespace: neither gets it.
+    Claimed { rivals: Vec<ProjectId> },
+    /// The namespace it would get exists and is not marked as the project's.
+    Taken,
+    /// The project's name cannot form a namespace name.
+    InvalidName,
+}
+
+impl BackingRefusal {
+    /// The condition's and the Event's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Claimed { .. } => keys::BACKING_NAMESPACE_CLAIMED,
+            Self::Taken => keys::BACKING_NAMESPACE_TAKEN,
+            Self::InvalidName => keys::INVALID_PROJECT_NAME,
+        }
+    }
+
+    /// What conflicts, why, and how to fix it, for the condition and the Event.
+    pub fn message(&self, project: &ProjectId, namespace: &str) -> String {
+        match self {
+            Self::Claimed { rivals } => format!(
+                "namespace {namespace:?} is claimed as a backing namespace by project {project} and \
+                 also by {}; a backing namespace belongs to exactly one project, so none of them gets \
+                 it and no secret is copied from it or removed because of it; remove the claim \
+                 (status.backingNamespace) from every project it does not belong to",
+                list(rivals)
+            ),
+            Self::Taken => format!(
+                "namespace {namespace:?}, the backing namespace project {project} would get, already \
+                 exists and is not marked as its ({}={project}); an existing namespace is never \
+                 adopted, so that nobody's namespace is taken over; delete that namespace, or \
+                 annotate it {}={project} if it is meant to be this project's",
+                keys::BACKING_NAMESPACE_OF_ANNOTATION,
+                keys::BACKING_NAMESPACE_OF_ANNOTATION
+            ),
+            Self::InvalidName => format!(
+                "project name {:?} cannot form a namespace name (at most 63 lowercase letters, digits \
+                 and '-', starting and ending with a letter or digit), so project {project} gets no \
+                 backing namespace; create the project again under such a name",
+                project.project
+            ),
+        }
+    }
+}
+
+fn list(projects: &[ProjectId]) -> String {
+    let names: Vec<String> = projects.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
+/// The kind of an action, for metrics, events and the plan report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActionKind {
+    Create,
+    Overwrite,
+    Update,
+    Recreate,
+    Delete,
+    Conflict,
+    SetBackingNamespace,
+    FixNamespaceLabel,
+    AddClusterLabel,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Overwrite => "overwrite",
+            Self::Update => "update",
+            Self::Recreate => "recreate",
+            Self::Delete => "delete",
+            Self::Conflict => "conflict",
+            Self::SetBackingNamespace => "set_backing_namespace",
+            Self::FixNamespaceLabel => "fix_namespace_label",
+            Self::AddClusterLabel => "add_cluster_label",
+        }
+    }
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Self::Create { .. } => ActionKind::Create,
+            Self::Overwrite { .. } => ActionKind::Overwrite,
+            Self::Update { .. } => ActionKind::Update,
+            Self::Recreate { .. } => ActionKind::Recreate,
+            Self::Delete { .. } => ActionKind::Delete,
+            Self::Conflict { .. } => ActionKind::Conflict,
+            Self::SetBackingNamespace { .. } => ActionKind::SetBackingNamespace,
+            Self::FixNamespaceLabel { .. } => ActionKind::FixNamespaceLabel,
+            Self::AddClusterLabel { .. } => ActionKind::AddClusterLabel,
+        }
+    }
+
+    /// The namespace of the object written (empty for cluster-scoped namespace writes).
+    pub fn namespace(&self) -> &str {
+        match self {
+            Self::Create { copy }
+            | Self::Overwrite { copy, .. }
+            | Self::Update { copy, .. }
+            | Self::Recreate { copy, .. } => copy.metadata.namespace.as_deref().unwrap_or_default(),
+            Self::Delete { namespace, .. }
+            | Self::Conflict { namespace, .. }
+            | Self::AddClusterLabel { namespace, .. } => namespace,
+            Self::SetBackingNamespace { project, .. } => &project.cluster,
+            Self::FixNamespaceLabel { .. } => "",
+        }
+    }
+
+    /// The name of the object written.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Create { copy }
+            | Self::Overwrite { copy, .. }
+            | Self::Update { copy, .. }
+            | Self::Recreate { copy, .. } => copy.metadata.name.as_deref().unwrap_or_default(),
+            Self::Delete { name, .. }
+            | Self::Conflict { name, .. }
+            | Self::AddClusterLabel { name, .. } => name,
+            Self::SetBackingNamespace { project, .. } => &project.project,
+            Self::FixNamespaceLabel { namespace, .. } => namespace,
+        }
+    }
+
+    /// The original (`<namespace>/<name>`) a copy action is about.
+    pub fn origin(&self) -> Option<&str> {
+        match self {
+            Self::Create { copy }
+            | Self::Overwrite { copy, .. }
+            | Self::Update { copy, .. }
+            | Self::Recreate { copy, .. } => {
+                world::annotation(&copy.metadata, keys::ORIGIN_ANNOTATION)
+            }
+            Self::Delete { origin, .. } => origin.as_deref(),
+            Self::Conflict { origin, .. } => Some(origin),
+            Self::SetBackingNamespace { .. }
+            | Self::FixNamespaceLabel { .. }
+            | Self::AddClusterLabel { .. } => None,
+        }
+    }
+}
+
+/// Names and kinds only: an action's copy holds secret data, which must never reach a log.
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}/{}",
+            self.kind().as_str(),
+            self.namespace(),
+            self.name()
+        )?;
+        if let Some(origin) = self.origin() {
+            write!(f, " (origin {origin})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::fixtures::*;
+
+    #[test]
+    fn debug_never_shows_data() {
+        let world = base();
+        let shown = format!("{:?}", actions(&world, WARN));
+        assert!(!shown.contains("dog") && !shown.contains("ZG9n"), "{shown}");
+    }
+}
