@@ -40,6 +40,7 @@ fn main() {
         world.upsert_project(
             id.clone(),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: backing.clone(),
                 has_backing_status: true,
                 backing_not_ready: None,

@@ -174,6 +174,7 @@ mod tests {
         world.upsert_project(
             crate::keys::ProjectId::new("local", "p-new"),
             world::ProjectState {
+                uid: String::new(),
                 backing_namespace: "p-new".to_owned(),
                 has_backing_status: false,
                 backing_not_ready: None,

@@ -28,6 +28,7 @@ pub fn project_state(project: &DynamicObject) -> Option<(ProjectId, ProjectState
             .to_owned(),
         has_backing_status: status_backing.is_some(),
         backing_not_ready: backing_not_ready(&project.data),
+        uid: project.metadata.uid.clone().unwrap_or_default(),
     };
     Some((id, state))
 }

@@ -21,6 +21,8 @@ pub struct ProjectState {
     /// The reason of our `BackingNamespaceReady` condition when it is `False` (so that the
     /// reconciler writes it, and raises its Event, once and not every round).
     pub backing_not_ready: Option<String>,
+    /// The Project object's uid: a namespace is marked for this very object, not for its name.
+    pub uid: String,
 }
 
 /// A project the projects watch saw deleted, remembered with its backing namespace so that the copies
@@ -43,6 +45,8 @@ pub struct NamespaceState {
     pub terminating: bool,
     /// The raw backing-namespace-of annotation: the project this namespace was created for.
     pub backing_of: Option<String>,
+    /// The raw backing-namespace-uid annotation: that project's uid.
+    pub backing_uid: Option<String>,
 }
 
 impl NamespaceState {
@@ -54,12 +58,18 @@ impl NamespaceState {
             terminating: meta.deletion_timestamp.is_some()
                 || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"),
             backing_of: annotation(meta, keys::BACKING_NAMESPACE_OF_ANNOTATION).map(str::to_owned),
+            backing_uid: annotation(meta, keys::BACKING_NAMESPACE_UID_ANNOTATION)
+                .map(str::to_owned),
         }
     }
 
     /// Whether the reconciler created (or an operator marked) this namespace for `project`.
-    pub fn is_marked_for(&self, project: &ProjectId) -> bool {
+    /// Both marks must name it: the project and the uid of its object, so a project re-created under
+    /// a deleted one's name never inherits the deleted one's namespace and the originals left there.
+    pub fn is_marked_for(&self, project: &ProjectId, uid: &str) -> bool {
         self.marked_project().as_ref() == Some(project)
+            && !uid.is_empty()
+            && self.backing_uid.as_deref() == Some(uid)
     }
 
     /// The project the backing-namespace-of annotation names, if well-formed.
@@ -223,20 +233,18 @@ impl World {
         if state.has_backing_status {
             return Some(namespace);
         }
+        // Marked, but not for this very project (another project, or a deleted one of the same
+        // name, whose uid differs).
         let foreign = self
             .namespaces
             .get(namespace)
-            .and_then(NamespaceState::marked_project)
-            .is_some_and(|owner| &owner != id);
+            .is_some_and(|ns| ns.marked_project().is_some() && !ns.is_marked_for(id, &state.uid));
         (!foreign).then_some(namespace)
     }
 
     pub fn upsert_namespace(&mut self, name: String, state: NamespaceState) {
-        let marker_changed = self
-            .namespaces
-            .get(&name)
-            .and_then(|n| n.backing_of.as_ref())
-            != state.backing_of.as_ref();
+        let marks = |n: &NamespaceState| (n.backing_of.clone(), n.backing_uid.clone());
+        let marker_changed = self.namespaces.get(&name).map(marks) != Some(marks(&state));
         self.namespaces.insert(name, state);
         if marker_changed {
             self.rebuild_backing();
@@ -499,6 +507,7 @@ pub mod fixtures {
         world.upsert_project(
             id.clone(),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: backing.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
@@ -613,6 +622,7 @@ mod tests {
         world.upsert_project(
             id.clone(),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: status.unwrap_or(name).to_owned(),
                 has_backing_status: status.is_some(),
                 backing_not_ready: None,

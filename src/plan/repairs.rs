@@ -53,10 +53,11 @@ fn choose_backing_namespace(
     if !keys::is_namespace_name(&id.project) {
         return Err((String::new(), BackingRefusal::InvalidName));
     }
+    let uid = world.project(id).map_or("", |p| p.uid.as_str());
     let legacy = id.legacy_backing_namespace();
     if world
         .namespace(legacy)
-        .is_some_and(|ns| ns.is_marked_for(id))
+        .is_some_and(|ns| ns.is_marked_for(id, uid))
     {
         return Ok((legacy.to_owned(), false));
     }
@@ -72,7 +73,7 @@ fn choose_backing_namespace(
     }
     match world.namespace(&generated) {
         None => Ok((generated, true)),
-        Some(ns) if ns.is_marked_for(id) => Ok((generated, false)),
+        Some(ns) if ns.is_marked_for(id, uid) => Ok((generated, false)),
         Some(_) => Err((generated, BackingRefusal::Taken)),
     }
 }
@@ -194,6 +195,7 @@ mod tests {
         world.upsert_project(
             id.clone(),
             ProjectState {
+                uid: format!("uid-{id}"),
                 backing_namespace: name.to_owned(),
                 ..ProjectState::default()
             },
@@ -201,13 +203,42 @@ mod tests {
         id
     }
 
+    /// Marked for `owner`, as the reconciler marks what it creates: the project and its uid.
     fn marked(world: &mut World, namespace: &str, owner: &ProjectId) {
         world.upsert_namespace(
             namespace.to_owned(),
             NamespaceState {
                 backing_of: Some(owner.to_string()),
+                backing_uid: Some(format!("uid-{owner}")),
                 ..NamespaceState::default()
             },
+        );
+    }
+
+    /// A project re-created under a deleted one's name has another uid: the namespace marked for
+    /// the deleted one (with the originals left there) is not its own.
+    #[test]
+    fn a_namespace_marked_for_a_deleted_namesake_is_not_adopted() {
+        let mut world = converged();
+        let id = bare(&mut world, "local", "p-again");
+        world.upsert_namespace(
+            "local-p-again".to_owned(),
+            NamespaceState {
+                backing_of: Some(id.to_string()),
+                backing_uid: Some("uid-of-the-deleted-project".to_owned()),
+                ..NamespaceState::default()
+            },
+        );
+        let actions = backing_namespace_actions(&world);
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [Action::SetBackingNamespace {
+                    refusal: Some(BackingRefusal::Taken),
+                    ..
+                }]
+            ),
+            "{actions:?}"
         );
     }
 
@@ -309,6 +340,7 @@ mod tests {
         world.upsert_project(
             rival.clone(),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: BACKING.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
@@ -357,6 +389,7 @@ mod tests {
         world.upsert_project(
             rancher.clone(),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: "local-p-x".to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,

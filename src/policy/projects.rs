@@ -34,6 +34,8 @@ pub struct ProjectReview {
     /// The Project's namespace (its cluster) and name; the name is empty when the apiserver has not
     /// picked it yet (it has by the time validating webhooks are called).
     pub id: ProjectId,
+    /// The Project object's uid (empty when the request does not carry it yet).
+    pub uid: String,
     pub new: Option<ProjectView>,
     pub old: Option<ProjectView>,
 }
@@ -64,6 +66,7 @@ impl ProjectReview {
         Self {
             op: req.operation.clone(),
             id: ProjectId::new(namespace, name),
+            uid: meta.and_then(|m| m.uid.clone()).unwrap_or_default(),
             new: view(&req.object),
             old: view(&req.old_object),
         }
@@ -135,7 +138,7 @@ pub fn validate(review: &ProjectReview, world: &World) -> Vec<Denial> {
         if before.as_ref().is_some_and(|b| b.contains(&claim)) {
             continue;
         }
-        if let Some(owner) = other_owner(world, id, claim.namespace()) {
+        if let Some(owner) = other_owner(world, id, &review.uid, claim.namespace()) {
             out.push(claim.denial(id, &owner));
         }
     }
@@ -195,18 +198,24 @@ fn claimed(id: &ProjectId, view: &ProjectView) -> Vec<Claim> {
     }
 }
 
-/// Another project that claims this namespace, or that it is marked for.
-fn other_owner(world: &World, id: &ProjectId, namespace: &str) -> Option<ProjectId> {
+/// Another project that claims this namespace, or that it is marked for: also a deleted project of
+/// the same name, whose Project object had another uid (its originals may still be there).
+fn other_owner(world: &World, id: &ProjectId, uid: &str, namespace: &str) -> Option<ProjectId> {
     world
         .claims(namespace)
         .into_iter()
         .find(|claimant| *claimant != id)
         .cloned()
         .or_else(|| {
-            world
-                .namespace(namespace)
-                .and_then(|ns| ns.marked_project())
-                .filter(|owner| owner != id)
+            let ns = world.namespace(namespace)?;
+            let owner = ns.marked_project()?;
+            let earlier_namesake = &owner == id
+                && !uid.is_empty()
+                && ns
+                    .backing_uid
+                    .as_deref()
+                    .is_some_and(|marked| marked != uid);
+            (&owner != id || earlier_namesake).then_some(owner)
         })
 }
 
@@ -241,6 +250,7 @@ mod tests {
 
     fn create(cluster: &str, name: &str, view: ProjectView) -> ProjectReview {
         ProjectReview {
+            uid: String::new(),
             op: Operation::Create,
             id: ProjectId::new(cluster, name),
             new: Some(view),
@@ -336,6 +346,7 @@ mod tests {
         let mut view = spec("local");
         view.backing_namespace = Some("local-a-team".to_owned());
         let update = ProjectReview {
+            uid: String::new(),
             op: Operation::Update,
             id: ProjectId::new("local", "evil"),
             new: Some(view.clone()),
@@ -349,11 +360,13 @@ mod tests {
         );
         // The owner itself, and an update that does not change the claim, pass.
         let own = ProjectReview {
+            uid: String::new(),
             id: ProjectId::new("local", "a-team"),
             ..update.clone()
         };
         assert!(validate(&own, &world).is_empty());
         let unchanged = ProjectReview {
+            uid: String::new(),
             old: Some(view),
             ..update
         };
@@ -403,6 +416,7 @@ mod tests {
         world.upsert_project(
             ProjectId::new("local", "p-new"),
             ProjectState {
+                uid: String::new(),
                 backing_namespace: "p-new".to_owned(),
                 ..ProjectState::default()
             },

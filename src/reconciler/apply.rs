@@ -302,15 +302,24 @@ impl Applier {
             None => {}
         }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        // The namespace is marked for this very Project object: one re-created under the same name
+        // has another uid and does not inherit it.
+        let uid = live.metadata.uid.clone().unwrap_or_default();
         if create_namespace {
             let namespace = Namespace {
                 metadata: ObjectMeta {
                     name: Some(backing_namespace.to_owned()),
                     annotations: Some(
-                        [(
-                            keys::BACKING_NAMESPACE_OF_ANNOTATION.to_owned(),
-                            project.to_string(),
-                        )]
+                        [
+                            (
+                                keys::BACKING_NAMESPACE_OF_ANNOTATION.to_owned(),
+                                project.to_string(),
+                            ),
+                            (
+                                keys::BACKING_NAMESPACE_UID_ANNOTATION.to_owned(),
+                                uid.clone(),
+                            ),
+                        ]
                         .into(),
                     ),
                     ..ObjectMeta::default()
@@ -330,7 +339,7 @@ impl Applier {
         let marked = namespaces
             .get_opt(backing_namespace)
             .await?
-            .is_some_and(|ns| NamespaceState::from_namespace(&ns).is_marked_for(project));
+            .is_some_and(|ns| NamespaceState::from_namespace(&ns).is_marked_for(project, &uid));
         if !marked {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
