@@ -1,29 +1,30 @@
-//! Attacks by users with ordinary permissions that the product's promises say must fail.
+//! Attacks by users with ordinary permissions that the product's promises say must fail
+//! (docs/SPEC.md §3, *Backing namespaces are owned*: a backing namespace belongs to exactly one
+//! project, and an existing namespace is never adopted unless it is marked for that very project).
 //!
-//! Pre-claiming a future project's backing namespace: the reconciler adopts an existing namespace
-//! as a project's backing namespace when it carries `scoped-secrets.io/backing-namespace-of` naming
-//! that project (docs/SPEC.md §3, *Backing namespaces are owned*), so whoever may write that
-//! annotation decides which namespace becomes a project's backing namespace. A user who may only
-//! edit namespaces (no `manage-namespaces` on any project) marks a namespace she controls for a
-//! project that does not exist yet; when the project is created, the reconciler records that
-//! namespace in `status.backingNamespace`, the project's owners put their originals there, and the
-//! attacker reads them (and plants originals that overwrite secrets in every namespace of the
-//! project). Reproduced against `local-control-plane --serve` (with the reconciler): see the report
-//! on branch `attack`. Only the admission half can be shown here (no reconciler runs in this binary).
+//! Both holes are in who decides which namespace becomes a project's backing namespace: the mark
+//! `scoped-secrets.io/backing-namespace-of: <cluster>:<project>` names a project by its ID only, and
+//! nothing guards who writes it. No reconciler runs in this binary, so each test asks the
+//! reconciler's own pure function ([`plan::backing_namespace_actions`]) over the server's index, fed by
+//! the real apiserver, what the reconciler would do; a fix that refuses the attack at admission
+//! passes too. Both were reproduced with the reconciler running (`local-control-plane --serve`): the
+//! attacker read the project's originals.
 
-use crate::admission::NAMESPACE_GUARD;
 use crate::support::*;
-use scoped_secrets::keys;
+use scoped_secrets::keys::{self, ProjectId};
+use scoped_secrets::plan::{self, Action};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// A namespace editor as a Rancher-like cluster gives one: create, update and patch namespaces,
-/// and nothing on Projects.
+/// A namespace editor as a Rancher-like cluster gives one: create, update and patch namespaces.
 const NINA: &str = "attack-nina";
+/// A user who may only create (and get) Projects in cluster `local`.
+const PAUL: &str = "attack-paul";
 
-fn namespace_editor() {
+fn grant_attackers() {
     static GRANTED: OnceLock<()> = OnceLock::new();
     GRANTED.get_or_init(|| {
+        cluster_namespace();
         ok(kubectl_apply(
             &format!(
                 "apiVersion: rbac.authorization.k8s.io/v1
@@ -40,70 +41,177 @@ metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-attack-namespace-editor}}
 subjects:
 - {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {NINA}}}
-"
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
+rules:
+- apiGroups: [{group}]
+  resources: [{plural}]
+  verbs: [create, get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: scoped-secrets-e2e-attack-project-creator}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {PAUL}}}
+",
+                group = keys::PROJECT_GROUP,
+                plural = keys::PROJECT_PLURAL,
             ),
             &[],
         ));
-        let as_nina = format!("--as={NINA}");
-        eventually("nina's grants", Duration::from_secs(20), || {
-            (stdout(&kubectl(&["auth", "can-i", "patch", "namespaces", &as_nina])).trim() == "yes")
-                .then_some(())
+        let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
+        eventually("the attackers' grants", Duration::from_secs(20), || {
+            let can = |user: &str, args: &[&str]| {
+                let as_user = format!("--as={user}");
+                let mut all = vec!["auth", "can-i"];
+                all.extend_from_slice(args);
+                all.push(&as_user);
+                stdout(&kubectl(&all)).trim() == "yes"
+            };
+            (can(NINA, &["patch", "namespaces"])
+                && can(PAUL, &["create", &resource, "-n", "local"]))
+            .then_some(())
         });
     });
 }
 
-#[test]
-fn a_namespace_editor_may_not_mark_a_namespace_as_a_future_projects_backing_namespace() {
-    namespace_editor();
-    cluster_namespace();
-    let as_nina = format!("--as={NINA}");
-    // The project the victim will create later, and the namespace the reconciler would then adopt
-    // (its generated backing namespace, marked for it).
-    let future = unique("future");
-    let generated = keys::ProjectId::new("local", future.clone()).generated_backing_namespace();
-    let mark = format!("{}=local:{future}", keys::BACKING_NAMESPACE_OF_ANNOTATION);
+fn project_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: local}}
+spec: {{clusterName: local}}
+"
+    )
+}
 
-    // Pre-claim by creating the namespace with the mark...
+/// Whether the reconciler, planning over the server's index, would adopt `namespace` as the
+/// backing namespace of `project` (record it in its status without creating it).
+fn reconciler_adopts(project: &ProjectId, namespace: &str) -> bool {
+    plan::backing_namespace_actions(&env().index.read())
+        .into_iter()
+        .any(|action| {
+            matches!(action, Action::SetBackingNamespace {
+                project: p, backing_namespace, create_namespace: false, refusal: None,
+            } if &p == project && backing_namespace == namespace)
+        })
+}
+
+#[test]
+fn a_namespace_editor_cannot_pre_claim_a_future_projects_backing_namespace() {
+    grant_attackers();
+    // Nina creates the namespace a project that does not exist yet will be given, marked for it.
+    let future = ProjectId::new("local", unique("future"));
+    let generated = future.generated_backing_namespace();
     let created = kubectl_stdin(
         &env().kubeconfig,
-        &["create", "-f", "-", &as_nina],
+        &["create", "-f", "-", &format!("--as={NINA}")],
         &format!(
             "apiVersion: v1
 kind: Namespace
 metadata:
   name: {generated}
-  annotations: {{{key}: \"local:{future}\"}}
+  annotations: {{{key}: \"{future}\"}}
 ",
             key = keys::BACKING_NAMESPACE_OF_ANNOTATION
         ),
     );
-    let err = fails(created);
+    if !created.status.success() {
+        return; // refused at admission: the attack ends here
+    }
+    // Later someone else creates the project.
+    ok(kubectl_apply(&project_yaml(&future.project), &[]));
+    indexed("the project and nina's namespace", |w| {
+        w.project(&future).is_some() && w.namespace(&generated).is_some()
+    });
     assert!(
-        err.contains(&format!(
-            "admission webhook \"{NAMESPACE_GUARD}\" denied the request"
-        )),
-        "the mark was refused, but not by the namespace guard: {err}"
+        !reconciler_adopts(&future, &generated),
+        "the reconciler would adopt namespace {generated}, which namespace editor {NINA} created \
+         and marked, as the backing namespace of project {future}: whatever she can do there, she \
+         can do to the project's originals"
     );
+}
 
-    // ...or by marking a namespace the attacker already has (here: one she just created plainly).
-    let own = unique("nina-own");
-    ok(kubectl(&["create", "namespace", &own, &as_nina]));
-    let err = fails(kubectl(&["annotate", "namespace", &own, &mark, &as_nina]));
-    assert!(
-        err.contains(&format!(
-            "admission webhook \"{NAMESPACE_GUARD}\" denied the request"
-        )),
-        "the mark was refused, but not by the namespace guard: {err}"
-    );
-    let marks = ok(kubectl(&[
-        "get",
-        "namespace",
-        &own,
-        "-o",
-        "jsonpath={.metadata.annotations}",
+#[test]
+fn reusing_a_deleted_projects_name_does_not_inherit_its_backing_namespace() {
+    grant_attackers();
+    // The victim's project, as the reconciler leaves it: its backing namespace created and marked,
+    // recorded in status, holding an original.
+    let victim = ProjectId::new("local", unique("gone"));
+    let backing = victim.generated_backing_namespace();
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {backing}
+  annotations: {{{key}: \"{victim}\"}}
+---
+{project}",
+            key = keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            project = project_yaml(&victim.project),
+        ),
+        &[],
+    ));
+    ok(kubectl(&[
+        "patch",
+        "project",
+        &victim.project,
+        "-n",
+        "local",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#),
     ]));
+    indexed("the victim's backing namespace", |w| {
+        w.backing_project(&backing) == Some(&victim)
+    });
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {backing}
+  labels: {{{label}: {name}}}
+stringData: {{password: victim}}
+",
+            label = keys::PROJECT_SCOPED_LABEL,
+            name = victim.project,
+        ),
+        &[],
+    ));
+    indexed("the victim's original", |w| {
+        w.originals_of(&victim).any(|o| o.name() == "db")
+    });
+    // The victim's project is deleted; its originals stay (docs/SPEC.md §3).
+    ok(kubectl(&[
+        "delete",
+        "project",
+        &victim.project,
+        "-n",
+        "local",
+    ]));
+    indexed("the deletion", |w| w.project(&victim).is_none());
+
+    // Paul, who may only create Projects, creates one of the same name.
+    let created = kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-", &format!("--as={PAUL}")],
+        &project_yaml(&victim.project),
+    );
+    if !created.status.success() {
+        return; // refused at admission: the attack ends here
+    }
+    indexed("paul's project", |w| w.project(&victim).is_some());
     assert!(
-        !marks.contains(keys::BACKING_NAMESPACE_OF_ANNOTATION),
-        "namespace {own} carries the backing-namespace mark a namespace editor wrote: {marks}"
+        !reconciler_adopts(&victim, &backing),
+        "the reconciler would hand namespace {backing}, with the deleted project's originals, to \
+         the project {PAUL} just created under the same name; with manage-namespaces on it (a \
+         project creator's usual role) he joins a namespace of his own and receives them"
     );
 }
