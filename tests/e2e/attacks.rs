@@ -215,3 +215,98 @@ stringData: {{password: victim}}
          project creator's usual role) he joins a namespace of his own and receives them"
     );
 }
+
+/// The apiserver's limit on the total size of an object's annotation keys and values.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+fn annotation_bytes(secret: &k8s_openapi::api::core::v1::Secret) -> usize {
+    secret
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.len())
+        .sum()
+}
+
+#[test]
+fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit() {
+    // S6 refuses an original whose copies would pass the apiserver's annotation limit, counting
+    // its own annotations plus the copy markers; a copy that overwrites a namespace's own secret
+    // also carries `scoped-secrets.io/replaced: "true"` (30 bytes), which S6 does not count. An
+    // original within 30 bytes of the limit is admitted with "will overwrite", `plan` says
+    // "1 to overwrite", and the reconciler's write is refused (422) for ever (CopyFailed).
+    let project = project("big");
+    let ns = namespace_in(&project, "big-team");
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "big",
+        "-n",
+        &ns,
+        "--from-literal=own=1",
+    ]));
+    indexed("the namespace's own secret", |w| {
+        w.secret_meta(&ns, "big").is_some()
+    });
+    let origin = keys::origin_value(&project.backing, "big");
+    let markers = keys::COPY_ANNOTATION.len()
+        + keys::TRUE.len()
+        + keys::USER_SECRET_ANNOTATION.len()
+        + keys::TRUE.len()
+        + keys::ORIGIN_ANNOTATION.len()
+        + origin.len()
+        + keys::ORIGIN_UID_ANNOTATION.len()
+        + 36;
+    // The copies S6 counts are 10 bytes under the limit.
+    let pad = ANNOTATIONS_LIMIT - 10 - markers - "pad".len();
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "big",
+            "namespace": project.backing,
+            "labels": {keys::PROJECT_SCOPED_LABEL: project.name},
+            "annotations": {"pad": "x".repeat(pad)},
+        },
+        "stringData": {"key": "value"},
+    });
+    let created = kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-"],
+        &manifest.to_string(),
+    );
+    if !created.status.success() {
+        assert!(
+            stderr(&created).contains("secret-guard.scoped-secrets.io"),
+            "refused, but not by S6: {}",
+            stderr(&created)
+        );
+        return;
+    }
+    indexed("the original", |w| {
+        w.scoped(&project.backing, "big")
+            .is_some_and(|s| w.as_original(s).is_some())
+    });
+    let index = env().index.read();
+    let planned: Vec<usize> = plan::actions(&index, &plan::Settings::default())
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Overwrite { copy, .. } | Action::Create { copy }
+                if copy.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && copy.metadata.name.as_deref() == Some("big") =>
+            {
+                Some(annotation_bytes(&copy))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(planned.len(), 1, "one copy of big planned in {ns}");
+    assert!(
+        planned[0] <= ANNOTATIONS_LIMIT,
+        "the original was admitted (with \"will overwrite\"), but the copy the reconciler will \
+         write into {ns} carries {} bytes of annotations: the apiserver refuses it for ever",
+        planned[0]
+    );
+}
