@@ -4,6 +4,7 @@
 mod support;
 
 mod admission;
+mod attacks;
 mod foundation;
 mod membership;
 mod projects;

@@ -1,0 +1,312 @@
+//! Attacks by users with ordinary permissions that the product's promises say must fail
+//! (docs/SPEC.md §3, *Backing namespaces are owned*: a backing namespace belongs to exactly one
+//! project, and an existing namespace is never adopted unless it is marked for that very project).
+//!
+//! Both holes are in who decides which namespace becomes a project's backing namespace: the mark
+//! `scoped-secrets.io/backing-namespace-of: <cluster>:<project>` names a project by its ID only, and
+//! nothing guards who writes it. No reconciler runs in this binary, so each test asks the
+//! reconciler's own pure function ([`plan::backing_namespace_actions`]) over the server's index, fed by
+//! the real apiserver, what the reconciler would do; a fix that refuses the attack at admission
+//! passes too. Both were reproduced with the reconciler running (`local-control-plane --serve`): the
+//! attacker read the project's originals.
+
+use crate::support::*;
+use scoped_secrets::keys::{self, ProjectId};
+use scoped_secrets::plan::{self, Action};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A namespace editor as a Rancher-like cluster gives one: create, update and patch namespaces.
+const NINA: &str = "attack-nina";
+/// A user who may only create (and get) Projects in cluster `local`.
+const PAUL: &str = "attack-paul";
+
+fn grant_attackers() {
+    static GRANTED: OnceLock<()> = OnceLock::new();
+    GRANTED.get_or_init(|| {
+        cluster_namespace();
+        ok(kubectl_apply(
+            &format!(
+                "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
+rules:
+- apiGroups: [\"\"]
+  resources: [namespaces]
+  verbs: [get, list, create, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-attack-namespace-editor}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {NINA}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
+rules:
+- apiGroups: [{group}]
+  resources: [{plural}]
+  verbs: [create, get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: scoped-secrets-e2e-attack-project-creator}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {PAUL}}}
+",
+                group = keys::PROJECT_GROUP,
+                plural = keys::PROJECT_PLURAL,
+            ),
+            &[],
+        ));
+        let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
+        eventually("the attackers' grants", Duration::from_secs(20), || {
+            let can = |user: &str, args: &[&str]| {
+                let as_user = format!("--as={user}");
+                let mut all = vec!["auth", "can-i"];
+                all.extend_from_slice(args);
+                all.push(&as_user);
+                stdout(&kubectl(&all)).trim() == "yes"
+            };
+            (can(NINA, &["patch", "namespaces"])
+                && can(PAUL, &["create", &resource, "-n", "local"]))
+            .then_some(())
+        });
+    });
+}
+
+fn project_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: local}}
+spec: {{clusterName: local}}
+"
+    )
+}
+
+/// Whether the reconciler, planning over the server's index, would adopt `namespace` as the
+/// backing namespace of `project` (record it in its status without creating it).
+fn reconciler_adopts(project: &ProjectId, namespace: &str) -> bool {
+    plan::backing_namespace_actions(&env().index.read())
+        .into_iter()
+        .any(|action| {
+            matches!(action, Action::SetBackingNamespace {
+                project: p, backing_namespace, create_namespace: false, refusal: None,
+            } if &p == project && backing_namespace == namespace)
+        })
+}
+
+#[test]
+fn a_namespace_editor_cannot_pre_claim_a_future_projects_backing_namespace() {
+    grant_attackers();
+    // Nina creates the namespace a project that does not exist yet will be given, marked for it.
+    let future = ProjectId::new("local", unique("future"));
+    let generated = future.generated_backing_namespace();
+    let created = kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-", &format!("--as={NINA}")],
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {generated}
+  annotations: {{{key}: \"{future}\"}}
+",
+            key = keys::BACKING_NAMESPACE_OF_ANNOTATION
+        ),
+    );
+    if !created.status.success() {
+        return; // refused at admission: the attack ends here
+    }
+    // Later someone else creates the project.
+    ok(kubectl_apply(&project_yaml(&future.project), &[]));
+    indexed("the project and nina's namespace", |w| {
+        w.project(&future).is_some() && w.namespace(&generated).is_some()
+    });
+    assert!(
+        !reconciler_adopts(&future, &generated),
+        "the reconciler would adopt namespace {generated}, which namespace editor {NINA} created \
+         and marked, as the backing namespace of project {future}: whatever she can do there, she \
+         can do to the project's originals"
+    );
+}
+
+#[test]
+fn reusing_a_deleted_projects_name_does_not_inherit_its_backing_namespace() {
+    grant_attackers();
+    // The victim's project, as the reconciler leaves it: its backing namespace created and marked,
+    // recorded in status, holding an original.
+    let victim = ProjectId::new("local", unique("gone"));
+    let backing = victim.generated_backing_namespace();
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {backing}
+  annotations: {{{key}: \"{victim}\"}}
+---
+{project}",
+            key = keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            project = project_yaml(&victim.project),
+        ),
+        &[],
+    ));
+    ok(kubectl(&[
+        "patch",
+        "project",
+        &victim.project,
+        "-n",
+        "local",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#),
+    ]));
+    indexed("the victim's backing namespace", |w| {
+        w.backing_project(&backing) == Some(&victim)
+    });
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {backing}
+  labels: {{{label}: {name}}}
+stringData: {{password: victim}}
+",
+            label = keys::PROJECT_SCOPED_LABEL,
+            name = victim.project,
+        ),
+        &[],
+    ));
+    indexed("the victim's original", |w| {
+        w.originals_of(&victim).any(|o| o.name() == "db")
+    });
+    // The victim's project is deleted; its originals stay (docs/SPEC.md §3).
+    ok(kubectl(&[
+        "delete",
+        "project",
+        &victim.project,
+        "-n",
+        "local",
+    ]));
+    indexed("the deletion", |w| w.project(&victim).is_none());
+
+    // Paul, who may only create Projects, creates one of the same name.
+    let created = kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-", &format!("--as={PAUL}")],
+        &project_yaml(&victim.project),
+    );
+    if !created.status.success() {
+        return; // refused at admission: the attack ends here
+    }
+    indexed("paul's project", |w| w.project(&victim).is_some());
+    assert!(
+        !reconciler_adopts(&victim, &backing),
+        "the reconciler would hand namespace {backing}, with the deleted project's originals, to \
+         the project {PAUL} just created under the same name; with manage-namespaces on it (a \
+         project creator's usual role) he joins a namespace of his own and receives them"
+    );
+}
+
+/// The apiserver's limit on the total size of an object's annotation keys and values.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+fn annotation_bytes(secret: &k8s_openapi::api::core::v1::Secret) -> usize {
+    secret
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.len())
+        .sum()
+}
+
+#[test]
+fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit() {
+    // S6 refuses an original whose copies would pass the apiserver's annotation limit, counting
+    // its own annotations plus the copy markers; a copy that overwrites a namespace's own secret
+    // also carries `scoped-secrets.io/replaced: "true"` (30 bytes), which S6 does not count. An
+    // original within 30 bytes of the limit is admitted with "will overwrite", `plan` says
+    // "1 to overwrite", and the reconciler's write is refused (422) for ever (CopyFailed).
+    let project = project("big");
+    let ns = namespace_in(&project, "big-team");
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "big",
+        "-n",
+        &ns,
+        "--from-literal=own=1",
+    ]));
+    indexed("the namespace's own secret", |w| {
+        w.secret_meta(&ns, "big").is_some()
+    });
+    let origin = keys::origin_value(&project.backing, "big");
+    let markers = keys::COPY_ANNOTATION.len()
+        + keys::TRUE.len()
+        + keys::USER_SECRET_ANNOTATION.len()
+        + keys::TRUE.len()
+        + keys::ORIGIN_ANNOTATION.len()
+        + origin.len()
+        + keys::ORIGIN_UID_ANNOTATION.len()
+        + 36;
+    // The copies S6 counts are 10 bytes under the limit.
+    let pad = ANNOTATIONS_LIMIT - 10 - markers - "pad".len();
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "big",
+            "namespace": project.backing,
+            "labels": {keys::PROJECT_SCOPED_LABEL: project.name},
+            "annotations": {"pad": "x".repeat(pad)},
+        },
+        "stringData": {"key": "value"},
+    });
+    let created = kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-"],
+        &manifest.to_string(),
+    );
+    if !created.status.success() {
+        assert!(
+            stderr(&created).contains("secret-guard.scoped-secrets.io"),
+            "refused, but not by S6: {}",
+            stderr(&created)
+        );
+        return;
+    }
+    indexed("the original", |w| {
+        w.scoped(&project.backing, "big")
+            .is_some_and(|s| w.as_original(s).is_some())
+    });
+    let index = env().index.read();
+    let planned: Vec<usize> = plan::actions(&index, &plan::Settings::default())
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Overwrite { copy, .. } | Action::Create { copy }
+                if copy.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && copy.metadata.name.as_deref() == Some("big") =>
+            {
+                Some(annotation_bytes(&copy))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(planned.len(), 1, "one copy of big planned in {ns}");
+    assert!(
+        planned[0] <= ANNOTATIONS_LIMIT,
+        "the original was admitted (with \"will overwrite\"), but the copy the reconciler will \
+         write into {ns} carries {} bytes of annotations: the apiserver refuses it for ever",
+        planned[0]
+    );
+}
