@@ -119,20 +119,17 @@ metadata:
             key = keys::BACKING_NAMESPACE_OF_ANNOTATION
         ),
     );
-    if !created.status.success() {
-        return; // refused at admission: the attack ends here
-    }
-    // Later someone else creates the project.
-    ok(kubectl_apply(&project_yaml(&future.project), &[]));
-    indexed("the project and nina's namespace", |w| {
-        w.project(&future).is_some() && w.namespace(&generated).is_some()
-    });
+    // Refused at admission (N5): the marks are the reconciler's, and Nina may not update the
+    // future project's status.
+    let err = fails(created);
     assert!(
-        !reconciler_adopts(&future, &generated),
-        "the reconciler would adopt namespace {generated}, which namespace editor {NINA} created \
-         and marked, as the backing namespace of project {future}: whatever she can do there, she \
-         can do to the project's originals"
+        err.contains(&format!(
+            "admission webhook \"namespace-guard.scoped-secrets.io\" denied the request: user \
+             \"{NINA}\" may not change them"
+        )),
+        "{err}"
     );
+    fails(kubectl(&["get", "namespace", &generated]));
 }
 
 #[test]
@@ -204,8 +201,15 @@ stringData: {{password: victim}}
         &["create", "-f", "-", &format!("--as={PAUL}")],
         &project_yaml(&victim.project),
     );
+    // Refused at admission (P3) when the request carries the new object's uid, else admitted and
+    // then never given the namespace: either way the deleted project's namespace is not his.
     if !created.status.success() {
-        return; // refused at admission: the attack ends here
+        assert!(
+            stderr(&created).contains("project-guard.scoped-secrets.io"),
+            "refused, but not by the project guard: {}",
+            stderr(&created)
+        );
+        return;
     }
     indexed("paul's project", |w| w.project(&victim).is_some());
     assert!(
