@@ -1,6 +1,6 @@
 //! `make run` end to end: `local-control-plane --serve` brings up etcd, the apiserver, the controller
-//! manager and `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches the webhook;
-//! and an interrupt (Ctrl-C) leaves no process behind.
+//! manager and `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches
+//! the webhook; and an interrupt (Ctrl-C) leaves no process behind.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
