@@ -1,7 +1,8 @@
 # The two commands the README starts with, and the benchmarks.
 .PHONY: run test lint control-plane bench-admission bench-reconciler
 
-# A real etcd + kube-apiserver on 127.0.0.1 with scoped-secrets serving against it. Ctrl-C stops all.
+# A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
+# against it. Ctrl-C stops all.
 run:
 	cargo build --bins
 	target/debug/local-control-plane --serve --dir .local/control-plane

@@ -1,6 +1,6 @@
-//! `make run` end to end: `local-control-plane --serve` brings up etcd, the apiserver and
-//! `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches the webhook;
-//! and an interrupt (Ctrl-C) leaves no process behind.
+//! `make run` end to end: `local-control-plane --serve` brings up etcd, the apiserver, the controller
+//! manager and `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches
+//! the webhook; and an interrupt (Ctrl-C) leaves no process behind.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -54,11 +54,12 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         .strip_prefix("ready kubeconfig=")
         .unwrap_or_else(|| panic!("not ready: {line:?}"))
         .to_owned();
-    // The supervisor, etcd, the apiserver and the product all run from this test's directory.
+    // The supervisor, etcd, the apiserver, the controller manager and the product all run from this
+    // test's directory.
     assert_eq!(
         processes_mentioning(&dir_text).len(),
-        4,
-        "supervisor, etcd, kube-apiserver, product"
+        5,
+        "supervisor, etcd, kube-apiserver, kube-controller-manager, product"
     );
 
     let kubectl = |args: &[&str]| {

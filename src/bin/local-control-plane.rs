@@ -1,9 +1,12 @@
-//! A real etcd and kube-apiserver on free loopback ports, the way controller-runtime's envtest runs
-//! them, for the tests and for `make run`. It stays in the foreground and supervises both: on Ctrl-C,
-//! SIGTERM, the exit of either child, or the exit of the process named by `--watch-pid` (a test binary
-//! that panicked or was killed), it stops both, so no process is left behind.
+//! A real etcd, kube-apiserver and kube-controller-manager on free loopback ports, the way
+//! controller-runtime's envtest runs the first two, for the tests and for `make run`. The controller
+//! manager runs only the controllers that finish lifecycles (namespace deletion, garbage collection,
+//! service accounts, their tokens and the root CA ConfigMap), so a deleted namespace really goes away.
+//! It stays in the foreground and supervises all of them: on Ctrl-C, SIGTERM, the exit of any child,
+//! or the exit of the process named by `--watch-pid` (a test binary that panicked or was killed), it
+//! stops them all, so no process is left behind.
 //!
-//! When both are up it writes `<dir>/kubeconfig` (admin, `system:masters`, by token) and
+//! When all are up it writes `<dir>/kubeconfig` (admin, `system:masters`, by token) and
 //! `<dir>/kubeconfig-service-account` (the product's service-account username, no permissions until
 //! `deploy/`'s RBAC is applied), and prints one line `ready kubeconfig=<path>` on stdout, which callers
 //! wait for.
@@ -18,7 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(about = "Run a local etcd + kube-apiserver on 127.0.0.1 until interrupted")]
+#[command(
+    about = "Run a local etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 until interrupted"
+)]
 struct Args {
     /// State directory (etcd data, certificates, kubeconfig, logs); emptied at start.
     #[arg(
@@ -30,7 +35,16 @@ struct Args {
     /// Stop when this process exits (used by the test support).
     #[arg(long)]
     watch_pid: Option<u32>,
-    /// How long to wait for the apiserver to become ready.
+    /// The kube-controller-manager's controllers (its `--controllers`, full names as its `--help`
+    /// lists them); empty: no controller manager.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CONTROL_PLANE_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = LIFECYCLE_CONTROLLERS
+    )]
+    controllers: Vec<String>,
+    /// How long to wait for the apiserver and the controller manager to become ready.
     #[arg(long, default_value = "120")]
     ready_timeout_secs: u64,
     /// Also run `scoped-secrets serve` against it (as the product's service account, with deploy/'s
@@ -57,22 +71,45 @@ const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:scoped-secrets-system:
 const SERVICE_ACCOUNT_GROUPS: &str =
     "system:serviceaccounts,system:serviceaccounts:scoped-secrets-system,system:authenticated";
 
+/// The controllers that finish what a deletion or a new namespace starts. With these, a deleted
+/// namespace's content is removed and the namespace disappears, owner references are collected, and
+/// every namespace gets its `default` ServiceAccount and `kube-root-ca.crt` ConfigMap.
+const LIFECYCLE_CONTROLLERS: &str = "namespace-controller,garbage-collector-controller,\
+serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller";
+/// The controller manager's identity. With `--use-service-account-credentials=false` every controller
+/// acts as this one user, and the namespace controller must delete every kind of object; the
+/// bootstrap role `system:kube-controller-manager` grants only what the one-identity-per-controller
+/// mode needs (it cannot even delete a ConfigMap), hence `system:masters`.
+const CONTROLLER_MANAGER_TOKEN: &str = "scoped-secrets-local-controller-manager";
+const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (etcd_bin, apiserver_bin) = binaries()?;
+    let controllers: Vec<String> = args
+        .controllers
+        .iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let binaries = binaries()?;
     let dir = std::path::absolute(&args.dir)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir.join("etcd"))?;
 
-    let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
+    let [
+        etcd_client,
+        etcd_peer,
+        apiserver_port,
+        controller_manager_port,
+    ] = free_ports()?;
     let pki = write_pki(&dir)?;
     let mut children = Children::default();
     children.start(
         "etcd",
-        Command::new(&etcd_bin).args([
+        Command::new(&binaries.etcd).args([
             "--name=default",
             &format!("--data-dir={}", dir.join("etcd").display()),
             &format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
@@ -87,7 +124,7 @@ async fn main() -> Result<()> {
     )?;
     children.start(
         "kube-apiserver",
-        Command::new(&apiserver_bin).args([
+        Command::new(&binaries.apiserver).args([
             &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
@@ -123,6 +160,19 @@ async fn main() -> Result<()> {
     )?;
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_secs);
     wait_ready(&kubeconfig, &mut children, deadline).await?;
+    if !controllers.is_empty() {
+        // Started once the apiserver is ready: it gives up when the apiserver is not healthy
+        // within 10 s, which a loaded machine can take.
+        let controller_manager = ControllerManager {
+            binary: &binaries.controller_manager,
+            port: controller_manager_port,
+            controllers: &controllers,
+        };
+        controller_manager.start(&dir, apiserver_port, &pki, &mut children)?;
+        controller_manager
+            .wait_ready(&pki.ca_pem, &mut children, deadline)
+            .await?;
+    }
     if args.serve {
         serve_product(
             &args,
@@ -246,16 +296,38 @@ async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     )?)
 }
 
-/// Where the binaries are: TEST_ASSET_* files, then KUBEBUILDER_ASSETS, then the cached build.
-fn binaries() -> Result<(PathBuf, PathBuf)> {
-    let from_env = |var: &str| std::env::var_os(var).map(PathBuf::from);
-    let assets = from_env("KUBEBUILDER_ASSETS");
-    let etcd = from_env("TEST_ASSET_ETCD").or_else(|| assets.as_ref().map(|d| d.join("etcd")));
-    let apiserver = from_env("TEST_ASSET_KUBE_APISERVER")
-        .or_else(|| assets.as_ref().map(|d| d.join("kube-apiserver")));
-    if let (Some(etcd), Some(apiserver)) = (&etcd, &apiserver) {
-        return Ok((etcd.clone(), apiserver.clone()));
+struct Binaries {
+    etcd: PathBuf,
+    apiserver: PathBuf,
+    controller_manager: PathBuf,
+}
+
+/// Where the binaries are: TEST_ASSET_* files, then KUBEBUILDER_ASSETS, then the cached build
+/// (envtest's asset bundles hold no kube-controller-manager, so that one usually comes from the build).
+fn binaries() -> Result<Binaries> {
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
+    let provided = |var: &str, name: &str| {
+        std::env::var_os(var).map(PathBuf::from).or_else(|| {
+            let path = assets.as_ref()?.join(name);
+            path.is_file().then_some(path)
+        })
+    };
+    let etcd = provided("TEST_ASSET_ETCD", "etcd");
+    let apiserver = provided("TEST_ASSET_KUBE_APISERVER", "kube-apiserver");
+    let controller_manager = provided(
+        "TEST_ASSET_KUBE_CONTROLLER_MANAGER",
+        "kube-controller-manager",
+    );
+    if let (Some(etcd), Some(apiserver), Some(controller_manager)) =
+        (&etcd, &apiserver, &controller_manager)
+    {
+        return Ok(Binaries {
+            etcd: etcd.clone(),
+            apiserver: apiserver.clone(),
+            controller_manager: controller_manager.clone(),
+        });
     }
+    // The script builds only what is neither cached nor provided.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane/build.sh");
     let out = Command::new("bash")
         .arg(&script)
@@ -266,20 +338,20 @@ fn binaries() -> Result<(PathBuf, PathBuf)> {
         bail!("{} failed; see its output above", script.display());
     }
     let cache = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok((
-        etcd.unwrap_or_else(|| cache.join("etcd")),
-        apiserver.unwrap_or_else(|| cache.join("kube-apiserver")),
-    ))
+    Ok(Binaries {
+        etcd: etcd.unwrap_or_else(|| cache.join("etcd")),
+        apiserver: apiserver.unwrap_or_else(|| cache.join("kube-apiserver")),
+        controller_manager: controller_manager
+            .unwrap_or_else(|| cache.join("kube-controller-manager")),
+    })
 }
 
-fn free_ports() -> Result<[u16; 3]> {
-    // Hold all three listeners at once so the kernel hands out three different ports.
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0")?,
-        TcpListener::bind("127.0.0.1:0")?,
-        TcpListener::bind("127.0.0.1:0")?,
-    ];
-    let mut ports = [0; 3];
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    // Hold all listeners at once so the kernel hands out different ports.
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
         *port = listener.local_addr()?.port();
     }
@@ -288,6 +360,7 @@ fn free_ports() -> Result<[u16; 3]> {
 
 struct Pki {
     ca_pem: String,
+    ca_cert: PathBuf,
     serving_cert: PathBuf,
     serving_key: PathBuf,
     sa_key: PathBuf,
@@ -308,13 +381,14 @@ fn write_pki(dir: &Path) -> Result<Pki> {
     let sa_key = rcgen::KeyPair::generate()?;
     let out = Pki {
         ca_pem: ca.cert_pem.clone(),
+        ca_cert: pki.join("ca.crt"),
         serving_cert: pki.join("apiserver.crt"),
         serving_key: pki.join("apiserver.key"),
         sa_key: pki.join("service-account.key"),
         sa_pub: pki.join("service-account.pub"),
         tokens: pki.join("tokens.csv"),
     };
-    certs::write_file(&pki.join("ca.crt"), &ca.cert_pem, false)?;
+    certs::write_file(&out.ca_cert, &ca.cert_pem, false)?;
     certs::write_file(&out.serving_cert, &serving.cert_pem, false)?;
     certs::write_file(&out.serving_key, &serving.key_pem, true)?;
     certs::write_file(&out.sa_key, &sa_key.serialize_pem(), true)?;
@@ -323,7 +397,8 @@ fn write_pki(dir: &Path) -> Result<Pki> {
         &out.tokens,
         &format!(
             "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n\
-             {SERVICE_ACCOUNT_TOKEN},{SERVICE_ACCOUNT_USER},sa-uid,\"{SERVICE_ACCOUNT_GROUPS}\"\n"
+             {SERVICE_ACCOUNT_TOKEN},{SERVICE_ACCOUNT_USER},sa-uid,\"{SERVICE_ACCOUNT_GROUPS}\"\n\
+             {CONTROLLER_MANAGER_TOKEN},{CONTROLLER_MANAGER_USER},kcm-uid,\"system:masters\"\n"
         ),
         true,
     )?;
@@ -331,8 +406,14 @@ fn write_pki(dir: &Path) -> Result<Pki> {
 }
 
 fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str, token: &str) -> Result<()> {
+    certs::write_file(path, &kubeconfig_yaml(port, ca_pem, Some(token)), true)
+}
+
+/// A kubeconfig for `https://127.0.0.1:<port>` trusting the local CA, with a token or anonymous.
+fn kubeconfig_yaml(port: u16, ca_pem: &str, token: Option<&str>) -> String {
     let ca = certs::base64_encode(ca_pem.as_bytes());
-    let config = format!(
+    let user = token.map_or_else(|| "{}".to_owned(), |t| format!("{{token: {t}}}"));
+    format!(
         "apiVersion: v1
 kind: Config
 clusters:
@@ -342,8 +423,7 @@ clusters:
     certificate-authority-data: {ca}
 users:
 - name: user
-  user:
-    token: {token}
+  user: {user}
 contexts:
 - name: local
   context:
@@ -352,8 +432,94 @@ contexts:
     namespace: default
 current-context: local
 "
-    );
-    certs::write_file(path, &config, true)
+    )
+}
+
+/// The kube-controller-manager, started once the apiserver is ready.
+struct ControllerManager<'a> {
+    binary: &'a Path,
+    port: u16,
+    controllers: &'a [String],
+}
+
+impl ControllerManager<'_> {
+    fn start(
+        &self,
+        dir: &Path,
+        apiserver_port: u16,
+        pki: &Pki,
+        children: &mut Children,
+    ) -> Result<()> {
+        let kubeconfig = dir.join("kubeconfig-controller-manager");
+        write_kubeconfig(
+            &kubeconfig,
+            apiserver_port,
+            &pki.ca_pem,
+            CONTROLLER_MANAGER_TOKEN,
+        )?;
+        children.start(
+            "kube-controller-manager",
+            Command::new(self.binary).args([
+                &format!("--kubeconfig={}", kubeconfig.display()),
+                &format!("--controllers={}", self.controllers.join(",")),
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={}", self.port),
+                // The apiserver's serving certificate names 127.0.0.1 too, so readiness is checked
+                // against the local CA.
+                &format!("--tls-cert-file={}", pki.serving_cert.display()),
+                &format!("--tls-private-key-file={}", pki.serving_key.display()),
+                &format!(
+                    "--service-account-private-key-file={}",
+                    pki.sa_key.display()
+                ),
+                &format!("--root-ca-file={}", pki.ca_cert.display()),
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                "--profiling=false",
+                "--v=0",
+            ]),
+            dir,
+        )
+    }
+
+    /// Ready once `/healthz?verbose` (always allowed anonymously) passes and lists every requested
+    /// controller: the controller manager adds their checks only after it has started them all.
+    async fn wait_ready(
+        &self,
+        ca_pem: &str,
+        children: &mut Children,
+        deadline: Instant,
+    ) -> Result<()> {
+        let config =
+            kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(self.port, ca_pem, None))?;
+        let options = kube::config::KubeConfigOptions::default();
+        let client =
+            kube::Client::try_from(kube::Config::from_custom_kubeconfig(config, &options).await?)?;
+        let mut missing = self.controllers.to_vec();
+        loop {
+            let request = http::Request::get("/healthz?verbose").body(Vec::new())?;
+            if let Ok(text) = client.request_text(request).await {
+                missing.retain(|c| !text.contains(&format!("[+]{c} ok")));
+                if missing.is_empty() {
+                    return Ok(());
+                }
+            }
+            if let Some(exited) = children.exited() {
+                bail!(
+                    "{exited} exited before the controller manager became ready; see its log in the state directory"
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the controller manager did not become ready in time: its /healthz never \
+                     listed {} (controllers are named in full, as `kube-controller-manager --help` \
+                     lists them)",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 async fn wait_ready(kubeconfig: &Path, children: &mut Children, deadline: Instant) -> Result<()> {
@@ -425,7 +591,7 @@ impl Children {
             .find_map(|(name, child)| (!matches!(child.try_wait(), Ok(None))).then_some(*name))
     }
 
-    /// In reverse order of start (the product, the apiserver, then etcd): SIGTERM first, so the
+    /// In reverse order of start (the product, the controller manager, the apiserver, then etcd): SIGTERM first, so the
     /// product drains and releases its lease, then SIGKILL for whatever is still there after a
     /// grace period.
     fn stop_all(&mut self) {

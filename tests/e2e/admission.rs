@@ -541,7 +541,26 @@ fn s5_copies_in_a_terminating_namespace_may_be_changed() {
     let ns = namespace_in(&project, "s5t");
     original(&project, "db");
     copy_as_reconciler(&project, &ns, "db");
-    // Nothing finalizes namespaces on this control plane: the namespace stays terminating.
+    // The namespace controller would empty the namespace and remove it; a finalizer on the copy
+    // itself holds both while the test edits it, as a finalizer of some controller would.
+    let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
+    let mut args = vec![
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        hold,
+    ];
+    // As the reconciler's user (which the webhook skips), lent the admin's group: its RBAC has no
+    // patch.
+    args.extend_from_slice(&[
+        "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
+        "--as-group=system:masters",
+    ]);
+    ok(kubectl(&args));
     ok(kubectl(&["delete", "namespace", &ns, "--wait=false"]));
     indexed("the namespace terminating", |w| {
         w.namespace(&ns).is_some_and(|n| n.terminating)
@@ -555,6 +574,26 @@ fn s5_copies_in_a_terminating_namespace_may_be_changed() {
         "edited=yes",
     ]));
     assert!(out.contains("secret/db annotated"), "{out}");
+    // Released (also a change to a copy in a terminating namespace), the namespace goes away.
+    let release = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
+    ok(kubectl(&[
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "--type=json",
+        "-p",
+        release,
+    ]));
+    eventually(
+        &format!("namespace {ns} to disappear"),
+        Duration::from_secs(40),
+        || {
+            let out = kubectl(&["get", "namespace", &ns]);
+            stderr(&out).contains("NotFound").then_some(())
+        },
+    );
 }
 
 #[test]

@@ -707,3 +707,8 @@ fn protected_namespaces_never_receive_copies() {
 // Backing-namespace ownership (issue 9, item 2), sharing this module's helpers and turns.
 #[path = "projects.rs"]
 mod projects;
+
+// Namespace lifecycles with a real namespace controller (issue 10), sharing this module's helpers
+// and turns.
+#[path = "lifecycle_namespaces.rs"]
+mod lifecycle_namespaces;

@@ -1,0 +1,246 @@
+//! Namespace lifecycles with a real namespace controller (issue 10): the local control plane runs
+//! kube-controller-manager, so a deleted namespace's content is removed and the namespace really
+//! disappears, or stays `Terminating` while something in it holds a finalizer. The reconciler runs as
+//! the product's service account.
+//!
+//! A child module of the reconciler tests, to share their helpers and take turns with them.
+
+use super::*;
+
+const HOLD_FINALIZER: &str = "example.com/hold";
+
+impl Running {
+    fn errors(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_errors_total")
+    }
+
+    fn requeues(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_requeues_total")
+    }
+
+    /// Makes the reconciler plan a round (any watched change does) and waits until it has started,
+    /// which means every earlier round has ended: rounds run one after another.
+    #[track_caller]
+    fn another_round(&self, poke: &str) {
+        let rounds = self.rounds();
+        ok(kubectl(&[
+            "annotate",
+            "namespace",
+            poke,
+            &format!("poked={}", unique("round")),
+            "--overwrite",
+        ]));
+        eventually("another reconcile round", WAIT, || {
+            (self.rounds() > rounds).then_some(())
+        });
+    }
+}
+
+fn namespace_exists(ns: &str) -> bool {
+    let out = kubectl(&["get", "namespace", ns, "-o", "name"]);
+    if out.status.success() {
+        return true;
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("NotFound"),
+        "kubectl get namespace failed: {err}"
+    );
+    false
+}
+
+/// Waits until the namespace is gone, which only a running namespace controller brings about.
+#[track_caller]
+fn namespace_gone(ns: &str) {
+    eventually(&format!("namespace {ns} to disappear"), WAIT, || {
+        (!namespace_exists(ns)).then_some(())
+    });
+}
+
+fn phase(ns: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        "namespace",
+        ns,
+        "-o",
+        "jsonpath={.status.phase}",
+    ]))
+}
+
+fn resource_version(ns: &str, name: &str) -> String {
+    let secret = get_secret(ns, name).unwrap_or_else(|| panic!("secret {ns}/{name} exists"));
+    secret["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a resourceVersion")
+        .to_owned()
+}
+
+#[test]
+fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
+    let _turn = serial();
+    let project = project("lm");
+    let doomed = namespace_in(&project, "lm-doomed");
+    let others = [
+        namespace_in(&project, "lm-b"),
+        namespace_in(&project, "lm-c"),
+    ];
+    let running = start(OverwritePolicy::Warn);
+    for (name, data) in [("db", "k: ZG9n"), ("api", "k: Y2F0")] {
+        apply_original(&project, name, data, "");
+        for ns in others.iter().chain([&doomed]) {
+            copy_where(ns, &project.backing, name, "the copy", |_| true);
+        }
+    }
+    let mut untouched = vec![];
+    for ns in others.iter().chain([&project.backing]) {
+        for name in ["db", "api"] {
+            untouched.push((ns.clone(), name, resource_version(ns, name)));
+        }
+    }
+    let errors = running.errors();
+
+    ok(kubectl(&["delete", "namespace", &doomed, "--wait=false"]));
+    namespace_gone(&doomed);
+    assert_eq!(get_secret(&doomed, "db"), None);
+    assert_eq!(get_secret(&doomed, "api"), None);
+    for (ns, name, version) in &untouched {
+        assert_eq!(
+            &resource_version(ns, name),
+            version,
+            "{ns}/{name} was written while another namespace of its project went away"
+        );
+    }
+    // No error loop: nothing failed, and once the namespace is gone, further rounds requeue nothing.
+    let requeues = running.requeues();
+    running.another_round(&others[0]);
+    running.another_round(&others[1]);
+    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
+    assert_eq!(
+        running.requeues(),
+        requeues,
+        "the reconciler keeps requeueing"
+    );
+    running.stop();
+}
+
+#[test]
+fn deleting_a_backing_namespace_removes_its_originals_and_every_copy_of_them() {
+    let _turn = serial();
+    let project = project("lb");
+    let members = [
+        namespace_in(&project, "lb-a"),
+        namespace_in(&project, "lb-b"),
+    ];
+    let running = start(OverwritePolicy::Warn);
+    for (name, data) in [("db", "k: ZG9n"), ("api", "k: Y2F0")] {
+        apply_original(&project, name, data, "");
+        for ns in &members {
+            copy_where(ns, &project.backing, name, "the copy", |_| true);
+        }
+    }
+    let errors = running.errors();
+
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &project.backing,
+        "--wait=false",
+    ]));
+    namespace_gone(&project.backing);
+    for ns in &members {
+        gone(ns, "db");
+        gone(ns, "api");
+    }
+    let requeues = running.requeues();
+    running.another_round(&members[0]);
+    running.another_round(&members[1]);
+    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
+    assert_eq!(
+        running.requeues(),
+        requeues,
+        "the reconciler keeps requeueing"
+    );
+    running.stop();
+}
+
+#[test]
+fn a_namespace_stuck_terminating_is_never_written_into_and_goes_away_once_released() {
+    let _turn = serial();
+    let project = project("lt");
+    let members = [
+        namespace_in(&project, "lt-a"),
+        namespace_in(&project, "lt-b"),
+    ];
+    let stuck = namespace_in(&project, "lt-stuck");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: ZG9n", "");
+    for ns in members.iter().chain([&stuck]) {
+        copy_where(ns, &project.backing, "db", "the copy", |_| true);
+    }
+    // Something in the namespace holds it: the namespace controller removes everything else and
+    // waits for the finalizer.
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: hold, namespace: {stuck}, finalizers: [{HOLD_FINALIZER}]}}
+"
+        ),
+        &[],
+    ));
+    ok(kubectl(&["delete", "namespace", &stuck, "--wait=false"]));
+    eventually(
+        "the reconciler to see the namespace terminating",
+        WAIT,
+        || {
+            running
+                .index
+                .read()
+                .namespace(&stuck)
+                .is_some_and(|n| n.terminating)
+                .then_some(())
+        },
+    );
+    gone(&stuck, "db");
+    running.another_round(&members[0]);
+    let (writes, errors) = (running.writes(), running.errors());
+
+    // An original updated and one created while the namespace is terminating.
+    apply_original(&project, "db", "k: Y2F0", "");
+    apply_original(&project, "api", "k: ZWVs", "");
+    for ns in &members {
+        copy_where(ns, &project.backing, "db", "the updated copy", |s| {
+            s["data"]["k"] == "Y2F0"
+        });
+        copy_where(ns, &project.backing, "api", "the new copy", |_| true);
+    }
+    running.another_round(&members[0]);
+    assert_eq!(phase(&stuck), "Terminating");
+    assert_eq!(get_secret(&stuck, "db"), None);
+    assert_eq!(get_secret(&stuck, "api"), None);
+    // Exactly the members' two updates and two creates, and no failed attempt on the stuck one.
+    assert_eq!(running.writes() - writes, 4.0, "writes beyond the members'");
+    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
+
+    // Released, the namespace goes away cleanly.
+    ok(kubectl(&[
+        "patch",
+        "configmap",
+        "hold",
+        "-n",
+        &stuck,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]));
+    namespace_gone(&stuck);
+    let requeues = running.requeues();
+    running.another_round(&members[1]);
+    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
+    assert_eq!(
+        running.requeues(),
+        requeues,
+        "the reconciler keeps requeueing"
+    );
+    running.stop();
+}
