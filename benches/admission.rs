@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use scoped_secrets::{certs, endpoints, registration};
+use scoped_secrets::{certs, registration};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -312,7 +312,7 @@ async fn load(
                     Some(_) => next,
                     None => Instant::now(),
                 };
-                let request = hyper::Request::post(endpoints::SECRET_NAMES)
+                let request = hyper::Request::post("/validate/secret-names")
                     .header("host", "127.0.0.1")
                     .header("content-type", "application/json")
                     .body(Full::new(

@@ -380,7 +380,7 @@ where
     })
 }
 
-/// The operation as the apiserver spells it (in messages and metric labels).
+/// The operation as the apiserver spells it (also the metrics' `operation` label).
 pub fn operation_name(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "CREATE",

@@ -2,7 +2,6 @@
 //! reaches the registered webhook.
 
 use crate::support::*;
-use scoped_secrets::endpoints;
 
 #[test]
 fn dry_run_secret_create_reaches_the_registered_webhook() {
@@ -11,7 +10,7 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
     ok(kubectl(&["create", "namespace", &ns]));
     let before = env
         .metrics
-        .reviews_total(endpoints::SECRET_NAMES, "CREATE", "allowed");
+        .reviews_total("/validate/secret-names", "CREATE", "allowed");
     let out = ok(kubectl(&[
         "create",
         "secret",
@@ -28,7 +27,7 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
     );
     let after = env
         .metrics
-        .reviews_total(endpoints::SECRET_NAMES, "CREATE", "allowed");
+        .reviews_total("/validate/secret-names", "CREATE", "allowed");
     assert!(
         after > before,
         "the webhook did not observe the review ({before} -> {after})"
