@@ -206,6 +206,8 @@ expect "$nsguard" "take a namespace out of its project (seen on oldObject)" -- \
   annotate namespace "$member" field.cattle.io/projectId- --dry-run=server
 expect "$nsguard" "kube-system joining a project (no namespace is exempt from the guard)" -- \
   annotate namespace kube-system field.cattle.io/projectId=local:p --dry-run=server
+expect "$nsguard" "marking a namespace as a project's backing namespace (N5)" -- \
+  annotate namespace "$ns" scoped-secrets.io/backing-namespace-of=local:p --dry-run=server
 expect pass     "an ordinary change to kube-system (matchConditions)" -- \
   label namespace kube-system probe=1 --dry-run=server
 expect pass     "an ordinary change to a namespace in a project (matchConditions)" -- \
