@@ -129,7 +129,7 @@ metadata:
         )),
         "{err}"
     );
-    fails(kubectl(&["get", "namespace", &generated]));
+    fails(kubectl_line(&format!("get namespace {generated}")));
 }
 
 #[test]
@@ -242,15 +242,9 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
     // "1 to overwrite", and the reconciler's write is refused (422) for ever (CopyFailed).
     let project = project("big");
     let ns = namespace_in(&project, "big-team");
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "big",
-        "-n",
-        &ns,
-        "--from-literal=own=1",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic big -n {ns} --from-literal=own=1"
+    )));
     indexed("the namespace's own secret", |w| {
         w.secret_meta(&ns, "big").is_some()
     });

@@ -55,7 +55,7 @@ subjects:
             ["local", DASHED_CLUSTER]
                 .iter()
                 .all(|ns| {
-                    let out = kubectl(&["auth", "can-i", "create", &resource, &as_mallory, "-n", ns]);
+                    let out = kubectl_line(&format!("auth can-i create {resource} {as_mallory} -n {ns}"));
                     stdout(&out).trim() == "yes"
                 })
                 .then_some(())
@@ -89,7 +89,7 @@ fn assert_denied(err: &str, message: &str) {
 }
 
 fn exists(cluster: &str, name: &str) -> bool {
-    kubectl(&["get", "project", name, "-n", cluster])
+    kubectl_line(&format!("get project {name} -n {cluster}"))
         .status
         .success()
 }
