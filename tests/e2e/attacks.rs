@@ -153,17 +153,7 @@ metadata:
         ),
         &[],
     ));
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &victim.project,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#),
-    ]));
+    ok(patch_backing_namespace("local", &victim.project, &backing));
     indexed("the victim's backing namespace", |w| {
         w.backing_project(&backing) == Some(&victim)
     });

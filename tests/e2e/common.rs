@@ -118,16 +118,21 @@ data: {{key: ZG9n}}
         origin = keys::ORIGIN_ANNOTATION,
         backing = project.backing,
     );
-    let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&AS_RECONCILER);
-    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
-    // A running reconciler may have written the copy first (its RBAC has no patch, so no apply).
-    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
-        ok(out);
-    }
+    create_as_reconciler(&yaml);
     indexed("the copy", |w| {
         w.secret_meta(ns, name).is_some_and(|m| m.is_copy())
     });
+}
+
+/// Creates `yaml` as the reconciler (`kubectl create`: its RBAC has no patch, so no apply).
+pub(crate) fn create_as_reconciler(yaml: &str) {
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    let out = kubectl_stdin(&env().kubeconfig, &args, yaml);
+    // A running reconciler may have written the copy first.
+    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
+        ok(out);
+    }
 }
 
 pub(crate) fn origin(project: &TestProject, name: &str) -> String {

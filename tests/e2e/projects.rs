@@ -152,18 +152,7 @@ spec: {{clusterName: {DASHED_CLUSTER}}}
         ),
         &[],
     ));
-    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &victim,
-        "-n",
-        DASHED_CLUSTER,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    ok(patch_backing_namespace(DASHED_CLUSTER, &victim, &backing));
     let victim_id = ProjectId::new(DASHED_CLUSTER, victim.clone());
     indexed("the victim's backing namespace", |w| {
         w.backing_project(&backing) == Some(&victim_id)
@@ -209,21 +198,7 @@ spec: {{clusterName: local}}
         ),
         &[],
     ));
-    let status = format!(
-        r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
-        victim.backing
-    );
-    let err = fails(kubectl(&[
-        "patch",
-        "project",
-        &evil,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    let err = fails(patch_backing_namespace("local", &evil, &victim.backing));
     assert_denied(
         &err,
         &format!(

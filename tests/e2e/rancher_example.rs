@@ -3,46 +3,10 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::support::*;
-use scoped_secrets::keys::ProjectId;
 
 /// Project `p-vwxyz` of Rancher's documentation, created idempotently (its name cannot be unique).
 fn project_p_vwxyz() -> TestProject {
-    let (name, backing) = ("p-vwxyz", "local-p-vwxyz");
-    cluster_namespace();
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local, displayName: Rancher docs example}}
-"
-        ),
-        &[],
-    ));
-    ok(kubectl(&[
-        "patch",
-        "project",
-        name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#),
-    ]));
-    let id = ProjectId::new("local", name);
-    indexed("project p-vwxyz", |w| {
-        w.project(&id)
-            .is_some_and(|p| p.backing_namespace == backing)
-    });
-    TestProject {
-        name: name.to_owned(),
-        backing: backing.to_owned(),
-    }
+    project_named("p-vwxyz", "Rancher docs example")
 }
 
 #[test]

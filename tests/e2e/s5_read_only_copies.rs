@@ -133,12 +133,7 @@ data: {{key: ZG9n}}
         copy = keys::COPY_ANNOTATION,
         user = keys::USER_SECRET_ANNOTATION,
     );
-    let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&AS_RECONCILER);
-    let out = kubectl_stdin(&env().kubeconfig, &args, &yaml);
-    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
-        ok(out);
-    }
+    create_as_reconciler(&yaml);
     indexed("the copy", |w| {
         w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
     });

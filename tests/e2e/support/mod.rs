@@ -325,6 +325,12 @@ pub fn cluster_namespace() {
 /// Creates a Project in cluster `local` with `status.backingNamespace` set, and that namespace.
 pub fn project(prefix: &str) -> TestProject {
     let name = unique(prefix);
+    project_named(&name, &name)
+}
+
+/// Creates (or updates) Project `local:<name>` and its backing namespace `local-<name>`, sets its
+/// `status.backingNamespace` as Rancher's controller does, and waits until the index holds it.
+pub fn project_named(name: &str, display_name: &str) -> TestProject {
     let backing = format!("local-{name}");
     cluster_namespace();
     ok(kubectl_apply(
@@ -336,29 +342,37 @@ metadata: {{name: {backing}}}
 apiVersion: management.cattle.io/v3
 kind: Project
 metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local, displayName: {name}}}
+spec: {{clusterName: local, displayName: {display_name}}}
 "
         ),
         &[],
     ));
-    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
-    let id = scoped_secrets::keys::ProjectId::new("local", name.clone());
+    ok(patch_backing_namespace("local", name, &backing));
+    let id = scoped_secrets::keys::ProjectId::new("local", name);
     indexed("the project", |w| {
         w.project(&id)
             .is_some_and(|p| p.backing_namespace == backing)
     });
-    TestProject { name, backing }
+    TestProject {
+        name: name.to_owned(),
+        backing,
+    }
+}
+
+/// Sets `status.backingNamespace` of Project `<cluster>/<project>` as the admin.
+pub fn patch_backing_namespace(cluster: &str, project: &str, backing: &str) -> Output {
+    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
+    kubectl(&[
+        "patch",
+        "project",
+        project,
+        "-n",
+        cluster,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ])
 }
 
 /// Creates a namespace in the project (annotation and label, as Rancher sets them).
