@@ -2,7 +2,6 @@
 //! certificates signed by it. An existing CA is reused, so issuing again rotates only the serving
 //! certificate and the `caBundle` registered with the apiserver stays valid.
 
-use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -16,6 +15,62 @@ pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
+
+/// Why certificates could not be made, loaded or written; file errors name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("renaming to {}", path.display())]
+    Rename {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the CA key {}", path.display())]
+    ParseCaKey {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("parsing the CA certificate {}", path.display())]
+    ParseCaCert {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("invalid DNS name for a certificate")]
+    InvalidName(#[source] rcgen::Error),
+    /// Key generation or signing failed in the crypto provider.
+    #[error("{step}")]
+    Crypto {
+        step: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn crypto(step: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |source| Error::Crypto { step, source }
+}
 
 /// A CA able to sign serving certificates.
 pub struct Authority {
@@ -33,7 +88,7 @@ pub struct Issued {
 impl Authority {
     /// A new self-signed CA.
     pub fn generate(common_name: &str, valid_days: i64) -> Result<Self> {
-        let key = KeyPair::generate().context("generating the CA key")?;
+        let key = KeyPair::generate().map_err(crypto("generating the CA key"))?;
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -45,7 +100,9 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
         ];
         set_validity(&mut params, valid_days);
-        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(crypto("self-signing the CA"))?;
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
         Ok(Self {
@@ -63,10 +120,15 @@ impl Authority {
         }
         let cert_pem = read(&cert_path)?;
         let key_pem = read(&key_path)?;
-        let key = KeyPair::from_pem(&key_pem)
-            .with_context(|| format!("parsing the CA key {}", key_path.display()))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
-            .with_context(|| format!("parsing the CA certificate {}", cert_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|source| Error::ParseCaKey {
+            path: key_path.clone(),
+            source,
+        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| Error::ParseCaCert {
+                path: cert_path.clone(),
+                source,
+            })?;
         Ok(Some(Self {
             issuer,
             cert_pem,
@@ -83,9 +145,8 @@ impl Authority {
         valid_days: i64,
         client: bool,
     ) -> Result<Issued> {
-        let key = KeyPair::generate().context("generating a serving key")?;
-        let mut params = CertificateParams::new(dns_names.to_vec())
-            .context("invalid DNS name for a certificate")?;
+        let key = KeyPair::generate().map_err(crypto("generating a serving key"))?;
+        let mut params = CertificateParams::new(dns_names.to_vec()).map_err(Error::InvalidName)?;
         params
             .subject_alt_names
             .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -109,7 +170,7 @@ impl Authority {
         set_validity(&mut params, valid_days);
         let cert = params
             .signed_by(&key, &self.issuer)
-            .context("signing the serving certificate")?;
+            .map_err(crypto("signing the serving certificate"))?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -125,7 +186,10 @@ fn set_validity(params: &mut CertificateParams, valid_days: i64) {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// What `scoped-secrets certs` writes.
@@ -144,7 +208,10 @@ pub fn write_serving_set(
     ca_days: i64,
     serving_days: i64,
 ) -> Result<Written> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let (ca, created_ca) = match Authority::load(dir)? {
         Some(ca) => (ca, false),
         None => (Authority::generate("scoped-secrets CA", ca_days)?, true),
@@ -174,12 +241,18 @@ pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
     if secret {
         options.mode(0o600);
     }
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    let written = options.open(&tmp).and_then(|mut file| {
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    });
+    written.map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Rename {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Standard base64 with padding, as the `caBundle` field and kubeconfig `*-data` fields expect.
@@ -220,5 +293,17 @@ mod tests {
             first.ca_bundle_base64.starts_with("LS0tLS1CRUdJTi"),
             "base64 of a PEM"
         );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_created_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        let under_a_file = file.join("certs");
+        assert!(matches!(
+            write_serving_set(&under_a_file, &[], &[], 1, 1),
+            Err(Error::CreateDir { path, .. }) if path == under_a_file
+        ));
     }
 }

@@ -76,7 +76,7 @@ fn dashboards_and_alerts_name_only_served_metrics() {
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("an address");
-    start_extra_server(|args| {
+    let _reconciling = start_extra_server(|args| {
         args.reconciler = true;
         args.admin_addr = admin;
     });

@@ -406,7 +406,11 @@ fn write_pki(dir: &Path) -> Result<Pki> {
 }
 
 fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str, token: &str) -> Result<()> {
-    certs::write_file(path, &kubeconfig_yaml(port, ca_pem, Some(token)), true)
+    Ok(certs::write_file(
+        path,
+        &kubeconfig_yaml(port, ca_pem, Some(token)),
+        true,
+    )?)
 }
 
 /// A kubeconfig for `https://127.0.0.1:<port>` trusting the local CA, with a token or anonymous.

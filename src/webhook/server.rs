@@ -2,7 +2,6 @@
 //! graceful shutdown that stops accepting, lets in-flight reviews finish within a deadline and closes
 //! idle keep-alive connections.
 
-use anyhow::{Context, Result};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -41,6 +40,19 @@ impl Default for Limits {
     }
 }
 
+/// Why the webhook listener could not be set up; a caller can tell a taken port from the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding the webhook to {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the webhook's local address")]
+    LocalAddr(#[source] std::io::Error),
+}
+
 /// A bound webhook listener.
 pub struct Server {
     listener: TcpListener,
@@ -49,10 +61,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, tls: Arc<ServerConfig>, limits: Limits) -> Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Arc<ServerConfig>,
+        limits: Limits,
+    ) -> Result<Self, Error> {
         let listener = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the webhook to {addr}"))?;
+            .map_err(|source| Error::Bind { addr, source })?;
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(tls),
@@ -60,8 +76,8 @@ impl Server {
         })
     }
 
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.listener.local_addr().map_err(Error::LocalAddr)
     }
 
     /// Serves until `shutdown` resolves, then drains.
@@ -89,7 +105,11 @@ impl Server {
                 drop(tcp);
                 continue;
             };
-            let _ = tcp.set_nodelay(true);
+            // Reviews are small request/response pairs: without NODELAY each answer can wait on
+            // Nagle's algorithm. A socket that refuses it still serves, only slower.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "TCP_NODELAY not set");
+            }
             let acceptor = self.acceptor.clone();
             let limits = self.limits;
             let service = TowerToHyperService::new(router.clone());
@@ -128,6 +148,39 @@ impl Server {
             .is_err()
         {
             tracing::warn!("drain deadline passed; closing the remaining connections");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+    use crate::webhook::tls::{self, ReloadingCert};
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_bind_error_naming_the_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        certs::write_serving_set(dir.path(), &["localhost".to_owned()], &[], 1, 1)
+            .expect("certificates");
+        let cert = ReloadingCert::load(
+            &dir.path().join(certs::TLS_CERT),
+            &dir.path().join(certs::TLS_KEY),
+        )
+        .expect("certificate loads");
+        let config = tls::server_config(cert).expect("tls");
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = taken.local_addr().expect("addr");
+        match Server::bind(addr, config, Limits::default()).await {
+            Err(Error::Bind {
+                addr: named,
+                source,
+            }) => {
+                assert_eq!(named, addr);
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            Err(other) => panic!("expected a bind error, got {other}"),
+            Ok(_) => panic!("bound a port that is taken"),
         }
     }
 }

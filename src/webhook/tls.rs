@@ -3,7 +3,7 @@
 //! Changes are noticed by watching the certificate's directory (Kubernetes updates a mounted secret by
 //! swapping a symlink, which a watch on the file itself would miss) and by polling as a fallback.
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use rustls::ServerConfig;
@@ -17,6 +17,32 @@ use std::time::Duration;
 
 /// How often the files are re-read even without a file-system event.
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a certificate and key pair cannot serve; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} does not match {}", key.display(), cert.display())]
+    KeyMismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
 
 /// The current certificate, swapped in place on reload.
 #[derive(Debug)]
@@ -34,7 +60,7 @@ struct Loaded {
 }
 
 impl ReloadingCert {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, CertError> {
         let loaded = read(cert_path, key_path)?;
         Ok(Arc::new(Self {
             cert_path: cert_path.to_owned(),
@@ -55,7 +81,8 @@ impl ReloadingCert {
             Ok(_) => false,
             Err(e) => {
                 tracing::warn!(
-                    error = format!("{e:#}"),
+                    // With its cause: "parsing tls.key: ...".
+                    error = format!("{:#}", anyhow::Error::new(e)),
                     "serving certificate not reloaded; keeping the current one"
                 );
                 false
@@ -117,29 +144,37 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded> {
-    let cert_pem =
-        std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key_pem =
-        std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, CertError> {
+    let read_file = |path: &Path| {
+        std::fs::read(path).map_err(|source| CertError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read_file(cert_path)?;
+    let key_pem = read_file(key_path)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "{} holds no certificate",
-        cert_path.display()
-    );
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .with_context(|| format!("parsing {}", key_path.display()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider).with_context(|| {
-        format!(
-            "{} does not match {}",
-            key_path.display(),
-            cert_path.display()
-        )
+        .map_err(|source| CertError::Parse {
+            path: cert_path.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: cert_path.to_owned(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| CertError::Parse {
+        path: key_path.to_owned(),
+        source,
     })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified =
+        CertifiedKey::from_der(chain, key, &provider).map_err(|source| CertError::KeyMismatch {
+            key: key_path.to_owned(),
+            cert: cert_path.to_owned(),
+            source,
+        })?;
     let fingerprint = {
         use sha2::{Digest, Sha256};
         let mut digest = Sha256::new();
@@ -154,7 +189,7 @@ fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded> {
 }
 
 /// A rustls server config for the webhook: TLS 1.2 and 1.3, HTTP/1.1 (what the apiserver speaks).
-pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>> {
+pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -163,4 +198,42 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>> {
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+
+    fn issued(dir: &Path) -> (PathBuf, PathBuf) {
+        certs::write_serving_set(dir, &["localhost".to_owned()], &[], 1, 1).expect("certificates");
+        (dir.join(certs::TLS_CERT), dir.join(certs::TLS_KEY))
+    }
+
+    #[test]
+    fn a_pair_that_cannot_serve_names_the_file_at_fault() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = issued(dir.path());
+        let missing = dir.path().join("missing.crt");
+        assert!(matches!(
+            ReloadingCert::load(&missing, &key),
+            Err(CertError::Read { path, .. }) if path == missing
+        ));
+
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "").expect("write");
+        assert!(matches!(
+            ReloadingCert::load(&empty, &key),
+            Err(CertError::NoCertificate { path }) if path == empty
+        ));
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let (_, other_key) = issued(other.path());
+        assert!(matches!(
+            ReloadingCert::load(&cert, &other_key),
+            Err(CertError::KeyMismatch { key, .. }) if key == other_key
+        ));
+
+        assert!(ReloadingCert::load(&cert, &key).is_ok());
+    }
 }

@@ -129,7 +129,7 @@ metadata:
         )),
         "{err}"
     );
-    fails(kubectl(&["get", "namespace", &generated]));
+    fails(kubectl_line(&format!("get namespace {generated}")));
 }
 
 #[test]
@@ -153,17 +153,7 @@ metadata:
         ),
         &[],
     ));
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &victim.project,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#),
-    ]));
+    ok(patch_backing_namespace("local", &victim.project, &backing));
     indexed("the victim's backing namespace", |w| {
         w.backing_project(&backing) == Some(&victim)
     });
@@ -242,15 +232,9 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
     // "1 to overwrite", and the reconciler's write is refused (422) for ever (CopyFailed).
     let project = project("big");
     let ns = namespace_in(&project, "big-team");
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "big",
-        "-n",
-        &ns,
-        "--from-literal=own=1",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic big -n {ns} --from-literal=own=1"
+    )));
     indexed("the namespace's own secret", |w| {
         w.secret_meta(&ns, "big").is_some()
     });

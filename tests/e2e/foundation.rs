@@ -6,18 +6,11 @@ use crate::support::*;
 #[test]
 fn dry_run_secret_create_reaches_the_registered_webhook() {
     let ns = unique("found");
-    ok(kubectl(&["create", "namespace", &ns]));
+    ok(kubectl_line(&format!("create namespace {ns}")));
     let dry_create = |name: &str| {
-        kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            name,
-            "-n",
-            &ns,
-            "--from-literal=key=value",
-            "--dry-run=server",
-        ])
+        kubectl_line(&format!(
+            "create secret generic {name} -n {ns} --from-literal=key=value --dry-run=server"
+        ))
     };
     let out = ok(dry_create("probe"));
     assert!(
@@ -25,19 +18,13 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
         "{out}"
     );
     // Dry run: nothing was stored.
-    fails(kubectl(&["get", "secret", "probe", "-n", &ns]));
+    fails(kubectl_line(&format!("get secret probe -n {ns}")));
     // Proof that this very dry-run request reached the webhook (a counter would not do: other
     // tests' reviews bump it too): only the webhook answers a taken name with this message, which
     // names this test's namespace.
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "taken",
-        "-n",
-        &ns,
-        "--from-literal=key=value",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic taken -n {ns} --from-literal=key=value"
+    )));
     indexed("the taken name", |w| w.secret_meta(&ns, "taken").is_some());
     let err = fails(dry_create("taken"));
     let expected = format!(
@@ -50,7 +37,7 @@ fn dry_run_secret_create_reaches_the_registered_webhook() {
 #[test]
 fn projects_are_listed_with_their_backing_namespace() {
     let project = project("p");
-    let table = ok(kubectl(&["get", "projects", "-A"]));
+    let table = ok(kubectl_line("get projects -A"));
     let header = table.lines().next().unwrap_or_default();
     for column in [
         "NAMESPACE",

@@ -2,7 +2,7 @@
 //! one, and what the webhook announces about a membership change (N3, M1), acting as the users
 //! who try it.
 
-use crate::admission::{
+use crate::common::{
     GUARD, NAMESPACE_GUARD, assert_denied, assert_warned, copy_as_reconciler,
     grant_namespace_editing, original,
 };
@@ -157,7 +157,7 @@ fn a_projectid_label_set_alone_is_reset_with_a_warning() {
     let project = project("lbl");
     let ns = namespace_in(&project, "lbl");
     let value = format!("{}=p-elsewhere", keys::PROJECT_ID_KEY);
-    let out = kubectl(&["label", "namespace", &ns, &value, "--overwrite"]);
+    let out = kubectl_line(&format!("label namespace {ns} {value} --overwrite"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_warned(
         &out,
@@ -234,11 +234,13 @@ data: {{key: ZG9n}}
         replaced = keys::REPLACED_ANNOTATION,
     );
     let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&crate::admission::AS_RECONCILER);
+    args.extend_from_slice(&crate::common::AS_RECONCILER);
     ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
     indexed("the copy", |w| w.scoped(&ns, "db").is_some());
     let removed = format!("{}-", keys::PROJECT_ID_KEY);
-    let out = kubectl(&["annotate", "namespace", &ns, &removed, "--dry-run=server"]);
+    let out = kubectl_line(&format!(
+        "annotate namespace {ns} {removed} --dry-run=server"
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_warned(
         &out,

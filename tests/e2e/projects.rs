@@ -55,7 +55,7 @@ subjects:
             ["local", DASHED_CLUSTER]
                 .iter()
                 .all(|ns| {
-                    let out = kubectl(&["auth", "can-i", "create", &resource, &as_mallory, "-n", ns]);
+                    let out = kubectl_line(&format!("auth can-i create {resource} {as_mallory} -n {ns}"));
                     stdout(&out).trim() == "yes"
                 })
                 .then_some(())
@@ -89,7 +89,7 @@ fn assert_denied(err: &str, message: &str) {
 }
 
 fn exists(cluster: &str, name: &str) -> bool {
-    kubectl(&["get", "project", name, "-n", cluster])
+    kubectl_line(&format!("get project {name} -n {cluster}"))
         .status
         .success()
 }
@@ -152,18 +152,7 @@ spec: {{clusterName: {DASHED_CLUSTER}}}
         ),
         &[],
     ));
-    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &victim,
-        "-n",
-        DASHED_CLUSTER,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    ok(patch_backing_namespace(DASHED_CLUSTER, &victim, &backing));
     let victim_id = ProjectId::new(DASHED_CLUSTER, victim.clone());
     indexed("the victim's backing namespace", |w| {
         w.backing_project(&backing) == Some(&victim_id)
@@ -209,21 +198,7 @@ spec: {{clusterName: local}}
         ),
         &[],
     ));
-    let status = format!(
-        r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
-        victim.backing
-    );
-    let err = fails(kubectl(&[
-        "patch",
-        "project",
-        &evil,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    let err = fails(patch_backing_namespace("local", &evil, &victim.backing));
     assert_denied(
         &err,
         &format!(

@@ -75,11 +75,14 @@ fn start() -> anyhow::Result<Env> {
                 Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
             };
             runtime.block_on(async move {
-                let started =
-                    run_server(&args, &sa, &admin_kubeconfig, &written.ca_bundle_base64).await;
-                let _ = tx.send(started);
-                // Serve until the test process exits.
-                std::future::pending::<()>().await;
+                match run_server(&args, &sa, &admin_kubeconfig, &written.ca_bundle_base64).await {
+                    Ok((started, _running)) => {
+                        let _ = tx.send(Ok(started));
+                        // Serve until the test process exits.
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
             });
         })?;
     let started = rx.recv_timeout(Duration::from_secs(120))??;
@@ -133,7 +136,7 @@ async fn run_server(
     sa_kubeconfig: &Path,
     admin_kubeconfig: &Path,
     ca_bundle: &str,
-) -> anyhow::Result<Started> {
+) -> anyhow::Result<(Started, serve::Running)> {
     scoped_secrets::telemetry::init(LogFormat::Text);
     let running = serve::start(args, client(sa_kubeconfig).await?).await?;
     tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced()).await?;
@@ -150,9 +153,7 @@ async fn run_server(
         index: running.index.clone(),
         metrics: running.metrics.clone(),
     };
-    // Never shut down: the server lives as long as the test process.
-    std::mem::forget(running);
-    Ok(started)
+    Ok((started, running))
 }
 
 pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
@@ -197,6 +198,13 @@ pub fn start_control_plane(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 /// `kubectl` as the admin.
 pub fn kubectl(args: &[&str]) -> Output {
     kubectl_with(&env().kubeconfig, args)
+}
+
+/// `kubectl` as the admin, given one command line as a person types it, without the `kubectl`:
+/// `kubectl_line("get secret db -n team-a -o json")`. Split on whitespace, no shell and no quoting:
+/// arguments that contain spaces take the slice form, [`kubectl`].
+pub fn kubectl_line(line: &str) -> Output {
+    kubectl(&line.split_whitespace().collect::<Vec<_>>())
 }
 
 pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -317,6 +325,12 @@ pub fn cluster_namespace() {
 /// Creates a Project in cluster `local` with `status.backingNamespace` set, and that namespace.
 pub fn project(prefix: &str) -> TestProject {
     let name = unique(prefix);
+    project_named(&name, &name)
+}
+
+/// Creates (or updates) Project `local:<name>` and its backing namespace `local-<name>`, sets its
+/// `status.backingNamespace` as Rancher's controller does, and waits until the index holds it.
+pub fn project_named(name: &str, display_name: &str) -> TestProject {
     let backing = format!("local-{name}");
     cluster_namespace();
     ok(kubectl_apply(
@@ -328,29 +342,37 @@ metadata: {{name: {backing}}}
 apiVersion: management.cattle.io/v3
 kind: Project
 metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local, displayName: {name}}}
+spec: {{clusterName: local, displayName: {display_name}}}
 "
         ),
         &[],
     ));
-    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
-    let id = scoped_secrets::keys::ProjectId::new("local", name.clone());
+    ok(patch_backing_namespace("local", name, &backing));
+    let id = scoped_secrets::keys::ProjectId::new("local", name);
     indexed("the project", |w| {
         w.project(&id)
             .is_some_and(|p| p.backing_namespace == backing)
     });
-    TestProject { name, backing }
+    TestProject {
+        name: name.to_owned(),
+        backing,
+    }
+}
+
+/// Sets `status.backingNamespace` of Project `<cluster>/<project>` as the admin.
+pub fn patch_backing_namespace(cluster: &str, project: &str, backing: &str) -> Output {
+    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
+    kubectl(&[
+        "patch",
+        "project",
+        project,
+        "-n",
+        cluster,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ])
 }
 
 /// Creates a namespace in the project (annotation and label, as Rancher sets them).
@@ -374,17 +396,38 @@ metadata:
     ns
 }
 
+/// One more `scoped-secrets serve`, running on a thread of its own until this is dropped: then it
+/// shuts down gracefully (not-ready, then the webhook drains) and the thread is joined.
+#[must_use = "the extra server shuts down when this guard is dropped"]
+pub struct ExtraServer {
+    pub webhook_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ExtraServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Starts one more `scoped-secrets serve` in-process (as the product's service account, with the
 /// shared environment's serving certificate) with `configure` applied to the shared arguments, and
-/// returns its webhook address once its index has synced. It is not registered anywhere: the test
-/// that starts it registers what it needs. It serves until the test process exits.
-pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> SocketAddr {
+/// returns it once its index has synced. It is not registered anywhere: the test that starts it
+/// registers what it needs. It serves until the returned guard is dropped.
+pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer {
     let env = env();
     let mut args = serve_args(&env.state_dir.join("certs"));
     configure(&mut args);
     let sa = env.sa_kubeconfig.clone();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
         .name("extra-server".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -400,17 +443,28 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> SocketAddr 
                     let running = serve::start(&args, client(&sa).await?).await?;
                     tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced())
                         .await?;
-                    let addr = running.webhook_addr;
-                    std::mem::forget(running);
-                    anyhow::Ok(addr)
+                    anyhow::Ok(running)
                 }
                 .await;
-                let _ = tx.send(started);
-                std::future::pending::<()>().await;
+                match started {
+                    Ok(running) => {
+                        let _ = tx.send(Ok(running.webhook_addr));
+                        // A dropped guard (also when the test panics) closes the channel too.
+                        let _ = stopped.await;
+                        running.shutdown().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
             });
         })
         .expect("spawning the extra server");
-    rx.recv_timeout(Duration::from_secs(90))
+    let webhook_addr = rx
+        .recv_timeout(Duration::from_secs(90))
         .expect("the extra server starts in time")
-        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"))
+        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"));
+    ExtraServer {
+        webhook_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
 }

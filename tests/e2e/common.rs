@@ -1,0 +1,305 @@
+//! What the admission tests share. Every admission rule of docs/SPEC.md §2 is tested end to end,
+//! one file per rule (`s1_names.rs` ... `n3_announcements.rs`, `mutations.rs`, then
+//! `rancher_example.rs`, `outage.rs`, `audit.rs`): the real apiserver calls the registered
+//! webhooks and the real `kubectl` prints the answer. Each test asserts the line a user reads: the
+//! denial as `admission webhook "<entry>" denied the request: ...`, warnings as `Warning: ...` on
+//! stderr, mutations in `-o yaml` of a `--dry-run=server` request.
+
+use crate::support::*;
+use scoped_secrets::keys;
+use std::path::Path;
+use std::time::Duration;
+
+pub(crate) const GUARD: &str = "secret-guard.scoped-secrets.io";
+pub(crate) const NAMES: &str = "secret-names.scoped-secrets.io";
+pub(crate) const NAMESPACE_GUARD: &str = "namespace-guard.scoped-secrets.io";
+
+/// The reconciler's identity: the matchConditions skip it and its RBAC may write copies.
+pub(crate) const AS_RECONCILER: [&str; 2] = [
+    "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
+    "--as-group=system:serviceaccounts",
+];
+
+/// `admission webhook "<webhook>" denied the request: <message>` is in kubectl's error output.
+#[track_caller]
+pub(crate) fn assert_denied(err: &str, webhook: &str, message: &str) {
+    let expected = format!("admission webhook \"{webhook}\" denied the request: {message}");
+    assert!(
+        err.contains(&expected),
+        "expected\n  {expected}\nin kubectl's error output:\n  {err}"
+    );
+}
+
+/// kubectl printed `Warning: <warning>` as a line of its own on stderr, exactly once (each rule
+/// runs in one webhook entry only, so no warning is shown twice).
+#[track_caller]
+pub(crate) fn assert_warned(out: &std::process::Output, warning: &str) {
+    let err = stderr(out);
+    let expected = format!("Warning: {warning}");
+    assert_eq!(
+        err.lines().filter(|l| *l == expected).count(),
+        1,
+        "expected the line once\n  {expected}\non kubectl's stderr:\n  {err}"
+    );
+}
+
+/// Whether the server under test runs the reconciler (it may be switched on later): then copies
+/// can land by themselves, and a name that is only reserved now may be taken a moment later.
+pub(crate) fn reconciler_running() -> bool {
+    serve_args(Path::new("")).reconciler
+}
+
+/// A namespace outside every project.
+pub(crate) fn plain_namespace(prefix: &str) -> String {
+    let ns = unique(prefix);
+    ok(kubectl(&["create", "namespace", &ns]));
+    indexed("the namespace", |w| w.namespace(&ns).is_some());
+    ns
+}
+
+pub(crate) fn generic(ns: &str, name: &str) {
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        ns,
+        "--from-literal=key=value",
+    ]));
+    indexed("the secret", |w| w.secret_meta(ns, name).is_some());
+}
+
+/// An original `name` of the project, written by the admin; waits until the index holds it.
+pub(crate) fn original(project: &TestProject, name: &str) {
+    ok(kubectl_apply(&original_yaml(project, name, ""), &[]));
+    indexed("the original", |w| {
+        w.scoped(&project.backing, name)
+            .is_some_and(|s| w.as_original(s).is_some())
+    });
+}
+
+pub(crate) fn original_yaml(project: &TestProject, name: &str, extra_metadata: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {backing}
+  labels: {{{label}: {p}}}
+{extra_metadata}data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name
+    )
+}
+
+/// A copy of the project's original `name` in `ns`, written as the reconciler would write it.
+pub(crate) fn copy_as_reconciler(project: &TestProject, ns: &str, name: &str) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{{label}: {p}, {cluster_label}: local}}
+  annotations:
+    {copy}: \"true\"
+    {user}: \"true\"
+    {origin}: {backing}/{name}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        cluster_label = keys::PROJECT_SCOPED_CLUSTER_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+        user = keys::USER_SECRET_ANNOTATION,
+        origin = keys::ORIGIN_ANNOTATION,
+        backing = project.backing,
+    );
+    create_as_reconciler(&yaml);
+    indexed("the copy", |w| {
+        w.secret_meta(ns, name).is_some_and(|m| m.is_copy())
+    });
+}
+
+/// Creates `yaml` as the reconciler (`kubectl create`: its RBAC has no patch, so no apply).
+pub(crate) fn create_as_reconciler(yaml: &str) {
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    let out = kubectl_stdin(&env().kubeconfig, &args, yaml);
+    // A running reconciler may have written the copy first.
+    if !(reconciler_running() && stderr(&out).contains("AlreadyExists")) {
+        ok(out);
+    }
+}
+
+pub(crate) fn origin(project: &TestProject, name: &str) -> String {
+    format!("{}/{name}", project.backing)
+}
+
+/// Lets `alice` and `bob` create and edit namespaces, and `alice` (only) manage the project's
+/// namespaces, as Rancher's project roles do.
+pub(crate) fn grant_namespace_editing(project: &TestProject) {
+    // Shared by the tests that call this, so created once (two concurrent creates would race).
+    static EDITORS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    EDITORS.get_or_init(|| {
+        ok(kubectl_apply(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: scoped-secrets-e2e-namespace-editor}
+rules:
+- apiGroups: [\"\"]
+  resources: [namespaces, namespaces/status, namespaces/finalize]
+  verbs: [get, list, create, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: scoped-secrets-e2e-namespace-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-namespace-editor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
+",
+            &[],
+        ));
+    });
+    let role = unique("n1-manage");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {role}, namespace: local}}
+rules:
+- apiGroups: [{group}]
+  resources: [{plural}]
+  resourceNames: [{p}]
+  verbs: [{verb}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {role}, namespace: local}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}
+",
+            group = keys::PROJECT_GROUP,
+            plural = keys::PROJECT_PLURAL,
+            verb = keys::MANAGE_NAMESPACES_VERB,
+            p = project.name
+        ),
+        &[],
+    ));
+    let resource = format!(
+        "{}.{}/{}",
+        keys::PROJECT_PLURAL,
+        keys::PROJECT_GROUP,
+        project.name
+    );
+    let can = |user: &str, verb: &str, what: &str, ns: Option<&str>| {
+        let mut args = vec!["auth", "can-i", verb, what];
+        let as_user = format!("--as={user}");
+        args.push(&as_user);
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        stdout(&kubectl(&args)).trim().to_owned()
+    };
+    // RBAC is served from the apiserver's cache: wait until it answers with the new grants.
+    eventually("alice's and bob's grants", Duration::from_secs(20), || {
+        (can(
+            "alice",
+            keys::MANAGE_NAMESPACES_VERB,
+            &resource,
+            Some("local"),
+        ) == "yes"
+            && can("alice", "create", "namespaces", None) == "yes"
+            && can("bob", "create", "namespaces", None) == "yes")
+            .then_some(())
+    });
+    assert_eq!(
+        can(
+            "bob",
+            keys::MANAGE_NAMESPACES_VERB,
+            &resource,
+            Some("local")
+        ),
+        "no"
+    );
+}
+
+pub(crate) fn namespace_yaml(name: &str, project_id: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {name}
+  annotations: {{{key}: \"{project_id}\"}}
+",
+        key = keys::PROJECT_ID_KEY
+    )
+}
+
+pub(crate) fn apply_as(user: &str, yaml: &str, extra: &[&str]) -> std::process::Output {
+    let as_user = format!("--as={user}");
+    let mut args = vec!["apply", "-f", "-", as_user.as_str()];
+    args.extend_from_slice(extra);
+    kubectl_stdin(&env().kubeconfig, &args, yaml)
+}
+
+/// Deletes webhook configurations registered by a test, however the test ends.
+pub(crate) struct Registered(Vec<(String, String)>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        for (kind, name) in &self.0 {
+            let _ = kubectl(&["delete", kind, name, "--ignore-not-found"]);
+        }
+    }
+}
+
+/// Registers deploy/'s webhook configurations under a unique name derived from `prefix`, pointed at
+/// `https://<addr>`, each webhook limited to `namespace_selector` (and, if given, with its
+/// failurePolicy replaced), so that they act on the test's own namespaces only.
+pub(crate) fn register_deploy_webhooks(
+    prefix: &str,
+    addr: &str,
+    namespace_selector: serde_json::Value,
+    failure_policy: Option<&str>,
+) -> Registered {
+    let manifests =
+        scoped_secrets::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
+            .expect("deploy/base renders");
+    let ca = std::fs::read(
+        env()
+            .state_dir
+            .join("certs")
+            .join(scoped_secrets::certs::CA_CERT),
+    )
+    .expect("the test CA");
+    let configurations = scoped_secrets::registration::local_webhook_configurations(
+        &manifests,
+        &format!("https://{addr}"),
+        &scoped_secrets::certs::base64_encode(&ca),
+    )
+    .expect("webhook configurations");
+    let mut registered = Registered(Vec::new());
+    let name = unique(prefix);
+    for mut configuration in configurations {
+        configuration["metadata"]["name"] = name.clone().into();
+        for webhook in configuration["webhooks"].as_array_mut().expect("webhooks") {
+            webhook["namespaceSelector"] = namespace_selector.clone();
+            if let Some(policy) = failure_policy {
+                webhook["failurePolicy"] = policy.into();
+            }
+        }
+        let kind = configuration["kind"]
+            .as_str()
+            .expect("a kind")
+            .to_lowercase();
+        registered.0.push((kind, name.clone()));
+        ok(kubectl_apply(&configuration.to_string(), &[]));
+    }
+    registered
+}

@@ -1,0 +1,166 @@
+//! M1, M2: mutations, seen in -o yaml of a server dry run.
+//!
+//! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
+
+use crate::common::*;
+use crate::support::*;
+use scoped_secrets::keys;
+
+#[test]
+fn m1_the_namespace_label_mirrors_the_annotation() {
+    let project = project("m1");
+    // Missing label: added.
+    let ns = unique("m1");
+    let out = ok(kubectl_apply(
+        &namespace_yaml(&ns, &project.id()),
+        &["--dry-run=server", "-o", "yaml"],
+    ));
+    let label_line = format!("    {}: {}", keys::PROJECT_ID_KEY, project.name);
+    assert!(out.lines().any(|l| l == label_line), "{out}");
+    // Stale label: corrected.
+    let stale = format!(
+        "{}  labels: {{{}: p-stale}}\n",
+        namespace_yaml(&ns, &project.id()),
+        keys::PROJECT_ID_KEY
+    );
+    let out = ok(kubectl_apply(&stale, &["--dry-run=server", "-o", "yaml"]));
+    assert!(out.lines().any(|l| l == label_line), "{out}");
+    let stale_line = format!("    {}: p-stale", keys::PROJECT_ID_KEY);
+    assert!(!out.lines().any(|l| l == stale_line), "{out}");
+}
+
+#[test]
+fn m1_a_projectid_label_without_the_annotation_is_removed() {
+    let project = project("m1l");
+    let ns = plain_namespace("m1l");
+    // (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer;
+    // `kubectl patch` prints the server's.)
+    let out = ok(kubectl(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
+            keys::PROJECT_ID_KEY,
+            project.name
+        ),
+        "--dry-run=server",
+        "-o",
+        "yaml",
+    ]));
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with(keys::PROJECT_ID_KEY)),
+        "a label alone must not put a namespace in a project: {out}"
+    );
+    assert!(
+        out.contains(&format!("kubernetes.io/metadata.name: {ns}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn m2_an_empty_project_label_is_filled_and_the_cluster_label_added() {
+    let project = project("m2");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: filled
+  namespace: {backing}
+  labels: {{{label}: \"\"}}
+data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+    );
+    let out = ok(kubectl_apply(&yaml, &["--dry-run=server", "-o", "yaml"]));
+    assert!(
+        out.lines()
+            .any(|l| l == format!("    {}: {}", keys::PROJECT_SCOPED_LABEL, project.name)),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == format!("    {}: local", keys::PROJECT_SCOPED_CLUSTER_LABEL)),
+        "{out}"
+    );
+    // The data is untouched.
+    assert!(out.lines().any(|l| l == "  key: ZG9n"), "{out}");
+}
+
+#[test]
+fn m2_an_update_adds_the_missing_cluster_label() {
+    let project = project("m2u");
+    // Written by the reconciler's identity, so the mutator did not see the create.
+    let yaml = original_yaml(&project, "bare", "");
+    let mut args = vec!["create", "-f", "-"];
+    args.extend_from_slice(&AS_RECONCILER);
+    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
+    let cluster_label = format!(
+        "jsonpath={{.metadata.labels.{}}}",
+        keys::PROJECT_SCOPED_CLUSTER_LABEL.replace('.', "\\.")
+    );
+    let get = || {
+        ok(kubectl(&[
+            "get",
+            "secret",
+            "bare",
+            "-n",
+            &project.backing,
+            "-o",
+            &cluster_label,
+        ]))
+    };
+    if !reconciler_running() {
+        assert_eq!(get(), "", "created without the cluster label");
+    }
+    indexed("the original", |w| {
+        w.scoped(&project.backing, "bare").is_some()
+    });
+    ok(kubectl(&[
+        "annotate",
+        "secret",
+        "bare",
+        "-n",
+        &project.backing,
+        "team=a",
+    ]));
+    assert_eq!(get(), "local");
+}
+
+#[test]
+fn m2_server_side_apply_of_an_original_gets_its_labels_filled() {
+    let project = project("m2s");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: ssa
+  namespace: {backing}
+  labels: {{{label}: \"\"}}
+data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+    );
+    let out = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let labels: serde_json::Value = serde_json::from_str(&ok(kubectl(&[
+        "get",
+        "secret",
+        "ssa",
+        "-n",
+        &project.backing,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ])))
+    .expect("labels as JSON");
+    assert_eq!(labels[keys::PROJECT_SCOPED_LABEL], project.name.as_str());
+    assert_eq!(labels[keys::PROJECT_SCOPED_CLUSTER_LABEL], "local");
+    // Applying the same manifest again is no conflict with what the mutator wrote.
+    let again = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}

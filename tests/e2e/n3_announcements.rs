@@ -1,0 +1,63 @@
+//! N3: join and leave are announced.
+//!
+//! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
+
+use crate::common::*;
+use crate::support::*;
+use scoped_secrets::keys;
+use scoped_secrets::message;
+
+#[test]
+fn n3_joining_warns_which_secrets_will_be_overwritten() {
+    let project = project("n3j");
+    original(&project, "api");
+    let ns = plain_namespace("n3j");
+    generic(&ns, "api");
+    let head = format!(
+        "namespace \"{ns}\" joins project {}; its project-scoped secrets will overwrite 1 secret here",
+        project.id()
+    );
+    let warning = message::warning_list(&head, &["api"]);
+    assert!(warning.ends_with(": api"), "{warning}");
+    let annotate = |extra: &[&str]| {
+        let value = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
+        let mut args = vec!["annotate", "namespace", &ns, &value];
+        args.extend_from_slice(extra);
+        kubectl(&args)
+    };
+    let dry = annotate(&["--dry-run=server"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert_warned(&dry, &warning);
+    let out = annotate(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_warned(&out, &warning);
+}
+
+#[test]
+fn n3_leaving_warns_how_many_copies_will_be_removed() {
+    let project = project("n3l");
+    let ns = namespace_in(&project, "n3l");
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    let out = kubectl(&[
+        "annotate",
+        "namespace",
+        &ns,
+        &format!("{}-", keys::PROJECT_ID_KEY),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let head = format!(
+        "namespace \"{ns}\" leaves project {}; 1 copy of its project-scoped secrets will be removed",
+        project.id()
+    );
+    assert_warned(&out, &message::warning_list(&head, &["db"]));
+    // M1: the label follows the annotation out.
+    let labels = ok(kubectl(&[
+        "get",
+        "namespace",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]));
+    assert!(!labels.contains(keys::PROJECT_ID_KEY), "{labels}");
+}

@@ -1,0 +1,82 @@
+//! S3: the label belongs to a backing namespace, naming its project.
+//!
+//! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
+
+use crate::common::*;
+use crate::support::*;
+use scoped_secrets::keys;
+
+#[test]
+fn s3_the_label_outside_a_backing_namespace_is_denied() {
+    let ns = plain_namespace("s3");
+    let project = project("s3");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: stray
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name
+    );
+    let expected = format!(
+        "label {} is only allowed on secrets in a project's backing namespace, and namespace \
+         \"{ns}\" is not one; create the secret in the project's backing namespace and the \
+         reconciler will copy it here",
+        keys::PROJECT_SCOPED_LABEL
+    );
+    for dry_run in [&["--dry-run=server"][..], &[]] {
+        let err = fails(kubectl_apply(&yaml, dry_run));
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "Error from server (LabelOutsideBackingNamespace): error when creating \"STDIN\": \
+                 admission webhook \"{GUARD}\" denied the request: {expected}"
+            )
+        );
+    }
+    fails(kubectl_line(&format!("get secret stray -n {ns}")));
+
+    // Adding the label to an existing plain secret is denied too.
+    generic(&ns, "plain");
+    let err = fails(kubectl(&[
+        "label",
+        "secret",
+        "plain",
+        "-n",
+        &ns,
+        &format!("{}={}", keys::PROJECT_SCOPED_LABEL, project.name),
+    ]));
+    assert_denied(&err, GUARD, &expected);
+}
+
+#[test]
+fn s3_a_wrong_label_value_is_denied_with_the_right_one() {
+    let project = project("s3w");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: wrong
+  namespace: {backing}
+  labels: {{{label}: p-someone-else}}
+data: {{key: ZG9n}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+    );
+    let expected = format!(
+        "label {} on secret \"wrong\" is \"p-someone-else\", but namespace \"{}\" backs project \
+         {}; set it to {}",
+        keys::PROJECT_SCOPED_LABEL,
+        project.backing,
+        project.id(),
+        project.name
+    );
+    for dry_run in [&["--dry-run=server"][..], &[]] {
+        assert_denied(&fails(kubectl_apply(&yaml, dry_run)), GUARD, &expected);
+    }
+}

@@ -1,0 +1,150 @@
+//! S5: copies are read-only.
+//!
+//! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
+
+use crate::common::*;
+use crate::support::*;
+use scoped_secrets::keys;
+use std::time::Duration;
+
+#[test]
+fn s5_updating_or_deleting_a_copy_is_denied() {
+    let project = project("s5");
+    let ns = namespace_in(&project, "s5");
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    let expected = format!(
+        "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
+         the original instead",
+        origin(&project, "db")
+    );
+    let err = fails(kubectl_line(&format!(
+        "annotate secret db -n {ns} edited=yes"
+    )));
+    assert_denied(&err, GUARD, &expected);
+    let err = fails(kubectl_line(&format!("delete secret db -n {ns}")));
+    assert_denied(&err, GUARD, &expected);
+    let err = fails(kubectl_line(&format!(
+        "delete secret db -n {ns} --dry-run=server"
+    )));
+    assert_denied(&err, GUARD, &expected);
+    // Still there, unchanged.
+    let annotations = ok(kubectl(&[
+        "get",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]));
+    assert!(!annotations.contains("edited"), "{annotations}");
+}
+
+#[test]
+fn s5_copies_in_a_terminating_namespace_may_be_changed() {
+    let project = project("s5t");
+    let ns = namespace_in(&project, "s5t");
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    // The namespace controller would empty the namespace and remove it; a finalizer on the copy
+    // itself holds both while the test edits it, as a finalizer of some controller would.
+    let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
+    let mut args = vec![
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        hold,
+    ];
+    // As the reconciler's user (which the webhook skips), lent the admin's group: its RBAC has no
+    // patch.
+    args.extend_from_slice(&[
+        "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
+        "--as-group=system:masters",
+    ]);
+    ok(kubectl(&args));
+    ok(kubectl_line(&format!("delete namespace {ns} --wait=false")));
+    indexed("the namespace terminating", |w| {
+        w.namespace(&ns).is_some_and(|n| n.terminating)
+    });
+    let out = ok(kubectl_line(&format!(
+        "annotate secret db -n {ns} edited=yes"
+    )));
+    assert!(out.contains("secret/db annotated"), "{out}");
+    // Released (also a change to a copy in a terminating namespace), the namespace goes away.
+    let release = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
+    ok(kubectl(&[
+        "patch",
+        "secret",
+        "db",
+        "-n",
+        &ns,
+        "--type=json",
+        "-p",
+        release,
+    ]));
+    eventually(
+        &format!("namespace {ns} to disappear"),
+        Duration::from_secs(40),
+        || {
+            let out = kubectl_line(&format!("get namespace {ns}"));
+            stderr(&out).contains("NotFound").then_some(())
+        },
+    );
+}
+
+#[test]
+fn s5_deleting_a_copy_that_no_original_wants_is_allowed() {
+    let project = project("s5d");
+    let ns = namespace_in(&project, "s5d");
+    // A copy whose original is gone (debris the reconciler would remove too).
+    copy_as_reconciler(&project, &ns, "orphan");
+    let out = kubectl_line(&format!("delete secret orphan -n {ns}"));
+    if reconciler_running() && stderr(&out).contains("NotFound") {
+        return; // the reconciler removed the debris first
+    }
+    let out = ok(out);
+    assert!(out.contains("secret \"orphan\" deleted"), "{out}");
+}
+
+#[test]
+fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
+    // Rancher's copier marks copies without scoped-secrets.io/origin: the origin is found through
+    // the project its label names.
+    let project = project("s5r");
+    let ns = namespace_in(&project, "s5r");
+    original(&project, "db");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {user}: \"true\"}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+        user = keys::USER_SECRET_ANNOTATION,
+    );
+    create_as_reconciler(&yaml);
+    indexed("the copy", |w| {
+        w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
+    });
+    let err = fails(kubectl_line(&format!("delete secret db -n {ns}")));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
+             the original instead",
+            origin(&project, "db")
+        ),
+    );
+}

@@ -1,0 +1,90 @@
+//! S6: what can be project-scoped.
+//!
+//! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
+
+use crate::common::*;
+use crate::support::*;
+use scoped_secrets::keys;
+
+#[test]
+fn s6_a_service_account_token_original_is_denied() {
+    let project = project("s6t");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+type: kubernetes.io/service-account-token
+metadata:
+  name: token
+  namespace: {backing}
+  labels: {{{label}: {p}}}
+  annotations: {{kubernetes.io/service-account.name: default}}
+",
+        backing = project.backing,
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name
+    );
+    let err = fails(kubectl_apply(&yaml, &[]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"token\" in namespace \"{}\" is of type kubernetes.io/service-account-token, \
+             which cannot be project-scoped; remove label {}",
+            project.backing,
+            keys::PROJECT_SCOPED_LABEL
+        ),
+    );
+}
+
+#[test]
+fn s6_an_invalid_ignore_pattern_is_denied_with_the_parse_error() {
+    let project = project("s6i");
+    let pattern = "team-(a";
+    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
+        .expect_err("an invalid pattern")
+        .to_string();
+    assert!(parse_error.contains("team-(a"), "{parse_error}");
+    let yaml = original_yaml(
+        &project,
+        "ignoring",
+        &format!(
+            "  annotations: {{{}: \"{pattern}\"}}\n",
+            keys::IGNORE_NAMESPACES_ANNOTATION
+        ),
+    );
+    let err = fails(kubectl_apply(&yaml, &[]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "annotation {}: {parse_error}",
+            keys::IGNORE_NAMESPACES_ANNOTATION
+        ),
+    );
+}
+
+#[test]
+fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
+    let project = project("s6u");
+    original(&project, "cfg");
+    let pattern = "[unclosed";
+    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
+        .expect_err("an invalid pattern")
+        .to_string();
+    let err = fails(kubectl(&[
+        "annotate",
+        "secret",
+        "cfg",
+        "-n",
+        &project.backing,
+        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
+    ]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "annotation {}: {parse_error}",
+            keys::IGNORE_NAMESPACES_ANNOTATION
+        ),
+    );
+}
