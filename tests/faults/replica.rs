@@ -26,13 +26,18 @@ fn free_port() -> SocketAddr {
 impl Replica {
     /// Starts a replica with `name` as its Lease identity and waits until it is ready.
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, &env().sa_kubeconfig)
+    }
+
+    /// A replica that reaches the cluster through `kubeconfig` (the service account's).
+    pub fn start_with(name: &str, kubeconfig: &Path) -> Self {
         let env = env();
         let certs = env.state_dir.join("certs");
         let admin = free_port();
         let log = std::fs::File::create(env.state_dir.join(format!("{name}.log")))
             .expect("the replica's log file");
         let child = Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
-            .env("KUBECONFIG", &env.sa_kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .arg("serve")
             .arg(format!("--webhook-addr={}", free_port()))
@@ -71,6 +76,12 @@ impl Replica {
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the replica has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(env().state_dir.join(format!("{}.log", self.name)))
+            .unwrap_or_default()
     }
 
     /// A plain HTTP GET on the admin port; empty when it does not answer.
@@ -172,6 +183,94 @@ pub fn control_plane_process(binary: &str) -> u32 {
     }
     assert_eq!(found.len(), 1, "{binary} processes of {dir}: {found:?}");
     found[0]
+}
+
+/// A second kube-apiserver on this binary's etcd, with the first one's flags but a port of its own,
+/// and the service account's kubeconfig for it. Killed when dropped.
+pub struct SecondApiserver {
+    child: Option<Child>,
+    args: Vec<String>,
+    pub sa_kubeconfig: std::path::PathBuf,
+    pub admin_kubeconfig: std::path::PathBuf,
+}
+
+impl SecondApiserver {
+    pub fn start() -> Self {
+        let first = control_plane_process("kube-apiserver");
+        let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).expect("its command line");
+        let mut args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let port = free_port().port();
+        let mut first_port = String::new();
+        for arg in &mut args {
+            if let Some(p) = arg.strip_prefix("--secure-port=") {
+                first_port = p.to_owned();
+                *arg = format!("--secure-port={port}");
+            }
+        }
+        assert!(!first_port.is_empty(), "the apiserver's port: {args:?}");
+        let pointed = |kubeconfig: &Path, name: &str| {
+            let text = std::fs::read_to_string(kubeconfig).expect("the kubeconfig");
+            let path = env().state_dir.join(name);
+            std::fs::write(
+                &path,
+                text.replace(
+                    &format!("127.0.0.1:{first_port}"),
+                    &format!("127.0.0.1:{port}"),
+                ),
+            )
+            .expect("writing the kubeconfig");
+            path
+        };
+        let mut second = Self {
+            child: None,
+            args,
+            sa_kubeconfig: pointed(&env().sa_kubeconfig, "kubeconfig-sa-second-apiserver"),
+            admin_kubeconfig: pointed(&env().kubeconfig, "kubeconfig-second-apiserver"),
+        };
+        second.spawn();
+        second
+    }
+
+    /// Starts the process (again, on the same port) and waits until it is ready.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env().state_dir.join("second-apiserver.log"))
+            .expect("its log file");
+        let child = Command::new(&self.args[0])
+            .args(&self.args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the second apiserver starts");
+        self.child = Some(child);
+        eventually("the second apiserver ready", WAIT_READY, || {
+            kubectl_with(&self.sa_kubeconfig, &["get", "--raw", "/readyz"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
+    /// SIGKILL, as a crashed or evicted apiserver: its watch cache is gone with it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SecondApiserver {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// The Lease's holder, or `None` when it cannot be read (or is empty).
