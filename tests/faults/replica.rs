@@ -73,11 +73,6 @@ impl Replica {
         replica
     }
 
-    #[allow(dead_code)]
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What the replica has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(env().state_dir.join(format!("{}.log", self.name)))
