@@ -574,7 +574,7 @@ pub fn body(input: &Input) -> Vec<u8> {
             };
             for (seed, edit) in edits.iter().enumerate() {
                 match edit {
-                    Edit::Set(path, odd) => set(&mut review, *path.get::<&str>(PATHS), odd.value()),
+                    Edit::Set(path, odd) => set(&mut review, path.get::<&str>(PATHS), odd.value()),
                     Edit::Remove(path) => remove(&mut review, path.get::<&str>(PATHS)),
                     Edit::Meta {
                         old,

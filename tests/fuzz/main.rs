@@ -35,28 +35,29 @@ fn main() {
         .unwrap_or(100_000);
     let world = worlds::admission_world();
     let started = Instant::now();
-    let mut results = Vec::new();
-    results.push(run(
-        "admission-bytes",
-        total * 55 / 100,
-        "proptest-regressions/fuzz/admission.txt",
-        admission::bytes_strategy(),
-        |(input, setup)| admission::check(&input, &setup, &world),
-    ));
-    results.push(run(
-        "admission-reviews",
-        total * 43 / 100,
-        "proptest-regressions/fuzz/admission.txt",
-        admission::review_strategy(),
-        |(input, setup)| admission::check(&input, &setup, &world),
-    ));
-    results.push(run(
-        "plan",
-        total * 2 / 100,
-        "proptest-regressions/fuzz/plan.txt",
-        plan::strategy(),
-        |scenario| plan::check(&scenario),
-    ));
+    let results = [
+        run(
+            "admission-bytes",
+            total * 55 / 100,
+            "proptest-regressions/fuzz/admission.txt",
+            admission::bytes_strategy(),
+            |(input, setup)| admission::check(&input, &setup, &world),
+        ),
+        run(
+            "admission-reviews",
+            total * 43 / 100,
+            "proptest-regressions/fuzz/admission.txt",
+            admission::review_strategy(),
+            |(input, setup)| admission::check(&input, &setup, &world),
+        ),
+        run(
+            "plan",
+            total * 2 / 100,
+            "proptest-regressions/fuzz/plan.txt",
+            plan::strategy(),
+            |scenario| plan::check(&scenario),
+        ),
+    ];
     let inputs: u64 = results.iter().map(|r| r.inputs).sum();
     let failed = results.iter().filter(|r| !r.passed).count();
     println!(
