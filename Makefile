@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run test lint control-plane bench-admission bench-reconciler
+.PHONY: run test lint control-plane bench-admission bench-reconciler fuzz
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
@@ -27,3 +27,8 @@ bench-admission: control-plane
 # Reconciler convergence, writes and memory (issue figures).
 bench-reconciler: control-plane
 	cargo bench --bench reconciler
+
+# Long fuzzing run (tests/fuzz/, stable Rust): FUZZ_INPUTS inputs (default 10 million) through the
+# admission path and the plan, release profile; prints inputs run, failures and peak memory.
+fuzz:
+	FUZZ_INPUTS=$${FUZZ_INPUTS:-10000000} cargo test --release --test fuzz

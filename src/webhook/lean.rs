@@ -365,6 +365,28 @@ impl<'de, V: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<BTree
     }
 }
 
+/// A payload value of the wrong type is refused by its type alone: serde's default message would
+/// show the value (`invalid type: integer `1234``), and a payload value is secret data.
+macro_rules! not_shown {
+    ($value:ty) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Err(E::invalid_type(de::Unexpected::Other("a boolean"), &self))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Err(E::invalid_type(de::Unexpected::Other("an integer"), &self))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+            Err(E::invalid_type(de::Unexpected::Other("an integer"), &self))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Err(E::invalid_type(de::Unexpected::Other("a number"), &self))
+        }
+        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<$value, E> {
+            Err(E::invalid_type(de::Unexpected::Other("bytes"), &self))
+        }
+    };
+}
+
 /// A map whose values must all be strings (a Secret's `data`, `stringData`), skipped as it is read.
 struct StringMap;
 
@@ -380,8 +402,14 @@ impl<'de> Deserialize<'de> for StringMap {
                 while map.next_entry::<IgnoredAny, SkippedString>()?.is_some() {}
                 Ok(StringMap)
             }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<StringMap, E> {
+                Err(E::invalid_type(de::Unexpected::Other("a string"), &self))
+            }
+            not_shown!(StringMap);
         }
-        d.deserialize_map(Map)
+        // `deserialize_any`: serde_json's `deserialize_map` names the value it found in its error
+        // (`invalid type: string "…"`), and this value is secret data.
+        d.deserialize_any(Map)
     }
 }
 
@@ -399,8 +427,9 @@ impl<'de> Deserialize<'de> for SkippedString {
             fn visit_str<E: de::Error>(self, _: &str) -> Result<SkippedString, E> {
                 Ok(SkippedString)
             }
+            not_shown!(SkippedString);
         }
-        d.deserialize_str(Str)
+        d.deserialize_any(Str)
     }
 }
 

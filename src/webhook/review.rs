@@ -140,11 +140,12 @@ pub fn respond(
 pub fn error_review(err: &ReviewError) -> Option<AdmissionReview<DynamicObject>> {
     let mut response = AdmissionResponse::invalid(err);
     response.uid = err.uid()?.to_owned();
+    // serde's message quotes field names and values from the body: keep it one line.
     Some(into_v1_review(failed(
         response,
         400,
         "BadRequest",
-        &err.to_string(),
+        &crate::message::one_line(&err.to_string()),
     )))
 }
 
@@ -156,7 +157,7 @@ pub fn error_body(err: &ReviewError) -> serde_json::Value {
         "status": "Failure",
         "code": 400,
         "reason": "BadRequest",
-        "message": err.to_string(),
+        "message": crate::message::one_line(&err.to_string()),
     })
 }
 
