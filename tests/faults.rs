@@ -380,10 +380,7 @@ fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
     let before = Writes::now();
     apply_original(&project, "fan", "one");
     let at_stop = mid_fan_out(&project, "fan", "one", MEMBERS);
-    let stopped = Stopped::stop(apiserver);
-    // The fault itself, not synchronisation: the apiserver stays stopped for 20 s.
-    std::thread::sleep(Duration::from_secs(20));
-    drop(stopped);
+    Stopped::stop(apiserver).hold_for(Duration::from_secs(20));
     let continued = Instant::now();
     assert_converged(&project, "fan", "one", &members, &bystanders);
     let writes = Writes::now().since(before);
@@ -418,10 +415,7 @@ fn etcd_paused_during_changes_loses_nothing() {
     let before = Writes::now();
     apply_original(&project, "fan", "two");
     let at_stop = mid_fan_out(&project, "fan", "two", MEMBERS);
-    let stopped = Stopped::stop(etcd);
-    // The fault itself, not synchronisation: etcd stays paused for 10 s.
-    std::thread::sleep(Duration::from_secs(10));
-    drop(stopped);
+    Stopped::stop(etcd).hold_for(Duration::from_secs(10));
     let continued = Instant::now();
     assert_converged(&project, "fan", "two", &members, &bystanders);
     let writes = Writes::now().since(before);

@@ -137,6 +137,37 @@ impl Stopped {
         signal(pid, "STOP");
         Self(pid)
     }
+
+    /// The fault itself: keeps the process stopped for `fault`, checking all along (state `T` in
+    /// `/proc/<pid>/stat`) that it really is, so a fault that did not hold fails the test instead of
+    /// passing as a short one. Then continues it.
+    pub fn hold_for(self, fault: Duration) {
+        // A stop reaches every thread of a process asynchronously: wait until it has taken hold.
+        eventually("the process to stop", Duration::from_secs(5), || {
+            (process_state(self.0) == Some('T')).then_some(())
+        });
+        let until = Instant::now() + fault;
+        while Instant::now() < until {
+            assert_eq!(
+                process_state(self.0),
+                Some('T'),
+                "process {} is no longer stopped during the fault",
+                self.0
+            );
+            std::thread::park_timeout(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(200)),
+            );
+        }
+    }
+}
+
+/// A process's state letter (`R`, `S`, `T`, …) from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for Stopped {
