@@ -53,6 +53,12 @@ pub const BACKING_NAMESPACE_TAKEN: &str = "BackingNamespaceTaken";
 /// The project's name cannot form a namespace name.
 pub const INVALID_PROJECT_NAME: &str = "InvalidProjectName";
 
+/// Label on a Secret in the product's namespace registering a downstream cluster; its value is the
+/// cluster id (the cluster part of project IDs).
+pub const CLUSTER_REGISTRATION_LABEL: &str = "scoped-secrets.io/cluster";
+/// Key of a registration Secret's data holding the kubeconfig (the Cluster API and Rancher shape).
+pub const KUBECONFIG_KEY: &str = "value";
+
 /// Value of the boolean marker annotations.
 pub const TRUE: &str = "true";
 

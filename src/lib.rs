@@ -5,6 +5,7 @@ pub mod admin;
 pub mod apiserver;
 pub mod certs;
 pub mod cli;
+pub mod clusters;
 pub mod endpoints;
 pub mod index;
 pub mod keys;
