@@ -96,6 +96,10 @@ pub struct ServeArgs {
         default_value = "scoped-secrets-system"
     )]
     pub lease_namespace: String,
+    /// The management cluster's id, the cluster part of its own project IDs; downstream clusters are
+    /// registered by Secrets in --lease-namespace labelled scoped-secrets.io/cluster.
+    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
+    pub local_cluster_id: String,
     /// Reviews served at once; past it a review gets HTTP 429 at once.
     #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
     pub max_reviews_in_flight: usize,

@@ -57,6 +57,13 @@ pub async fn run(
         writes_done,
         metrics.clone(),
     ));
+    let connections = tokio::spawn(crate::clusters::connections::run(
+        client.clone(),
+        cfg.clusters.clone(),
+        metrics.clusters.clone(),
+        leading.clone(),
+        shutdown.clone(),
+    ));
     let ctx = Context {
         applier: Applier::new(client.clone(), leading.clone()),
         events: Events::new(client.clone(), &cfg.lease.identity),
@@ -70,6 +77,7 @@ pub async fn run(
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
     // The round in flight has ended: the lease may go to a successor.
     let _ = done_tx.send(true);
+    let _ = connections.await;
     elector
         .await
         .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))

@@ -36,6 +36,8 @@ pub struct ReconcilerMetrics {
     leader: Gauge,
     copy_failures: Family<ReasonLabels, Counter>,
     in_backoff: Gauge,
+    /// Per downstream cluster (`scoped_secrets_cluster_*`): kept by the leader's connections.
+    pub clusters: crate::clusters::connections::ClusterMetrics,
 }
 
 impl ReconcilerMetrics {
@@ -51,6 +53,7 @@ impl ReconcilerMetrics {
             leader: Gauge::default(),
             copy_failures: Family::default(),
             in_backoff: Gauge::default(),
+            clusters: crate::clusters::connections::ClusterMetrics::register(registry),
         };
         let r = registry.sub_registry_with_prefix("scoped_secrets_reconciler");
         r.register(

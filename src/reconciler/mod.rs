@@ -64,6 +64,8 @@ pub struct Config {
     pub max_backoff: Duration,
     /// How many writes run at once.
     pub concurrency: usize,
+    /// The registered downstream clusters' connections (kept while leading).
+    pub clusters: crate::clusters::connections::ConnectionsConfig,
 }
 
 impl Config {
@@ -75,6 +77,13 @@ impl Config {
             args.lease_namespace.clone(),
             default_identity(),
         )
+        .with_local_cluster_id(&args.local_cluster_id)
+    }
+
+    /// The management cluster's id (`local` unless told otherwise).
+    pub fn with_local_cluster_id(mut self, id: &str) -> Self {
+        self.clusters.local_cluster_id = id.to_owned();
+        self
     }
 
     /// Defaults for everything but what the command line decides.
@@ -84,7 +93,13 @@ impl Config {
         lease_namespace: impl Into<String>,
         identity: impl Into<String>,
     ) -> Self {
+        let (lease_namespace, identity) = (lease_namespace.into(), identity.into());
         Self {
+            clusters: crate::clusters::connections::ConnectionsConfig::new(
+                lease_namespace.clone(),
+                "local",
+                identity.clone(),
+            ),
             copies,
             manage_backing_namespaces,
             lease: lease::LeaseConfig::new(lease_namespace, identity),

@@ -70,10 +70,16 @@ impl Running {
         }
     }
 
-    /// The sum of a metric's samples (all label sets), from the Prometheus text encoding.
-    pub(crate) fn metric(&self, name: &str) -> f64 {
+    /// The Prometheus text encoding of every metric.
+    pub(crate) fn metrics_text(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("metrics encode");
+        text
+    }
+
+    /// The sum of a metric's samples (all label sets), from the Prometheus text encoding.
+    pub(crate) fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text();
         text.lines()
             .filter(|line| line.split(['{', ' ']).next() == Some(name))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
@@ -112,6 +118,20 @@ impl Drop for Running {
 
 pub(crate) fn start(policy: OverwritePolicy) -> Running {
     Running::start(&unique("lease"), &unique("instance"), policy)
+}
+
+/// The messages of the Events with this reason on object `name` in `namespace`.
+pub(crate) fn event_messages(namespace: &str, name: &str, reason: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        &format!("reason={reason},involvedObject.name={name}"),
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]))
 }
 
 /// The secret as JSON, or `None` when it does not exist.

@@ -15,20 +15,6 @@ const ANNOTATIONS_LIMIT: usize = 262_144;
 /// The annotation that fills an original up to the limit.
 const FILLER_KEY: &str = "example.com/filler";
 
-/// The messages of the Events with this reason on secret `name` in `namespace`.
-fn event_messages(namespace: &str, name: &str, reason: &str) -> String {
-    ok(kubectl(&[
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        &format!("reason={reason},involvedObject.name={name}"),
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]))
-}
-
 /// Wakes the reconciler with a change that concerns no secret (a namespace annotation), `times`
 /// times, each time until it has planned a round after it: in every one of those rounds, an action
 /// that does not back off would be attempted again.

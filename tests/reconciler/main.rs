@@ -8,6 +8,7 @@
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
+mod clusters;
 mod harness;
 mod lifecycle;
 mod reconciler;

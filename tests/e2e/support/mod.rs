@@ -117,6 +117,7 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
             "system:serviceaccount:scoped-secrets-system:scoped-secrets".to_owned(),
         ],
         lease_namespace: "scoped-secrets-system".to_owned(),
+        local_cluster_id: "local".to_owned(),
         max_reviews_in_flight: scoped_secrets::webhook::limits::DEFAULT_MAX_IN_FLIGHT,
         max_large_body_bytes: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_BUDGET,
         max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,

@@ -1,0 +1,149 @@
+//! Registering downstream clusters (docs/SPEC.md §6): a Secret in the product's namespace labelled
+//! `scoped-secrets.io/cluster: <id>` with a kubeconfig under `value`. The leader refuses what it must
+//! not run or read (an `exec` plugin), says so with an Event on the Secret, and keeps a probed
+//! connection to each accepted cluster: `scoped_secrets_cluster_connected{cluster}` and an Event when
+//! the health changes. The "downstream" cluster here is the test's own apiserver, reached through a
+//! kubeconfig as a downstream one would be.
+
+use crate::harness::*;
+use crate::support::*;
+use scoped_secrets::keys;
+use scoped_secrets::policy::OverwritePolicy;
+
+const TOKEN_MARK: &str = "token-that-must-never-be-quoted";
+
+/// Creates or replaces registration Secret `name` for cluster `cluster` holding `kubeconfig`.
+fn register(name: &str, cluster: &str, kubeconfig: &str) {
+    let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {LEASE_NAMESPACE}
+  labels: {{{label}: {cluster}}}
+stringData:
+  {key}: |
+{indented}",
+            label = keys::CLUSTER_REGISTRATION_LABEL,
+            key = keys::KUBECONFIG_KEY,
+        ),
+        &[],
+    ));
+}
+
+/// `scoped_secrets_cluster_connected` for `cluster`, or `None` when the series does not exist.
+fn connected(running: &Running, cluster: &str) -> Option<f64> {
+    let prefix = format!("scoped_secrets_cluster_connected{{cluster=\"{cluster}\"}} ");
+    running
+        .metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[track_caller]
+fn event_saying(secret: &str, reason: &str, words: &str) -> String {
+    eventually(
+        &format!("a {reason} Event on {secret} saying {words:?}"),
+        WAIT,
+        || {
+            let messages = event_messages(LEASE_NAMESPACE, secret, reason);
+            messages.contains(words).then_some(messages)
+        },
+    )
+}
+
+#[test]
+fn a_kubeconfig_that_runs_programs_or_names_a_taken_cluster_is_refused_with_an_event() {
+    let _serial = serial();
+    let running = start(OverwritePolicy::Warn);
+    let exec = unique("reg-exec");
+    register(
+        &exec,
+        "c-exec",
+        &format!(
+            "current-context: c
+contexts: [{{name: c, context: {{cluster: c, user: u}}}}]
+clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:1'}}}}]
+users:
+- name: u
+  user:
+    token: {TOKEN_MARK}
+    exec: {{apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch /tmp/pwned']}}
+"
+        ),
+    );
+    let said = event_saying(&exec, "ClusterRegistrationRefused", "`exec`");
+    assert!(
+        !said.contains(TOKEN_MARK) && !said.contains("/bin/sh"),
+        "{said}"
+    );
+    assert_eq!(
+        connected(&running, "c-exec"),
+        None,
+        "a refused registration has no connection"
+    );
+
+    // Two registrations of one cluster: neither is used.
+    let sa = std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+    let (first, second) = (unique("reg-twice"), unique("reg-twice"));
+    register(&first, "c-twice", &sa);
+    register(&second, "c-twice", &sa);
+    event_saying(&first, "ClusterRegistrationDuplicated", &second);
+    event_saying(&second, "ClusterRegistrationDuplicated", &first);
+    assert_eq!(connected(&running, "c-twice"), None);
+    // The one left is used.
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &second,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+    eventually("the remaining registration connected", WAIT, || {
+        (connected(&running, "c-twice") == Some(1.0)).then_some(())
+    });
+    for name in [exec, first] {
+        ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
+    }
+}
+
+#[test]
+fn a_registered_cluster_is_probed_and_rotated_credentials_are_followed_at_runtime() {
+    let _serial = serial();
+    let running = start(OverwritePolicy::Warn);
+    let name = unique("reg");
+    let sa = std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+
+    register(&name, "c-probed", &sa);
+    eventually("c-probed connected", WAIT, || {
+        (connected(&running, "c-probed") == Some(1.0)).then_some(())
+    });
+    event_saying(&name, "ClusterConnected", "connected to https://127.0.0.1:");
+
+    // Rotated to a token the apiserver does not know: refused, said, nothing else changes.
+    let token = sa
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("user: {token: "))
+        .and_then(|t| t.strip_suffix('}'))
+        .expect("the kubeconfig carries an inline token");
+    register(&name, "c-probed", &sa.replace(token, TOKEN_MARK));
+    eventually("c-probed disconnected", WAIT, || {
+        (connected(&running, "c-probed") == Some(0.0)).then_some(())
+    });
+    let said = event_saying(&name, "ClusterCredentialsRefused", "401");
+    assert!(!said.contains(TOKEN_MARK), "{said}");
+
+    // Restored: connected again, without a restart.
+    register(&name, "c-probed", &sa);
+    eventually("c-probed connected again", WAIT, || {
+        (connected(&running, "c-probed") == Some(1.0)).then_some(())
+    });
+
+    // Removed: the connection and its series go.
+    ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
+    eventually("c-probed forgotten", WAIT, || {
+        connected(&running, "c-probed").is_none().then_some(())
+    });
+}
