@@ -6,3 +6,4 @@
 pub mod connections;
 pub mod credentials;
 pub mod registration;
+pub mod sharding;
