@@ -111,7 +111,10 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         "\ndog\n",
         "No changes: every copy is in place.",
     ] {
-        assert!(walked_out.contains(expected), "{expected:?} in {walked_out}");
+        assert!(
+            walked_out.contains(expected),
+            "{expected:?} in {walked_out}"
+        );
     }
 
     let kubectl = |args: &[&str]| {
