@@ -524,6 +524,42 @@ fn values_reach_the_pods_and_the_webhooks() {
 }
 
 #[test]
+fn another_release_namespace_is_exempt_and_its_service_account_trusted() {
+    let chart = chart().display().to_string();
+    let rendered = succeeded(
+        "helm template -n security",
+        helm(
+            &[
+                "template",
+                "scoped-secrets",
+                &chart,
+                "--namespace",
+                "security",
+            ],
+            None,
+        ),
+    );
+    let objects = by_key(&rendered);
+    let validating = &objects["ValidatingWebhookConfiguration/scoped-secrets"]["webhooks"][0];
+    assert_eq!(
+        validating["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", "kube-public", "kube-node-lease", "security"])
+    );
+    assert_eq!(
+        validating["matchConditions"][0]["expression"],
+        "request.userInfo.username != 'system:serviceaccount:security:scoped-secrets'"
+    );
+    assert_eq!(
+        validating["clientConfig"]["service"]["namespace"],
+        "security"
+    );
+    let bundle = ca_bundle(&objects);
+    let secret = &objects["Secret/scoped-secrets-tls"];
+    handshake(secret, &bundle, "scoped-secrets.security.svc").expect("the Service's name");
+    assert!(!rendered.contains("scoped-secrets-system"), "{rendered}");
+}
+
+#[test]
 fn monitoring_objects_only_where_the_cluster_serves_them() {
     let without = by_key(&Setup::new("no monitoring CRDs", &[]).render());
     assert!(!without.contains_key("ServiceMonitor/scoped-secrets"));
