@@ -208,6 +208,7 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
 fn walkthrough_commands(printed: &str) -> String {
     printed
         .lines()
+        .skip_while(|l| !l.starts_with("scoped-secrets is serving."))
         .skip_while(|l| !l.starts_with("  "))
         .take_while(|l| l.starts_with("  ") || l.is_empty())
         .filter(|l| !l.is_empty())
