@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run test lint control-plane bench-admission bench-reconciler fuzz
+.PHONY: run test lint control-plane helm bench-admission bench-reconciler fuzz
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
@@ -9,7 +9,7 @@ run:
 
 # The whole suite: unit tests of the pure core, integration tests, and the end-to-end tests against
 # the real control plane (built from the Go module proxy on first use and cached).
-test: control-plane
+test: control-plane helm
 	cargo test --lib --bins --tests
 
 lint:
@@ -19,6 +19,11 @@ lint:
 # Builds (once) and caches the control-plane binaries, so that the first test does not time out.
 control-plane:
 	hack/controlplane/build.sh >/dev/null
+
+# Builds (once) and caches helm at the release pinned in hack/helm/go.mod, for the chart's tests
+# (tests/chart.rs).
+helm:
+	hack/helm/build.sh >/dev/null
 
 # Admission throughput, latency and memory (issue figures): prints reviews/s, p50/p99/p99.9 and RSS.
 bench-admission: control-plane

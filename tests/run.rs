@@ -1,8 +1,9 @@
 //! `make run` end to end: `local-control-plane --serve` brings up etcd, the apiserver, the controller
-//! manager and `scoped-secrets serve` with deploy/'s webhooks registered; a dry-run request reaches
-//! the webhook; and an interrupt (Ctrl-C) leaves no process behind.
+//! manager and `scoped-secrets serve` with deploy/'s webhooks registered; the walkthrough it prints
+//! (Rancher's example) runs as printed and the copies appear; a dry-run request reaches the webhook;
+//! and an interrupt (Ctrl-C) leaves no process behind.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -44,6 +45,17 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("local-control-plane starts");
+    // The walkthrough goes to stderr, after the ready line; collect it as it comes.
+    let mut stderr = run.stderr.take().expect("stderr");
+    let (printed_tx, printed) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let _ = printed_tx.send(text.clone());
+        }
+    });
     let stdout = run.stdout.take().expect("stdout");
     let line = BufReader::new(stdout)
         .lines()
@@ -62,6 +74,49 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         "supervisor, etcd, kube-apiserver, kube-controller-manager, product"
     );
 
+    // A person pastes the printed commands into a shell: run exactly those, as one script.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let printed_text = loop {
+        let text = printed
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no walkthrough printed"));
+        if text.contains("Ctrl-C stops everything") {
+            break text;
+        }
+    };
+    let script = walkthrough_commands(&printed_text);
+    assert!(
+        script.contains("kubectl apply -f examples/rancher/03-test-secret.yaml")
+            && script.contains(&format!("export KUBECONFIG={kubeconfig}")),
+        "the walkthrough lacks Rancher's example: {printed_text}"
+    );
+    let walked = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("bash");
+    let walked_out = String::from_utf8_lossy(&walked.stdout);
+    assert!(
+        walked.status.success(),
+        "the walkthrough failed:\n{script}\n{walked_out}\n{}",
+        String::from_utf8_lossy(&walked.stderr)
+    );
+    // Its first plan announced the two copies before the secret existed, the copy holds the
+    // original's data, and the last plan found nothing left to do.
+    for expected in [
+        "Copies to create (2):",
+        "team-a/test-secret (from local-p-vwxyz/test-secret)",
+        "team-b/test-secret (from local-p-vwxyz/test-secret)",
+        "\ndog\n",
+        "No changes: every copy is in place.",
+    ] {
+        assert!(
+            walked_out.contains(expected),
+            "{expected:?} in {walked_out}"
+        );
+    }
+
     let kubectl = |args: &[&str]| {
         Command::new("kubectl")
             .env("KUBECONFIG", &kubeconfig)
@@ -69,7 +124,25 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
             .output()
             .expect("kubectl")
     };
-    let ns = kubectl(&["create", "namespace", "team-a"]);
+    for ns in ["team-a", "team-b"] {
+        let copy = kubectl(&[
+            "get",
+            "secret",
+            "test-secret",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.data.key}",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&copy.stdout),
+            "ZG9n",
+            "the copy in {ns}: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+    }
+
+    let ns = kubectl(&["create", "namespace", "scratch"]);
     assert!(
         ns.status.success(),
         "{}",
@@ -81,7 +154,7 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         "generic",
         "db",
         "-n",
-        "team-a",
+        "scratch",
         "--from-literal=k=v",
     ]);
     assert!(
@@ -95,13 +168,13 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         "generic",
         "db",
         "-n",
-        "team-a",
+        "scratch",
         "--from-literal=k=w",
         "--dry-run=server",
     ]);
     let refused = String::from_utf8_lossy(&second.stderr);
     assert!(
-        refused.contains(r#"admission webhook "secret-names.scoped-secrets.io" denied the request: a secret (Opaque) named "db" already exists in namespace "team-a""#),
+        refused.contains(r#"admission webhook "secret-names.scoped-secrets.io" denied the request: a secret (Opaque) named "db" already exists in namespace "scratch""#),
         "{refused}"
     );
     let projects = kubectl(&["get", "projects", "-A"]);
@@ -129,4 +202,16 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         processes_mentioning(&dir_text).is_empty(),
         "processes were left behind"
     );
+}
+
+/// The commands of the printed walkthrough: its indented lines, from the first to the last.
+fn walkthrough_commands(printed: &str) -> String {
+    printed
+        .lines()
+        .skip_while(|l| !l.starts_with("scoped-secrets is serving."))
+        .skip_while(|l| !l.starts_with("  "))
+        .take_while(|l| l.starts_with("  ") || l.is_empty())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
 }

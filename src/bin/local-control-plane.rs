@@ -186,7 +186,9 @@ async fn main() -> Result<()> {
     }
     println!("ready kubeconfig={}", kubeconfig.display());
     if args.serve {
-        print_try_it(&kubeconfig);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
+        eprintln!("{}", walkthrough(&kubeconfig, repo, &binary));
     }
 
     let reason = supervise(&mut children, args.watch_pid).await;
@@ -272,20 +274,41 @@ async fn wait_admin_ready(
     }
 }
 
-fn print_try_it(kubeconfig: &Path) {
-    let k = kubeconfig.display();
-    eprintln!(
+/// Rancher's documented example (examples/rancher/) as commands to paste into another terminal:
+/// a Project, namespaces joined to it, the project-scoped `test-secret` and its copies. Every line
+/// between the first and the last indented one is a shell command or a comment, in order:
+/// tests/run.rs runs them as one script against this control plane.
+fn walkthrough(kubeconfig: &Path, repo: &Path, binary: &Path) -> String {
+    let (k, repo, bin) = (kubeconfig.display(), repo.display(), binary.display());
+    let logs = kubeconfig
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    format!(
         "
-scoped-secrets is serving. In another terminal:
+scoped-secrets is serving. Rancher's example, in another terminal:
 
   export KUBECONFIG={k}
-  kubectl create namespace team-a && kubectl create secret generic db -n team-a --from-literal=password=s3cret
-  kubectl create secret generic db -n team-a --from-literal=password=other --dry-run=server
-  kubectl get projects -A
+  cd {repo}
+  # A Project of cluster \"local\"; the reconciler creates its backing namespace local-p-vwxyz
+  kubectl apply -f examples/rancher/01-project.yaml
+  kubectl wait project/p-vwxyz -n local --for=jsonpath='{{.status.backingNamespace}}'=local-p-vwxyz
+  # Namespaces team-a and team-b join the project (annotation field.cattle.io/projectId)
+  kubectl apply -f examples/rancher/02-namespaces.yaml
+  # What the project-scoped secret will do, before it exists
+  {bin} plan -f examples/rancher/03-test-secret.yaml
+  # The secret of Rancher's documentation, in the backing namespace
+  kubectl apply -f examples/rancher/03-test-secret.yaml
+  # Its copies appear in every namespace of the project
+  kubectl wait secret/test-secret -n team-a --for=create --timeout=30s
+  kubectl wait secret/test-secret -n team-b --for=create --timeout=30s
+  kubectl get secrets -A --field-selector metadata.name=test-secret
+  kubectl get secret test-secret -n team-b -o jsonpath='{{.data.key}}' | base64 -d; echo
+  # Nothing is left to do
+  {bin} plan
 
-Logs are in {dir}. Ctrl-C stops everything.",
-        dir = kubeconfig.parent().map(|d| d.display().to_string()).unwrap_or_default()
-    );
+Logs are in {logs}. Ctrl-C stops everything."
+    )
 }
 
 async fn client(kubeconfig: &Path) -> Result<kube::Client> {
