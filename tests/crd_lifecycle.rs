@@ -5,18 +5,12 @@
 //! copy is touched, even though deleting a CRD deletes every Project with it; once it is served
 //! again, projects are indexed within seconds.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
-#[path = "reconciler/harness.rs"]
-mod harness;
-
-use harness::*;
 use scoped_secrets::index::Index;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::policy::OverwritePolicy;
 use std::time::{Duration, Instant};
-use support::*;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 const CRD: &str = "projects.management.cattle.io";
 

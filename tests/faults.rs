@@ -6,17 +6,10 @@
 //!
 //! The scenarios run one at a time (`serial`): they share the control plane and the Lease.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
-#[path = "reconciler/harness.rs"]
-mod harness;
-
 #[path = "faults/replica.rs"]
 mod replica;
 
 use futures::StreamExt;
-use harness::serial;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use replica::*;
@@ -24,7 +17,8 @@ use scoped_secrets::keys;
 use scoped_secrets::plan::{self, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::*;
+use testbed::harness::serial;
+use testbed::prelude::*;
 
 /// The whole fan-out, after the fault, converges within this.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -375,7 +369,7 @@ fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
     eventually("the replica to hold the Lease", CONVERGE, || {
         lease_holder().filter(|h| *h == name)
     });
-    let apiserver = control_plane_process("kube-apiserver");
+    let apiserver = env().control_plane_pid("kube-apiserver");
 
     let before = Writes::now();
     apply_original(&project, "fan", "one");
@@ -410,7 +404,7 @@ fn etcd_paused_during_changes_loses_nothing() {
     });
     apply_original(&project, "fan", "one");
     assert_converged(&project, "fan", "one", &members, &bystanders);
-    let etcd = control_plane_process("etcd");
+    let etcd = env().control_plane_pid("etcd");
 
     let before = Writes::now();
     apply_original(&project, "fan", "two");

@@ -3,15 +3,13 @@
 //! `kubectl apply --dry-run=server`, and the webhook entries' selectors and match conditions send
 //! exactly the intended requests to each entry, with the RBAC the reconciler needs.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Command;
+use testbed::prelude::*;
 
 fn run_check(script: &str, args: &[&str], kubeconfig: &Path) {
     let out = Command::new("bash")
-        .arg(Path::new(support::REPO).join("hack").join(script))
+        .arg(Path::new(REPO).join("hack").join(script))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .output()
@@ -27,10 +25,11 @@ fn run_check(script: &str, args: &[&str], kubeconfig: &Path) {
 
 #[test]
 fn every_manifest_applies_and_every_webhook_entry_sees_exactly_its_requests() {
-    let dir = Path::new(support::REPO).join(format!("target/manifests/{}", std::process::id()));
-    let (kubeconfig, _) = support::start_control_plane(&dir).expect("control plane");
+    let dir = Path::new(REPO).join(format!("target/manifests/{}", std::process::id()));
+    let control_plane = start_control_plane(&dir).expect("control plane");
+    let kubeconfig = &control_plane.kubeconfig;
     // One after the other: the scope checks register webhook configurations of the same names.
-    run_check("check-manifests.sh", &[], &kubeconfig);
-    run_check("check-webhook-scope.sh", &["base"], &kubeconfig);
-    run_check("check-webhook-scope.sh", &["beside-rancher"], &kubeconfig);
+    run_check("check-manifests.sh", &[], kubeconfig);
+    run_check("check-webhook-scope.sh", &["base"], kubeconfig);
+    run_check("check-webhook-scope.sh", &["beside-rancher"], kubeconfig);
 }

@@ -2,12 +2,9 @@
 //! A test binary of its own (a control plane of its own), because the server it starts runs the
 //! reconciler, which would copy secrets into the other suites' projects.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
-use support::*;
+use testbed::prelude::*;
 
 /// Every metric name in a file: `scoped_secrets_…` and `controller_runtime_webhook_…` words.
 fn metric_names(text: &str) -> BTreeSet<String> {

@@ -5,10 +5,10 @@
 //! denial as `admission webhook "<entry>" denied the request: ...`, warnings as `Warning: ...` on
 //! stderr, mutations in `-o yaml` of a `--dry-run=server` request.
 
-use crate::support::*;
 use scoped_secrets::keys;
 use std::path::Path;
 use std::time::Duration;
+use testbed::prelude::*;
 
 pub(crate) const GUARD: &str = "secret-guard.scoped-secrets.io";
 pub(crate) const NAMES: &str = "secret-names.scoped-secrets.io";
@@ -269,7 +269,7 @@ pub(crate) fn register_deploy_webhooks(
     failure_policy: Option<&str>,
 ) -> Registered {
     let manifests =
-        scoped_secrets::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
+        testbed::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
             .expect("deploy/base renders");
     let ca = std::fs::read(
         env()
@@ -278,7 +278,7 @@ pub(crate) fn register_deploy_webhooks(
             .join(scoped_secrets::certs::CA_CERT),
     )
     .expect("the test CA");
-    let configurations = scoped_secrets::registration::local_webhook_configurations(
+    let configurations = testbed::registration::local_webhook_configurations(
         &manifests,
         &format!("https://{addr}"),
         &scoped_secrets::certs::base64_encode(&ca),

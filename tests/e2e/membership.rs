@@ -6,9 +6,9 @@ use crate::common::{
     GUARD, NAMESPACE_GUARD, assert_denied, assert_warned, copy_as_reconciler,
     grant_namespace_editing, original,
 };
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 fn set_project(ns: &str, project_id: &str, user: &str, extra: &[&str]) -> std::process::Output {
     let value = format!("{}={project_id}", keys::PROJECT_ID_KEY);

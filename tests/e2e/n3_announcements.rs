@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 #[test]
 fn n3_joining_warns_which_secrets_will_be_overwritten() {

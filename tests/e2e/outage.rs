@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use std::time::Duration;
+use testbed::prelude::*;
 
 #[test]
 fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {

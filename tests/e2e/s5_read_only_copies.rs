@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use std::time::Duration;
+use testbed::prelude::*;
 
 #[test]
 fn s5_updating_or_deleting_a_copy_is_denied() {

@@ -4,11 +4,11 @@
 //! retrying on every round. The refusal that admission can already make (annotations too long for a
 //! copy) is made there.
 
-use crate::harness::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 /// The apiserver's total for a secret's annotation keys and values.
 const ANNOTATIONS_LIMIT: usize = 262_144;

@@ -9,33 +9,6 @@ use super::*;
 
 const HOLD_FINALIZER: &str = "example.com/hold";
 
-impl Running {
-    fn errors(&self) -> f64 {
-        self.metric("scoped_secrets_reconciler_errors_total")
-    }
-
-    fn requeues(&self) -> f64 {
-        self.metric("scoped_secrets_reconciler_requeues_total")
-    }
-
-    /// Makes the reconciler plan a round (any watched change does) and waits until it has started,
-    /// which means every earlier round has ended: rounds run one after another.
-    #[track_caller]
-    fn another_round(&self, poke: &str) {
-        let rounds = self.rounds();
-        ok(kubectl(&[
-            "annotate",
-            "namespace",
-            poke,
-            &format!("poked={}", unique("round")),
-            "--overwrite",
-        ]));
-        eventually("another reconcile round", WAIT, || {
-            (self.rounds() > rounds).then_some(())
-        });
-    }
-}
-
 fn namespace_exists(ns: &str) -> bool {
     let out = kubectl(&["get", "namespace", ns, "-o", "name"]);
     if out.status.success() {

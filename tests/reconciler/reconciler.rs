@@ -6,11 +6,11 @@
 //! service account and stops it at the end; the tests take turns (`SERIAL`), because a reconciler
 //! acts on the whole cluster and "while the reconciler is stopped" must mean stopped.
 
-use crate::harness::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::plan::{OverwritePolicy, Settings};
 use serde_json::Value;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 #[test]
 fn rancher_example_reaches_every_project_namespace() {

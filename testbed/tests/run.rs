@@ -30,8 +30,14 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 
 #[test]
 fn run_serves_and_ctrl_c_leaves_no_process_behind() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/run-test/{}", std::process::id()));
+    let product =
+        Path::new(env!("CARGO_BIN_EXE_local-control-plane")).with_file_name("scoped-secrets");
+    assert!(
+        product.is_file(),
+        "{} is not built: run this test with the workspace's (`make test`)",
+        product.display()
+    );
+    let dir = Path::new(testbed::env::REPO).join(format!("target/run-test/{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_text = dir.display().to_string();
     let mut run = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))

@@ -224,10 +224,9 @@ webhooks:
     /// finalize writes are not held up by an outage.
     #[test]
     fn namespace_webhooks_cover_the_subresources_that_write_metadata() {
-        let manifests = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
-        )
-        .expect("deploy/base/webhooks.yaml");
+        let manifests =
+            std::fs::read_to_string(Path::new(crate::env::REPO).join("deploy/base/webhooks.yaml"))
+                .expect("deploy/base/webhooks.yaml");
         let mut namespace_webhooks = 0;
         for document in serde_yaml::Deserializer::from_str(&manifests) {
             let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
@@ -267,10 +266,9 @@ webhooks:
     /// closed would otherwise keep project namespaces from being deleted during an outage.
     #[test]
     fn no_webhook_is_called_for_deleting_a_namespace() {
-        let manifests = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
-        )
-        .expect("deploy/base/webhooks.yaml");
+        let manifests =
+            std::fs::read_to_string(Path::new(crate::env::REPO).join("deploy/base/webhooks.yaml"))
+                .expect("deploy/base/webhooks.yaml");
         for document in serde_yaml::Deserializer::from_str(&manifests) {
             let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
             for webhook in object["webhooks"].as_array().into_iter().flatten() {
