@@ -21,7 +21,7 @@ const PREREQUISITE_KINDS: [&str; 7] = [
     "RoleBinding",
 ];
 
-const WEBHOOK_KINDS: [&str; 2] = [
+pub const WEBHOOK_KINDS: [&str; 2] = [
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
 ];
@@ -46,6 +46,12 @@ pub fn render_kustomization(dir: &Path) -> Result<String> {
 /// The documents of `manifests` a local control plane needs before the server starts (the Project
 /// CRD, our namespace, service account and RBAC), as multi-document YAML for `kubectl apply -f -`.
 pub fn prerequisites(manifests: &str) -> Result<String> {
+    of_kinds(manifests, &PREREQUISITE_KINDS)
+}
+
+/// The documents of `manifests` (multi-document YAML) whose kind is one of `kinds`, as
+/// multi-document YAML for `kubectl apply -f -`.
+pub fn of_kinds(manifests: &str, kinds: &[&str]) -> Result<String> {
     let mut out = String::new();
     for document in serde_yaml::Deserializer::from_str(manifests) {
         let object: Value = serde::Deserialize::deserialize(document)?;
@@ -53,7 +59,7 @@ pub fn prerequisites(manifests: &str) -> Result<String> {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if PREREQUISITE_KINDS.contains(&kind) {
+        if kinds.contains(&kind) {
             out.push_str(&serde_yaml::to_string(&object)?);
             out.push_str("---\n");
         }
