@@ -70,16 +70,10 @@ spec: {{clusterName: local}}
         assert_eq!(uid(&copy), copy_uid, "the copy was replaced");
         std::thread::park_timeout(Duration::from_millis(500));
     }
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &held,
-        "-n",
-        "local",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch project {held} -n local --type=merge -p {}",
+        r#"{"metadata":{"finalizers":null}}"#
+    )));
     for (which, index) in indexes {
         eventually(&format!("the {which} index to see no CRD"), WAIT, || {
             (!index.read().projects_installed).then_some(())
@@ -128,17 +122,10 @@ spec: {{clusterName: local}}
         r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
         project.backing
     );
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &project.name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch project {} -n local --subresource=status --type=merge -p {status}",
+        project.name
+    )));
     // N2 checks existence again, and the copy is still the one from before.
     let stranger = unique("crd-stranger");
     ok(kubectl(&["create", "namespace", &stranger]));

@@ -82,30 +82,18 @@ fn dashboards_and_alerts_name_only_served_metrics() {
     // with the copy markers added).
     let project = project("mon");
     let ns = namespace_in(&project, "mon-a");
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "probe",
-        "-n",
-        &ns,
-        "--from-literal=k=v",
-        "--dry-run=server",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic probe -n {ns} --from-literal=k=v --dry-run=server"
+    )));
     let label = format!(
         "{}={}",
         scoped_secrets::keys::PROJECT_SCOPED_LABEL,
         project.name
     );
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        &project.backing,
-        "--from-literal=k=v",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic db -n {} --from-literal=k=v",
+        project.backing
+    )));
     ok(kubectl(&[
         "label",
         "secret",

@@ -111,6 +111,18 @@ impl Running {
         });
     }
 
+    /// No error loop: no action has failed since the error count was `errors`, and further rounds
+    /// (one made per namespace of `pokes`) requeue nothing.
+    #[track_caller]
+    pub fn assert_no_error_loop(&self, errors: f64, pokes: &[&String]) {
+        let requeues = self.requeues();
+        for poke in pokes {
+            self.another_round(poke);
+        }
+        assert_eq!(self.errors(), errors, "the reconciler's actions failed");
+        assert_eq!(self.requeues(), requeues, "the reconciler keeps requeueing");
+    }
+
     /// Signals shutdown and waits until the reconciler has stepped down and released its lease.
     pub fn stop(mut self) {
         self.halt();
@@ -169,6 +181,22 @@ pub fn copy_where(
     eventually(&format!("{what} in {ns}"), WAIT, || {
         get_secret(ns, name).filter(|s| is_copy_of(s, backing, name) && check(s))
     })
+}
+
+/// Two namespaces of `project`, `<prefix>-a` and `<prefix>-b` (made unique).
+pub fn two_namespaces_in(project: &TestProject, prefix: &str) -> (String, String) {
+    (
+        namespace_in(project, &format!("{prefix}-a")),
+        namespace_in(project, &format!("{prefix}-b")),
+    )
+}
+
+/// Waits until each of `namespaces` holds a copy of the project's original `name`.
+#[track_caller]
+pub fn copied_into(namespaces: &[&String], project: &TestProject, name: &str) {
+    for ns in namespaces {
+        copy_where(ns, &project.backing, name, "the copy", |_| true);
+    }
 }
 
 #[track_caller]

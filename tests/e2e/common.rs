@@ -58,15 +58,9 @@ pub(crate) fn plain_namespace(prefix: &str) -> String {
 }
 
 pub(crate) fn generic(ns: &str, name: &str) {
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        name,
-        "-n",
-        ns,
-        "--from-literal=key=value",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic {name} -n {ns} --from-literal=key=value"
+    )));
     indexed("the secret", |w| w.secret_meta(ns, name).is_some());
 }
 
@@ -93,6 +87,16 @@ metadata:
         label = keys::PROJECT_SCOPED_LABEL,
         p = project.name
     )
+}
+
+/// A project (`prefix`) with a namespace in it (`prefix` too), its original `db`, and a copy of it
+/// in that namespace written as the reconciler would write it.
+pub(crate) fn a_copy_of_db(prefix: &str) -> (TestProject, String) {
+    let project = project(prefix);
+    let ns = namespace_in(&project, prefix);
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    (project, ns)
 }
 
 /// A copy of the project's original `name` in `ns`, written as the reconciler would write it.

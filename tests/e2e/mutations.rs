@@ -120,14 +120,10 @@ fn m2_an_update_adds_the_missing_cluster_label() {
     indexed("the original", |w| {
         w.scoped(&project.backing, "bare").is_some()
     });
-    ok(kubectl(&[
-        "annotate",
-        "secret",
-        "bare",
-        "-n",
-        &project.backing,
-        "team=a",
-    ]));
+    ok(kubectl_line(&format!(
+        "annotate secret bare -n {} team=a",
+        project.backing
+    )));
     assert_eq!(get(), "local");
 }
 

@@ -185,7 +185,10 @@ fn a_copy_the_apiserver_refuses_raises_an_event_and_backs_off() {
     assert!(get_secret(&ns, "db").is_none());
     running.stop();
     // Later tests' reconcilers need not trip over it.
-    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    ok(kubectl_line(&format!(
+        "delete secret db -n {}",
+        project.backing
+    )));
 }
 
 #[test]
@@ -229,16 +232,10 @@ data: {{mine: MQ==}}
     );
 
     // Once its finalizer is removed the secret goes, and the copy takes its place at once.
-    ok(kubectl(&[
-        "patch",
-        "secret",
-        "db",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch secret db -n {ns} --type=merge -p {}",
+        r#"{"metadata":{"finalizers":null}}"#
+    )));
     copy_where(&ns, &project.backing, "db", "the copy", |s: &Value| {
         s["type"] == "Opaque"
     });
