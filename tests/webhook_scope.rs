@@ -185,7 +185,7 @@ spec: {clusterName: local, displayName: Probe}
 
     /// One command line as a person types it (no quoting: split on whitespace).
     fn kubectl_line(&self, line: &str) -> std::process::Output {
-        self.kubectl(&line.split_whitespace().collect::<Vec<_>>())
+        kubectl_line_with(&self.kubeconfig, line)
     }
 
     fn apply(&self, manifests: &str) {

@@ -85,11 +85,7 @@ fn start() -> anyhow::Result<Env> {
     std::thread::Builder::new()
         .name("server-under-test".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(2) {
                 Ok(rt) => rt,
                 Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
             };
@@ -115,6 +111,14 @@ fn start() -> anyhow::Result<Env> {
         state_dir,
         control_plane,
     })
+}
+
+/// A multi-thread runtime of `workers` threads, for a server on a thread of its own.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }
 
 pub fn serve_args(cert_dir: &Path) -> ServeArgs {
@@ -216,11 +220,7 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
     let thread = std::thread::Builder::new()
         .name("extra-server".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(1) {
                 Ok(rt) => rt,
                 Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
             };

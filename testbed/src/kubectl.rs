@@ -14,9 +14,15 @@ pub fn kubectl(args: &[&str]) -> Output {
 /// `kubectl_line("get secret db -n team-a -o json")`. Split on whitespace, no shell and no quoting:
 /// arguments that contain spaces take the slice form, [`kubectl`].
 pub fn kubectl_line(line: &str) -> Output {
-    kubectl(&line.split_whitespace().collect::<Vec<_>>())
+    kubectl_line_with(&env().kubeconfig, line)
 }
 
+/// [`kubectl_line`] with the given kubeconfig.
+pub fn kubectl_line_with(kubeconfig: &Path, line: &str) -> Output {
+    kubectl_with(kubeconfig, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// `kubectl` with the given kubeconfig.
 pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)

@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::kubectl::{fails, kubectl_line_with, ok};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -68,54 +69,19 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         "supervisor, etcd, kube-apiserver, kube-controller-manager, product"
     );
 
-    let kubectl = |args: &[&str]| {
-        Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl")
-    };
-    let ns = kubectl(&["create", "namespace", "team-a"]);
-    assert!(
-        ns.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ns.stderr)
-    );
-    let first = kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        "team-a",
-        "--from-literal=k=v",
-    ]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let second = kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        "team-a",
-        "--from-literal=k=w",
-        "--dry-run=server",
-    ]);
-    let refused = String::from_utf8_lossy(&second.stderr);
+    let kubectl = |line: &str| kubectl_line_with(Path::new(&kubeconfig), line);
+    ok(kubectl("create namespace team-a"));
+    ok(kubectl(
+        "create secret generic db -n team-a --from-literal=k=v",
+    ));
+    let refused = fails(kubectl(
+        "create secret generic db -n team-a --from-literal=k=w --dry-run=server",
+    ));
     assert!(
         refused.contains(r#"admission webhook "secret-names.scoped-secrets.io" denied the request: a secret (Opaque) named "db" already exists in namespace "team-a""#),
         "{refused}"
     );
-    let projects = kubectl(&["get", "projects", "-A"]);
-    assert!(
-        projects.status.success(),
-        "{}",
-        String::from_utf8_lossy(&projects.stderr)
-    );
+    ok(kubectl("get projects -A"));
 
     // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
     let status = Command::new("kill")
