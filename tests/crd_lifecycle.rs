@@ -7,7 +7,6 @@
 
 use scoped_secrets::index::Index;
 use scoped_secrets::keys::{self, ProjectId};
-use scoped_secrets::policy::OverwritePolicy;
 use std::time::{Duration, Instant};
 use testbed::harness::*;
 use testbed::prelude::*;
@@ -36,8 +35,7 @@ fn join(namespace: &str, project: &str) -> std::process::Output {
 fn the_project_crd_can_go_and_come_back() {
     let project = project("crd");
     let ns = namespace_in(&project, "crd-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let copy_uid = uid(&copy_where(&ns, &project.backing, "db", "the copy", |_| {
         true
     }));

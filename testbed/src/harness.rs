@@ -149,6 +149,14 @@ pub fn start(policy: OverwritePolicy) -> Running {
     Running::start(&unique("lease"), &unique("instance"), policy)
 }
 
+/// A reconciler under the warn policy, and the project's original `db` (`k: v`) applied: where
+/// most reconciler tests begin.
+pub fn reconciling_db(project: &TestProject) -> Running {
+    let running = start(OverwritePolicy::Warn);
+    apply_original(project, "db", "k: dg==", "");
+    running
+}
+
 /// The secret as JSON, or `None` when it does not exist.
 pub fn get_secret(ns: &str, name: &str) -> Option<Value> {
     let out = kubectl(&["get", "secret", name, "-n", ns, "-o", "json"]);

@@ -208,8 +208,7 @@ data: {{mine: MQ==}}
         ),
         &[],
     ));
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let message = eventually("a WaitingForDeletion event on the original", WAIT, || {
         let messages = event_messages(&project.backing, "db", "WaitingForDeletion");
         messages.contains(ns.as_str()).then_some(messages)

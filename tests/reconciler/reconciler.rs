@@ -81,8 +81,7 @@ fn deleting_the_original_removes_its_copies() {
     let _turn = serial();
     let project = project("del");
     let (a, b) = two_namespaces_in(&project, "del");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copied_into(&[&a, &b], &project, "db");
     ok(kubectl_line(&format!(
         "delete secret db -n {}",
@@ -98,8 +97,7 @@ fn deleting_the_original_removes_its_copies() {
 fn namespaces_joining_and_leaving_gain_and_lose_copies() {
     let _turn = serial();
     let project = project("mv");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let joiner = unique("mv-join");
     ok(kubectl(&["create", "namespace", &joiner]));
     let id = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
@@ -124,8 +122,7 @@ fn ignored_namespaces_get_no_copy_and_lose_an_existing_one() {
     let _turn = serial();
     let project = project("ign");
     let (a, b) = two_namespaces_in(&project, "ign");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copied_into(&[&a, &b], &project, "db");
     let ignore = format!("{}: \"{a}\"", keys::IGNORE_NAMESPACES_ANNOTATION);
     apply_original(&project, "db", "k: dg==", &ignore);
@@ -140,8 +137,7 @@ fn drift_is_repaired() {
     let _turn = serial();
     let project = project("drift");
     let ns = namespace_in(&project, "drift-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let first = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
 
     // Edited behind the webhook's back: restored.
@@ -209,8 +205,7 @@ fn copies_left_behind_while_stopped_are_cleaned_up() {
     let _turn = serial();
     let project = project("down");
     let ns = namespace_in(&project, "down-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copy_where(&ns, &project.backing, "db", "the copy", |_| true);
     running.stop();
 
@@ -233,8 +228,7 @@ fn type_and_immutability_changes_recreate_copies() {
     let _turn = serial();
     let project = project("ty");
     let ns = namespace_in(&project, "ty-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let first = copy_where(&ns, &project.backing, "db", "the copy", |s| {
         s["type"] == "Opaque"
     });
@@ -383,8 +377,7 @@ fn a_converged_world_makes_no_writes() {
     let _turn = serial();
     let project = project("calm");
     let ns = namespace_in(&project, "calm-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
     let version = copy["metadata"]["resourceVersion"].clone();
     // Let the rounds woken by the copy's own watch events pass: once the reconciler's index holds
@@ -657,8 +650,7 @@ fn protected_namespaces_never_receive_copies() {
         &annotation,
         "--overwrite",
     ]);
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copy_where(&member, &project.backing, "db", "the copy", |_| true);
     // Rounds run one after another: once a second round's write is visible, the first round,
     // which would have written kube-public's copy alongside the member's, has ended.
