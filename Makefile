@@ -3,18 +3,21 @@
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
+# The supervisor is the test bed's (testbed/src/bin/local-control-plane.rs); it starts the product's
+# binary built beside it.
 run:
-	cargo build --bins
-	target/debug/local-control-plane --serve --dir .local/control-plane
+	cargo build --workspace --bins
+	cargo run -p testbed --bin local-control-plane -- --serve --dir .local/control-plane
 
 # The whole suite: unit tests of the pure core, integration tests, and the end-to-end tests against
-# the real control plane (built from the Go module proxy on first use and cached).
+# the real control plane (built from the Go module proxy on first use and cached); the product crate
+# and the test bed (testbed/) both.
 test: control-plane helm
-	cargo test --lib --bins --tests
+	cargo test --workspace --lib --bins --tests
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # Builds (once) and caches the control-plane binaries, so that the first test does not time out.
 control-plane:

@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use scoped_secrets::{certs, endpoints, registration};
+use scoped_secrets::{certs, endpoints};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,9 +28,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod support;
-
-use support::{Guard, client, memory_mib, start_control_plane};
+use testbed::control_plane::{ControlPlane, Options, client};
+use testbed::process::{Guard, memory_mib};
+use testbed::registration;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -52,7 +52,10 @@ async fn main() -> Result<()> {
     let dir = Path::new(REPO).join("target/bench-admission");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (mut control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane"))?;
+    let mut control_plane =
+        ControlPlane::start(&Options::new(dir.join("control-plane")).without_controller_manager())
+            .await?;
+    let kubeconfig = control_plane.kubeconfig.clone();
     registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
     let client = client(&kubeconfig).await?;
 

@@ -11,16 +11,16 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use scoped_secrets::{certs, keys, registration};
+use scoped_secrets::{certs, keys};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
-
-use support::{Guard, client, memory_mib, start_control_plane};
+use testbed::control_plane::{ControlPlane, Options, client};
+use testbed::process::{Guard, memory_mib};
+use testbed::registration;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const ADMIN: &str = "127.0.0.1:19080";
@@ -30,7 +30,10 @@ async fn main() -> Result<()> {
     let dir = Path::new(REPO).join("target/bench-reconciler");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (_control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane"))?;
+    let control_plane =
+        ControlPlane::start(&Options::new(dir.join("control-plane")).without_controller_manager())
+            .await?;
+    let kubeconfig = control_plane.kubeconfig.clone();
     registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
     let client = client(&kubeconfig).await?;
     let certs_dir = dir.join("certs");

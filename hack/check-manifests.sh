@@ -8,7 +8,7 @@
 # Usage: KUBECONFIG=/path/to/kubeconfig hack/check-manifests.sh
 #
 # Meant for a throwaway cluster such as the local control plane
-# (`target/debug/local-control-plane --dir /tmp/cp`). It writes two things for real, because a
+# (`cargo run -p testbed --bin local-control-plane -- --dir /tmp/cp`). It writes two things for real, because a
 # server-side dry run cannot do without them:
 #   - the namespace scoped-secrets-system (namespaced objects are dry-run into an existing namespace);
 #     it is left in place: without a namespace controller (the local control plane has none) a

@@ -16,7 +16,6 @@ pub mod plan_load;
 pub mod policy;
 pub mod project;
 pub mod reconciler;
-pub mod registration;
 pub mod report;
 pub mod serve;
 pub mod telemetry;

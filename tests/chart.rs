@@ -10,8 +10,8 @@
 //!   certificate re-issued) and `helm uninstall` (the Project CRD kept) against the control plane;
 //! - values.schema.json refuses bad values with a message naming them.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
+use testbed::control_plane::ControlPlane;
+use testbed::prelude as support;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -286,7 +286,7 @@ fn deploy_copy() -> &'static Path {
 }
 
 fn kustomize(overlay: &str) -> String {
-    scoped_secrets::registration::render_kustomization(&deploy_copy().join(overlay))
+    testbed::registration::render_kustomization(&deploy_copy().join(overlay))
         .expect("kubectl kustomize")
 }
 
@@ -828,18 +828,20 @@ fn the_self_signed_certificate_is_trusted_through_the_ca_bundle_under_the_servic
 /// The control plane of this test binary, and a lock: the tests that write to it register objects
 /// with the same cluster-wide names.
 fn cluster() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
-    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    // Kept for the whole run: its guard stops the control plane when this process exits.
+    static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
-    let kubeconfig = KUBECONFIG.get_or_init(|| {
-        let (kubeconfig, _) =
+    let control_plane = CONTROL_PLANE.get_or_init(|| {
+        let control_plane =
             support::start_control_plane(&scratch().join("control-plane")).expect("control plane");
         support::ok(support::kubectl_stdin(
-            &kubeconfig,
+            &control_plane.kubeconfig,
             &["apply", "-f", "-"],
             &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NAMESPACE}}}\n"),
         ));
-        kubeconfig
+        control_plane
     });
+    let kubeconfig = control_plane.kubeconfig.as_path();
     let guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     (kubeconfig, guard)
 }

@@ -5,18 +5,11 @@
 //! copy is touched, even though deleting a CRD deletes every Project with it; once it is served
 //! again, projects are indexed within seconds.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
-#[path = "reconciler/harness.rs"]
-mod harness;
-
-use harness::*;
 use scoped_secrets::index::Index;
 use scoped_secrets::keys::{self, ProjectId};
-use scoped_secrets::policy::OverwritePolicy;
 use std::time::{Duration, Instant};
-use support::*;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 const CRD: &str = "projects.management.cattle.io";
 
@@ -42,8 +35,7 @@ fn join(namespace: &str, project: &str) -> std::process::Output {
 fn the_project_crd_can_go_and_come_back() {
     let project = project("crd");
     let ns = namespace_in(&project, "crd-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let copy_uid = uid(&copy_where(&ns, &project.backing, "db", "the copy", |_| {
         true
     }));
@@ -76,16 +68,10 @@ spec: {{clusterName: local}}
         assert_eq!(uid(&copy), copy_uid, "the copy was replaced");
         std::thread::park_timeout(Duration::from_millis(500));
     }
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &held,
-        "-n",
-        "local",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch project {held} -n local --type=merge -p {}",
+        r#"{"metadata":{"finalizers":null}}"#
+    )));
     for (which, index) in indexes {
         eventually(&format!("the {which} index to see no CRD"), WAIT, || {
             (!index.read().projects_installed).then_some(())
@@ -134,17 +120,10 @@ spec: {{clusterName: local}}
         r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
         project.backing
     );
-    ok(kubectl(&[
-        "patch",
-        "project",
-        &project.name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch project {} -n local --subresource=status --type=merge -p {status}",
+        project.name
+    )));
     // N2 checks existence again, and the copy is still the one from before.
     let stranger = unique("crd-stranger");
     ok(kubectl(&["create", "namespace", &stranger]));

@@ -6,17 +6,10 @@
 //!
 //! The scenarios run one at a time (`serial`): they share the control plane and the Lease.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
-#[path = "reconciler/harness.rs"]
-mod harness;
-
 #[path = "faults/replica.rs"]
 mod replica;
 
 use futures::StreamExt;
-use harness::serial;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use replica::*;
@@ -24,7 +17,8 @@ use scoped_secrets::keys;
 use scoped_secrets::plan::{self, Settings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::*;
+use testbed::harness::serial;
+use testbed::prelude::*;
 
 /// The whole fan-out, after the fault, converges within this.
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -113,6 +107,36 @@ impl Bystanders {
     }
 }
 
+/// A scenario's cluster: a project with `n` members and bystanders in it.
+struct Fanout {
+    project: TestProject,
+    members: BTreeSet<String>,
+    bystanders: Bystanders,
+}
+
+impl Fanout {
+    fn new(prefix: &str, n: usize) -> Self {
+        let project = project(prefix);
+        let members = member_namespaces(&project, n);
+        let bystanders = Bystanders::create(&project, &members);
+        Self {
+            project,
+            members,
+            bystanders,
+        }
+    }
+}
+
+/// A replica reaching the cluster through `kubeconfig`, once it holds the Lease.
+fn leading_replica(kubeconfig: &std::path::Path) -> Replica {
+    let name = unique("replica");
+    let replica = Replica::start_with(&name, kubeconfig);
+    eventually("the replica to hold the Lease", CONVERGE, || {
+        lease_holder().filter(|h| *h == name)
+    });
+    replica
+}
+
 /// The original `name` in the project's backing namespace, with labels and annotations to carry.
 fn apply_original(project: &TestProject, name: &str, value: &str) {
     ok(kubectl_apply(
@@ -192,13 +216,12 @@ fn mid_fan_out(project: &TestProject, name: &str, value: &str, n: usize) -> usiz
 /// `plan` compares: a converged world plans nothing for this original or these namespaces), no copy
 /// exists anywhere else, and the bystanders are untouched.
 #[track_caller]
-fn assert_converged(
-    project: &TestProject,
-    name: &str,
-    value: &str,
-    members: &BTreeSet<String>,
-    bystanders: &Bystanders,
-) {
+fn assert_converged(fan: &Fanout, name: &str, value: &str) {
+    let Fanout {
+        project,
+        members,
+        bystanders,
+    } = fan;
     eventually("every copy to carry the original's data", CONVERGE, || {
         (copies_with(project, name, value) == members.len()).then_some(())
     });
@@ -322,9 +345,7 @@ impl Writes {
 fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
     const MEMBERS: usize = 1000;
     let _turn = serial();
-    let project = project("kill");
-    let members = member_namespaces(&project, MEMBERS);
-    let bystanders = Bystanders::create(&project, &members);
+    let fan = Fanout::new("kill", MEMBERS);
     let names = [unique("replica-a"), unique("replica-b")];
     let mut replicas: Vec<Replica> = names.iter().map(|n| Replica::start(n)).collect();
     let leader = eventually("one replica to hold the Lease", CONVERGE, || {
@@ -332,8 +353,8 @@ fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
     });
 
     let before = Writes::now();
-    apply_original(&project, "fan", "one");
-    let at_kill = mid_fan_out(&project, "fan", "one", MEMBERS);
+    apply_original(&fan.project, "fan", "one");
+    let at_kill = mid_fan_out(&fan.project, "fan", "one", MEMBERS);
     let killed = replicas
         .iter_mut()
         .find(|r| r.name == leader)
@@ -346,7 +367,7 @@ fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
         || lease_holder().filter(|h| *h != leader && names.contains(h)),
     );
     let takeover = killed_at.elapsed();
-    assert_converged(&project, "fan", "one", &members, &bystanders);
+    assert_converged(&fan, "fan", "one");
     let converged = killed_at.elapsed();
     let writes = Writes::now().since(before);
     println!(
@@ -367,22 +388,16 @@ fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
 fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
     const MEMBERS: usize = 1000;
     let _turn = serial();
-    let project = project("apiserver");
-    let members = member_namespaces(&project, MEMBERS);
-    let bystanders = Bystanders::create(&project, &members);
-    let name = unique("replica");
-    let _replica = Replica::start(&name);
-    eventually("the replica to hold the Lease", CONVERGE, || {
-        lease_holder().filter(|h| *h == name)
-    });
-    let apiserver = control_plane_process("kube-apiserver");
+    let fan = Fanout::new("apiserver", MEMBERS);
+    let _replica = leading_replica(&env().sa_kubeconfig);
+    let apiserver = env().control_plane_pid("kube-apiserver");
 
     let before = Writes::now();
-    apply_original(&project, "fan", "one");
-    let at_stop = mid_fan_out(&project, "fan", "one", MEMBERS);
+    apply_original(&fan.project, "fan", "one");
+    let at_stop = mid_fan_out(&fan.project, "fan", "one", MEMBERS);
     Stopped::stop(apiserver).hold_for(Duration::from_secs(20));
     let continued = Instant::now();
-    assert_converged(&project, "fan", "one", &members, &bystanders);
+    assert_converged(&fan, "fan", "one");
     let writes = Writes::now().since(before);
     println!(
         "apiserver stopped for 20 s with {at_stop}/{MEMBERS} copies made; converged {:.1} s after \
@@ -400,24 +415,18 @@ fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
 fn etcd_paused_during_changes_loses_nothing() {
     const MEMBERS: usize = 1000;
     let _turn = serial();
-    let project = project("etcd");
-    let members = member_namespaces(&project, MEMBERS);
-    let bystanders = Bystanders::create(&project, &members);
-    let name = unique("replica");
-    let _replica = Replica::start(&name);
-    eventually("the replica to hold the Lease", CONVERGE, || {
-        lease_holder().filter(|h| *h == name)
-    });
-    apply_original(&project, "fan", "one");
-    assert_converged(&project, "fan", "one", &members, &bystanders);
-    let etcd = control_plane_process("etcd");
+    let fan = Fanout::new("etcd", MEMBERS);
+    let _replica = leading_replica(&env().sa_kubeconfig);
+    apply_original(&fan.project, "fan", "one");
+    assert_converged(&fan, "fan", "one");
+    let etcd = env().control_plane_pid("etcd");
 
     let before = Writes::now();
-    apply_original(&project, "fan", "two");
-    let at_stop = mid_fan_out(&project, "fan", "two", MEMBERS);
+    apply_original(&fan.project, "fan", "two");
+    let at_stop = mid_fan_out(&fan.project, "fan", "two", MEMBERS);
     Stopped::stop(etcd).hold_for(Duration::from_secs(10));
     let continued = Instant::now();
-    assert_converged(&project, "fan", "two", &members, &bystanders);
+    assert_converged(&fan, "fan", "two");
     let writes = Writes::now().since(before);
     println!(
         "etcd paused for 10 s with {at_stop}/{MEMBERS} copies changed; converged {:.1} s after \
@@ -437,17 +446,11 @@ fn etcd_paused_during_changes_loses_nothing() {
 fn a_watch_expired_while_originals_change_is_relisted_and_converges() {
     const MEMBERS: usize = 200;
     let _turn = serial();
-    let project = project("expired");
-    let members = member_namespaces(&project, MEMBERS);
-    let bystanders = Bystanders::create(&project, &members);
+    let fan = Fanout::new("expired", MEMBERS);
     let mut second = SecondApiserver::start();
-    let name = unique("replica");
-    let replica = Replica::start_with(&name, &second.sa_kubeconfig);
-    eventually("the replica to hold the Lease", CONVERGE, || {
-        lease_holder().filter(|h| *h == name)
-    });
-    apply_original(&project, "fan", "one");
-    assert_converged(&project, "fan", "one", &members, &bystanders);
+    let replica = leading_replica(&second.sa_kubeconfig);
+    apply_original(&fan.project, "fan", "one");
+    assert_converged(&fan, "fan", "one");
     assert!(
         !replica.log().contains("too old resource version"),
         "no watch expired before the fault"
@@ -455,12 +458,12 @@ fn a_watch_expired_while_originals_change_is_relisted_and_converges() {
 
     let before = Writes::now();
     second.kill();
-    apply_original(&project, "fan", "two");
-    apply_original(&project, "late", "new");
+    apply_original(&fan.project, "fan", "two");
+    apply_original(&fan.project, "late", "new");
     second.spawn();
     let restarted = Instant::now();
-    assert_converged(&project, "fan", "two", &members, &bystanders);
-    assert_converged(&project, "late", "new", &members, &bystanders);
+    assert_converged(&fan, "fan", "two");
+    assert_converged(&fan, "late", "new");
     // The replica wrote through the new apiserver (whose counts start at zero), the test through
     // the first.
     let writes = Writes::now()

@@ -2,12 +2,9 @@
 //! A test binary of its own (a control plane of its own), because the server it starts runs the
 //! reconciler, which would copy secrets into the other suites' projects.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
-use support::*;
+use testbed::prelude::*;
 
 /// Every metric name in a file: `scoped_secrets_…` and `controller_runtime_webhook_…` words.
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -85,30 +82,18 @@ fn dashboards_and_alerts_name_only_served_metrics() {
     // with the copy markers added).
     let project = project("mon");
     let ns = namespace_in(&project, "mon-a");
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "probe",
-        "-n",
-        &ns,
-        "--from-literal=k=v",
-        "--dry-run=server",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic probe -n {ns} --from-literal=k=v --dry-run=server"
+    )));
     let label = format!(
         "{}={}",
         scoped_secrets::keys::PROJECT_SCOPED_LABEL,
         project.name
     );
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        &project.backing,
-        "--from-literal=k=v",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic db -n {} --from-literal=k=v",
+        project.backing
+    )));
     ok(kubectl(&[
         "label",
         "secret",

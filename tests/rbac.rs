@@ -2,9 +2,6 @@
 //! product's service account can make every API call the binary makes, and removing any single verb
 //! from its ClusterRole or Role makes the named feature's call fail with 403.
 
-#[path = "e2e/support/mod.rs"]
-mod support;
-
 use futures::future::BoxFuture;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -17,10 +14,13 @@ use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
     WatchParams,
 };
-use scoped_secrets::{project::project_resource, registration};
+use scoped_secrets::project::project_resource;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
+use testbed::control_plane::{ControlPlane, Options};
+use testbed::prelude::*;
+use testbed::registration;
 
 const OWN_NAMESPACE: &str = "scoped-secrets-system";
 const PROJECT: &str = "p-rbac";
@@ -413,7 +413,7 @@ static ADMIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new
 
 /// An admin client, for reading the objects an update probe replaces.
 async fn admin_of(_: &Client) -> Client {
-    support::client(ADMIN.get().expect("admin kubeconfig"))
+    client(ADMIN.get().expect("admin kubeconfig"))
         .await
         .expect("admin client")
 }
@@ -461,21 +461,23 @@ fn without(role: &Value, resource: &str, verb: &str) -> Value {
 }
 
 fn apply(kubeconfig: &Path, object: &Value) {
-    let out = support::kubectl_stdin(
+    let out = kubectl_stdin(
         kubeconfig,
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         &object.to_string(),
     );
-    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_verb_is_enough_and_needed_for_a_named_feature() {
-    let dir = Path::new(support::REPO).join(format!("target/rbac/{}", std::process::id()));
-    let (kubeconfig, sa_kubeconfig) = support::start_control_plane(&dir).expect("control plane");
+    let dir = Path::new(REPO).join(format!("target/rbac/{}", std::process::id()));
+    let control_plane = ControlPlane::start(&Options::new(dir))
+        .await
+        .expect("control plane");
+    let (kubeconfig, sa_kubeconfig) = (&control_plane.kubeconfig, &control_plane.sa_kubeconfig);
     let _ = ADMIN.set(kubeconfig.clone());
-    registration::apply_prerequisites(Path::new(support::REPO), &kubeconfig)
-        .expect("prerequisites");
+    registration::apply_prerequisites(Path::new(REPO), kubeconfig).expect("prerequisites");
     let fixtures = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: local}}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: {{name: {MEMBER}}}\n---\n\
@@ -483,17 +485,15 @@ async fn every_verb_is_enough_and_needed_for_a_named_feature() {
          apiVersion: v1\nkind: Secret\nmetadata: {{name: existing, namespace: {MEMBER}}}\n---\n\
          apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: existing-lease, namespace: {OWN_NAMESPACE}}}\n"
     );
-    let out = support::kubectl_stdin(&kubeconfig, &["apply", "-f", "-"], &fixtures);
-    assert!(out.status.success(), "{}", support::stderr(&out));
-    let admin = support::client(&kubeconfig).await.expect("admin");
+    let out = kubectl_stdin(kubeconfig, &["apply", "-f", "-"], &fixtures);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let admin = client(kubeconfig).await.expect("admin");
     Api::<Event>::namespaced(admin, MEMBER)
         .create(&PostParams::default(), &event("existing-event"))
         .await
         .expect("an event to patch");
 
-    let sa = support::client(&sa_kubeconfig)
-        .await
-        .expect("service-account client");
+    let sa = client(sa_kubeconfig).await.expect("service-account client");
     let probes = probes();
     // Enough: every call the binary makes is allowed.
     for probe in &probes {
@@ -508,11 +508,10 @@ async fn every_verb_is_enough_and_needed_for_a_named_feature() {
     }
     // Needed: without the verb, the feature's call is forbidden.
     let manifests =
-        registration::render_kustomization(&Path::new(support::REPO).join("deploy/base"))
-            .expect("render");
+        registration::render_kustomization(&Path::new(REPO).join("deploy/base")).expect("render");
     for probe in &probes {
         let full = role(&manifests, probe.role);
-        apply(&kubeconfig, &without(&full, probe.resource, probe.verb));
+        apply(kubeconfig, &without(&full, probe.resource, probe.verb));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let result = (probe.call)(sa.clone()).await;
@@ -528,7 +527,7 @@ async fn every_verb_is_enough_and_needed_for_a_named_feature() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        apply(&kubeconfig, &full);
+        apply(kubeconfig, &full);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while (probe.call)(sa.clone()).await.is_err() {
             assert!(

@@ -87,6 +87,11 @@ impl TestServer {
     fn client(&self) -> reqwest::Client {
         client_trusting(&self.ca(), true)
     }
+
+    /// Posts `body` to `path` with a client that trusts the server's CA.
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+        post(&self.client(), &self.url(path), body).await
+    }
 }
 
 /// Issues (or re-issues, under the same CA) the serving certificate in `dir`.
@@ -151,16 +156,13 @@ async fn post(
 #[tokio::test]
 async fn answers_a_review_over_tls_with_its_uid() {
     let server = TestServer::start().await;
-    let answer: Value = post(
-        &server.client(),
-        &server.url(endpoints::SECRET_NAMES),
-        &review("uid-1", "db"),
-    )
-    .await
-    .expect("request")
-    .json()
-    .await
-    .expect("json");
+    let answer: Value = server
+        .post(endpoints::SECRET_NAMES, &review("uid-1", "db"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(answer["kind"], "AdmissionReview");
     assert_eq!(answer["response"]["uid"], "uid-1");
     assert_eq!(answer["response"]["allowed"], true);
@@ -173,13 +175,10 @@ async fn oversized_bodies_get_413() {
     let padding = "x".repeat(handler::MAX_BODY_BYTES + 1024);
     let mut body = review("uid-big", "big");
     body["request"]["object"]["metadata"]["annotations"] = json!({"padding": padding});
-    let response = post(
-        &server.client(),
-        &server.url(endpoints::SECRET_NAMES),
-        &body,
-    )
-    .await
-    .expect("an answer, not a dropped connection");
+    let response = server
+        .post(endpoints::SECRET_NAMES, &body)
+        .await
+        .expect("an answer, not a dropped connection");
     assert_eq!(response.status(), 413);
 }
 
@@ -191,13 +190,10 @@ async fn bodies_up_to_the_limit_are_reviewed() {
     let mut body = review("uid-6m", "six");
     body["request"]["object"]["metadata"]["annotations"] =
         json!({"padding": "y".repeat(6 * 1024 * 1024)});
-    let response = post(
-        &server.client(),
-        &server.url(endpoints::SECRET_NAMES),
-        &body,
-    )
-    .await
-    .expect("request");
+    let response = server
+        .post(endpoints::SECRET_NAMES, &body)
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
 }
 
@@ -281,18 +277,21 @@ async fn wrong_tls_is_refused_and_the_server_keeps_serving() {
         .is_err()
     );
     // The server is unharmed.
-    let ok = post(
-        &server.client(),
-        &server.url(endpoints::SECRET_NAMES),
-        &review("u2", "n"),
-    )
-    .await
-    .expect("request");
+    let ok = server
+        .post(endpoints::SECRET_NAMES, &review("u2", "n"))
+        .await
+        .expect("request");
     assert_eq!(ok.status(), 200);
 }
 
 /// The DER of the certificate a fresh TLS handshake is served.
 async fn served_certificate(addr: SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
+    let tls = raw_tls(addr, ca_pem).await;
+    tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec()
+}
+
+/// A TLS client (ring, safe default versions) that trusts only `ca_pem`.
+fn tls_connector(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -306,11 +305,7 @@ async fn served_certificate(addr: SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("handshake");
-    tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec()
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 fn first_der(pem_path: &Path) -> Vec<u8> {
@@ -469,22 +464,9 @@ async fn raw_tls(
     addr: SocketAddr,
     ca_pem: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tls_connector(ca_pem)
         .connect(name, tcp)
         .await
         .expect("handshake")
@@ -737,13 +719,10 @@ async fn reviews_past_the_in_flight_cap_get_429_at_once() {
         TestServer::start_with(ReviewLimits::new(1, MAX_BODY_BYTES), Limits::default()).await;
     let held = hold_in_flight(&server, "/validate/secret-names", 1000, 1).await;
     let started = Instant::now();
-    let refused = post(
-        &server.client(),
-        &server.url("/validate/secret-names"),
-        &review("over", "db"),
-    )
-    .await
-    .expect("an answer");
+    let refused = server
+        .post("/validate/secret-names", &review("over", "db"))
+        .await
+        .expect("an answer");
     assert_eq!(refused.status(), 429);
     assert!(
         started.elapsed() < handler::BODY_READ_TIMEOUT,
@@ -763,13 +742,10 @@ async fn reviews_past_the_in_flight_cap_get_429_at_once() {
     // The slot comes back when the held review ends.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = post(
-            &server.client(),
-            &server.url("/validate/secret-names"),
-            &review("after", "db"),
-        )
-        .await
-        .expect("request");
+        let r = server
+            .post("/validate/secret-names", &review("after", "db"))
+            .await
+            .expect("request");
         if r.status() == 200 {
             break;
         }
@@ -824,21 +800,10 @@ async fn connections_past_the_cap_are_closed_at_once() {
     let tcp = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&ca) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let handshake = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        tls_connector(&ca).connect(name, tcp),
     )
     .await
     .expect("refused at once, not after the handshake timeout");
@@ -870,13 +835,10 @@ async fn reviews_of_another_version_get_400() {
     let server = TestServer::start().await;
     let mut body = review("old", "db");
     body["apiVersion"] = json!("admission.k8s.io/v1beta1");
-    let response = post(
-        &server.client(),
-        &server.url("/validate/secret-guard"),
-        &body,
-    )
-    .await
-    .expect("request");
+    let response = server
+        .post("/validate/secret-guard", &body)
+        .await
+        .expect("request");
     assert_eq!(response.status(), 400);
     let status: Value = response.json().await.expect("a Status body");
     assert_eq!(status["kind"], "Status");
@@ -920,13 +882,10 @@ async fn kinds_an_entry_does_not_cover_get_400() {
 #[tokio::test]
 async fn the_unused_validate_all_endpoint_is_gone() {
     let server = TestServer::start().await;
-    let response = post(
-        &server.client(),
-        &server.url("/validate/all"),
-        &review("all", "db"),
-    )
-    .await
-    .expect("request");
+    let response = server
+        .post("/validate/all", &review("all", "db"))
+        .await
+        .expect("request");
     assert_eq!(response.status(), 404);
 }
 

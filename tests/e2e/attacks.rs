@@ -10,11 +10,11 @@
 //! passes too. Both were reproduced with the reconciler running (`local-control-plane --serve`): the
 //! attacker read the project's originals.
 
-use crate::support::*;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::plan::{self, Action};
 use std::sync::OnceLock;
 use std::time::Duration;
+use testbed::prelude::*;
 
 /// A namespace editor as a Rancher-like cluster gives one: create, update and patch namespaces.
 const NINA: &str = "attack-nina";

@@ -3,10 +3,10 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
 use std::time::Duration;
+use testbed::prelude::*;
 
 #[test]
 fn audit_mode_admits_with_would_deny_warnings() {

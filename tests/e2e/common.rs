@@ -5,10 +5,10 @@
 //! denial as `admission webhook "<entry>" denied the request: ...`, warnings as `Warning: ...` on
 //! stderr, mutations in `-o yaml` of a `--dry-run=server` request.
 
-use crate::support::*;
 use scoped_secrets::keys;
 use std::path::Path;
 use std::time::Duration;
+use testbed::prelude::*;
 
 pub(crate) const GUARD: &str = "secret-guard.scoped-secrets.io";
 pub(crate) const NAMES: &str = "secret-names.scoped-secrets.io";
@@ -58,15 +58,9 @@ pub(crate) fn plain_namespace(prefix: &str) -> String {
 }
 
 pub(crate) fn generic(ns: &str, name: &str) {
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        name,
-        "-n",
-        ns,
-        "--from-literal=key=value",
-    ]));
+    ok(kubectl_line(&format!(
+        "create secret generic {name} -n {ns} --from-literal=key=value"
+    )));
     indexed("the secret", |w| w.secret_meta(ns, name).is_some());
 }
 
@@ -93,6 +87,16 @@ metadata:
         label = keys::PROJECT_SCOPED_LABEL,
         p = project.name
     )
+}
+
+/// A project (`prefix`) with a namespace in it (`prefix` too), its original `db`, and a copy of it
+/// in that namespace written as the reconciler would write it.
+pub(crate) fn a_copy_of_db(prefix: &str) -> (TestProject, String) {
+    let project = project(prefix);
+    let ns = namespace_in(&project, prefix);
+    original(&project, "db");
+    copy_as_reconciler(&project, &ns, "db");
+    (project, ns)
 }
 
 /// A copy of the project's original `name` in `ns`, written as the reconciler would write it.
@@ -269,7 +273,7 @@ pub(crate) fn register_deploy_webhooks(
     failure_policy: Option<&str>,
 ) -> Registered {
     let manifests =
-        scoped_secrets::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
+        testbed::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
             .expect("deploy/base renders");
     let ca = std::fs::read(
         env()
@@ -278,7 +282,7 @@ pub(crate) fn register_deploy_webhooks(
             .join(scoped_secrets::certs::CA_CERT),
     )
     .expect("the test CA");
-    let configurations = scoped_secrets::registration::local_webhook_configurations(
+    let configurations = testbed::registration::local_webhook_configurations(
         &manifests,
         &format!("https://{addr}"),
         &scoped_secrets::certs::base64_encode(&ca),

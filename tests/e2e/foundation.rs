@@ -1,7 +1,7 @@
 //! The foundation: a real control plane, the Project CRD from deploy/, and a dry-run request that
 //! reaches the registered webhook.
 
-use crate::support::*;
+use testbed::prelude::*;
 
 #[test]
 fn dry_run_secret_create_reaches_the_registered_webhook() {

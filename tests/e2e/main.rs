@@ -1,7 +1,5 @@
 //! End-to-end tests against a real etcd + kube-apiserver on 127.0.0.1 and the machine's `kubectl`.
-//! One control plane and one server under test for the whole binary (see `support`).
-
-mod support;
+//! One control plane and one server under test for the whole binary (see `testbed::env`).
 
 // The admission rules, one file per rule of docs/SPEC.md §2, and what they share.
 mod common;

@@ -3,12 +3,12 @@
 //! who try it.
 
 use crate::common::{
-    GUARD, NAMESPACE_GUARD, assert_denied, assert_warned, copy_as_reconciler,
-    grant_namespace_editing, original,
+    GUARD, NAMESPACE_GUARD, a_copy_of_db, assert_denied, assert_warned, grant_namespace_editing,
+    original,
 };
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 fn set_project(ns: &str, project_id: &str, user: &str, extra: &[&str]) -> std::process::Output {
     let value = format!("{}={project_id}", keys::PROJECT_ID_KEY);
@@ -181,26 +181,17 @@ fn a_projectid_label_set_alone_is_reset_with_a_warning() {
 /// nothing, so it must not say it will.
 #[test]
 fn removals_are_not_announced_for_a_refused_request() {
-    let project = project("s7d");
-    let ns = namespace_in(&project, "s7d");
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
+    let (project, _ns) = a_copy_of_db("s7d");
     // Dropping the label (S7: the copy would go) while forging a copy marker (S4: refused).
     let patch = format!(
         r#"{{"metadata":{{"labels":{{"{}":null}},"annotations":{{"{}":"x/y"}}}}}}"#,
         keys::PROJECT_SCOPED_LABEL,
         keys::ORIGIN_ANNOTATION
     );
-    let err = fails(kubectl(&[
-        "patch",
-        "secret",
-        "db",
-        "-n",
-        &project.backing,
-        "--type=merge",
-        "-p",
-        &patch,
-    ]));
+    let err = fails(kubectl_line(&format!(
+        "patch secret db -n {} --type=merge -p {patch}",
+        project.backing
+    )));
     assert_denied(
         &err,
         GUARD,

@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
+use testbed::prelude::*;
 
 #[test]
 fn m1_the_namespace_label_mirrors_the_annotation() {
@@ -120,14 +120,10 @@ fn m2_an_update_adds_the_missing_cluster_label() {
     indexed("the original", |w| {
         w.scoped(&project.backing, "bare").is_some()
     });
-    ok(kubectl(&[
-        "annotate",
-        "secret",
-        "bare",
-        "-n",
-        &project.backing,
-        "team=a",
-    ]));
+    ok(kubectl_line(&format!(
+        "annotate secret bare -n {} team=a",
+        project.backing
+    )));
     assert_eq!(get(), "local");
 }
 

@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
+use testbed::prelude::*;
 
 #[test]
 fn n1_joining_a_project_needs_manage_namespaces() {
@@ -69,7 +69,7 @@ fn n1_joining_a_project_needs_manage_namespaces() {
     );
 
     // alice's grant names this project only: another project is still refused.
-    let other = crate::support::project("n1-other");
+    let other = testbed::prelude::project("n1-other");
     let elsewhere = unique("n1-alice");
     let err = fails(apply_as(
         "alice",

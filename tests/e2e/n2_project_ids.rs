@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys::{self, ProjectId};
+use testbed::prelude::*;
 
 #[test]
 fn n2_a_malformed_project_id_is_denied() {

@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 #[test]
 fn n3_joining_warns_which_secrets_will_be_overwritten() {
@@ -35,10 +35,7 @@ fn n3_joining_warns_which_secrets_will_be_overwritten() {
 
 #[test]
 fn n3_leaving_warns_how_many_copies_will_be_removed() {
-    let project = project("n3l");
-    let ns = namespace_in(&project, "n3l");
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
+    let (project, ns) = a_copy_of_db("n3l");
     let out = kubectl(&[
         "annotate",
         "namespace",

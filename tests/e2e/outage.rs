@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use std::time::Duration;
+use testbed::prelude::*;
 
 #[test]
 fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
@@ -63,24 +63,16 @@ fn a_stopped_webhook_fails_closed_only_for_the_guarded_objects() {
     );
     let err = fails(kubectl_apply(&scoped, &[]));
     assert!(err.contains(&failed_call), "{err}");
-    fails(kubectl(&[
-        "get",
-        "secret",
-        "blocked",
-        "-n",
-        &project.backing,
-    ]));
+    fails(kubectl_line(&format!(
+        "get secret blocked -n {}",
+        project.backing
+    )));
 
     // Ignore: a plain secret in the same namespace is written (names check and mutator fail open).
-    let out = ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "plain",
-        "-n",
-        &project.backing,
-        "--from-literal=key=value",
-    ]));
+    let out = ok(kubectl_line(&format!(
+        "create secret generic plain -n {} --from-literal=key=value",
+        project.backing
+    )));
     assert!(out.contains("secret/plain created"), "{out}");
 
     // Fail: the namespace guard too, for a namespace in the selector that joins a project.

@@ -3,10 +3,10 @@
 //! project's backing namespace. What the reconciler does when a claim slips past admission is in
 //! `tests/reconciler/projects.rs` (a reconciler acts on the whole cluster, so it runs in that binary).
 
-use crate::support::*;
 use scoped_secrets::keys::{self, ProjectId};
 use std::sync::OnceLock;
 use std::time::Duration;
+use testbed::prelude::*;
 
 const PROJECT_GUARD: &str = "project-guard.scoped-secrets.io";
 const MALLORY: &str = "mallory";

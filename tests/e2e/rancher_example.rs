@@ -2,7 +2,7 @@
 //!
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
-use crate::support::*;
+use testbed::prelude::*;
 
 /// Project `p-vwxyz` of Rancher's documentation, created idempotently (its name cannot be unique).
 fn project_p_vwxyz() -> TestProject {

@@ -3,7 +3,7 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
+use testbed::prelude::*;
 
 #[test]
 fn s1_a_name_taken_by_a_certificate_is_denied_naming_its_type() {

@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 #[test]
 fn s2_an_original_that_will_overwrite_a_plain_secret_warns_naming_the_namespace() {

@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
+use testbed::prelude::*;
 
 #[test]
 fn s3_the_label_outside_a_backing_namespace_is_denied() {

@@ -3,8 +3,8 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
+use testbed::prelude::*;
 
 #[test]
 fn s4_creating_a_secret_with_a_copy_marker_is_denied() {

@@ -3,16 +3,13 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use std::time::Duration;
+use testbed::prelude::*;
 
 #[test]
 fn s5_updating_or_deleting_a_copy_is_denied() {
-    let project = project("s5");
-    let ns = namespace_in(&project, "s5");
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
+    let (project, ns) = a_copy_of_db("s5");
     let expected = format!(
         "secret \"db\" in namespace \"{ns}\" is a copy of project-scoped secret \"{}\"; change \
          the original instead",
@@ -43,10 +40,7 @@ fn s5_updating_or_deleting_a_copy_is_denied() {
 
 #[test]
 fn s5_copies_in_a_terminating_namespace_may_be_changed() {
-    let project = project("s5t");
-    let ns = namespace_in(&project, "s5t");
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
+    let (_project, ns) = a_copy_of_db("s5t");
     // The namespace controller would empty the namespace and remove it; a finalizer on the copy
     // itself holds both while the test edits it, as a finalizer of some controller would.
     let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;

@@ -3,9 +3,9 @@
 //! End to end through the real apiserver and `kubectl`; the shared helpers are in `common.rs`.
 
 use crate::common::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::message;
+use testbed::prelude::*;
 
 #[test]
 fn s7_deleting_an_original_warns_how_many_copies_will_be_removed() {

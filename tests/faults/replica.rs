@@ -2,13 +2,13 @@
 //! control plane (as the product's service account, each with its own `POD_NAME`), signals to
 //! processes, the control plane's own processes found by their command line, and a client runtime.
 
-use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use testbed::prelude::*;
 
 /// One `scoped-secrets serve` process, SIGTERMed (so it releases the Lease) when dropped.
 pub struct Replica {
@@ -176,41 +176,6 @@ impl Drop for Stopped {
     }
 }
 
-/// The pid of this binary's own control-plane process whose executable is named `binary`: its
-/// command line names this test process's state directory, never another test binary's.
-pub fn control_plane_process(binary: &str) -> u32 {
-    let dir = env().state_dir.join("control-plane");
-    let dir = dir.to_string_lossy();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc is readable")
-        .flatten()
-    {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let named = args
-            .first()
-            .is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f == binary));
-        if named && args.iter().any(|a| a.contains(dir.as_ref())) {
-            found.push(pid);
-        }
-    }
-    assert_eq!(found.len(), 1, "{binary} processes of {dir}: {found:?}");
-    found[0]
-}
-
 /// A second kube-apiserver on this binary's etcd, with the first one's flags but a port of its own,
 /// and the service account's kubeconfig for it. Killed when dropped.
 pub struct SecondApiserver {
@@ -222,7 +187,7 @@ pub struct SecondApiserver {
 
 impl SecondApiserver {
     pub fn start() -> Self {
-        let first = control_plane_process("kube-apiserver");
+        let first = env().control_plane_pid("kube-apiserver");
         let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).expect("its command line");
         let mut args: Vec<String> = cmdline
             .split(|b| *b == 0)

@@ -5,10 +5,10 @@
 //! the health changes. The "downstream" cluster here is the test's own apiserver, reached through a
 //! kubeconfig as a downstream one would be.
 
-use crate::harness::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 const TOKEN_MARK: &str = "token-that-must-never-be-quoted";
 

@@ -4,11 +4,11 @@
 //! retrying on every round. The refusal that admission can already make (annotations too long for a
 //! copy) is made there.
 
-use crate::harness::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 /// The apiserver's total for a secret's annotation keys and values.
 const ANNOTATIONS_LIMIT: usize = 262_144;
@@ -171,7 +171,10 @@ fn a_copy_the_apiserver_refuses_raises_an_event_and_backs_off() {
     assert!(get_secret(&ns, "db").is_none());
     running.stop();
     // Later tests' reconcilers need not trip over it.
-    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    ok(kubectl_line(&format!(
+        "delete secret db -n {}",
+        project.backing
+    )));
 }
 
 #[test]
@@ -191,8 +194,7 @@ data: {{mine: MQ==}}
         ),
         &[],
     ));
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let message = eventually("a WaitingForDeletion event on the original", WAIT, || {
         let messages = event_messages(&project.backing, "db", "WaitingForDeletion");
         messages.contains(ns.as_str()).then_some(messages)
@@ -215,16 +217,10 @@ data: {{mine: MQ==}}
     );
 
     // Once its finalizer is removed the secret goes, and the copy takes its place at once.
-    ok(kubectl(&[
-        "patch",
-        "secret",
-        "db",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch secret db -n {ns} --type=merge -p {}",
+        r#"{"metadata":{"finalizers":null}}"#
+    )));
     copy_where(&ns, &project.backing, "db", "the copy", |s: &Value| {
         s["type"] == "Opaque"
     });

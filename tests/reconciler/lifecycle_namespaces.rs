@@ -9,35 +9,8 @@ use super::*;
 
 const HOLD_FINALIZER: &str = "example.com/hold";
 
-impl Running {
-    fn errors(&self) -> f64 {
-        self.metric("scoped_secrets_reconciler_errors_total")
-    }
-
-    fn requeues(&self) -> f64 {
-        self.metric("scoped_secrets_reconciler_requeues_total")
-    }
-
-    /// Makes the reconciler plan a round (any watched change does) and waits until it has started,
-    /// which means every earlier round has ended: rounds run one after another.
-    #[track_caller]
-    fn another_round(&self, poke: &str) {
-        let rounds = self.rounds();
-        ok(kubectl(&[
-            "annotate",
-            "namespace",
-            poke,
-            &format!("poked={}", unique("round")),
-            "--overwrite",
-        ]));
-        eventually("another reconcile round", WAIT, || {
-            (self.rounds() > rounds).then_some(())
-        });
-    }
-}
-
 fn namespace_exists(ns: &str) -> bool {
-    let out = kubectl(&["get", "namespace", ns, "-o", "name"]);
+    let out = kubectl_line(&format!("get namespace {ns} -o name"));
     if out.status.success() {
         return true;
     }
@@ -99,7 +72,9 @@ fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
     }
     let errors = running.errors();
 
-    ok(kubectl(&["delete", "namespace", &doomed, "--wait=false"]));
+    ok(kubectl_line(&format!(
+        "delete namespace {doomed} --wait=false"
+    )));
     namespace_gone(&doomed);
     assert_eq!(get_secret(&doomed, "db"), None);
     assert_eq!(get_secret(&doomed, "api"), None);
@@ -111,15 +86,7 @@ fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
         );
     }
     // No error loop: nothing failed, and once the namespace is gone, further rounds requeue nothing.
-    let requeues = running.requeues();
-    running.another_round(&others[0]);
-    running.another_round(&others[1]);
-    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
-    assert_eq!(
-        running.requeues(),
-        requeues,
-        "the reconciler keeps requeueing"
-    );
+    running.assert_no_error_loop(errors, &[&others[0], &others[1]]);
     running.stop();
 }
 
@@ -140,26 +107,16 @@ fn deleting_a_backing_namespace_removes_its_originals_and_every_copy_of_them() {
     }
     let errors = running.errors();
 
-    ok(kubectl(&[
-        "delete",
-        "namespace",
-        &project.backing,
-        "--wait=false",
-    ]));
+    ok(kubectl_line(&format!(
+        "delete namespace {} --wait=false",
+        project.backing
+    )));
     namespace_gone(&project.backing);
     for ns in &members {
         gone(ns, "db");
         gone(ns, "api");
     }
-    let requeues = running.requeues();
-    running.another_round(&members[0]);
-    running.another_round(&members[1]);
-    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
-    assert_eq!(
-        running.requeues(),
-        requeues,
-        "the reconciler keeps requeueing"
-    );
+    running.assert_no_error_loop(errors, &[&members[0], &members[1]]);
     running.stop();
 }
 
@@ -188,7 +145,9 @@ metadata: {{name: hold, namespace: {stuck}, finalizers: [{HOLD_FINALIZER}]}}
         ),
         &[],
     ));
-    ok(kubectl(&["delete", "namespace", &stuck, "--wait=false"]));
+    ok(kubectl_line(&format!(
+        "delete namespace {stuck} --wait=false"
+    )));
     eventually(
         "the reconciler to see the namespace terminating",
         WAIT,
@@ -223,24 +182,11 @@ metadata: {{name: hold, namespace: {stuck}, finalizers: [{HOLD_FINALIZER}]}}
     assert_eq!(running.errors(), errors, "the reconciler's actions failed");
 
     // Released, the namespace goes away cleanly.
-    ok(kubectl(&[
-        "patch",
-        "configmap",
-        "hold",
-        "-n",
-        &stuck,
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch configmap hold -n {stuck} --type=json -p {}",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#
+    )));
     namespace_gone(&stuck);
-    let requeues = running.requeues();
-    running.another_round(&members[1]);
-    assert_eq!(running.errors(), errors, "the reconciler's actions failed");
-    assert_eq!(
-        running.requeues(),
-        requeues,
-        "the reconciler keeps requeueing"
-    );
+    running.assert_no_error_loop(errors, &[&members[1]]);
     running.stop();
 }

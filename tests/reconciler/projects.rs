@@ -12,19 +12,9 @@ use scoped_secrets::keys::ProjectId;
 /// lacks the GET kubectl makes first, so the admin lends it its group).
 fn patch_status_past_the_guard(name: &str, backing: &str) {
     let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
-    ok(kubectl(&[
-        "patch",
-        "project",
-        name,
-        "-n",
-        "local",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-        "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
-        "--as-group=system:masters",
-    ]));
+    ok(kubectl_line(&format!(
+        "patch project {name} -n local --subresource=status --type=merge -p {status} --as=system:serviceaccount:scoped-secrets-system:scoped-secrets --as-group=system:masters"
+    )));
 }
 
 /// `kubectl get project ... -o jsonpath=...` as the admin.
@@ -171,7 +161,9 @@ fn a_claim_past_admission_makes_the_namespace_neither_projects_and_deletes_nothi
     assert_eq!(index.read().backing_project(&victim.backing), None);
     let rounds = running.rounds();
     // Any change wakes the reconciler for a round that plans the whole world again.
-    ok(kubectl(&["annotate", "namespace", &member, "touched=1"]));
+    ok(kubectl_line(&format!(
+        "annotate namespace {member} touched=1"
+    )));
     eventually("another reconcile round", WAIT, || {
         (running.rounds() > rounds).then_some(())
     });

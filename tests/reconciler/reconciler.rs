@@ -6,20 +6,17 @@
 //! service account and stops it at the end; the tests take turns (`SERIAL`), because a reconciler
 //! acts on the whole cluster and "while the reconciler is stopped" must mean stopped.
 
-use crate::harness::*;
-use crate::support::*;
 use scoped_secrets::keys;
 use scoped_secrets::plan::{OverwritePolicy, Settings};
 use serde_json::Value;
+use testbed::harness::*;
+use testbed::prelude::*;
 
 #[test]
 fn rancher_example_reaches_every_project_namespace() {
     let _turn = serial();
     let project = project("rx");
-    let (a, b) = (
-        namespace_in(&project, "rx-a"),
-        namespace_in(&project, "rx-b"),
-    );
+    let (a, b) = two_namespaces_in(&project, "rx");
     let outsider = unique("rx-out");
     ok(kubectl(&["create", "namespace", &outsider]));
     let running = start(OverwritePolicy::Warn);
@@ -83,16 +80,13 @@ fn updates_of_the_original_reach_its_copies_exactly() {
 fn deleting_the_original_removes_its_copies() {
     let _turn = serial();
     let project = project("del");
-    let (a, b) = (
-        namespace_in(&project, "del-a"),
-        namespace_in(&project, "del-b"),
-    );
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
-    for ns in [&a, &b] {
-        copy_where(ns, &project.backing, "db", "the copy", |_| true);
-    }
-    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    let (a, b) = two_namespaces_in(&project, "del");
+    let running = reconciling_db(&project);
+    copied_into(&[&a, &b], &project, "db");
+    ok(kubectl_line(&format!(
+        "delete secret db -n {}",
+        project.backing
+    )));
     for ns in [&a, &b] {
         gone(ns, "db");
     }
@@ -103,12 +97,11 @@ fn deleting_the_original_removes_its_copies() {
 fn namespaces_joining_and_leaving_gain_and_lose_copies() {
     let _turn = serial();
     let project = project("mv");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let joiner = unique("mv-join");
     ok(kubectl(&["create", "namespace", &joiner]));
     let id = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
-    ok(kubectl(&["annotate", "namespace", &joiner, &id]));
+    ok(kubectl_line(&format!("annotate namespace {joiner} {id}")));
     copy_where(
         &joiner,
         &project.backing,
@@ -117,7 +110,9 @@ fn namespaces_joining_and_leaving_gain_and_lose_copies() {
         |_| true,
     );
     let leave = format!("{}-", keys::PROJECT_ID_KEY);
-    ok(kubectl(&["annotate", "namespace", &joiner, &leave]));
+    ok(kubectl_line(&format!(
+        "annotate namespace {joiner} {leave}"
+    )));
     gone(&joiner, "db");
     running.stop();
 }
@@ -126,15 +121,9 @@ fn namespaces_joining_and_leaving_gain_and_lose_copies() {
 fn ignored_namespaces_get_no_copy_and_lose_an_existing_one() {
     let _turn = serial();
     let project = project("ign");
-    let (a, b) = (
-        namespace_in(&project, "ign-a"),
-        namespace_in(&project, "ign-b"),
-    );
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
-    for ns in [&a, &b] {
-        copy_where(ns, &project.backing, "db", "the copy", |_| true);
-    }
+    let (a, b) = two_namespaces_in(&project, "ign");
+    let running = reconciling_db(&project);
+    copied_into(&[&a, &b], &project, "db");
     let ignore = format!("{}: \"{a}\"", keys::IGNORE_NAMESPACES_ANNOTATION);
     apply_original(&project, "db", "k: dg==", &ignore);
     gone(&a, "db");
@@ -148,8 +137,7 @@ fn drift_is_repaired() {
     let _turn = serial();
     let project = project("drift");
     let ns = namespace_in(&project, "drift-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let first = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
 
     // Edited behind the webhook's back: restored.
@@ -179,20 +167,11 @@ fn drift_is_repaired() {
 fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
     let _turn = serial();
     let project = project("ow");
-    let (a, b) = (
-        namespace_in(&project, "ow-a"),
-        namespace_in(&project, "ow-b"),
-    );
+    let (a, b) = two_namespaces_in(&project, "ow");
     for ns in [&a, &b] {
-        ok(kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            "db",
-            "-n",
-            ns,
-            "--from-literal=mine=1",
-        ]));
+        ok(kubectl_line(&format!(
+            "create secret generic db -n {ns} --from-literal=mine=1"
+        )));
     }
     let mine = get_secret(&a, "db").expect("the user's secret");
 
@@ -200,16 +179,10 @@ fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
     let denying = start(OverwritePolicy::Deny);
     apply_original(&project, "db", "k: dg==", "");
     eventually("a Conflict event on the original", WAIT, || {
-        let events = ok(kubectl(&[
-            "get",
-            "events",
-            "-n",
-            &project.backing,
-            "--field-selector",
-            "reason=Conflict",
-            "-o",
-            "name",
-        ]));
+        let events = ok(kubectl_line(&format!(
+            "get events -n {} --field-selector reason=Conflict -o name",
+            project.backing
+        )));
         (!events.trim().is_empty()).then_some(())
     });
     denying.stop();
@@ -232,12 +205,14 @@ fn copies_left_behind_while_stopped_are_cleaned_up() {
     let _turn = serial();
     let project = project("down");
     let ns = namespace_in(&project, "down-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copy_where(&ns, &project.backing, "db", "the copy", |_| true);
     running.stop();
 
-    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    ok(kubectl_line(&format!(
+        "delete secret db -n {}",
+        project.backing
+    )));
     assert!(
         get_secret(&ns, "db").is_some(),
         "nothing should remove copies while stopped"
@@ -253,31 +228,27 @@ fn type_and_immutability_changes_recreate_copies() {
     let _turn = serial();
     let project = project("ty");
     let ns = namespace_in(&project, "ty-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let first = copy_where(&ns, &project.backing, "db", "the copy", |s| {
         s["type"] == "Opaque"
     });
     let uid = |s: &Value| s["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
 
     // Immutability differs: the copy is recreated (a new object, a new uid), not edited in place.
-    ok(kubectl(&[
-        "patch",
-        "secret",
-        "db",
-        "-n",
-        &project.backing,
-        "--type=merge",
-        "-p",
-        r#"{"immutable":true}"#,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch secret db -n {} --type=merge -p {}",
+        project.backing, r#"{"immutable":true}"#
+    )));
     let frozen = copy_where(&ns, &project.backing, "db", "an immutable copy", |s| {
         s["immutable"] == true
     });
     assert_ne!(uid(&frozen), uid(&first), "the copy was edited in place");
 
     // A type can only change by replacing the original.
-    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    ok(kubectl_line(&format!(
+        "delete secret db -n {}",
+        project.backing
+    )));
     let typed = original_yaml(&project, "db", "k: dg==", "")
         .replace("\ndata:", "\ntype: example.com/custom\ndata:");
     ok(kubectl_apply(&typed, &[]));
@@ -406,8 +377,7 @@ fn a_converged_world_makes_no_writes() {
     let _turn = serial();
     let project = project("calm");
     let ns = namespace_in(&project, "calm-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
     let version = copy["metadata"]["resourceVersion"].clone();
     // Let the rounds woken by the copy's own watch events pass: once the reconciler's index holds
@@ -417,12 +387,9 @@ fn a_converged_world_makes_no_writes() {
         running.index.read().scoped(&ns, "db").map(|_| ())
     });
     let settled = running.rounds();
-    ok(kubectl(&[
-        "annotate",
-        "namespace",
-        &ns,
-        "example.com/settle=1",
-    ]));
+    ok(kubectl_line(&format!(
+        "annotate namespace {ns} example.com/settle=1"
+    )));
     eventually("a round after the copy landed", WAIT, || {
         (running.rounds() > settled).then_some(())
     });
@@ -434,15 +401,9 @@ fn a_converged_world_makes_no_writes() {
     // Unrelated changes wake the reconciler; it plans, finds nothing to do, and writes nothing.
     for i in 0..3 {
         let name = format!("unrelated-{i}");
-        ok(kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            &name,
-            "-n",
-            &ns,
-            "--from-literal=a=b",
-        ]));
+        ok(kubectl_line(&format!(
+            "create secret generic {name} -n {ns} --from-literal=a=b"
+        )));
     }
     eventually("rounds after the unrelated changes", WAIT, || {
         (running.rounds() > rounds).then_some(())
@@ -689,8 +650,7 @@ fn protected_namespaces_never_receive_copies() {
         &annotation,
         "--overwrite",
     ]);
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: dg==", "");
+    let running = reconciling_db(&project);
     copy_where(&member, &project.backing, "db", "the copy", |_| true);
     // Rounds run one after another: once a second round's write is visible, the first round,
     // which would have written kube-public's copy alongside the member's, has ended.

@@ -21,7 +21,7 @@ const PREREQUISITE_KINDS: [&str; 7] = [
     "RoleBinding",
 ];
 
-const WEBHOOK_KINDS: [&str; 2] = [
+pub const WEBHOOK_KINDS: [&str; 2] = [
     "ValidatingWebhookConfiguration",
     "MutatingWebhookConfiguration",
 ];
@@ -46,6 +46,12 @@ pub fn render_kustomization(dir: &Path) -> Result<String> {
 /// The documents of `manifests` a local control plane needs before the server starts (the Project
 /// CRD, our namespace, service account and RBAC), as multi-document YAML for `kubectl apply -f -`.
 pub fn prerequisites(manifests: &str) -> Result<String> {
+    of_kinds(manifests, &PREREQUISITE_KINDS)
+}
+
+/// The documents of `manifests` (multi-document YAML) whose kind is one of `kinds`, as
+/// multi-document YAML for `kubectl apply -f -`.
+pub fn of_kinds(manifests: &str, kinds: &[&str]) -> Result<String> {
     let mut out = String::new();
     for document in serde_yaml::Deserializer::from_str(manifests) {
         let object: Value = serde::Deserialize::deserialize(document)?;
@@ -53,7 +59,7 @@ pub fn prerequisites(manifests: &str) -> Result<String> {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if PREREQUISITE_KINDS.contains(&kind) {
+        if kinds.contains(&kind) {
             out.push_str(&serde_yaml::to_string(&object)?);
             out.push_str("---\n");
         }
@@ -224,10 +230,9 @@ webhooks:
     /// finalize writes are not held up by an outage.
     #[test]
     fn namespace_webhooks_cover_the_subresources_that_write_metadata() {
-        let manifests = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
-        )
-        .expect("deploy/base/webhooks.yaml");
+        let manifests =
+            std::fs::read_to_string(Path::new(crate::env::REPO).join("deploy/base/webhooks.yaml"))
+                .expect("deploy/base/webhooks.yaml");
         let mut namespace_webhooks = 0;
         for document in serde_yaml::Deserializer::from_str(&manifests) {
             let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
@@ -267,10 +272,9 @@ webhooks:
     /// closed would otherwise keep project namespaces from being deleted during an outage.
     #[test]
     fn no_webhook_is_called_for_deleting_a_namespace() {
-        let manifests = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/webhooks.yaml"),
-        )
-        .expect("deploy/base/webhooks.yaml");
+        let manifests =
+            std::fs::read_to_string(Path::new(crate::env::REPO).join("deploy/base/webhooks.yaml"))
+                .expect("deploy/base/webhooks.yaml");
         for document in serde_yaml::Deserializer::from_str(&manifests) {
             let object: Value = serde::Deserialize::deserialize(document).expect("YAML");
             for webhook in object["webhooks"].as_array().into_iter().flatten() {

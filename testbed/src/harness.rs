@@ -1,10 +1,8 @@
 //! What the reconciler tests share: a reconciler running as the product's service account on its own
-//! runtime thread, and `kubectl` helpers to wait for copies. Used by `tests/reconciler/` and by
-//! `tests/crd_lifecycle.rs` (which needs a control plane of its own).
+//! runtime thread, and `kubectl` helpers to wait for copies. Used by `tests/reconciler/`,
+//! `tests/crd_lifecycle.rs` and `tests/faults.rs` (which need control planes of their own).
 
-#![allow(dead_code)]
-
-use crate::support::*;
+use crate::prelude::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use scoped_secrets::index::Index;
@@ -15,25 +13,25 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub(crate) const LEASE_NAMESPACE: &str = "scoped-secrets-system";
-pub(crate) const WAIT: Duration = Duration::from_secs(40);
+pub const LEASE_NAMESPACE: &str = "scoped-secrets-system";
+pub const WAIT: Duration = Duration::from_secs(40);
 
-pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+pub static SERIAL: Mutex<()> = Mutex::new(());
 
-pub(crate) fn serial() -> MutexGuard<'static, ()> {
+pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A reconciler running on its own runtime thread until stopped (or dropped).
-pub(crate) struct Running {
+pub struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     registry: Registry,
-    pub(crate) index: Arc<Index>,
+    pub index: Arc<Index>,
 }
 
 impl Running {
-    pub(crate) fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
+    pub fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
         let env = env();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut cfg = Config::new(
@@ -71,14 +69,14 @@ impl Running {
     }
 
     /// The Prometheus text encoding of every metric.
-    pub(crate) fn metrics_text(&self) -> String {
+    pub fn metrics_text(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("metrics encode");
         text
     }
 
     /// The sum of a metric's samples (all label sets), from the Prometheus text encoding.
-    pub(crate) fn metric(&self, name: &str) -> f64 {
+    pub fn metric(&self, name: &str) -> f64 {
         let text = self.metrics_text();
         text.lines()
             .filter(|line| line.split(['{', ' ']).next() == Some(name))
@@ -86,20 +84,57 @@ impl Running {
             .sum()
     }
 
-    pub(crate) fn writes(&self) -> f64 {
+    pub fn writes(&self) -> f64 {
         self.metric("scoped_secrets_reconciler_writes_total")
     }
 
-    pub(crate) fn rounds(&self) -> f64 {
+    pub fn rounds(&self) -> f64 {
         self.metric("scoped_secrets_reconciler_reconciles_total")
     }
 
+    pub fn errors(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_errors_total")
+    }
+
+    pub fn requeues(&self) -> f64 {
+        self.metric("scoped_secrets_reconciler_requeues_total")
+    }
+
+    /// Makes the reconciler plan a round (any watched change does) and waits until it has started,
+    /// which means every earlier round has ended: rounds run one after another.
+    #[track_caller]
+    pub fn another_round(&self, poke: &str) {
+        let rounds = self.rounds();
+        ok(kubectl(&[
+            "annotate",
+            "namespace",
+            poke,
+            &format!("poked={}", unique("round")),
+            "--overwrite",
+        ]));
+        eventually("another reconcile round", WAIT, || {
+            (self.rounds() > rounds).then_some(())
+        });
+    }
+
+    /// No error loop: no action has failed since the error count was `errors`, and further rounds
+    /// (one made per namespace of `pokes`) requeue nothing.
+    #[track_caller]
+    pub fn assert_no_error_loop(&self, errors: f64, pokes: &[&String]) {
+        let requeues = self.requeues();
+        for poke in pokes {
+            self.another_round(poke);
+        }
+        assert_eq!(self.errors(), errors, "the reconciler's actions failed");
+        assert_eq!(self.requeues(), requeues, "the reconciler keeps requeueing");
+    }
+
     /// Signals shutdown and waits until the reconciler has stepped down and released its lease.
-    pub(crate) fn stop(mut self) {
+    pub fn stop(mut self) {
         self.halt();
     }
 
-    pub(crate) fn halt(&mut self) {
+    pub fn halt(&mut self) {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             thread.join().expect("the reconciler thread ends cleanly");
@@ -116,12 +151,12 @@ impl Drop for Running {
     }
 }
 
-pub(crate) fn start(policy: OverwritePolicy) -> Running {
+pub fn start(policy: OverwritePolicy) -> Running {
     Running::start(&unique("lease"), &unique("instance"), policy)
 }
 
 /// The messages of the Events with this reason on object `name` in `namespace`.
-pub(crate) fn event_messages(namespace: &str, name: &str, reason: &str) -> String {
+pub fn event_messages(namespace: &str, name: &str, reason: &str) -> String {
     ok(kubectl(&[
         "get",
         "events",
@@ -134,8 +169,16 @@ pub(crate) fn event_messages(namespace: &str, name: &str, reason: &str) -> Strin
     ]))
 }
 
+/// A reconciler under the warn policy, and the project's original `db` (`k: v`) applied: where
+/// most reconciler tests begin.
+pub fn reconciling_db(project: &TestProject) -> Running {
+    let running = start(OverwritePolicy::Warn);
+    apply_original(project, "db", "k: dg==", "");
+    running
+}
+
 /// The secret as JSON, or `None` when it does not exist.
-pub(crate) fn get_secret(ns: &str, name: &str) -> Option<Value> {
+pub fn get_secret(ns: &str, name: &str) -> Option<Value> {
     let out = kubectl(&["get", "secret", name, "-n", ns, "-o", "json"]);
     if !out.status.success() {
         let err = stderr(&out);
@@ -145,18 +188,18 @@ pub(crate) fn get_secret(ns: &str, name: &str) -> Option<Value> {
     Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
 }
 
-pub(crate) fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
+pub fn annotation<'a>(secret: &'a Value, key: &str) -> Option<&'a str> {
     secret["metadata"]["annotations"][key].as_str()
 }
 
-pub(crate) fn is_copy_of(secret: &Value, backing: &str, name: &str) -> bool {
+pub fn is_copy_of(secret: &Value, backing: &str, name: &str) -> bool {
     annotation(secret, keys::COPY_ANNOTATION) == Some(keys::TRUE)
         && annotation(secret, keys::ORIGIN_ANNOTATION) == Some(&keys::origin_value(backing, name))
 }
 
 /// Waits until `ns` holds a copy of `backing/name` that satisfies `check`, and returns it.
 #[track_caller]
-pub(crate) fn copy_where(
+pub fn copy_where(
     ns: &str,
     backing: &str,
     name: &str,
@@ -168,23 +211,34 @@ pub(crate) fn copy_where(
     })
 }
 
+/// Two namespaces of `project`, `<prefix>-a` and `<prefix>-b` (made unique).
+pub fn two_namespaces_in(project: &TestProject, prefix: &str) -> (String, String) {
+    (
+        namespace_in(project, &format!("{prefix}-a")),
+        namespace_in(project, &format!("{prefix}-b")),
+    )
+}
+
+/// Waits until each of `namespaces` holds a copy of the project's original `name`.
 #[track_caller]
-pub(crate) fn gone(ns: &str, name: &str) {
+pub fn copied_into(namespaces: &[&String], project: &TestProject, name: &str) {
+    for ns in namespaces {
+        copy_where(ns, &project.backing, name, "the copy", |_| true);
+    }
+}
+
+#[track_caller]
+pub fn gone(ns: &str, name: &str) {
     eventually(&format!("secret {name} to leave {ns}"), WAIT, || {
         get_secret(ns, name).is_none().then_some(())
     });
 }
 
-pub(crate) fn data(secret: &Value) -> Value {
+pub fn data(secret: &Value) -> Value {
     secret["data"].clone()
 }
 
-pub(crate) fn original_yaml(
-    project: &TestProject,
-    name: &str,
-    data: &str,
-    annotations: &str,
-) -> String {
+pub fn original_yaml(project: &TestProject, name: &str, data: &str, annotations: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Secret
@@ -202,7 +256,7 @@ data: {{{data}}}
 }
 
 #[track_caller]
-pub(crate) fn apply_original(project: &TestProject, name: &str, data: &str, annotations: &str) {
+pub fn apply_original(project: &TestProject, name: &str, data: &str, annotations: &str) {
     ok(kubectl_apply(
         &original_yaml(project, name, data, annotations),
         &[],
@@ -211,13 +265,13 @@ pub(crate) fn apply_original(project: &TestProject, name: &str, data: &str, anno
 
 /// `kubectl` as the service account, which the webhook lets through: an admin acting behind the
 /// webhook's back, as drift repair must expect.
-pub(crate) fn behind_the_webhook(args: &[&str]) -> String {
+pub fn behind_the_webhook(args: &[&str]) -> String {
     ok(kubectl_with(&env().sa_kubeconfig, args))
 }
 
 /// Requests the apiserver has served for secrets with this verb (and status code, if given), from
 /// its own `apiserver_request_total`.
-pub(crate) fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
+pub fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
     let text = ok(kubectl(&["get", "--raw", "/metrics"]));
     let code = code.map(|c| format!("code=\"{c}\""));
     text.lines()
@@ -234,7 +288,7 @@ pub(crate) fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
 }
 
 /// Every write the apiserver has served for secrets (create, update, patch, delete).
-pub(crate) fn apiserver_secret_writes() -> f64 {
+pub fn apiserver_secret_writes() -> f64 {
     ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
         .into_iter()
         .map(|verb| apiserver_requests(verb, None))

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::kubectl::{fails, kubectl_line_with, ok};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -31,8 +32,14 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 
 #[test]
 fn run_serves_and_ctrl_c_leaves_no_process_behind() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/run-test/{}", std::process::id()));
+    let product =
+        Path::new(env!("CARGO_BIN_EXE_local-control-plane")).with_file_name("scoped-secrets");
+    assert!(
+        product.is_file(),
+        "{} is not built: run this test with the workspace's (`make test`)",
+        product.display()
+    );
+    let dir = Path::new(testbed::env::REPO).join(format!("target/run-test/{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_text = dir.display().to_string();
     let mut run = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
@@ -117,72 +124,26 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         );
     }
 
-    let kubectl = |args: &[&str]| {
-        Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl")
-    };
+    let kubectl = |line: &str| kubectl_line_with(Path::new(&kubeconfig), line);
     for ns in ["team-a", "team-b"] {
-        let copy = kubectl(&[
-            "get",
-            "secret",
-            "test-secret",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.data.key}",
-        ]);
-        assert_eq!(
-            String::from_utf8_lossy(&copy.stdout),
-            "ZG9n",
-            "the copy in {ns}: {}",
-            String::from_utf8_lossy(&copy.stderr)
-        );
+        let copy = ok(kubectl(&format!(
+            "get secret test-secret -n {ns} -o jsonpath={{.data.key}}"
+        )));
+        assert_eq!(copy, "ZG9n", "the copy in {ns}");
     }
 
-    let ns = kubectl(&["create", "namespace", "scratch"]);
-    assert!(
-        ns.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ns.stderr)
-    );
-    let first = kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        "scratch",
-        "--from-literal=k=v",
-    ]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let second = kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "db",
-        "-n",
-        "scratch",
-        "--from-literal=k=w",
-        "--dry-run=server",
-    ]);
-    let refused = String::from_utf8_lossy(&second.stderr);
+    ok(kubectl("create namespace scratch"));
+    ok(kubectl(
+        "create secret generic db -n scratch --from-literal=k=v",
+    ));
+    let refused = fails(kubectl(
+        "create secret generic db -n scratch --from-literal=k=w --dry-run=server",
+    ));
     assert!(
         refused.contains(r#"admission webhook "secret-names.scoped-secrets.io" denied the request: a secret (Opaque) named "db" already exists in namespace "scratch""#),
         "{refused}"
     );
-    let projects = kubectl(&["get", "projects", "-A"]);
-    assert!(
-        projects.status.success(),
-        "{}",
-        String::from_utf8_lossy(&projects.stderr)
-    );
+    ok(kubectl("get projects -A"));
 
     // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
     let status = Command::new("kill")

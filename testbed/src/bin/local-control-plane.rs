@@ -1,0 +1,226 @@
+//! `make run` and the control plane on its own: starts the test bed's local control plane (see
+//! `testbed::control_plane`), with `--serve` also `scoped-secrets serve` against it, and stays in the
+//! foreground supervising all of them: on Ctrl-C, SIGTERM, the exit of any of them, or the exit of the
+//! process named by `--watch-pid`, it stops them all, so no process is left behind.
+//!
+//! When all are up it prints one line `ready kubeconfig=<path>` on stdout, which callers wait for.
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use scoped_secrets::certs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testbed::control_plane::{self, ControlPlane, LIFECYCLE_CONTROLLERS, Options};
+use testbed::registration;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Run a local etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 until interrupted"
+)]
+struct Args {
+    /// State directory (etcd data, certificates, kubeconfig, logs); emptied at start.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CONTROL_PLANE_DIR",
+        default_value = ".local/control-plane"
+    )]
+    dir: PathBuf,
+    /// Stop when this process exits (used by the test support).
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// The kube-controller-manager's controllers (its `--controllers`, full names as its `--help`
+    /// lists them); empty: no controller manager.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CONTROL_PLANE_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = LIFECYCLE_CONTROLLERS
+    )]
+    controllers: Vec<String>,
+    /// How long to wait for the apiserver, the controller manager and the product to become ready.
+    #[arg(long, default_value = "120")]
+    ready_timeout_secs: u64,
+    /// Also run `scoped-secrets serve` against it (as the product's service account, with deploy/'s
+    /// CRD and RBAC applied and its webhooks registered at 127.0.0.1), like `make run`.
+    #[arg(long)]
+    serve: bool,
+    /// Webhook address of the served product (with --serve).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    webhook_addr: std::net::SocketAddr,
+    /// Admin address of the served product (with --serve).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Where the served product's development certificates go (with --serve).
+    #[arg(long, default_value = "certs")]
+    certs_dir: PathBuf,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let options = Options {
+        dir: args.dir.clone(),
+        controllers: args.controllers.clone(),
+        ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+    };
+    let deadline = Instant::now() + options.ready_timeout;
+    let mut control_plane = ControlPlane::start(&options).await?;
+    if args.serve {
+        serve_product(&args, &mut control_plane, deadline).await?;
+    }
+    println!("ready kubeconfig={}", control_plane.kubeconfig.display());
+    if args.serve {
+        let repo = Path::new(testbed::env::REPO);
+        let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
+        eprintln!("{}", walkthrough(&control_plane.kubeconfig, repo, &binary));
+    }
+
+    let reason = supervise(&mut control_plane, args.watch_pid).await;
+    eprintln!("local-control-plane: stopping ({reason})");
+    control_plane.stop();
+    Ok(())
+}
+
+/// Applies deploy/'s prerequisites, starts `scoped-secrets serve` with development certificates and
+/// registers deploy/'s webhook configurations pointed at it.
+async fn serve_product(
+    args: &Args,
+    control_plane: &mut ControlPlane,
+    deadline: Instant,
+) -> Result<()> {
+    let repo = Path::new(testbed::env::REPO);
+    let kubeconfig = control_plane.kubeconfig.clone();
+    registration::apply_prerequisites(repo, &kubeconfig)?;
+    let written = certs::write_serving_set(
+        &args.certs_dir,
+        &["localhost".to_owned()],
+        &[IpAddr::from([127, 0, 0, 1])],
+        365,
+        30,
+    )?;
+    let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
+    if !binary.is_file() {
+        bail!(
+            "{} is not built: `cargo build --workspace --bins` builds it beside this binary",
+            binary.display()
+        );
+    }
+    let sa_kubeconfig = control_plane.sa_kubeconfig.clone();
+    control_plane.supervise(
+        "scoped-secrets",
+        Command::new(&binary)
+            .env("KUBECONFIG", &sa_kubeconfig)
+            .arg("serve")
+            .arg(format!("--webhook-addr={}", args.webhook_addr))
+            .arg(format!("--admin-addr={}", args.admin_addr))
+            .arg(format!(
+                "--tls-cert={}",
+                args.certs_dir.join(certs::TLS_CERT).display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                args.certs_dir.join(certs::TLS_KEY).display()
+            ))
+            .arg("--log-format=text"),
+    )?;
+    wait_admin_ready(args.admin_addr, control_plane, deadline).await?;
+    let manifests = registration::render_kustomization(&repo.join("deploy/base"))?;
+    let configurations = registration::local_webhook_configurations(
+        &manifests,
+        &format!("https://{}", args.webhook_addr),
+        &written.ca_bundle_base64,
+    )?;
+    registration::apply(&control_plane::client(&kubeconfig).await?, &configurations).await?;
+    Ok(())
+}
+
+/// Polls the product's `/readyz` (plain HTTP on the admin port) until it answers 200.
+async fn wait_admin_ready(
+    addr: std::net::SocketAddr,
+    control_plane: &mut ControlPlane,
+    deadline: Instant,
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_to_string(&mut answer).await.is_ok()
+                && answer.starts_with("HTTP/1.0 200")
+            {
+                return Ok(());
+            }
+        }
+        if let Some(exited) = control_plane.exited() {
+            bail!("{exited} exited before it became ready; see its log in the state directory");
+        }
+        if Instant::now() > deadline {
+            bail!("scoped-secrets did not become ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Rancher's documented example (examples/rancher/) as commands to paste into another terminal:
+/// a Project, namespaces joined to it, the project-scoped `test-secret` and its copies. Every line
+/// between the first and the last indented one is a shell command or a comment, in order:
+/// testbed/tests/run.rs runs them as one script against this control plane.
+fn walkthrough(kubeconfig: &Path, repo: &Path, binary: &Path) -> String {
+    let (k, repo, bin) = (kubeconfig.display(), repo.display(), binary.display());
+    let logs = kubeconfig
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "
+scoped-secrets is serving. Rancher's example, in another terminal:
+
+  export KUBECONFIG={k}
+  cd {repo}
+  # A Project of cluster \"local\"; the reconciler creates its backing namespace local-p-vwxyz
+  kubectl apply -f examples/rancher/01-project.yaml
+  kubectl wait project/p-vwxyz -n local --for=jsonpath='{{.status.backingNamespace}}'=local-p-vwxyz
+  # Namespaces team-a and team-b join the project (annotation field.cattle.io/projectId)
+  kubectl apply -f examples/rancher/02-namespaces.yaml
+  # What the project-scoped secret will do, before it exists
+  {bin} plan -f examples/rancher/03-test-secret.yaml
+  # The secret of Rancher's documentation, in the backing namespace
+  kubectl apply -f examples/rancher/03-test-secret.yaml
+  # Its copies appear in every namespace of the project
+  kubectl wait secret/test-secret -n team-a --for=create --timeout=30s
+  kubectl wait secret/test-secret -n team-b --for=create --timeout=30s
+  kubectl get secrets -A --field-selector metadata.name=test-secret
+  kubectl get secret test-secret -n team-b -o jsonpath='{{.data.key}}' | base64 -d; echo
+  # Nothing is left to do
+  {bin} plan
+
+Logs are in {logs}. Ctrl-C stops everything."
+    )
+}
+
+/// Waits until something asks the control plane to stop, and says what.
+async fn supervise(control_plane: &mut ControlPlane, watch_pid: Option<u32>) -> String {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => return format!("cannot listen for SIGTERM: {e}"),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "interrupted".into(),
+            _ = sigterm.recv() => return "terminated".into(),
+            _ = tick.tick() => {
+                if let Some(exited) = control_plane.exited() {
+                    return format!("{exited} exited");
+                }
+                if let Some(pid) = watch_pid && !Path::new(&format!("/proc/{pid}")).exists() {
+                    return format!("watched process {pid} is gone");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The real local control plane and the server under test, shared by every test of one test binary.
+//!
+//! The first test to ask starts a [`ControlPlane`] (a real etcd, kube-apiserver and
+//! kube-controller-manager on 127.0.0.1; stopped when this process exits, however it exits), applies `deploy/`'s Project CRD,
+//! namespace and RBAC, runs `scoped-secrets serve` in-process on its own runtime **as the product's
+//! service account** (so the RBAC of `deploy/` is what it has), and registers `deploy/`'s webhook
+//! configurations pointed at it. `SCOPED_SECRETS_TEST_KUBECONFIG` + `..._SA_KUBECONFIG` reuse a running
+//! control plane instead.
+
+pub use crate::control_plane::client;
+use crate::control_plane::{ControlPlane, Options};
+use crate::registration;
+use scoped_secrets::cli::{CopyArgs, ModeArg, OverwritePolicyArg, ServeArgs};
+use scoped_secrets::index::Index;
+use scoped_secrets::metrics::WebhookMetrics;
+use scoped_secrets::telemetry::LogFormat;
+use scoped_secrets::{certs, serve};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The repository (the product crate's directory): `deploy/`, `hack/`, `examples/` and `target/`.
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+pub struct Env {
+    pub kubeconfig: PathBuf,
+    pub sa_kubeconfig: PathBuf,
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub index: Arc<Index>,
+    pub metrics: WebhookMetrics,
+    pub state_dir: PathBuf,
+    /// The control plane this process started; `None` when it reuses a running one.
+    pub control_plane: Option<ControlPlane>,
+}
+
+impl Env {
+    /// The pid of a process of this binary's own control plane (`etcd`, `kube-apiserver`, ...).
+    pub fn control_plane_pid(&self, name: &str) -> u32 {
+        self.control_plane
+            .as_ref()
+            .and_then(|c| c.pid(name))
+            .unwrap_or_else(|| panic!("no {name} of this test binary's own control plane"))
+    }
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// The shared environment, started on first use.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(|| start().unwrap_or_else(|e| panic!("starting the test environment: {e:#}")))
+}
+
+fn start() -> anyhow::Result<Env> {
+    let state_dir = Path::new(REPO).join(format!("target/e2e/{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir)?;
+    let (kubeconfig, sa_kubeconfig, control_plane) = match (
+        std::env::var_os("SCOPED_SECRETS_TEST_KUBECONFIG"),
+        std::env::var_os("SCOPED_SECRETS_TEST_SA_KUBECONFIG"),
+    ) {
+        (Some(admin), Some(sa)) => (PathBuf::from(admin), PathBuf::from(sa), None),
+        _ => {
+            let started = start_control_plane(&state_dir.join("control-plane"))?;
+            (
+                started.kubeconfig.clone(),
+                started.sa_kubeconfig.clone(),
+                Some(started),
+            )
+        }
+    };
+    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
+
+    let cert_dir = state_dir.join("certs");
+    let written = certs::write_serving_set(
+        &cert_dir,
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse()?],
+        1,
+        1,
+    )?;
+    let args = serve_args(&cert_dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (admin_kubeconfig, sa) = (kubeconfig.clone(), sa_kubeconfig.clone());
+    std::thread::Builder::new()
+        .name("server-under-test".into())
+        .spawn(move || {
+            let runtime = match runtime(2) {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
+            };
+            runtime.block_on(async move {
+                match run_server(&args, &sa, &admin_kubeconfig, &written.ca_bundle_base64).await {
+                    Ok((started, _running)) => {
+                        let _ = tx.send(Ok(started));
+                        // Serve until the test process exits.
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            });
+        })?;
+    let started = rx.recv_timeout(Duration::from_secs(120))??;
+    Ok(Env {
+        kubeconfig,
+        sa_kubeconfig,
+        webhook_addr: started.webhook_addr,
+        admin_addr: started.admin_addr,
+        index: started.index,
+        metrics: started.metrics,
+        state_dir,
+        control_plane,
+    })
+}
+
+/// A multi-thread runtime of `workers` threads, for a server on a thread of its own.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
+pub fn serve_args(cert_dir: &Path) -> ServeArgs {
+    ServeArgs {
+        webhook_addr: "127.0.0.1:0".parse().expect("literal address"),
+        admin_addr: "127.0.0.1:0".parse().expect("literal address"),
+        tls_cert: cert_dir.join(certs::TLS_CERT),
+        tls_key: cert_dir.join(certs::TLS_KEY),
+        mode: ModeArg::Enforce,
+        copies: CopyArgs {
+            overwrite_policy: OverwritePolicyArg::Warn,
+            protected_namespaces: scoped_secrets::plan::DEFAULT_PROTECTED_NAMESPACES
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        protect_copies: true,
+        reconciler: false,
+        manage_backing_namespaces: true,
+        reconciler_users: vec![
+            "system:serviceaccount:scoped-secrets-system:scoped-secrets".to_owned(),
+        ],
+        lease_namespace: "scoped-secrets-system".to_owned(),
+        local_cluster_id: "local".to_owned(),
+        max_reviews_in_flight: scoped_secrets::webhook::limits::DEFAULT_MAX_IN_FLIGHT,
+        max_large_body_bytes: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_BUDGET,
+        max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,
+        log_format: LogFormat::Text,
+    }
+}
+
+struct Started {
+    webhook_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    index: Arc<Index>,
+    metrics: WebhookMetrics,
+}
+
+async fn run_server(
+    args: &ServeArgs,
+    sa_kubeconfig: &Path,
+    admin_kubeconfig: &Path,
+    ca_bundle: &str,
+) -> anyhow::Result<(Started, serve::Running)> {
+    scoped_secrets::telemetry::init(LogFormat::Text);
+    let running = serve::start(args, client(sa_kubeconfig).await?).await?;
+    tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced()).await?;
+    let manifests = registration::render_kustomization(&Path::new(REPO).join("deploy/base"))?;
+    let configurations = registration::local_webhook_configurations(
+        &manifests,
+        &format!("https://{}", running.webhook_addr),
+        ca_bundle,
+    )?;
+    registration::apply(&client(admin_kubeconfig).await?, &configurations).await?;
+    let started = Started {
+        webhook_addr: running.webhook_addr,
+        admin_addr: running.admin_addr,
+        index: running.index.clone(),
+        metrics: running.metrics.clone(),
+    };
+    Ok((started, running))
+}
+
+/// A control plane of the caller's own in `dir`, with the lifecycle controllers; stopped when the
+/// returned guard is dropped or this process exits.
+pub fn start_control_plane(dir: &Path) -> anyhow::Result<ControlPlane> {
+    ControlPlane::start_blocking(&Options::new(dir))
+}
+
+/// One more `scoped-secrets serve`, running on a thread of its own until this is dropped: then it
+/// shuts down gracefully (not-ready, then the webhook drains) and the thread is joined.
+#[must_use = "the extra server shuts down when this guard is dropped"]
+pub struct ExtraServer {
+    pub webhook_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ExtraServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts one more `scoped-secrets serve` in-process (as the product's service account, with the
+/// shared environment's serving certificate) with `configure` applied to the shared arguments, and
+/// returns it once its index has synced. It is not registered anywhere: the test that starts it
+/// registers what it needs. It serves until the returned guard is dropped.
+pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer {
+    let env = env();
+    let mut args = serve_args(&env.state_dir.join("certs"));
+    configure(&mut args);
+    let sa = env.sa_kubeconfig.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("extra-server".into())
+        .spawn(move || {
+            let runtime = match runtime(1) {
+                Ok(rt) => rt,
+                Err(e) => return drop(tx.send(Err(anyhow::anyhow!(e)))),
+            };
+            runtime.block_on(async move {
+                let started = async {
+                    let running = serve::start(&args, client(&sa).await?).await?;
+                    tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced())
+                        .await?;
+                    anyhow::Ok(running)
+                }
+                .await;
+                match started {
+                    Ok(running) => {
+                        let _ = tx.send(Ok(running.webhook_addr));
+                        // A dropped guard (also when the test panics) closes the channel too.
+                        let _ = stopped.await;
+                        running.shutdown().await;
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            });
+        })
+        .expect("spawning the extra server");
+    let webhook_addr = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the extra server starts in time")
+        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"));
+    ExtraServer {
+        webhook_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}

@@ -1,0 +1,105 @@
+//! What tests create: Projects of cluster `local` with their backing namespaces, and namespaces in
+//! them, as Rancher writes them; each call waits until the server under test has indexed it.
+
+use crate::kubectl::{kubectl, kubectl_apply, ok};
+use crate::wait::{indexed, unique};
+use std::process::Output;
+use std::sync::OnceLock;
+
+/// A project created for a test: `local:<name>`, with its backing namespace `local-<name>`.
+pub struct TestProject {
+    pub name: String,
+    pub backing: String,
+}
+
+impl TestProject {
+    pub fn id(&self) -> String {
+        format!("local:{}", self.name)
+    }
+}
+
+/// The namespace of cluster `local`'s projects, created once: tests start in parallel, and two
+/// `kubectl apply`s creating the same object at once make one of them fail with AlreadyExists.
+pub fn cluster_namespace() {
+    static CREATED: OnceLock<()> = OnceLock::new();
+    CREATED.get_or_init(|| {
+        ok(kubectl_apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: local}\n",
+            &[],
+        ));
+    });
+}
+
+/// Creates a Project in cluster `local` with `status.backingNamespace` set, and that namespace.
+pub fn project(prefix: &str) -> TestProject {
+    let name = unique(prefix);
+    project_named(&name, &name)
+}
+
+/// Creates (or updates) Project `local:<name>` and its backing namespace `local-<name>`, sets its
+/// `status.backingNamespace` as Rancher's controller does, and waits until the index holds it.
+pub fn project_named(name: &str, display_name: &str) -> TestProject {
+    let backing = format!("local-{name}");
+    cluster_namespace();
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: {backing}}}
+---
+apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: local}}
+spec: {{clusterName: local, displayName: {display_name}}}
+"
+        ),
+        &[],
+    ));
+    ok(patch_backing_namespace("local", name, &backing));
+    let id = scoped_secrets::keys::ProjectId::new("local", name);
+    indexed("the project", |w| {
+        w.project(&id)
+            .is_some_and(|p| p.backing_namespace == backing)
+    });
+    TestProject {
+        name: name.to_owned(),
+        backing,
+    }
+}
+
+/// Sets `status.backingNamespace` of Project `<cluster>/<project>` as the admin.
+pub fn patch_backing_namespace(cluster: &str, project: &str, backing: &str) -> Output {
+    let status = format!(r#"{{"status":{{"backingNamespace":"{backing}"}}}}"#);
+    kubectl(&[
+        "patch",
+        "project",
+        project,
+        "-n",
+        cluster,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ])
+}
+
+/// Creates a namespace in the project (annotation and label, as Rancher sets them).
+pub fn namespace_in(project: &TestProject, prefix: &str) -> String {
+    let ns = unique(prefix);
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+  annotations: {{field.cattle.io/projectId: \"{id}\"}}
+  labels: {{field.cattle.io/projectId: {p}}}
+",
+            id = project.id(),
+            p = project.name
+        ),
+        &[],
+    ));
+    indexed("the namespace", |w| w.namespace(&ns).is_some());
+    ns
+}
