@@ -120,7 +120,14 @@ async fn reconcile_until_shutdown(
 async fn round(ctx: &Context, index: &Index) -> Duration {
     let revocation_due = prove_deletions(ctx, index).await;
     let world = index.read();
+    let planning = Instant::now();
     let actions = plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces);
+    tracing::debug!(
+        actions = actions.len(),
+        namespaces = world.namespaces().count(),
+        plan_ms = planning.elapsed().as_secs_f64() * 1000.0,
+        "reconciler: planned"
+    );
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
         .into_iter()
