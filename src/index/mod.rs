@@ -4,8 +4,9 @@
 //! world live: the current snapshot, a change counter the reconciler wakes on, and the readiness of
 //! each [`Watch`]. Readers never wait: a read is an atomic load of the current snapshot, which
 //! stays valid as long as the reader holds it. Writers (the watches, revocation) build the next
-//! snapshot from the current one and publish it; only they wait for each other. How a watch event changes the world is [`Indexed`], implemented once per watched
-//! resource (`resources.rs`); the watches themselves are in `watches.rs`, readiness in `ready.rs`.
+//! snapshot from the current one and publish it; only they wait for each other. How a watch event
+//! changes the world is [`Indexed`], implemented once per watched resource (`resources.rs`); the
+//! watches themselves are in `watches.rs`, readiness in `ready.rs`.
 
 mod ready;
 mod resources;
