@@ -255,54 +255,34 @@ impl LogWatch {
 }
 
 impl Marks {
+    /// One line of the server's log (JSON, one event a line).
     fn see(&mut self, line: &str, at: Duration) {
-        let line = strip_ansi(line);
-        if line.contains("too old resource version") {
-            self.expired.get_or_insert(at);
-        } else if line.contains(" listed") {
-            if line.contains("\"namespaces\"") {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+        match text("message").as_str() {
+            "watch failed; retrying" if text("error").contains("too old resource version") => {
+                self.expired.get_or_insert(at);
+            }
+            "listed" if text("watch") == "namespaces" => {
                 self.namespaces_listed.get_or_insert(at);
-            } else if line.contains("\"secret-names\"") {
+            }
+            "listed" if text("watch") == "secret-names" => {
                 self.secrets_listed.get_or_insert(at);
             }
-        } else if line.contains("reconciler: planned")
-            && self.namespaces_listed.is_some()
-            && self.secrets_listed.is_some()
-            && self.planned.is_none()
-        {
-            self.planned = Some(at);
-            self.plan_ms = field(&line, "plan_ms");
-            self.planned_namespaces = field(&line, "namespaces");
-        }
-    }
-}
-
-fn field(line: &str, name: &str) -> Option<String> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    Some(
-        line[start..]
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
+            "reconciler: planned"
+                if self.namespaces_listed.is_some()
+                    && self.secrets_listed.is_some()
+                    && self.planned.is_none() =>
+            {
+                self.planned = Some(at);
+                self.plan_ms = Some(event["plan_ms"].to_string());
+                self.planned_namespaces = Some(event["namespaces"].to_string());
             }
-        } else {
-            out.push(c);
+            _ => {}
         }
     }
-    out
 }
 
 /// One review: when it was scheduled (from the restart), its latency from then, and whether it
