@@ -5,11 +5,13 @@
 //! Every answer is parsed (uid and `allowed` checked); errors are counted, printed and included in
 //! the percentiles. Then the hostile phase: 64 senders of crafted 7 MiB bodies (on a runtime and
 //! thread of their own) while legitimate reviews go on at 200/s; it prints the server's peak RSS
-//! during the phase and the legitimate reviews' errors.
+//! during the phase and the legitimate reviews' errors. Last the re-list phase (`relist/`): p99.9 at
+//! the fixed rate while a second server's watches re-list everything and its reconciler plans the
+//! whole world.
 //!
 //! `make bench-admission` (or `cargo bench --bench admission`). Sizes can be changed with
 //! BENCH_NAMESPACES, BENCH_SECRETS, BENCH_CONNECTIONS, BENCH_SECONDS, BENCH_RATE,
-//! BENCH_HOSTILE_SENDERS, BENCH_HOSTILE_RATE.
+//! BENCH_HOSTILE_SENDERS, BENCH_HOSTILE_RATE, BENCH_RELIST_MEMBERS, BENCH_RELIST_SECONDS.
 
 use anyhow::{Result, bail};
 use futures::StreamExt;
@@ -27,6 +29,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod relist;
 
 use testbed::control_plane::{ControlPlane, Options, client};
 use testbed::process::{Guard, memory_mib};
@@ -148,6 +152,17 @@ async fn main() -> Result<()> {
         "hostile phase, {senders} senders of crafted 7 MiB bodies: answered by HTTP status {:?}, {} failed to send; server peak RSS during the phase {peak:.1} MiB (target <= 128 MiB)",
         tally.answered, tally.failed
     );
+    relist::phase(&relist::Setup {
+        dir: &dir,
+        kubeconfig: &kubeconfig,
+        client: &client,
+        target_namespaces: namespaces,
+        connections,
+        rate,
+        members: setting("BENCH_RELIST_MEMBERS", 500),
+        seconds: setting("BENCH_RELIST_SECONDS", 40),
+    })
+    .await?;
     control_plane.stop();
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! How long `plan::actions` takes over a large converged world (the reconciler runs it after every
-//! debounced change): `cargo run --release --example plan_bench [projects] [namespaces-per-project]
+//! debounced change), and what publishing a new index snapshot costs per watch event in that world:
+//! `cargo run --release --example plan_bench [projects] [namespaces-per-project]
 //! [originals-per-project]`.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
+use scoped_secrets::index::Index;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::plan;
 use scoped_secrets::plan::Settings;
@@ -112,4 +114,33 @@ fn main() {
         "{projects} projects x {namespaces} namespaces x {originals} originals = {copy_count} copies: \
          {per_round:?} per converged plan"
     );
+    publish_per_event(world, projects, namespaces);
+}
+
+/// Each watch event publishes a new snapshot: time one secret-metadata event (spread over the
+/// namespaces), with a reader holding an older snapshot all along, as a plan in progress would.
+fn publish_per_event(world: World, projects: usize, namespaces: usize) {
+    let index = Index::new(world);
+    let held = index.read();
+    let events: u32 = 10_000;
+    let start = Instant::now();
+    for e in 0..events as usize {
+        let ns = format!("p{}-ns{}", e % projects, (e / projects) % namespaces);
+        index.update(|w| {
+            w.upsert_secret_meta(
+                &ns,
+                &format!("event-{e}"),
+                SecretMeta {
+                    uid: format!("uid-event-{e}"),
+                    copy_of: None,
+                },
+            )
+        });
+    }
+    let per_event = start.elapsed() / events;
+    assert_eq!(
+        index.read().secret_count(),
+        held.secret_count() + events as usize
+    );
+    println!("{per_event:?} per watch event to publish a new index snapshot");
 }

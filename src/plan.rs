@@ -14,12 +14,14 @@ mod copy;
 mod fate;
 #[cfg(test)]
 mod fixtures;
+mod recheck;
 mod repairs;
 
 pub use action::{Action, ActionKind, BackingRefusal, ConflictReason};
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+pub use recheck::{wanted_after_all, wanting_original};
 pub use repairs::{backing_namespace_actions, wanted_project_label};
 
 /// Every action the world needs: backing namespaces first (only when this instance manages them,

@@ -2,10 +2,15 @@
 //! namespaces and the project each belongs to, the names of all secrets (metadata only), and the
 //! full objects of project-scoped secrets (originals and copies), which the reconciler must compare.
 //!
-//! It is pure data, a snapshot: [`crate::index::Index`] keeps one current from the watches and
-//! everyone reads it there; `plan` builds its own from a single list.
+//! It is pure data, a snapshot: [`crate::index::Index`] publishes a new one after every watch event
+//! and everyone reads the one current when they start; `plan` builds its own from a single list.
+//! The maps are persistent (`imbl`): cloning a world shares all of it, and a change copies only the
+//! path to what changed, so a snapshot per event costs O(log n), not a copy of 10,000 namespaces.
+//! Per-namespace maps sit behind an `Arc` so that a change copies one namespace's map, not a node
+//! of 64 of them.
 
 use crate::keys::{self, ProjectId};
+use imbl::{HashMap as SharedHashMap, OrdMap};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::ObjectMeta;
 use std::collections::{BTreeMap, HashMap};
@@ -159,21 +164,22 @@ impl<'a> Original<'a> {
 pub struct World {
     /// Whether the Project CRD is served (N2 checks existence only then).
     pub projects_installed: bool,
-    projects: BTreeMap<ProjectId, ProjectState>,
+    projects: OrdMap<ProjectId, ProjectState>,
     /// Backing namespace → project, for namespaces exactly one project claims (derived from
-    /// `projects` and the namespaces' markers; see [`World::claims`]).
-    backing: HashMap<String, ProjectId>,
+    /// `projects` and the namespaces' markers; see [`World::claims`]). Rebuilt whole, so shared
+    /// whole.
+    backing: Arc<HashMap<String, ProjectId>>,
     /// Namespaces two or more projects claim → those projects. None of them owns it: no original is
     /// recognised there, so nothing is copied from it and no copy is removed because of it.
-    contested: BTreeMap<String, Vec<ProjectId>>,
-    namespaces: BTreeMap<String, NamespaceState>,
+    contested: Arc<BTreeMap<String, Vec<ProjectId>>>,
+    namespaces: OrdMap<String, NamespaceState>,
     /// namespace → secret name → metadata, for every secret.
-    names: HashMap<String, HashMap<String, SecretMeta>>,
+    names: SharedHashMap<String, Arc<HashMap<String, SecretMeta>>>,
     /// namespace → name → full object, for secrets carrying the project-scoped label (nested, so
     /// that a lookup by `&str` allocates nothing: the reconciler makes one per wanted copy).
-    scoped: BTreeMap<String, BTreeMap<String, Arc<Secret>>>,
+    scoped: OrdMap<String, Arc<BTreeMap<String, Arc<Secret>>>>,
     /// Projects seen deleted, until re-created or the Project CRD goes away.
-    deleted_projects: BTreeMap<ProjectId, DeletedProject>,
+    deleted_projects: OrdMap<ProjectId, DeletedProject>,
 }
 
 impl World {
@@ -221,8 +227,8 @@ impl World {
                 }
             }
         }
-        self.backing = backing;
-        self.contested = contested;
+        self.backing = Arc::new(backing);
+        self.contested = Arc::new(contested);
     }
 
     /// The namespace a project claims: its `status.backingNamespace`, or without one its legacy
@@ -267,15 +273,13 @@ impl World {
     }
 
     pub fn upsert_secret_meta(&mut self, namespace: &str, name: &str, meta: SecretMeta) {
-        self.names
-            .entry(namespace.to_owned())
-            .or_default()
+        Arc::make_mut(self.names.entry(namespace.to_owned()).or_default())
             .insert(name.to_owned(), meta);
     }
 
     pub fn remove_secret_meta(&mut self, namespace: &str, name: &str) {
         if let Some(names) = self.names.get_mut(namespace) {
-            names.remove(name);
+            Arc::make_mut(names).remove(name);
             if names.is_empty() {
                 self.names.remove(namespace);
             }
@@ -286,25 +290,28 @@ impl World {
         &mut self,
         all: impl IntoIterator<Item = (String, String, SecretMeta)>,
     ) {
-        self.names.clear();
+        let mut by_namespace: HashMap<String, HashMap<String, SecretMeta>> = HashMap::new();
         for (namespace, name, meta) in all {
-            self.upsert_secret_meta(&namespace, &name, meta);
+            by_namespace
+                .entry(namespace)
+                .or_default()
+                .insert(name, meta);
         }
-        self.names.shrink_to_fit();
+        self.names = by_namespace
+            .into_iter()
+            .map(|(namespace, names)| (namespace, Arc::new(names)))
+            .collect();
     }
 
     pub fn upsert_scoped(&mut self, secret: Arc<Secret>) {
         if let Some((namespace, name)) = object_key(&secret.metadata) {
-            self.scoped
-                .entry(namespace)
-                .or_default()
-                .insert(name, secret);
+            Arc::make_mut(self.scoped.entry(namespace).or_default()).insert(name, secret);
         }
     }
 
     pub fn remove_scoped(&mut self, namespace: &str, name: &str) {
         if let Some(names) = self.scoped.get_mut(namespace) {
-            names.remove(name);
+            Arc::make_mut(names).remove(name);
             if names.is_empty() {
                 self.scoped.remove(namespace);
             }
@@ -312,10 +319,19 @@ impl World {
     }
 
     pub fn replace_scoped(&mut self, all: impl IntoIterator<Item = Arc<Secret>>) {
-        self.scoped.clear();
+        let mut by_namespace: BTreeMap<String, BTreeMap<String, Arc<Secret>>> = BTreeMap::new();
         for secret in all {
-            self.upsert_scoped(secret);
+            if let Some((namespace, name)) = object_key(&secret.metadata) {
+                by_namespace
+                    .entry(namespace)
+                    .or_default()
+                    .insert(name, secret);
+            }
         }
+        self.scoped = by_namespace
+            .into_iter()
+            .map(|(namespace, names)| (namespace, Arc::new(names)))
+            .collect();
     }
 
     /// Remembers a project the watch saw deleted (unconfirmed until [`Self::confirm_project_deleted`]).
@@ -387,6 +403,13 @@ impl World {
         self.backing.get(namespace)
     }
 
+    /// The backing namespace `project` owns (claims alone), if any: where its originals live.
+    pub fn owned_backing_namespace(&self, project: &ProjectId) -> Option<&str> {
+        let state = self.projects.get(project)?;
+        let namespace = self.claim(project, state)?;
+        (self.backing.get(namespace) == Some(project)).then_some(namespace)
+    }
+
     /// Every project claiming this namespace as its backing namespace (one owner, several rivals
     /// who all lose it, or none).
     pub fn claims(&self, namespace: &str) -> Vec<&ProjectId> {
@@ -445,7 +468,7 @@ impl World {
 
     /// How many secrets the name index holds.
     pub fn secret_count(&self) -> usize {
-        self.names.values().map(HashMap::len).sum()
+        self.names.values().map(|names| names.len()).sum()
     }
 
     pub fn scoped(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
@@ -454,7 +477,7 @@ impl World {
 
     /// Every labelled secret, sorted by (namespace, name).
     pub fn scoped_secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
-        self.scoped.values().flat_map(BTreeMap::values)
+        self.scoped.values().flat_map(|names| names.values())
     }
 
     /// Every original: a labelled, non-copy secret in a backing namespace whose label names (or

@@ -1,9 +1,12 @@
-//! The index: the [`World`] kept current by four watches, behind a lock everyone reads.
+//! The index: the [`World`] kept current by four watches, published as immutable snapshots.
 //!
 //! [`World`] is the pure data (what the cluster looks like, as far as we know); [`Index`] is that
-//! world live: the lock around it, a change counter the reconciler wakes on, and the readiness of
-//! each [`Watch`]. How a watch event changes the world is [`Indexed`], implemented once per watched
-//! resource (`resources.rs`); the watches themselves are in `watches.rs`, readiness in `ready.rs`.
+//! world live: the current snapshot, a change counter the reconciler wakes on, and the readiness of
+//! each [`Watch`]. Readers never wait: a read is an atomic load of the current snapshot, which
+//! stays valid as long as the reader holds it. Writers (the watches, revocation) build the next
+//! snapshot from the current one and publish it; only they wait for each other. How a watch event
+//! changes the world is [`Indexed`], implemented once per watched resource (`resources.rs`); the
+//! watches themselves are in `watches.rs`, readiness in `ready.rs`.
 
 mod ready;
 mod resources;
@@ -14,8 +17,9 @@ pub use resources::{Indexed, SecretName};
 pub use watches::{PROJECTS_MAX_BACKOFF, spawn};
 
 use crate::world::World;
+use arc_swap::ArcSwap;
 use std::fmt;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// The four watches that feed the index.
@@ -56,9 +60,11 @@ impl fmt::Display for Watch {
     }
 }
 
-/// The world behind a lock, with a change counter and the readiness of every watch.
+/// The current world snapshot, with a change counter and the readiness of every watch.
 pub struct Index {
-    world: RwLock<World>,
+    world: ArcSwap<World>,
+    /// Serialises writers: each builds on the snapshot the previous one published.
+    writer: Mutex<()>,
     changes: watch::Sender<u64>,
     readiness: Arc<Readiness>,
 }
@@ -73,26 +79,30 @@ impl Index {
     /// An index holding `world`, not ready until every watch has released its [`ReadyHandle`].
     pub fn new(world: World) -> Self {
         Self {
-            world: RwLock::new(world),
+            world: ArcSwap::from_pointee(world),
+            writer: Mutex::new(()),
             changes: watch::channel(0).0,
             readiness: Readiness::new(Watch::ALL),
         }
     }
 
-    /// A read view of the world. Hold it briefly: writers wait.
-    pub fn read(&self) -> RwLockReadGuard<'_, World> {
-        // A panic while holding the lock cannot leave the world half-updated in a way that matters
-        // more than stopping every reader, so a poisoned lock is read through.
-        self.world.read().unwrap_or_else(|e| e.into_inner())
+    /// The current snapshot: it never changes, never blocks a writer, and is never blocked by one.
+    /// Take one per decision (a review, a round) so that every part of it sees the same world.
+    pub fn read(&self) -> Arc<World> {
+        self.world.load_full()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, World> {
-        self.world.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Applies a change and tells subscribers.
+    /// Applies a change to a copy of the current world (sharing everything it does not touch) and
+    /// publishes it, then tells subscribers. Readers keep the snapshot they hold.
     pub fn update(&self, change: impl FnOnce(&mut World)) {
-        change(&mut self.write());
+        {
+            // A writer that panicked left no half-built snapshot behind: the lock guards nothing
+            // but the order of writers.
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = World::clone(&self.world.load());
+            change(&mut next);
+            self.world.store(Arc::new(next));
+        }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -148,6 +158,40 @@ mod tests {
         index.update(|w| w.projects_installed = true);
         assert!(changes.has_changed().expect("sender alive"));
         assert_eq!(*changes.borrow_and_update(), 1);
+        assert!(index.read().projects_installed);
+    }
+
+    #[test]
+    fn a_snapshot_never_changes_and_never_holds_up_a_writer() {
+        let index = Index::default();
+        let before = index.read();
+        // A reader holding a snapshot (a plan in progress) does not block the next update.
+        index.update(|w| w.projects_installed = true);
+        assert!(!before.projects_installed, "a held snapshot is immutable");
+        assert!(index.read().projects_installed);
+    }
+
+    #[test]
+    fn a_reader_never_waits_for_a_writer() {
+        let index = Arc::new(Index::default());
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let writer = {
+            let index = index.clone();
+            std::thread::spawn(move || {
+                index.update(|w| {
+                    entered.send(()).expect("test alive");
+                    // Stands for a long re-list being applied.
+                    wait_release.recv().expect("test alive");
+                    w.projects_installed = true;
+                })
+            })
+        };
+        wait_entered.recv().expect("the writer started");
+        // With the writer mid-update, a read answers at once with the previous world.
+        assert!(!index.read().projects_installed);
+        release.send(()).expect("writer alive");
+        writer.join().expect("the writer ends");
         assert!(index.read().projects_installed);
     }
 

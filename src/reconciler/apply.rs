@@ -7,15 +7,19 @@
 //! an optimistic-concurrency precondition, and checks leadership right before it is sent. A target
 //! that changed, vanished or raced us (404, 409) is requeued for the next round, not an error.
 //!
+//! A delete re-checks the origin too, not only the copy: the index can hold a copy before its
+//! original (right after a leader change or a re-list), so the namespace and the one original that
+//! could want the copy are read fresh, and a copy they still want is requeued, never deleted.
+//!
 //! A secret that is already being deleted but held by finalizers is waited for: deleting it again or
 //! creating over it would only fail (409) until its finalizers are gone.
 
 use super::error::{Error, status_code};
 use crate::apiserver::is_not_found;
 use crate::keys::{self, ProjectId};
-use crate::plan::{self, Action, BackingRefusal, Drift};
+use crate::plan::{self, Action, BackingRefusal, Drift, Settings};
 use crate::project::{project_resource, status_backing_namespace};
-use crate::world::{self, NamespaceState};
+use crate::world::{self, NamespaceState, World};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -68,15 +72,22 @@ impl Requeue {
 pub struct Applier {
     client: Client,
     leading: watch::Receiver<bool>,
+    /// The settings the plan was made with: a delete's re-check must judge as the plan does.
+    settings: Settings,
 }
 
 impl Applier {
-    pub fn new(client: Client, leading: watch::Receiver<bool>) -> Self {
-        Self { client, leading }
+    pub fn new(client: Client, leading: watch::Receiver<bool>, settings: Settings) -> Self {
+        Self {
+            client,
+            leading,
+            settings,
+        }
     }
 
-    pub async fn apply(&self, action: &Action) -> Result<Outcome, Error> {
-        match self.execute(action).await {
+    /// Executes `action`, planned from `world` (the round's snapshot).
+    pub async fn apply(&self, action: &Action, world: &World) -> Result<Outcome, Error> {
+        match self.execute(action, world).await {
             Err(Error::NotLeading) => Ok(Outcome::Requeue(Requeue::NotLeading)),
             Err(Error::Kube(e)) if matches!(status_code(&e), Some(404 | 409)) => {
                 Ok(Outcome::Requeue(Requeue::Raced))
@@ -85,7 +96,7 @@ impl Applier {
         }
     }
 
-    async fn execute(&self, action: &Action) -> Result<Outcome, Error> {
+    async fn execute(&self, action: &Action, world: &World) -> Result<Outcome, Error> {
         match action {
             Action::Create { copy } => self.create(copy).await,
             Action::Overwrite { copy, existing_uid } => self.overwrite(copy, existing_uid).await,
@@ -96,7 +107,7 @@ impl Applier {
                 name,
                 uid,
                 ..
-            } => self.delete(namespace, name, uid).await,
+            } => self.delete(namespace, name, uid, world).await,
             Action::Conflict { .. } => Ok(Outcome::Refused),
             Action::SetBackingNamespace {
                 project,
@@ -212,6 +223,7 @@ impl Applier {
         namespace: &str,
         name: &str,
         planned_uid: &str,
+        world: &World,
     ) -> Result<Outcome, Error> {
         let api = self.secrets(namespace);
         let Some(existing) = api.get_opt(name).await? else {
@@ -223,9 +235,47 @@ impl Applier {
         if let Some(waiting) = being_deleted(&existing) {
             return Ok(waiting);
         }
+        if self.wanted_after_all(namespace, name, world).await? {
+            tracing::info!(
+                namespace,
+                name,
+                "reconciler: a fresh read of the origin still wants this copy; not deleting it \
+                 (the index is behind)"
+            );
+            return Ok(Outcome::Requeue(Requeue::Stale));
+        }
         self.guard()?;
         api.delete(name, &preconditions(&existing.metadata)).await?;
         Ok(Outcome::Written)
+    }
+
+    /// Whether fresh reads of the copy's namespace and of the one original that could want it say
+    /// the copy is wanted after all (see [`plan::wanted_after_all`]).
+    async fn wanted_after_all(
+        &self,
+        namespace: &str,
+        name: &str,
+        world: &World,
+    ) -> Result<bool, Error> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let Some(live_namespace) = namespaces.get_opt(namespace).await? else {
+            return Ok(false);
+        };
+        let live_namespace = NamespaceState::from_namespace(&live_namespace);
+        let Some((origin_namespace, origin_name)) =
+            plan::wanting_original(world, &live_namespace, name)
+        else {
+            return Ok(false);
+        };
+        let live_original = self.secrets(origin_namespace).get_opt(&origin_name).await?;
+        Ok(plan::wanted_after_all(
+            world,
+            &self.settings,
+            namespace,
+            name,
+            Some(&live_namespace),
+            live_original.as_ref(),
+        ))
     }
 
     async fn replace(

@@ -12,6 +12,7 @@ use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
+use crate::world::World;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -65,7 +66,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let ctx = Context {
-        applier: Applier::new(client.clone(), leading.clone()),
+        applier: Applier::new(client.clone(), leading.clone(), cfg.copies.clone()),
         events: Events::new(client.clone(), &cfg.lease.identity),
         client,
         metrics,
@@ -121,15 +122,20 @@ async fn reconcile_until_shutdown(
     }
 }
 
-/// One round: prove pending project deletions, plan under a short read lock, then execute the actions
-/// that are due with bounded concurrency. Returns how long to wait for the next round if nothing
-/// changes meanwhile.
+/// One round: prove pending project deletions, plan from one snapshot of the index (watch events
+/// go on meanwhile, into later snapshots), then execute the actions that are due with bounded
+/// concurrency. Returns how long to wait for the next round if nothing changes meanwhile.
 async fn round(ctx: &Context, index: &Index) -> Duration {
     let revocation_due = prove_deletions(ctx, index).await;
-    let actions = {
-        let world = index.read();
-        plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces)
-    };
+    let world = index.read();
+    let planning = Instant::now();
+    let actions = plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces);
+    tracing::debug!(
+        actions = actions.len(),
+        namespaces = world.namespaces().count(),
+        plan_ms = planning.elapsed().as_secs_f64() * 1000.0,
+        "reconciler: planned"
+    );
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
         .into_iter()
@@ -140,7 +146,7 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         tracing::debug!(actions = due.len(), "reconciler: executing");
     }
     let outcomes: Vec<(Action, Result<Outcome, Error>)> = futures::stream::iter(due)
-        .map(|action| execute(ctx, action))
+        .map(|action| execute(ctx, action, &world))
         .buffer_unordered(ctx.cfg.concurrency.max(1))
         .collect()
         .await;
@@ -243,9 +249,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Executes one action, logs and counts what became of it.
-async fn execute(ctx: &Context, action: Action) -> (Action, Result<Outcome, Error>) {
+async fn execute(ctx: &Context, action: Action, world: &World) -> (Action, Result<Outcome, Error>) {
     let kind = action.kind().as_str();
-    let result = ctx.applier.apply(&action).await;
+    let result = ctx.applier.apply(&action, world).await;
     match &result {
         Ok(Outcome::Written) => {
             ctx.metrics.written(kind);

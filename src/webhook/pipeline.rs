@@ -87,17 +87,18 @@ fn covered(
     })
 }
 
-/// One validating entry's rules: the request is decoded once; the index is read twice, briefly,
-/// because the facts are fetched in between (no lock is held across a call to the apiserver).
+/// One validating entry's rules: the request is decoded once, and one index snapshot serves the
+/// whole review, across the facts fetched from the apiserver (a snapshot holds up nobody).
 async fn validate(
     state: &AppState,
     rules: Rules,
     request: &AdmissionRequest<DynamicObject>,
 ) -> Decision {
+    let world = state.index.read();
     let review = Review::new(rules, request, &state.config);
-    let needs = review.needs(&state.index.read());
+    let needs = review.needs(&world);
     let facts = facts::fetch(state.client.as_ref(), request, needs).await;
-    review.decide(&state.index.read(), &facts)
+    review.decide(&world, &facts)
 }
 
 fn result_of(decision: &Decision) -> &'static str {

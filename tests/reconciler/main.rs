@@ -8,3 +8,4 @@
 mod clusters;
 mod lifecycle;
 mod reconciler;
+mod skew;

@@ -1,0 +1,544 @@
+//! The re-list phase (issue #10 §3): reviews at a fixed rate while the server's watches re-list the
+//! whole cluster and its reconciler plans the whole world. Index reads never wait: the figure is
+//! p99.9 of the reviews scheduled between the first expired watch and the end of the first full plan
+//! after the re-list (target <= 5 ms).
+//!
+//! The re-list is real: a second server (reconciler on) reaches the cluster through a kube-apiserver
+//! of its own on the benchmark's etcd. That apiserver is SIGKILLed, the cluster changes meanwhile,
+//! and a new one starts on the same port: its watch cache begins at the current revision, so the
+//! server's watches resume from a resourceVersion it no longer holds, are answered 410 Gone and
+//! re-list (projects, 10,000+ namespaces, the metadata of every secret, the scoped secrets). The
+//! re-listed world wakes the reconciler, which plans it whole. The server logs each list and each
+//! plan; the phase reads those lines as they come to place the window.
+
+use super::{Failure, Target, connect, free_port, review_body, review_once, wait_ready};
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the phase needs from the benchmark: its directory (holding `control-plane/` and `certs/`),
+/// the admin kubeconfig and client, and the load's shape.
+pub struct Setup<'a> {
+    pub dir: &'a Path,
+    pub kubeconfig: &'a Path,
+    pub client: &'a kube::Client,
+    pub target_namespaces: u64,
+    pub connections: u64,
+    pub rate: u64,
+    pub members: u64,
+    pub seconds: u64,
+}
+
+const PROJECT: &str = "relist";
+const BACKING: &str = "local-relist";
+
+/// Runs the phase and prints its figures.
+pub async fn phase(setup: &Setup<'_>) -> Result<()> {
+    let mut apiserver = SecondApiserver::start(setup.dir)?;
+    fan_out_project(setup)?;
+    let log_path = setup.dir.join("relist-server.log");
+    let (webhook, admin) = (free_port()?, free_port()?);
+    let certs = setup.dir.join("certs");
+    let server = Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
+        .env("KUBECONFIG", &apiserver.sa_kubeconfig)
+        // The lists and the plans are logged at debug: the phase places its window by them.
+        .env(
+            "RUST_LOG",
+            "warn,scoped_secrets::index=debug,scoped_secrets::reconciler::controller=debug",
+        )
+        .args(["serve", "--webhook-addr", &webhook, "--admin-addr", &admin])
+        .arg(format!(
+            "--tls-cert={}",
+            certs.join(scoped_secrets::certs::TLS_CERT).display()
+        ))
+        .arg(format!(
+            "--tls-key={}",
+            certs.join(scoped_secrets::certs::TLS_KEY).display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let _server = testbed::process::Guard(server);
+    wait_ready(admin.parse()?).await?;
+    wait_for_copies(setup.client, setup.members).await?;
+    let target = Target {
+        addr: webhook.parse()?,
+        tls: super::tls_connector(&std::fs::read(certs.join(scoped_secrets::certs::CA_CERT))?)?,
+        namespaces: setup.target_namespaces,
+    };
+
+    let log = LogWatch::from_now(&log_path)?;
+    apiserver.kill();
+    // The cluster moves on while the apiserver is down: the server's resourceVersions fall behind
+    // the new apiserver's watch cache.
+    touch_cluster(setup.client).await?;
+    apiserver.spawn()?;
+    let started = Instant::now();
+    let load = tokio::spawn(paced(
+        target,
+        setup.connections,
+        setup.rate,
+        Duration::from_secs(setup.seconds),
+        started,
+    ));
+    let marks = log
+        .follow(started, Duration::from_secs(setup.seconds))
+        .await?;
+    let reviews = load.await??;
+    apiserver.ready()?;
+    report(&reviews, &marks, setup);
+    Ok(())
+}
+
+/// One project, `members` namespaces in it and one original: the reconciler fans it out before
+/// the phase, so the plan after the re-list checks every copy.
+fn fan_out_project(setup: &Setup<'_>) -> Result<()> {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: local}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {{name: {BACKING}}}\n---\n\
+         apiVersion: management.cattle.io/v3\nkind: Project\n\
+         metadata: {{name: {PROJECT}, namespace: local}}\n\
+         spec: {{clusterName: local, displayName: {PROJECT}}}\n---\n\
+         apiVersion: v1\nkind: Secret\n\
+         metadata: {{name: shared, namespace: {BACKING}, labels: {{{label}: {PROJECT}}}}}\n\
+         data: {{key: ZG9n}}\n",
+        label = scoped_secrets::keys::PROJECT_SCOPED_LABEL,
+    );
+    for i in 0..setup.members {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: relist-member-{i}\n  \
+             annotations: {{field.cattle.io/projectId: \"local:{PROJECT}\"}}\n"
+        ));
+    }
+    kubectl(setup.kubeconfig, &["apply", "-f", "-"], &yaml)?;
+    let status = format!(r#"{{"status":{{"backingNamespace":"{BACKING}"}}}}"#);
+    kubectl(
+        setup.kubeconfig,
+        &[
+            "patch",
+            "project",
+            PROJECT,
+            "-n",
+            "local",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ],
+        "",
+    )?;
+    Ok(())
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("kubectl stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Waits until every member namespace holds its copy (original + `members` copies carry the label).
+async fn wait_for_copies(client: &kube::Client, members: u64) -> Result<()> {
+    let secrets: Api<Secret> = Api::all(client.clone());
+    let selector = format!("{}={PROJECT}", scoped_secrets::keys::PROJECT_SCOPED_LABEL);
+    let started = Instant::now();
+    loop {
+        let listed = secrets
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await?;
+        if listed.items.len() as u64 > members {
+            println!(
+                "re-list phase: {members} copies fanned out in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("{} of {members} copies after 300 s", listed.items.len());
+        }
+        // Polling the apiserver for a condition, with the deadline above.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A namespace and a secret written while the apiserver is down (through the first one).
+async fn touch_cluster(client: &kube::Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let name = format!("relist-moved-{}", std::process::id());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("moved".to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &name)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+/// When (from the restart) the watches expired, re-listed, and the first full plan after that ended.
+#[derive(Debug, Default)]
+struct Marks {
+    expired: Option<Duration>,
+    namespaces_listed: Option<Duration>,
+    secrets_listed: Option<Duration>,
+    planned: Option<Duration>,
+    plan_ms: Option<String>,
+    planned_namespaces: Option<String>,
+}
+
+/// Follows the server's log from a byte offset.
+struct LogWatch {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogWatch {
+    fn from_now(path: &Path) -> Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            offset: std::fs::metadata(path)?.len(),
+        })
+    }
+
+    /// Reads new lines every 10 ms until the plan after the re-list is seen, or `limit` passes.
+    async fn follow(self, started: Instant, limit: Duration) -> Result<Marks> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut marks = Marks::default();
+        let mut file = std::fs::File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut pending = String::new();
+        while started.elapsed() < limit && marks.planned.is_none() {
+            let mut chunk = String::new();
+            file.read_to_string(&mut chunk)?;
+            pending.push_str(&chunk);
+            let at = started.elapsed();
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                marks.see(&line, at);
+            }
+            // Polling a log file as it grows.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(marks)
+    }
+}
+
+impl Marks {
+    /// One line of the server's log (JSON, one event a line).
+    fn see(&mut self, line: &str, at: Duration) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+        match text("message").as_str() {
+            "watch failed; retrying" if text("error").contains("too old resource version") => {
+                self.expired.get_or_insert(at);
+            }
+            "listed" if text("watch") == "namespaces" => {
+                self.namespaces_listed.get_or_insert(at);
+            }
+            "listed" if text("watch") == "secret-names" => {
+                self.secrets_listed.get_or_insert(at);
+            }
+            "reconciler: planned"
+                if self.namespaces_listed.is_some()
+                    && self.secrets_listed.is_some()
+                    && self.planned.is_none() =>
+            {
+                self.planned = Some(at);
+                self.plan_ms = Some(event["plan_ms"].to_string());
+                self.planned_namespaces = Some(event["namespaces"].to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One review: when it was scheduled (from the restart), its latency from then, and whether it
+/// got the right answer.
+struct Review {
+    scheduled: Duration,
+    latency: Duration,
+    ok: bool,
+}
+
+/// `rate` reviews per second in total from `connections` keep-alive connections for `duration`,
+/// each timed from its scheduled send (as `load` in the benchmark) and kept with its schedule.
+async fn paced(
+    target: Target,
+    connections: u64,
+    rate: u64,
+    duration: Duration,
+    started: Instant,
+) -> Result<Vec<Review>> {
+    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut sender = connect(&target).await?;
+        let bodies: Vec<_> = (0..super::BODIES_PER_CONNECTION)
+            .map(|i| review_body(c + i * connections, target.namespaces))
+            .collect();
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut reviews = Vec::new();
+            let mut next = Instant::now();
+            let mut n = 0usize;
+            while started.elapsed() < duration {
+                // Pacing the generator to its schedule, not synchronisation.
+                tokio::time::sleep_until(next.into()).await;
+                let result = review_once(
+                    &mut sender,
+                    scoped_secrets::endpoints::SECRET_NAMES,
+                    &bodies[n % bodies.len()],
+                )
+                .await;
+                reviews.push(Review {
+                    scheduled: next.saturating_duration_since(started),
+                    latency: next.elapsed(),
+                    ok: result.is_ok(),
+                });
+                if let Err(failure) = result
+                    && (failure == Failure::Send || sender.is_closed())
+                    && let Ok(fresh) = connect(&target).await
+                {
+                    sender = fresh;
+                }
+                n += 1;
+                next += interval;
+            }
+            reviews
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await?);
+    }
+    Ok(all)
+}
+
+fn report(reviews: &[Review], marks: &Marks, setup: &Setup<'_>) {
+    let seconds = |d: Option<Duration>| {
+        d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "never".to_owned())
+    };
+    println!(
+        "re-list phase: after the apiserver restart, watches expired at {}, namespaces re-listed at {}, secrets at {}, full plan ({} namespaces) done at {} taking {} ms",
+        seconds(marks.expired),
+        seconds(marks.namespaces_listed),
+        seconds(marks.secrets_listed),
+        marks.planned_namespaces.as_deref().unwrap_or("?"),
+        seconds(marks.planned),
+        marks.plan_ms.as_deref().unwrap_or("?"),
+    );
+    let (Some(from), Some(to)) = (marks.expired.or(marks.namespaces_listed), marks.planned) else {
+        println!(
+            "re-list phase: the re-list and plan did not both happen within {} s (target NOT checked)",
+            setup.seconds
+        );
+        return;
+    };
+    let window: Vec<&Review> = reviews
+        .iter()
+        .filter(|r| r.scheduled >= from && r.scheduled <= to)
+        .collect();
+    let whole: Vec<&Review> = reviews.iter().collect();
+    let p999 = print_percentiles(
+        &format!(
+            "re-list phase, {}/s from {} connections, during re-list + full plan ({:.2} s)",
+            setup.rate,
+            setup.connections,
+            (to - from).as_secs_f64()
+        ),
+        &window,
+    );
+    print_percentiles(
+        &format!("re-list phase, whole run ({} s)", setup.seconds),
+        &whole,
+    );
+    let met = p999.is_some_and(|ms| ms <= 5.0) && window.iter().all(|r| r.ok);
+    println!(
+        "re-list phase: p99.9 during re-list + plan {} (target <= 5 ms, no errors): {}",
+        p999.map(|ms| format!("{ms:.3} ms"))
+            .unwrap_or_else(|| "n/a".to_owned()),
+        if met { "MET" } else { "NOT MET" }
+    );
+}
+
+/// Prints p50/p99/p99.9 (errors included) and returns p99.9 in ms.
+fn print_percentiles(label: &str, reviews: &[&Review]) -> Option<f64> {
+    let mut sorted: Vec<Duration> = reviews.iter().map(|r| r.latency).collect();
+    sorted.sort();
+    let errors = reviews.iter().filter(|r| !r.ok).count();
+    let pick = |q: f64| {
+        sorted
+            .get(((sorted.len() as f64 * q) as usize).min(sorted.len().checked_sub(1)?))
+            .map(|d| d.as_secs_f64() * 1000.0)
+    };
+    let show = |v: Option<f64>| v.map(|ms| format!("{ms:.3} ms")).unwrap_or_default();
+    println!(
+        "{label}: {} reviews, {errors} errors; latency p50 {}, p99 {}, p99.9 {}",
+        sorted.len(),
+        show(pick(0.50)),
+        show(pick(0.99)),
+        show(pick(0.999)),
+    );
+    pick(0.999)
+}
+
+/// A second kube-apiserver on the benchmark's etcd (the first one's flags, a port of its own), and
+/// the service account's kubeconfig for it.
+struct SecondApiserver {
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+    sa_kubeconfig: PathBuf,
+}
+
+impl SecondApiserver {
+    fn start(dir: &Path) -> Result<Self> {
+        let control_plane = dir.join("control-plane");
+        let pid = apiserver_of(&control_plane)?;
+        let mut args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))?
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let port = free_port()?;
+        let port = port.rsplit(':').next().unwrap_or_default().to_owned();
+        let mut first_port = None;
+        for arg in &mut args {
+            if let Some(p) = arg.strip_prefix("--secure-port=") {
+                first_port = Some(p.to_owned());
+                *arg = format!("--secure-port={port}");
+            }
+        }
+        let first_port = first_port.context("the apiserver's --secure-port")?;
+        let text = std::fs::read_to_string(control_plane.join("kubeconfig-service-account"))?;
+        let sa_kubeconfig = dir.join("kubeconfig-sa-second-apiserver");
+        std::fs::write(
+            &sa_kubeconfig,
+            text.replace(
+                &format!("127.0.0.1:{first_port}"),
+                &format!("127.0.0.1:{port}"),
+            ),
+        )?;
+        let mut second = Self {
+            child: None,
+            args,
+            log: dir.join("second-apiserver.log"),
+            sa_kubeconfig,
+        };
+        second.spawn()?;
+        second.ready()?;
+        Ok(second)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        self.child = Some(
+            Command::new(&self.args[0])
+                .args(&self.args[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        );
+        Ok(())
+    }
+
+    /// Waits (up to 120 s) until it answers /readyz.
+    fn ready(&self) -> Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            let ok = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.sa_kubeconfig)
+                .args(["get", "--raw", "/readyz"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?
+                .success();
+            if ok {
+                return Ok(());
+            }
+            // Polling its readiness, with the deadline above.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("the second apiserver did not become ready in 120 s")
+    }
+
+    /// SIGKILL: its watch cache is gone with it.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SecondApiserver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The pid of the kube-apiserver serving the control plane in `dir`.
+fn apiserver_of(dir: &Path) -> Result<u32> {
+    let dir = dir.to_string_lossy();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_apiserver = args.first().is_some_and(|a| {
+            Path::new(a)
+                .file_name()
+                .is_some_and(|f| f == "kube-apiserver")
+        });
+        if is_apiserver && args.iter().any(|a| a.contains(dir.as_ref())) {
+            return Ok(pid);
+        }
+    }
+    bail!("no kube-apiserver of {dir}")
+}

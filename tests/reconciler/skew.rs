@@ -1,0 +1,58 @@
+//! The watch-skew window: right after a leader change (or a re-list) the index can hold a copy
+//! before its original, and the plan then wants the copy gone. The delete must re-check the origin
+//! against the apiserver and leave a copy its original still wants.
+//!
+//! The lagging watch is reproduced exactly as the new leader would see it: the world listed from
+//! the real apiserver, less the original (its watch has not delivered it yet). The delete the plan
+//! makes of it is then executed by the product's own `Applier`, as the service account.
+
+use scoped_secrets::plan::{self, Action, OverwritePolicy, Settings};
+use scoped_secrets::reconciler::apply::{Applier, Outcome, Requeue};
+use scoped_secrets::world::World;
+use testbed::harness::*;
+use testbed::prelude::*;
+
+#[test]
+fn a_copy_indexed_before_its_original_is_not_deleted() {
+    let _turn = serial();
+    let project = project("skew");
+    let ns = namespace_in(&project, "skew-a");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "key: ZG9n", "");
+    let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    // The old leader is gone: only the executed delete below writes.
+    running.stop();
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = client(&env().sa_kubeconfig).await.expect("a client");
+        let mut world = scoped_secrets::plan_load::load_world(client.clone())
+            .await
+            .expect("the world lists");
+        lag_behind(&mut world, &project.backing, "db");
+        let settings = Settings::with_policy(OverwritePolicy::Warn);
+        let delete = plan::planned(&world, &settings, false)
+            .into_iter()
+            .find(|a| matches!(a, Action::Delete { .. }) && a.namespace() == ns && a.name() == "db")
+            .expect("the skewed world plans the copy's delete");
+        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
+        let applier = Applier::new(client, leading, settings);
+
+        let outcome = applier.apply(&delete, &world).await.expect("no error");
+        assert_eq!(outcome, Outcome::Requeue(Requeue::Stale));
+        let kept = get_secret(&ns, "db").expect("the copy is still there");
+        assert_eq!(kept["metadata"]["uid"], copy["metadata"]["uid"]);
+
+        // Once the original is really gone, the very same delete goes through.
+        ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+        let outcome = applier.apply(&delete, &world).await.expect("no error");
+        assert_eq!(outcome, Outcome::Written);
+    });
+    gone(&ns, "db");
+}
+
+/// The world as a lagging scoped-secrets watch leaves it: `backing/name` not delivered yet.
+fn lag_behind(world: &mut World, backing: &str, name: &str) {
+    world.remove_scoped(backing, name);
+    world.remove_secret_meta(backing, name);
+}
