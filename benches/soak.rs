@@ -43,7 +43,7 @@ async fn main() -> Result<()> {
     let originals = setting("SOAK_ORIGINALS", 10);
     let joins = setting("SOAK_JOINS", 10);
     let mix = hostile::Mix {
-        big_bodies: setting("SOAK_HOSTILE_SENDERS", 8) as usize,
+        big_bodies: setting("SOAK_HOSTILE_SENDERS", 2) as usize,
         slow_headers: setting("SOAK_SLOW_HEADERS", 16) as usize,
         slow_bodies: setting("SOAK_SLOW_BODIES", 16) as usize,
         flood: setting("SOAK_FLOOD", 64) as usize,
