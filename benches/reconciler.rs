@@ -7,20 +7,20 @@
 //!
 //! `make bench-reconciler` (or `cargo bench --bench reconciler`).
 
-use anyhow::{Context, Result, bail};
-use futures::StreamExt;
+use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use scoped_secrets::{certs, keys};
-use serde_json::json;
-use std::collections::BTreeMap;
+use kube::api::{Api, ListParams, PostParams};
+use scoped_secrets::certs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use testbed::control_plane::{ControlPlane, Options, client};
-use testbed::process::{Guard, memory_mib};
 use testbed::registration;
+
+mod projects;
+mod support;
+
+use projects::{create_namespaces, member_namespace, original, project, wait_copies};
+use support::{Guard, client, memory_mib, start_control_plane};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const ADMIN: &str = "127.0.0.1:19080";
@@ -30,10 +30,7 @@ async fn main() -> Result<()> {
     let dir = Path::new(REPO).join("target/bench-reconciler");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let control_plane =
-        ControlPlane::start(&Options::new(dir.join("control-plane")).without_controller_manager())
-            .await?;
-    let kubeconfig = control_plane.kubeconfig.clone();
+    let (_control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane")).await?;
     registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
     let client = client(&kubeconfig).await?;
     let certs_dir = dir.join("certs");
@@ -161,144 +158,6 @@ fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
                 .open(dir.join("server.log"))?,
         )
         .spawn()?)
-}
-
-struct BenchProject {
-    project: String,
-    backing: String,
-}
-
-async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> {
-    let backing = format!("local-{name}");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in ["local", backing.as_str()] {
-        let object = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        namespaces
-            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(&object))
-            .await?;
-    }
-    let projects: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "local",
-        &scoped_secrets::project::project_resource(),
-    );
-    let object: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "management.cattle.io/v3", "kind": "Project",
-        "metadata": {"name": name, "namespace": "local"},
-        "spec": {"clusterName": "local", "displayName": name}
-    }))?;
-    projects
-        .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&object))
-        .await?;
-    let status = json!({"status": {"backingNamespace": backing}});
-    projects
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
-    Ok(BenchProject {
-        project: name.to_owned(),
-        backing,
-    })
-}
-
-fn member_namespace(project: &BenchProject, name: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            annotations: Some(BTreeMap::from([(
-                keys::PROJECT_ID_KEY.to_owned(),
-                format!("local:{}", project.project),
-            )])),
-            labels: Some(BTreeMap::from([(
-                keys::PROJECT_ID_KEY.to_owned(),
-                project.project.clone(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    }
-}
-
-async fn create_namespaces(
-    client: &kube::Client,
-    project: &BenchProject,
-    prefix: &str,
-    n: usize,
-) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let results: Vec<_> = futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            let ns = member_namespace(project, &format!("{prefix}-{i}"));
-            async move { api.create(&PostParams::default(), &ns).await }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(())
-}
-
-async fn original(client: &kube::Client, project: &BenchProject, name: &str) -> Result<()> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &project.backing);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([(
-                keys::PROJECT_SCOPED_LABEL.to_owned(),
-                project.project.clone(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        string_data: Some(BTreeMap::from([(
-            "password".to_owned(),
-            format!("value of {name}"),
-        )])),
-        ..Secret::default()
-    };
-    api.create(&PostParams::default(), &secret).await?;
-    Ok(())
-}
-
-/// Waits until the project's copies number at least `n`, following a watch (polling a list of
-/// thousands of secrets would load the very apiserver being measured).
-async fn wait_copies(client: &kube::Client, project: &str, n: usize) -> Result<()> {
-    use kube::api::PartialObjectMeta;
-    use kube::runtime::watcher::{self, Event};
-    let api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
-    let selector = format!("{}={project}", keys::PROJECT_SCOPED_LABEL);
-    let is_copy = |s: &PartialObjectMeta<Secret>| {
-        s.metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(keys::ORIGIN_ANNOTATION))
-    };
-    let key =
-        |s: &PartialObjectMeta<Secret>| (s.metadata.namespace.clone(), s.metadata.name.clone());
-    let mut copies = std::collections::HashSet::new();
-    let stream = watcher::watcher(api, watcher::Config::default().labels(&selector));
-    let mut stream = std::pin::pin!(stream);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    while copies.len() < n {
-        let event = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .with_context(|| format!("only {} of {n} copies after 300 s", copies.len()))?;
-        match event.context("watch ended")?? {
-            Event::Apply(s) | Event::InitApply(s) if is_copy(&s) => {
-                copies.insert(key(&s));
-            }
-            Event::Delete(s) => {
-                copies.remove(&key(&s));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 async fn metrics() -> Result<String> {

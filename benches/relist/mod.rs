@@ -11,7 +11,7 @@
 //! re-listed world wakes the reconciler, which plans it whole. The server logs each list and each
 //! plan; the phase reads those lines as they come to place the window.
 
-use super::{Failure, Target, connect, free_port, review_body, review_once, wait_ready};
+use crate::load::{Failure, Target, connect, free_port, review_body, review_once, wait_ready};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
@@ -66,8 +66,11 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
     wait_for_copies(setup.client, setup.members).await?;
     let target = Target {
         addr: webhook.parse()?,
-        tls: super::tls_connector(&std::fs::read(certs.join(scoped_secrets::certs::CA_CERT))?)?,
+        tls: crate::load::tls_connector(&std::fs::read(
+            certs.join(scoped_secrets::certs::CA_CERT),
+        )?)?,
         namespaces: setup.target_namespaces,
+        echoes_uid: true,
     };
 
     let log = LogWatch::from_now(&log_path)?;
@@ -306,7 +309,7 @@ async fn paced(
     let mut tasks = Vec::new();
     for c in 0..connections {
         let mut sender = connect(&target).await?;
-        let bodies: Vec<_> = (0..super::BODIES_PER_CONNECTION)
+        let bodies: Vec<_> = (0..crate::load::BODIES_PER_CONNECTION)
             .map(|i| review_body(c + i * connections, target.namespaces))
             .collect();
         let target = target.clone();
@@ -321,6 +324,7 @@ async fn paced(
                     &mut sender,
                     scoped_secrets::endpoints::SECRET_NAMES,
                     &bodies[n % bodies.len()],
+                    true,
                 )
                 .await;
                 reviews.push(Review {
