@@ -60,6 +60,12 @@ struct Args {
     /// Where the served product's development certificates go (with --serve).
     #[arg(long, default_value = "certs")]
     certs_dir: PathBuf,
+    /// The apiserver's address (bind and advertise; in its certificate and the kubeconfigs). Any
+    /// other than loopback turns on the default endpoint reconciler, so pods reach the apiserver
+    /// through the `kubernetes` Service (10.0.0.1, also in the certificate): that is how the test
+    /// node (hack/node/) runs it, on an interface of its own network namespace.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
 }
 
 /// The admin token of the throwaway local control plane (it only listens on 127.0.0.1).
@@ -105,7 +111,7 @@ async fn main() -> Result<()> {
         apiserver_port,
         controller_manager_port,
     ] = free_ports()?;
-    let pki = write_pki(&dir)?;
+    let pki = write_pki(&dir, args.address)?;
     let mut children = Children::default();
     children.start(
         "etcd",
@@ -126,8 +132,8 @@ async fn main() -> Result<()> {
         "kube-apiserver",
         Command::new(&binaries.apiserver).args([
             &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            &format!("--bind-address={}", args.address),
+            &format!("--advertise-address={}", args.address),
             &format!("--secure-port={apiserver_port}"),
             &format!("--tls-cert-file={}", pki.serving_cert.display()),
             &format!("--tls-private-key-file={}", pki.serving_key.display()),
@@ -141,7 +147,14 @@ async fn main() -> Result<()> {
                 "--service-account-signing-key-file={}",
                 pki.sa_key.display()
             ),
-            "--endpoint-reconciler-type=none",
+            &format!(
+                "--endpoint-reconciler-type={}",
+                if args.address.is_loopback() {
+                    "none"
+                } else {
+                    "lease"
+                }
+            ),
             "--allow-privileged=true",
             "--profiling=false",
             "--v=0",
@@ -150,11 +163,12 @@ async fn main() -> Result<()> {
     )?;
 
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem, ADMIN_TOKEN)?;
+    let apiserver = std::net::SocketAddr::new(args.address, apiserver_port);
+    write_kubeconfig(&kubeconfig, apiserver, &pki.ca_pem, ADMIN_TOKEN)?;
     let sa_kubeconfig = dir.join("kubeconfig-service-account");
     write_kubeconfig(
         &sa_kubeconfig,
-        apiserver_port,
+        apiserver,
         &pki.ca_pem,
         SERVICE_ACCOUNT_TOKEN,
     )?;
@@ -168,7 +182,7 @@ async fn main() -> Result<()> {
             port: controller_manager_port,
             controllers: &controllers,
         };
-        controller_manager.start(&dir, apiserver_port, &pki, &mut children)?;
+        controller_manager.start(&dir, apiserver, &pki, &mut children)?;
         controller_manager
             .wait_ready(&pki.ca_pem, &mut children, deadline)
             .await?;
@@ -368,13 +382,18 @@ struct Pki {
     tokens: PathBuf,
 }
 
-fn write_pki(dir: &Path) -> Result<Pki> {
+fn write_pki(dir: &Path, address: IpAddr) -> Result<Pki> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki)?;
     let ca = Authority::generate("local-control-plane CA", 30)?;
     let serving = ca.issue(
         &["localhost".to_owned(), "kubernetes.default.svc".to_owned()],
-        &[IpAddr::from([127, 0, 0, 1])],
+        // 10.0.0.1: the `kubernetes` Service's address in --service-cluster-ip-range.
+        &[
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 1]),
+            address,
+        ],
         30,
         false,
     )?;
@@ -405,16 +424,21 @@ fn write_pki(dir: &Path) -> Result<Pki> {
     Ok(out)
 }
 
-fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str, token: &str) -> Result<()> {
+fn write_kubeconfig(
+    path: &Path,
+    server: std::net::SocketAddr,
+    ca_pem: &str,
+    token: &str,
+) -> Result<()> {
     Ok(certs::write_file(
         path,
-        &kubeconfig_yaml(port, ca_pem, Some(token)),
+        &kubeconfig_yaml(server, ca_pem, Some(token)),
         true,
     )?)
 }
 
-/// A kubeconfig for `https://127.0.0.1:<port>` trusting the local CA, with a token or anonymous.
-fn kubeconfig_yaml(port: u16, ca_pem: &str, token: Option<&str>) -> String {
+/// A kubeconfig for `https://<server>` trusting the local CA, with a token or anonymous.
+fn kubeconfig_yaml(server: std::net::SocketAddr, ca_pem: &str, token: Option<&str>) -> String {
     let ca = certs::base64_encode(ca_pem.as_bytes());
     let user = token.map_or_else(|| "{}".to_owned(), |t| format!("{{token: {t}}}"));
     format!(
@@ -423,7 +447,7 @@ kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{server}
     certificate-authority-data: {ca}
 users:
 - name: user
@@ -450,14 +474,14 @@ impl ControllerManager<'_> {
     fn start(
         &self,
         dir: &Path,
-        apiserver_port: u16,
+        apiserver: std::net::SocketAddr,
         pki: &Pki,
         children: &mut Children,
     ) -> Result<()> {
         let kubeconfig = dir.join("kubeconfig-controller-manager");
         write_kubeconfig(
             &kubeconfig,
-            apiserver_port,
+            apiserver,
             &pki.ca_pem,
             CONTROLLER_MANAGER_TOKEN,
         )?;
@@ -494,8 +518,11 @@ impl ControllerManager<'_> {
         children: &mut Children,
         deadline: Instant,
     ) -> Result<()> {
-        let config =
-            kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(self.port, ca_pem, None))?;
+        let config = kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(
+            std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            ca_pem,
+            None,
+        ))?;
         let options = kube::config::KubeConfigOptions::default();
         let client =
             kube::Client::try_from(kube::Config::from_custom_kubeconfig(config, &options).await?)?;
