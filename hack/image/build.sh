@@ -97,5 +97,4 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
   --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
   --build-arg "SCOPED_SECRETS_COMMIT=$commit" \
   -f Containerfile -t "$tag" .
-size=$("${bud[@]}" inspect --type image --format '{{.Docker.Size}}' "$tag" 2>/dev/null || true)
-echo "image $tag built in $(( $(date +%s) - start ))s; size: $("${bud[@]}" images --format '{{.Size}}' "$tag" | head -n1)${size:+ ($size bytes)}"
+echo "image $tag built in $(( $(date +%s) - start ))s; size: $("${bud[@]}" images --format '{{.Size}}' "$tag" | head -n1)"
