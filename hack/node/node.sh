@@ -17,6 +17,9 @@ ip link set lo up
 ip link add ss-node0 type bridge # (a bridge without ports: this kernel has no dummy driver)
 ip addr add "$node_ip/32" dev ss-node0
 ip link set ss-node0 up
+# No default route in here: give the Service range one, so that a connection to a ClusterIP from the
+# node itself (the apiserver calling the webhook) passes routing and reaches kube-proxy's DNAT.
+ip route add 10.0.0.0/24 dev ss-node0
 # Mounts private to this namespace: a sysfs that shows this network namespace (keeping the cgroup
 # hierarchy), and empty /run, /var/lib and /var/log for the paths the kubelet, containerd and CNI
 # hard-code (/var/log/pods, /var/log/containers, /var/lib/cni, /run/containerd).
