@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run test lint control-plane helm bench-admission bench-reconciler bench-soak fuzz
+.PHONY: run test lint control-plane helm image test-cluster bench-admission bench-reconciler bench-soak fuzz
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
@@ -18,6 +18,17 @@ test: control-plane helm
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The release image from the Containerfile (buildah; the base images are made locally with
+# mmdebstrap and cached, see hack/image/build.sh); prints its size.
+image:
+	hack/image/build.sh
+
+# A real one-node cluster (kubelet, containerd, kube-proxy, kube-scheduler) in namespaces of its own,
+# running deploy/overlays/self-signed unchanged through the scenarios of hack/node/scenarios.sh; the
+# host is restored and checked afterwards. Needs root; prints SKIPPED: <reason> where it cannot run.
+test-cluster:
+	hack/node/test-cluster.sh
 
 # Builds (once) and caches the control-plane binaries, so that the first test does not time out.
 control-plane:

@@ -16,7 +16,7 @@
 //! `deploy/`'s RBAC is applied), the certificates, etcd's data and one log per process.
 
 use anyhow::{Context, Result, bail};
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,6 +46,11 @@ pub struct Options {
     pub controllers: Vec<String>,
     /// How long the apiserver and the controller manager may take to become ready.
     pub ready_timeout: Duration,
+    /// The apiserver's address (bind and advertise; in its certificate and the kubeconfigs). Any
+    /// other than loopback turns on the default endpoint reconciler, so pods reach the apiserver
+    /// through the `kubernetes` Service (10.0.0.1, also in the certificate): that is how the test
+    /// node (hack/node/) runs it, on an interface of its own network namespace.
+    pub address: IpAddr,
 }
 
 impl Options {
@@ -58,6 +63,7 @@ impl Options {
                 .map(str::to_owned)
                 .collect(),
             ready_timeout: Duration::from_secs(120),
+            address: IpAddr::from([127, 0, 0, 1]),
         }
     }
 
@@ -103,7 +109,7 @@ impl ControlPlane {
             apiserver_port,
             controller_manager_port,
         ] = free_ports()?;
-        let pki = write_pki(&dir)?;
+        let pki = write_pki(&dir, options.address)?;
         let mut children = Children::default();
         children.start(
             "etcd",
@@ -124,8 +130,8 @@ impl ControlPlane {
             "kube-apiserver",
             Command::new(&binaries.apiserver).args([
                 &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                &format!("--bind-address={}", options.address),
+                &format!("--advertise-address={}", options.address),
                 &format!("--secure-port={apiserver_port}"),
                 &format!("--tls-cert-file={}", pki.serving_cert.display()),
                 &format!("--tls-private-key-file={}", pki.serving_key.display()),
@@ -139,7 +145,14 @@ impl ControlPlane {
                     "--service-account-signing-key-file={}",
                     pki.sa_key.display()
                 ),
-                "--endpoint-reconciler-type=none",
+                &format!(
+                    "--endpoint-reconciler-type={}",
+                    if options.address.is_loopback() {
+                        "none"
+                    } else {
+                        "lease"
+                    }
+                ),
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=0",
@@ -148,11 +161,12 @@ impl ControlPlane {
         )?;
 
         let kubeconfig = dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, apiserver_port, &pki.ca_pem, ADMIN_TOKEN)?;
+        let apiserver = SocketAddr::new(options.address, apiserver_port);
+        write_kubeconfig(&kubeconfig, apiserver, &pki.ca_pem, ADMIN_TOKEN)?;
         let sa_kubeconfig = dir.join("kubeconfig-service-account");
         write_kubeconfig(
             &sa_kubeconfig,
-            apiserver_port,
+            apiserver,
             &pki.ca_pem,
             SERVICE_ACCOUNT_TOKEN,
         )?;
@@ -166,7 +180,7 @@ impl ControlPlane {
                 port: controller_manager_port,
                 controllers: &controllers,
             };
-            controller_manager.start(&dir, apiserver_port, &pki, &mut children)?;
+            controller_manager.start(&dir, apiserver, &pki, &mut children)?;
             controller_manager
                 .wait_ready(&pki.ca_pem, &mut children, deadline)
                 .await?;
@@ -296,14 +310,14 @@ impl ControllerManager<'_> {
     fn start(
         &self,
         dir: &Path,
-        apiserver_port: u16,
+        apiserver: SocketAddr,
         pki: &Pki,
         children: &mut Children,
     ) -> Result<()> {
         let kubeconfig = dir.join("kubeconfig-controller-manager");
         write_kubeconfig(
             &kubeconfig,
-            apiserver_port,
+            apiserver,
             &pki.ca_pem,
             CONTROLLER_MANAGER_TOKEN,
         )?;
@@ -340,8 +354,11 @@ impl ControllerManager<'_> {
         children: &mut Children,
         deadline: Instant,
     ) -> Result<()> {
-        let config =
-            kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(self.port, ca_pem, None))?;
+        let config = kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            ca_pem,
+            None,
+        ))?;
         let options = kube::config::KubeConfigOptions::default();
         let client =
             kube::Client::try_from(kube::Config::from_custom_kubeconfig(config, &options).await?)?;

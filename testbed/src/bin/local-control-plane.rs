@@ -55,6 +55,12 @@ struct Args {
     /// Where the served product's development certificates go (with --serve).
     #[arg(long, default_value = "certs")]
     certs_dir: PathBuf,
+    /// The apiserver's address (bind and advertise; in its certificate and the kubeconfigs). Any
+    /// other than loopback turns on the default endpoint reconciler, so pods reach the apiserver
+    /// through the `kubernetes` Service (10.0.0.1, also in the certificate): that is how the test
+    /// node (hack/node/) runs it, on an interface of its own network namespace.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -64,6 +70,7 @@ async fn main() -> Result<()> {
         dir: args.dir.clone(),
         controllers: args.controllers.clone(),
         ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+        address: args.address,
     };
     let deadline = Instant::now() + options.ready_timeout;
     let mut control_plane = ControlPlane::start(&options).await?;

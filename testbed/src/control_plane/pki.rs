@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use scoped_secrets::certs::{self, Authority};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The admin token of the throwaway local control plane (it only listens on 127.0.0.1).
@@ -33,13 +33,18 @@ pub(super) struct Pki {
     pub(super) tokens: PathBuf,
 }
 
-pub(super) fn write_pki(dir: &Path) -> Result<Pki> {
+pub(super) fn write_pki(dir: &Path, address: IpAddr) -> Result<Pki> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki)?;
     let ca = Authority::generate("local-control-plane CA", 30)?;
     let serving = ca.issue(
         &["localhost".to_owned(), "kubernetes.default.svc".to_owned()],
-        &[IpAddr::from([127, 0, 0, 1])],
+        // 10.0.0.1: the `kubernetes` Service's address in --service-cluster-ip-range.
+        &[
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 1]),
+            address,
+        ],
         30,
         false,
     )?;
@@ -70,16 +75,21 @@ pub(super) fn write_pki(dir: &Path) -> Result<Pki> {
     Ok(out)
 }
 
-pub(super) fn write_kubeconfig(path: &Path, port: u16, ca_pem: &str, token: &str) -> Result<()> {
+pub(super) fn write_kubeconfig(
+    path: &Path,
+    server: SocketAddr,
+    ca_pem: &str,
+    token: &str,
+) -> Result<()> {
     Ok(certs::write_file(
         path,
-        &kubeconfig_yaml(port, ca_pem, Some(token)),
+        &kubeconfig_yaml(server, ca_pem, Some(token)),
         true,
     )?)
 }
 
-/// A kubeconfig for `https://127.0.0.1:<port>` trusting the local CA, with a token or anonymous.
-pub(super) fn kubeconfig_yaml(port: u16, ca_pem: &str, token: Option<&str>) -> String {
+/// A kubeconfig for `https://<server>` trusting the local CA, with a token or anonymous.
+pub(super) fn kubeconfig_yaml(server: SocketAddr, ca_pem: &str, token: Option<&str>) -> String {
     let ca = certs::base64_encode(ca_pem.as_bytes());
     let user = token.map_or_else(|| "{}".to_owned(), |t| format!("{{token: {t}}}"));
     format!(
@@ -88,7 +98,7 @@ kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:{port}
+    server: https://{server}
     certificate-authority-data: {ca}
 users:
 - name: user
