@@ -17,6 +17,7 @@ pub mod project;
 pub mod reconciler;
 pub mod registration;
 pub mod report;
+pub mod scoped;
 pub mod serve;
 pub mod telemetry;
 pub mod webhook;
