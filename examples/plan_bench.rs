@@ -10,7 +10,6 @@ use scoped_secrets::plan;
 use scoped_secrets::plan::Settings;
 use scoped_secrets::world::{NamespaceState, ProjectState, SecretMeta, World};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn arg(n: usize, default: usize) -> usize {
@@ -27,7 +26,7 @@ fn add(world: &mut World, secret: Secret) {
         meta.name.clone().unwrap_or_default(),
     );
     world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
-    world.upsert_scoped(Arc::new(secret));
+    world.upsert_scoped(secret);
 }
 
 fn main() {

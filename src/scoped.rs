@@ -216,7 +216,12 @@ mod tests {
         assert_eq!(meta.project_label, "p-x");
         assert!(!meta.replaced);
         assert_eq!(Shape::of_copy(&meta), Shape::of_secret(&copy()));
-        let original = secret("local-p-x", "db", &[(keys::PROJECT_SCOPED_LABEL, "p-x")], &[]);
+        let original = secret(
+            "local-p-x",
+            "db",
+            &[(keys::PROJECT_SCOPED_LABEL, "p-x")],
+            &[],
+        );
         let kept = Scoped::new(original.clone());
         assert_eq!(kept.whole().map(|s| &s.data), Some(&original.data));
     }

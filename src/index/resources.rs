@@ -316,7 +316,11 @@ pub(super) mod tests {
         );
         let origin = [(keys::ORIGIN_ANNOTATION, "local-p-x/db")];
         ScopedSecret::apply(&mut world, scoped("team-a", "db", &origin));
-        assert!(world.scoped("team-a", "db").is_some_and(|s| s.copy().is_some()));
+        assert!(
+            world
+                .scoped("team-a", "db")
+                .is_some_and(|s| s.copy().is_some())
+        );
         ScopedSecret::delete(&mut world, scoped("local-p-x", "db", &[]));
         assert_eq!(world.scoped_count(), 1);
         ScopedSecret::reset(&mut world, vec![scoped("local-p-x", "api", &[])]);

@@ -131,7 +131,13 @@ fn copy_action(
     match fate(world, original, namespace, settings.overwrite_policy) {
         Fate::Create => Some(Action::Create { copy: copy() }),
         Fate::Copy(existing) => {
-            let exact = || if existing.replaced { replacing() } else { copy() };
+            let exact = || {
+                if existing.replaced {
+                    replacing()
+                } else {
+                    copy()
+                }
+            };
             let wanted = template.shape(existing.replaced);
             match drift_of(&Shape::of_copy(existing), &wanted) {
                 Drift::None => None,
@@ -567,7 +573,11 @@ mod tests {
         assert_eq!(resource_version, "42");
         assert_eq!(
             copy.data,
-            world.original_at(BACKING, "db").expect("original").secret.data
+            world
+                .original_at(BACKING, "db")
+                .expect("original")
+                .secret
+                .data
         );
         assert!(
             matches!(&got[1], Action::Recreate { existing_uid, .. } if existing_uid == "uid-team-b-db")

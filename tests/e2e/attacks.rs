@@ -275,7 +275,7 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
     }
     indexed("the original", |w| {
         w.scoped(&project.backing, "big")
-            .is_some_and(|s| w.as_original(s).is_some())
+            .is_some_and(|s| s.whole().is_some_and(|s| w.as_original(s).is_some()))
     });
     let index = env().index.read();
     let planned: Vec<usize> = plan::actions(&index, &plan::Settings::default())

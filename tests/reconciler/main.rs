@@ -11,3 +11,4 @@ mod support;
 mod harness;
 mod lifecycle;
 mod reconciler;
+mod writes;
