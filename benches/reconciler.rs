@@ -5,7 +5,8 @@
 //! - the server's RSS with 10,000 copies;
 //! - the time for a new namespace to receive a project's 20 originals, p50/p99 over 50 namespaces;
 //! - the scale phase (see [`scale`]): `SCALE_NAMESPACES` × `SCALE_ORIGINALS` copies (10,000 × 10 by
-//!   default; 0 skips it) against the same number of raw creates, writes per copy and memory.
+//!   default; 0 skips it; `SCALE_ONLY=1` runs it alone) against the same number of raw creates,
+//!   writes per copy and memory.
 //!
 //! `make bench-reconciler` (or `cargo bench --bench reconciler`).
 
@@ -43,6 +44,11 @@ async fn main() -> Result<()> {
         1,
         1,
     )?;
+
+    // `SCALE_ONLY=1` runs the scale phase alone.
+    if std::env::var_os("SCALE_ONLY").is_some() {
+        return scale(&client, &dir, &certs_dir).await;
+    }
 
     // A project with 1,000 namespaces, before the server starts.
     let big = project(&client, "bench").await?;
@@ -157,7 +163,9 @@ async fn scale(admin: &kube::Client, dir: &Path, certs_dir: &Path) -> Result<()>
     let namespaces = env_count("SCALE_NAMESPACES", 10_000)?;
     let originals = env_count("SCALE_ORIGINALS", 10)?;
     if namespaces == 0 || originals == 0 {
-        println!("scale phase skipped (SCALE_NAMESPACES={namespaces}, SCALE_ORIGINALS={originals})");
+        println!(
+            "scale phase skipped (SCALE_NAMESPACES={namespaces}, SCALE_ORIGINALS={originals})"
+        );
         return Ok(());
     }
     let copies = namespaces * originals;
@@ -193,7 +201,10 @@ async fn scale(admin: &kube::Client, dir: &Path, certs_dir: &Path) -> Result<()>
     let deadline = started + Duration::from_secs(60) + raw * 4;
     while copy_writes().await? - server_before < copies as u64 {
         if Instant::now() > deadline {
-            bail!("the server wrote only {} of {copies} copies", copy_writes().await? - server_before);
+            bail!(
+                "the server wrote only {} of {copies} copies",
+                copy_writes().await? - server_before
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -208,7 +219,13 @@ async fn scale(admin: &kube::Client, dir: &Path, certs_dir: &Path) -> Result<()>
         copies as f64 / converged.as_secs_f64(),
         converged.as_secs_f64() / raw.as_secs_f64()
     );
-    let rounds = sum(&metrics().await?, "scoped_secrets_reconciler_reconciles_total");
+    // A change after convergence wakes one more round; once one has started after it and planned
+    // nothing, every write the convergence took has been made.
+    let rounds = sum(
+        &metrics().await?,
+        "scoped_secrets_reconciler_reconciles_total",
+    );
+    poke(admin, &project).await?;
     wait_round_after(rounds).await?;
     let served = apiserver_secret_writes(admin).await? - served_before;
     println!(
@@ -234,8 +251,14 @@ async fn scale(admin: &kube::Client, dir: &Path, certs_dir: &Path) -> Result<()>
     let synced = started.elapsed();
     let m = metrics().await?;
     let (time, rounds) = (
-        sum(&m, "scoped_secrets_reconciler_reconcile_duration_seconds_sum"),
-        sum(&m, "scoped_secrets_reconciler_reconcile_duration_seconds_count"),
+        sum(
+            &m,
+            "scoped_secrets_reconciler_reconcile_duration_seconds_sum",
+        ),
+        sum(
+            &m,
+            "scoped_secrets_reconciler_reconcile_duration_seconds_count",
+        ),
     );
     let served = apiserver_secret_writes(admin).await? - served_before;
     println!(
@@ -258,12 +281,21 @@ fn copy_shaped(project: &BenchProject, namespace: &str, name: &str) -> Secret {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
-                (keys::PROJECT_SCOPED_LABEL.to_owned(), project.project.clone()),
-                (keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(), "local".to_owned()),
+                (
+                    keys::PROJECT_SCOPED_LABEL.to_owned(),
+                    project.project.clone(),
+                ),
+                (
+                    keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(),
+                    "local".to_owned(),
+                ),
             ])),
             annotations: Some(BTreeMap::from([
                 (keys::COPY_ANNOTATION.to_owned(), keys::TRUE.to_owned()),
-                (keys::USER_SECRET_ANNOTATION.to_owned(), keys::TRUE.to_owned()),
+                (
+                    keys::USER_SECRET_ANNOTATION.to_owned(),
+                    keys::TRUE.to_owned(),
+                ),
                 (keys::ORIGIN_ANNOTATION.to_owned(), origin),
                 (keys::ORIGIN_UID_ANNOTATION.to_owned(), "0".repeat(36)),
             ])),
@@ -361,10 +393,25 @@ impl std::ops::Sub for Served {
 async fn apiserver_secret_writes(client: &kube::Client) -> Result<Served> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
-    let mut served = Served { ok: 0, conflicts: 0 };
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let writes = ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
-        let is_write = writes.iter().any(|v| line.contains(&format!("verb=\"{v}\"")));
+    let mut served = Served {
+        ok: 0,
+        conflicts: 0,
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let writes = [
+            "POST",
+            "PUT",
+            "PATCH",
+            "APPLY",
+            "DELETE",
+            "DELETECOLLECTION",
+        ];
+        let is_write = writes
+            .iter()
+            .any(|v| line.contains(&format!("verb=\"{v}\"")));
         if !(is_write
             && line.contains("resource=\"secrets\"")
             && line.contains("group=\"\"")
@@ -382,6 +429,21 @@ async fn apiserver_secret_writes(client: &kube::Client) -> Result<Served> {
         }
     }
     Ok(served)
+}
+
+/// Changes the project's backing namespace (a label nothing reads), which wakes a round.
+async fn poke(client: &kube::Client, project: &BenchProject) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let patch = json!({"metadata": {"labels": {"bench.scoped-secrets.io/poke": now.as_nanos().to_string()}}});
+    namespaces
+        .patch(
+            &project.backing,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Waits until a round that started after `rounds` rounds has planned nothing.

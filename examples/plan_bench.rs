@@ -86,7 +86,7 @@ fn main() {
     let copies: Vec<Secret> = plan::actions(&world, &Settings::default())
         .into_iter()
         .filter_map(|a| match a {
-            plan::Action::Create { copy } => Some(copy),
+            plan::Action::Create { copy } => Some(copy.placed()),
             _ => None,
         })
         .collect();

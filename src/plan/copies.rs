@@ -9,7 +9,7 @@
 use super::copy::{Drift, copy_of, drift_of};
 use super::fate::{Fate, fate, wants_copy};
 use super::repairs::label_repairs;
-use super::{Action, ConflictReason, IgnoreList, Settings};
+use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
 use crate::keys::{self, ProjectId};
 use crate::scoped::{self, Digest, Shape};
 use crate::world::{self, Original, World};
@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Whether an original consents to overwriting non-copy secrets under `--overwrite-policy=deny`.
 pub fn consents_to_overwrite(meta: &ObjectMeta) -> bool {
@@ -72,10 +73,10 @@ fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
 /// same for a copy that replaced its namespace's own secret (it says so, see REPLACED_ANNOTATION),
 /// made when first needed.
 struct Template {
-    copy: Secret,
+    copy: Arc<Secret>,
     metadata: Digest,
     data: Digest,
-    replacing: OnceCell<(Secret, Digest)>,
+    replacing: OnceCell<(Arc<Secret>, Digest)>,
 }
 
 impl Template {
@@ -84,21 +85,21 @@ impl Template {
         Self {
             metadata: scoped::metadata_digest(&copy),
             data: scoped::data_digest(copy.data.as_ref()),
-            copy,
+            copy: Arc::new(copy),
             replacing: OnceCell::new(),
         }
     }
 
     /// The copy marked as having replaced a secret, and its metadata digest.
-    fn replacing(&self) -> &(Secret, Digest) {
+    fn replacing(&self) -> &(Arc<Secret>, Digest) {
         self.replacing.get_or_init(|| {
-            let mut copy = self.copy.clone();
+            let mut copy = (*self.copy).clone();
             copy.metadata
                 .annotations
                 .get_or_insert_default()
                 .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
             let digest = scoped::metadata_digest(&copy);
-            (copy, digest)
+            (Arc::new(copy), digest)
         })
     }
 
@@ -120,11 +121,7 @@ fn copy_action(
     namespace: &str,
     settings: &Settings,
 ) -> Option<Action> {
-    let placed = |copy: &Secret| {
-        let mut copy = copy.clone();
-        copy.metadata.namespace = Some(namespace.to_owned());
-        copy
-    };
+    let placed = |copy: &Arc<Secret>| PlacedCopy::new(namespace, copy.clone());
     // A copy that replaced the namespace's own secret keeps saying so (see REPLACED_ANNOTATION).
     let copy = || placed(&template.copy);
     let replacing = || placed(&template.replacing().0);
@@ -571,8 +568,9 @@ mod tests {
             panic!("expected an update, got {got:?}");
         };
         assert_eq!(resource_version, "42");
+        assert_eq!(copy.namespace, "team-a");
         assert_eq!(
-            copy.data,
+            copy.secret.data,
             world
                 .original_at(BACKING, "db")
                 .expect("original")
@@ -599,9 +597,9 @@ mod tests {
         };
         assert_eq!(existing_uid, "uid-team-a-db");
         // The copy says it replaced the namespace's own secret, and stays converged saying so.
-        assert!(crate::plan::replaced(copy));
+        assert!(crate::plan::replaced(&copy.secret));
         let mut after = world.clone();
-        let mut landed = copy.clone();
+        let mut landed = copy.placed();
         landed.metadata.uid = Some("uid-landed".to_owned());
         add_secret(&mut after, landed);
         assert_eq!(actions(&after, WARN), vec![]);

@@ -91,13 +91,18 @@ impl Applier {
 
     async fn execute(&self, action: &Action) -> Result<Outcome, Error> {
         match action {
-            Action::Create { copy } => self.create(copy).await,
-            Action::Overwrite { copy, existing_uid } => self.overwrite(copy, existing_uid).await,
+            // Placed one at a time, as each is written: the plan shares one copy per original.
+            Action::Create { copy } => self.create(&copy.placed()).await,
+            Action::Overwrite { copy, existing_uid } => {
+                self.overwrite(&copy.placed(), existing_uid).await
+            }
             Action::Update {
                 copy,
                 resource_version,
-            } => self.update(copy, resource_version).await,
-            Action::Recreate { copy, existing_uid } => self.recreate(copy, existing_uid).await,
+            } => self.update(&copy.placed(), resource_version).await,
+            Action::Recreate { copy, existing_uid } => {
+                self.recreate(&copy.placed(), existing_uid).await
+            }
             Action::Delete {
                 namespace,
                 name,

@@ -151,7 +151,7 @@ fn apply(world: &mut World, actions: &[Action]) {
             | Action::Overwrite { copy, .. }
             | Action::Update { copy, .. }
             | Action::Recreate { copy, .. } => {
-                let mut copy = copy.clone();
+                let mut copy = copy.placed();
                 let (ns, name) = (action.namespace(), action.name());
                 copy.metadata.uid = Some(format!("uid-written-{ns}-{name}"));
                 copy.metadata.resource_version = Some("1".to_owned());
