@@ -1,7 +1,8 @@
 //! The four watches that feed the [`Index`]: projects (when the CRD is served), namespaces, the
 //! metadata of every secret (the name index; no secret data), and the secrets carrying the
-//! project-scoped label (originals whole, copies reduced to metadata and digests on arrival). Each drives its resource's [`Indexed`] implementation and
-//! releases its readiness on its first complete list.
+//! project-scoped label (originals whole, copies reduced to metadata and digests on arrival). Each
+//! drives its resource's [`Indexed`] implementation and releases its readiness on its first complete
+//! list.
 
 use super::{Index, Indexed, ReadyHandle, ScopedSecret, SecretName};
 use crate::project::project_resource;
