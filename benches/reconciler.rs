@@ -3,14 +3,21 @@
 //! - the time for one original to reach 1,000 namespaces, and the API writes it took;
 //! - the writes a full resync of the converged state makes (a restarted server planning from scratch);
 //! - the server's RSS with 10,000 copies;
-//! - the time for a new namespace to receive a project's 20 originals, p50/p99 over 50 namespaces.
+//! - the time for a new namespace to receive a project's 20 originals, p50/p99 over 50 namespaces;
+//! - the scale phase (see [`scale`]): `SCALE_NAMESPACES` × `SCALE_ORIGINALS` copies (10,000 × 10 by
+//!   default; 0 skips it; `SCALE_ONLY=1` runs it alone) against the same number of raw creates,
+//!   writes per copy and memory.
 //!
 //! `make bench-reconciler` (or `cargo bench --bench reconciler`).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use scoped_secrets::certs;
+use scoped_secrets::keys;
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +26,7 @@ use testbed::registration;
 mod projects;
 mod support;
 
-use projects::{create_namespaces, member_namespace, original, project, wait_copies};
+use projects::{BenchProject, create_namespaces, member_namespace, original, project, wait_copies};
 use support::{Guard, client, memory_mib, start_control_plane};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -41,6 +48,11 @@ async fn main() -> Result<()> {
         1,
         1,
     )?;
+
+    // `SCALE_ONLY=1` runs the scale phase alone.
+    if std::env::var_os("SCALE_ONLY").is_some() {
+        return scale(&client, &dir, &certs_dir).await;
+    }
 
     // A project with 1,000 namespaces, before the server starts.
     let big = project(&client, "bench").await?;
@@ -125,7 +137,328 @@ async fn main() -> Result<()> {
         memory_mib(server.pid(), "VmHWM")?
     );
     server.stop();
+    scale(&client, &dir, &certs_dir).await
+}
+
+/// How many copies the reconciler writes at once (`reconciler::Config::concurrency`'s default): the
+/// raw creates it is compared with run at the same concurrency.
+const CONCURRENCY: usize = 16;
+
+fn env_count(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The scale phase: `SCALE_NAMESPACES` namespaces of one project, `SCALE_ORIGINALS` originals.
+///
+/// 1. The limit: the product's service account creates as many secrets of a copy's shape with the
+///    same client and concurrency, while no server runs; they are then removed (not timed), so the
+///    server never indexes them.
+/// 2. A fresh server, synced and idle; the originals are created at once and the clock stops when
+///    the server has created every copy (its counter, polled; a LIST then checks they all exist).
+/// 3. Once a round that started after that has planned nothing: writes per copy counted by the
+///    apiserver (`apiserver_request_total`), the server's RSS now and at its peak.
+/// 4. A full resync: a fresh server lists the converged world and plans it: writes (0) and round time.
+async fn scale(admin: &kube::Client, dir: &Path, certs_dir: &Path) -> Result<()> {
+    let namespaces = env_count("SCALE_NAMESPACES", 10_000)?;
+    let originals = env_count("SCALE_ORIGINALS", 10)?;
+    if namespaces == 0 || originals == 0 {
+        println!(
+            "scale phase skipped (SCALE_NAMESPACES={namespaces}, SCALE_ORIGINALS={originals})"
+        );
+        return Ok(());
+    }
+    let copies = namespaces * originals;
+    println!("scale phase: {namespaces} namespaces x {originals} originals = {copies} copies");
+    let project = project(admin, "scale").await?;
+    let started = Instant::now();
+    create_namespaces(admin, &project, "scale-ns", namespaces).await?;
+    println!(
+        "  {namespaces} namespaces created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let sa = client(&dir.join("control-plane/kubeconfig-service-account")).await?;
+    let started = Instant::now();
+    raw_creates(&sa, &project, namespaces, originals).await?;
+    let raw = started.elapsed();
+    println!(
+        "  raw creates: {copies} secrets in {:.1} s ({:.0}/s) from {CONCURRENCY} concurrent requests, as the server's service account",
+        raw.as_secs_f64(),
+        copies as f64 / raw.as_secs_f64()
+    );
+    remove_raw(admin, namespaces).await?;
+
+    let mut server = Guard(start_server(dir, certs_dir)?);
+    wait_leading().await?;
+    wait_settled().await?;
+    let server_before = copy_writes().await?;
+    let served_before = apiserver_secret_writes(admin).await?;
+    let started = Instant::now();
+    for i in 0..originals {
+        original(admin, &project, &format!("scale-{i}")).await?;
+    }
+    let deadline = started + Duration::from_secs(60) + raw * 4;
+    while copy_writes().await? - server_before < copies as u64 {
+        if Instant::now() > deadline {
+            bail!(
+                "the server wrote only {} of {copies} copies",
+                copy_writes().await? - server_before
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let converged = started.elapsed();
+    let listed = count_copies(admin, &project.project).await?;
+    if listed != copies {
+        bail!("{listed} copies exist, {copies} wanted");
+    }
+    println!(
+        "  converged: {copies} copies in {:.1} s ({:.0}/s), {:.2}x the raw creates (target <= 1.25x)",
+        converged.as_secs_f64(),
+        copies as f64 / converged.as_secs_f64(),
+        converged.as_secs_f64() / raw.as_secs_f64()
+    );
+    // A change after convergence wakes one more round; once one has started after it and planned
+    // nothing, every write the convergence took has been made.
+    let rounds = sum(
+        &metrics().await?,
+        "scoped_secrets_reconciler_reconciles_total",
+    );
+    poke(admin, &project).await?;
+    wait_round_after(rounds).await?;
+    let served = apiserver_secret_writes(admin).await? - served_before;
+    println!(
+        "  writes at the apiserver: {} successful ({:.3} per copy, target 1.0), {} refused (409); the server counted {} copy writes",
+        served.ok - originals as u64,
+        (served.ok - originals as u64) as f64 / copies as f64,
+        served.conflicts,
+        copy_writes().await? - server_before
+    );
+    println!(
+        "  server RSS with {copies} copies: {:.1} MiB now, {:.1} MiB peak (target <= 128 MiB)",
+        memory_mib(server.pid(), "VmRSS")?,
+        memory_mib(server.pid(), "VmHWM")?
+    );
+    server.stop();
+
+    // A full resync: a fresh server lists the converged world and plans it.
+    let served_before = apiserver_secret_writes(admin).await?;
+    let started = Instant::now();
+    let mut server = Guard(start_server(dir, certs_dir)?);
+    wait_leading().await?;
+    wait_settled().await?;
+    let synced = started.elapsed();
+    let rounds = sum(
+        &metrics().await?,
+        "scoped_secrets_reconciler_reconciles_total",
+    );
+    let served = apiserver_secret_writes(admin).await? - served_before;
+    // The round-duration metric starts after the plan, so the plan is timed here from outside:
+    // start, watches listed, lease taken and the first plan made, together.
+    println!(
+        "  full resync of the converged world: {} writes at the apiserver ({} refused), {rounds} round(s), settled {:.1} s after start (list, lease and plan of every copy), peak RSS {:.1} MiB",
+        served.ok,
+        served.conflicts,
+        synced.as_secs_f64(),
+        memory_mib(server.pid(), "VmHWM")?
+    );
+    server.stop();
     Ok(())
+}
+
+/// What a copy of `name` looks like (labels, markers, data), for the raw creates.
+fn copy_shaped(project: &BenchProject, namespace: &str, name: &str) -> Secret {
+    let origin = keys::origin_value(&project.backing, name);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (
+                    keys::PROJECT_SCOPED_LABEL.to_owned(),
+                    project.project.clone(),
+                ),
+                (
+                    keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(),
+                    "local".to_owned(),
+                ),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (keys::COPY_ANNOTATION.to_owned(), keys::TRUE.to_owned()),
+                (
+                    keys::USER_SECRET_ANNOTATION.to_owned(),
+                    keys::TRUE.to_owned(),
+                ),
+                (keys::ORIGIN_ANNOTATION.to_owned(), origin),
+                (keys::ORIGIN_UID_ANNOTATION.to_owned(), "0".repeat(36)),
+            ])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "password".to_owned(),
+            k8s_openapi::ByteString(format!("value of {name}").into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+async fn raw_creates(
+    client: &kube::Client,
+    project: &BenchProject,
+    namespaces: usize,
+    originals: usize,
+) -> Result<()> {
+    let results: Vec<_> = futures::stream::iter(0..namespaces * originals)
+        .map(|i| {
+            let namespace = format!("scale-ns-{}", i % namespaces);
+            let secret = copy_shaped(project, &namespace, &format!("raw-{}", i / namespaces));
+            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            async move { api.create(&PostParams::default(), &secret).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
+/// Removes the raw secrets again (one delete-collection per namespace).
+async fn remove_raw(client: &kube::Client, namespaces: usize) -> Result<()> {
+    let results: Vec<_> = futures::stream::iter(0..namespaces)
+        .map(|i| {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &format!("scale-ns-{i}"));
+            async move {
+                api.delete_collection(&Default::default(), &ListParams::default())
+                    .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
+/// How many copies of the project exist (a paginated LIST of metadata).
+async fn count_copies(client: &kube::Client, project: &str) -> Result<usize> {
+    let api: Api<kube::api::PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let selector = format!("{}={project}", keys::PROJECT_SCOPED_LABEL);
+    let mut params = ListParams::default().labels(&selector).limit(5_000);
+    let mut count = 0;
+    loop {
+        let page = api.list_metadata(&params).await?;
+        count += page
+            .items
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(keys::ORIGIN_ANNOTATION))
+            })
+            .count();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(count),
+        }
+    }
+}
+
+/// Mutating requests for secrets the apiserver has served, from its `apiserver_request_total`.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    /// Answered 2xx: writes that happened.
+    ok: u64,
+    /// Answered 409: refused by a precondition or a taken name.
+    conflicts: u64,
+}
+
+impl std::ops::Sub for Served {
+    type Output = Served;
+    fn sub(self, before: Served) -> Served {
+        Served {
+            ok: self.ok - before.ok,
+            conflicts: self.conflicts - before.conflicts,
+        }
+    }
+}
+
+async fn apiserver_secret_writes(client: &kube::Client) -> Result<Served> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut served = Served {
+        ok: 0,
+        conflicts: 0,
+    };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let writes = [
+            "POST",
+            "PUT",
+            "PATCH",
+            "APPLY",
+            "DELETE",
+            "DELETECOLLECTION",
+        ];
+        let is_write = writes
+            .iter()
+            .any(|v| line.contains(&format!("verb=\"{v}\"")));
+        if !(is_write
+            && line.contains("resource=\"secrets\"")
+            && line.contains("group=\"\"")
+            && line.contains("subresource=\"\""))
+        {
+            continue;
+        }
+        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if line.contains("code=\"2") {
+            served.ok += n as u64;
+        } else if line.contains("code=\"409\"") {
+            served.conflicts += n as u64;
+        }
+    }
+    Ok(served)
+}
+
+/// Changes the project's backing namespace (a label nothing reads), which wakes a round.
+async fn poke(client: &kube::Client, project: &BenchProject) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let patch = json!({"metadata": {"labels": {"bench.scoped-secrets.io/poke": now.as_nanos().to_string()}}});
+    namespaces
+        .patch(
+            &project.backing,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until a round that started after `rounds` rounds has planned nothing.
+async fn wait_round_after(rounds: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let m = metrics().await?;
+        if sum(&m, "scoped_secrets_reconciler_reconciles_total") > rounds
+            && sum(&m, "scoped_secrets_reconciler_pending_actions") == 0.0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the reconciler never settled");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
@@ -214,9 +547,10 @@ async fn wait_leading() -> Result<()> {
     }
 }
 
-/// Waits until a reconcile round has run and planned nothing.
+/// Waits until a reconcile round has run and planned nothing (a fresh server's first list and plan of
+/// 100,000 copies included).
 async fn wait_settled() -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let m = metrics().await?;
         if sum(&m, "scoped_secrets_reconciler_reconciles_total") >= 1.0

@@ -12,7 +12,6 @@ use scoped_secrets::plan;
 use scoped_secrets::plan::Settings;
 use scoped_secrets::world::{NamespaceState, ProjectState, SecretMeta, World};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn arg(n: usize, default: usize) -> usize {
@@ -29,7 +28,7 @@ fn add(world: &mut World, secret: Secret) {
         meta.name.clone().unwrap_or_default(),
     );
     world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
-    world.upsert_scoped(Arc::new(secret));
+    world.upsert_scoped(secret);
 }
 
 fn main() {
@@ -89,7 +88,7 @@ fn main() {
     let copies: Vec<Secret> = plan::actions(&world, &Settings::default())
         .into_iter()
         .filter_map(|a| match a {
-            plan::Action::Create { copy } => Some(copy),
+            plan::Action::Create { copy } => Some(copy.placed()),
             _ => None,
         })
         .collect();

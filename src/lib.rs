@@ -17,6 +17,7 @@ pub mod policy;
 pub mod project;
 pub mod reconciler;
 pub mod report;
+pub mod scoped;
 pub mod serve;
 pub mod telemetry;
 pub mod webhook;

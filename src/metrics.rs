@@ -178,7 +178,7 @@ impl IndexMetrics {
         registry.register("projects", "Projects indexed", metrics.projects.clone());
         registry.register(
             "scoped_secrets",
-            "Project-scoped secrets (originals and copies) held in full",
+            "Project-scoped secrets held: originals whole, copies by metadata and digests",
             metrics.scoped_secrets.clone(),
         );
         metrics

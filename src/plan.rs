@@ -17,7 +17,7 @@ mod fixtures;
 mod recheck;
 mod repairs;
 
-pub use action::{Action, ActionKind, BackingRefusal, ConflictReason};
+pub use action::{Action, ActionKind, BackingRefusal, ConflictReason, PlacedCopy};
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};

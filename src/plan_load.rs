@@ -12,7 +12,6 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, ObjectList};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
 
 const PAGE: u32 = 500;
 
@@ -52,7 +51,9 @@ pub async fn load_world(client: Client) -> Result<World> {
     )
     .await
     .context("listing project-scoped secrets")?;
-    world.replace_scoped(scoped.into_iter().map(Arc::new));
+    for secret in scoped {
+        world.upsert_scoped(secret);
+    }
     Ok(world)
 }
 
@@ -185,8 +186,8 @@ fn overlay_secret(world: &mut World, mut secret: Secret) {
         .clone();
     let name = meta.name.clone().unwrap_or_default();
     if let Some(existing) = world.scoped(&namespace, &name) {
-        meta.uid = existing.metadata.uid.clone();
-        meta.resource_version = existing.metadata.resource_version.clone();
+        meta.uid = existing.uid().map(str::to_owned);
+        meta.resource_version = existing.resource_version().map(str::to_owned);
     } else if let Some(existing) = world.secret_meta(&namespace, &name) {
         meta.uid = Some(existing.uid.clone());
     }
@@ -198,7 +199,7 @@ fn overlay_secret(world: &mut World, mut secret: Secret) {
     }
     world.upsert_secret_meta(&namespace, &name, SecretMeta::from_meta(&secret.metadata));
     if world::label(&secret.metadata, keys::PROJECT_SCOPED_LABEL).is_some() {
-        world.upsert_scoped(Arc::new(secret));
+        world.upsert_scoped(secret);
     } else {
         world.remove_scoped(&namespace, &name);
     }
@@ -268,17 +269,17 @@ metadata: {name: web}
     fn a_manifest_secret_keeps_the_identity_of_the_one_it_replaces() {
         let mut world = World::default();
         overlay_manifest(&mut world, MANIFEST).expect("valid manifest");
-        let mut stored = (**world
+        let mut stored = world
             .scoped("local-p-vwxyz", "test-secret")
-            .expect("stored"))
-        .clone();
+            .and_then(|s| s.whole().cloned())
+            .expect("stored");
         stored.metadata.uid = Some("live-uid".to_owned());
-        world.upsert_scoped(Arc::new(stored));
+        world.upsert_scoped(stored);
         overlay_manifest(&mut world, MANIFEST).expect("valid manifest");
         let again = world
             .scoped("local-p-vwxyz", "test-secret")
             .expect("stored");
-        assert_eq!(again.metadata.uid.as_deref(), Some("live-uid"));
+        assert_eq!(again.uid(), Some("live-uid"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the cluster looks like, as far as we know: projects and their backing namespaces,
 //! namespaces and the project each belongs to, the names of all secrets (metadata only), and the
-//! full objects of project-scoped secrets (originals and copies), which the reconciler must compare.
+//! project-scoped secrets: originals whole, copies by metadata and digests ([`Scoped`]).
 //!
 //! It is pure data, a snapshot: [`crate::index::Index`] publishes a new one after every watch event
 //! and everyone reads the one current when they start; `plan` builds its own from a single list.
@@ -10,6 +10,7 @@
 //! of 64 of them.
 
 use crate::keys::{self, ProjectId};
+pub use crate::scoped::{CopyMeta, Scoped};
 use imbl::{HashMap as SharedHashMap, OrdMap};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::ObjectMeta;
@@ -175,9 +176,9 @@ pub struct World {
     namespaces: OrdMap<String, NamespaceState>,
     /// namespace → secret name → metadata, for every secret.
     names: SharedHashMap<String, Arc<HashMap<String, SecretMeta>>>,
-    /// namespace → name → full object, for secrets carrying the project-scoped label (nested, so
-    /// that a lookup by `&str` allocates nothing: the reconciler makes one per wanted copy).
-    scoped: OrdMap<String, Arc<BTreeMap<String, Arc<Secret>>>>,
+    /// namespace → name → secrets carrying the project-scoped label, copies without their data
+    /// (nested, so that a lookup by `&str` allocates nothing: the reconciler makes one per wanted copy).
+    scoped: OrdMap<String, Arc<BTreeMap<String, Scoped>>>,
     /// Projects seen deleted, until re-created or the Project CRD goes away.
     deleted_projects: OrdMap<ProjectId, DeletedProject>,
 }
@@ -303,10 +304,17 @@ impl World {
             .collect();
     }
 
-    pub fn upsert_scoped(&mut self, secret: Arc<Secret>) {
+    /// Keeps a labelled secret (a copy without its data, see [`Scoped`]).
+    pub fn upsert_scoped(&mut self, secret: Secret) {
         if let Some((namespace, name)) = object_key(&secret.metadata) {
-            Arc::make_mut(self.scoped.entry(namespace).or_default()).insert(name, secret);
+            self.insert_scoped(namespace, name, Scoped::new(secret));
         }
+    }
+
+    /// Keeps a labelled secret already reduced to what the index holds (the watch reduces each
+    /// secret as it arrives, so a list of 100,000 copies is never held whole).
+    pub fn insert_scoped(&mut self, namespace: String, name: String, secret: Scoped) {
+        Arc::make_mut(self.scoped.entry(namespace).or_default()).insert(name, secret);
     }
 
     pub fn remove_scoped(&mut self, namespace: &str, name: &str) {
@@ -318,15 +326,13 @@ impl World {
         }
     }
 
-    pub fn replace_scoped(&mut self, all: impl IntoIterator<Item = Arc<Secret>>) {
-        let mut by_namespace: BTreeMap<String, BTreeMap<String, Arc<Secret>>> = BTreeMap::new();
-        for secret in all {
-            if let Some((namespace, name)) = object_key(&secret.metadata) {
-                by_namespace
-                    .entry(namespace)
-                    .or_default()
-                    .insert(name, secret);
-            }
+    pub fn replace_scoped(&mut self, all: impl IntoIterator<Item = (String, String, Scoped)>) {
+        let mut by_namespace: BTreeMap<String, BTreeMap<String, Scoped>> = BTreeMap::new();
+        for (namespace, name, secret) in all {
+            by_namespace
+                .entry(namespace)
+                .or_default()
+                .insert(name, secret);
         }
         self.scoped = by_namespace
             .into_iter()
@@ -471,20 +477,34 @@ impl World {
         self.names.values().map(|names| names.len()).sum()
     }
 
-    pub fn scoped(&self, namespace: &str, name: &str) -> Option<&Arc<Secret>> {
+    pub fn scoped(&self, namespace: &str, name: &str) -> Option<&Scoped> {
         self.scoped.get(namespace)?.get(name)
     }
 
-    /// Every labelled secret, sorted by (namespace, name).
-    pub fn scoped_secrets(&self) -> impl Iterator<Item = &Arc<Secret>> {
-        self.scoped.values().flat_map(|names| names.values())
+    /// Every labelled secret as (namespace, name, secret), sorted by (namespace, name).
+    pub fn scoped_secrets(&self) -> impl Iterator<Item = (&str, &str, &Scoped)> {
+        self.scoped.iter().flat_map(|(namespace, names)| {
+            names
+                .iter()
+                .map(move |(name, secret)| (namespace.as_str(), name.as_str(), secret))
+        })
+    }
+
+    /// How many labelled secrets the index holds.
+    pub fn scoped_count(&self) -> usize {
+        self.scoped.values().map(|names| names.len()).sum()
+    }
+
+    /// The original named `namespace`/`name`, if it is one.
+    pub fn original_at(&self, namespace: &str, name: &str) -> Option<Original<'_>> {
+        self.as_original(self.scoped(namespace, name)?.whole()?)
     }
 
     /// Every original: a labelled, non-copy secret in a backing namespace whose label names (or
     /// leaves empty) the project owning that namespace.
     pub fn originals(&self) -> impl Iterator<Item = Original<'_>> {
         self.scoped_secrets()
-            .filter_map(|secret| self.as_original(secret))
+            .filter_map(|(_, _, secret)| self.as_original(secret.whole()?))
     }
 
     /// This secret as an original, if it is one.
@@ -506,9 +526,10 @@ impl World {
         self.originals().filter(move |o| o.project == project)
     }
 
-    /// Every copy in the full-object index.
-    pub fn copies(&self) -> impl Iterator<Item = &Arc<Secret>> {
-        self.scoped_secrets().filter(|s| is_copy(&s.metadata))
+    /// Every labelled copy as (namespace, name, copy).
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &str, &CopyMeta)> {
+        self.scoped_secrets()
+            .filter_map(|(namespace, name, secret)| Some((namespace, name, secret.copy()?)))
     }
 }
 
@@ -592,7 +613,7 @@ pub mod fixtures {
         );
         world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
         if label(meta, keys::PROJECT_SCOPED_LABEL).is_some() {
-            world.upsert_scoped(Arc::new(secret));
+            world.upsert_scoped(secret);
         }
     }
 }

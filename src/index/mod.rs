@@ -13,7 +13,7 @@ mod resources;
 mod watches;
 
 pub use ready::{Readiness, ReadyHandle};
-pub use resources::{Indexed, SecretName};
+pub use resources::{Indexed, ScopedSecret, SecretName};
 pub use watches::{PROJECTS_MAX_BACKOFF, spawn};
 
 use crate::world::World;
@@ -31,7 +31,7 @@ pub enum Watch {
     Namespaces,
     /// The metadata of every secret (the name index; no secret data).
     SecretNames,
-    /// The full objects of secrets carrying the project-scoped label (originals and copies).
+    /// Secrets carrying the project-scoped label: originals whole, copies without their data.
     ScopedSecrets,
 }
 

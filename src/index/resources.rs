@@ -5,12 +5,11 @@
 use super::Watch;
 use crate::keys::ProjectId;
 use crate::project::project_state;
-use crate::world::{NamespaceState, ProjectState, SecretMeta, World};
+use crate::world::{NamespaceState, ProjectState, Scoped, SecretMeta, World};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ObjectMeta};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// What a watch event of one resource does to the world.
 pub trait Indexed: Sized {
@@ -147,20 +146,38 @@ impl Indexed for SecretName {
     }
 }
 
-/// Secrets carrying the project-scoped label, whole (the reconciler compares copies to originals).
-impl Indexed for Secret {
+/// A secret carrying the project-scoped label as the index keeps it: originals whole, copies by
+/// metadata and digests ([`Scoped`]), reduced as each arrives so a re-list never holds every copy whole.
+#[derive(Debug, Clone)]
+pub struct ScopedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub secret: Scoped,
+}
+
+impl ScopedSecret {
+    pub fn new(secret: Secret) -> Self {
+        Self {
+            namespace: secret.namespace().unwrap_or_default(),
+            name: secret.name_any(),
+            secret: Scoped::new(secret),
+        }
+    }
+}
+
+impl Indexed for ScopedSecret {
     const WATCH: Watch = Watch::ScopedSecrets;
 
-    fn apply(world: &mut World, secret: Self) {
-        world.upsert_scoped(Arc::new(secret));
+    fn apply(world: &mut World, s: Self) {
+        world.insert_scoped(s.namespace, s.name, s.secret);
     }
 
-    fn delete(world: &mut World, secret: Self) {
-        world.remove_scoped(&secret.namespace().unwrap_or_default(), &secret.name_any());
+    fn delete(world: &mut World, s: Self) {
+        world.remove_scoped(&s.namespace, &s.name);
     }
 
     fn reset(world: &mut World, all: Vec<Self>) {
-        world.replace_scoped(all.into_iter().map(Arc::new));
+        world.replace_scoped(all.into_iter().map(|s| (s.namespace, s.name, s.secret)));
     }
 }
 
@@ -284,20 +301,30 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn scoped_secrets_are_kept_whole_and_replaced_by_a_list() {
+    fn scoped_secrets_are_kept_whole_copies_without_data_and_replaced_by_a_list() {
         let mut world = World::default();
         let label = [(keys::PROJECT_SCOPED_LABEL, "p-x")];
-        Secret::apply(&mut world, secret("local-p-x", "db", &label, &[]));
+        let scoped = |ns: &str, name: &str, annotations: &[(&str, &str)]| {
+            ScopedSecret::new(secret(ns, name, &label, annotations))
+        };
+        ScopedSecret::apply(&mut world, scoped("local-p-x", "db", &[]));
         assert!(
             world
                 .scoped("local-p-x", "db")
+                .and_then(Scoped::whole)
                 .is_some_and(|s| s.data.is_some())
         );
-        Secret::delete(&mut world, secret("local-p-x", "db", &label, &[]));
-        assert_eq!(world.scoped_secrets().count(), 0);
-        Secret::apply(&mut world, secret("local-p-x", "db", &label, &[]));
-        Secret::reset(&mut world, vec![secret("local-p-x", "api", &label, &[])]);
-        let names: Vec<_> = world.scoped_secrets().map(|s| s.name_any()).collect();
+        let origin = [(keys::ORIGIN_ANNOTATION, "local-p-x/db")];
+        ScopedSecret::apply(&mut world, scoped("team-a", "db", &origin));
+        assert!(
+            world
+                .scoped("team-a", "db")
+                .is_some_and(|s| s.copy().is_some())
+        );
+        ScopedSecret::delete(&mut world, scoped("local-p-x", "db", &[]));
+        assert_eq!(world.scoped_count(), 1);
+        ScopedSecret::reset(&mut world, vec![scoped("local-p-x", "api", &[])]);
+        let names: Vec<_> = world.scoped_secrets().map(|(_, name, _)| name).collect();
         assert_eq!(names, ["api"]);
     }
 }

@@ -1,9 +1,10 @@
 //! The four watches that feed the [`Index`]: projects (when the CRD is served), namespaces, the
-//! metadata of every secret (the name index; no secret data), and the full objects of secrets
-//! carrying the project-scoped label. Each drives its resource's [`Indexed`] implementation and
-//! releases its readiness on its first complete list.
+//! metadata of every secret (the name index; no secret data), and the secrets carrying the
+//! project-scoped label (originals whole, copies reduced to metadata and digests on arrival). Each
+//! drives its resource's [`Indexed`] implementation and releases its readiness on its first complete
+//! list.
 
-use super::{Index, Indexed, ReadyHandle, SecretName};
+use super::{Index, Indexed, ReadyHandle, ScopedSecret, SecretName};
 use crate::project::project_resource;
 use crate::{apiserver, keys};
 use futures::{Stream, StreamExt};
@@ -39,8 +40,12 @@ pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
         .default_backoff()
         .map(|event| event.map(|e| e.map(|o| SecretName::from_meta(o.metadata))));
     tasks.spawn(feed(index.clone(), names));
+    // Copies are reduced to metadata and digests as they arrive: a list of 100,000 copies is never
+    // held whole.
     let scoped = watcher::Config::default().labels(keys::PROJECT_SCOPED_LABEL);
-    tasks.spawn(feed(index, watcher(Api::<Secret>::all(client), scoped)));
+    let scoped = watcher(Api::<Secret>::all(client), scoped)
+        .map(|event| event.map(|e| e.map(ScopedSecret::new)));
+    tasks.spawn(feed(index, scoped));
     tasks
 }
 

@@ -5,21 +5,54 @@ use crate::keys::{self, ProjectId};
 use crate::world;
 use k8s_openapi::api::core::v1::Secret;
 use std::fmt;
+use std::sync::Arc;
+
+/// A copy to write into one namespace: the original's copy, shared by every namespace it goes to
+/// (100,000 copies planned at once would otherwise each hold their own labels, annotations and
+/// data), and the namespace.
+#[derive(Clone, PartialEq)]
+pub struct PlacedCopy {
+    pub namespace: String,
+    /// The copy, without a namespace.
+    pub secret: Arc<Secret>,
+}
+
+impl PlacedCopy {
+    pub fn new(namespace: &str, secret: Arc<Secret>) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            secret,
+        }
+    }
+
+    /// The copy as it is written: placed in its namespace.
+    pub fn placed(&self) -> Secret {
+        let mut copy = (*self.secret).clone();
+        copy.metadata.namespace = Some(self.namespace.clone());
+        copy
+    }
+}
 
 /// One write (or, for [`Action::Conflict`], one refusal to write).
 #[derive(Clone, PartialEq)]
 pub enum Action {
     /// No secret of that name exists: create the copy.
-    Create { copy: Secret },
+    Create { copy: PlacedCopy },
     /// A secret that is not a copy holds the name: replace it (Warn policy, or consent).
-    Overwrite { copy: Secret, existing_uid: String },
-    /// The copy exists and differs: replace it in place.
+    Overwrite {
+        copy: PlacedCopy,
+        existing_uid: String,
+    },
+    /// The copy exists and differs: replace it in place, conditional on the version the index holds.
     Update {
-        copy: Secret,
+        copy: PlacedCopy,
         resource_version: String,
     },
     /// The copy's type or immutability differs: delete it, then create it again.
-    Recreate { copy: Secret, existing_uid: String },
+    Recreate {
+        copy: PlacedCopy,
+        existing_uid: String,
+    },
     /// A copy nobody wants any more.
     Delete {
         namespace: String,
@@ -188,7 +221,7 @@ impl Action {
             Self::Create { copy }
             | Self::Overwrite { copy, .. }
             | Self::Update { copy, .. }
-            | Self::Recreate { copy, .. } => copy.metadata.namespace.as_deref().unwrap_or_default(),
+            | Self::Recreate { copy, .. } => &copy.namespace,
             Self::Delete { namespace, .. }
             | Self::Conflict { namespace, .. }
             | Self::AddClusterLabel { namespace, .. } => namespace,
@@ -203,7 +236,9 @@ impl Action {
             Self::Create { copy }
             | Self::Overwrite { copy, .. }
             | Self::Update { copy, .. }
-            | Self::Recreate { copy, .. } => copy.metadata.name.as_deref().unwrap_or_default(),
+            | Self::Recreate { copy, .. } => {
+                copy.secret.metadata.name.as_deref().unwrap_or_default()
+            }
             Self::Delete { name, .. }
             | Self::Conflict { name, .. }
             | Self::AddClusterLabel { name, .. } => name,
@@ -219,7 +254,7 @@ impl Action {
             | Self::Overwrite { copy, .. }
             | Self::Update { copy, .. }
             | Self::Recreate { copy, .. } => {
-                world::annotation(&copy.metadata, keys::ORIGIN_ANNOTATION)
+                world::annotation(&copy.secret.metadata, keys::ORIGIN_ANNOTATION)
             }
             Self::Delete { origin, .. } => origin.as_deref(),
             Self::Conflict { origin, .. } => Some(origin),

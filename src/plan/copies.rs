@@ -6,15 +6,18 @@
 //! decision is an informed one. A Rancher copy naming an unknown project is left alone: with the
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
-use super::copy::{self, Drift, copy_of};
+use super::copy::{Drift, copy_of, drift_of};
 use super::fate::{Fate, fate, wants_copy};
 use super::repairs::label_repairs;
-use super::{Action, ConflictReason, IgnoreList, Settings};
+use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
 use crate::keys::{self, ProjectId};
+use crate::scoped::{self, Digest, Shape};
 use crate::world::{self, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Whether an original consents to overwriting non-copy secrets under `--overwrite-policy=deny`.
 pub fn consents_to_overwrite(meta: &ObjectMeta) -> bool {
@@ -36,13 +39,14 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         };
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
-        // Every copy of an original is the same but for its namespace: build it once.
+        // Every copy of an original is the same but for its namespace: build it (and digest it)
+        // once.
         let mut template = None;
         for &(namespace, terminating) in namespaces {
             if wants_copy(&original, &ignore, namespace, terminating, settings)
                 && wanted.insert((namespace, name))
             {
-                let template = template.get_or_insert_with(|| copy_of(&original, ""));
+                let template = template.get_or_insert_with(|| Template::of(&original));
                 out.extend(copy_action(world, &original, template, namespace, settings));
             }
         }
@@ -65,46 +69,82 @@ fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
     members
 }
 
+/// An original's copy, placed nowhere yet, with the digests a stored copy is compared by; and the
+/// same for a copy that replaced its namespace's own secret (it says so, see REPLACED_ANNOTATION),
+/// made when first needed.
+struct Template {
+    copy: Arc<Secret>,
+    metadata: Digest,
+    data: Digest,
+    replacing: OnceCell<(Arc<Secret>, Digest)>,
+}
+
+impl Template {
+    fn of(original: &Original<'_>) -> Self {
+        let copy = copy_of(original, "");
+        Self {
+            metadata: scoped::metadata_digest(&copy),
+            data: scoped::data_digest(copy.data.as_ref()),
+            copy: Arc::new(copy),
+            replacing: OnceCell::new(),
+        }
+    }
+
+    /// The copy marked as having replaced a secret, and its metadata digest.
+    fn replacing(&self) -> &(Arc<Secret>, Digest) {
+        self.replacing.get_or_init(|| {
+            let mut copy = (*self.copy).clone();
+            copy.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
+            let digest = scoped::metadata_digest(&copy);
+            (Arc::new(copy), digest)
+        })
+    }
+
+    /// What the copy should be, as a stored copy is compared.
+    fn shape(&self, replaced: bool) -> Shape<'_> {
+        let mut shape = Shape::of_secret_with(&self.copy, self.metadata, self.data);
+        if replaced {
+            shape.metadata = self.replacing().1;
+        }
+        shape
+    }
+}
+
 /// The write that makes `namespace`'s copy of `original` (`template`, placed there) exact, if any.
 fn copy_action(
     world: &World,
     original: &Original<'_>,
-    template: &Secret,
+    template: &Template,
     namespace: &str,
     settings: &Settings,
 ) -> Option<Action> {
-    let copy = || {
-        let mut copy = template.clone();
-        copy.metadata.namespace = Some(namespace.to_owned());
-        copy
-    };
+    let placed = |copy: &Arc<Secret>| PlacedCopy::new(namespace, copy.clone());
     // A copy that replaced the namespace's own secret keeps saying so (see REPLACED_ANNOTATION).
-    let replacing = || {
-        let mut copy = copy();
-        copy.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
-        copy
-    };
+    let copy = || placed(&template.copy);
+    let replacing = || placed(&template.replacing().0);
     match fate(world, original, namespace, settings.overwrite_policy) {
         Fate::Create => Some(Action::Create { copy: copy() }),
         Fate::Copy(existing) => {
-            let marked = copy::replaced(existing).then(replacing);
-            let exact = || marked.clone().unwrap_or_else(copy);
-            match copy::drift(existing, marked.as_ref().unwrap_or(template)) {
+            let exact = || {
+                if existing.replaced {
+                    replacing()
+                } else {
+                    copy()
+                }
+            };
+            let wanted = template.shape(existing.replaced);
+            match drift_of(&Shape::of_copy(existing), &wanted) {
                 Drift::None => None,
                 Drift::Changed => Some(Action::Update {
                     copy: exact(),
-                    resource_version: existing
-                        .metadata
-                        .resource_version
-                        .clone()
-                        .unwrap_or_default(),
+                    resource_version: existing.resource_version.clone(),
                 }),
                 Drift::Replace => Some(Action::Recreate {
                     copy: exact(),
-                    existing_uid: existing.metadata.uid.clone().unwrap_or_default(),
+                    existing_uid: existing.uid.clone(),
                 }),
             }
         }
@@ -154,21 +194,19 @@ fn removals(world: &World, wanted: &HashSet<(&str, &str)>) -> Vec<Action> {
         .collect();
     let mut out: Vec<Action> = world
         .copies()
-        .filter_map(|copy| {
-            let meta = &copy.metadata;
-            let (ns, name) = (meta.namespace.as_deref()?, meta.name.as_deref()?);
-            let origin = world::annotation(meta, keys::ORIGIN_ANNOTATION);
-            let ours = match origin {
+        .filter_map(|(ns, name, copy)| {
+            let ours = match copy.origin.as_deref() {
                 Some(origin) => origin_known(origin),
-                None => world::label(meta, keys::PROJECT_SCOPED_LABEL).is_some_and(|project| {
+                None => {
+                    let project = copy.project_label.as_str();
                     known_projects.contains(project) || world.is_deleted_project_name(project)
-                }),
+                }
             };
             (ours && !is_wanted(ns, name)).then(|| Action::Delete {
                 namespace: ns.to_owned(),
                 name: name.to_owned(),
-                uid: meta.uid.clone().unwrap_or_default(),
-                origin: origin.map(str::to_owned),
+                uid: copy.uid.clone(),
+                origin: copy.origin.clone(),
             })
         })
         .collect();
@@ -530,9 +568,14 @@ mod tests {
             panic!("expected an update, got {got:?}");
         };
         assert_eq!(resource_version, "42");
+        assert_eq!(copy.namespace, "team-a");
         assert_eq!(
-            copy.data,
-            world.scoped(BACKING, "db").expect("original").data
+            copy.secret.data,
+            world
+                .original_at(BACKING, "db")
+                .expect("original")
+                .secret
+                .data
         );
         assert!(
             matches!(&got[1], Action::Recreate { existing_uid, .. } if existing_uid == "uid-team-b-db")
@@ -554,9 +597,9 @@ mod tests {
         };
         assert_eq!(existing_uid, "uid-team-a-db");
         // The copy says it replaced the namespace's own secret, and stays converged saying so.
-        assert!(crate::plan::replaced(copy));
+        assert!(crate::plan::replaced(&copy.secret));
         let mut after = world.clone();
-        let mut landed = copy.clone();
+        let mut landed = copy.placed();
         landed.metadata.uid = Some("uid-landed".to_owned());
         add_secret(&mut after, landed);
         assert_eq!(actions(&after, WARN), vec![]);

@@ -1,13 +1,11 @@
 //! The exact copy of an original in one namespace, and how an existing copy differs from it.
 
 use crate::keys;
+use crate::scoped::Shape;
 use crate::world::Original;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
-
-/// The secret type the apiserver fills in when none is given.
-const DEFAULT_TYPE: &str = "Opaque";
 
 /// The copy of `original` that `namespace` should hold: the original's type, data and immutability;
 /// its labels and annotations minus the tracking keys of other tools, plus the copy markers.
@@ -79,17 +77,19 @@ pub enum Drift {
 
 /// Compares an existing copy with the wanted one, treating absent and empty (or defaulted) fields alike.
 pub fn drift(existing: &Secret, wanted: &Secret) -> Drift {
-    let immutable = |s: &Secret| s.immutable.unwrap_or(false);
-    if type_of(existing) != type_of(wanted) || immutable(existing) != immutable(wanted) {
+    drift_of(&Shape::of_secret(existing), &Shape::of_secret(wanted))
+}
+
+/// [`drift`] by what decides it: what the index keeps of a copy compares the same way.
+pub fn drift_of(existing: &Shape<'_>, wanted: &Shape<'_>) -> Drift {
+    if existing.type_ != wanted.type_ || existing.immutable != wanted.immutable {
         return Drift::Replace;
     }
-    let data_differs = !same(&existing.data, &wanted.data);
-    if data_differs && immutable(existing) {
+    let data_differs = existing.data != wanted.data;
+    if data_differs && existing.immutable {
         return Drift::Replace;
     }
-    let (old, new) = (&existing.metadata, &wanted.metadata);
-    if data_differs || !same(&old.labels, &new.labels) || !same(&old.annotations, &new.annotations)
-    {
+    if data_differs || existing.metadata != wanted.metadata {
         return Drift::Changed;
     }
     Drift::None
@@ -98,25 +98,14 @@ pub fn drift(existing: &Secret, wanted: &Secret) -> Drift {
 /// Whether `existing` can be replaced by `wanted` in place: a secret's type never changes, nor does
 /// an immutable secret's content.
 pub fn replaceable_in_place(existing: &Secret, wanted: &Secret) -> bool {
-    type_of(existing) == type_of(wanted) && !existing.immutable.unwrap_or(false)
-}
-
-fn type_of(secret: &Secret) -> &str {
-    secret.type_.as_deref().unwrap_or(DEFAULT_TYPE)
-}
-
-/// Map equality where an absent map equals an empty one.
-fn same<K: Ord, V: PartialEq>(a: &Option<BTreeMap<K, V>>, b: &Option<BTreeMap<K, V>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a == b,
-        (Some(map), None) | (None, Some(map)) => map.is_empty(),
-        (None, None) => true,
-    }
+    let (existing, wanted) = (Shape::of_secret(existing), Shape::of_secret(wanted));
+    existing.type_ == wanted.type_ && !existing.immutable
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scoped::DEFAULT_TYPE;
     use crate::world::World;
     use crate::world::fixtures::*;
     use k8s_openapi::ByteString;

@@ -4,8 +4,7 @@
 
 use super::{ConflictReason, IgnoreList, OverwritePolicy, Settings, consents_to_overwrite};
 use crate::keys;
-use crate::world::{self, Original, World};
-use k8s_openapi::api::core::v1::Secret;
+use crate::world::{CopyMeta, Original, Scoped, World};
 
 /// Whether a service-account token: never copied (S6; the webhook refuses one, and one written
 /// while the webhook was down must not spread a token).
@@ -49,7 +48,7 @@ pub enum Fate<'w> {
     /// No secret holds the name: the copy is created.
     Create,
     /// A labelled copy holds the name: it is kept exact (see [`super::drift`]).
-    Copy(&'w Secret),
+    Copy(&'w CopyMeta),
     /// A copy whose label was removed holds the name. Marked as a copy, it holds nobody's data, so
     /// it is replaced without consent (the name index has no full object to compare).
     StrayCopy { uid: &'w str },
@@ -68,15 +67,16 @@ pub fn fate<'w>(
     policy: OverwritePolicy,
 ) -> Fate<'w> {
     let name = original.name();
-    if let Some(existing) = world.scoped(namespace, name) {
-        let meta = &existing.metadata;
-        if world::is_copy(meta) {
-            return Fate::Copy(existing);
+    match world.scoped(namespace, name) {
+        Some(Scoped::Copy(copy)) => return Fate::Copy(copy),
+        Some(Scoped::Whole(existing)) => {
+            if world.as_original(existing).is_some() {
+                return Fate::Conflict(ConflictReason::HeldByOriginal);
+            }
+            let uid = existing.metadata.uid.as_deref().unwrap_or_default();
+            return overwrite_or_conflict(original, uid, policy);
         }
-        if world.as_original(existing).is_some() {
-            return Fate::Conflict(ConflictReason::HeldByOriginal);
-        }
-        return overwrite_or_conflict(original, meta.uid.as_deref().unwrap_or_default(), policy);
+        None => {}
     }
     match world.secret_meta(namespace, name) {
         None => Fate::Create,

@@ -38,8 +38,7 @@ pub fn base() -> World {
 
 /// The copy of `db` that `ns` should hold, as the apiserver would return it.
 pub fn stored_copy(world: &World, ns: &str) -> Secret {
-    let secret = world.scoped(BACKING, "db").expect("original");
-    let original = world.as_original(secret).expect("is an original");
+    let original = world.original_at(BACKING, "db").expect("an original");
     let mut copy = copy_of(&original, ns);
     copy.metadata.uid = Some(format!("uid-{ns}-db"));
     copy.metadata.resource_version = Some("1".to_owned());

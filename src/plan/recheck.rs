@@ -56,6 +56,7 @@ mod tests {
     use crate::keys;
     use crate::plan::fixtures::*;
     use crate::plan::{Action, ProtectedNamespaces};
+    use crate::world::Scoped;
 
     /// The world a lagging watch leaves right after a leader change: the copy in team-a is indexed,
     /// its original (the scoped watch is behind) is not.
@@ -63,8 +64,8 @@ mod tests {
         let mut world = converged();
         let original = world
             .scoped(BACKING, "db")
+            .and_then(Scoped::whole)
             .expect("original")
-            .as_ref()
             .clone();
         world.remove_scoped(BACKING, "db");
         world.remove_secret_meta(BACKING, "db");

@@ -5,7 +5,7 @@ use super::secrets::Fates;
 use super::{Config, Denial, Facts, Findings, Needs, Subject};
 use crate::keys::{self, ProjectId, ProjectIdError};
 use crate::plan::{self, IgnoreList};
-use crate::world::{NamespaceState, Original, World, annotation};
+use crate::world::{NamespaceState, Original, Scoped, World, annotation};
 use k8s_openapi::api::core::v1::Namespace;
 
 /// The projectId annotation before and after the request.
@@ -378,7 +378,7 @@ fn leaving(ns: &str, project: &ProjectId, world: &World, cfg: &Config, out: &mut
     }
     let lost: Vec<&str> = removed
         .into_iter()
-        .filter(|name| world.scoped(ns, name).is_some_and(|c| plan::replaced(c)))
+        .filter(|name| world.scoped(ns, name).is_some_and(Scoped::replaced))
         .collect();
     if !lost.is_empty() {
         let head = format!(
@@ -611,7 +611,7 @@ mod tests {
         for name in ["db", "cache"] {
             let mut original = world
                 .scoped(BACKING, name)
-                .map(|s| (**s).clone())
+                .and_then(|s| s.whole().cloned())
                 .expect("fixture original");
             original
                 .metadata
@@ -621,7 +621,7 @@ mod tests {
                     keys::ALLOW_OVERWRITE_ANNOTATION.to_owned(),
                     keys::TRUE.to_owned(),
                 );
-            world.upsert_scoped(std::sync::Arc::new(original));
+            world.upsert_scoped(original);
         }
         let req = request(
             "UPDATE",
@@ -824,14 +824,18 @@ mod tests {
     #[test]
     fn n3_leaving_names_the_copies_that_had_replaced_own_secrets() {
         let mut world = world();
-        let mut copy = world
-            .scoped("team-a", "db")
-            .map(|s| (**s).clone())
-            .expect("fixture copy");
-        copy.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(keys::REPLACED_ANNOTATION.to_owned(), keys::TRUE.to_owned());
+        // The fixture's copy, saying it replaced the namespace's own secret.
+        let origin = keys::origin_value(BACKING, "db");
+        let copy = crate::world::fixtures::secret(
+            "team-a",
+            "db",
+            &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+            &[
+                (keys::COPY_ANNOTATION, keys::TRUE),
+                (keys::ORIGIN_ANNOTATION, origin.as_str()),
+                (keys::REPLACED_ANNOTATION, keys::TRUE),
+            ],
+        );
         crate::world::fixtures::add_secret(&mut world, copy);
         let req = request(
             "UPDATE",

@@ -91,7 +91,7 @@ fn unique_name(
 
 /// The type of a secret the world holds in full (project-scoped ones only).
 fn known_type<'a>(world: &'a World, ns: &str, name: &str) -> Option<&'a str> {
-    world.scoped(ns, name)?.type_.as_deref()
+    world.scoped(ns, name)?.type_()
 }
 
 /// `a certificate (kubernetes.io/tls)`, `a registry credential (…)`, `a secret (Opaque)`.
@@ -424,8 +424,7 @@ fn copy_origin(world: &World, meta: &ObjectMeta) -> Option<String> {
 /// Whether the original named by `origin` exists and wants a copy in `ns`.
 fn is_wanted(world: &World, settings: &Settings, ns: &str, origin: &str) -> bool {
     keys::parse_origin(origin)
-        .and_then(|(origin_ns, name)| world.scoped(origin_ns, name))
-        .and_then(|secret| world.as_original(secret))
+        .and_then(|(origin_ns, name)| world.original_at(origin_ns, name))
         .is_some_and(|original| plan::wanted_namespaces(world, original, settings).any(|n| n == ns))
 }
 

@@ -1,11 +1,15 @@
 //! Executes one [`Action`] against the apiserver.
 //!
 //! The index can lag behind the apiserver (and the webhook's uniqueness checks are never atomic), so
-//! every write that replaces or deletes first GETs its target and re-checks that it is still what the
-//! plan saw: the same uid, still a copy where a copy is expected, still different from the wanted copy.
-//! A create needs no such check: the apiserver itself refuses a name that is taken. Every write carries
-//! an optimistic-concurrency precondition, and checks leadership right before it is sent. A target
-//! that changed, vanished or raced us (404, 409) is requeued for the next round, not an error.
+//! every write that replaces or deletes is conditional on the object the plan saw. An update of a copy
+//! is sent at once with the resourceVersion the index holds as its precondition: that version was a
+//! copy, different from the wanted one, so no read is needed; only when the apiserver answers 409
+//! (the copy changed since) is it read and re-checked. Overwrites, recreates and deletes first GET
+//! their target and re-check that it is still what the plan saw: the same uid, still a copy where a
+//! copy is expected, still different from the wanted copy. A create needs no such check: the
+//! apiserver itself refuses a name that is taken. Every write carries an optimistic-concurrency
+//! precondition, and checks leadership right before it is sent. A target that changed, vanished or
+//! raced us again (404, 409) is requeued for the next round, not an error.
 //!
 //! A delete re-checks the origin too, not only the copy: the index can hold a copy before its
 //! original (right after a leader change or a re-list), so the namespace and the one original that
@@ -98,10 +102,18 @@ impl Applier {
 
     async fn execute(&self, action: &Action, world: &World) -> Result<Outcome, Error> {
         match action {
-            Action::Create { copy } => self.create(copy).await,
-            Action::Overwrite { copy, existing_uid } => self.overwrite(copy, existing_uid).await,
-            Action::Update { copy, .. } => self.update(copy).await,
-            Action::Recreate { copy, existing_uid } => self.recreate(copy, existing_uid).await,
+            // Placed one at a time, as each is written: the plan shares one copy per original.
+            Action::Create { copy } => self.create(&copy.placed()).await,
+            Action::Overwrite { copy, existing_uid } => {
+                self.overwrite(&copy.placed(), existing_uid).await
+            }
+            Action::Update {
+                copy,
+                resource_version,
+            } => self.update(&copy.placed(), resource_version).await,
+            Action::Recreate { copy, existing_uid } => {
+                self.recreate(&copy.placed(), existing_uid).await
+            }
             Action::Delete {
                 namespace,
                 name,
@@ -184,8 +196,27 @@ impl Applier {
         }
     }
 
-    async fn update(&self, copy: &Secret) -> Result<Outcome, Error> {
+    /// Replaces the copy the index holds at `resource_version`; reads it only if that version is gone.
+    async fn update(&self, copy: &Secret, resource_version: &str) -> Result<Outcome, Error> {
         let api = self.secrets(namespace_of(copy));
+        // Without a version to hold on to, read first (a replace without one is unconditional).
+        if resource_version.is_empty() {
+            return self.update_live(&api, copy).await;
+        }
+        let mut next = copy.clone();
+        next.metadata.resource_version = Some(resource_version.to_owned());
+        self.guard()?;
+        match api.replace(name_of(copy), &post_params(), &next).await {
+            Ok(_) => Ok(Outcome::Written),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.update_live(&api, copy).await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Reads the copy, re-checks it and replaces it conditional on what was read.
+    async fn update_live(&self, api: &Api<Secret>, copy: &Secret) -> Result<Outcome, Error> {
         let Some(existing) = api.get_opt(name_of(copy)).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
@@ -197,7 +228,7 @@ impl Applier {
             Drift::Replace => Ok(Outcome::Requeue(Requeue::Stale)),
             // The wanted copy derives from the original alone, so the live resourceVersion is the
             // right precondition: it guards the window between this GET and the write.
-            Drift::Changed => self.replace(&api, &existing, copy).await,
+            Drift::Changed => self.replace(api, &existing, copy).await,
         }
     }
 

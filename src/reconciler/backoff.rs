@@ -114,16 +114,16 @@ fn fingerprint(action: &Action) -> u64 {
     let mut hasher = DefaultHasher::new();
     format!("{action:?}").hash(&mut hasher);
     match action {
-        Action::Create { copy } => serde_json::to_vec(copy).ok().hash(&mut hasher),
+        Action::Create { copy } => serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher),
         Action::Overwrite { copy, existing_uid } | Action::Recreate { copy, existing_uid } => {
-            serde_json::to_vec(copy).ok().hash(&mut hasher);
+            serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher);
             existing_uid.hash(&mut hasher);
         }
         Action::Update {
             copy,
             resource_version,
         } => {
-            serde_json::to_vec(copy).ok().hash(&mut hasher);
+            serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher);
             resource_version.hash(&mut hasher);
         }
         Action::Delete { uid, .. } => uid.hash(&mut hasher),

@@ -291,7 +291,7 @@ fn origin_uid(action: &Action) -> Option<String> {
         | Action::Update { copy, .. }
         | Action::Overwrite { copy, .. }
         | Action::Recreate { copy, .. } => {
-            world::annotation(&copy.metadata, keys::ORIGIN_UID_ANNOTATION)
+            world::annotation(&copy.secret.metadata, keys::ORIGIN_UID_ANNOTATION)
                 .filter(|uid| !uid.is_empty())
                 .map(str::to_owned)
         }
@@ -368,11 +368,12 @@ mod tests {
 
     fn create_in(namespace: &str) -> Action {
         let mut copy = k8s_openapi::api::core::v1::Secret::default();
-        copy.metadata.namespace = Some(namespace.to_owned());
         copy.metadata.name = Some("db".to_owned());
         copy.metadata.annotations =
             Some([(keys::ORIGIN_ANNOTATION.to_owned(), "local-p/db".to_owned())].into());
-        Action::Create { copy }
+        Action::Create {
+            copy: crate::plan::PlacedCopy::new(namespace, std::sync::Arc::new(copy)),
+        }
     }
 
     #[test]

@@ -275,17 +275,16 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
     }
     indexed("the original", |w| {
         w.scoped(&project.backing, "big")
-            .is_some_and(|s| w.as_original(s).is_some())
+            .is_some_and(|s| s.whole().is_some_and(|s| w.as_original(s).is_some()))
     });
     let index = env().index.read();
     let planned: Vec<usize> = plan::actions(&index, &plan::Settings::default())
         .into_iter()
         .filter_map(|action| match action {
             Action::Overwrite { copy, .. } | Action::Create { copy }
-                if copy.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && copy.metadata.name.as_deref() == Some("big") =>
+                if copy.namespace == ns && copy.secret.metadata.name.as_deref() == Some("big") =>
             {
-                Some(annotation_bytes(&copy))
+                Some(annotation_bytes(&copy.placed()))
             }
             _ => None,
         })

@@ -69,7 +69,7 @@ pub(crate) fn original(project: &TestProject, name: &str) {
     ok(kubectl_apply(&original_yaml(project, name, ""), &[]));
     indexed("the original", |w| {
         w.scoped(&project.backing, name)
-            .is_some_and(|s| w.as_original(s).is_some())
+            .is_some_and(|s| s.whole().is_some_and(|s| w.as_original(s).is_some()))
     });
 }
 

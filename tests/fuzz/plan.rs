@@ -81,7 +81,7 @@ fn touches_only_what_it_may(
                 let consents = action
                     .origin()
                     .and_then(keys::parse_origin)
-                    .and_then(|(ons, oname)| world.scoped(ons, oname))
+                    .and_then(|(ons, oname)| world.scoped(ons, oname)?.whole())
                     .is_some_and(|o| plan::consents_to_overwrite(&o.metadata));
                 prop_assert!(
                     settings.overwrite_policy == OverwritePolicy::Warn || consents,
@@ -126,10 +126,10 @@ fn converges(world: &World, settings: &Settings, first: &[Action]) -> Result<(),
         let wanted: BTreeSet<&str> =
             plan::wanted_namespaces(&world, original.clone(), settings).collect();
         for (ns, _) in world.namespaces() {
-            let holds = world.scoped(ns, original.name()).is_some_and(|c| {
-                scoped_secrets::world::annotation(&c.metadata, keys::ORIGIN_ANNOTATION)
-                    == Some(origin.as_str())
-            });
+            let holds = world
+                .scoped(ns, original.name())
+                .and_then(|s| s.copy())
+                .is_some_and(|c| c.origin.as_deref() == Some(origin.as_str()));
             let refused = reported.contains(&(ns.to_owned(), origin.clone()));
             prop_assert_eq!(
                 wanted.contains(ns),
@@ -151,7 +151,7 @@ fn apply(world: &mut World, actions: &[Action]) {
             | Action::Overwrite { copy, .. }
             | Action::Update { copy, .. }
             | Action::Recreate { copy, .. } => {
-                let mut copy = copy.clone();
+                let mut copy = copy.placed();
                 let (ns, name) = (action.namespace(), action.name());
                 copy.metadata.uid = Some(format!("uid-written-{ns}-{name}"));
                 copy.metadata.resource_version = Some("1".to_owned());
@@ -173,8 +173,8 @@ fn apply(world: &mut World, actions: &[Action]) {
                 name,
                 cluster,
             } => {
-                if let Some(original) = world.scoped(namespace, name) {
-                    let mut original = (**original).clone();
+                if let Some(original) = world.scoped(namespace, name).and_then(|s| s.whole()) {
+                    let mut original = original.clone();
                     original.metadata.labels.get_or_insert_default().insert(
                         keys::PROJECT_SCOPED_CLUSTER_LABEL.to_owned(),
                         cluster.clone(),

@@ -11,7 +11,6 @@ use proptest::prelude::*;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::world::{NamespaceState, ProjectState, SecretMeta, World};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 pub const BACKING: &str = "local-p-vwxyz";
 
@@ -79,7 +78,7 @@ pub fn add_secret(world: &mut World, secret: Secret) {
     let name = meta.name.clone().unwrap_or_default();
     world.upsert_secret_meta(&ns, &name, SecretMeta::from_meta(meta));
     if scoped_secrets::world::label(meta, keys::PROJECT_SCOPED_LABEL).is_some() {
-        world.upsert_scoped(Arc::new(secret));
+        world.upsert_scoped(secret);
     }
 }
 

@@ -9,3 +9,4 @@ mod clusters;
 mod lifecycle;
 mod reconciler;
 mod skew;
+mod writes;

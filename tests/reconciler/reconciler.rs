@@ -604,9 +604,8 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
         apply_original(&project, "db", &format!("k: {data}"), "");
         eventually("the change in the index", WAIT, || {
             let world = running.index.read();
-            let secret = world.scoped(&backing, "db")?;
-            world.as_original(secret)?;
-            (secret.data.as_ref()?.get("k")?.0 == decode(data)).then_some(())
+            let original = world.original_at(&backing, "db")?;
+            (original.secret.data.as_ref()?.get("k")?.0 == decode(data)).then_some(())
         });
     }
     assert!(get_secret(&ns, "db").is_none(), "a follower wrote a copy");
