@@ -5,6 +5,38 @@ set -euo pipefail
 k() { kubectl "$@"; }
 step() { echo "--- $*"; }
 
+eventually() { # seconds, description, command...
+  local seconds=$1 what=$2; shift 2
+  local deadline=$(( $(date +%s) + seconds ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then echo "not within ${seconds}s: $what" >&2; return 1; fi
+    sleep 0.5
+  done
+}
+copied() { # namespace, name, expected base64 value of key
+  [ "$(k -n "$1" get secret "$2" -o jsonpath='{.data.key}' 2>/dev/null)" = "$3" ]
+}
+
+# Ready pods are not yet a routed Service: until kube-proxy has programmed the new endpoints, a
+# fail-closed webhook is refused a connection. Waits until the secret guard (failurePolicy Fail;
+# called for this labelled secret) answers through the Service, admitting or denying, as an operator
+# would before relying on it.
+guard_answers() {
+  local out
+  out=$(k create --dry-run=server -o name -f "$STATE/routing-probe.yaml" 2>&1) || true
+  grep -qE '^secret/routing-probe$|"secret-guard.scoped-secrets.io" denied' <<<"$out"
+}
+webhook_routed() {
+  cat >"$STATE/routing-probe.yaml" <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: routing-probe, namespace: default, labels: {management.cattle.io/project-scoped-secret: p-probe}}
+YAML
+  local t; t=$(date +%s%N)
+  eventually 60 "the webhook reachable through its Service" guard_answers
+  echo "the webhook answered through the Service $(( ($(date +%s%N) - t) / 1000000 )) ms after the pods were Ready"
+}
+
 step "a pod with a restricted securityContext on the node"
 t=$(date +%s%N)
 k apply -f - >/dev/null <<YAML
@@ -38,18 +70,7 @@ ready=$(k -n scoped-secrets-system get deploy scoped-secrets -o jsonpath='{.stat
 [ "$ready" = 3 ] || { echo "expected 3 ready replicas, got ${ready:-0}" >&2; exit 1; }
 echo "3 replicas Ready $(( ($(date +%s%N) - t) / 1000000 )) ms after the apply"
 k -n scoped-secrets-system get pods -o wide
-
-eventually() { # seconds, description, command...
-  local seconds=$1 what=$2; shift 2
-  local deadline=$(( $(date +%s) + seconds ))
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then echo "not within ${seconds}s: $what" >&2; return 1; fi
-    sleep 0.5
-  done
-}
-copied() { # namespace, name, expected base64 value of key
-  [ "$(k -n "$1" get secret "$2" -o jsonpath='{.data.key}' 2>/dev/null)" = "$3" ]
-}
+webhook_routed
 
 step "Rancher's documented example (examples/rancher/), copied by the in-cluster reconciler"
 k apply -f "$REPO/examples/rancher/01-project.yaml" >/dev/null
@@ -132,4 +153,45 @@ ok=$(count ok) failed=$(count failed)
 echo "rolling update: $ok admission requests succeeded, $failed failed"
 [ "$ok" -gt 0 ] || { echo "no request went through" >&2; exit 1; }
 [ "$failed" = 0 ] || { echo "failed requests during the rollout:" >&2; cat "$STATE/stream-errors.txt" >&2; exit 1; }
+# ---------------------------------------------------------------------------------------------------
+step "the Helm chart: the kustomize install removed, then helm install into the same namespace"
+helm=$("$REPO/hack/helm/build.sh")
+# The chart's cluster-wide objects have the overlay's names: the overlay goes first, all of it.
+k delete -k "$work/overlays/self-signed" --wait=false >/dev/null
+k wait --for=delete namespace/scoped-secrets-system --timeout=300s >/dev/null
+k wait --for=delete crd/projects.management.cattle.io --timeout=120s >/dev/null 2>&1 || true
+k create namespace scoped-secrets-system >/dev/null
+k label namespace scoped-secrets-system pod-security.kubernetes.io/enforce=restricted >/dev/null
+t=$(date +%s%N)
+"$helm" install scoped-secrets "$REPO/charts/scoped-secrets" --namespace scoped-secrets-system \
+  --set image.pullPolicy=Never --wait --timeout 5m >/dev/null
+ready=$(k -n scoped-secrets-system get deploy scoped-secrets -o jsonpath='{.status.readyReplicas}')
+[ "$ready" = 3 ] || { echo "helm: expected 3 ready replicas, got ${ready:-0}" >&2; exit 1; }
+echo "helm install: 3 replicas Ready $(( ($(date +%s%N) - t) / 1000000 )) ms after it began"
+cat >"$STATE/p-helm.yaml" <<YAML
+apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {name: p-helm, namespace: local}
+spec: {clusterName: local, displayName: Installed by helm}
+YAML
+webhook_routed
+k apply -f "$STATE/p-helm.yaml" >/dev/null
+eventually 60 "the project's backing namespace local-p-helm" k get namespace local-p-helm
+k apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-helm, annotations: {field.cattle.io/projectId: "local:p-helm"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: helm-secret, namespace: local-p-helm, labels: {management.cattle.io/project-scoped-secret: p-helm}}
+data: {key: aGVsbQ==}
+YAML
+eventually 60 "helm-secret copied into team-helm by the chart's reconciler" copied team-helm helm-secret aGVsbQ==
+if out=$(k -n team-helm label secret helm-secret edited=yes 2>&1); then
+  echo "a copy was edited under the chart's webhook: $out" >&2; exit 1
+fi
+grep -q 'is a copy of project-scoped secret "local-p-helm/helm-secret"' <<<"$out" \
+  || { echo "unexpected denial under the chart: $out" >&2; exit 1; }
+echo "helm: copied by $(k -n scoped-secrets-system get lease scoped-secrets -o jsonpath='{.spec.holderIdentity}'); denial: $out"
 echo "all scenarios passed"
