@@ -194,4 +194,21 @@ fi
 grep -q 'is a copy of project-scoped secret "local-p-helm/helm-secret"' <<<"$out" \
   || { echo "unexpected denial under the chart: $out" >&2; exit 1; }
 echo "helm: copied by $(k -n scoped-secrets-system get lease scoped-secrets -o jsonpath='{.spec.holderIdentity}'); denial: $out"
+# ---------------------------------------------------------------------------------------------------
+step "beside Rancher: the chart upgraded to mode besideRancher (deploy/overlays/beside-rancher's objects), the webhook only"
+"$helm" upgrade scoped-secrets "$REPO/charts/scoped-secrets" --namespace scoped-secrets-system \
+  --set mode=besideRancher --set image.pullPolicy=Never --wait --timeout 5m >/dev/null
+k -n scoped-secrets-system rollout status deploy/scoped-secrets --timeout=300s >/dev/null
+eventually 120 "the standalone pods gone" three_pods
+reconciler=$(k -n scoped-secrets-system get deploy scoped-secrets \
+  -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="SCOPED_SECRETS_RECONCILER")].value}')
+[ "$reconciler" = false ] || { echo "beside Rancher the reconciler must be off, got ${reconciler:-unset}" >&2; exit 1; }
+k get crd projects.management.cattle.io >/dev/null || { echo "the upgrade removed the Project CRD" >&2; exit 1; }
+webhook_routed
+if out=$(k -n team-helm label secret helm-secret edited=yes 2>&1); then
+  echo "a copy was edited beside Rancher: $out" >&2; exit 1
+fi
+grep -q 'is a copy of project-scoped secret "local-p-helm/helm-secret"' <<<"$out" \
+  || { echo "unexpected denial beside Rancher: $out" >&2; exit 1; }
+echo "beside Rancher: 3 replicas, reconciler off, Project CRD kept; denial: $out"
 echo "all scenarios passed"
