@@ -85,8 +85,39 @@ users:
         "a refused registration has no connection"
     );
 
-    // Two registrations of one cluster: neither is used.
     let sa = std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+    // A user who may write Secrets only in their own namespace cannot register a cluster there: only
+    // the product's namespace is read. Created as that user, with the RBAC the test gives them.
+    let own = unique("tenant");
+    ok(kubectl(&["create", "namespace", &own]));
+    ok(kubectl_line(&format!(
+        "create role secrets-writer --verb=get,list,create,update,patch --resource=secrets -n {own}"
+    )));
+    ok(kubectl_line(&format!(
+        "create rolebinding tenant-secrets --role=secrets-writer --user=tenant -n {own}"
+    )));
+    let planted = unique("reg-planted");
+    let indented: String = sa.lines().map(|l| format!("    {l}\n")).collect();
+    ok(kubectl_stdin(
+        &env().kubeconfig,
+        &["apply", "--as=tenant", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {planted}\n  namespace: {own}\n  labels: {{{}: c-planted}}\nstringData:\n  {}: |\n{indented}",
+            keys::CLUSTER_REGISTRATION_LABEL,
+            keys::KUBECONFIG_KEY,
+        ),
+    ));
+    fails(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "--as=tenant",
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+
+    // Two registrations of one cluster: neither is used.
     let (first, second) = (unique("reg-twice"), unique("reg-twice"));
     register(&first, "c-twice", &sa);
     register(&second, "c-twice", &sa);
@@ -104,6 +135,13 @@ users:
     eventually("the remaining registration connected", WAIT, || {
         (connected(&running, "c-twice") == Some(1.0)).then_some(())
     });
+    // The planted one was there all along, and the keeper has converged since: never connected.
+    assert_eq!(
+        connected(&running, "c-planted"),
+        None,
+        "a registration outside the product's namespace"
+    );
+    ok(kubectl(&["delete", "namespace", &own, "--wait=false"]));
     for name in [exec, first] {
         ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
     }
