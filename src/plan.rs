@@ -9,11 +9,14 @@ use regex::Regex;
 use std::collections::BTreeSet;
 
 mod action;
+#[cfg(test)]
+mod clusters_tests;
 mod copies;
 mod copy;
 mod fate;
 #[cfg(test)]
 mod fixtures;
+mod progress;
 mod recheck;
 mod repairs;
 
@@ -21,6 +24,7 @@ pub use action::{Action, ActionKind, BackingRefusal, ConflictReason, PlacedCopy}
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+pub use progress::{Progress, progress};
 pub use recheck::{wanted_after_all, wanting_original};
 pub use repairs::{backing_namespace_actions, wanted_project_label};
 

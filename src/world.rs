@@ -14,7 +14,7 @@ pub use crate::scoped::{CopyMeta, Scoped};
 use imbl::{HashMap as SharedHashMap, OrdMap};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::ObjectMeta;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A project as the index knows it.
@@ -181,6 +181,9 @@ pub struct World {
     scoped: OrdMap<String, Arc<BTreeMap<String, Scoped>>>,
     /// Projects seen deleted, until re-created or the Project CRD goes away.
     deleted_projects: OrdMap<ProjectId, DeletedProject>,
+    /// Projects whose copies a downstream cluster's worker keeps (and has in place): their
+    /// namespaces here are members of nothing, so the copies here go (see [`World::member_project`]).
+    served_elsewhere: Arc<BTreeSet<ProjectId>>,
 }
 
 impl World {
@@ -369,7 +372,85 @@ impl World {
             .is_some()
     }
 
+    /// Marks `projects` as served in their own (downstream) clusters: see [`World::member_project`].
+    pub fn serve_elsewhere(&mut self, projects: Arc<BTreeSet<ProjectId>>) {
+        self.served_elsewhere = projects;
+    }
+
+    /// The world a downstream cluster's worker plans from: `own` (that cluster's namespaces, secret
+    /// names and labelled secrets, from its own watches) with `management`'s projects of
+    /// `cluster`, their deletions, and their backing namespaces with everything in them (the
+    /// originals). A backing namespace is always the management cluster's: a namespace of the same
+    /// name downstream, and any labelled secret in it, is hidden, so nothing written downstream
+    /// can pass for an original. Planning it is the one pure plan, unchanged.
+    pub fn for_cluster(management: &World, own: &World, cluster: &str) -> World {
+        let mut world = own.clone();
+        world.projects_installed = management.projects_installed;
+        world.projects = management
+            .projects
+            .iter()
+            .filter(|(id, _)| id.cluster == cluster)
+            .map(|(id, state)| (id.clone(), state.clone()))
+            .collect();
+        world.deleted_projects = management
+            .deleted_projects
+            .iter()
+            .filter(|(id, _)| id.cluster == cluster)
+            .map(|(id, deleted)| (id.clone(), deleted.clone()))
+            .collect();
+        world.served_elsewhere = Arc::default();
+        for namespace in world.overlaid_namespaces() {
+            world.overlay(management, &namespace);
+        }
+        world.rebuild_backing();
+        world
+    }
+
+    /// The namespaces [`World::for_cluster`] takes from the management cluster: every namespace a
+    /// project (live or deleted) of this world claims. Never a target of a write downstream.
+    pub fn overlaid_namespaces(&self) -> BTreeSet<String> {
+        self.projects
+            .values()
+            .map(|state| state.backing_namespace.clone())
+            .chain(
+                self.deleted_projects
+                    .values()
+                    .map(|deleted| deleted.backing_namespace.clone()),
+            )
+            .collect()
+    }
+
+    /// Replaces what this world knows of `namespace` by what `from` knows of it.
+    fn overlay(&mut self, from: &World, namespace: &str) {
+        match from.namespaces.get(namespace) {
+            Some(state) => self.namespaces.insert(namespace.to_owned(), state.clone()),
+            None => self.namespaces.remove(namespace),
+        };
+        match from.names.get(namespace) {
+            Some(names) => self.names.insert(namespace.to_owned(), names.clone()),
+            None => self.names.remove(namespace),
+        };
+        match from.scoped.get(namespace) {
+            Some(scoped) => self.scoped.insert(namespace.to_owned(), scoped.clone()),
+            None => self.scoped.remove(namespace),
+        };
+    }
+
     // ---- reads ----
+
+    /// The project a namespace is a member of: the one its annotation names, unless that project
+    /// is served in its own cluster ([`World::serve_elsewhere`]). Every decision about which
+    /// copies are wanted asks here.
+    pub fn member_project(&self, namespace: &NamespaceState) -> Option<ProjectId> {
+        namespace
+            .project()
+            .filter(|project| !self.served_elsewhere.contains(project))
+    }
+
+    /// Whether `project`'s copies are kept by its own cluster's worker, not in this world.
+    pub fn is_served_elsewhere(&self, project: &ProjectId) -> bool {
+        self.served_elsewhere.contains(project)
+    }
 
     /// Deleted projects awaiting the fresh read that proves them gone.
     pub fn unconfirmed_deleted_projects(&self) -> impl Iterator<Item = &ProjectId> {
@@ -456,7 +537,7 @@ impl World {
         project: &'a ProjectId,
     ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
         self.namespaces()
-            .filter(move |(_, ns)| ns.project().as_ref() == Some(project))
+            .filter(move |(_, ns)| self.member_project(ns).as_ref() == Some(project))
     }
 
     pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {

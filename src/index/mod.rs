@@ -8,13 +8,14 @@
 //! changes the world is [`Indexed`], implemented once per watched resource (`resources.rs`); the
 //! watches themselves are in `watches.rs`, readiness in `ready.rs`.
 
+pub mod compose;
 mod ready;
 mod resources;
 mod watches;
 
 pub use ready::{Readiness, ReadyHandle};
 pub use resources::{Indexed, ScopedSecret, SecretName};
-pub use watches::{PROJECTS_MAX_BACKOFF, spawn};
+pub use watches::{PROJECTS_MAX_BACKOFF, spawn, spawn_downstream};
 
 use crate::world::World;
 use arc_swap::ArcSwap;

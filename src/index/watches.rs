@@ -19,14 +19,28 @@ use tokio::task::JoinSet;
 
 /// Starts the four watches; they run until the returned set is dropped.
 pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
-    let mut tasks = JoinSet::new();
-    let projects = Api::<DynamicObject>::all_with(client.clone(), &project_resource());
+    let mut tasks = spawn_cluster(client.clone(), index.clone());
+    let projects = Api::<DynamicObject>::all_with(client, &project_resource());
     // The Project CRD can be deleted and re-installed at runtime: a short backoff makes projects
     // indexed again within seconds of it being served (the default backoff grows to 30 s).
     let project_events = kube::runtime::watcher(projects, watcher::Config::default())
         .backoff(projects_backoff())
         .map(|event| event.map(|e| e.modify(strip_managed_fields)));
-    tasks.spawn(feed(index.clone(), project_events));
+    tasks.spawn(feed(index, project_events));
+    tasks
+}
+
+/// Starts the watches of a downstream cluster: namespaces, secret names and labelled secrets.
+/// Its projects are the management cluster's (see [`super::compose`]): the projects watch is not
+/// started, and none is waited for.
+pub fn spawn_downstream(client: Client, index: Arc<Index>) -> JoinSet<()> {
+    index.ready_handle(super::Watch::Projects).release();
+    spawn_cluster(client, index)
+}
+
+/// The three watches every cluster has.
+fn spawn_cluster(client: Client, index: Arc<Index>) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
     tasks.spawn(feed(
         index.clone(),
         watcher(

@@ -59,7 +59,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
 fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
     let mut members: HashMap<ProjectId, Vec<(&str, bool)>> = HashMap::new();
     for (name, ns) in world.namespaces() {
-        if let Some(project) = ns.project() {
+        if let Some(project) = world.member_project(ns) {
             members
                 .entry(project)
                 .or_default()

@@ -17,7 +17,7 @@ pub fn wanting_original<'w>(
     live_namespace: &NamespaceState,
     name: &str,
 ) -> Option<(&'w str, String)> {
-    let project = live_namespace.project()?;
+    let project = world.member_project(live_namespace)?;
     let backing = world.owned_backing_namespace(&project)?;
     Some((backing, name.to_owned()))
 }
@@ -40,7 +40,7 @@ pub fn wanted_after_all(
     };
     let ignore = IgnoreList::of(&secret.metadata);
     original.name() == name
-        && live_namespace.project().as_ref() == Some(original.project)
+        && world.member_project(live_namespace).as_ref() == Some(original.project)
         && wants_copy(
             &original,
             &ignore,
