@@ -64,7 +64,7 @@ if ! kubectl get crd certificates.cert-manager.io issuers.cert-manager.io >/dev/
 fi
 
 status=0
-for dir in "$work"/deploy/base "$work"/deploy/overlays/*/; do
+for dir in "$work"/deploy/base "$work"/deploy/overlays/*/ "$work"/deploy/downstream-access; do
   dir=${dir%/}
   name=${dir#"$work"/}
   [ -f "$dir/kustomization.yaml" ] || continue

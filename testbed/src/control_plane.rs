@@ -83,6 +83,10 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// `system:serviceaccount:scoped-secrets-system:scoped-secrets`, the product's own identity.
     pub sa_kubeconfig: PathBuf,
+    /// The apiserver's address (`https://<server>`).
+    pub server: SocketAddr,
+    /// The throwaway CA the apiserver's serving certificate is issued by (PEM).
+    ca_pem: String,
     children: Children,
 }
 
@@ -189,6 +193,8 @@ impl ControlPlane {
             dir,
             kubeconfig,
             sa_kubeconfig,
+            server: apiserver,
+            ca_pem: pki.ca_pem.clone(),
             children,
         })
     }
@@ -199,6 +205,12 @@ impl ControlPlane {
             .enable_all()
             .build()?
             .block_on(Self::start(options))
+    }
+
+    /// A kubeconfig for this apiserver, trusting its CA inline (`certificate-authority-data`) and
+    /// authenticating with `token`: the shape a downstream cluster's registration takes.
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        kubeconfig_yaml(self.server, &self.ca_pem, Some(token))
     }
 
     /// The pid of one of its processes: `etcd`, `kube-apiserver`, `kube-controller-manager`, or a

@@ -4,6 +4,8 @@
 //! - [`control_plane`]: a real etcd, kube-apiserver and kube-controller-manager on loopback ports,
 //!   started in-process as child processes and stopped when their guard is dropped (or when the
 //!   process that started them exits, however it exits);
+//! - [`downstream`]: a downstream cluster (a control plane of its own with the copier's access),
+//!   registered in a management cluster, its credentials revoked and restored;
 //! - [`registration`]: `deploy/`'s prerequisites and webhook configurations, pointed at 127.0.0.1;
 //! - [`env`]: the environment a test binary shares (one control plane, the server under test
 //!   in-process as the product's service account, its webhooks registered);
@@ -14,6 +16,7 @@
 //! `use testbed::prelude::*` brings what nearly every end-to-end test uses.
 
 pub mod control_plane;
+pub mod downstream;
 pub mod env;
 pub mod fixtures;
 pub mod harness;
