@@ -34,7 +34,7 @@ stringData:
 }
 
 /// `scoped_secrets_cluster_connected` for `cluster`, or `None` when the series does not exist.
-fn connected(running: &Running, cluster: &str) -> Option<f64> {
+pub(crate) fn connected(running: &Running, cluster: &str) -> Option<f64> {
     let prefix = format!("scoped_secrets_cluster_connected{{cluster=\"{cluster}\"}} ");
     running
         .metrics_text()
@@ -43,7 +43,7 @@ fn connected(running: &Running, cluster: &str) -> Option<f64> {
 }
 
 #[track_caller]
-fn event_saying(secret: &str, reason: &str, words: &str) -> String {
+pub(crate) fn event_saying(secret: &str, reason: &str, words: &str) -> String {
     eventually(
         &format!("a {reason} Event on {secret} saying {words:?}"),
         WAIT,
