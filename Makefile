@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run test lint control-plane helm image test-cluster bench-admission bench-reconciler bench-soak fuzz
+.PHONY: run run-clusters test lint control-plane helm image test-cluster bench-admission bench-reconciler bench-soak fuzz
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
@@ -8,6 +8,14 @@
 run:
 	cargo build --workspace --bins
 	cargo run -p testbed --bin local-control-plane -- --serve --dir .local/control-plane
+
+# Rancher's layout: a management control plane running scoped-secrets (as `make run`) and two
+# downstream ones, c-abc123 and c-def456, registered in it (testbed/src/bin/local-clusters.rs); each
+# downstream one runs the downstream webhook where the binary has it. Ctrl-C stops all. The control
+# plane binaries are built first, so that the three control planes do not each build them.
+run-clusters: control-plane
+	cargo build --workspace --bins
+	cargo run -p testbed --bin local-clusters -- --dir .local/clusters
 
 # The whole suite: unit tests of the pure core, integration tests, and the end-to-end tests against
 # the real control plane (built from the Go module proxy on first use and cached); the product crate

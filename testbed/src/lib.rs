@@ -7,6 +7,8 @@
 //! - [`downstream`]: a downstream cluster (a control plane of its own with the copier's access),
 //!   registered in a management cluster, its credentials revoked and restored;
 //! - [`registration`]: `deploy/`'s prerequisites and webhook configurations, pointed at 127.0.0.1;
+//! - [`serving`]: `scoped-secrets serve` supervised beside a control plane, as `make run` and
+//!   `make run-clusters` run it;
 //! - [`env`]: the environment a test binary shares (one control plane, the server under test
 //!   in-process as the product's service account, its webhooks registered);
 //! - [`kubectl`], [`fixtures`], [`wait`]: what a test types, creates and waits for;
@@ -23,6 +25,7 @@ pub mod harness;
 pub mod kubectl;
 pub mod process;
 pub mod registration;
+pub mod serving;
 pub mod wait;
 
 /// What nearly every end-to-end test uses.

@@ -5,15 +5,14 @@
 //!
 //! When all are up it prints one line `ready kubeconfig=<path>` on stdout, which callers wait for.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Parser;
-use scoped_secrets::certs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-use testbed::control_plane::{self, ControlPlane, LIFECYCLE_CONTROLLERS, Options};
+use testbed::control_plane::{ControlPlane, LIFECYCLE_CONTROLLERS, Options};
 use testbed::registration;
+use testbed::serving::{self, Product};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,11 +79,13 @@ async fn main() -> Result<()> {
     println!("ready kubeconfig={}", control_plane.kubeconfig.display());
     if args.serve {
         let repo = Path::new(testbed::env::REPO);
-        let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
-        eprintln!("{}", walkthrough(&control_plane.kubeconfig, repo, &binary));
+        eprintln!(
+            "{}",
+            walkthrough(&control_plane.kubeconfig, repo, &serving::product_binary()?)
+        );
     }
 
-    let reason = supervise(&mut control_plane, args.watch_pid).await;
+    let reason = serving::supervise(&mut [&mut control_plane], args.watch_pid).await;
     eprintln!("local-control-plane: stopping ({reason})");
     control_plane.stop();
     Ok(())
@@ -98,77 +99,17 @@ async fn serve_product(
     deadline: Instant,
 ) -> Result<()> {
     let repo = Path::new(testbed::env::REPO);
-    let kubeconfig = control_plane.kubeconfig.clone();
-    registration::apply_prerequisites(repo, &kubeconfig)?;
-    let written = certs::write_serving_set(
-        &args.certs_dir,
-        &["localhost".to_owned()],
-        &[IpAddr::from([127, 0, 0, 1])],
-        365,
-        30,
-    )?;
-    let binary = std::env::current_exe()?.with_file_name("scoped-secrets");
-    if !binary.is_file() {
-        bail!(
-            "{} is not built: `cargo build --workspace --bins` builds it beside this binary",
-            binary.display()
-        );
-    }
-    let sa_kubeconfig = control_plane.sa_kubeconfig.clone();
-    control_plane.supervise(
-        "scoped-secrets",
-        Command::new(&binary)
-            .env("KUBECONFIG", &sa_kubeconfig)
-            .arg("serve")
-            .arg(format!("--webhook-addr={}", args.webhook_addr))
-            .arg(format!("--admin-addr={}", args.admin_addr))
-            .arg(format!(
-                "--tls-cert={}",
-                args.certs_dir.join(certs::TLS_CERT).display()
-            ))
-            .arg(format!(
-                "--tls-key={}",
-                args.certs_dir.join(certs::TLS_KEY).display()
-            ))
-            .arg("--log-format=text"),
-    )?;
-    wait_admin_ready(args.admin_addr, control_plane, deadline).await?;
-    let manifests = registration::render_kustomization(&repo.join("deploy/base"))?;
-    let configurations = registration::local_webhook_configurations(
-        &manifests,
-        &format!("https://{}", args.webhook_addr),
-        &written.ca_bundle_base64,
-    )?;
-    registration::apply(&control_plane::client(&kubeconfig).await?, &configurations).await?;
-    Ok(())
-}
-
-/// Polls the product's `/readyz` (plain HTTP on the admin port) until it answers 200.
-async fn wait_admin_ready(
-    addr: std::net::SocketAddr,
-    control_plane: &mut ControlPlane,
-    deadline: Instant,
-) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
-            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).await.is_ok()
-                && stream.read_to_string(&mut answer).await.is_ok()
-                && answer.starts_with("HTTP/1.0 200")
-            {
-                return Ok(());
-            }
-        }
-        if let Some(exited) = control_plane.exited() {
-            bail!("{exited} exited before it became ready; see its log in the state directory");
-        }
-        if Instant::now() > deadline {
-            bail!("scoped-secrets did not become ready in time");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    registration::apply_prerequisites(repo, &control_plane.kubeconfig)?;
+    let identity = control_plane.sa_kubeconfig.clone();
+    let product = Product {
+        identity: &identity,
+        webhook_addr: args.webhook_addr,
+        admin_addr: args.admin_addr,
+        certs_dir: &args.certs_dir,
+        webhooks_from: &repo.join("deploy/base"),
+        args: Vec::new(),
+    };
+    serving::serve(control_plane, &product, deadline).await
 }
 
 /// Rancher's documented example (examples/rancher/) as commands to paste into another terminal:
@@ -206,28 +147,4 @@ scoped-secrets is serving. Rancher's example, in another terminal:
 
 Logs are in {logs}. Ctrl-C stops everything."
     )
-}
-
-/// Waits until something asks the control plane to stop, and says what.
-async fn supervise(control_plane: &mut ControlPlane, watch_pid: Option<u32>) -> String {
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(s) => s,
-        Err(e) => return format!("cannot listen for SIGTERM: {e}"),
-    };
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return "interrupted".into(),
-            _ = sigterm.recv() => return "terminated".into(),
-            _ = tick.tick() => {
-                if let Some(exited) = control_plane.exited() {
-                    return format!("{exited} exited");
-                }
-                if let Some(pid) = watch_pid && !Path::new(&format!("/proc/{pid}")).exists() {
-                    return format!("watched process {pid} is gone");
-                }
-            }
-        }
-    }
 }

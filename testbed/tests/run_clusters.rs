@@ -1,0 +1,168 @@
+//! `make run-clusters` end to end: `local-clusters` brings up a management control plane running
+//! scoped-secrets and two downstream ones registered in it; the walkthrough it prints (Rancher's
+//! example across clusters) runs as printed: the copies of `test-secret` appear in c-abc123's
+//! namespaces of the project and none in c-def456's namespace of its project of the same name. Where
+//! the downstream webhook runs, a copy there is read-only. An interrupt (Ctrl-C) leaves no process
+//! behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testbed::kubectl::{fails, kubectl_line_with, ok, stdout};
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_behind() {
+    let product = Path::new(env!("CARGO_BIN_EXE_local-clusters")).with_file_name("scoped-secrets");
+    assert!(
+        product.is_file(),
+        "{} is not built: run this test with the workspace's (`make test`)",
+        product.display()
+    );
+    let dir = Path::new(testbed::env::REPO)
+        .join(format!("target/run-clusters-test/{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.display().to_string();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_local-clusters"))
+        .arg(format!("--dir={dir_text}"))
+        // Should this test fail half-way, everything stops once the test binary is gone.
+        .arg(format!("--watch-pid={}", std::process::id()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("local-clusters starts");
+    let mut stderr = run.stderr.take().expect("stderr");
+    let (printed_tx, printed) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            let _ = printed_tx.send(text.clone());
+        }
+    });
+    let line = BufReader::new(run.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let kubeconfigs: Vec<&str> = line
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("not ready: {line:?}"))
+        .split(' ')
+        .collect();
+    let kubeconfig_of = |key: &str| {
+        kubeconfigs
+            .iter()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            .to_owned()
+    };
+    let (management, abc, def) = (
+        kubeconfig_of("kubeconfig"),
+        kubeconfig_of("c-abc123"),
+        kubeconfig_of("c-def456"),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let printed_text = loop {
+        let text = printed
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no walkthrough printed"));
+        if text.contains("Ctrl-C stops everything") {
+            break text;
+        }
+    };
+    let webhooks = printed_text.contains("The downstream webhook serves");
+    // The supervisor; etcd, the apiserver, the controller manager and the product of the management
+    // cluster; etcd and the apiserver of each downstream one, and its webhook where it runs.
+    assert_eq!(
+        processes_mentioning(&dir_text).len(),
+        if webhooks { 11 } else { 9 },
+        "{printed_text}"
+    );
+
+    let script = walkthrough_commands(&printed_text);
+    assert!(
+        script.contains("apply -f examples/rancher-clusters/03-test-secret.yaml")
+            && script.contains(&format!("export MANAGEMENT={management} C_ABC123={abc}")),
+        "the walkthrough lacks Rancher's example: {printed_text}"
+    );
+    let walked = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("bash");
+    let walked_out = String::from_utf8_lossy(&walked.stdout);
+    assert!(
+        walked.status.success(),
+        "the walkthrough failed:\n{script}\n{walked_out}\n{}",
+        String::from_utf8_lossy(&walked.stderr)
+    );
+    assert!(walked_out.contains("\ndog\n"), "{walked_out}");
+
+    let kubectl = |kubeconfig: &str, line: &str| kubectl_line_with(Path::new(kubeconfig), line);
+    for ns in ["team-a", "team-b"] {
+        let copy = ok(kubectl(
+            &abc,
+            &format!("get secret test-secret -n {ns} -o jsonpath={{.data.key}}"),
+        ));
+        assert_eq!(copy, "ZG9n", "the copy in c-abc123/{ns}");
+    }
+    let elsewhere = kubectl(
+        &def,
+        "get secrets -A --field-selector metadata.name=test-secret -o name",
+    );
+    assert_eq!(stdout(&elsewhere), "", "no copy in c-def456");
+    ok(kubectl(
+        &management,
+        "get secret test-secret -n c-abc123-p-vwxyz",
+    ));
+    if webhooks {
+        let refused = fails(kubectl(&abc, "delete secret test-secret -n team-a"));
+        assert!(refused.contains("denied the request"), "{refused}");
+    }
+
+    // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
+    let status = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "local-clusters did not stop");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    assert!(
+        processes_mentioning(&dir_text).is_empty(),
+        "processes were left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The commands of the printed walkthrough: its indented lines, from the first to the last.
+fn walkthrough_commands(printed: &str) -> String {
+    printed
+        .lines()
+        .skip_while(|l| !l.starts_with("scoped-secrets is serving"))
+        .skip_while(|l| !l.starts_with("  "))
+        .take_while(|l| l.starts_with("  ") || l.is_empty())
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
+}
