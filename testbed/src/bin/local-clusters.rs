@@ -385,10 +385,10 @@ Secrets (kubectl --kubeconfig=$MANAGEMENT get events -n scoped-secrets-system).
 "
     );
     let _ = match webhooks {
-        Ok(served) => write!(
+        Ok(served) => writeln!(
             text,
             "The downstream webhook serves in each downstream cluster ({}): a copy there is read-only, \
-             try kubectl --kubeconfig=$C_ABC123 delete secret test-secret -n team-a.\n",
+             try kubectl --kubeconfig=$C_ABC123 delete secret test-secret -n team-a.",
             served
                 .iter()
                 .zip(downstreams)
@@ -396,10 +396,10 @@ Secrets (kubectl --kubeconfig=$MANAGEMENT get events -n scoped-secrets-system).
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Err(why) => write!(
+        Err(why) => writeln!(
             text,
             "The downstream webhook does not run: {why}. Nothing guards the downstream clusters' \
-             copies and names there.\n"
+             copies and names there."
         ),
     };
     let logs = management
