@@ -6,5 +6,8 @@
 
 pub mod connections;
 pub mod credentials;
+pub mod metrics;
+pub mod placement;
 pub mod registration;
 pub mod sharding;
+pub mod worker;

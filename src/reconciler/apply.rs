@@ -74,7 +74,11 @@ impl Requeue {
 /// Executes actions for the leader.
 #[derive(Clone)]
 pub struct Applier {
+    /// The cluster the copies are written in.
     client: Client,
+    /// The cluster the originals live in (the management cluster): a delete's re-check reads the
+    /// original there.
+    origins: Client,
     leading: watch::Receiver<bool>,
     /// The settings the plan was made with: a delete's re-check must judge as the plan does.
     settings: Settings,
@@ -83,10 +87,18 @@ pub struct Applier {
 impl Applier {
     pub fn new(client: Client, leading: watch::Receiver<bool>, settings: Settings) -> Self {
         Self {
+            origins: client.clone(),
             client,
             leading,
             settings,
         }
+    }
+
+    /// Writes copies through `self`'s client, reading originals through `origins` (a downstream
+    /// cluster's worker: copies there, originals in the management cluster).
+    pub fn with_origins(mut self, origins: Client) -> Self {
+        self.origins = origins;
+        self
     }
 
     /// Executes `action`, planned from `world` (the round's snapshot).
@@ -298,7 +310,9 @@ impl Applier {
         else {
             return Ok(false);
         };
-        let live_original = self.secrets(origin_namespace).get_opt(&origin_name).await?;
+        let live_original = Api::<Secret>::namespaced(self.origins.clone(), origin_namespace)
+            .get_opt(&origin_name)
+            .await?;
         Ok(plan::wanted_after_all(
             world,
             &self.settings,

@@ -10,6 +10,7 @@ use super::backoff::Backoffs;
 use super::events::{Events, Trouble};
 use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
+use crate::clusters::placement::Placement;
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
 use crate::world::World;
@@ -20,8 +21,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Everything a round needs, shared by the concurrent actions.
-struct Context {
+pub(crate) struct Context {
+    /// The management cluster (Projects are proven deleted there).
     client: kube::Client,
+    /// The cluster the copies are written in: the management cluster's own id, or a downstream one.
+    cluster: String,
+    /// Whether `cluster` is a downstream cluster: its world is composed, and only the actions that
+    /// write in it are executed ([`plan::downstream_actions`]).
+    downstream: bool,
+    /// Which projects are served where: the management cluster lets go of those in place in their
+    /// own cluster; a downstream cluster reports its progress.
+    placement: Arc<Placement>,
     applier: Applier,
     events: Events,
     metrics: ReconcilerMetrics,
@@ -44,6 +54,7 @@ pub async fn run(
     metrics: ReconcilerMetrics,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let placement = Placement::new();
     let (leading_tx, leading) = watch::channel(false);
     let (done_tx, mut done) = watch::channel(false);
     let writes_done = async move {
@@ -59,22 +70,25 @@ pub async fn run(
         metrics.clone(),
     ));
     let connections = tokio::spawn(crate::clusters::connections::run(
-        client.clone(),
-        cfg.clusters.clone(),
-        metrics.clusters.clone(),
+        crate::clusters::worker::Shared {
+            management: client.clone(),
+            index: index.clone(),
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+            placement: placement.clone(),
+        },
         leading.clone(),
         shutdown.clone(),
     ));
-    let ctx = Context {
-        applier: Applier::new(client.clone(), leading.clone(), cfg.copies.clone()),
-        events: Events::new(client.clone(), &cfg.lease.identity),
+    let ctx = Context::new(
+        client.clone(),
         client,
-        metrics,
+        cfg.clusters.local_cluster_id.clone(),
+        leading.clone(),
         cfg,
-        announced_conflicts: Mutex::default(),
-        backoffs: Mutex::default(),
-        revocation_due: Mutex::default(),
-    };
+        metrics,
+        placement,
+    );
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
     // The round in flight has ended: the lease may go to a successor.
     let _ = done_tx.send(true);
@@ -84,13 +98,100 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))
 }
 
-async fn reconcile_until_shutdown(
+impl Context {
+    /// The management cluster's context: copies written through `client`, which reaches the
+    /// originals too.
+    fn new(
+        management: kube::Client,
+        client: kube::Client,
+        cluster: String,
+        leading: watch::Receiver<bool>,
+        cfg: Config,
+        metrics: ReconcilerMetrics,
+        placement: Arc<Placement>,
+    ) -> Self {
+        Self {
+            applier: Applier::new(client, leading, cfg.copies.clone())
+                .with_origins(management.clone()),
+            events: Events::new(management.clone(), &cfg.lease.identity),
+            client: management,
+            downstream: false,
+            cluster,
+            placement,
+            metrics,
+            cfg,
+            announced_conflicts: Mutex::default(),
+            backoffs: Mutex::default(),
+            revocation_due: Mutex::default(),
+        }
+    }
+
+    /// A downstream cluster's context: copies written through `client` (that cluster), originals
+    /// read and Events published through `management`.
+    pub(crate) fn downstream(
+        management: kube::Client,
+        client: kube::Client,
+        cluster: &str,
+        leading: watch::Receiver<bool>,
+        cfg: Config,
+        metrics: ReconcilerMetrics,
+        placement: Arc<Placement>,
+    ) -> Self {
+        let mut ctx = Self::new(
+            management,
+            client,
+            cluster.to_owned(),
+            leading,
+            cfg,
+            metrics,
+            placement,
+        );
+        ctx.events = ctx.events.in_cluster(cluster);
+        ctx.downstream = true;
+        ctx
+    }
+
+    /// The world a round plans from: a downstream cluster's composed index as it is; the
+    /// management cluster's without the projects their own clusters serve.
+    fn world(&self, index: &Index) -> Arc<World> {
+        let world = index.read();
+        if self.downstream {
+            return world;
+        }
+        let elsewhere = self.placement.in_place();
+        if elsewhere.is_empty() {
+            return world;
+        }
+        let mut world = World::clone(&world);
+        world.serve_elsewhere(elsewhere);
+        Arc::new(world)
+    }
+
+    /// Every action the world needs that this context writes.
+    fn plan(&self, world: &World) -> Vec<Action> {
+        if self.downstream {
+            let planned = plan::planned(world, &self.cfg.copies, false);
+            let actions = plan::downstream_actions(world, planned);
+            self.placement
+                .report(&self.cluster, plan::progress(world, &actions));
+            actions
+        } else {
+            plan::planned(world, &self.cfg.copies, self.cfg.manage_backing_namespaces)
+        }
+    }
+}
+
+/// Plans and writes while leading, until shutdown: one round after every (debounced) change of the
+/// index, or of where projects are served, or when an action is due again.
+pub(crate) async fn reconcile_until_shutdown(
     ctx: &Context,
     index: &Index,
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = index.subscribe();
+    // The management cluster re-plans when a project's own cluster has its copies in place.
+    let mut placement = ctx.placement.subscribe();
     tokio::select! {
         () = index.wait_synced() => {}
         () = super::stopped(&mut shutdown) => return,
@@ -106,6 +207,7 @@ async fn reconcile_until_shutdown(
         }
         // Every change seen so far is in the world the round reads; later ones wake the next round.
         changes.borrow_and_update();
+        placement.borrow_and_update();
         let wait = round(ctx, index).await;
         tokio::select! {
             () = super::stopped(&mut shutdown) => return,
@@ -116,6 +218,7 @@ async fn reconcile_until_shutdown(
                 // Let a burst of events (a namespace with many secrets, a re-list) settle.
                 tokio::time::sleep(ctx.cfg.debounce).await;
             }
+            changed = placement.changed(), if !ctx.downstream => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => {}
             changed = leading.changed() => if changed.is_err() { return },
         }
@@ -126,11 +229,17 @@ async fn reconcile_until_shutdown(
 /// go on meanwhile, into later snapshots), then execute the actions that are due with bounded
 /// concurrency. Returns how long to wait for the next round if nothing changes meanwhile.
 async fn round(ctx: &Context, index: &Index) -> Duration {
-    let revocation_due = prove_deletions(ctx, index).await;
-    let world = index.read();
+    // Projects are proven deleted once, by the management cluster's round.
+    let revocation_due = if ctx.downstream {
+        None
+    } else {
+        prove_deletions(ctx, index).await
+    };
+    let world = ctx.world(index);
     let planning = Instant::now();
-    let actions = plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces);
+    let actions = ctx.plan(&world);
     tracing::debug!(
+        cluster = %ctx.cluster,
         actions = actions.len(),
         namespaces = world.namespaces().count(),
         plan_ms = planning.elapsed().as_secs_f64() * 1000.0,
@@ -151,6 +260,9 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         .collect()
         .await;
     let (written, troubles, next_retry) = settle(ctx, &outcomes);
+    if !outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+        ctx.metrics.clusters.synced(&ctx.cluster);
+    }
     ctx.events.announce(&written).await;
     let troubles: Vec<(&Action, &Trouble)> = troubles.iter().map(|(a, t)| (*a, t)).collect();
     ctx.events.announce_troubles(&troubles).await;
@@ -255,7 +367,9 @@ async fn execute(ctx: &Context, action: Action, world: &World) -> (Action, Resul
     match &result {
         Ok(Outcome::Written) => {
             ctx.metrics.written(kind);
+            ctx.metrics.clusters.written(&ctx.cluster, kind);
             tracing::info!(
+                cluster = %ctx.cluster,
                 kind,
                 namespace = action.namespace(),
                 name = action.name(),
@@ -286,10 +400,12 @@ async fn execute(ctx: &Context, action: Action, world: &World) -> (Action, Resul
         }
         Err(error) => {
             ctx.metrics.failed(error);
+            ctx.metrics.clusters.failed(&ctx.cluster);
             if action.origin().is_some() {
                 ctx.metrics.copy_failed(&error.failure_reason());
             }
             tracing::warn!(
+                cluster = %ctx.cluster,
                 kind,
                 namespace = action.namespace(),
                 name = action.name(),

@@ -32,6 +32,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
+        Self::start_with(lease, identity, policy, |_| {})
+    }
+
+    /// [`Running::start`] with `configure` applied to the reconciler's settings.
+    pub fn start_with(
+        lease: &str,
+        identity: &str,
+        policy: OverwritePolicy,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let env = env();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut cfg = Config::new(
@@ -41,6 +51,7 @@ impl Running {
             identity,
         );
         cfg.lease.name = lease.to_owned();
+        configure(&mut cfg);
         let mut registry = Registry::default();
         let metrics = ReconcilerMetrics::register(&mut registry);
         let sa = env.sa_kubeconfig.clone();

@@ -6,6 +6,7 @@
 //! alone decides (a name reserved by an original reads differently once its copy has landed).
 
 mod clusters;
+mod downstream;
 mod lifecycle;
 mod reconciler;
 mod skew;

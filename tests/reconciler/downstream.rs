@@ -1,0 +1,365 @@
+//! Copies in downstream clusters (docs/SPEC.md §6): originals in the management cluster (this test
+//! binary's control plane), copies written by the per-cluster worker into each registered cluster's
+//! project namespaces. Each downstream cluster is a real control plane of its own (etcd and
+//! kube-apiserver on 127.0.0.1), registered with a Secret holding its kubeconfig.
+
+use super::clusters::register;
+use scoped_secrets::keys;
+use scoped_secrets::policy::OverwritePolicy;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use testbed::control_plane::{ControlPlane, Options};
+use testbed::harness::*;
+use testbed::prelude::*;
+
+/// A downstream cluster: a control plane of its own.
+struct Downstream {
+    id: String,
+    plane: ControlPlane,
+}
+
+impl Downstream {
+    fn start(id: &str) -> Self {
+        let dir = env().state_dir.join(unique(&format!("downstream-{id}")));
+        let plane = ControlPlane::start_blocking(&Options::new(dir).without_controller_manager())
+            .expect("a downstream control plane");
+        Self {
+            id: id.to_owned(),
+            plane,
+        }
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        &self.plane.kubeconfig
+    }
+
+    /// Registers it with its admin kubeconfig (inline token and CA).
+    fn register(&self) -> String {
+        let name = unique(&format!("reg-{}", self.id));
+        let text = std::fs::read_to_string(self.kubeconfig()).expect("its kubeconfig");
+        register(&name, &self.id, &text);
+        name
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        ok(kubectl_with(self.kubeconfig(), args))
+    }
+
+    /// A namespace of this cluster in `project` (annotated `<cluster>:<project>`, as Rancher does).
+    fn namespace_in(&self, name: &str, project: &str) {
+        self.namespace_annotated(name, &format!("{}:{project}", self.id));
+    }
+
+    fn namespace_annotated(&self, name: &str, id: &str) {
+        ok(kubectl_stdin(
+            self.kubeconfig(),
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations: {{field.cattle.io/projectId: \"{id}\"}}\n"
+            ),
+        ));
+    }
+
+    fn secret(&self, ns: &str, name: &str) -> Option<Value> {
+        let out = kubectl_with(
+            self.kubeconfig(),
+            &["get", "secret", name, "-n", ns, "-o", "json"],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
+    /// Waits until `ns` here holds a copy of `origin` whose data is `data`.
+    #[track_caller]
+    fn copy_with(&self, ns: &str, name: &str, backing: &str, data: &Value) -> Value {
+        eventually(
+            &format!("the copy of {backing}/{name} in {}/{ns}", self.id),
+            WAIT,
+            || {
+                self.secret(ns, name)
+                    .filter(|s| is_copy_of(s, backing, name) && &s["data"] == data)
+            },
+        )
+    }
+
+    #[track_caller]
+    fn gone(&self, ns: &str, name: &str) {
+        eventually(&format!("{name} to leave {}/{ns}", self.id), WAIT, || {
+            self.secret(ns, name).is_none().then_some(())
+        });
+    }
+}
+
+/// Project `<cluster>:<name>` in the management cluster (namespace `<cluster>`), with its backing
+/// namespace `<cluster>-<name>` there; waits until indexed. Returns the backing namespace.
+fn project_of(cluster: &str, name: &str) -> String {
+    let backing = format!("{cluster}-{name}");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: {cluster}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {backing}}}
+---
+apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: {cluster}}}
+spec: {{clusterName: {cluster}, displayName: {name}}}
+"
+        ),
+        &[],
+    ));
+    ok(patch_backing_namespace(cluster, name, &backing));
+    let id = keys::ProjectId::new(cluster, name);
+    indexed("the project", |w| {
+        w.project(&id)
+            .is_some_and(|p| p.backing_namespace == backing)
+    });
+    backing
+}
+
+fn original(backing: &str, project: &str, name: &str, value: &str) {
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {backing}
+  labels: {{{label}: {project}}}
+stringData: {{key: {value}}}
+",
+            label = keys::PROJECT_SCOPED_LABEL,
+        ),
+        &[],
+    ));
+}
+
+/// The data a copy of an original holding `key: value` has.
+fn data_of(value: &str) -> Value {
+    let encoded = k8s_openapi::ByteString(value.as_bytes().to_vec());
+    serde_json::json!({ "key": encoded })
+}
+
+/// A reconciler probing downstream clusters every second (two-second timeouts).
+fn reconciler() -> Running {
+    Running::start_with(
+        &unique("lease"),
+        &unique("instance"),
+        OverwritePolicy::Warn,
+        |cfg| {
+            cfg.clusters.probe_every = Duration::from_secs(1);
+            cfg.clusters.max_backoff = Duration::from_secs(1);
+            cfg.clusters.request_timeout = Duration::from_secs(2);
+        },
+    )
+}
+
+/// A per-cluster series' value, or `None` when it does not exist.
+fn cluster_metric(running: &Running, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    running
+        .metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[test]
+fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_of_c_abc123() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-abc123");
+    downstream.namespace_in("team-a", "p-vwxyz");
+    downstream.namespace_in("team-b", "p-vwxyz");
+    // Another project of the same cluster, and a namespace in no project.
+    downstream.namespace_in("elsewhere", "p-other");
+    downstream.kubectl(&["create", "namespace", "plain"]);
+    let registration = downstream.register();
+
+    let backing = project_of("c-abc123", "p-vwxyz");
+    original(&backing, "p-vwxyz", "test-secret", "one");
+    for ns in ["team-a", "team-b"] {
+        let copy = downstream.copy_with(ns, "test-secret", &backing, &data_of("one"));
+        assert_eq!(
+            copy["metadata"]["labels"][keys::PROJECT_SCOPED_LABEL],
+            "p-vwxyz"
+        );
+    }
+    for ns in ["elsewhere", "plain"] {
+        assert!(downstream.secret(ns, "test-secret").is_none(), "{ns}");
+    }
+    // Nothing of it in the management cluster but the original.
+    let listed = ok(kubectl(&[
+        "get",
+        "secrets",
+        "-A",
+        "-l",
+        &format!("{}=p-vwxyz", keys::PROJECT_SCOPED_LABEL),
+        "-o",
+        "name",
+    ]));
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+
+    // Updates follow; a namespace joining receives it; deletion follows.
+    original(&backing, "p-vwxyz", "test-secret", "two");
+    for ns in ["team-a", "team-b"] {
+        downstream.copy_with(ns, "test-secret", &backing, &data_of("two"));
+    }
+    downstream.namespace_in("team-c", "p-vwxyz");
+    downstream.copy_with("team-c", "test-secret", &backing, &data_of("two"));
+    assert!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_writes_total",
+            "cluster=\"c-abc123\",kind=\"create\""
+        )
+        .is_some_and(|n| n >= 3.0),
+        "writes are counted by cluster"
+    );
+    assert!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_last_sync_timestamp_seconds",
+            "cluster=\"c-abc123\""
+        )
+        .is_some_and(|t| t > 0.0)
+    );
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        "test-secret",
+        "-n",
+        &backing,
+    ]));
+    for ns in ["team-a", "team-b", "team-c"] {
+        downstream.gone(ns, "test-secret");
+    }
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &registration,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+}
+
+#[test]
+fn two_downstream_clusters_with_projects_of_the_same_name_do_not_cross_talk() {
+    let _serial = serial();
+    let _running = reconciler();
+    let (one, two) = (Downstream::start("c-one"), Downstream::start("c-two"));
+    one.namespace_in("team", "p-same");
+    two.namespace_in("team", "p-same");
+    // In c-two, a namespace claiming c-one's project: not c-two's to fill.
+    two.namespace_annotated("impostor", "c-one:p-same");
+    let registrations = [one.register(), two.register()];
+    let (backing_one, backing_two) = (project_of("c-one", "p-same"), project_of("c-two", "p-same"));
+    original(&backing_one, "p-same", "shared", "for-one");
+    original(&backing_two, "p-same", "shared", "for-two");
+    one.copy_with("team", "shared", &backing_one, &data_of("for-one"));
+    two.copy_with("team", "shared", &backing_two, &data_of("for-two"));
+    // Converged: every copy of c-two is its own project's, and the impostor got none.
+    assert!(two.secret("impostor", "shared").is_none());
+    let copy = two.secret("team", "shared").expect("the copy");
+    assert_eq!(copy["data"], data_of("for-two"));
+    for registration in &registrations {
+        ok(kubectl(&[
+            "delete",
+            "secret",
+            registration,
+            "-n",
+            LEASE_NAMESPACE,
+        ]));
+    }
+}
+
+#[test]
+fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answers() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-stop");
+    downstream.namespace_in("team-a", "p-stop");
+    let registration = downstream.register();
+    let backing = project_of("c-stop", "p-stop");
+    original(&backing, "p-stop", "kept", "before");
+    original(&backing, "p-stop", "dropped", "x");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("before"));
+    downstream.copy_with("team-a", "dropped", &backing, &data_of("x"));
+    let deletes = |running: &Running| {
+        cluster_metric(
+            running,
+            "scoped_secrets_cluster_writes_total",
+            "cluster=\"c-stop\",kind=\"delete\"",
+        )
+        .unwrap_or(0.0)
+    };
+    let deleted_before = deletes(&running);
+
+    let apiserver = downstream
+        .plane
+        .pid("kube-apiserver")
+        .expect("its apiserver");
+    let stopped_at = Instant::now();
+    let paused = Paused::new(apiserver);
+    eventually("the stopped cluster reported down", WAIT, || {
+        (cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-stop\"",
+        ) == Some(0.0))
+        .then_some(())
+    });
+    // Meanwhile the original changes and another is deleted: nothing is written downstream.
+    original(&backing, "p-stop", "kept", "after");
+    ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
+    // The outage lasts 30 s, as an operator's would.
+    while stopped_at.elapsed() < Duration::from_secs(30) {
+        assert_eq!(deletes(&running), deleted_before, "a delete while down");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(paused);
+    let resumed = Instant::now();
+    downstream.copy_with("team-a", "kept", &backing, &data_of("after"));
+    downstream.gone("team-a", "dropped");
+    let took = resumed.elapsed();
+    assert!(
+        took <= Duration::from_secs(10),
+        "converged {took:?} after the apiserver answered again"
+    );
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &registration,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+}
+
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), also when the test fails.
+struct Paused(u32);
+
+impl Paused {
+    fn new(pid: u32) -> Self {
+        signal(pid, "STOP");
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
