@@ -345,6 +345,7 @@ impl Keeper {
                 shared: self.shared.clone(),
                 leading: self.leading.clone(),
             };
+            self.shared.placement.register(cluster);
             let handle = self.workers.spawn(worker.run());
             self.connections.insert(
                 cluster.to_owned(),

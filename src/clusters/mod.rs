@@ -4,6 +4,7 @@
 //! is the pure assignment of clusters to replicas. The per-cluster workers that watch and write
 //! downstream are planned (docs/SPEC.md §6).
 
+pub mod condition;
 pub mod connections;
 pub mod credentials;
 pub mod metrics;

@@ -49,6 +49,12 @@ impl Placement {
         Arc::new(Self::default())
     }
 
+    /// `cluster` is registered and its worker starting: its projects are served there from now on
+    /// (their condition says it is being listed).
+    pub fn register(&self, cluster: &str) {
+        self.change(cluster, |_| {});
+    }
+
     /// A round of `cluster`'s worker ended with this progress.
     pub fn report(&self, cluster: &str, projects: BTreeMap<ProjectId, Progress>) {
         self.change(cluster, |state| {
@@ -66,7 +72,7 @@ impl Placement {
             state.down = Some(Down {
                 reason,
                 message,
-                since: k8s_openapi::jiff::Timestamp::now().to_string(),
+                since: now_seconds(),
             });
         });
     }
@@ -82,10 +88,11 @@ impl Placement {
     fn change(&self, cluster: &str, change: impl FnOnce(&mut ClusterState)) {
         let changed = {
             let mut clusters = lock(&self.clusters);
+            let new = !clusters.contains_key(cluster);
             let state = clusters.entry(cluster.to_owned()).or_default();
             let before = state.clone();
             change(state);
-            *state != before
+            new || *state != before
         };
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -114,6 +121,15 @@ impl Placement {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+}
+
+/// Now, in RFC 3339 to the second.
+fn now_seconds() -> String {
+    use k8s_openapi::jiff::Timestamp;
+    let now = Timestamp::now().as_second();
+    Timestamp::from_second(now)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

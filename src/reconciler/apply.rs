@@ -448,6 +448,28 @@ impl Applier {
     }
 
     /// A merge patch of a Project's status, conditional on the resourceVersion that was read.
+    /// Sets the Project's `CopiesInPlace` condition (own Project CRD only: never Rancher's).
+    pub async fn set_copies_condition(
+        &self,
+        project: &ProjectId,
+        condition: &crate::clusters::condition::Condition,
+    ) -> Result<(), Error> {
+        let projects: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &project.cluster, &project_resource());
+        let Some(live) = projects.get_opt(&project.project).await? else {
+            return Ok(());
+        };
+        let all = conditions_with(
+            &live,
+            keys::COPIES_IN_PLACE_CONDITION,
+            condition.in_place,
+            condition.reason,
+            &condition.message,
+        );
+        self.patch_project_status(&projects, &live, json!({ "conditions": all }))
+            .await
+    }
+
     async fn patch_project_status(
         &self,
         projects: &Api<DynamicObject>,
@@ -560,6 +582,24 @@ impl Applier {
 /// The Project's status conditions with ours (BackingNamespaceReady) set; others are kept, and the
 /// transition time only moves when the status does.
 fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) -> serde_json::Value {
+    conditions_with(
+        live,
+        keys::BACKING_NAMESPACE_READY_CONDITION,
+        ready,
+        reason,
+        message,
+    )
+}
+
+/// The Project's status conditions with condition `kind` set; the others are kept, and the transition
+/// time only moves when the status does.
+fn conditions_with(
+    live: &DynamicObject,
+    kind: &str,
+    ready: bool,
+    reason: &str,
+    message: &str,
+) -> serde_json::Value {
     let status = if ready { "True" } else { "False" };
     let existing: Vec<serde_json::Value> = live
         .data
@@ -567,9 +607,7 @@ fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) ->
         .and_then(|v| v.as_array())
         .cloned()
         .unwrap_or_default();
-    let is_ours = |c: &serde_json::Value| {
-        c.get("type").and_then(|t| t.as_str()) == Some(keys::BACKING_NAMESPACE_READY_CONDITION)
-    };
+    let is_ours = |c: &serde_json::Value| c.get("type").and_then(|t| t.as_str()) == Some(kind);
     let since = existing
         .iter()
         .find(|c| is_ours(c) && c.get("status").and_then(|s| s.as_str()) == Some(status))
@@ -577,7 +615,7 @@ fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) ->
         .unwrap_or_else(|| json!(Time(k8s_openapi::jiff::Timestamp::now())));
     let mut all: Vec<serde_json::Value> = existing.into_iter().filter(|c| !is_ours(c)).collect();
     all.push(json!({
-        "type": keys::BACKING_NAMESPACE_READY_CONDITION,
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,

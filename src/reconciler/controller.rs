@@ -10,6 +10,7 @@ use super::backoff::Backoffs;
 use super::events::{Events, Trouble};
 use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
+use crate::clusters::condition::{Condition, Served, condition};
 use crate::clusters::placement::Placement;
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
@@ -40,6 +41,9 @@ pub(crate) struct Context {
     announced_conflicts: Mutex<HashSet<ConflictKey>>,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
+    /// The `CopiesInPlace` condition last written on each Project, so that one is written only
+    /// when it changes.
+    conditions: Mutex<std::collections::HashMap<crate::keys::ProjectId, Condition>>,
     /// Not before then are unproven project deletions read again (a CRD being deleted would
     /// otherwise cost a GET per project in every round).
     revocation_due: Mutex<Option<Instant>>,
@@ -122,6 +126,7 @@ impl Context {
             cfg,
             announced_conflicts: Mutex::default(),
             backoffs: Mutex::default(),
+            conditions: Mutex::default(),
             revocation_due: Mutex::default(),
         }
     }
@@ -245,6 +250,9 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         plan_ms = planning.elapsed().as_secs_f64() * 1000.0,
         "reconciler: planned"
     );
+    if !ctx.downstream && ctx.cfg.manage_backing_namespaces {
+        set_conditions(ctx, &world, &actions).await;
+    }
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
         .into_iter()
@@ -274,6 +282,41 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         wait = wait.min(at.saturating_duration_since(Instant::now()));
     }
     wait
+}
+
+/// Writes each Project's `CopiesInPlace` condition that changed (the product's own Project CRD only:
+/// beside Rancher, its Project status is never written). A write that fails is tried next round.
+async fn set_conditions(ctx: &Context, world: &World, actions: &[Action]) {
+    let here = plan::progress(world, actions);
+    let mut wanted = Vec::new();
+    for (project, _) in world.projects() {
+        let state = ctx.placement.cluster(&project.cluster);
+        let served = match &state {
+            Some(state) => Served::Downstream {
+                cluster: &project.cluster,
+                state,
+                progress: state.projects.get(project).copied(),
+            },
+            None => Served::Here {
+                cluster: &ctx.cluster,
+                progress: here.get(project).copied().unwrap_or_default(),
+            },
+        };
+        let condition = condition(served);
+        if lock(&ctx.conditions).get(project) != Some(&condition) {
+            wanted.push((project.clone(), condition));
+        }
+    }
+    for (project, condition) in wanted {
+        match ctx.applier.set_copies_condition(&project, &condition).await {
+            Ok(()) => {
+                lock(&ctx.conditions).insert(project, condition);
+            }
+            Err(error) => {
+                tracing::debug!(%project, %error, "could not set the CopiesInPlace condition");
+            }
+        }
+    }
 }
 
 /// Proves the project deletions the watch has seen, unless an earlier pass left some unproven less

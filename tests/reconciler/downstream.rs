@@ -160,6 +160,26 @@ fn reconciler() -> Running {
     )
 }
 
+/// The Project's `CopiesInPlace` condition as "status,reason: message".
+fn copies_condition(cluster: &str, project: &str) -> String {
+    let path = format!(
+        "jsonpath={{.status.conditions[?(@.type==\"{0}\")].status}},{{.status.conditions[?(@.type==\"{0}\")].reason}}: {{.status.conditions[?(@.type==\"{0}\")].message}}",
+        keys::COPIES_IN_PLACE_CONDITION
+    );
+    ok(kubectl(&[
+        "get", "project", project, "-n", cluster, "-o", &path,
+    ]))
+}
+
+#[track_caller]
+fn condition_saying(cluster: &str, project: &str, start: &str) -> String {
+    eventually(
+        &format!("the CopiesInPlace condition of {cluster}:{project} saying {start:?}"),
+        WAIT,
+        || Some(copies_condition(cluster, project)).filter(|c| c.starts_with(start)),
+    )
+}
+
 /// A per-cluster series' value, or `None` when it does not exist.
 fn cluster_metric(running: &Running, name: &str, labels: &str) -> Option<f64> {
     let prefix = format!("{name}{{{labels}}} ");
@@ -212,6 +232,11 @@ fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_o
     }
     downstream.namespace_in("team-c", "p-vwxyz");
     downstream.copy_with("team-c", "test-secret", &backing, &data_of("two"));
+    condition_saying(
+        "c-abc123",
+        "p-vwxyz",
+        "True,CopiesInPlace: every copy is in place in cluster c-abc123",
+    );
     assert!(
         cluster_metric(
             &running,
@@ -314,6 +339,12 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
         ) == Some(0.0))
         .then_some(())
     });
+    let said = condition_saying(
+        "c-stop",
+        "p-stop",
+        "False,ClusterUnreachable: cluster c-stop cannot be served since ",
+    );
+    assert!(said.contains("cannot be reached"), "{said}");
     // Meanwhile the original changes and another is deleted: nothing is written downstream.
     original(&backing, "p-stop", "kept", "after");
     ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
@@ -331,6 +362,7 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
         took <= Duration::from_secs(10),
         "converged {took:?} after the apiserver answered again"
     );
+    condition_saying("c-stop", "p-stop", "True,CopiesInPlace");
     ok(kubectl(&[
         "delete",
         "secret",
