@@ -395,3 +395,201 @@ fn signal(pid: u32, signal: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// A kubeconfig for `downstream` authenticating with `token` instead of the admin's.
+fn with_token(downstream: &Downstream, token: &str) -> String {
+    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
+    let old = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("user: {token: "))
+        .and_then(|t| t.strip_suffix('}'))
+        .expect("the kubeconfig carries an inline token")
+        .to_owned();
+    admin.replace(&old, token)
+}
+
+/// A service account `copier` in `default` of `downstream` with the copier's rights there, and a
+/// bound token of it.
+fn copier_token(downstream: &Downstream) -> String {
+    downstream.kubectl(&["create", "serviceaccount", "copier", "-n", "default"]);
+    ok(kubectl_stdin(
+        downstream.kubeconfig(),
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: scoped-secrets-downstream-copier}
+rules:
+- {apiGroups: [''], resources: [namespaces], verbs: [get, list, watch, patch]}
+- {apiGroups: [''], resources: [secrets], verbs: [get, list, watch, create, update, delete]}
+",
+    ));
+    let _ = kubectl_with(
+        downstream.kubeconfig(),
+        &[
+            "create",
+            "clusterrolebinding",
+            "copier",
+            "--clusterrole=scoped-secrets-downstream-copier",
+            "--serviceaccount=default:copier",
+        ],
+    );
+    downstream
+        .kubectl(&[
+            "create",
+            "token",
+            "copier",
+            "-n",
+            "default",
+            "--duration=1h",
+        ])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-revoke");
+    downstream.namespace_in("team-a", "p-revoke");
+    let registration = unique("reg-c-revoke");
+    register(
+        &registration,
+        "c-revoke",
+        &with_token(&downstream, &copier_token(&downstream)),
+    );
+    let backing = project_of("c-revoke", "p-revoke");
+    original(&backing, "p-revoke", "kept", "k");
+    original(&backing, "p-revoke", "dropped", "d");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
+    downstream.copy_with("team-a", "dropped", &backing, &data_of("d"));
+
+    // The service account behind the token is deleted: its token is refused from now on.
+    downstream.kubectl(&["delete", "serviceaccount", "copier", "-n", "default"]);
+    eventually("the refusal said on the registration", WAIT, || {
+        event_messages(LEASE_NAMESPACE, &registration, "ClusterCredentialsRefused")
+            .contains("401")
+            .then_some(())
+    });
+    condition_saying(
+        "c-revoke",
+        "p-revoke",
+        "False,ClusterCredentialsRefused: cluster c-revoke cannot be served since ",
+    );
+    assert_eq!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-revoke\""
+        ),
+        Some(0.0)
+    );
+    // An original deleted meanwhile: its copy is not deleted while the cluster cannot be read.
+    ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
+    indexed("the deletion of the original", |w| {
+        w.original_at(&backing, "dropped").is_none()
+    });
+    // Watched over several probes (one a second): the copy stays.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        assert!(
+            downstream.secret("team-a", "dropped").is_some(),
+            "a copy deleted while the credentials were refused"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Restored: a new service account and token, registered again; the cluster converges.
+    register(
+        &registration,
+        "c-revoke",
+        &with_token(&downstream, &copier_token(&downstream)),
+    );
+    downstream.gone("team-a", "dropped");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
+    condition_saying("c-revoke", "p-revoke", "True,CopiesInPlace");
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &registration,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+}
+
+#[test]
+fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_them() {
+    let _serial = serial();
+    let running = reconciler();
+    let backing = project_of("c-move", "p-move");
+    // Served in the management cluster while its cluster is not registered, as on one cluster.
+    ok(kubectl_apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: move-here\n  annotations: {field.cattle.io/projectId: \"c-move:p-move\"}\n",
+        &[],
+    ));
+    original(&backing, "p-move", "moving", "m");
+    copy_where(
+        "move-here",
+        &backing,
+        "moving",
+        "the management copy",
+        |_| true,
+    );
+    condition_saying(
+        "c-move",
+        "p-move",
+        "True,CopiesInPlace: every copy is in place in cluster local",
+    );
+
+    let downstream = Downstream::start("c-move");
+    downstream.namespace_in("team-a", "p-move");
+    let registration = downstream.register();
+    // The management copy goes only once the downstream one is in place.
+    eventually("the management copy removed", WAIT, || {
+        get_secret("move-here", "moving").is_none().then_some(())
+    });
+    assert!(
+        downstream
+            .secret("team-a", "moving")
+            .is_some_and(|s| is_copy_of(&s, &backing, "moving")),
+        "the management copy went before the downstream one was in place"
+    );
+    condition_saying(
+        "c-move",
+        "p-move",
+        "True,CopiesInPlace: every copy is in place in cluster c-move",
+    );
+
+    // The registration removed: its copies stay where they are, and the project is served in the
+    // management cluster again.
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &registration,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+    eventually("the cluster forgotten", WAIT, || {
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-move\"",
+        )
+        .is_none()
+        .then_some(())
+    });
+    copy_where(
+        "move-here",
+        &backing,
+        "moving",
+        "the management copy again",
+        |_| true,
+    );
+    assert!(downstream.secret("team-a", "moving").is_some());
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        "move-here",
+        "--wait=false",
+    ]));
+}
