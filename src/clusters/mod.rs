@@ -1,8 +1,8 @@
-//! Downstream clusters (issue #11, in progress): where a Project's namespaces live when its cluster
-//! is not the management cluster. In place: registrations are read (`registration`, `credentials`)
-//! and the leader keeps a probed connection to each registered cluster (`connections`); `sharding`
-//! is the pure assignment of clusters to replicas. The per-cluster workers that watch and write
-//! downstream are planned (docs/SPEC.md §6).
+//! Downstream clusters (docs/SPEC.md §6): where a Project's namespaces live when its cluster is not
+//! the management cluster. Registrations are read (`registration`, `credentials`); the leader keeps a
+//! worker per registered cluster (`connections`, `worker`) that writes its copies there; `placement`
+//! says which projects are served where and how far their copies are, `condition` what their
+//! Project says of it; `sharding` is the pure assignment of clusters to replicas.
 
 pub mod condition;
 pub mod connections;
