@@ -309,12 +309,14 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
     let running = reconciler();
     let downstream = Downstream::start("c-stop");
     downstream.namespace_in("team-a", "p-stop");
+    downstream.namespace_in("team-b", "p-stop");
     let registration = downstream.register();
     let backing = project_of("c-stop", "p-stop");
     original(&backing, "p-stop", "kept", "before");
     original(&backing, "p-stop", "dropped", "x");
     downstream.copy_with("team-a", "kept", &backing, &data_of("before"));
     downstream.copy_with("team-a", "dropped", &backing, &data_of("x"));
+    downstream.copy_with("team-b", "kept", &backing, &data_of("before"));
     let deletes = |running: &Running| {
         cluster_metric(
             running,
@@ -348,15 +350,32 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
     // Meanwhile the original changes and another is deleted: nothing is written downstream.
     original(&backing, "p-stop", "kept", "after");
     ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
-    // The outage lasts 30 s, as an operator's would.
+
+    // The outage lasts 30 s, as an operator's would. Near its end a namespace leaves the project:
+    // asked of the stopped apiserver (within kubectl's 10 s TLS handshake timeout), which applies it
+    // when it runs again.
+    let mut leaving = None;
     while stopped_at.elapsed() < Duration::from_secs(30) {
         assert_eq!(deletes(&running), deleted_before, "a delete while down");
+        if leaving.is_none() && stopped_at.elapsed() >= Duration::from_secs(25) {
+            leaving = Some(leave(&downstream, "team-b"));
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(paused);
     let resumed = Instant::now();
+    let left = leaving
+        .expect("asked during the outage")
+        .wait_with_output()
+        .expect("kubectl ends");
+    assert!(
+        left.status.success(),
+        "{}",
+        String::from_utf8_lossy(&left.stderr)
+    );
     downstream.copy_with("team-a", "kept", &backing, &data_of("after"));
     downstream.gone("team-a", "dropped");
+    downstream.gone("team-b", "kept");
     let took = resumed.elapsed();
     assert!(
         took <= Duration::from_secs(10),
@@ -370,6 +389,23 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
         "-n",
         LEASE_NAMESPACE,
     ]));
+}
+
+/// `kubectl annotate` taking `namespace` out of its project, running in the background.
+fn leave(downstream: &Downstream, namespace: &str) -> std::process::Child {
+    std::process::Command::new("kubectl")
+        .env("KUBECONFIG", downstream.kubeconfig())
+        .args([
+            "annotate",
+            "namespace",
+            namespace,
+            "field.cattle.io/projectId-",
+            "--request-timeout=60s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs")
 }
 
 /// A process stopped (SIGSTOP) until this is dropped (SIGCONT), also when the test fails.
