@@ -174,29 +174,20 @@ fn warning(reason: &str, note: String) -> Event {
     }
 }
 
-/// Keeps a worker per registered cluster while `leading` is true, until `shutdown`.
+/// Keeps a worker per registered cluster until `shutdown`, on every replica: each knows every
+/// cluster (the webhook and the management cluster's round read it); only the writer of a cluster
+/// (`leading`) writes to it and speaks of it in Events.
 pub async fn run(
     shared: Shared,
-    mut leading: watch::Receiver<bool>,
+    leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = leading.wait_for(|leading| *leading) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let mut keeper = Keeper::new(shared.clone(), leading.clone());
-        tokio::select! {
-            () = keeper.watch_registrations() => {}
-            _ = leading.wait_for(|leading| !*leading) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
-        // A follower keeps no connection and reports none.
-        keeper.stop_all();
-        if *shutdown.borrow() {
-            return;
-        }
+    let mut keeper = Keeper::new(shared, leading);
+    tokio::select! {
+        () = keeper.watch_registrations() => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
+    keeper.stop_all();
 }
 
 /// One connection: the registration it came from and its worker.
@@ -282,11 +273,12 @@ impl Keeper {
             .collect();
         let verdicts = resolve(&registrations, &self.cfg.local_cluster_id);
 
+        let leading = *self.leading.borrow();
         for (name, verdict) in &verdicts {
             if self.announced.get(name) != Some(verdict) {
                 tracing::info!(secret = %name, ?verdict, "cluster registration");
-                if let (Some(event), Some(secret)) =
-                    (verdict_event(verdict), self.secrets.get(name))
+                if let (Some(event), Some(secret), true) =
+                    (verdict_event(verdict), self.secrets.get(name), leading)
                 {
                     self.publish(&event, secret).await;
                 }

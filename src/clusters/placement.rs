@@ -3,6 +3,7 @@
 //! a project only once its own cluster reports the copies in place ([`Placement::in_place`]); the
 //! Project's condition and `plan` say the same.
 
+use crate::index::Index;
 use crate::keys::ProjectId;
 use crate::plan::Progress;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,16 +30,26 @@ pub struct Down {
 }
 
 /// The clusters' states, with a change counter the management cluster's round wakes on.
-#[derive(Debug)]
 pub struct Placement {
     clusters: Mutex<BTreeMap<String, ClusterState>>,
+    /// Each listed, answering cluster's composed world (see [`crate::index::compose`]).
+    worlds: Mutex<BTreeMap<String, Arc<Index>>>,
     changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("clusters", &*lock(&self.clusters))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Placement {
     fn default() -> Self {
         Self {
             clusters: Mutex::default(),
+            worlds: Mutex::default(),
             changes: watch::channel(0).0,
         }
     }
@@ -77,8 +88,23 @@ impl Placement {
         });
     }
 
+    /// `cluster`'s composed world while it answers and has been listed; `None` when it does not.
+    pub fn set_world(&self, cluster: &str, world: Option<Arc<Index>>) {
+        let mut worlds = lock(&self.worlds);
+        match world {
+            Some(world) => worlds.insert(cluster.to_owned(), world),
+            None => worlds.remove(cluster),
+        };
+    }
+
+    /// The composed world of `cluster`, if it answers and has been listed.
+    pub fn world(&self, cluster: &str) -> Option<Arc<Index>> {
+        lock(&self.worlds).get(cluster).cloned()
+    }
+
     /// `cluster` is no longer registered: its projects are served in the management cluster again.
     pub fn forget(&self, cluster: &str) {
+        self.set_world(cluster, None);
         let removed = lock(&self.clusters).remove(cluster).is_some();
         if removed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));

@@ -87,7 +87,8 @@ impl Worker {
         }
     }
 
-    /// While the cluster answers: a fresh list of it, then rounds; dropped as soon as it does not.
+    /// While the cluster answers: a fresh list of it, then its progress kept current and (on its
+    /// writer) rounds; all dropped as soon as it does not answer.
     async fn serve(&self, client: &Client, mut health: watch::Receiver<Option<Health>>) {
         let shared = &self.shared;
         let ctx = Context::downstream(
@@ -113,11 +114,35 @@ impl Worker {
             tracing::info!(cluster = %self.cluster, "listing the downstream cluster");
             tokio::select! {
                 () = reconcile_until_shutdown(&ctx, &world, self.leading.clone(), no_shutdown.clone()) => {}
+                () = self.keep_progress(&world) => {}
                 _ = health.wait_for(|h| !connected(h)) => {
                     tracing::info!(cluster = %self.cluster, "the downstream cluster is down: not writing to it until it answers and is listed again");
                 }
             }
+            shared.placement.set_world(&self.cluster, None);
             compose.abort();
+        }
+    }
+
+    /// Once the cluster is listed: publishes its world, and after every change its projects'
+    /// progress (every replica does, so the management cluster's round and the Projects'
+    /// conditions on the leader know it whichever replica writes the cluster).
+    async fn keep_progress(&self, world: &Arc<Index>) {
+        let mut changes = world.subscribe();
+        world.wait_synced().await;
+        let placement = &self.shared.placement;
+        placement.set_world(&self.cluster, Some(world.clone()));
+        loop {
+            changes.borrow_and_update();
+            let snapshot = world.read();
+            let planned = crate::plan::planned(&snapshot, &self.shared.cfg.copies, false);
+            let actions = crate::plan::downstream_actions(&snapshot, planned);
+            placement.report(&self.cluster, crate::plan::progress(&snapshot, &actions));
+            if changes.changed().await.is_err() {
+                return;
+            }
+            // Let a burst of events settle, as the rounds do.
+            tokio::time::sleep(self.shared.cfg.debounce).await;
         }
     }
 
@@ -141,6 +166,11 @@ impl Worker {
             return;
         }
         tracing::info!(cluster = %self.cluster, %server, ?health, "downstream cluster health");
+        // Only the cluster's writer speaks of it; the others know it as well.
+        if !*self.leading.borrow() {
+            *last = Some(health);
+            return;
+        }
         let event = health.event(server);
         if let Err(error) = self.recorder.publish(&event, &self.secret).await {
             tracing::warn!(%error, reason = %event.reason, "could not publish an event");

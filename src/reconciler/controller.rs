@@ -58,7 +58,7 @@ pub async fn run(
     metrics: ReconcilerMetrics,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let placement = Placement::new();
+    let placement = cfg.placement.clone();
     let (leading_tx, leading) = watch::channel(false);
     let (done_tx, mut done) = watch::channel(false);
     let writes_done = async move {
@@ -175,11 +175,7 @@ impl Context {
     /// Every action the world needs that this context writes.
     fn plan(&self, world: &World) -> Vec<Action> {
         if self.downstream {
-            let planned = plan::planned(world, &self.cfg.copies, false);
-            let actions = plan::downstream_actions(world, planned);
-            self.placement
-                .report(&self.cluster, plan::progress(world, &actions));
-            actions
+            plan::downstream_actions(world, plan::planned(world, &self.cfg.copies, false))
         } else {
             plan::planned(world, &self.cfg.copies, self.cfg.manage_backing_namespaces)
         }

@@ -64,8 +64,11 @@ pub struct Config {
     pub max_backoff: Duration,
     /// How many writes run at once.
     pub concurrency: usize,
-    /// The registered downstream clusters' connections (kept while leading).
+    /// The registered downstream clusters' connections.
     pub clusters: crate::clusters::connections::ConnectionsConfig,
+    /// Which projects are served where, shared with the webhook (which names the downstream
+    /// namespaces a new original's copies would overwrite).
+    pub placement: std::sync::Arc<crate::clusters::placement::Placement>,
 }
 
 impl Config {
@@ -109,6 +112,7 @@ impl Config {
             error_backoff: controller::ERROR_BACKOFF,
             max_backoff: controller::MAX_BACKOFF,
             concurrency: 16,
+            placement: crate::clusters::placement::Placement::new(),
         }
     }
 }
