@@ -2,9 +2,11 @@
 //! is not the management cluster. In place: registrations are read (`registration`, `credentials`)
 //! and the leader keeps a probed connection to each registered cluster (`connections`); `sharding`
 //! is the pure assignment of clusters to replicas. The per-cluster workers that watch and write
-//! downstream are planned (docs/SPEC.md §6).
+//! downstream are planned (docs/SPEC.md §6). A downstream cluster's own webhook reads the management
+//! cluster through a checked kubeconfig (`management`).
 
 pub mod connections;
 pub mod credentials;
+pub mod management;
 pub mod registration;
 pub mod sharding;
