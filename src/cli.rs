@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the TLS admission webhook, the reconciler and the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate into a directory, and print the caBundle.
     Certs(CertsArgs),
     /// Print the copies that would be created, overwritten, updated and deleted.
