@@ -103,7 +103,7 @@ fn spawn_index(
         keep(crate::index::spawn(client.clone(), index.clone()));
         return index;
     };
-    tracing::info!(%cluster, "serving a downstream cluster: Projects and originals come from the management cluster");
+    tracing::info!(%cluster, "downstream: Projects and originals from the management cluster");
     let (management_index, own) = (Arc::new(Index::default()), Arc::new(Index::default()));
     keep(crate::index::spawn(management, management_index.clone()));
     keep(crate::index::spawn_downstream(client.clone(), own.clone()));
