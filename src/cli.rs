@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the TLS admission webhook, the reconciler and the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate into a directory, and print the caBundle.
     Certs(CertsArgs),
     /// Print the copies that would be created, overwritten, updated and deleted.
@@ -100,6 +100,23 @@ pub struct ServeArgs {
     /// registered by Secrets in --lease-namespace labelled scoped-secrets.io/cluster.
     #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
     pub local_cluster_id: String,
+    /// Serve the webhook in this downstream cluster (its id, as in its namespaces' project IDs),
+    /// deciding from its own namespaces and secrets and the management cluster's Projects of it and
+    /// their originals; needs --management-kubeconfig and --reconciler=false.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CLUSTER_ID",
+        requires = "management_kubeconfig"
+    )]
+    pub cluster_id: Option<String>,
+    /// With --cluster-id: a read-only kubeconfig of the management cluster (inline credentials only:
+    /// no exec, auth-provider, file references or insecure-skip-tls-verify).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_MANAGEMENT_KUBECONFIG",
+        requires = "cluster_id"
+    )]
+    pub management_kubeconfig: Option<PathBuf>,
     /// Reviews served at once; past it a review gets HTTP 429 at once.
     #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
     pub max_reviews_in_flight: usize,

@@ -16,7 +16,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
-            serve::run(args).await
+            serve::run(*args).await
         }
         Command::Certs(args) => write_certs(&args),
         Command::Plan(args) => plan(&args).await,
