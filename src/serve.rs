@@ -150,9 +150,12 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let index = spawn_index(&client, downstream, &mut tasks, &stopped);
     tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
 
+    // The downstream clusters' worlds, kept by the reconciler's workers, read by the webhook.
+    let mut placement = None;
     if args.reconciler {
         let reconciler_metrics = crate::reconciler::ReconcilerMetrics::register(&mut registry);
         let cfg = crate::reconciler::Config::from_args(args);
+        placement = Some(cfg.placement.clone());
         let (client, index, stopped) = (client.clone(), index.clone(), stopped.clone());
         // Not wrapped in `until_stopped`: on shutdown the reconciler stops writing at once, lets the
         // round in flight end, then releases its lease.
@@ -180,6 +183,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
             args.max_reviews_in_flight,
             args.max_large_body_bytes,
         )),
+        placement,
     });
     tasks.spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
 

@@ -629,3 +629,79 @@ fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_
         "--wait=false",
     ]));
 }
+
+#[test]
+fn the_management_webhook_warns_of_what_a_new_original_would_overwrite_downstream() {
+    let _serial = serial();
+    // The product as deployed: webhook and reconciler in one process, so the webhook reads the
+    // downstream worlds its workers keep. Registered for one backing namespace only.
+    let server = start_extra_server(|args| args.reconciler = true);
+    let downstream = Downstream::start("c-warn");
+    downstream.namespace_in("team", "p-warn");
+    downstream.kubectl(&["create", "secret", "generic", "api", "-n", "team"]);
+    let registration = downstream.register();
+    let backing = project_of("c-warn", "p-warn");
+    original(&backing, "p-warn", "first", "f");
+    downstream.copy_with("team", "first", &backing, &data_of("f"));
+
+    let ca = std::fs::read(
+        env()
+            .state_dir
+            .join("certs")
+            .join(scoped_secrets::certs::CA_CERT),
+    )
+    .expect("the test CA");
+    let configuration = unique("downstream-warnings");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: {configuration}}}
+webhooks:
+- name: secret-names.downstream-warnings.test
+  clientConfig:
+    url: https://{addr}{path}
+    caBundle: {ca}
+  rules: [{{apiGroups: [''], apiVersions: [v1], resources: [secrets], operations: [CREATE]}}]
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {backing}}}}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+",
+            addr = server.webhook_addr,
+            path = scoped_secrets::endpoints::SECRET_NAMES,
+            ca = base64_of(&ca),
+        ),
+        &[],
+    ));
+    let words = "will overwrite the secret of that name in 1 namespace: c-warn/team";
+    let said = eventually("the downstream overwrite warned of", WAIT, || {
+        let out = kubectl_apply(
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: {backing}\n  labels: {{{}: p-warn}}\n",
+                keys::PROJECT_SCOPED_LABEL
+            ),
+            &["--dry-run=server"],
+        );
+        let said = stderr(&out);
+        (out.status.success() && said.contains(words)).then_some(said)
+    });
+    assert!(said.contains(&backing), "{said}");
+    ok(kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        &configuration,
+    ]));
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        &registration,
+        "-n",
+        LEASE_NAMESPACE,
+    ]));
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    let encoded = serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).expect("encodes");
+    encoded.as_str().expect("a string").to_owned()
+}
