@@ -463,7 +463,10 @@ impl Probe {
 }
 
 /// A client for a checked kubeconfig, with timeouts on every request.
-async fn connect(kubeconfig: &InlineKubeconfig, timeout: Duration) -> Result<Client, String> {
+pub(crate) async fn connect(
+    kubeconfig: &InlineKubeconfig,
+    timeout: Duration,
+) -> Result<Client, String> {
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig.kubeconfig().clone(),
         &KubeConfigOptions::default(),

@@ -7,6 +7,7 @@
 
 mod clusters;
 mod lifecycle;
+mod plan_clusters;
 mod reconciler;
 mod skew;
 mod writes;

@@ -1,0 +1,258 @@
+//! `scoped-secrets plan` across clusters (issue #11 item 6): the management cluster is the test's
+//! own apiserver, a downstream one is started here (its own etcd and kube-apiserver) and registered
+//! by a Secret in the product's namespace. The plan is grouped by cluster; a registered cluster that
+//! cannot be read is reported as such, never planned as empty, and the exit status says so.
+
+use scoped_secrets::keys;
+use std::path::Path;
+use std::process::{Command, Output};
+use testbed::control_plane::{ControlPlane, Options};
+use testbed::harness::*;
+use testbed::prelude::*;
+
+const DOWNSTREAM: &str = "c-plan1";
+const UNREACHABLE: &str = "c-plan-down";
+
+/// Creates registration Secret `name` for `cluster` holding `kubeconfig`.
+fn register(name: &str, cluster: &str, kubeconfig: &str) {
+    let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {LEASE_NAMESPACE}
+  labels: {{{label}: {cluster}}}
+stringData:
+  {key}: |
+{indented}",
+            label = keys::CLUSTER_REGISTRATION_LABEL,
+            key = keys::KUBECONFIG_KEY,
+        ),
+        &[],
+    ));
+}
+
+/// A Project of `cluster` in the management cluster, its backing namespace, and one original
+/// `test-secret` there; returns the project's name and backing namespace.
+fn project_of(cluster: &str, prefix: &str) -> (String, String) {
+    let name = unique(prefix);
+    let backing = format!("{cluster}-{name}");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata: {{name: {cluster}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {backing}}}
+---
+apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: {cluster}}}
+spec: {{clusterName: {cluster}, displayName: {name}}}
+"
+        ),
+        &[],
+    ));
+    ok(patch_backing_namespace(cluster, &name, &backing));
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: test-secret
+  namespace: {backing}
+  labels: {{{scoped}: {name}, {cluster_label}: {cluster}}}
+stringData: {{key: dog}}
+",
+            scoped = keys::PROJECT_SCOPED_LABEL,
+            cluster_label = keys::PROJECT_SCOPED_CLUSTER_LABEL,
+        ),
+        &[],
+    ));
+    (name, backing)
+}
+
+/// The product's `plan` binary against the management cluster.
+fn plan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
+        .arg("plan")
+        .args(args)
+        .env("KUBECONFIG", &env().kubeconfig)
+        .env("SCOPED_SECRETS_PLAN_CLUSTER_TIMEOUT", "5")
+        .output()
+        .expect("scoped-secrets plan runs")
+}
+
+/// The text report's group of `cluster`: from its `Cluster <id> (` line to the next group.
+fn group<'a>(text: &'a str, cluster: &str) -> &'a str {
+    let start = text
+        .find(&format!("Cluster {cluster} ("))
+        .unwrap_or_else(|| panic!("no group for {cluster}: {text}"));
+    let rest = &text[start..];
+    let end = rest[1..].find("\nCluster ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// The bearer token of a test control plane's kubeconfig (`user: {token: ...}`).
+fn token(kubeconfig: &Path) -> String {
+    std::fs::read_to_string(kubeconfig)
+        .expect("a kubeconfig")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("user: {token: ")?.strip_suffix('}'))
+        .expect("an inline token")
+        .to_owned()
+}
+
+#[test]
+fn plan_groups_by_cluster_and_never_plans_an_unreadable_one_as_empty() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let downstream = ControlPlane::start_blocking(
+        &Options::new(dir.path().join("downstream")).without_controller_manager(),
+    )
+    .expect("a downstream control plane");
+    let (project, backing) = project_of(DOWNSTREAM, "pc");
+    let (_, down_backing) = project_of(UNREACHABLE, "pd");
+    // The project's namespaces live downstream, as Rancher annotates them there.
+    let members = [unique("ds-a"), unique("ds-b")];
+    for ns in &members {
+        ok(kubectl_stdin(
+            &downstream.kubeconfig,
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+  annotations: {{{key}: \"{DOWNSTREAM}:{project}\"}}
+  labels: {{{key}: {project}}}
+",
+                key = keys::PROJECT_ID_KEY
+            ),
+        ));
+    }
+    let kubeconfig = std::fs::read_to_string(&downstream.kubeconfig).expect("its kubeconfig");
+    let secret_token = token(&downstream.kubeconfig);
+    let (good, bad) = (unique("reg-plan1"), unique("reg-plan-down"));
+    register(&good, DOWNSTREAM, &kubeconfig);
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_owned();
+    register(
+        &bad,
+        UNREACHABLE,
+        &kubeconfig.replace(&server, "https://127.0.0.1:1"),
+    );
+
+    let out = plan(&[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}{}", stderr(&out));
+    assert!(
+        text.starts_with("Cluster local (the management cluster):\n"),
+        "{text}"
+    );
+    let local = group(&text, "local");
+    let planned = group(&text, DOWNSTREAM);
+    for ns in &members {
+        let line = format!("    {ns}/test-secret (from {backing}/test-secret)\n");
+        assert!(
+            planned.contains(&line),
+            "{line:?} not under {DOWNSTREAM}: {text}"
+        );
+        assert!(
+            !local.contains(&format!("{ns}/")),
+            "{ns} planned in the management cluster: {text}"
+        );
+    }
+    assert!(planned.contains("  Copies to create (2):\n"), "{text}");
+    let unread = group(&text, UNREACHABLE);
+    assert!(unread.contains("https://127.0.0.1:1"), "{unread}");
+    assert!(
+        unread.contains("CANNOT BE READ") && unread.contains("unreachable"),
+        "{unread}"
+    );
+    assert!(
+        !unread.contains("No changes") && !unread.contains("Plan:"),
+        "an unreadable cluster planned: {unread}"
+    );
+    assert!(text.contains("1 of 3 clusters cannot be read"), "{text}");
+    for leak in [secret_token.as_str(), "dog", "ZG9n"] {
+        assert!(!text.contains(leak), "{leak} in the plan: {text}");
+    }
+
+    // The same grouping as JSON.
+    let out = plan(&["--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let clusters = json["clusters"].as_array().expect("clusters");
+    assert_eq!(clusters[0]["cluster"], "local");
+    assert_eq!(clusters[0]["management"], true);
+    let find = |id: &str| {
+        clusters
+            .iter()
+            .find(|c| c["cluster"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {json}"))
+    };
+    let creates: Vec<&str> = find(DOWNSTREAM)["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["action"] == "create")
+        .filter_map(|a| a["namespace"].as_str())
+        .collect();
+    assert_eq!(
+        creates,
+        [members[0].as_str(), members[1].as_str()],
+        "{json}"
+    );
+    assert_eq!(find(DOWNSTREAM)["summary"]["create"], 2);
+    let down = find(UNREACHABLE);
+    assert_eq!(down["readable"], false, "{down}");
+    assert!(
+        down["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unreachable")),
+        "{down}"
+    );
+    assert!(
+        down.get("actions").is_none() && down.get("summary").is_none(),
+        "{down}"
+    );
+    assert_eq!(json["unreadable"], 1);
+    let local_namespaces: Vec<&str> = clusters[0]["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["namespace"].as_str())
+        .collect();
+    for ns in &members {
+        assert!(!local_namespaces.contains(&ns.as_str()), "{json}");
+    }
+
+    // Without the unreachable registration every cluster is read: exit status 0.
+    ok(kubectl(&["delete", "secret", &bad, "-n", LEASE_NAMESPACE]));
+    let out = plan(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("cannot be read"), "{}", stdout(&out));
+    ok(kubectl(&["delete", "secret", &good, "-n", LEASE_NAMESPACE]));
+    for namespace in [backing, down_backing] {
+        ok(kubectl(&[
+            "delete",
+            "namespace",
+            &namespace,
+            "--wait=false",
+        ]));
+    }
+}
