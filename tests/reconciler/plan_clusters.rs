@@ -76,6 +76,25 @@ stringData: {{key: dog}}
     (name, backing)
 }
 
+/// A namespace of the management cluster in project `<cluster>:<project>`.
+fn member_here(cluster: &str, project: &str, prefix: &str) -> String {
+    let ns = unique(prefix);
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+  annotations: {{{key}: \"{cluster}:{project}\"}}
+  labels: {{{key}: {project}}}
+",
+            key = keys::PROJECT_ID_KEY
+        ),
+        &[],
+    ));
+    ns
+}
+
 /// The product's `plan` binary against the management cluster.
 fn plan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
@@ -116,7 +135,11 @@ fn plan_groups_by_cluster_and_never_plans_an_unreadable_one_as_empty() {
     )
     .expect("a downstream control plane");
     let (project, backing) = project_of(DOWNSTREAM, "pc");
-    let (_, down_backing) = project_of(UNREACHABLE, "pd");
+    let (down_project, down_backing) = project_of(UNREACHABLE, "pd");
+    // A namespace of each project in the management cluster, as before the clusters were
+    // registered: served here until the project's copies are in place in its own cluster.
+    let here = member_here(DOWNSTREAM, &project, "here");
+    let here_down = member_here(UNREACHABLE, &down_project, "here-down");
     // The project's namespaces live downstream, as Rancher annotates them there.
     let members = [unique("ds-a"), unique("ds-b")];
     for ns in &members {
@@ -171,6 +194,13 @@ metadata:
         );
     }
     assert!(planned.contains("  Copies to create (2):\n"), "{text}");
+    // Not in place downstream yet, and the other cluster unreadable: both still served here.
+    for ns in [&here, &here_down] {
+        assert!(
+            local.contains(&format!("    {ns}/test-secret (from ")),
+            "{ns}: {text}"
+        );
+    }
     let unread = group(&text, UNREACHABLE);
     assert!(unread.contains("https://127.0.0.1:1"), "{unread}");
     assert!(
@@ -235,19 +265,34 @@ metadata:
         assert!(!local_namespaces.contains(&ns.as_str()), "{json}");
     }
 
-    // Without the unreachable registration every cluster is read: exit status 0.
+    // Without the unreachable registration every cluster is read: exit status 0. With the
+    // downstream namespaces gone from the project, c-plan1 has nothing to do, so its project is
+    // in place there and no longer served here; c-plan-down's, no longer registered, still is.
     ok(kubectl(&["delete", "secret", &bad, "-n", LEASE_NAMESPACE]));
+    for ns in &members {
+        for verb in ["annotate", "label"] {
+            let key = format!("{}-", keys::PROJECT_ID_KEY);
+            ok(kubectl_with(
+                &downstream.kubeconfig,
+                &[verb, "namespace", ns, &key],
+            ));
+        }
+    }
     let out = plan(&[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(!text.contains("cannot be read"), "{text}");
+    assert!(group(&text, DOWNSTREAM).contains("No changes"), "{text}");
+    let local = group(&text, "local");
+    assert!(!local.contains(&format!("{here}/")), "{text}");
+    assert!(
+        local.contains(&format!("    {here_down}/test-secret (from ")),
+        "{text}"
     );
-    assert!(!stdout(&out).contains("cannot be read"), "{}", stdout(&out));
+    assert!(!text.contains(&format!("Cluster {UNREACHABLE}")), "{text}");
+
     ok(kubectl(&["delete", "secret", &good, "-n", LEASE_NAMESPACE]));
-    for namespace in [backing, down_backing] {
+    for namespace in [here, here_down, backing, down_backing] {
         ok(kubectl(&[
             "delete",
             "namespace",
