@@ -164,3 +164,74 @@ pub fn render_json(groups: &[ClusterGroup]) -> Result<String> {
     text.push('\n');
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{PROJECT_SCOPED_CLUSTER_LABEL, PROJECT_SCOPED_LABEL};
+    use crate::world::fixtures::*;
+
+    /// Project `c-one:p` with original `db`; cluster c-one has namespace `team-a` in it, c-two
+    /// could not be read.
+    fn groups() -> Vec<ClusterGroup> {
+        let mut management = World::default();
+        let p = project(&mut management, "c-one", "p", "c-one-p");
+        let labels = [
+            (PROJECT_SCOPED_LABEL, "p"),
+            (PROJECT_SCOPED_CLUSTER_LABEL, "c-one"),
+        ];
+        add_secret(&mut management, secret("c-one-p", "db", &labels, &[]));
+        let mut own = World::default();
+        namespace_in(&mut own, "team-a", &p);
+        let downstream = vec![
+            Downstream {
+                cluster: "c-one".into(),
+                registration: "reg-one".into(),
+                server: Some("https://10.0.0.1:6443".into()),
+                world: Ok(own),
+            },
+            Downstream {
+                cluster: "c-two".into(),
+                registration: "reg-two".into(),
+                server: Some("https://10.0.0.2:6443".into()),
+                world: Err(Unreadable::Unreachable("no answer within 10s".into())),
+            },
+        ];
+        plan_clusters(&management, downstream, &Settings::default(), "local")
+    }
+
+    #[test]
+    fn each_cluster_is_a_group_and_an_unreadable_one_holds_no_plan() {
+        let expected = "\
+Cluster local (the management cluster):
+  No changes: every copy is in place.
+
+Cluster c-one (https://10.0.0.1:6443, registration reg-one):
+  Copies to create (1):
+    team-a/db (from c-one-p/db)
+
+  Plan: 1 to create, 0 to overwrite, 0 to update, 0 to recreate, 0 to delete, 0 conflicts, 0 repairs.
+
+Cluster c-two (https://10.0.0.2:6443, registration reg-two): CANNOT BE READ, nothing is planned for it:
+  unreachable: no answer within 10s
+
+1 of 3 clusters cannot be read: what they need is unknown, not nothing.
+";
+        assert_eq!(render_text(&groups()), expected);
+    }
+
+    #[test]
+    fn json_groups_alike_and_gives_an_unreadable_cluster_no_actions() {
+        let text = render_json(&groups()).expect("JSON");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let clusters = value["clusters"].as_array().expect("clusters");
+        assert_eq!(clusters.len(), 3);
+        assert_eq!(clusters[0]["management"], true);
+        assert_eq!(clusters[1]["actions"][0]["namespace"], "team-a");
+        assert_eq!(clusters[1]["summary"]["create"], 1);
+        assert_eq!(clusters[2]["readable"], false);
+        assert_eq!(clusters[2]["reason"], "unreachable: no answer within 10s");
+        assert!(clusters[2].get("actions").is_none() && clusters[2].get("summary").is_none());
+        assert_eq!(value["unreadable"], 1);
+    }
+}

@@ -1,7 +1,8 @@
 //! `scoped-secrets plan` across clusters (issue #11 item 6): the management cluster is the test's
 //! own apiserver, a downstream one is started here (its own etcd and kube-apiserver) and registered
 //! by a Secret in the product's namespace. The plan is grouped by cluster; a registered cluster that
-//! cannot be read is reported as such, never planned as empty, and the exit status says so.
+//! cannot be read (no answer, or its credentials refused) is reported as such, never planned as
+//! empty, and the exit status says so.
 
 use scoped_secrets::keys;
 use std::path::Path;
@@ -12,6 +13,9 @@ use testbed::prelude::*;
 
 const DOWNSTREAM: &str = "c-plan1";
 const UNREACHABLE: &str = "c-plan-down";
+const DENIED: &str = "c-plan-denied";
+/// A token the downstream apiserver does not know; never to be printed.
+const WRONG_TOKEN: &str = "wrong-token-never-quoted";
 
 /// Creates registration Secret `name` for `cluster` holding `kubeconfig`.
 fn register(name: &str, cluster: &str, kubeconfig: &str) {
@@ -160,7 +164,11 @@ metadata:
     }
     let kubeconfig = std::fs::read_to_string(&downstream.kubeconfig).expect("its kubeconfig");
     let secret_token = token(&downstream.kubeconfig);
-    let (good, bad) = (unique("reg-plan1"), unique("reg-plan-down"));
+    let (good, bad, denied) = (
+        unique("reg-plan1"),
+        unique("reg-plan-down"),
+        unique("reg-plan-denied"),
+    );
     register(&good, DOWNSTREAM, &kubeconfig);
     let server = kubeconfig
         .lines()
@@ -171,6 +179,11 @@ metadata:
         &bad,
         UNREACHABLE,
         &kubeconfig.replace(&server, "https://127.0.0.1:1"),
+    );
+    register(
+        &denied,
+        DENIED,
+        &kubeconfig.replace(&secret_token, WRONG_TOKEN),
     );
 
     let out = plan(&[]);
@@ -211,8 +224,16 @@ metadata:
         !unread.contains("No changes") && !unread.contains("Plan:"),
         "an unreadable cluster planned: {unread}"
     );
-    assert!(text.contains("1 of 3 clusters cannot be read"), "{text}");
-    for leak in [secret_token.as_str(), "dog", "ZG9n"] {
+    let refused = group(&text, DENIED);
+    assert!(
+        refused.contains("CANNOT BE READ")
+            && refused.contains("credentials refused")
+            && refused.contains("401"),
+        "{refused}"
+    );
+    assert!(!refused.contains("Plan:"), "{refused}");
+    assert!(text.contains("2 of 4 clusters cannot be read"), "{text}");
+    for leak in [secret_token.as_str(), WRONG_TOKEN, "dog", "ZG9n"] {
         assert!(!text.contains(leak), "{leak} in the plan: {text}");
     }
 
@@ -254,7 +275,8 @@ metadata:
         down.get("actions").is_none() && down.get("summary").is_none(),
         "{down}"
     );
-    assert_eq!(json["unreadable"], 1);
+    assert_eq!(find(DENIED)["readable"], false);
+    assert_eq!(json["unreadable"], 2);
     let local_namespaces: Vec<&str> = clusters[0]["actions"]
         .as_array()
         .expect("actions")
@@ -268,7 +290,9 @@ metadata:
     // Without the unreachable registration every cluster is read: exit status 0. With the
     // downstream namespaces gone from the project, c-plan1 has nothing to do, so its project is
     // in place there and no longer served here; c-plan-down's, no longer registered, still is.
-    ok(kubectl(&["delete", "secret", &bad, "-n", LEASE_NAMESPACE]));
+    for name in [&bad, &denied] {
+        ok(kubectl(&["delete", "secret", name, "-n", LEASE_NAMESPACE]));
+    }
     for ns in &members {
         for verb in ["annotate", "label"] {
             let key = format!("{}-", keys::PROJECT_ID_KEY);
@@ -289,7 +313,9 @@ metadata:
         local.contains(&format!("    {here_down}/test-secret (from ")),
         "{text}"
     );
-    assert!(!text.contains(&format!("Cluster {UNREACHABLE}")), "{text}");
+    for gone in [UNREACHABLE, DENIED] {
+        assert!(!text.contains(&format!("Cluster {gone} (")), "{text}");
+    }
 
     ok(kubectl(&["delete", "secret", &good, "-n", LEASE_NAMESPACE]));
     for namespace in [here, here_down, backing, down_backing] {
