@@ -327,3 +327,43 @@ metadata:
         ]));
     }
 }
+
+#[test]
+fn a_cluster_that_never_answers_is_given_up_after_the_timeout() {
+    let _serial = serial();
+    // Accepts connections (the kernel completes them) and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let address = silent.local_addr().expect("its address");
+    let kubeconfig = std::fs::read_to_string(&env().kubeconfig).expect("a kubeconfig");
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_owned();
+    let name = unique("reg-silent");
+    register(
+        &name,
+        "c-plan-silent",
+        &kubeconfig.replace(&server, &format!("https://{address}")),
+    );
+    let started = std::time::Instant::now();
+    let out = plan(&["--cluster-timeout", "2"]);
+    let took = started.elapsed();
+    let text = stdout(&out);
+    ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
+    assert_eq!(out.status.code(), Some(3), "{text}{}", stderr(&out));
+    let silent_group = group(&text, "c-plan-silent");
+    // The client's connect deadline or the request's own, whichever fires first.
+    assert!(silent_group.contains("CANNOT BE READ"), "{text}");
+    assert!(
+        silent_group.contains("deadline has elapsed")
+            || silent_group.contains("no answer within 2s"),
+        "{text}"
+    );
+    assert!(!silent_group.contains("Plan:"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "plan took {took:?} with a 2 s timeout"
+    );
+    eprintln!("plan with a silent cluster and --cluster-timeout 2 took {took:?}");
+}
