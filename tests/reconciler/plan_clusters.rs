@@ -38,6 +38,31 @@ stringData:
     ));
 }
 
+/// A registration Secret of the test, deleted when dropped: a failing test leaves no cluster
+/// registered for the next one.
+struct Registered(String);
+
+impl Registered {
+    fn new(cluster: &str, kubeconfig: &str) -> Self {
+        let name = unique(&format!("reg-{cluster}"));
+        register(&name, cluster, kubeconfig);
+        Self(name)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "secret",
+            &self.0,
+            "-n",
+            LEASE_NAMESPACE,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
 /// A Project of `cluster` in the management cluster, its backing namespace, and one original
 /// `test-secret` there; returns the project's name and backing namespace.
 fn project_of(cluster: &str, prefix: &str) -> (String, String) {
@@ -164,27 +189,17 @@ metadata:
     }
     let kubeconfig = std::fs::read_to_string(&downstream.kubeconfig).expect("its kubeconfig");
     let secret_token = token(&downstream.kubeconfig);
-    let (good, bad, denied) = (
-        unique("reg-plan1"),
-        unique("reg-plan-down"),
-        unique("reg-plan-denied"),
-    );
-    register(&good, DOWNSTREAM, &kubeconfig);
+    let _good = Registered::new(DOWNSTREAM, &kubeconfig);
     let server = kubeconfig
         .lines()
         .find_map(|l| l.trim().strip_prefix("server: "))
         .expect("a server")
         .to_owned();
-    register(
-        &bad,
+    let bad = Registered::new(
         UNREACHABLE,
         &kubeconfig.replace(&server, "https://127.0.0.1:1"),
     );
-    register(
-        &denied,
-        DENIED,
-        &kubeconfig.replace(&secret_token, WRONG_TOKEN),
-    );
+    let denied = Registered::new(DENIED, &kubeconfig.replace(&secret_token, WRONG_TOKEN));
 
     let out = plan(&[]);
     let text = stdout(&out);
@@ -290,9 +305,7 @@ metadata:
     // Without the unreachable registration every cluster is read: exit status 0. With the
     // downstream namespaces gone from the project, c-plan1 has nothing to do, so its project is
     // in place there and no longer served here; c-plan-down's, no longer registered, still is.
-    for name in [&bad, &denied] {
-        ok(kubectl(&["delete", "secret", name, "-n", LEASE_NAMESPACE]));
-    }
+    drop((bad, denied));
     for ns in &members {
         for verb in ["annotate", "label"] {
             let key = format!("{}-", keys::PROJECT_ID_KEY);
@@ -317,14 +330,13 @@ metadata:
         assert!(!text.contains(&format!("Cluster {gone} (")), "{text}");
     }
 
-    ok(kubectl(&["delete", "secret", &good, "-n", LEASE_NAMESPACE]));
-    for namespace in [here, here_down, backing, down_backing] {
-        ok(kubectl(&[
-            "delete",
-            "namespace",
-            &namespace,
-            "--wait=false",
-        ]));
+    // The cluster namespaces take their Projects with them.
+    for namespace in [here, here_down, backing, down_backing]
+        .iter()
+        .map(String::as_str)
+        .chain([DOWNSTREAM, UNREACHABLE])
+    {
+        ok(kubectl(&["delete", "namespace", namespace, "--wait=false"]));
     }
 }
 
@@ -340,9 +352,7 @@ fn a_cluster_that_never_answers_is_given_up_after_the_timeout() {
         .find_map(|l| l.trim().strip_prefix("server: "))
         .expect("a server")
         .to_owned();
-    let name = unique("reg-silent");
-    register(
-        &name,
+    let registered = Registered::new(
         "c-plan-silent",
         &kubeconfig.replace(&server, &format!("https://{address}")),
     );
@@ -350,7 +360,7 @@ fn a_cluster_that_never_answers_is_given_up_after_the_timeout() {
     let out = plan(&["--cluster-timeout", "2"]);
     let took = started.elapsed();
     let text = stdout(&out);
-    ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
+    drop(registered);
     assert_eq!(out.status.code(), Some(3), "{text}{}", stderr(&out));
     let silent_group = group(&text, "c-plan-silent");
     // The client's connect deadline or the request's own, whichever fires first.
