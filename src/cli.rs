@@ -201,6 +201,36 @@ pub struct PlanArgs {
     pub json: bool,
     #[command(flatten)]
     pub copies: CopyArgs,
+    /// The product's namespace (serve's --lease-namespace): protected, and where downstream clusters
+    /// are registered.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
+        default_value = "scoped-secrets-system"
+    )]
+    pub lease_namespace: String,
+    /// The management cluster's id; each downstream cluster registered in --lease-namespace is read
+    /// and planned on its own.
+    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
+    pub local_cluster_id: String,
+    /// Seconds each request to a downstream cluster may take (connect, read, write).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_PLAN_CLUSTER_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub cluster_timeout: u64,
+}
+
+impl PlanArgs {
+    /// Where downstream clusters are registered, and their timeout.
+    pub fn clusters(&self) -> crate::plan_downstream::ClusterOptions {
+        crate::plan_downstream::ClusterOptions {
+            namespace: self.lease_namespace.clone(),
+            local_cluster_id: self.local_cluster_id.clone(),
+            timeout: std::time::Duration::from_secs(self.cluster_timeout.max(1)),
+        }
+    }
 }
 
 /// What decides which copies exist, shared by `serve` (the webhook and the reconciler) and `plan`,

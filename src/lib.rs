@@ -12,6 +12,7 @@ pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod plan;
+pub mod plan_downstream;
 pub mod plan_load;
 pub mod policy;
 pub mod project;

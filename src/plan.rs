@@ -9,11 +9,11 @@ use regex::Regex;
 use std::collections::BTreeSet;
 
 mod action;
+mod clusters;
 #[cfg(test)]
 mod clusters_tests;
 mod copies;
 mod copy;
-mod downstream;
 mod fate;
 #[cfg(test)]
 mod fixtures;
@@ -22,9 +22,9 @@ mod recheck;
 mod repairs;
 
 pub use action::{Action, ActionKind, BackingRefusal, ConflictReason, PlacedCopy};
+pub use clusters::{downstream_actions, management_actions, served_elsewhere};
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
-pub use downstream::downstream_actions;
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
 pub use progress::{Progress, progress};
 pub use recheck::{wanted_after_all, wanting_original};

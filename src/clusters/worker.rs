@@ -135,8 +135,7 @@ impl Worker {
         loop {
             changes.borrow_and_update();
             let snapshot = world.read();
-            let planned = crate::plan::planned(&snapshot, &self.shared.cfg.copies, false);
-            let actions = crate::plan::downstream_actions(&snapshot, planned);
+            let actions = crate::plan::downstream_actions(&snapshot, &self.shared.cfg.copies);
             placement.report(&self.cluster, crate::plan::progress(&snapshot, &actions));
             if changes.changed().await.is_err() {
                 return;

@@ -175,7 +175,7 @@ impl Context {
     /// Every action the world needs that this context writes.
     fn plan(&self, world: &World) -> Vec<Action> {
         if self.downstream {
-            plan::downstream_actions(world, plan::planned(world, &self.cfg.copies, false))
+            plan::downstream_actions(world, &self.cfg.copies)
         } else {
             plan::planned(world, &self.cfg.copies, self.cfg.manage_backing_namespaces)
         }
