@@ -135,14 +135,7 @@ pub async fn load_downstream(
 fn unused(verdict: &Verdict) -> String {
     match verdict {
         Verdict::Accepted { .. } => "accepted".to_owned(),
-        Verdict::Refused(refusal) => refusal.to_string(),
-        Verdict::LocalCluster { cluster_id } => {
-            format!("{cluster_id} is the management cluster itself, which needs no registration")
-        }
-        Verdict::Duplicate { cluster_id, others } => format!(
-            "cluster {cluster_id} is also registered by {}: neither registration is used until one is removed",
-            others.join(", ")
-        ),
+        other => other.note(),
     }
 }
 

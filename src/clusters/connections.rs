@@ -111,25 +111,32 @@ pub fn resolve(
         .collect()
 }
 
-/// The Event that says a verdict, if it deserves one (an accepted registration is announced by its
-/// probe, which says whether the cluster answers).
-fn verdict_event(verdict: &Verdict) -> Option<Event> {
-    let (reason, note) = match verdict {
-        Verdict::Accepted { .. } => return None,
-        Verdict::Refused(refusal) => ("ClusterRegistrationRefused", refusal.to_string()),
-        Verdict::LocalCluster { cluster_id } => (
-            "ClusterRegistrationRefused",
-            format!("{cluster_id} is the management cluster itself, which needs no registration"),
-        ),
-        Verdict::Duplicate { cluster_id, others } => (
-            "ClusterRegistrationDuplicated",
-            format!(
+impl Verdict {
+    /// What became of the registration, in words (never a credential).
+    pub fn note(&self) -> String {
+        match self {
+            Verdict::Accepted { cluster_id } => format!("cluster {cluster_id} is registered"),
+            Verdict::Refused(refusal) => refusal.to_string(),
+            Verdict::LocalCluster { cluster_id } => format!(
+                "{cluster_id} is the management cluster itself, which needs no registration"
+            ),
+            Verdict::Duplicate { cluster_id, others } => format!(
                 "cluster {cluster_id} is also registered by {}: neither registration is used until one is removed",
                 others.join(", ")
             ),
-        ),
+        }
+    }
+}
+
+/// The Event that says a verdict, if it deserves one (an accepted registration is announced by its
+/// probe, which says whether the cluster answers).
+fn verdict_event(verdict: &Verdict) -> Option<Event> {
+    let reason = match verdict {
+        Verdict::Accepted { .. } => return None,
+        Verdict::Refused(_) | Verdict::LocalCluster { .. } => "ClusterRegistrationRefused",
+        Verdict::Duplicate { .. } => "ClusterRegistrationDuplicated",
     };
-    Some(warning(reason, note))
+    Some(warning(reason, verdict.note()))
 }
 
 /// A cluster's health, as its probe found it.
