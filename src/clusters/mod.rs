@@ -6,5 +6,6 @@
 
 pub mod connections;
 pub mod credentials;
+pub mod ownership;
 pub mod registration;
 pub mod sharding;
