@@ -355,6 +355,34 @@ fn probes() -> Vec<Probe> {
         Probe {
             role: "Role",
             resource: "leases",
+            verb: "list",
+            feature: "cluster ownership: list the replica and cluster Leases",
+            call: |c| {
+                Box::pin(async move {
+                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                        .list(&ListParams::default())
+                        .await
+                        .map(drop)
+                })
+            },
+        },
+        Probe {
+            role: "Role",
+            resource: "leases",
+            verb: "watch",
+            feature: "cluster ownership: watch who is alive and who holds which cluster",
+            call: |c| {
+                Box::pin(async move {
+                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                        .watch(&WatchParams::default().timeout(1), "0")
+                        .await
+                        .map(drop)
+                })
+            },
+        },
+        Probe {
+            role: "Role",
+            resource: "leases",
             verb: "create",
             feature: "leader election: first lease",
             call: |c| {

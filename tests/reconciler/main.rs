@@ -7,6 +7,7 @@
 
 mod clusters;
 mod lifecycle;
+mod ownership;
 mod reconciler;
 mod skew;
 mod writes;
