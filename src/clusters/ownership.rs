@@ -268,6 +268,8 @@ struct Owner {
     clusters: BTreeMap<String, Held>,
     /// Lease names not to write again before the given time (a write failed or lost a race).
     retry_at: BTreeMap<String, Instant>,
+    /// Failed writes in a row, by Lease name: the wait before the next one doubles with each.
+    failures: BTreeMap<String, u32>,
 }
 
 impl Owner {
@@ -289,6 +291,7 @@ impl Owner {
             replica: None,
             clusters: BTreeMap::new(),
             retry_at: BTreeMap::new(),
+            failures: BTreeMap::new(),
         }
     }
 
@@ -515,8 +518,8 @@ impl Owner {
                         self.clusters
                             .get(cluster)
                             .map_or(self.cfg.renew_every, |held| {
-                                (sent + self.cfg.renew_deadline)
-                                    .min(held.claim.ends(self.cfg.renew_deadline))
+                                held.claim
+                                    .ends(self.cfg.renew_deadline)
                                     .saturating_duration_since(sent)
                                     .min(self.cfg.renew_every)
                             })
@@ -566,7 +569,7 @@ impl Owner {
     /// Records how a write went.
     fn settle(&mut self, outcome: Outcome) {
         let Outcome { job, sent, result } = outcome;
-        let claim = Claim { sent: sent };
+        let claim = Claim { sent };
         let now = Instant::now();
         // After a failed or lost write, wait a little: a fresher view is on its way.
         let soon = now + self.cfg.renew_every / 5;
@@ -576,6 +579,9 @@ impl Owner {
             | Job::Renew { cluster, .. }
             | Job::Release { cluster, .. } => self.cfg.cluster_lease(cluster),
         };
+        if result.is_ok() {
+            self.failures.remove(&name);
+        }
         match (job, result) {
             (Job::Announce { .. }, Ok(Some(lease))) => {
                 self.replica = Some(Held { claim, lease });
@@ -611,8 +617,11 @@ impl Owner {
                     Job::Renew { .. } => "renew a cluster's Lease",
                     Job::Release { .. } => "release a cluster's Lease",
                 };
-                tracing::warn!(lease = %name, %error, "could not {what}; trying again shortly");
-                self.retry_at.insert(name, soon);
+                let failures = self.failures.entry(name.clone()).or_default();
+                *failures = failures.saturating_add(1);
+                let wait = backoff(self.cfg.renew_every / 5, *failures, self.cfg.lease_duration);
+                tracing::warn!(lease = %name, %error, retry_in = ?wait, "could not {what}");
+                self.retry_at.insert(name, now + wait);
             }
         }
     }
@@ -643,14 +652,23 @@ impl Owner {
     /// On shutdown: stop writing everywhere, then release every Lease we hold so the others need not
     /// wait for expiry.
     async fn release_all(&mut self) {
-        let held = std::mem::take(&mut self.clusters);
-        self.publish(Instant::now());
-        let mut jobs: Vec<Job> = held
+        let mut held: BTreeMap<String, Lease> = std::mem::take(&mut self.clusters)
             .into_iter()
-            .map(|(cluster, held)| Job::Release {
-                cluster,
-                base: held.lease,
-            })
+            .map(|(cluster, held)| (cluster, held.lease))
+            .collect();
+        self.publish(Instant::now());
+        // Also what names us without our record of it (a take that timed out yet landed).
+        for (name, seen) in &self.seen {
+            if let Some(cluster) = self.cfg.cluster_of(name)
+                && seen.lease.spec.as_ref().and_then(holder) == Some(self.cfg.identity.as_str())
+                && !held.contains_key(cluster)
+            {
+                held.insert(cluster.to_owned(), seen.lease.clone());
+            }
+        }
+        let jobs: Vec<Job> = held
+            .into_iter()
+            .map(|(cluster, base)| Job::Release { cluster, base })
             .collect();
         let replica = self.replica.take().map(|held| held.lease).or_else(|| {
             self.seen
@@ -658,8 +676,7 @@ impl Owner {
                 .map(|seen| seen.lease.clone())
         });
         self.retry_at.clear();
-        let outcomes = self.write(std::mem::take(&mut jobs)).await;
-        for outcome in outcomes {
+        for outcome in self.write(jobs).await {
             self.settle(outcome);
         }
         // The replica last: until its clusters are free, the others need not recompute.
@@ -685,9 +702,23 @@ impl Owner {
     }
 }
 
+/// `first` doubled for each failure after the first, at most `max`.
+fn backoff(first: Duration, failures: u32, max: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    first.saturating_mul(1 << doublings).min(max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_writes_back_off_to_the_lease_duration() {
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(15));
+        let waits: Vec<u64> = (1..=6).map(|n| backoff(first, n, max).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 15, 15]);
+        assert_eq!(backoff(first, u32::MAX, max), max);
+    }
 
     #[test]
     fn lease_names_are_valid_and_tell_replicas_from_clusters() {
