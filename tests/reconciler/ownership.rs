@@ -232,21 +232,17 @@ fn three_replicas_own_six_clusters_each_exactly_once() {
 
     // The metrics say the same: each replica reports its own clusters, and sees all three.
     for replica in &replicas {
-        let text = replica.metrics_text();
-        for cluster in &clusters {
-            let series = format!("scoped_secrets_cluster_owned{{cluster=\"{cluster}\"}} 1");
-            let mine = owner_among(cluster, &ids) == replica.identity;
-            assert_eq!(
-                text.contains(&series),
-                mine,
-                "{series} on {}",
-                replica.identity
-            );
-        }
-        assert!(
-            text.contains("scoped_secrets_replicas_live 3"),
-            "{}: {text}",
-            replica.identity
+        eventually(
+            &format!("the metrics of {}", replica.identity),
+            WAIT,
+            || {
+                let text = replica.metrics_text();
+                let right = clusters.iter().all(|cluster| {
+                    let series = format!("scoped_secrets_cluster_owned{{cluster=\"{cluster}\"}} 1");
+                    text.contains(&series) == (owner_among(cluster, &ids) == replica.identity)
+                });
+                (right && text.contains("scoped_secrets_replicas_live 3")).then_some(())
+            },
         );
     }
     for replica in replicas {
