@@ -21,7 +21,7 @@ mod writes;
 
 pub use writes::{LEASE_CLUSTER_LABEL, LEASE_KIND_LABEL};
 
-use self::decide::{Claim, Move, decide, live_replicas};
+use self::decide::{Claim, Move, Stale, decide, forgettable, live_replicas};
 use self::writes::{NewLease, Writer};
 use super::credentials::check_cluster_id;
 use crate::coordination::{ExpiryClock, Step, holder, step};
@@ -60,6 +60,10 @@ pub struct OwnershipConfig {
     pub renew_every: Duration,
     /// Lease writes in flight at once (renewing hundreds of clusters one by one takes too long).
     pub concurrent_writes: usize,
+    /// A replica Lease, or the Lease of a cluster no longer registered, that has stood still this
+    /// long past its expiry is deleted (every restarted pod has a new name: without this, the Leases
+    /// of pods long gone would pile up).
+    pub forget_after: Duration,
 }
 
 impl OwnershipConfig {
@@ -73,6 +77,7 @@ impl OwnershipConfig {
             renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(5),
             concurrent_writes: 16,
+            forget_after: Duration::from_secs(3600),
         }
     }
 
@@ -243,6 +248,11 @@ enum Job {
     Release {
         cluster: String,
         base: Lease,
+    },
+    /// Delete a Lease nobody needs any more, if it is still as we saw it.
+    Forget {
+        name: String,
+        resource_version: String,
     },
 }
 
@@ -452,6 +462,7 @@ impl Owner {
                 Move::Take | Move::Renew => {}
             }
         }
+        jobs.extend(self.forgotten(&live, now));
         self.publish(now);
         if jobs.is_empty() {
             return;
@@ -461,6 +472,43 @@ impl Owner {
             self.settle(outcome);
         }
         self.publish(Instant::now());
+    }
+
+    /// Leases to delete: see `decide::forgettable`.
+    fn forgotten(&self, live: &BTreeSet<String>, now: Instant) -> Vec<Job> {
+        self.seen
+            .iter()
+            .filter(|(name, seen)| {
+                let Some(expires) = seen.clock.deadline() else {
+                    return false;
+                };
+                let cluster = self.cfg.cluster_of(name);
+                let stale = Stale {
+                    name,
+                    cluster,
+                    holder: seen.lease.spec.as_ref().and_then(holder),
+                    expires,
+                };
+                let held = cluster.is_some_and(|c| self.clusters.contains_key(c));
+                !held
+                    && self.may_write(name, now)
+                    && forgettable(
+                        &stale,
+                        &self.cfg.identity,
+                        live,
+                        &self.registered,
+                        now,
+                        self.cfg.forget_after,
+                    )
+            })
+            // Never unconditionally: only the record we judged.
+            .filter_map(|(name, seen)| {
+                Some(Job::Forget {
+                    name: name.clone(),
+                    resource_version: seen.lease.resource_version()?,
+                })
+            })
+            .collect()
     }
 
     fn may_write(&self, name: &str, now: Instant) -> bool {
@@ -556,6 +604,13 @@ impl Owner {
             }
             Job::Renew { base, .. } => writer.renew(base.clone()).await,
             Job::Release { base, .. } => writer.release(base.clone()).await,
+            Job::Forget {
+                name,
+                resource_version,
+            } => writer
+                .delete(name, resource_version.clone())
+                .await
+                .map(|()| None),
         }
     }
 
@@ -578,6 +633,7 @@ impl Owner {
             Job::Take { cluster, .. }
             | Job::Renew { cluster, .. }
             | Job::Release { cluster, .. } => self.cfg.cluster_lease(cluster),
+            Job::Forget { name, .. } => name.clone(),
         };
         if result.is_ok() {
             self.failures.remove(&name);
@@ -610,12 +666,18 @@ impl Owner {
                 self.retry_at.insert(name, soon);
                 tracing::info!(%cluster, identity = %self.cfg.identity, "released the cluster's Lease");
             }
+            (Job::Forget { .. }, Ok(_)) => {
+                // Not again before the watch shows the deletion.
+                self.retry_at.insert(name.clone(), soon);
+                tracing::info!(lease = %name, "deleted a Lease nobody renews any more");
+            }
             (job, Err(error)) => {
                 let what = match job {
                     Job::Announce { .. } => "announce this replica",
                     Job::Take { .. } => "take a cluster's Lease",
                     Job::Renew { .. } => "renew a cluster's Lease",
                     Job::Release { .. } => "release a cluster's Lease",
+                    Job::Forget { .. } => "delete a Lease nobody renews",
                 };
                 let failures = self.failures.entry(name.clone()).or_default();
                 *failures = failures.saturating_add(1);

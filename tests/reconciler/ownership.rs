@@ -23,7 +23,7 @@ struct Replica {
     identity: String,
     owned: watch::Receiver<BTreeSet<String>>,
     stop: watch::Sender<bool>,
-    _registered: watch::Sender<BTreeSet<String>>,
+    registered: watch::Sender<BTreeSet<String>>,
     registry: Registry,
     task: Option<tokio::task::JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -53,11 +53,16 @@ impl Replica {
             identity,
             owned,
             stop,
-            _registered: registered_tx,
+            registered: registered_tx,
             registry,
             task: Some(task),
             runtime: Some(runtime),
         }
+    }
+
+    /// What the registrations say now.
+    fn register(&self, clusters: &BTreeSet<String>) {
+        self.registered.send_replace(clusters.clone());
     }
 
     fn owned(&self) -> BTreeSet<String> {
@@ -101,11 +106,30 @@ impl Drop for Replica {
     }
 }
 
+/// Unused Leases are deleted this long after they expire.
+const FORGET_AFTER: Duration = Duration::from_secs(2);
+
 /// A test's Lease prefix, identities and config: lease duration `lease`.
 fn config(prefix: &str, identity: &str, lease: Duration) -> OwnershipConfig {
     let mut cfg = OwnershipConfig::new(LEASE_NAMESPACE, identity).with_lease_duration(lease);
     cfg.prefix = prefix.to_owned();
+    cfg.forget_after = FORGET_AFTER;
     cfg
+}
+
+/// Whether Lease `name` exists.
+fn lease_exists(name: &str) -> bool {
+    let listed = ok(kubectl(&[
+        "get",
+        "leases",
+        "-n",
+        LEASE_NAMESPACE,
+        "--field-selector",
+        &format!("metadata.name={name}"),
+        "-o",
+        "name",
+    ]));
+    !listed.trim().is_empty()
 }
 
 /// The rendezvous owner of `cluster` among `replicas`.
@@ -245,6 +269,24 @@ fn three_replicas_own_six_clusters_each_exactly_once() {
             },
         );
     }
+
+    // A registration removed: no replica owns the cluster any more, and its Lease goes once unused.
+    let gone = clusters.first().expect("six clusters").clone();
+    let kept: BTreeSet<String> = clusters.iter().filter(|c| **c != gone).cloned().collect();
+    for replica in &replicas {
+        replica.register(&kept);
+    }
+    let refs: Vec<&Replica> = replicas.iter().collect();
+    let want = expected(&kept, &ids);
+    eventually("the removed cluster owned by nobody", WAIT, || {
+        (owners(&refs) == want).then_some(())
+    });
+    let cfg = config(&prefix, "reader", Duration::from_secs(6));
+    eventually("the removed cluster's Lease deleted", WAIT, || {
+        owners(&refs);
+        (!lease_exists(&cfg.cluster_lease(&gone))).then_some(())
+    });
+    assert_eq!(lease_holders(&cfg, &kept), want, "the other Leases stay");
     for replica in replicas {
         replica.stop(Duration::from_secs(10));
     }
@@ -289,6 +331,15 @@ fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
         owners(&refs);
         (lease_holders(&cfg, &clusters) == want).then_some(())
     });
+    // Nobody renews the crashed replica's Lease: it is deleted once unused; the survivors' stay.
+    let crashed_lease = cfg.replica_lease(ids[1]);
+    eventually("the crashed replica's Lease deleted", WAIT, || {
+        owners(&refs);
+        (!lease_exists(&crashed_lease)).then_some(())
+    });
+    for id in survivors {
+        assert!(lease_exists(&cfg.replica_lease(id)), "{id}'s Lease");
+    }
     for replica in replicas {
         replica.stop(Duration::from_secs(10));
     }

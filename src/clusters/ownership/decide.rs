@@ -75,6 +75,37 @@ pub fn decide(
         .collect()
 }
 
+/// One of our Leases as the forgetting rule sees it.
+pub struct Stale<'a> {
+    pub name: &'a str,
+    /// The cluster it belongs to; `None` for a replica Lease.
+    pub cluster: Option<&'a str>,
+    pub holder: Option<&'a str>,
+    /// When its record (as last seen) expires unless it changes.
+    pub expires: Instant,
+}
+
+/// Whether we delete a Lease nobody needs any more: a replica Lease, or the Lease of a cluster no
+/// longer registered, that has stood still for `forget_after` past its expiry (a replica that died
+/// or stopped; every restarted pod has a new name). Never one we hold. Of the live replicas, only
+/// the rendezvous owner of the Lease's name deletes it, so they do not all race for it.
+pub fn forgettable(
+    lease: &Stale<'_>,
+    identity: &str,
+    live: &BTreeSet<String>,
+    registered: &BTreeSet<String>,
+    now: Instant,
+    forget_after: Duration,
+) -> bool {
+    let unneeded = lease
+        .cluster
+        .is_none_or(|cluster| !registered.contains(cluster));
+    unneeded
+        && lease.holder != Some(identity)
+        && now >= lease.expires + forget_after
+        && sharding::owner(lease.name, live.iter().map(String::as_str)) == Some(identity)
+}
+
 /// Our hold on one Lease, by our own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
@@ -224,6 +255,59 @@ mod tests {
         assert_eq!(
             claim.due(Duration::from_secs(5)),
             sent + Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn only_unneeded_leases_long_past_expiry_are_forgotten_by_one_replica() {
+        let now = Instant::now();
+        let after = Duration::from_secs(60);
+        let live = set(&["me", "other"]);
+        let registered = set(&["c-kept"]);
+        // Names that hash to us, and one that hashes to the other replica.
+        let name_of = |replica: &str, stem: &str| {
+            (0..)
+                .map(|i| format!("{stem}-{i}"))
+                .find(|n| sharding::owner(n, live.iter().map(String::as_str)) == Some(replica))
+                .unwrap()
+        };
+        let (mine, theirs) = (name_of("me", "lease"), name_of("other", "lease"));
+        let long_ago = now - Duration::from_secs(61);
+        fn lease<'a>(
+            name: &'a str,
+            cluster: Option<&'a str>,
+            holder: Option<&'a str>,
+            expires: Instant,
+        ) -> Stale<'a> {
+            Stale {
+                name,
+                cluster,
+                holder,
+                expires,
+            }
+        }
+        let (mine, theirs) = (mine.as_str(), theirs.as_str());
+        let forget = |l: &Stale<'_>| forgettable(l, "me", &live, &registered, now, after);
+        assert!(forget(&lease(mine, None, Some("dead"), long_ago)));
+        assert!(forget(&lease(mine, None, None, long_ago)));
+        assert!(forget(&lease(mine, Some("c-gone"), None, long_ago)));
+        assert!(
+            !forget(&lease(theirs, None, Some("dead"), long_ago)),
+            "the other replica's to delete"
+        );
+        assert!(
+            !forget(&lease(mine, Some("c-kept"), None, long_ago)),
+            "a registered cluster's"
+        );
+        assert!(!forget(&lease(mine, None, Some("me"), long_ago)), "our own");
+        assert!(
+            !forget(&lease(
+                mine,
+                None,
+                Some("dead"),
+                now - Duration::from_secs(59)
+            )),
+            "too recent"
         );
     }
 

@@ -6,7 +6,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -80,6 +80,22 @@ impl Writer<'_> {
             spec.renew_time = None;
         })
         .await
+    }
+
+    /// Deletes a Lease if it is still at `resource_version`; one that changed or is gone is left.
+    pub async fn delete(&self, name: &str, resource_version: String) -> Result<(), kube::Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Writes `change` onto `base`; when the Lease changed meanwhile (409), re-reads it and writes
