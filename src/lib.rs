@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod certs;
 pub mod cli;
 pub mod clusters;
+pub mod coordination;
 pub mod endpoints;
 pub mod index;
 pub mod keys;

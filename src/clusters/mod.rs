@@ -11,6 +11,7 @@ pub mod connections;
 pub mod credentials;
 pub mod management;
 pub mod metrics;
+pub mod ownership;
 pub mod placement;
 pub mod registration;
 pub mod sharding;

@@ -8,6 +8,7 @@
 mod clusters;
 mod downstream;
 mod lifecycle;
+mod ownership;
 mod plan_clusters;
 mod reconciler;
 mod skew;
