@@ -16,7 +16,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -183,13 +183,17 @@ fn warning(reason: &str, note: String) -> Event {
 
 /// Keeps a worker per registered cluster until `shutdown`, on every replica: each knows every
 /// cluster (the webhook and the management cluster's round read it); only the writer of a cluster
-/// (`leading`) writes to it and speaks of it in Events.
+/// (the holder of its Lease, `owned`) writes to it and speaks of it in Events; the registrations'
+/// Events are the leader's (`leading`). The accepted clusters are published to `registered`, for
+/// [`super::ownership`].
 pub async fn run(
     shared: Shared,
     leading: watch::Receiver<bool>,
+    registered: watch::Sender<BTreeSet<String>>,
+    owned: watch::Receiver<BTreeSet<String>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut keeper = Keeper::new(shared, leading);
+    let mut keeper = Keeper::new(shared, leading, registered, owned);
     tokio::select! {
         () = keeper.watch_registrations() => {}
         _ = shutdown.wait_for(|stop| *stop) => {}
@@ -210,6 +214,8 @@ struct Keeper {
     metrics: ClusterMetrics,
     shared: Shared,
     leading: watch::Receiver<bool>,
+    registered: watch::Sender<BTreeSet<String>>,
+    owned: watch::Receiver<BTreeSet<String>>,
     recorder: Recorder,
     secrets: BTreeMap<String, Secret>,
     announced: BTreeMap<String, Verdict>,
@@ -218,7 +224,12 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn new(shared: Shared, leading: watch::Receiver<bool>) -> Self {
+    fn new(
+        shared: Shared,
+        leading: watch::Receiver<bool>,
+        registered: watch::Sender<BTreeSet<String>>,
+        owned: watch::Receiver<BTreeSet<String>>,
+    ) -> Self {
         let (client, cfg) = (shared.management.clone(), shared.cfg.clusters.clone());
         let metrics = shared.metrics.clusters.clone();
         let reporter = Reporter {
@@ -232,6 +243,8 @@ impl Keeper {
             metrics,
             shared,
             leading,
+            registered,
+            owned,
             secrets: BTreeMap::new(),
             announced: BTreeMap::new(),
             connections: BTreeMap::new(),
@@ -300,6 +313,9 @@ impl Keeper {
                 _ => None,
             })
             .collect();
+        let accepted: BTreeSet<String> = wanted.keys().map(|c| (*c).to_owned()).collect();
+        self.registered
+            .send_if_modified(|current| std::mem::replace(current, accepted.clone()) != accepted);
         let stale: Vec<String> = self
             .connections
             .iter()
@@ -342,7 +358,7 @@ impl Keeper {
                 cfg: self.cfg.clone(),
                 recorder: self.recorder.clone(),
                 shared: self.shared.clone(),
-                leading: self.leading.clone(),
+                owned: self.owned.clone(),
             };
             self.shared.placement.register(cluster);
             let handle = self.workers.spawn(worker.run());

@@ -19,6 +19,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::events::Recorder;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -44,7 +45,8 @@ pub(super) struct Worker {
     pub cfg: ConnectionsConfig,
     pub recorder: Recorder,
     pub shared: Shared,
-    pub leading: watch::Receiver<bool>,
+    /// The clusters this replica holds the Lease of (see [`super::ownership`]).
+    pub owned: watch::Receiver<BTreeSet<String>>,
 }
 
 impl Worker {
@@ -54,21 +56,45 @@ impl Worker {
         let client = match connect(&self.kubeconfig, self.cfg.request_timeout).await {
             Ok(client) => client,
             Err(why) => {
-                self.report(&server, &mut None, Health::Unreachable(why))
+                let writer = watch::channel(true).1;
+                self.report(&server, &mut None, Health::Unreachable(why), &writer)
                     .await;
                 return;
             }
         };
         let (health_tx, health) = watch::channel(None);
+        // Whether this replica writes the cluster: checked by every write, right before it is sent.
+        let (writer_tx, writer) = watch::channel(false);
         tokio::select! {
-            () = self.probe(&client, &server, health_tx) => {}
-            () = self.serve(&client, health) => {}
+            () = self.probe(&client, &server, health_tx, &writer) => {}
+            () = self.serve(&client, health, &writer) => {}
+            () = self.follow_ownership(writer_tx) => {}
+        }
+    }
+
+    /// Keeps `writer` true exactly while this replica holds the cluster's Lease.
+    async fn follow_ownership(&self, writer: watch::Sender<bool>) {
+        let mut owned = self.owned.clone();
+        loop {
+            let holds = owned.borrow_and_update().contains(&self.cluster);
+            writer.send_if_modified(|w| std::mem::replace(w, holds) != holds);
+            if owned.changed().await.is_err() {
+                writer.send_replace(false);
+                // Ownership is over: stay here (never writing) until aborted.
+                std::future::pending::<()>().await;
+            }
         }
     }
 
     /// Probes every `probe_every` while the cluster answers, with a doubling wait while it does
     /// not, and says so: the metric always, an Event when the health changes.
-    async fn probe(&self, client: &Client, server: &str, health_tx: watch::Sender<Option<Health>>) {
+    async fn probe(
+        &self,
+        client: &Client,
+        server: &str,
+        health_tx: watch::Sender<Option<Health>>,
+        writer: &watch::Receiver<bool>,
+    ) {
         let mut last = None;
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -81,7 +107,7 @@ impl Worker {
                 backoff = (backoff * 2).min(self.cfg.max_backoff);
                 wait
             };
-            self.report(server, &mut last, health.clone()).await;
+            self.report(server, &mut last, health.clone(), writer).await;
             health_tx.send_replace(Some(health));
             tokio::time::sleep(wait).await;
         }
@@ -89,13 +115,18 @@ impl Worker {
 
     /// While the cluster answers: a fresh list of it, then its progress kept current and (on its
     /// writer) rounds; all dropped as soon as it does not answer.
-    async fn serve(&self, client: &Client, mut health: watch::Receiver<Option<Health>>) {
+    async fn serve(
+        &self,
+        client: &Client,
+        mut health: watch::Receiver<Option<Health>>,
+        writer: &watch::Receiver<bool>,
+    ) {
         let shared = &self.shared;
         let ctx = Context::downstream(
             shared.management.clone(),
             client.clone(),
             &self.cluster,
-            self.leading.clone(),
+            writer.clone(),
             shared.cfg.clone(),
             shared.metrics.clone(),
             shared.placement.clone(),
@@ -113,7 +144,7 @@ impl Worker {
                 index::compose::spawn(shared.index.clone(), own, self.cluster.clone());
             tracing::info!(cluster = %self.cluster, "listing the downstream cluster");
             tokio::select! {
-                () = reconcile_until_shutdown(&ctx, &world, self.leading.clone(), no_shutdown.clone()) => {}
+                () = reconcile_until_shutdown(&ctx, &world, writer.clone(), no_shutdown.clone()) => {}
                 () = self.keep_progress(&world) => {}
                 _ = health.wait_for(|h| !connected(h)) => {
                     tracing::info!(cluster = %self.cluster, "the downstream cluster is down: not writing to it until it answers and is listed again");
@@ -145,7 +176,13 @@ impl Worker {
         }
     }
 
-    async fn report(&self, server: &str, last: &mut Option<Health>, health: Health) {
+    async fn report(
+        &self,
+        server: &str,
+        last: &mut Option<Health>,
+        health: Health,
+        writer: &watch::Receiver<bool>,
+    ) {
         let metrics = &self.shared.metrics.clusters;
         metrics.set_connected(&self.cluster, health == Health::Connected);
         match &health {
@@ -166,7 +203,7 @@ impl Worker {
         }
         tracing::info!(cluster = %self.cluster, %server, ?health, "downstream cluster health");
         // Only the cluster's writer speaks of it; the others know it as well.
-        if !*self.leading.borrow() {
+        if !*writer.borrow() {
             *last = Some(health);
             return;
         }

@@ -73,6 +73,16 @@ pub async fn run(
         writes_done,
         metrics.clone(),
     ));
+    let (registered_tx, registered) = watch::channel(Default::default());
+    let (owned_tx, owned) = watch::channel(Default::default());
+    let ownership = tokio::spawn(crate::clusters::ownership::run(
+        client.clone(),
+        cfg.ownership.clone(),
+        registered,
+        owned_tx,
+        metrics.ownership.clone(),
+        shutdown.clone(),
+    ));
     let connections = tokio::spawn(crate::clusters::connections::run(
         crate::clusters::worker::Shared {
             management: client.clone(),
@@ -82,6 +92,8 @@ pub async fn run(
             placement: placement.clone(),
         },
         leading.clone(),
+        registered_tx,
+        owned,
         shutdown.clone(),
     ));
     let ctx = Context::new(
@@ -97,6 +109,7 @@ pub async fn run(
     // The round in flight has ended: the lease may go to a successor.
     let _ = done_tx.send(true);
     let _ = connections.await;
+    let _ = ownership.await;
     elector
         .await
         .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))
