@@ -705,3 +705,127 @@ fn base64_of(bytes: &[u8]) -> String {
     let encoded = serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).expect("encodes");
     encoded.as_str().expect("a string").to_owned()
 }
+
+#[test]
+fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_replicas_clusters_move()
+ {
+    let _serial = serial();
+    const LEASE: Duration = Duration::from_secs(6);
+    let (lease, prefix) = (unique("lease"), unique("six"));
+    let replica = |i: usize| {
+        let prefix = prefix.clone();
+        Running::start_with(
+            &lease,
+            &unique(&format!("replica-{i}")),
+            OverwritePolicy::Warn,
+            move |cfg| {
+                cfg.clusters.probe_every = Duration::from_secs(1);
+                cfg.clusters.max_backoff = Duration::from_secs(1);
+                cfg.clusters.request_timeout = Duration::from_secs(2);
+                cfg.ownership = cfg.ownership.clone().with_lease_duration(LEASE);
+                cfg.ownership.prefix = prefix;
+            },
+        )
+    };
+    let mut replicas: Vec<Option<Running>> = (0..3).map(|i| Some(replica(i))).collect();
+    // Six clusters, each its own id and projects, served by one apiserver: what counts here is who
+    // writes to which cluster, not how many apiservers there are.
+    let downstream = Downstream::start("c-six");
+    let clusters: Vec<String> = (0..6).map(|i| format!("c-six{i}")).collect();
+    let mut registrations = Vec::new();
+    let mut backings = Vec::new();
+    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
+    for cluster in &clusters {
+        downstream.namespace_annotated(&format!("team-{cluster}"), &format!("{cluster}:p-six"));
+        let registration = unique(&format!("reg-{cluster}"));
+        register(&registration, cluster, &admin);
+        registrations.push(registration);
+        let backing = project_of(cluster, "p-six");
+        original(&backing, "p-six", "s", "before");
+        backings.push(backing);
+    }
+    for (cluster, backing) in clusters.iter().zip(&backings) {
+        downstream.copy_with(&format!("team-{cluster}"), "s", backing, &data_of("before"));
+    }
+
+    let value = |running: &Running, name: &str, labels: &str| {
+        cluster_metric(running, name, labels).unwrap_or(0.0)
+    };
+    // Who writes each cluster: the one replica that holds its Lease, and the only one that wrote.
+    let owner_of = |replicas: &[Option<Running>], cluster: &str| -> Vec<usize> {
+        replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+            .filter(|(_, r)| {
+                value(
+                    r,
+                    "scoped_secrets_cluster_owned",
+                    &format!("cluster=\"{cluster}\""),
+                ) == 1.0
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    for cluster in &clusters {
+        let owners = eventually(&format!("one owner of {cluster}"), WAIT, || {
+            Some(owner_of(&replicas, cluster)).filter(|o| o.len() == 1)
+        });
+        let writers: Vec<usize> = replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+            .filter(|(_, r)| {
+                value(
+                    r,
+                    "scoped_secrets_cluster_writes_total",
+                    &format!("cluster=\"{cluster}\",kind=\"create\""),
+                ) > 0.0
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            writers, owners,
+            "{cluster}: the writers are its owner alone"
+        );
+    }
+
+    // SIGKILL (as a crash: nothing released) the replica owning c-six0.
+    let victim = owner_of(&replicas, "c-six0")[0];
+    let theirs: Vec<&String> = clusters
+        .iter()
+        .filter(|c| owner_of(&replicas, c) == [victim])
+        .collect();
+    replicas[victim].take().expect("running").crash();
+    let crashed = Instant::now();
+    for cluster in &theirs {
+        eventually(
+            &format!("{cluster} taken over"),
+            LEASE + Duration::from_secs(5),
+            || Some(owner_of(&replicas, cluster)).filter(|o| o.len() == 1),
+        );
+    }
+    let taken_over = crashed.elapsed();
+    assert!(
+        taken_over <= LEASE + Duration::from_secs(5),
+        "{taken_over:?}"
+    );
+    // And every cluster converges on a change made since.
+    for backing in &backings {
+        original(backing, "p-six", "s", "after");
+    }
+    for (cluster, backing) in clusters.iter().zip(&backings) {
+        downstream.copy_with(&format!("team-{cluster}"), "s", backing, &data_of("after"));
+        let owners = owner_of(&replicas, cluster);
+        assert_eq!(owners.len(), 1, "{cluster}: {owners:?}");
+    }
+    for registration in &registrations {
+        ok(kubectl(&[
+            "delete",
+            "secret",
+            registration,
+            "-n",
+            LEASE_NAMESPACE,
+        ]));
+    }
+}
