@@ -268,6 +268,7 @@ impl Keeper {
                 Ok(watcher::Event::InitDone) => {
                     self.secrets = relisting.take().unwrap_or_default();
                     self.converge().await;
+                    self.shared.placement.registrations_read();
                 }
                 Ok(watcher::Event::Apply(secret)) => {
                     self.secrets.insert(secret.name_any(), secret);

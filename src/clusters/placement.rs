@@ -18,6 +18,8 @@ pub struct ClusterState {
     /// The progress of each of its projects at its last round (kept while it is down: the copies
     /// written then are still there).
     pub projects: BTreeMap<ProjectId, Progress>,
+    /// Whether it has been listed once (its progress is known).
+    pub listed: bool,
 }
 
 /// Why a cluster is not served right now.
@@ -32,6 +34,8 @@ pub struct Down {
 /// The clusters' states, with a change counter the management cluster's round wakes on.
 pub struct Placement {
     clusters: Mutex<BTreeMap<String, ClusterState>>,
+    /// Whether the registrations have been read once.
+    registrations_read: std::sync::atomic::AtomicBool,
     /// Each listed, answering cluster's composed world (see [`crate::index::compose`]).
     worlds: Mutex<BTreeMap<String, Arc<Index>>>,
     changes: watch::Sender<u64>,
@@ -49,6 +53,7 @@ impl Default for Placement {
     fn default() -> Self {
         Self {
             clusters: Mutex::default(),
+            registrations_read: Default::default(),
             worlds: Mutex::default(),
             changes: watch::channel(0).0,
         }
@@ -70,6 +75,7 @@ impl Placement {
     pub fn report(&self, cluster: &str, projects: BTreeMap<ProjectId, Progress>) {
         self.change(cluster, |state| {
             state.down = None;
+            state.listed = true;
             state.projects = projects;
         });
     }
@@ -123,6 +129,26 @@ impl Placement {
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// The registrations have been read once: every registered cluster is [`Placement::register`]ed.
+    pub fn registrations_read(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.registrations_read.swap(true, Ordering::Relaxed) {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Whether where every project is served is known: the registrations have been read, and each
+    /// registered cluster has been listed or found down. Until then the management cluster's round
+    /// waits (bounded), so that a restart does not hand a moved project's copies back to it for the
+    /// moment its cluster takes to list.
+    pub fn settled(&self) -> bool {
+        self.registrations_read
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && lock(&self.clusters)
+                .values()
+                .all(|state| state.listed || state.down.is_some())
     }
 
     /// The projects whose copies their own cluster has in place: the management cluster lets go of
@@ -198,5 +224,19 @@ mod tests {
         placement.forget("c-abc123");
         assert!(placement.in_place().is_empty());
         assert_eq!(placement.cluster("c-abc123"), None);
+    }
+
+    #[test]
+    fn settled_once_the_registrations_are_read_and_every_cluster_listed_or_down() {
+        let placement = Placement::default();
+        assert!(!placement.settled(), "registrations not read yet");
+        placement.register("c-one");
+        placement.register("c-two");
+        placement.registrations_read();
+        assert!(!placement.settled(), "neither listed");
+        placement.report("c-one", BTreeMap::new());
+        assert!(!placement.settled(), "c-two still being listed");
+        placement.report_down("c-two", "ClusterUnreachable", "no answer".to_owned());
+        assert!(placement.settled());
     }
 }

@@ -211,6 +211,9 @@ pub(crate) async fn reconcile_until_shutdown(
         () = super::stopped(&mut shutdown) => return,
     }
     tracing::info!("reconciler: index synced");
+    if !ctx.downstream {
+        settle_placement(ctx, &mut placement, &mut shutdown).await;
+    }
     loop {
         if !*leading.borrow_and_update() {
             tokio::select! {
@@ -238,6 +241,32 @@ pub(crate) async fn reconcile_until_shutdown(
         }
     }
 }
+
+/// Waits (at most [`SETTLE_TIMEOUT`]) until where every project is served is known, so that the
+/// management cluster's first round does not serve a project its own cluster has in place.
+async fn settle_placement(
+    ctx: &Context,
+    placement: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let settled = async {
+        while !ctx.placement.settled() {
+            if placement.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = settled => {}
+        () = tokio::time::sleep(SETTLE_TIMEOUT) => {
+            tracing::warn!("reconciler: not every downstream cluster listed in time; planning the management cluster anyway");
+        }
+        () = super::stopped(shutdown) => {}
+    }
+}
+
+/// How long the management cluster's first round waits for the downstream clusters to be listed.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One round: prove pending project deletions, plan from one snapshot of the index (watch events
 /// go on meanwhile, into later snapshots), then execute the actions that are due with bounded
