@@ -152,12 +152,19 @@ fn reconciler() -> Running {
         &unique("lease"),
         &unique("instance"),
         OverwritePolicy::Warn,
-        |cfg| {
-            cfg.clusters.probe_every = Duration::from_secs(1);
-            cfg.clusters.max_backoff = Duration::from_secs(1);
-            cfg.clusters.request_timeout = Duration::from_secs(2);
-        },
+        probe_often,
     )
+}
+
+fn probe_often(cfg: &mut scoped_secrets::reconciler::Config) {
+    cfg.clusters.probe_every = Duration::from_secs(1);
+    cfg.clusters.max_backoff = Duration::from_secs(1);
+    cfg.clusters.request_timeout = Duration::from_secs(2);
+}
+
+/// Removes a registration Secret.
+fn unregister(name: &str) {
+    ok(kubectl(&["delete", "secret", name, "-n", LEASE_NAMESPACE]));
 }
 
 /// The Project's `CopiesInPlace` condition as "status,reason: message".
@@ -264,13 +271,7 @@ fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_o
     for ns in ["team-a", "team-b", "team-c"] {
         downstream.gone(ns, "test-secret");
     }
-    ok(kubectl(&[
-        "delete",
-        "secret",
-        &registration,
-        "-n",
-        LEASE_NAMESPACE,
-    ]));
+    unregister(&registration);
 }
 
 #[test]
@@ -293,13 +294,7 @@ fn two_downstream_clusters_with_projects_of_the_same_name_do_not_cross_talk() {
     let copy = two.secret("team", "shared").expect("the copy");
     assert_eq!(copy["data"], data_of("for-two"));
     for registration in &registrations {
-        ok(kubectl(&[
-            "delete",
-            "secret",
-            registration,
-            "-n",
-            LEASE_NAMESPACE,
-        ]));
+        unregister(registration);
     }
 }
 
@@ -382,13 +377,7 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
         "converged {took:?} after the apiserver answered again"
     );
     condition_saying("c-stop", "p-stop", "True,CopiesInPlace");
-    ok(kubectl(&[
-        "delete",
-        "secret",
-        &registration,
-        "-n",
-        LEASE_NAMESPACE,
-    ]));
+    unregister(&registration);
 }
 
 /// `kubectl annotate` taking `namespace` out of its project, running in the background.
@@ -544,13 +533,7 @@ fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() 
     downstream.gone("team-a", "dropped");
     downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
     condition_saying("c-revoke", "p-revoke", "True,CopiesInPlace");
-    ok(kubectl(&[
-        "delete",
-        "secret",
-        &registration,
-        "-n",
-        LEASE_NAMESPACE,
-    ]));
+    unregister(&registration);
 }
 
 #[test]
@@ -598,13 +581,7 @@ fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_
 
     // The registration removed: its copies stay where they are, and the project is served in the
     // management cluster again.
-    ok(kubectl(&[
-        "delete",
-        "secret",
-        &registration,
-        "-n",
-        LEASE_NAMESPACE,
-    ]));
+    unregister(&registration);
     eventually("the cluster forgotten", WAIT, || {
         cluster_metric(
             &running,
@@ -692,13 +669,7 @@ webhooks:
         "validatingwebhookconfiguration",
         &configuration,
     ]));
-    ok(kubectl(&[
-        "delete",
-        "secret",
-        &registration,
-        "-n",
-        LEASE_NAMESPACE,
-    ]));
+    unregister(&registration);
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -719,9 +690,7 @@ fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_rep
             &unique(&format!("replica-{i}")),
             OverwritePolicy::Warn,
             move |cfg| {
-                cfg.clusters.probe_every = Duration::from_secs(1);
-                cfg.clusters.max_backoff = Duration::from_secs(1);
-                cfg.clusters.request_timeout = Duration::from_secs(2);
+                probe_often(cfg);
                 cfg.ownership = cfg.ownership.clone().with_lease_duration(LEASE);
                 cfg.ownership.prefix = prefix;
             },
@@ -820,12 +789,6 @@ fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_rep
         assert_eq!(owners.len(), 1, "{cluster}: {owners:?}");
     }
     for registration in &registrations {
-        ok(kubectl(&[
-            "delete",
-            "secret",
-            registration,
-            "-n",
-            LEASE_NAMESPACE,
-        ]));
+        unregister(registration);
     }
 }
