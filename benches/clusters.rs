@@ -3,15 +3,16 @@
 //! management cluster) into `CLUSTERS` downstream clusters × `NAMESPACES_PER_CLUSTER` namespaces
 //! (10 × 100 by default). Every cluster is a real etcd + kube-apiserver of its own on 127.0.0.1,
 //! without a controller manager, started one after another; each downstream cluster is registered
-//! with a Secret holding its admin kubeconfig. Prints:
-//! - the single-cluster fan-out of the same number of copies, measured first in the same run with the
-//!   same server: one original to a project of `CLUSTERS × NAMESPACES_PER_CLUSTER` namespaces in the
-//!   management cluster;
+//! with a Secret holding its admin kubeconfig. Each figure is the median of `REPEATS` (5) rounds, the
+//! single-cluster and the many-clusters one alternating, as the machine's load drifts. Prints:
+//! - the single-cluster fan-out of the same number of copies, in the same run with the same server:
+//!   a new original to a project of `CLUSTERS × NAMESPACES_PER_CLUSTER` namespaces in the management
+//!   cluster;
 //! - the many-clusters fan-out: one original per cluster's project (a project lives in one cluster,
 //!   so one original cannot reach two), all created at once; the time until the last copy is
 //!   visible in every cluster, the ratio to the single-cluster time (target <= 1.5), the secret
-//!   writes the downstream apiservers served per copy, the server's RSS;
-//! - with the last cluster's kube-apiserver stopped (SIGSTOP, at once before the change, so the
+//!   writes every apiserver served per copy, the server's RSS;
+//! - with the last cluster's kube-apiserver stopped (SIGSTOP, just before the first change, so the
 //!   server has not noticed yet): the time for the other clusters' copies to carry a change of
 //!   their originals, against the same change in the single-cluster project; how long the server
 //!   took to report the stopped one down, and to converge it once it answers again (SIGCONT).
