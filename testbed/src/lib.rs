@@ -4,6 +4,7 @@
 //! - [`control_plane`]: a real etcd, kube-apiserver and kube-controller-manager on loopback ports,
 //!   started in-process as child processes and stopped when their guard is dropped (or when the
 //!   process that started them exits, however it exits);
+//! - [`clusters`]: registering a control plane as a downstream cluster;
 //! - [`registration`]: `deploy/`'s prerequisites and webhook configurations, pointed at 127.0.0.1;
 //! - [`env`]: the environment a test binary shares (one control plane, the server under test
 //!   in-process as the product's service account, its webhooks registered);
@@ -13,6 +14,7 @@
 //!
 //! `use testbed::prelude::*` brings what nearly every end-to-end test uses.
 
+pub mod clusters;
 pub mod control_plane;
 pub mod env;
 pub mod fixtures;

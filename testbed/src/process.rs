@@ -39,3 +39,28 @@ pub fn memory_mib(pid: u32, field: &str) -> Result<f64> {
         .map(|kib| kib / 1024.0)
         .with_context(|| format!("no {field} for process {pid}"))
 }
+
+/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), also when the caller fails: an
+/// apiserver that neither answers nor closes its connections, as a hung or partitioned one.
+pub struct Paused(u32);
+
+impl Paused {
+    pub fn new(pid: u32) -> Result<Self> {
+        signal(pid, "STOP")?;
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = signal(self.0, "CONT");
+    }
+}
+
+fn signal(pid: u32, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
