@@ -327,7 +327,7 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
         .pid("kube-apiserver")
         .expect("its apiserver");
     let stopped_at = Instant::now();
-    let paused = Paused::new(apiserver);
+    let paused = testbed::process::Paused::new(apiserver).expect("SIGSTOP");
     eventually("the stopped cluster reported down", WAIT, || {
         (cluster_metric(
             &running,
@@ -395,30 +395,6 @@ fn leave(downstream: &Downstream, namespace: &str) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("kubectl runs")
-}
-
-/// A process stopped (SIGSTOP) until this is dropped (SIGCONT), also when the test fails.
-struct Paused(u32);
-
-impl Paused {
-    fn new(pid: u32) -> Self {
-        signal(pid, "STOP");
-        Self(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        signal(self.0, "CONT");
-    }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// A kubeconfig for `downstream` authenticating with `token` instead of the admin's.
