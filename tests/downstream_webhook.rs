@@ -164,28 +164,7 @@ fn management_reader_kubeconfig() -> PathBuf {
 
 /// Project `c-down1:<name>` in the management cluster, with its backing namespace there.
 fn management_project() -> TestProject {
-    let name = unique("p-down");
-    let backing = format!("{CLUSTER}-{name}");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {CLUSTER}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: {CLUSTER}}}
-spec: {{clusterName: {CLUSTER}, displayName: {name}}}
-"
-        ),
-        &[],
-    ));
-    ok(patch_backing_namespace(CLUSTER, &name, &backing));
-    TestProject { name, backing }
+    project_in(CLUSTER, &unique("p-down"))
 }
 
 /// `kubectl` against the downstream cluster, as its admin.

@@ -92,35 +92,9 @@ impl Downstream {
     }
 }
 
-/// Project `<cluster>:<name>` in the management cluster (namespace `<cluster>`), with its backing
-/// namespace `<cluster>-<name>` there; waits until indexed. Returns the backing namespace.
+/// Project `<cluster>:<name>` in the management cluster; returns its backing namespace.
 fn project_of(cluster: &str, name: &str) -> String {
-    let backing = format!("{cluster}-{name}");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {cluster}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: {cluster}}}
-spec: {{clusterName: {cluster}, displayName: {name}}}
-"
-        ),
-        &[],
-    ));
-    ok(patch_backing_namespace(cluster, name, &backing));
-    let id = keys::ProjectId::new(cluster, name);
-    indexed("the project", |w| {
-        w.project(&id)
-            .is_some_and(|p| p.backing_namespace == backing)
-    });
-    backing
+    project_in(cluster, name).backing
 }
 
 fn original(backing: &str, project: &str, name: &str, value: &str) {

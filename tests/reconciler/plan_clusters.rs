@@ -66,27 +66,7 @@ impl Drop for Registered {
 /// A Project of `cluster` in the management cluster, its backing namespace, and one original
 /// `test-secret` there; returns the project's name and backing namespace.
 fn project_of(cluster: &str, prefix: &str) -> (String, String) {
-    let name = unique(prefix);
-    let backing = format!("{cluster}-{name}");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {cluster}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: {cluster}}}
-spec: {{clusterName: {cluster}, displayName: {name}}}
-"
-        ),
-        &[],
-    ));
-    ok(patch_backing_namespace(cluster, &name, &backing));
+    let TestProject { name, backing, .. } = project_in(cluster, &unique(prefix));
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
