@@ -28,7 +28,7 @@ use scoped_secrets::{certs, keys};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testbed::control_plane::ControlPlane;
 use testbed::process::Paused;
@@ -490,36 +490,17 @@ async fn secret_writes(client: &kube::Client) -> Result<Served> {
 /// The release server, as the product's service account of the management cluster, with the
 /// default settings (`deploy/`'s).
 fn start_server(dir: &Path, management: &ControlPlane) -> Result<Child> {
-    let certs_dir = dir.join("certs");
-    Ok(Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
-        .env("KUBECONFIG", &management.sa_kubeconfig)
-        .env("RUST_LOG", "warn")
-        .args(["serve", "--webhook-addr", WEBHOOK, "--admin-addr", ADMIN])
-        .arg(format!(
-            "--tls-cert={}",
-            certs_dir.join(certs::TLS_CERT).display()
-        ))
-        .arg(format!(
-            "--tls-key={}",
-            certs_dir.join(certs::TLS_KEY).display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("server.log"))?,
-        )
-        .spawn()?)
+    testbed::process::serve(
+        Path::new(env!("CARGO_BIN_EXE_scoped-secrets")),
+        &management.sa_kubeconfig,
+        &dir.join("certs"),
+        (WEBHOOK, ADMIN),
+        dir,
+    )
 }
 
 async fn metrics() -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(ADMIN).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
+    testbed::process::admin_metrics(ADMIN).await
 }
 
 /// The value of `name{cluster="<cluster>"}`, if the series exists.

@@ -19,7 +19,7 @@ use scoped_secrets::keys;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use testbed::registration;
 
@@ -462,44 +462,17 @@ async fn wait_round_after(rounds: f64) -> Result<()> {
 }
 
 fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
-        .env(
-            "KUBECONFIG",
-            dir.join("control-plane/kubeconfig-service-account"),
-        )
-        .env("RUST_LOG", "warn")
-        .args([
-            "serve",
-            "--webhook-addr",
-            "127.0.0.1:19443",
-            "--admin-addr",
-            ADMIN,
-        ])
-        .arg(format!(
-            "--tls-cert={}",
-            certs_dir.join(certs::TLS_CERT).display()
-        ))
-        .arg(format!(
-            "--tls-key={}",
-            certs_dir.join(certs::TLS_KEY).display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("server.log"))?,
-        )
-        .spawn()?)
+    testbed::process::serve(
+        Path::new(env!("CARGO_BIN_EXE_scoped-secrets")),
+        &dir.join("control-plane/kubeconfig-service-account"),
+        certs_dir,
+        ("127.0.0.1:19443", ADMIN),
+        dir,
+    )
 }
 
 async fn metrics() -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(ADMIN).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
+    testbed::process::admin_metrics(ADMIN).await
 }
 
 fn sum(metrics: &str, name: &str) -> f64 {
