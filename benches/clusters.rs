@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testbed::apiserver::Served;
 use testbed::control_plane::ControlPlane;
 use testbed::process::Paused;
 use testbed::{clusters, registration};
@@ -420,25 +421,6 @@ async fn wait_synced_after(cluster: &str, at: f64) -> Result<()> {
     .await
 }
 
-/// Mutating requests for secrets the apiservers served, from their `apiserver_request_total`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Served {
-    /// Answered 2xx: writes that happened.
-    ok: u64,
-    /// Answered 409: refused by a precondition or a taken name.
-    conflicts: u64,
-}
-
-impl std::ops::Sub for Served {
-    type Output = Served;
-    fn sub(self, before: Served) -> Served {
-        Served {
-            ok: self.ok - before.ok,
-            conflicts: self.conflicts - before.conflicts,
-        }
-    }
-}
-
 async fn downstream_writes(downstream: &[Downstream]) -> Result<Served> {
     let mut total = Served::default();
     for cluster in downstream {
@@ -450,41 +432,7 @@ async fn downstream_writes(downstream: &[Downstream]) -> Result<Served> {
 }
 
 async fn secret_writes(client: &kube::Client) -> Result<Served> {
-    const WRITES: [&str; 6] = [
-        "POST",
-        "PUT",
-        "PATCH",
-        "APPLY",
-        "DELETE",
-        "DELETECOLLECTION",
-    ];
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut served = Served::default();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let is_write = WRITES
-            .iter()
-            .any(|v| line.contains(&format!("verb=\"{v}\"")));
-        if !(is_write
-            && line.contains("resource=\"secrets\"")
-            && line.contains("group=\"\"")
-            && line.contains("subresource=\"\""))
-        {
-            continue;
-        }
-        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        if line.contains("code=\"2") {
-            served.ok += n as u64;
-        } else if line.contains("code=\"409\"") {
-            served.conflicts += n as u64;
-        }
-    }
-    Ok(served)
+    testbed::apiserver::secret_writes(client).await
 }
 
 /// The release server, as the product's service account of the management cluster, with the

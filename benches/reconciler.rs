@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
+use testbed::apiserver::Served;
 use testbed::registration;
 
 mod projects;
@@ -369,64 +370,8 @@ async fn count_copies(client: &kube::Client, project: &str) -> Result<usize> {
     }
 }
 
-/// Mutating requests for secrets the apiserver has served, from its `apiserver_request_total`.
-#[derive(Debug, Clone, Copy)]
-struct Served {
-    /// Answered 2xx: writes that happened.
-    ok: u64,
-    /// Answered 409: refused by a precondition or a taken name.
-    conflicts: u64,
-}
-
-impl std::ops::Sub for Served {
-    type Output = Served;
-    fn sub(self, before: Served) -> Served {
-        Served {
-            ok: self.ok - before.ok,
-            conflicts: self.conflicts - before.conflicts,
-        }
-    }
-}
-
 async fn apiserver_secret_writes(client: &kube::Client) -> Result<Served> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut served = Served {
-        ok: 0,
-        conflicts: 0,
-    };
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let writes = [
-            "POST",
-            "PUT",
-            "PATCH",
-            "APPLY",
-            "DELETE",
-            "DELETECOLLECTION",
-        ];
-        let is_write = writes
-            .iter()
-            .any(|v| line.contains(&format!("verb=\"{v}\"")));
-        if !(is_write
-            && line.contains("resource=\"secrets\"")
-            && line.contains("group=\"\"")
-            && line.contains("subresource=\"\""))
-        {
-            continue;
-        }
-        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        if line.contains("code=\"2") {
-            served.ok += n as u64;
-        } else if line.contains("code=\"409\"") {
-            served.conflicts += n as u64;
-        }
-    }
-    Ok(served)
+    testbed::apiserver::secret_writes(client).await
 }
 
 /// Changes the project's backing namespace (a label nothing reads), which wakes a round.

@@ -14,6 +14,7 @@
 //!
 //! `use testbed::prelude::*` brings what nearly every end-to-end test uses.
 
+pub mod apiserver;
 pub mod clusters;
 pub mod control_plane;
 pub mod env;
