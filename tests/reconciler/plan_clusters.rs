@@ -4,6 +4,7 @@
 //! cannot be read (no answer, or its credentials refused) is reported as such, never planned as
 //! empty, and the exit status says so.
 
+use super::clusters::register;
 use scoped_secrets::keys;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -16,27 +17,6 @@ const UNREACHABLE: &str = "c-plan-down";
 const DENIED: &str = "c-plan-denied";
 /// A token the downstream apiserver does not know; never to be printed.
 const WRONG_TOKEN: &str = "wrong-token-never-quoted";
-
-/// Creates registration Secret `name` for `cluster` holding `kubeconfig`.
-fn register(name: &str, cluster: &str, kubeconfig: &str) {
-    let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {LEASE_NAMESPACE}
-  labels: {{{label}: {cluster}}}
-stringData:
-  {key}: |
-{indented}",
-            label = keys::CLUSTER_REGISTRATION_LABEL,
-            key = keys::KUBECONFIG_KEY,
-        ),
-        &[],
-    ));
-}
 
 /// A registration Secret of the test, deleted when dropped: a failing test leaves no cluster
 /// registered for the next one.
