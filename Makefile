@@ -1,5 +1,5 @@
 # The two commands the README starts with, and the benchmarks.
-.PHONY: run run-clusters test lint control-plane helm image test-cluster bench-admission bench-reconciler bench-soak fuzz
+.PHONY: run run-clusters test lint control-plane helm image test-cluster bench-admission bench-reconciler bench-soak bench-clusters fuzz
 
 # A real etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 with scoped-secrets serving
 # against it. Ctrl-C stops all.
@@ -55,6 +55,12 @@ bench-admission: control-plane
 # Reconciler convergence, writes and memory (issue figures).
 bench-reconciler: control-plane
 	cargo bench --bench reconciler
+
+# Many clusters (issue #11): one original per project to CLUSTERS (10) downstream clusters x
+# NAMESPACES_PER_CLUSTER (100), against the single-cluster fan-out of as many copies in the same run;
+# then the other clusters' convergence with one cluster's apiserver stopped. 11 control planes.
+bench-clusters: control-plane
+	cargo bench --bench clusters
 
 # SOAK_SECONDS (default 60) at 5,000 reviews/s with certificate rotations, hostile clients and the
 # reconciler fanning out: prints failed reviews, p99, peak RSS and open descriptors before/after.

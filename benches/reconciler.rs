@@ -19,8 +19,9 @@ use scoped_secrets::keys;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
+use testbed::apiserver::Served;
 use testbed::registration;
 
 mod projects;
@@ -369,64 +370,8 @@ async fn count_copies(client: &kube::Client, project: &str) -> Result<usize> {
     }
 }
 
-/// Mutating requests for secrets the apiserver has served, from its `apiserver_request_total`.
-#[derive(Debug, Clone, Copy)]
-struct Served {
-    /// Answered 2xx: writes that happened.
-    ok: u64,
-    /// Answered 409: refused by a precondition or a taken name.
-    conflicts: u64,
-}
-
-impl std::ops::Sub for Served {
-    type Output = Served;
-    fn sub(self, before: Served) -> Served {
-        Served {
-            ok: self.ok - before.ok,
-            conflicts: self.conflicts - before.conflicts,
-        }
-    }
-}
-
 async fn apiserver_secret_writes(client: &kube::Client) -> Result<Served> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut served = Served {
-        ok: 0,
-        conflicts: 0,
-    };
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let writes = [
-            "POST",
-            "PUT",
-            "PATCH",
-            "APPLY",
-            "DELETE",
-            "DELETECOLLECTION",
-        ];
-        let is_write = writes
-            .iter()
-            .any(|v| line.contains(&format!("verb=\"{v}\"")));
-        if !(is_write
-            && line.contains("resource=\"secrets\"")
-            && line.contains("group=\"\"")
-            && line.contains("subresource=\"\""))
-        {
-            continue;
-        }
-        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        if line.contains("code=\"2") {
-            served.ok += n as u64;
-        } else if line.contains("code=\"409\"") {
-            served.conflicts += n as u64;
-        }
-    }
-    Ok(served)
+    testbed::apiserver::secret_writes(client).await
 }
 
 /// Changes the project's backing namespace (a label nothing reads), which wakes a round.
@@ -462,44 +407,17 @@ async fn wait_round_after(rounds: f64) -> Result<()> {
 }
 
 fn start_server(dir: &Path, certs_dir: &Path) -> Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))
-        .env(
-            "KUBECONFIG",
-            dir.join("control-plane/kubeconfig-service-account"),
-        )
-        .env("RUST_LOG", "warn")
-        .args([
-            "serve",
-            "--webhook-addr",
-            "127.0.0.1:19443",
-            "--admin-addr",
-            ADMIN,
-        ])
-        .arg(format!(
-            "--tls-cert={}",
-            certs_dir.join(certs::TLS_CERT).display()
-        ))
-        .arg(format!(
-            "--tls-key={}",
-            certs_dir.join(certs::TLS_KEY).display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("server.log"))?,
-        )
-        .spawn()?)
+    testbed::process::serve(
+        Path::new(env!("CARGO_BIN_EXE_scoped-secrets")),
+        &dir.join("control-plane/kubeconfig-service-account"),
+        certs_dir,
+        ("127.0.0.1:19443", ADMIN),
+        dir,
+    )
 }
 
 async fn metrics() -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(ADMIN).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
+    testbed::process::admin_metrics(ADMIN).await
 }
 
 fn sum(metrics: &str, name: &str) -> f64 {

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the TLS admission webhook, the reconciler and the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a CA and a serving certificate into a directory, and print the caBundle.
     Certs(CertsArgs),
     /// Print the copies that would be created, overwritten, updated and deleted.
@@ -100,6 +100,23 @@ pub struct ServeArgs {
     /// registered by Secrets in --lease-namespace labelled scoped-secrets.io/cluster.
     #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
     pub local_cluster_id: String,
+    /// Serve the webhook in this downstream cluster (its id, as in its namespaces' project IDs),
+    /// deciding from its own namespaces and secrets and the management cluster's Projects of it and
+    /// their originals; needs --management-kubeconfig and --reconciler=false.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_CLUSTER_ID",
+        requires = "management_kubeconfig"
+    )]
+    pub cluster_id: Option<String>,
+    /// With --cluster-id: a read-only kubeconfig of the management cluster (inline credentials only:
+    /// no exec, auth-provider, file references or insecure-skip-tls-verify).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_MANAGEMENT_KUBECONFIG",
+        requires = "cluster_id"
+    )]
+    pub management_kubeconfig: Option<PathBuf>,
     /// Reviews served at once; past it a review gets HTTP 429 at once.
     #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
     pub max_reviews_in_flight: usize,
@@ -184,6 +201,36 @@ pub struct PlanArgs {
     pub json: bool,
     #[command(flatten)]
     pub copies: CopyArgs,
+    /// The product's namespace (serve's --lease-namespace): protected, and where downstream clusters
+    /// are registered.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
+        default_value = "scoped-secrets-system"
+    )]
+    pub lease_namespace: String,
+    /// The management cluster's id; each downstream cluster registered in --lease-namespace is read
+    /// and planned on its own.
+    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
+    pub local_cluster_id: String,
+    /// Seconds each request to a downstream cluster may take (connect, read, write).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_PLAN_CLUSTER_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub cluster_timeout: u64,
+}
+
+impl PlanArgs {
+    /// Where downstream clusters are registered, and their timeout.
+    pub fn clusters(&self) -> crate::plan_downstream::ClusterOptions {
+        crate::plan_downstream::ClusterOptions {
+            namespace: self.lease_namespace.clone(),
+            local_cluster_id: self.local_cluster_id.clone(),
+            timeout: std::time::Duration::from_secs(self.cluster_timeout.max(1)),
+        }
+    }
 }
 
 /// What decides which copies exist, shared by `serve` (the webhook and the reconciler) and `plan`,

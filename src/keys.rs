@@ -41,6 +41,11 @@ pub const BACKING_NAMESPACE_MARKS: [&str; 2] = [
     BACKING_NAMESPACE_UID_ANNOTATION,
 ];
 
+/// The condition on a Project's status (ours, never Rancher's) saying whether every copy of its
+/// originals is in place in the cluster its namespaces are in; its reasons are
+/// [`crate::clusters::condition::Reason`].
+pub const COPIES_IN_PLACE_CONDITION: &str = "CopiesInPlace";
+
 /// The condition on a Project's status (ours, never Rancher's) saying whether it owns a backing
 /// namespace, and its reasons.
 pub const BACKING_NAMESPACE_READY_CONDITION: &str = "BackingNamespaceReady";

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use scoped_secrets::cli::{CertsArgs, Cli, Command, PlanArgs};
 use scoped_secrets::{certs, report, serve, telemetry};
+use std::process::ExitCode;
 
 // The admission path allocates per review; jemalloc keeps that cheap across worker threads and
 // returns freed memory to the system (what Linkerd and TiKV run with).
@@ -11,19 +12,21 @@ use scoped_secrets::{certs, report, serve, telemetry};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
-            serve::run(args).await
+            serve::run(*args).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Certs(args) => write_certs(&args),
+        Command::Certs(args) => write_certs(&args).map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => plan(&args).await,
     }
 }
 
-async fn plan(args: &PlanArgs) -> Result<()> {
+/// Prints the plan; exits with [`report::UNREADABLE_EXIT_CODE`] when a registered cluster could not
+/// be read (its plan is unknown).
+async fn plan(args: &PlanArgs) -> Result<ExitCode> {
     let client = if args.offline {
         None
     } else {
@@ -31,15 +34,20 @@ async fn plan(args: &PlanArgs) -> Result<()> {
             anyhow::anyhow!("connecting to the Kubernetes API (or use --offline with -f): {e}")
         })?)
     };
-    let text = report::plan_command(
+    let output = report::plan_command(
         client,
         args.file.as_deref(),
         args.json,
-        &args.copies.settings(""),
+        &args.copies.settings(&args.lease_namespace),
+        &args.clusters(),
     )
     .await?;
-    print!("{text}");
-    Ok(())
+    print!("{}", output.text);
+    Ok(if output.unreadable > 0 {
+        ExitCode::from(report::UNREADABLE_EXIT_CODE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn write_certs(args: &CertsArgs) -> Result<()> {

@@ -9,6 +9,7 @@ use regex::Regex;
 use std::collections::BTreeSet;
 
 mod action;
+mod clusters;
 #[cfg(test)]
 mod clusters_tests;
 mod copies;
@@ -21,6 +22,7 @@ mod recheck;
 mod repairs;
 
 pub use action::{Action, ActionKind, BackingRefusal, ConflictReason, PlacedCopy};
+pub use clusters::{downstream_actions, management_actions, served_elsewhere};
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};

@@ -12,6 +12,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, ObjectList};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 const PAGE: u32 = 500;
 
@@ -20,7 +21,7 @@ const PAGE: u32 = 500;
 pub async fn load_world(client: Client) -> Result<World> {
     let mut world = World::default();
     let projects = Api::<DynamicObject>::all_with(client.clone(), &project_resource());
-    match list_all(&projects, ListParams::default()).await {
+    match list_all(&projects, ListParams::default(), None).await {
         Ok(all) => {
             world.projects_installed = true;
             world.replace_projects(all.iter().filter_map(project_state));
@@ -28,43 +29,90 @@ pub async fn load_world(client: Client) -> Result<World> {
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e).context("listing projects"),
     }
+    load_cluster_objects(&client, &mut world, None)
+        .await
+        .map_err(|(what, e)| anyhow::Error::new(e).context(what))?;
+    Ok(world)
+}
+
+/// A downstream cluster's own world: its namespaces, secret names and labelled secrets, never
+/// Projects (they live in the management cluster). Each request gets `timeout`; the error names
+/// what was being listed.
+pub async fn load_downstream_world(
+    client: &Client,
+    timeout: Duration,
+) -> Result<World, (&'static str, kube::Error)> {
+    let mut world = World::default();
+    load_cluster_objects(client, &mut world, Some(timeout)).await?;
+    Ok(world)
+}
+
+async fn load_cluster_objects(
+    client: &Client,
+    world: &mut World,
+    timeout: Option<Duration>,
+) -> Result<(), (&'static str, kube::Error)> {
     let namespaces = list_all(
         &Api::<Namespace>::all(client.clone()),
         ListParams::default(),
+        timeout,
     )
     .await
-    .context("listing namespaces")?;
+    .map_err(|e| ("listing namespaces", e))?;
     world.replace_namespaces(namespaces.iter().filter_map(|ns| {
         Some((
             ns.metadata.name.clone()?,
             NamespaceState::from_namespace(ns),
         ))
     }));
-    let secrets = Api::<Secret>::all(client);
-    let metas = list_all_metadata(&secrets)
+    let secrets = Api::<Secret>::all(client.clone());
+    let metas = list_all_metadata(&secrets, timeout)
         .await
-        .context("listing secret names")?;
+        .map_err(|e| ("listing secret names", e))?;
     world.replace_secret_metas(metas);
     let scoped = list_all(
         &secrets,
         ListParams::default().labels(keys::PROJECT_SCOPED_LABEL),
+        timeout,
     )
     .await
-    .context("listing project-scoped secrets")?;
+    .map_err(|e| ("listing project-scoped secrets", e))?;
     for secret in scoped {
         world.upsert_scoped(secret);
     }
-    Ok(world)
+    Ok(())
 }
 
-async fn list_all<K>(api: &Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error>
+/// One request, given at most `timeout` when one is set (a downstream cluster may never answer).
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match timeout {
+        None => request.await,
+        Some(limit) => tokio::time::timeout(limit, request)
+            .await
+            .unwrap_or_else(|_| Err(no_answer(limit))),
+    }
+}
+
+/// The error of a request that got no answer in time.
+fn no_answer(limit: Duration) -> kube::Error {
+    kube::Error::Service(format!("no answer within {}s", limit.as_secs()).into())
+}
+
+async fn list_all<K>(
+    api: &Api<K>,
+    params: ListParams,
+    timeout: Option<Duration>,
+) -> Result<Vec<K>, kube::Error>
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut params = params.limit(PAGE);
     let mut all = Vec::new();
     loop {
-        let page: ObjectList<K> = api.list(&params).await?;
+        let page: ObjectList<K> = bounded(timeout, api.list(&params)).await?;
         all.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
@@ -75,11 +123,12 @@ where
 
 async fn list_all_metadata(
     api: &Api<Secret>,
+    timeout: Option<Duration>,
 ) -> Result<Vec<(String, String, SecretMeta)>, kube::Error> {
     let mut params = ListParams::default().limit(PAGE);
     let mut all = Vec::new();
     loop {
-        let page = api.list_metadata(&params).await?;
+        let page = bounded(timeout, api.list_metadata(&params)).await?;
         all.extend(page.items.into_iter().filter_map(|object| {
             let meta = object.metadata;
             let entry = SecretMeta::from_meta(&meta);

@@ -3,6 +3,7 @@
 
 use crate::plan::Settings;
 use crate::plan::{self, Action, ActionKind};
+use crate::plan_downstream::{ClusterOptions, load_downstream};
 use crate::plan_load::{load_world, overlay_manifest};
 use crate::world::World;
 use anyhow::{Context, Result};
@@ -11,29 +12,63 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+mod grouped;
+
+/// What `plan` printed, and whether every cluster it should cover was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOutput {
+    pub text: String,
+    /// Registered clusters whose plan is unknown (they could not be read, or their registration is
+    /// not used): `plan` then exits with [`UNREADABLE_EXIT_CODE`].
+    pub unreadable: usize,
+}
+
+/// `plan`'s exit status when a registered cluster could not be read (1 is an error, 2 a usage error).
+pub const UNREADABLE_EXIT_CODE: u8 = 3;
+
 /// Loads the world (from the cluster when a client is given, else empty), lays the manifest over it,
 /// and renders the plan (backing-namespace actions included, as `serve` makes them by default).
+/// With downstream clusters registered in the management cluster, each is read and planned as the
+/// reconciler plans it, and the report is grouped by cluster.
 pub async fn plan_command(
     client: Option<kube::Client>,
     manifest: Option<&Path>,
     json: bool,
     settings: &Settings,
-) -> Result<String> {
-    let mut world = match client {
-        Some(client) => load_world(client).await?,
-        None => World::default(),
+    clusters: &ClusterOptions,
+) -> Result<PlanOutput> {
+    let (mut world, downstream) = match client {
+        Some(client) => (
+            load_world(client.clone()).await?,
+            load_downstream(&client, clusters).await?,
+        ),
+        None => (World::default(), Vec::new()),
     };
     if let Some(path) = manifest {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         overlay_manifest(&mut world, &text).with_context(|| format!("in {}", path.display()))?;
     }
-    let actions = plan::planned(&world, settings, true);
-    if json {
-        render_json(&actions)
-    } else {
-        Ok(render_text(&actions))
+    if downstream.is_empty() {
+        let actions = plan::planned(&world, settings, true);
+        let text = if json {
+            render_json(&actions)?
+        } else {
+            render_text(&actions)
+        };
+        return Ok(PlanOutput {
+            text,
+            unreadable: 0,
+        });
     }
+    let groups = grouped::plan_clusters(&world, downstream, settings, &clusters.local_cluster_id);
+    let unreadable = groups.iter().filter(|g| g.actions.is_err()).count();
+    let text = if json {
+        grouped::render_json(&groups)?
+    } else {
+        grouped::render_text(&groups)
+    };
+    Ok(PlanOutput { text, unreadable })
 }
 
 /// One action as the report shows it.
@@ -264,9 +299,16 @@ stringData: {mine: hunter2}
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plan.yaml");
         std::fs::write(&path, MANIFEST).expect("write manifest");
-        plan_command(None, Some(&path), json, &Settings::with_policy(policy))
-            .await
-            .expect("plan")
+        plan_command(
+            None,
+            Some(&path),
+            json,
+            &Settings::with_policy(policy),
+            &ClusterOptions::default(),
+        )
+        .await
+        .expect("plan")
+        .text
     }
 
     #[tokio::test]

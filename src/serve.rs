@@ -48,9 +48,82 @@ impl Running {
     }
 }
 
-/// Binds the listeners and starts everything; returns once listening.
+/// What a webhook in a downstream cluster (`--cluster-id`) reads besides its own cluster.
+struct Downstream {
+    cluster: String,
+    management: kube::Client,
+}
+
+/// The downstream mode's flags, checked: both or neither, webhook only, a usable cluster id, and a
+/// management kubeconfig that passes the checks of a registration.
+async fn downstream(args: &ServeArgs) -> Result<Option<Downstream>> {
+    let (cluster, kubeconfig) = match (&args.cluster_id, &args.management_kubeconfig) {
+        (None, None) => return Ok(None),
+        (Some(cluster), Some(kubeconfig)) => (cluster, kubeconfig),
+        _ => anyhow::bail!(
+            "--cluster-id and --management-kubeconfig go together: give both or neither"
+        ),
+    };
+    if args.reconciler {
+        anyhow::bail!(
+            "--cluster-id serves the webhook only (the copies of a downstream cluster are written \
+             by the product in the management cluster): set --reconciler=false"
+        );
+    }
+    crate::clusters::credentials::check_cluster_id(cluster)
+        .map_err(|refusal| anyhow::anyhow!("--cluster-id {cluster:?}: {refusal}"))?;
+    let management = crate::clusters::management::client(kubeconfig).await?;
+    Ok(Some(Downstream {
+        cluster: cluster.clone(),
+        management,
+    }))
+}
+
+/// Starts the watches that feed the index the webhook decides from, in `tasks`: this cluster's
+/// alone, or in a downstream cluster its own composed with the management cluster's.
+fn spawn_index(
+    client: &kube::Client,
+    downstream: Option<Downstream>,
+    tasks: &mut JoinSet<()>,
+    stopped: &signal::Receiver<bool>,
+) -> Arc<Index> {
+    let mut keep = |watches: JoinSet<()>| {
+        tasks.spawn(until_stopped(stopped.clone(), async move {
+            // Keeps the watches alive; dropping the set stops them.
+            let mut watches = watches;
+            while watches.join_next().await.is_some() {}
+        }));
+    };
+    let Some(Downstream {
+        cluster,
+        management,
+    }) = downstream
+    else {
+        let index = Arc::new(Index::default());
+        keep(crate::index::spawn(client.clone(), index.clone()));
+        return index;
+    };
+    tracing::info!(%cluster, "downstream: Projects and originals from the management cluster");
+    let (management_index, own) = (Arc::new(Index::default()), Arc::new(Index::default()));
+    keep(crate::index::spawn(management, management_index.clone()));
+    keep(crate::index::spawn_downstream(client.clone(), own.clone()));
+    let (composed, composing) = crate::index::compose::spawn(management_index, own, cluster);
+    let abort = composing.abort_handle();
+    let stopped = stopped.clone();
+    tasks.spawn(async move {
+        until_stopped(stopped, async move {
+            let _ = composing.await;
+        })
+        .await;
+        abort.abort();
+    });
+    composed
+}
+
+/// Binds the listeners and starts everything; returns once listening. With `--cluster-id` the
+/// management cluster is read through `--management-kubeconfig`; `client` is this cluster's.
 pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
-    let index = Arc::new(Index::default());
+    let downstream = downstream(args).await?;
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::register(&mut registry);
     let index_metrics = IndexMetrics::register(&mut registry);
@@ -74,17 +147,15 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
 
     let mut tasks = JoinSet::new();
-    let watches = crate::index::spawn(client.clone(), index.clone());
-    tasks.spawn(until_stopped(stopped.clone(), async move {
-        // Keeps the watches alive; dropping the set stops them.
-        let mut watches = watches;
-        while watches.join_next().await.is_some() {}
-    }));
+    let index = spawn_index(&client, downstream, &mut tasks, &stopped);
     tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
 
+    // The downstream clusters' worlds, kept by the reconciler's workers, read by the webhook.
+    let mut placement = None;
     if args.reconciler {
         let reconciler_metrics = crate::reconciler::ReconcilerMetrics::register(&mut registry);
         let cfg = crate::reconciler::Config::from_args(args);
+        placement = Some(cfg.placement.clone());
         let (client, index, stopped) = (client.clone(), index.clone(), stopped.clone());
         // Not wrapped in `until_stopped`: on shutdown the reconciler stops writing at once, lets the
         // round in flight end, then releases its lease.
@@ -112,6 +183,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
             args.max_reviews_in_flight,
             args.max_large_body_bytes,
         )),
+        placement,
     });
     tasks.spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
 

@@ -184,6 +184,9 @@ pub struct World {
     /// Projects whose copies a downstream cluster's worker keeps (and has in place): their
     /// namespaces here are members of nothing, so the copies here go (see [`World::member_project`]).
     served_elsewhere: Arc<BTreeSet<ProjectId>>,
+    /// The downstream cluster this world is of ([`World::for_cluster`]); `None` for the management
+    /// cluster's own.
+    downstream_cluster: Option<Arc<str>>,
 }
 
 impl World {
@@ -399,6 +402,7 @@ impl World {
             .map(|(id, deleted)| (id.clone(), deleted.clone()))
             .collect();
         world.served_elsewhere = Arc::default();
+        world.downstream_cluster = Some(Arc::from(cluster));
         for namespace in world.overlaid_namespaces() {
             world.overlay(management, &namespace);
         }
@@ -445,6 +449,15 @@ impl World {
         namespace
             .project()
             .filter(|project| !self.served_elsewhere.contains(project))
+    }
+
+    /// A namespace as messages name it: `cluster/namespace` in a downstream cluster's world, so that
+    /// a warning given in the management cluster says where.
+    pub fn qualified<'a>(&self, namespace: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.downstream_cluster {
+            Some(cluster) => format!("{cluster}/{namespace}").into(),
+            None => namespace.into(),
+        }
     }
 
     /// Whether `project`'s copies are kept by its own cluster's worker, not in this world.

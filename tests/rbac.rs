@@ -12,7 +12,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
-    WatchParams,
+    Preconditions, WatchParams,
 };
 use scoped_secrets::project::project_resource;
 use serde_json::{Value, json};
@@ -355,6 +355,34 @@ fn probes() -> Vec<Probe> {
         Probe {
             role: "Role",
             resource: "leases",
+            verb: "list",
+            feature: "cluster ownership: list the replica and cluster Leases",
+            call: |c| {
+                Box::pin(async move {
+                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                        .list(&ListParams::default())
+                        .await
+                        .map(drop)
+                })
+            },
+        },
+        Probe {
+            role: "Role",
+            resource: "leases",
+            verb: "watch",
+            feature: "cluster ownership: watch who is alive and who holds which cluster",
+            call: |c| {
+                Box::pin(async move {
+                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                        .watch(&WatchParams::default().timeout(1), "0")
+                        .await
+                        .map(drop)
+                })
+            },
+        },
+        Probe {
+            role: "Role",
+            resource: "leases",
             verb: "create",
             feature: "leader election: first lease",
             call: |c| {
@@ -379,6 +407,31 @@ fn probes() -> Vec<Probe> {
                     live.metadata.managed_fields = None;
                     Api::<Lease>::namespaced(c, OWN_NAMESPACE)
                         .replace("existing-lease", &dry_post(), &live)
+                        .await
+                        .map(drop)
+                })
+            },
+        },
+        Probe {
+            role: "Role",
+            resource: "leases",
+            verb: "delete",
+            feature: "cluster ownership: delete the Leases of replicas long gone",
+            call: |c| {
+                Box::pin(async move {
+                    let live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
+                        .get("existing-lease")
+                        .await?;
+                    let params = DeleteParams {
+                        dry_run: true,
+                        preconditions: Some(Preconditions {
+                            resource_version: live.metadata.resource_version,
+                            uid: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                        .delete("existing-lease", &params)
                         .await
                         .map(drop)
                 })

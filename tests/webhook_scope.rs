@@ -528,7 +528,7 @@ fn reconciler_rights(p: &mut Probed) {
     p.can(true, "create subjectaccessreviews.authorization.k8s.io");
     p.can(true, "create events.events.k8s.io -A");
     p.can(false, "create events -A");
-    for verb in ["get", "create", "update"] {
+    for verb in ["get", "list", "watch", "create", "update", "delete"] {
         p.can(
             true,
             &format!("{verb} leases.coordination.k8s.io -n scoped-secrets-system"),

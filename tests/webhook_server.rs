@@ -62,6 +62,7 @@ impl TestServer {
             metrics: metrics.clone(),
             client: None,
             limits: Arc::new(review_limits),
+            placement: None,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(server.serve(app, async {

@@ -11,14 +11,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub struct BenchProject {
+    /// The cluster its namespaces live in (`local`: the management cluster).
+    pub cluster: String,
     pub project: String,
     pub backing: String,
 }
 
+/// Project `local:<name>`: its namespaces in the management cluster.
 pub async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> {
-    let backing = format!("local-{name}");
+    project_in(client, "local", name).await
+}
+
+/// Project `<cluster>:<name>` in the management cluster `client` (namespace `<cluster>`, backing
+/// namespace `<cluster>-<name>`).
+pub async fn project_in(client: &kube::Client, cluster: &str, name: &str) -> Result<BenchProject> {
+    let backing = format!("{cluster}-{name}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in ["local", backing.as_str()] {
+    for ns in [cluster, backing.as_str()] {
         let object = Namespace {
             metadata: ObjectMeta {
                 name: Some(ns.to_owned()),
@@ -32,13 +41,13 @@ pub async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> 
     }
     let projects: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
-        "local",
+        cluster,
         &scoped_secrets::project::project_resource(),
     );
     let object: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "management.cattle.io/v3", "kind": "Project",
-        "metadata": {"name": name, "namespace": "local"},
-        "spec": {"clusterName": "local", "displayName": name}
+        "metadata": {"name": name, "namespace": cluster},
+        "spec": {"clusterName": cluster, "displayName": name}
     }))?;
     projects
         .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&object))
@@ -48,6 +57,7 @@ pub async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> 
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(BenchProject {
+        cluster: cluster.to_owned(),
         project: name.to_owned(),
         backing,
     })
@@ -59,7 +69,7 @@ pub fn member_namespace(project: &BenchProject, name: &str) -> Namespace {
             name: Some(name.to_owned()),
             annotations: Some(BTreeMap::from([(
                 keys::PROJECT_ID_KEY.to_owned(),
-                format!("local:{}", project.project),
+                format!("{}:{}", project.cluster, project.project),
             )])),
             labels: Some(BTreeMap::from([(
                 keys::PROJECT_ID_KEY.to_owned(),

@@ -4,22 +4,19 @@
 //! `scoped_secrets_cluster_connected{cluster}`). Registrations are added, rotated and removed at
 //! runtime: a changed Secret replaces its connection, a deleted one stops it.
 
-use super::credentials::{InlineKubeconfig, Refusal};
+use super::credentials::Refusal;
+pub use super::metrics::ClusterMetrics;
 use super::registration::{self, Registration};
+use super::worker::{Shared, Worker};
 use crate::keys::CLUSTER_REGISTRATION_LABEL;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
-use kube::api::{Api, ListParams};
-use kube::config::KubeConfigOptions;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -51,8 +48,8 @@ impl ConnectionsConfig {
             namespace: namespace.into(),
             local_cluster_id: local_cluster_id.into(),
             identity: identity.into(),
-            probe_every: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(60),
+            probe_every: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(8),
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -114,25 +111,32 @@ pub fn resolve(
         .collect()
 }
 
-/// The Event that says a verdict, if it deserves one (an accepted registration is announced by its
-/// probe, which says whether the cluster answers).
-fn verdict_event(verdict: &Verdict) -> Option<Event> {
-    let (reason, note) = match verdict {
-        Verdict::Accepted { .. } => return None,
-        Verdict::Refused(refusal) => ("ClusterRegistrationRefused", refusal.to_string()),
-        Verdict::LocalCluster { cluster_id } => (
-            "ClusterRegistrationRefused",
-            format!("{cluster_id} is the management cluster itself, which needs no registration"),
-        ),
-        Verdict::Duplicate { cluster_id, others } => (
-            "ClusterRegistrationDuplicated",
-            format!(
+impl Verdict {
+    /// What became of the registration, in words (never a credential).
+    pub fn note(&self) -> String {
+        match self {
+            Verdict::Accepted { cluster_id } => format!("cluster {cluster_id} is registered"),
+            Verdict::Refused(refusal) => refusal.to_string(),
+            Verdict::LocalCluster { cluster_id } => format!(
+                "{cluster_id} is the management cluster itself, which needs no registration"
+            ),
+            Verdict::Duplicate { cluster_id, others } => format!(
                 "cluster {cluster_id} is also registered by {}: neither registration is used until one is removed",
                 others.join(", ")
             ),
-        ),
+        }
+    }
+}
+
+/// The Event that says a verdict, if it deserves one (an accepted registration is announced by its
+/// probe, which says whether the cluster answers).
+fn verdict_event(verdict: &Verdict) -> Option<Event> {
+    let reason = match verdict {
+        Verdict::Accepted { .. } => return None,
+        Verdict::Refused(_) | Verdict::LocalCluster { .. } => "ClusterRegistrationRefused",
+        Verdict::Duplicate { .. } => "ClusterRegistrationDuplicated",
     };
-    Some(warning(reason, note))
+    Some(warning(reason, verdict.note()))
 }
 
 /// A cluster's health, as its probe found it.
@@ -146,7 +150,7 @@ pub enum Health {
 }
 
 impl Health {
-    fn event(&self, server: &str) -> Event {
+    pub(super) fn event(&self, server: &str) -> Event {
         match self {
             Health::Connected => Event {
                 type_: EventType::Normal,
@@ -177,91 +181,57 @@ fn warning(reason: &str, note: String) -> Event {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterLabels {
-    cluster: String,
-}
-
-/// Per-cluster metrics.
-#[derive(Clone, Default)]
-pub struct ClusterMetrics {
-    connected: Family<ClusterLabels, Gauge>,
-}
-
-impl ClusterMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register(
-            "scoped_secrets_cluster_connected",
-            "Whether a registered downstream cluster answered its last probe with the registered credentials (1) or not (0)",
-            metrics.connected.clone(),
-        );
-        metrics
-    }
-
-    fn set_connected(&self, cluster: &str, connected: bool) {
-        let labels = ClusterLabels {
-            cluster: cluster.to_owned(),
-        };
-        self.connected
-            .get_or_create(&labels)
-            .set(i64::from(connected));
-    }
-
-    fn forget(&self, cluster: &str) {
-        self.connected.remove(&ClusterLabels {
-            cluster: cluster.to_owned(),
-        });
-    }
-}
-
-/// Keeps the connections while `leading` is true, until `shutdown`.
+/// Keeps a worker per registered cluster until `shutdown`, on every replica: each knows every
+/// cluster (the webhook and the management cluster's round read it); only the writer of a cluster
+/// (the holder of its Lease, `owned`) writes to it and speaks of it in Events; the registrations'
+/// Events are the leader's (`leading`). The accepted clusters are published to `registered`, for
+/// [`super::ownership`].
 pub async fn run(
-    client: Client,
-    cfg: ConnectionsConfig,
-    metrics: ClusterMetrics,
-    mut leading: watch::Receiver<bool>,
+    shared: Shared,
+    leading: watch::Receiver<bool>,
+    registered: watch::Sender<BTreeSet<String>>,
+    owned: watch::Receiver<BTreeSet<String>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            _ = leading.wait_for(|leading| *leading) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let mut keeper = Keeper::new(client.clone(), cfg.clone(), metrics.clone());
-        tokio::select! {
-            () = keeper.watch_registrations() => {}
-            _ = leading.wait_for(|leading| !*leading) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
-        // A follower keeps no connection and reports none.
-        keeper.stop_all();
-        if *shutdown.borrow() {
-            return;
-        }
+    let mut keeper = Keeper::new(shared, leading, registered, owned);
+    tokio::select! {
+        () = keeper.watch_registrations() => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
+    keeper.stop_all();
 }
 
-/// One connection: the registration it came from and its probe task.
+/// One connection: the registration it came from and its worker.
 struct Connection {
     secret: String,
     resource_version: Option<String>,
-    probe: tokio::task::AbortHandle,
+    worker: tokio::task::AbortHandle,
 }
 
 struct Keeper {
     client: Client,
     cfg: ConnectionsConfig,
     metrics: ClusterMetrics,
+    shared: Shared,
+    leading: watch::Receiver<bool>,
+    registered: watch::Sender<BTreeSet<String>>,
+    owned: watch::Receiver<BTreeSet<String>>,
     recorder: Recorder,
     secrets: BTreeMap<String, Secret>,
     announced: BTreeMap<String, Verdict>,
     connections: BTreeMap<String, Connection>,
-    probes: JoinSet<()>,
+    workers: JoinSet<()>,
 }
 
 impl Keeper {
-    fn new(client: Client, cfg: ConnectionsConfig, metrics: ClusterMetrics) -> Self {
+    fn new(
+        shared: Shared,
+        leading: watch::Receiver<bool>,
+        registered: watch::Sender<BTreeSet<String>>,
+        owned: watch::Receiver<BTreeSet<String>>,
+    ) -> Self {
+        let (client, cfg) = (shared.management.clone(), shared.cfg.clusters.clone());
+        let metrics = shared.metrics.clusters.clone();
         let reporter = Reporter {
             controller: crate::reconciler::CONTROLLER_NAME.to_owned(),
             instance: Some(cfg.identity.clone()),
@@ -271,10 +241,14 @@ impl Keeper {
             client,
             cfg,
             metrics,
+            shared,
+            leading,
+            registered,
+            owned,
             secrets: BTreeMap::new(),
             announced: BTreeMap::new(),
             connections: BTreeMap::new(),
-            probes: JoinSet::new(),
+            workers: JoinSet::new(),
         }
     }
 
@@ -294,6 +268,7 @@ impl Keeper {
                 Ok(watcher::Event::InitDone) => {
                     self.secrets = relisting.take().unwrap_or_default();
                     self.converge().await;
+                    self.shared.placement.registrations_read();
                 }
                 Ok(watcher::Event::Apply(secret)) => {
                     self.secrets.insert(secret.name_any(), secret);
@@ -319,11 +294,12 @@ impl Keeper {
             .collect();
         let verdicts = resolve(&registrations, &self.cfg.local_cluster_id);
 
+        let leading = *self.leading.borrow();
         for (name, verdict) in &verdicts {
             if self.announced.get(name) != Some(verdict) {
                 tracing::info!(secret = %name, ?verdict, "cluster registration");
-                if let (Some(event), Some(secret)) =
-                    (verdict_event(verdict), self.secrets.get(name))
+                if let (Some(event), Some(secret), true) =
+                    (verdict_event(verdict), self.secrets.get(name), leading)
                 {
                     self.publish(&event, secret).await;
                 }
@@ -338,6 +314,9 @@ impl Keeper {
                 _ => None,
             })
             .collect();
+        let accepted: BTreeSet<String> = wanted.keys().map(|c| (*c).to_owned()).collect();
+        self.registered
+            .send_if_modified(|current| std::mem::replace(current, accepted.clone()) != accepted);
         let stale: Vec<String> = self
             .connections
             .iter()
@@ -353,8 +332,13 @@ impl Keeper {
             .collect();
         for cluster in stale {
             if let Some(connection) = self.connections.remove(&cluster) {
-                connection.probe.abort();
+                connection.worker.abort();
                 self.metrics.forget(&cluster);
+                // Rotated credentials keep the cluster's place; a removed registration gives its
+                // projects back to the management cluster (their copies downstream stay).
+                if !wanted.contains_key(cluster.as_str()) {
+                    self.shared.placement.forget(&cluster);
+                }
                 tracing::info!(%cluster, "stopped the connection of a removed or changed registration");
             }
         }
@@ -368,21 +352,23 @@ impl Keeper {
             ) else {
                 continue;
             };
-            let probe = Probe {
+            let worker = Worker {
                 cluster: cluster.to_owned(),
                 secret: reference(secret),
                 kubeconfig: registration.kubeconfig.clone(),
                 cfg: self.cfg.clone(),
-                metrics: self.metrics.clone(),
                 recorder: self.recorder.clone(),
+                shared: self.shared.clone(),
+                owned: self.owned.clone(),
             };
-            let handle = self.probes.spawn(probe.run());
+            self.shared.placement.register(cluster);
+            let handle = self.workers.spawn(worker.run());
             self.connections.insert(
                 cluster.to_owned(),
                 Connection {
                     secret: secret_name.to_owned(),
                     resource_version: secret.resource_version(),
-                    probe: handle,
+                    worker: handle,
                 },
             );
         }
@@ -395,104 +381,16 @@ impl Keeper {
     }
 
     fn stop_all(&mut self) {
-        self.probes.abort_all();
+        self.workers.abort_all();
         for cluster in std::mem::take(&mut self.connections).into_keys() {
             self.metrics.forget(&cluster);
+            self.shared.placement.forget(&cluster);
         }
     }
 }
 
 fn reference(secret: &Secret) -> ObjectReference {
     secret.object_ref(&())
-}
-
-/// The health probe of one registered cluster: a client of its own, then a probe every
-/// `probe_every` while it answers, and with a doubling wait while it does not. An Event is
-/// published when the health changes, never on every probe.
-struct Probe {
-    cluster: String,
-    secret: ObjectReference,
-    kubeconfig: InlineKubeconfig,
-    cfg: ConnectionsConfig,
-    metrics: ClusterMetrics,
-    recorder: Recorder,
-}
-
-impl Probe {
-    async fn run(self) {
-        let server = self.kubeconfig.server().to_owned();
-        let mut last: Option<Health> = None;
-        let mut backoff = Duration::from_secs(1);
-        let client = match connect(&self.kubeconfig, self.cfg.request_timeout).await {
-            Ok(client) => Some(client),
-            Err(why) => {
-                self.report(&server, &mut last, Health::Unreachable(why))
-                    .await;
-                None
-            }
-        };
-        let Some(client) = client else { return };
-        loop {
-            let health = probe(&client, self.cfg.request_timeout).await;
-            let wait = if health == Health::Connected {
-                backoff = Duration::from_secs(1);
-                self.cfg.probe_every
-            } else {
-                let wait = backoff;
-                backoff = (backoff * 2).min(self.cfg.max_backoff);
-                wait
-            };
-            self.report(&server, &mut last, health).await;
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    async fn report(&self, server: &str, last: &mut Option<Health>, health: Health) {
-        self.metrics
-            .set_connected(&self.cluster, health == Health::Connected);
-        if last.as_ref() == Some(&health) {
-            return;
-        }
-        tracing::info!(cluster = %self.cluster, %server, ?health, "downstream cluster health");
-        let event = health.event(server);
-        if let Err(error) = self.recorder.publish(&event, &self.secret).await {
-            tracing::warn!(%error, reason = %event.reason, "could not publish an event");
-        }
-        *last = Some(health);
-    }
-}
-
-/// A client for a checked kubeconfig, with timeouts on every request.
-async fn connect(kubeconfig: &InlineKubeconfig, timeout: Duration) -> Result<Client, String> {
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig.kubeconfig().clone(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| format!("the kubeconfig cannot make a client: {e}"))?;
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
-    config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| format!("the kubeconfig cannot make a client: {e}"))
-}
-
-/// Lists one namespace's metadata: it needs an apiserver, credentials it accepts, and the right to
-/// list namespaces, which the copier needs first of all.
-async fn probe(client: &Client, timeout: Duration) -> Health {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let listed = tokio::time::timeout(
-        timeout,
-        namespaces.list_metadata(&ListParams::default().limit(1)),
-    )
-    .await;
-    match listed {
-        Ok(Ok(_)) => Health::Connected,
-        Ok(Err(kube::Error::Api(status))) if status.code == 401 || status.code == 403 => {
-            Health::CredentialsRefused(format!("{} {}", status.code, status.reason))
-        }
-        Ok(Err(error)) => Health::Unreachable(error.to_string()),
-        Err(_) => Health::Unreachable(format!("no answer within {}s", timeout.as_secs())),
-    }
 }
 
 #[cfg(test)]

@@ -298,6 +298,13 @@ fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Fi
         plan::wanted_namespaces(world, original.clone(), &cfg.copies),
         cfg.copies.overwrite_policy,
     );
+    // Named as where they are: `cluster/namespace` when the copies go to a downstream cluster.
+    let qualified = |namespaces: &[&str]| -> Vec<String> {
+        namespaces
+            .iter()
+            .map(|ns| world.qualified(ns).into_owned())
+            .collect()
+    };
     let head = |n: usize| {
         format!(
             "project-scoped secret {:?} will overwrite the secret of that name in {}",
@@ -313,13 +320,13 @@ fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Fi
         );
         out.deny(Denial::forbidden(
             "WouldOverwrite",
-            message::denial_list(&head, &fates.refused),
+            message::denial_list(&head, &qualified(&fates.refused)),
         ));
     }
     if !fates.overwritten.is_empty() {
         out.announce(warning_list(
             &head(fates.overwritten.len()),
-            &fates.overwritten,
+            &qualified(&fates.overwritten),
         ));
     }
     if !fates.held.is_empty() {
@@ -329,7 +336,7 @@ fn overwrites(original: &Original<'_>, world: &World, cfg: &Config, out: &mut Fi
             origin(original),
             count(fates.held.len(), "namespace", "namespaces")
         );
-        out.announce(warning_list(&head, &fates.held));
+        out.announce(warning_list(&head, &qualified(&fates.held)));
     }
 }
 
@@ -623,6 +630,32 @@ mod tests {
                 Allow,
             ),
         ]);
+    }
+
+    #[test]
+    fn s2_in_a_downstream_clusters_world_names_the_cluster_of_each_namespace() {
+        // The project's namespaces are in its own cluster: team-b there holds a plain `api`.
+        let mut own = World::default();
+        crate::world::fixtures::namespace_in(&mut own, "team-b", &project_id());
+        crate::world::fixtures::add_secret(
+            &mut own,
+            crate::world::fixtures::secret("team-b", "api", &[], &[]),
+        );
+        let downstream = World::for_cluster(&world(), &own, &project_id().cluster);
+        let decision = crate::policy::validate(
+            &admission(create(original_json("api", "p-vwxyz", Value::Null))),
+            &downstream,
+            &config(),
+            &Facts::default(),
+        );
+        check(
+            "the overwrite warning names cluster/namespace",
+            &decision,
+            &warn(
+                "project-scoped secret \"local-p-vwxyz/api\" will overwrite the secret of that \
+                 name in 1 namespace: local/team-b",
+            ),
+        );
     }
 
     #[test]

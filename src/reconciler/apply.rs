@@ -74,7 +74,11 @@ impl Requeue {
 /// Executes actions for the leader.
 #[derive(Clone)]
 pub struct Applier {
+    /// The cluster the copies are written in.
     client: Client,
+    /// The cluster the originals live in (the management cluster): a delete's re-check reads the
+    /// original there.
+    origins: Client,
     leading: watch::Receiver<bool>,
     /// The settings the plan was made with: a delete's re-check must judge as the plan does.
     settings: Settings,
@@ -83,10 +87,18 @@ pub struct Applier {
 impl Applier {
     pub fn new(client: Client, leading: watch::Receiver<bool>, settings: Settings) -> Self {
         Self {
+            origins: client.clone(),
             client,
             leading,
             settings,
         }
+    }
+
+    /// Writes copies through `self`'s client, reading originals through `origins` (a downstream
+    /// cluster's worker: copies there, originals in the management cluster).
+    pub fn with_origins(mut self, origins: Client) -> Self {
+        self.origins = origins;
+        self
     }
 
     /// Executes `action`, planned from `world` (the round's snapshot).
@@ -298,7 +310,9 @@ impl Applier {
         else {
             return Ok(false);
         };
-        let live_original = self.secrets(origin_namespace).get_opt(&origin_name).await?;
+        let live_original = Api::<Secret>::namespaced(self.origins.clone(), origin_namespace)
+            .get_opt(&origin_name)
+            .await?;
         Ok(plan::wanted_after_all(
             world,
             &self.settings,
@@ -434,6 +448,28 @@ impl Applier {
     }
 
     /// A merge patch of a Project's status, conditional on the resourceVersion that was read.
+    /// Sets the Project's `CopiesInPlace` condition (own Project CRD only: never Rancher's).
+    pub async fn set_copies_condition(
+        &self,
+        project: &ProjectId,
+        condition: &crate::clusters::condition::Condition,
+    ) -> Result<(), Error> {
+        let projects: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &project.cluster, &project_resource());
+        let Some(live) = projects.get_opt(&project.project).await? else {
+            return Ok(());
+        };
+        let all = conditions_with(
+            &live,
+            keys::COPIES_IN_PLACE_CONDITION,
+            condition.in_place,
+            condition.reason,
+            &condition.message,
+        );
+        self.patch_project_status(&projects, &live, json!({ "conditions": all }))
+            .await
+    }
+
     async fn patch_project_status(
         &self,
         projects: &Api<DynamicObject>,
@@ -546,6 +582,24 @@ impl Applier {
 /// The Project's status conditions with ours (BackingNamespaceReady) set; others are kept, and the
 /// transition time only moves when the status does.
 fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) -> serde_json::Value {
+    conditions_with(
+        live,
+        keys::BACKING_NAMESPACE_READY_CONDITION,
+        ready,
+        reason,
+        message,
+    )
+}
+
+/// The Project's status conditions with condition `kind` set; the others are kept, and the transition
+/// time only moves when the status does.
+fn conditions_with(
+    live: &DynamicObject,
+    kind: &str,
+    ready: bool,
+    reason: &str,
+    message: &str,
+) -> serde_json::Value {
     let status = if ready { "True" } else { "False" };
     let existing: Vec<serde_json::Value> = live
         .data
@@ -553,9 +607,7 @@ fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) ->
         .and_then(|v| v.as_array())
         .cloned()
         .unwrap_or_default();
-    let is_ours = |c: &serde_json::Value| {
-        c.get("type").and_then(|t| t.as_str()) == Some(keys::BACKING_NAMESPACE_READY_CONDITION)
-    };
+    let is_ours = |c: &serde_json::Value| c.get("type").and_then(|t| t.as_str()) == Some(kind);
     let since = existing
         .iter()
         .find(|c| is_ours(c) && c.get("status").and_then(|s| s.as_str()) == Some(status))
@@ -563,7 +615,7 @@ fn conditions(live: &DynamicObject, ready: bool, reason: &str, message: &str) ->
         .unwrap_or_else(|| json!(Time(k8s_openapi::jiff::Timestamp::now())));
     let mut all: Vec<serde_json::Value> = existing.into_iter().filter(|c| !is_ours(c)).collect();
     all.push(json!({
-        "type": keys::BACKING_NAMESPACE_READY_CONDITION,
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,

@@ -10,6 +10,8 @@ use super::backoff::Backoffs;
 use super::events::{Events, Trouble};
 use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
+use crate::clusters::condition::{Condition, Served, condition};
+use crate::clusters::placement::Placement;
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
 use crate::world::World;
@@ -20,8 +22,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Everything a round needs, shared by the concurrent actions.
-struct Context {
+pub(crate) struct Context {
+    /// The management cluster (Projects are proven deleted there).
     client: kube::Client,
+    /// The cluster the copies are written in: the management cluster's own id, or a downstream one.
+    cluster: String,
+    /// Whether `cluster` is a downstream cluster: its world is composed, and only the actions that
+    /// write in it are executed ([`plan::downstream_actions`]).
+    downstream: bool,
+    /// Which projects are served where: the management cluster lets go of those in place in their
+    /// own cluster; a downstream cluster reports its progress.
+    placement: Arc<Placement>,
     applier: Applier,
     events: Events,
     metrics: ReconcilerMetrics,
@@ -30,6 +41,9 @@ struct Context {
     announced_conflicts: Mutex<HashSet<ConflictKey>>,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
+    /// The `CopiesInPlace` condition last written on each Project, so that one is written only
+    /// when it changes.
+    conditions: Mutex<std::collections::HashMap<crate::keys::ProjectId, Condition>>,
     /// Not before then are unproven project deletions read again (a CRD being deleted would
     /// otherwise cost a GET per project in every round).
     revocation_due: Mutex<Option<Instant>>,
@@ -44,6 +58,7 @@ pub async fn run(
     metrics: ReconcilerMetrics,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let placement = cfg.placement.clone();
     let (leading_tx, leading) = watch::channel(false);
     let (done_tx, mut done) = watch::channel(false);
     let writes_done = async move {
@@ -58,44 +73,147 @@ pub async fn run(
         writes_done,
         metrics.clone(),
     ));
-    let connections = tokio::spawn(crate::clusters::connections::run(
+    let (registered_tx, registered) = watch::channel(Default::default());
+    let (owned_tx, owned) = watch::channel(Default::default());
+    let ownership = tokio::spawn(crate::clusters::ownership::run(
         client.clone(),
-        cfg.clusters.clone(),
-        metrics.clusters.clone(),
-        leading.clone(),
+        cfg.ownership.clone(),
+        registered,
+        owned_tx,
+        metrics.ownership.clone(),
         shutdown.clone(),
     ));
-    let ctx = Context {
-        applier: Applier::new(client.clone(), leading.clone(), cfg.copies.clone()),
-        events: Events::new(client.clone(), &cfg.lease.identity),
+    let connections = tokio::spawn(crate::clusters::connections::run(
+        crate::clusters::worker::Shared {
+            management: client.clone(),
+            index: index.clone(),
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+            placement: placement.clone(),
+        },
+        leading.clone(),
+        registered_tx,
+        owned,
+        shutdown.clone(),
+    ));
+    let ctx = Context::new(
+        client.clone(),
         client,
-        metrics,
+        cfg.clusters.local_cluster_id.clone(),
+        leading.clone(),
         cfg,
-        announced_conflicts: Mutex::default(),
-        backoffs: Mutex::default(),
-        revocation_due: Mutex::default(),
-    };
+        metrics,
+        placement,
+    );
     reconcile_until_shutdown(&ctx, &index, leading, shutdown).await;
     // The round in flight has ended: the lease may go to a successor.
     let _ = done_tx.send(true);
     let _ = connections.await;
+    let _ = ownership.await;
     elector
         .await
         .map_err(|e| anyhow::anyhow!("the leader election task failed: {e}"))
 }
 
-async fn reconcile_until_shutdown(
+impl Context {
+    /// The management cluster's context: copies written through `client`, which reaches the
+    /// originals too.
+    fn new(
+        management: kube::Client,
+        client: kube::Client,
+        cluster: String,
+        leading: watch::Receiver<bool>,
+        cfg: Config,
+        metrics: ReconcilerMetrics,
+        placement: Arc<Placement>,
+    ) -> Self {
+        Self {
+            applier: Applier::new(client, leading, cfg.copies.clone())
+                .with_origins(management.clone()),
+            events: Events::new(management.clone(), &cfg.lease.identity),
+            client: management,
+            downstream: false,
+            cluster,
+            placement,
+            metrics,
+            cfg,
+            announced_conflicts: Mutex::default(),
+            backoffs: Mutex::default(),
+            conditions: Mutex::default(),
+            revocation_due: Mutex::default(),
+        }
+    }
+
+    /// A downstream cluster's context: copies written through `client` (that cluster), originals
+    /// read and Events published through `management`.
+    pub(crate) fn downstream(
+        management: kube::Client,
+        client: kube::Client,
+        cluster: &str,
+        leading: watch::Receiver<bool>,
+        cfg: Config,
+        metrics: ReconcilerMetrics,
+        placement: Arc<Placement>,
+    ) -> Self {
+        let mut ctx = Self::new(
+            management,
+            client,
+            cluster.to_owned(),
+            leading,
+            cfg,
+            metrics,
+            placement,
+        );
+        ctx.events = ctx.events.in_cluster(cluster);
+        ctx.downstream = true;
+        ctx
+    }
+
+    /// The world a round plans from: a downstream cluster's composed index as it is; the
+    /// management cluster's without the projects their own clusters serve.
+    fn world(&self, index: &Index) -> Arc<World> {
+        let world = index.read();
+        if self.downstream {
+            return world;
+        }
+        let elsewhere = self.placement.in_place();
+        if elsewhere.is_empty() {
+            return world;
+        }
+        let mut world = World::clone(&world);
+        world.serve_elsewhere(elsewhere);
+        Arc::new(world)
+    }
+
+    /// Every action the world needs that this context writes.
+    fn plan(&self, world: &World) -> Vec<Action> {
+        if self.downstream {
+            plan::downstream_actions(world, &self.cfg.copies)
+        } else {
+            plan::planned(world, &self.cfg.copies, self.cfg.manage_backing_namespaces)
+        }
+    }
+}
+
+/// Plans and writes while leading, until shutdown: one round after every (debounced) change of the
+/// index, or of where projects are served, or when an action is due again.
+pub(crate) async fn reconcile_until_shutdown(
     ctx: &Context,
     index: &Index,
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = index.subscribe();
+    // The management cluster re-plans when a project's own cluster has its copies in place.
+    let mut placement = ctx.placement.subscribe();
     tokio::select! {
         () = index.wait_synced() => {}
         () = super::stopped(&mut shutdown) => return,
     }
     tracing::info!("reconciler: index synced");
+    if !ctx.downstream {
+        settle_placement(ctx, &mut placement, &mut shutdown).await;
+    }
     loop {
         if !*leading.borrow_and_update() {
             tokio::select! {
@@ -106,6 +224,7 @@ async fn reconcile_until_shutdown(
         }
         // Every change seen so far is in the world the round reads; later ones wake the next round.
         changes.borrow_and_update();
+        placement.borrow_and_update();
         let wait = round(ctx, index).await;
         tokio::select! {
             () = super::stopped(&mut shutdown) => return,
@@ -116,26 +235,62 @@ async fn reconcile_until_shutdown(
                 // Let a burst of events (a namespace with many secrets, a re-list) settle.
                 tokio::time::sleep(ctx.cfg.debounce).await;
             }
+            changed = placement.changed(), if !ctx.downstream => if changed.is_err() { return },
             () = tokio::time::sleep(wait) => {}
             changed = leading.changed() => if changed.is_err() { return },
         }
     }
 }
 
+/// Waits (at most [`SETTLE_TIMEOUT`]) until where every project is served is known, so that the
+/// management cluster's first round does not serve a project its own cluster has in place.
+async fn settle_placement(
+    ctx: &Context,
+    placement: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let settled = async {
+        while !ctx.placement.settled() {
+            if placement.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = settled => {}
+        () = tokio::time::sleep(SETTLE_TIMEOUT) => {
+            tracing::warn!("reconciler: not every downstream cluster listed in time; planning the management cluster anyway");
+        }
+        () = super::stopped(shutdown) => {}
+    }
+}
+
+/// How long the management cluster's first round waits for the downstream clusters to be listed.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One round: prove pending project deletions, plan from one snapshot of the index (watch events
 /// go on meanwhile, into later snapshots), then execute the actions that are due with bounded
 /// concurrency. Returns how long to wait for the next round if nothing changes meanwhile.
 async fn round(ctx: &Context, index: &Index) -> Duration {
-    let revocation_due = prove_deletions(ctx, index).await;
-    let world = index.read();
+    // Projects are proven deleted once, by the management cluster's round.
+    let revocation_due = if ctx.downstream {
+        None
+    } else {
+        prove_deletions(ctx, index).await
+    };
+    let world = ctx.world(index);
     let planning = Instant::now();
-    let actions = plan::planned(&world, &ctx.cfg.copies, ctx.cfg.manage_backing_namespaces);
+    let actions = ctx.plan(&world);
     tracing::debug!(
+        cluster = %ctx.cluster,
         actions = actions.len(),
         namespaces = world.namespaces().count(),
         plan_ms = planning.elapsed().as_secs_f64() * 1000.0,
         "reconciler: planned"
     );
+    if !ctx.downstream && ctx.cfg.manage_backing_namespaces {
+        set_conditions(ctx, &world, &actions).await;
+    }
     let _timer = ctx.metrics.round(actions.len());
     let (conflicts, writes): (Vec<_>, Vec<_>) = actions
         .into_iter()
@@ -151,6 +306,9 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         .collect()
         .await;
     let (written, troubles, next_retry) = settle(ctx, &outcomes);
+    if !outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+        ctx.metrics.clusters.synced(&ctx.cluster);
+    }
     ctx.events.announce(&written).await;
     let troubles: Vec<(&Action, &Trouble)> = troubles.iter().map(|(a, t)| (*a, t)).collect();
     ctx.events.announce_troubles(&troubles).await;
@@ -162,6 +320,41 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         wait = wait.min(at.saturating_duration_since(Instant::now()));
     }
     wait
+}
+
+/// Writes each Project's `CopiesInPlace` condition that changed (the product's own Project CRD only:
+/// beside Rancher, its Project status is never written). A write that fails is tried next round.
+async fn set_conditions(ctx: &Context, world: &World, actions: &[Action]) {
+    let here = plan::progress(world, actions);
+    let mut wanted = Vec::new();
+    for (project, _) in world.projects() {
+        let state = ctx.placement.cluster(&project.cluster);
+        let served = match &state {
+            Some(state) => Served::Downstream {
+                cluster: &project.cluster,
+                state,
+                progress: state.projects.get(project).copied(),
+            },
+            None => Served::Here {
+                cluster: &ctx.cluster,
+                progress: here.get(project).copied().unwrap_or_default(),
+            },
+        };
+        let condition = condition(served);
+        if lock(&ctx.conditions).get(project) != Some(&condition) {
+            wanted.push((project.clone(), condition));
+        }
+    }
+    for (project, condition) in wanted {
+        match ctx.applier.set_copies_condition(&project, &condition).await {
+            Ok(()) => {
+                lock(&ctx.conditions).insert(project, condition);
+            }
+            Err(error) => {
+                tracing::debug!(%project, %error, "could not set the CopiesInPlace condition");
+            }
+        }
+    }
 }
 
 /// Proves the project deletions the watch has seen, unless an earlier pass left some unproven less
@@ -255,7 +448,9 @@ async fn execute(ctx: &Context, action: Action, world: &World) -> (Action, Resul
     match &result {
         Ok(Outcome::Written) => {
             ctx.metrics.written(kind);
+            ctx.metrics.clusters.written(&ctx.cluster, kind);
             tracing::info!(
+                cluster = %ctx.cluster,
                 kind,
                 namespace = action.namespace(),
                 name = action.name(),
@@ -286,10 +481,12 @@ async fn execute(ctx: &Context, action: Action, world: &World) -> (Action, Resul
         }
         Err(error) => {
             ctx.metrics.failed(error);
+            ctx.metrics.clusters.failed(&ctx.cluster);
             if action.origin().is_some() {
                 ctx.metrics.copy_failed(&error.failure_reason());
             }
             tracing::warn!(
+                cluster = %ctx.cluster,
                 kind,
                 namespace = action.namespace(),
                 name = action.name(),

@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
+    /// The downstream cluster the copies are in, said first in every note; `None` for the
+    /// management cluster's own copies.
+    cluster: Option<String>,
 }
 
 impl Events {
@@ -25,7 +28,15 @@ impl Events {
         };
         Self {
             recorder: Recorder::new(client, reporter),
+            cluster: None,
         }
+    }
+
+    /// Events about copies in downstream cluster `cluster` (still published on the originals, in
+    /// the management cluster `self`'s client reaches).
+    pub fn in_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = Some(cluster.to_owned());
+        self
     }
 
     /// Publishes the Events for the actions of one round: one per original and reason, listing the
@@ -42,7 +53,10 @@ impl Events {
     }
 
     async fn publish(&self, events: Vec<(ObjectReference, Event)>) {
-        for (reference, event) in events {
+        for (reference, mut event) in events {
+            if let (Some(cluster), Some(note)) = (&self.cluster, event.note.as_mut()) {
+                *note = format!("in cluster {cluster}: {note}");
+            }
             if let Err(error) = self.recorder.publish(&event, &reference).await {
                 tracing::warn!(%error, reason = %event.reason, "could not publish an event");
             }

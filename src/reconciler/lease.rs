@@ -8,6 +8,8 @@
 //! the lease is released (holder cleared) so a successor takes over without waiting for expiry.
 
 use super::metrics::ReconcilerMetrics;
+use crate::coordination::{ExpiryClock, seconds};
+pub use crate::coordination::{Step, step};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -44,27 +46,6 @@ impl LeaseConfig {
             renew_every: Duration::from_secs(5),
             retry_every: Duration::from_secs(2),
         }
-    }
-}
-
-/// What to do with the lease as it stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// It is ours: renew it.
-    Renew,
-    /// Free or expired: take it.
-    TakeOver,
-    /// Someone else holds it: wait.
-    Follow,
-}
-
-/// Decides from the lease's holder and whether its record has gone stale.
-pub fn step(spec: &LeaseSpec, identity: &str, expired: bool) -> Step {
-    match spec.holder_identity.as_deref().filter(|h| !h.is_empty()) {
-        Some(holder) if holder == identity => Step::Renew,
-        None => Step::TakeOver,
-        Some(_) if expired => Step::TakeOver,
-        Some(_) => Step::Follow,
     }
 }
 
@@ -133,41 +114,6 @@ fn publish(leading: &watch::Sender<bool>, held: bool, metrics: &ReconcilerMetric
         tracing::info!(identity, leading = held, "leadership changed");
     }
     metrics.set_leader(held);
-}
-
-/// Judges another holder's lease expired by our own clock: once its record (holder, renew time,
-/// transitions) has stood still for the lease duration since we first saw it so.
-#[derive(Default)]
-struct ExpiryClock {
-    seen: Option<(Record, Instant)>,
-}
-
-#[derive(PartialEq)]
-struct Record {
-    holder: Option<String>,
-    renewed: Option<Timestamp>,
-    transitions: Option<i32>,
-}
-
-impl ExpiryClock {
-    fn expired(&mut self, spec: &LeaseSpec, default_duration: Duration, now: Instant) -> bool {
-        let record = Record {
-            holder: spec.holder_identity.clone(),
-            renewed: spec.renew_time.as_ref().map(|t| t.0),
-            transitions: spec.lease_transitions,
-        };
-        let duration = spec
-            .lease_duration_seconds
-            .and_then(|s| u64::try_from(s).ok())
-            .map_or(default_duration, Duration::from_secs);
-        match &self.seen {
-            Some((seen, since)) if *seen == record => now.duration_since(*since) >= duration,
-            _ => {
-                self.seen = Some((record, now));
-                false
-            }
-        }
-    }
 }
 
 struct Elector {
@@ -284,58 +230,9 @@ impl Elector {
     }
 }
 
-fn seconds(duration: Duration) -> i32 {
-    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn held_by(holder: Option<&str>) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: holder.map(str::to_owned),
-            ..LeaseSpec::default()
-        }
-    }
-
-    #[test]
-    fn step_table() {
-        let cases = [
-            (held_by(Some("me")), false, Step::Renew),
-            (held_by(Some("me")), true, Step::Renew),
-            (held_by(None), false, Step::TakeOver),
-            (held_by(Some("")), false, Step::TakeOver),
-            (held_by(Some("other")), false, Step::Follow),
-            (held_by(Some("other")), true, Step::TakeOver),
-        ];
-        for (spec, expired, expected) in cases {
-            assert_eq!(
-                step(&spec, "me", expired),
-                expected,
-                "{spec:?} expired={expired}"
-            );
-        }
-    }
-
-    #[test]
-    fn another_holder_expires_only_after_its_record_stands_still_for_the_duration() {
-        let mut clock = ExpiryClock::default();
-        let mut spec = held_by(Some("other"));
-        spec.lease_duration_seconds = Some(15);
-        let start = Instant::now();
-        let at = |secs| start + Duration::from_secs(secs);
-        assert!(
-            !clock.expired(&spec, Duration::from_secs(99), at(0)),
-            "first sight"
-        );
-        assert!(!clock.expired(&spec, Duration::from_secs(99), at(14)));
-        // A renewal restarts the count, whatever the renewer's clock says.
-        spec.renew_time = Some(MicroTime(Timestamp::UNIX_EPOCH));
-        assert!(!clock.expired(&spec, Duration::from_secs(99), at(14)));
-        assert!(!clock.expired(&spec, Duration::from_secs(99), at(28)));
-        assert!(clock.expired(&spec, Duration::from_secs(99), at(29)));
-    }
 
     #[test]
     fn renew_deadline_is_shorter_than_the_lease() {

@@ -38,6 +38,7 @@ pub struct ReconcilerMetrics {
     in_backoff: Gauge,
     /// Per downstream cluster (`scoped_secrets_cluster_*`): kept by the leader's connections.
     pub clusters: crate::clusters::connections::ClusterMetrics,
+    pub ownership: crate::clusters::ownership::OwnershipMetrics,
 }
 
 impl ReconcilerMetrics {
@@ -54,6 +55,7 @@ impl ReconcilerMetrics {
             copy_failures: Family::default(),
             in_backoff: Gauge::default(),
             clusters: crate::clusters::connections::ClusterMetrics::register(registry),
+            ownership: crate::clusters::ownership::OwnershipMetrics::register(registry),
         };
         let r = registry.sub_registry_with_prefix("scoped_secrets_reconciler");
         r.register(

@@ -64,8 +64,13 @@ pub struct Config {
     pub max_backoff: Duration,
     /// How many writes run at once.
     pub concurrency: usize,
-    /// The registered downstream clusters' connections (kept while leading).
+    /// The registered downstream clusters' connections.
     pub clusters: crate::clusters::connections::ConnectionsConfig,
+    /// Which replica writes which downstream cluster.
+    pub ownership: crate::clusters::ownership::OwnershipConfig,
+    /// Which projects are served where, shared with the webhook (which names the downstream
+    /// namespaces a new original's copies would overwrite).
+    pub placement: std::sync::Arc<crate::clusters::placement::Placement>,
 }
 
 impl Config {
@@ -102,6 +107,10 @@ impl Config {
             ),
             copies,
             manage_backing_namespaces,
+            ownership: crate::clusters::ownership::OwnershipConfig::new(
+                lease_namespace.clone(),
+                identity.clone(),
+            ),
             lease: lease::LeaseConfig::new(lease_namespace, identity),
             debounce: Duration::from_millis(75),
             resync_every: Duration::from_secs(300),
@@ -109,6 +118,7 @@ impl Config {
             error_backoff: controller::ERROR_BACKOFF,
             max_backoff: controller::MAX_BACKOFF,
             concurrency: 16,
+            placement: crate::clusters::placement::Placement::new(),
         }
     }
 }

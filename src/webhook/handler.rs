@@ -33,6 +33,9 @@ pub struct AppState {
     pub client: Option<kube::Client>,
     /// Reviews in flight and large bodies buffered at once.
     pub limits: Arc<ReviewLimits>,
+    /// The downstream clusters' worlds (when the reconciler runs here): a secret in the backing
+    /// namespace of a project served in its own cluster is reviewed in that cluster's world.
+    pub placement: Option<Arc<crate::clusters::placement::Placement>>,
 }
 
 /// One webhook endpoint: what it does and the kinds its webhook entry sends it.

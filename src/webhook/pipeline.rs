@@ -5,10 +5,12 @@
 use super::handler::{Action, AppState, Endpoint};
 use super::{facts, review};
 use crate::policy::{self, Decision, Review, Rules};
+use crate::world::World;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
+use std::sync::Arc;
 use tracing::Span;
 
 /// The body's AdmissionReview in, the AdmissionReview answering it out.
@@ -94,11 +96,34 @@ async fn validate(
     rules: Rules,
     request: &AdmissionRequest<DynamicObject>,
 ) -> Decision {
-    let world = state.index.read();
+    let world = world_for(state, request);
     let review = Review::new(rules, request, &state.config);
     let needs = review.needs(&world);
     let facts = facts::fetch(state.client.as_ref(), request, needs).await;
     review.decide(&world, &facts)
+}
+
+/// The world a review is decided in: for a secret in the backing namespace of a project served in
+/// its own (downstream) cluster, that cluster's world while it is listed, so that what the
+/// original's copies would overwrite there is said (`cluster/namespace`); else the index's. Only
+/// a namespace the management cluster gives that project alone: the composed world knows no
+/// other cluster's claims.
+fn world_for(state: &AppState, request: &AdmissionRequest<DynamicObject>) -> Arc<World> {
+    let world = state.index.read();
+    let (Some(placement), Some(namespace)) = (&state.placement, request.namespace.as_deref())
+    else {
+        return world;
+    };
+    if request.kind.kind != "Secret" {
+        return world;
+    }
+    let Some(project) = world.backing_project(namespace) else {
+        return world;
+    };
+    match placement.world(&project.cluster) {
+        Some(downstream) => downstream.read(),
+        None => world,
+    }
 }
 
 fn result_of(decision: &Decision) -> &'static str {

@@ -142,6 +142,8 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         ],
         lease_namespace: "scoped-secrets-system".to_owned(),
         local_cluster_id: "local".to_owned(),
+        cluster_id: None,
+        management_kubeconfig: None,
         max_reviews_in_flight: scoped_secrets::webhook::limits::DEFAULT_MAX_IN_FLIGHT,
         max_large_body_bytes: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_BUDGET,
         max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,
@@ -192,6 +194,8 @@ pub fn start_control_plane(dir: &Path) -> anyhow::Result<ControlPlane> {
 #[must_use = "the extra server shuts down when this guard is dropped"]
 pub struct ExtraServer {
     pub webhook_addr: SocketAddr,
+    /// The index its webhook decides from.
+    pub index: Arc<Index>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -215,7 +219,14 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
     let env = env();
     let mut args = serve_args(&env.state_dir.join("certs"));
     configure(&mut args);
-    let sa = env.sa_kubeconfig.clone();
+    start_server(args, env.sa_kubeconfig.clone())
+        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"))
+}
+
+/// Starts `scoped-secrets serve` in-process with `args`, as the identity of `kubeconfig` (the
+/// cluster it serves, which need not be the shared environment's), and returns it once its index
+/// has synced; or why it did not start. It serves until the returned guard is dropped.
+pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<ExtraServer> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -227,7 +238,7 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
             };
             runtime.block_on(async move {
                 let started = async {
-                    let running = serve::start(&args, client(&sa).await?).await?;
+                    let running = serve::start(&args, client(&kubeconfig).await?).await?;
                     tokio::time::timeout(Duration::from_secs(60), running.index.wait_synced())
                         .await?;
                     anyhow::Ok(running)
@@ -235,7 +246,7 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
                 .await;
                 match started {
                     Ok(running) => {
-                        let _ = tx.send(Ok(running.webhook_addr));
+                        let _ = tx.send(Ok((running.webhook_addr, running.index.clone())));
                         // A dropped guard (also when the test panics) closes the channel too.
                         let _ = stopped.await;
                         running.shutdown().await;
@@ -243,15 +254,12 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
                     Err(e) => drop(tx.send(Err(e))),
                 }
             });
-        })
-        .expect("spawning the extra server");
-    let webhook_addr = rx
-        .recv_timeout(Duration::from_secs(90))
-        .expect("the extra server starts in time")
-        .unwrap_or_else(|e| panic!("starting the extra server: {e:#}"));
-    ExtraServer {
+        })?;
+    let (webhook_addr, index) = rx.recv_timeout(Duration::from_secs(90))??;
+    Ok(ExtraServer {
         webhook_addr,
+        index,
         stop: Some(stop),
         thread: Some(thread),
-    }
+    })
 }

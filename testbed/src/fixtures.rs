@@ -3,18 +3,21 @@
 
 use crate::kubectl::{kubectl, kubectl_apply, ok};
 use crate::wait::{indexed, unique};
+use std::collections::BTreeSet;
 use std::process::Output;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// A project created for a test: `local:<name>`, with its backing namespace `local-<name>`.
+/// A project created for a test: `<cluster>:<name>` (cluster `local` unless made with
+/// [`project_in`]), with its backing namespace `<cluster>-<name>`.
 pub struct TestProject {
+    pub cluster: String,
     pub name: String,
     pub backing: String,
 }
 
 impl TestProject {
     pub fn id(&self) -> String {
-        format!("local:{}", self.name)
+        format!("{}:{}", self.cluster, self.name)
     }
 }
 
@@ -39,8 +42,30 @@ pub fn project(prefix: &str) -> TestProject {
 /// Creates (or updates) Project `local:<name>` and its backing namespace `local-<name>`, sets its
 /// `status.backingNamespace` as Rancher's controller does, and waits until the index holds it.
 pub fn project_named(name: &str, display_name: &str) -> TestProject {
-    let backing = format!("local-{name}");
     cluster_namespace();
+    project_of_cluster("local", name, display_name)
+}
+
+/// Creates (or updates) Project `<cluster>:<name>` in the management cluster (namespace `<cluster>`,
+/// created if missing) and its backing namespace `<cluster>-<name>`, as [`project_named`] does for
+/// cluster `local`: the shape of a downstream cluster's project.
+pub fn project_in(cluster: &str, name: &str) -> TestProject {
+    static CREATED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    {
+        // Once per cluster, and one at a time: two creates at once make one fail.
+        let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+        if created.insert(cluster.to_owned()) {
+            ok(kubectl_apply(
+                &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {cluster}}}\n"),
+                &[],
+            ));
+        }
+    }
+    project_of_cluster(cluster, name, name)
+}
+
+fn project_of_cluster(cluster: &str, name: &str, display_name: &str) -> TestProject {
+    let backing = format!("{cluster}-{name}");
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
@@ -49,19 +74,20 @@ metadata: {{name: {backing}}}
 ---
 apiVersion: management.cattle.io/v3
 kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local, displayName: {display_name}}}
+metadata: {{name: {name}, namespace: {cluster}}}
+spec: {{clusterName: {cluster}, displayName: {display_name}}}
 "
         ),
         &[],
     ));
-    ok(patch_backing_namespace("local", name, &backing));
-    let id = scoped_secrets::keys::ProjectId::new("local", name);
+    ok(patch_backing_namespace(cluster, name, &backing));
+    let id = scoped_secrets::keys::ProjectId::new(cluster, name);
     indexed("the project", |w| {
         w.project(&id)
             .is_some_and(|p| p.backing_namespace == backing)
     });
     TestProject {
+        cluster: cluster.to_owned(),
         name: name.to_owned(),
         backing,
     }

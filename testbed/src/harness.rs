@@ -25,6 +25,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// A reconciler running on its own runtime thread until stopped (or dropped).
 pub struct Running {
     stop: tokio::sync::watch::Sender<bool>,
+    crash: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     registry: Registry,
     pub index: Arc<Index>,
@@ -32,6 +33,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(lease: &str, identity: &str, policy: OverwritePolicy) -> Self {
+        Self::start_with(lease, identity, policy, |_| {})
+    }
+
+    /// [`Running::start`] with `configure` applied to the reconciler's settings.
+    pub fn start_with(
+        lease: &str,
+        identity: &str,
+        policy: OverwritePolicy,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let env = env();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut cfg = Config::new(
@@ -41,11 +52,13 @@ impl Running {
             identity,
         );
         cfg.lease.name = lease.to_owned();
+        configure(&mut cfg);
         let mut registry = Registry::default();
         let metrics = ReconcilerMetrics::register(&mut registry);
         let sa = env.sa_kubeconfig.clone();
         let index = Arc::new(Index::default());
         let watched = index.clone();
+        let (crash, crashed) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -55,13 +68,21 @@ impl Running {
             runtime.block_on(async move {
                 let client = client(&sa).await.expect("a client for the service account");
                 let _watches = scoped_secrets::index::spawn(client.clone(), watched.clone());
-                if let Err(e) = reconciler::run(client, watched, cfg, metrics, stopped).await {
-                    panic!("the reconciler failed: {e:#}");
+                tokio::select! {
+                    ran = reconciler::run(client, watched, cfg, metrics, stopped) => {
+                        if let Err(e) = ran {
+                            panic!("the reconciler failed: {e:#}");
+                        }
+                    }
+                    Ok(()) = crashed => {}
                 }
             });
+            // Whatever still runs (a crash) is dropped where it stands: nothing is released.
+            runtime.shutdown_background();
         });
         Self {
             stop,
+            crash: Some(crash),
             thread: Some(thread),
             registry,
             index,
@@ -127,6 +148,16 @@ impl Running {
         }
         assert_eq!(self.errors(), errors, "the reconciler's actions failed");
         assert_eq!(self.requeues(), requeues, "the reconciler keeps requeueing");
+    }
+
+    /// Stops the reconciler as a SIGKILL would: no Lease is released, no write finished.
+    pub fn crash(mut self) {
+        if let Some(crash) = self.crash.take() {
+            let _ = crash.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the reconciler thread ends");
+        }
     }
 
     /// Signals shutdown and waits until the reconciler has stepped down and released its lease.

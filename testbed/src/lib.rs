@@ -4,8 +4,9 @@
 //! - [`control_plane`]: a real etcd, kube-apiserver and kube-controller-manager on loopback ports,
 //!   started in-process as child processes and stopped when their guard is dropped (or when the
 //!   process that started them exits, however it exits);
+//! - [`clusters`]: registering a control plane as a downstream cluster;
 //! - [`downstream`]: a downstream cluster (a control plane of its own with the copier's access),
-//!   registered in a management cluster, its credentials revoked and restored;
+//!   registered in a management cluster with a copier token, its credentials revoked and restored;
 //! - [`registration`]: `deploy/`'s prerequisites and webhook configurations, pointed at 127.0.0.1;
 //! - [`serving`]: `scoped-secrets serve` supervised beside a control plane, as `make run` and
 //!   `make run-clusters` run it;
@@ -17,6 +18,8 @@
 //!
 //! `use testbed::prelude::*` brings what nearly every end-to-end test uses.
 
+pub mod apiserver;
+pub mod clusters;
 pub mod control_plane;
 pub mod downstream;
 pub mod env;

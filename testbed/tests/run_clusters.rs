@@ -113,7 +113,37 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
         "the walkthrough failed:\n{script}\n{walked_out}\n{}",
         String::from_utf8_lossy(&walked.stderr)
     );
-    assert!(walked_out.contains("\ndog\n"), "{walked_out}");
+    // The first plan announced the two copies in c-abc123 before the secret existed, the copy
+    // holds the original's data, and the last plan found nothing left to do in any cluster.
+    let (before, after) = walked_out
+        .split_once("secret/test-secret created")
+        .unwrap_or_else(|| panic!("the original was not created: {walked_out}"));
+    let announced = before
+        .split_once("Cluster c-abc123 ")
+        .and_then(|(_, rest)| rest.split("\nCluster ").next())
+        .unwrap_or_else(|| panic!("no plan for c-abc123: {before}"));
+    for expected in [
+        "Copies to create (2):",
+        "team-a/test-secret (from c-abc123-p-vwxyz/test-secret)",
+        "team-b/test-secret (from c-abc123-p-vwxyz/test-secret)",
+    ] {
+        assert!(announced.contains(expected), "{expected:?} in {announced}");
+    }
+    assert!(after.contains("\ndog\n"), "{after}");
+    let last_plan = after.rsplit_once("dog\n").map_or("", |(_, plan)| plan);
+    for cluster in ["local", "c-abc123", "c-def456"] {
+        assert!(
+            last_plan.contains(&format!("Cluster {cluster} ")),
+            "{cluster} in {last_plan}"
+        );
+    }
+    assert_eq!(
+        last_plan
+            .matches("No changes: every copy is in place.")
+            .count(),
+        3,
+        "{last_plan}"
+    );
 
     let kubectl = |kubeconfig: &str, line: &str| kubectl_line_with(Path::new(kubeconfig), line);
     for ns in ["team-a", "team-b"] {
@@ -131,6 +161,16 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
     ok(kubectl(
         &management,
         "get secret test-secret -n c-abc123-p-vwxyz",
+    ));
+    // A namespace joining the project in c-abc123 receives the copy.
+    ok(kubectl(&abc, "create namespace team-c"));
+    ok(kubectl(
+        &abc,
+        "annotate namespace team-c field.cattle.io/projectId=c-abc123:p-vwxyz",
+    ));
+    ok(kubectl(
+        &abc,
+        "wait secret/test-secret -n team-c --for=create --timeout=10s",
     ));
     if webhooks {
         let refused = fails(kubectl(&abc, "delete secret test-secret -n team-a"));

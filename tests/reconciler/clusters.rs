@@ -13,7 +13,7 @@ use testbed::prelude::*;
 const TOKEN_MARK: &str = "token-that-must-never-be-quoted";
 
 /// Creates or replaces registration Secret `name` for cluster `cluster` holding `kubeconfig`.
-fn register(name: &str, cluster: &str, kubeconfig: &str) {
+pub(crate) fn register(name: &str, cluster: &str, kubeconfig: &str) {
     let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
     ok(kubectl_apply(
         &format!(

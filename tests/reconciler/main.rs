@@ -6,8 +6,11 @@
 //! alone decides (a name reserved by an original reads differently once its copy has landed).
 
 mod clusters;
+mod downstream;
 mod downstream_support;
 mod lifecycle;
+mod ownership;
+mod plan_clusters;
 mod reconciler;
 mod skew;
 mod writes;

@@ -499,9 +499,16 @@ fn plan_text(manifest: Option<&std::path::Path>) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let admin = client(&env().kubeconfig).await.expect("an admin client");
-        scoped_secrets::report::plan_command(Some(admin), manifest, false, &Settings::default())
-            .await
-            .expect("plan")
+        scoped_secrets::report::plan_command(
+            Some(admin),
+            manifest,
+            false,
+            &Settings::default(),
+            &Default::default(),
+        )
+        .await
+        .expect("plan")
+        .text
     })
 }
 

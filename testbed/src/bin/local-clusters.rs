@@ -13,14 +13,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::control_plane::{ControlPlane, Options, SERVICE_ACCOUNT_USER};
-use testbed::downstream::{COPIER, COPIER_USER, Downstream, NAMESPACE};
+use testbed::downstream::{COPIER_USER, Downstream, NAMESPACE};
 use testbed::registration;
 use testbed::serving::{self, Product};
 
@@ -252,7 +251,7 @@ async fn serve_downstream_webhook(
     kubectl(
         downstream.kubeconfig(),
         &["apply", "--server-side", "-f", "-"],
-        &without_copier_access(&prerequisites)?,
+        &prerequisites,
     )?;
     let served = Served::on_free_ports()?;
     let identity = downstream.control_plane.sa_kubeconfig.clone();
@@ -281,21 +280,6 @@ async fn serve_downstream_webhook(
     .await
     .with_context(|| format!("the downstream webhook of {}", downstream.id))?;
     Ok(served)
-}
-
-/// `manifests` without the copier's objects: `deploy/downstream-access`, applied when the cluster
-/// started, is where its rights are kept.
-fn without_copier_access(manifests: &str) -> Result<String> {
-    let mut out = String::new();
-    for document in serde_yaml::Deserializer::from_str(manifests) {
-        let object: Value = serde::Deserialize::deserialize(document)?;
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        if object.is_object() && !name.starts_with(COPIER) {
-            out.push_str(&serde_yaml::to_string(&object)?);
-            out.push_str("---\n");
-        }
-    }
-    Ok(out)
 }
 
 /// The machine's `kubectl` with `kubeconfig` and `input` on standard input; its standard output.
@@ -363,6 +347,8 @@ example across clusters, in another terminal:
   kubectl --kubeconfig=$C_ABC123 apply -f examples/rancher-clusters/02-namespaces-c-abc123.yaml
   # Downstream cluster c-def456: its own team-a joins its own p-vwxyz
   kubectl --kubeconfig=$C_DEF456 apply -f examples/rancher-clusters/02-namespaces-c-def456.yaml
+  # What the project-scoped secret will do, before it exists: copies in cluster c-abc123
+  KUBECONFIG=$MANAGEMENT {bin} plan -f examples/rancher-clusters/03-test-secret.yaml
   # The secret of Rancher's documentation, verbatim, on the management cluster
   kubectl --kubeconfig=$MANAGEMENT apply -f examples/rancher-clusters/03-test-secret.yaml
   # Its copies appear in every namespace of the project, in cluster c-abc123

@@ -1,0 +1,744 @@
+//! Copies in downstream clusters (docs/SPEC.md §6): originals in the management cluster (this test
+//! binary's control plane), copies written by the per-cluster worker into each registered cluster's
+//! project namespaces. Each downstream cluster is a real control plane of its own (etcd and
+//! kube-apiserver on 127.0.0.1), registered with a Secret holding its kubeconfig.
+
+use super::clusters::register;
+use scoped_secrets::keys;
+use scoped_secrets::policy::OverwritePolicy;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use testbed::control_plane::{ControlPlane, Options};
+use testbed::harness::*;
+use testbed::prelude::*;
+
+/// A downstream cluster: a control plane of its own.
+struct Downstream {
+    id: String,
+    plane: ControlPlane,
+}
+
+impl Downstream {
+    fn start(id: &str) -> Self {
+        let dir = env().state_dir.join(unique(&format!("downstream-{id}")));
+        let plane = ControlPlane::start_blocking(&Options::new(dir).without_controller_manager())
+            .expect("a downstream control plane");
+        Self {
+            id: id.to_owned(),
+            plane,
+        }
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        &self.plane.kubeconfig
+    }
+
+    /// Registers it with its admin kubeconfig (inline token and CA).
+    fn register(&self) -> String {
+        let name = unique(&format!("reg-{}", self.id));
+        let text = std::fs::read_to_string(self.kubeconfig()).expect("its kubeconfig");
+        register(&name, &self.id, &text);
+        name
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        ok(kubectl_with(self.kubeconfig(), args))
+    }
+
+    /// A namespace of this cluster in `project` (annotated `<cluster>:<project>`, as Rancher does).
+    fn namespace_in(&self, name: &str, project: &str) {
+        self.namespace_annotated(name, &format!("{}:{project}", self.id));
+    }
+
+    fn namespace_annotated(&self, name: &str, id: &str) {
+        ok(kubectl_stdin(
+            self.kubeconfig(),
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations: {{field.cattle.io/projectId: \"{id}\"}}\n"
+            ),
+        ));
+    }
+
+    fn secret(&self, ns: &str, name: &str) -> Option<Value> {
+        let out = kubectl_with(
+            self.kubeconfig(),
+            &["get", "secret", name, "-n", ns, "-o", "json"],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
+    /// Waits until `ns` here holds a copy of `origin` whose data is `data`.
+    #[track_caller]
+    fn copy_with(&self, ns: &str, name: &str, backing: &str, data: &Value) -> Value {
+        eventually(
+            &format!("the copy of {backing}/{name} in {}/{ns}", self.id),
+            WAIT,
+            || {
+                self.secret(ns, name)
+                    .filter(|s| is_copy_of(s, backing, name) && &s["data"] == data)
+            },
+        )
+    }
+
+    #[track_caller]
+    fn gone(&self, ns: &str, name: &str) {
+        eventually(&format!("{name} to leave {}/{ns}", self.id), WAIT, || {
+            self.secret(ns, name).is_none().then_some(())
+        });
+    }
+}
+
+/// Project `<cluster>:<name>` in the management cluster; returns its backing namespace.
+fn project_of(cluster: &str, name: &str) -> String {
+    project_in(cluster, name).backing
+}
+
+fn original(backing: &str, project: &str, name: &str, value: &str) {
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {backing}
+  labels: {{{label}: {project}}}
+stringData: {{key: {value}}}
+",
+            label = keys::PROJECT_SCOPED_LABEL,
+        ),
+        &[],
+    ));
+}
+
+/// The data a copy of an original holding `key: value` has.
+fn data_of(value: &str) -> Value {
+    let encoded = k8s_openapi::ByteString(value.as_bytes().to_vec());
+    serde_json::json!({ "key": encoded })
+}
+
+/// A reconciler probing downstream clusters every second (two-second timeouts).
+fn reconciler() -> Running {
+    Running::start_with(
+        &unique("lease"),
+        &unique("instance"),
+        OverwritePolicy::Warn,
+        probe_often,
+    )
+}
+
+fn probe_often(cfg: &mut scoped_secrets::reconciler::Config) {
+    cfg.clusters.probe_every = Duration::from_secs(1);
+    cfg.clusters.max_backoff = Duration::from_secs(1);
+    cfg.clusters.request_timeout = Duration::from_secs(2);
+}
+
+/// Removes a registration Secret.
+fn unregister(name: &str) {
+    ok(kubectl(&["delete", "secret", name, "-n", LEASE_NAMESPACE]));
+}
+
+/// The Project's `CopiesInPlace` condition as "status,reason: message".
+fn copies_condition(cluster: &str, project: &str) -> String {
+    let path = format!(
+        "jsonpath={{.status.conditions[?(@.type==\"{0}\")].status}},{{.status.conditions[?(@.type==\"{0}\")].reason}}: {{.status.conditions[?(@.type==\"{0}\")].message}}",
+        keys::COPIES_IN_PLACE_CONDITION
+    );
+    ok(kubectl(&[
+        "get", "project", project, "-n", cluster, "-o", &path,
+    ]))
+}
+
+#[track_caller]
+fn condition_saying(cluster: &str, project: &str, start: &str) -> String {
+    eventually(
+        &format!("the CopiesInPlace condition of {cluster}:{project} saying {start:?}"),
+        WAIT,
+        || Some(copies_condition(cluster, project)).filter(|c| c.starts_with(start)),
+    )
+}
+
+/// A per-cluster series' value, or `None` when it does not exist.
+fn cluster_metric(running: &Running, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    running
+        .metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
+#[test]
+fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_of_c_abc123() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-abc123");
+    downstream.namespace_in("team-a", "p-vwxyz");
+    downstream.namespace_in("team-b", "p-vwxyz");
+    // Another project of the same cluster, and a namespace in no project.
+    downstream.namespace_in("elsewhere", "p-other");
+    downstream.kubectl(&["create", "namespace", "plain"]);
+    let registration = downstream.register();
+
+    let backing = project_of("c-abc123", "p-vwxyz");
+    original(&backing, "p-vwxyz", "test-secret", "one");
+    for ns in ["team-a", "team-b"] {
+        let copy = downstream.copy_with(ns, "test-secret", &backing, &data_of("one"));
+        assert_eq!(
+            copy["metadata"]["labels"][keys::PROJECT_SCOPED_LABEL],
+            "p-vwxyz"
+        );
+    }
+    for ns in ["elsewhere", "plain"] {
+        assert!(downstream.secret(ns, "test-secret").is_none(), "{ns}");
+    }
+    // Nothing of it in the management cluster but the original.
+    let listed = ok(kubectl(&[
+        "get",
+        "secrets",
+        "-A",
+        "-l",
+        &format!("{}=p-vwxyz", keys::PROJECT_SCOPED_LABEL),
+        "-o",
+        "name",
+    ]));
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+
+    // Updates follow; a namespace joining receives it; deletion follows.
+    original(&backing, "p-vwxyz", "test-secret", "two");
+    for ns in ["team-a", "team-b"] {
+        downstream.copy_with(ns, "test-secret", &backing, &data_of("two"));
+    }
+    downstream.namespace_in("team-c", "p-vwxyz");
+    downstream.copy_with("team-c", "test-secret", &backing, &data_of("two"));
+    condition_saying(
+        "c-abc123",
+        "p-vwxyz",
+        "True,CopiesInPlace: every copy is in place in cluster c-abc123",
+    );
+    assert!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_writes_total",
+            "cluster=\"c-abc123\",kind=\"create\""
+        )
+        .is_some_and(|n| n >= 3.0),
+        "writes are counted by cluster"
+    );
+    assert!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_last_sync_timestamp_seconds",
+            "cluster=\"c-abc123\""
+        )
+        .is_some_and(|t| t > 0.0)
+    );
+    ok(kubectl(&[
+        "delete",
+        "secret",
+        "test-secret",
+        "-n",
+        &backing,
+    ]));
+    for ns in ["team-a", "team-b", "team-c"] {
+        downstream.gone(ns, "test-secret");
+    }
+    unregister(&registration);
+}
+
+#[test]
+fn two_downstream_clusters_with_projects_of_the_same_name_do_not_cross_talk() {
+    let _serial = serial();
+    let _running = reconciler();
+    let (one, two) = (Downstream::start("c-one"), Downstream::start("c-two"));
+    one.namespace_in("team", "p-same");
+    two.namespace_in("team", "p-same");
+    // In c-two, a namespace claiming c-one's project: not c-two's to fill.
+    two.namespace_annotated("impostor", "c-one:p-same");
+    let registrations = [one.register(), two.register()];
+    let (backing_one, backing_two) = (project_of("c-one", "p-same"), project_of("c-two", "p-same"));
+    original(&backing_one, "p-same", "shared", "for-one");
+    original(&backing_two, "p-same", "shared", "for-two");
+    one.copy_with("team", "shared", &backing_one, &data_of("for-one"));
+    two.copy_with("team", "shared", &backing_two, &data_of("for-two"));
+    // Converged: every copy of c-two is its own project's, and the impostor got none.
+    assert!(two.secret("impostor", "shared").is_none());
+    let copy = two.secret("team", "shared").expect("the copy");
+    assert_eq!(copy["data"], data_of("for-two"));
+    for registration in &registrations {
+        unregister(registration);
+    }
+}
+
+#[test]
+fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answers() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-stop");
+    downstream.namespace_in("team-a", "p-stop");
+    downstream.namespace_in("team-b", "p-stop");
+    let registration = downstream.register();
+    let backing = project_of("c-stop", "p-stop");
+    original(&backing, "p-stop", "kept", "before");
+    original(&backing, "p-stop", "dropped", "x");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("before"));
+    downstream.copy_with("team-a", "dropped", &backing, &data_of("x"));
+    downstream.copy_with("team-b", "kept", &backing, &data_of("before"));
+    let deletes = |running: &Running| {
+        cluster_metric(
+            running,
+            "scoped_secrets_cluster_writes_total",
+            "cluster=\"c-stop\",kind=\"delete\"",
+        )
+        .unwrap_or(0.0)
+    };
+    let deleted_before = deletes(&running);
+
+    let apiserver = downstream
+        .plane
+        .pid("kube-apiserver")
+        .expect("its apiserver");
+    let stopped_at = Instant::now();
+    let paused = testbed::process::Paused::new(apiserver).expect("SIGSTOP");
+    eventually("the stopped cluster reported down", WAIT, || {
+        (cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-stop\"",
+        ) == Some(0.0))
+        .then_some(())
+    });
+    let said = condition_saying(
+        "c-stop",
+        "p-stop",
+        "False,ClusterUnreachable: cluster c-stop cannot be served since ",
+    );
+    assert!(said.contains("cannot be reached"), "{said}");
+    // Meanwhile the original changes and another is deleted: nothing is written downstream.
+    original(&backing, "p-stop", "kept", "after");
+    ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
+
+    // The outage lasts 30 s, as an operator's would. Near its end a namespace leaves the project:
+    // asked of the stopped apiserver (within kubectl's 10 s TLS handshake timeout), which applies it
+    // when it runs again.
+    let mut leaving = None;
+    while stopped_at.elapsed() < Duration::from_secs(30) {
+        assert_eq!(deletes(&running), deleted_before, "a delete while down");
+        if leaving.is_none() && stopped_at.elapsed() >= Duration::from_secs(25) {
+            leaving = Some(leave(&downstream, "team-b"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(paused);
+    let resumed = Instant::now();
+    let left = leaving
+        .expect("asked during the outage")
+        .wait_with_output()
+        .expect("kubectl ends");
+    assert!(
+        left.status.success(),
+        "{}",
+        String::from_utf8_lossy(&left.stderr)
+    );
+    downstream.copy_with("team-a", "kept", &backing, &data_of("after"));
+    downstream.gone("team-a", "dropped");
+    downstream.gone("team-b", "kept");
+    let took = resumed.elapsed();
+    assert!(
+        took <= Duration::from_secs(10),
+        "converged {took:?} after the apiserver answered again"
+    );
+    condition_saying("c-stop", "p-stop", "True,CopiesInPlace");
+    unregister(&registration);
+}
+
+/// `kubectl annotate` taking `namespace` out of its project, running in the background.
+fn leave(downstream: &Downstream, namespace: &str) -> std::process::Child {
+    std::process::Command::new("kubectl")
+        .env("KUBECONFIG", downstream.kubeconfig())
+        .args([
+            "annotate",
+            "namespace",
+            namespace,
+            "field.cattle.io/projectId-",
+            "--request-timeout=60s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs")
+}
+
+/// A kubeconfig for `downstream` authenticating with `token` instead of the admin's.
+fn with_token(downstream: &Downstream, token: &str) -> String {
+    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
+    let old = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("user: {token: "))
+        .and_then(|t| t.strip_suffix('}'))
+        .expect("the kubeconfig carries an inline token")
+        .to_owned();
+    admin.replace(&old, token)
+}
+
+/// A service account `copier` in `default` of `downstream` with the copier's rights there, and a
+/// bound token of it.
+fn copier_token(downstream: &Downstream) -> String {
+    downstream.kubectl(&["create", "serviceaccount", "copier", "-n", "default"]);
+    ok(kubectl_stdin(
+        downstream.kubeconfig(),
+        &["apply", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: scoped-secrets-downstream-copier}
+rules:
+- {apiGroups: [''], resources: [namespaces], verbs: [get, list, watch, patch]}
+- {apiGroups: [''], resources: [secrets], verbs: [get, list, watch, create, update, delete]}
+",
+    ));
+    let _ = kubectl_with(
+        downstream.kubeconfig(),
+        &[
+            "create",
+            "clusterrolebinding",
+            "copier",
+            "--clusterrole=scoped-secrets-downstream-copier",
+            "--serviceaccount=default:copier",
+        ],
+    );
+    downstream
+        .kubectl(&[
+            "create",
+            "token",
+            "copier",
+            "-n",
+            "default",
+            "--duration=1h",
+        ])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() {
+    let _serial = serial();
+    let running = reconciler();
+    let downstream = Downstream::start("c-revoke");
+    downstream.namespace_in("team-a", "p-revoke");
+    let registration = unique("reg-c-revoke");
+    register(
+        &registration,
+        "c-revoke",
+        &with_token(&downstream, &copier_token(&downstream)),
+    );
+    let backing = project_of("c-revoke", "p-revoke");
+    original(&backing, "p-revoke", "kept", "k");
+    original(&backing, "p-revoke", "dropped", "d");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
+    downstream.copy_with("team-a", "dropped", &backing, &data_of("d"));
+
+    // The service account behind the token is deleted: its token is refused from now on.
+    downstream.kubectl(&["delete", "serviceaccount", "copier", "-n", "default"]);
+    eventually("the refusal said on the registration", WAIT, || {
+        event_messages(LEASE_NAMESPACE, &registration, "ClusterCredentialsRefused")
+            .contains("401")
+            .then_some(())
+    });
+    condition_saying(
+        "c-revoke",
+        "p-revoke",
+        "False,ClusterCredentialsRefused: cluster c-revoke cannot be served since ",
+    );
+    assert_eq!(
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-revoke\""
+        ),
+        Some(0.0)
+    );
+    // An original deleted meanwhile: its copy is not deleted while the cluster cannot be read.
+    ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
+    indexed("the deletion of the original", |w| {
+        w.original_at(&backing, "dropped").is_none()
+    });
+    // Watched over several probes (one a second): the copy stays.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        assert!(
+            downstream.secret("team-a", "dropped").is_some(),
+            "a copy deleted while the credentials were refused"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Restored: a new service account and token, registered again; the cluster converges.
+    register(
+        &registration,
+        "c-revoke",
+        &with_token(&downstream, &copier_token(&downstream)),
+    );
+    downstream.gone("team-a", "dropped");
+    downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
+    condition_saying("c-revoke", "p-revoke", "True,CopiesInPlace");
+    unregister(&registration);
+}
+
+#[test]
+fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_them() {
+    let _serial = serial();
+    let running = reconciler();
+    let backing = project_of("c-move", "p-move");
+    // Served in the management cluster while its cluster is not registered, as on one cluster.
+    ok(kubectl_apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: move-here\n  annotations: {field.cattle.io/projectId: \"c-move:p-move\"}\n",
+        &[],
+    ));
+    original(&backing, "p-move", "moving", "m");
+    copy_where(
+        "move-here",
+        &backing,
+        "moving",
+        "the management copy",
+        |_| true,
+    );
+    condition_saying(
+        "c-move",
+        "p-move",
+        "True,CopiesInPlace: every copy is in place in cluster local",
+    );
+
+    let downstream = Downstream::start("c-move");
+    downstream.namespace_in("team-a", "p-move");
+    let registration = downstream.register();
+    // The management copy goes only once the downstream one is in place.
+    eventually("the management copy removed", WAIT, || {
+        get_secret("move-here", "moving").is_none().then_some(())
+    });
+    assert!(
+        downstream
+            .secret("team-a", "moving")
+            .is_some_and(|s| is_copy_of(&s, &backing, "moving")),
+        "the management copy went before the downstream one was in place"
+    );
+    condition_saying(
+        "c-move",
+        "p-move",
+        "True,CopiesInPlace: every copy is in place in cluster c-move",
+    );
+
+    // The registration removed: its copies stay where they are, and the project is served in the
+    // management cluster again.
+    unregister(&registration);
+    eventually("the cluster forgotten", WAIT, || {
+        cluster_metric(
+            &running,
+            "scoped_secrets_cluster_connected",
+            "cluster=\"c-move\"",
+        )
+        .is_none()
+        .then_some(())
+    });
+    copy_where(
+        "move-here",
+        &backing,
+        "moving",
+        "the management copy again",
+        |_| true,
+    );
+    assert!(downstream.secret("team-a", "moving").is_some());
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        "move-here",
+        "--wait=false",
+    ]));
+}
+
+#[test]
+fn the_management_webhook_warns_of_what_a_new_original_would_overwrite_downstream() {
+    let _serial = serial();
+    // The product as deployed: webhook and reconciler in one process, so the webhook reads the
+    // downstream worlds its workers keep. Registered for one backing namespace only.
+    let server = start_extra_server(|args| args.reconciler = true);
+    let downstream = Downstream::start("c-warn");
+    downstream.namespace_in("team", "p-warn");
+    downstream.kubectl(&["create", "secret", "generic", "api", "-n", "team"]);
+    let registration = downstream.register();
+    let backing = project_of("c-warn", "p-warn");
+    original(&backing, "p-warn", "first", "f");
+    downstream.copy_with("team", "first", &backing, &data_of("f"));
+
+    let ca = std::fs::read(
+        env()
+            .state_dir
+            .join("certs")
+            .join(scoped_secrets::certs::CA_CERT),
+    )
+    .expect("the test CA");
+    let configuration = unique("downstream-warnings");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: {configuration}}}
+webhooks:
+- name: secret-names.downstream-warnings.test
+  clientConfig:
+    url: https://{addr}{path}
+    caBundle: {ca}
+  rules: [{{apiGroups: [''], apiVersions: [v1], resources: [secrets], operations: [CREATE]}}]
+  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {backing}}}}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+",
+            addr = server.webhook_addr,
+            path = scoped_secrets::endpoints::SECRET_NAMES,
+            ca = base64_of(&ca),
+        ),
+        &[],
+    ));
+    let words = "will overwrite the secret of that name in 1 namespace: c-warn/team";
+    let said = eventually("the downstream overwrite warned of", WAIT, || {
+        let out = kubectl_apply(
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: {backing}\n  labels: {{{}: p-warn}}\n",
+                keys::PROJECT_SCOPED_LABEL
+            ),
+            &["--dry-run=server"],
+        );
+        let said = stderr(&out);
+        (out.status.success() && said.contains(words)).then_some(said)
+    });
+    assert!(said.contains(&backing), "{said}");
+    ok(kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        &configuration,
+    ]));
+    unregister(&registration);
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    let encoded = serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).expect("encodes");
+    encoded.as_str().expect("a string").to_owned()
+}
+
+#[test]
+fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_replicas_clusters_move()
+ {
+    let _serial = serial();
+    const LEASE: Duration = Duration::from_secs(6);
+    let (lease, prefix) = (unique("lease"), unique("six"));
+    let replica = |i: usize| {
+        let prefix = prefix.clone();
+        Running::start_with(
+            &lease,
+            &unique(&format!("replica-{i}")),
+            OverwritePolicy::Warn,
+            move |cfg| {
+                probe_often(cfg);
+                cfg.ownership = cfg.ownership.clone().with_lease_duration(LEASE);
+                cfg.ownership.prefix = prefix;
+            },
+        )
+    };
+    let mut replicas: Vec<Option<Running>> = (0..3).map(|i| Some(replica(i))).collect();
+    // Six clusters, each its own id and projects, served by one apiserver: what counts here is who
+    // writes to which cluster, not how many apiservers there are.
+    let downstream = Downstream::start("c-six");
+    let clusters: Vec<String> = (0..6).map(|i| format!("c-six{i}")).collect();
+    let mut registrations = Vec::new();
+    let mut backings = Vec::new();
+    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
+    for cluster in &clusters {
+        downstream.namespace_annotated(&format!("team-{cluster}"), &format!("{cluster}:p-six"));
+        let registration = unique(&format!("reg-{cluster}"));
+        register(&registration, cluster, &admin);
+        registrations.push(registration);
+        let backing = project_of(cluster, "p-six");
+        original(&backing, "p-six", "s", "before");
+        backings.push(backing);
+    }
+    for (cluster, backing) in clusters.iter().zip(&backings) {
+        downstream.copy_with(&format!("team-{cluster}"), "s", backing, &data_of("before"));
+    }
+
+    let value = |running: &Running, name: &str, labels: &str| {
+        cluster_metric(running, name, labels).unwrap_or(0.0)
+    };
+    // Who writes each cluster: the one replica that holds its Lease, and the only one that wrote.
+    let owner_of = |replicas: &[Option<Running>], cluster: &str| -> Vec<usize> {
+        replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+            .filter(|(_, r)| {
+                value(
+                    r,
+                    "scoped_secrets_cluster_owned",
+                    &format!("cluster=\"{cluster}\""),
+                ) == 1.0
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    for cluster in &clusters {
+        let owners = eventually(&format!("one owner of {cluster}"), WAIT, || {
+            Some(owner_of(&replicas, cluster)).filter(|o| o.len() == 1)
+        });
+        let writers: Vec<usize> = replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+            .filter(|(_, r)| {
+                value(
+                    r,
+                    "scoped_secrets_cluster_writes_total",
+                    &format!("cluster=\"{cluster}\",kind=\"create\""),
+                ) > 0.0
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            writers, owners,
+            "{cluster}: the writers are its owner alone"
+        );
+    }
+
+    // SIGKILL (as a crash: nothing released) the replica owning c-six0.
+    let victim = owner_of(&replicas, "c-six0")[0];
+    let theirs: Vec<&String> = clusters
+        .iter()
+        .filter(|c| owner_of(&replicas, c) == [victim])
+        .collect();
+    replicas[victim].take().expect("running").crash();
+    let crashed = Instant::now();
+    for cluster in &theirs {
+        eventually(
+            &format!("{cluster} taken over"),
+            LEASE + Duration::from_secs(5),
+            || Some(owner_of(&replicas, cluster)).filter(|o| o.len() == 1),
+        );
+    }
+    let taken_over = crashed.elapsed();
+    assert!(
+        taken_over <= LEASE + Duration::from_secs(5),
+        "{taken_over:?}"
+    );
+    // And every cluster converges on a change made since.
+    for backing in &backings {
+        original(backing, "p-six", "s", "after");
+    }
+    for (cluster, backing) in clusters.iter().zip(&backings) {
+        downstream.copy_with(&format!("team-{cluster}"), "s", backing, &data_of("after"));
+        let owners = owner_of(&replicas, cluster);
+        assert_eq!(owners.len(), 1, "{cluster}: {owners:?}");
+    }
+    for registration in &registrations {
+        unregister(registration);
+    }
+}
