@@ -1,15 +1,29 @@
 //! The test bed's downstream cluster (`testbed::downstream`) against the product: a control plane of
 //! its own with `deploy/downstream-access`, registered in this binary's management cluster with a
-//! bound token of the copier. The registration connects; revoking the copier's ServiceAccount is
+//! bound token of the copier. The registration connects, and the copier's least-privilege rights
+//! are enough for the worker's writes there; revoking the copier's ServiceAccount is
 //! seen as refused credentials (metric and Event); restoring it reconnects, without a restart.
 
 use crate::clusters::{connected, event_saying};
+use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use testbed::downstream::Downstream;
 use testbed::harness::*;
 use testbed::prelude::*;
+
+/// Secret `name` in namespace `ns` of the downstream cluster, if it exists.
+fn secret_in(downstream: &Downstream, ns: &str, name: &str) -> Option<Value> {
+    let out = kubectl_with(
+        downstream.kubeconfig(),
+        &["get", "secret", name, "-n", ns, "-o", "json"],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+}
 
 /// The probe runs every 30 s while a cluster answers: a revocation is seen within that, plus a
 /// request, on a loaded machine.
@@ -29,6 +43,67 @@ fn a_downstream_cluster_connects_is_refused_once_revoked_and_reconnects_once_res
     });
     let server = format!("https://{}", downstream.control_plane.server);
     event_saying(&registration, "ClusterConnected", &server);
+
+    // deploy/downstream-access's rights are all the worker needs there: a copy created, the
+    // projectId label repaired (a namespace patch), the copy replaced and deleted, and no write
+    // failed.
+    let project = project_in("c-support", &unique("p-sup"));
+    let member = unique("sup-team");
+    ok(kubectl_stdin(
+        downstream.kubeconfig(),
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {member}\n  annotations: {{{}: \"{}\"}}\n",
+            keys::PROJECT_ID_KEY,
+            project.id()
+        ),
+    ));
+    apply_original(&project, "db", "k: dg==", "");
+    let copy_holding = |value: &str| {
+        eventually(
+            &format!("the copy holding {value} in c-support"),
+            WAIT,
+            || {
+                secret_in(&downstream, &member, "db").filter(|s| {
+                    is_copy_of(s, &project.backing, "db") && s["data"]["k"].as_str() == Some(value)
+                })
+            },
+        )
+    };
+    copy_holding("dg==");
+    eventually("the projectId label repaired in c-support", WAIT, || {
+        let label = ok(kubectl_with(
+            downstream.kubeconfig(),
+            &[
+                "get",
+                "namespace",
+                &member,
+                "-o",
+                &format!(
+                    "jsonpath={{.metadata.labels.{}}}",
+                    keys::PROJECT_ID_KEY.replace('.', "\\.")
+                ),
+            ],
+        ));
+        (label == project.name).then_some(())
+    });
+    apply_original(&project, "db", "k: ZG9n", "");
+    copy_holding("ZG9n");
+    ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+    eventually("the copy removed from c-support", WAIT, || {
+        secret_in(&downstream, &member, "db")
+            .is_none()
+            .then_some(())
+    });
+    let failed = running
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("scoped_secrets_cluster_errors_total{cluster=\"c-support\"} "))
+        .map(str::to_owned);
+    assert!(
+        failed.as_deref().is_none_or(|n| n == "0"),
+        "writes in c-support failed: {failed:?}"
+    );
 
     downstream.revoke().expect("revoked");
     eventually("c-support refused", PROBE_WAIT, || {
