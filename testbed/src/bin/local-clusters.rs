@@ -2,9 +2,9 @@
 //! kube-apiserver, the lifecycle controllers) running `scoped-secrets serve` with its reconciler, as
 //! `make run` does, and two downstream control planes, `c-abc123` and `c-def456`, each with
 //! `deploy/downstream-access` applied and registered in the management cluster by a Secret holding a
-//! kubeconfig with a bound token of its copier (`testbed::downstream`). Where the binary has the
-//! downstream webhook (`serve --cluster-id`), each downstream cluster runs it too, reading the
-//! management cluster through a read-only identity of its own.
+//! kubeconfig with a bound token of its copier (`testbed::downstream`). Each downstream cluster runs
+//! the downstream webhook (`serve --cluster-id`) too, reading the management cluster through a
+//! read-only identity of its own.
 //!
 //! Stays in the foreground supervising everything: Ctrl-C, SIGTERM, the exit of any process, or of
 //! `--watch-pid`, stops all. When all are up it prints one line on stdout,
@@ -116,18 +116,11 @@ async fn main() -> Result<()> {
         .await?;
     }
 
-    let webhooks = match downstream_webhook_missing(repo, &binary) {
-        Some(why) => Err(why),
-        None => {
-            let mut served = Vec::new();
-            for downstream in &mut downstreams {
-                served.push(
-                    serve_downstream_webhook(repo, &dir, &management, downstream, deadline).await?,
-                );
-            }
-            Ok(served)
-        }
-    };
+    let mut webhooks = Vec::new();
+    for downstream in &mut downstreams {
+        webhooks
+            .push(serve_downstream_webhook(repo, &dir, &management, downstream, deadline).await?);
+    }
 
     println!(
         "ready kubeconfig={}{}",
@@ -143,7 +136,7 @@ async fn main() -> Result<()> {
             &management,
             &downstreams,
             &product,
-            webhooks.as_ref().map(Vec::as_slice),
+            &webhooks,
             repo,
             &binary
         )
@@ -187,26 +180,6 @@ async fn wait_connected(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Why the downstream webhook cannot run with this build, or `None` if it can.
-fn downstream_webhook_missing(repo: &Path, binary: &Path) -> Option<String> {
-    let help = Command::new(binary).args(["serve", "--help"]).output();
-    let has_flag =
-        help.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--cluster-id"));
-    if !has_flag {
-        return Some(format!(
-            "{} has no `serve --cluster-id` (the downstream webhook)",
-            binary.display()
-        ));
-    }
-    for overlay in ["downstream", "management-reader"] {
-        let path = repo.join("deploy/overlays").join(overlay);
-        if !path.join("kustomization.yaml").is_file() {
-            return Some(format!("{} is missing", path.display()));
-        }
-    }
-    None
 }
 
 /// Runs `serve --cluster-id <id>` in `downstream` (webhook only, as the downstream cluster's own
@@ -315,7 +288,7 @@ fn walkthrough(
     management: &ControlPlane,
     downstreams: &[Downstream],
     product: &Served,
-    webhooks: Result<&[Served], &String>,
+    webhooks: &[Served],
     repo: &Path,
     binary: &Path,
 ) -> String {
@@ -370,24 +343,17 @@ Connections: scoped_secrets_cluster_connected{{cluster}} at {metrics}; Events on
 Secrets (kubectl --kubeconfig=$MANAGEMENT get events -n scoped-secrets-system).
 "
     );
-    let _ = match webhooks {
-        Ok(served) => writeln!(
-            text,
-            "The downstream webhook serves in each downstream cluster ({}): a copy there is read-only, \
-             try kubectl --kubeconfig=$C_ABC123 delete secret test-secret -n team-a.",
-            served
-                .iter()
-                .zip(downstreams)
-                .map(|(s, d)| format!("{} on {}", d.id, s.webhook_addr))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Err(why) => writeln!(
-            text,
-            "The downstream webhook does not run: {why}. Nothing guards the downstream clusters' \
-             copies and names there."
-        ),
-    };
+    let _ = writeln!(
+        text,
+        "The downstream webhook serves in each downstream cluster ({}): a copy there is read-only, \
+         try kubectl --kubeconfig=$C_ABC123 delete secret test-secret -n team-a.",
+        webhooks
+            .iter()
+            .zip(downstreams)
+            .map(|(s, d)| format!("{} on {}", d.id, s.webhook_addr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let logs = management
         .dir
         .parent()
