@@ -9,37 +9,38 @@ use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testbed::control_plane::{ControlPlane, Options};
 use testbed::harness::*;
 use testbed::prelude::*;
 
-/// A downstream cluster: a control plane of its own.
+/// A downstream cluster (the test bed's: a control plane of its own with `deploy/downstream-access`
+/// applied, registered with a bound token of the copier, whose least privilege is all it gets), and
+/// what these tests ask of it.
 struct Downstream {
     id: String,
-    plane: ControlPlane,
+    cluster: testbed::downstream::Downstream,
 }
 
 impl Downstream {
     fn start(id: &str) -> Self {
         let dir = env().state_dir.join(unique(&format!("downstream-{id}")));
-        let plane = ControlPlane::start_blocking(&Options::new(dir).without_controller_manager())
-            .expect("a downstream control plane");
+        let cluster =
+            testbed::downstream::Downstream::start(id, dir).expect("a downstream control plane");
         Self {
             id: id.to_owned(),
-            plane,
+            cluster,
         }
     }
 
     fn kubeconfig(&self) -> &Path {
-        &self.plane.kubeconfig
+        self.cluster.kubeconfig()
     }
 
-    /// Registers it with its admin kubeconfig (inline token and CA).
+    /// Registers it in the management cluster with a fresh copier token; returns the Secret's name.
     fn register(&self) -> String {
-        let name = unique(&format!("reg-{}", self.id));
-        let text = std::fs::read_to_string(self.kubeconfig()).expect("its kubeconfig");
-        register(&name, &self.id, &text);
-        name
+        self.cluster
+            .register(&env().kubeconfig)
+            .expect("registered");
+        self.cluster.registration_name()
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
@@ -297,7 +298,7 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
     let deleted_before = deletes(&running);
 
     let apiserver = downstream
-        .plane
+        .cluster
         .pid("kube-apiserver")
         .expect("its apiserver");
     let stopped_at = Instant::now();
@@ -371,68 +372,13 @@ fn leave(downstream: &Downstream, namespace: &str) -> std::process::Child {
         .expect("kubectl runs")
 }
 
-/// A kubeconfig for `downstream` authenticating with `token` instead of the admin's.
-fn with_token(downstream: &Downstream, token: &str) -> String {
-    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
-    let old = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("user: {token: "))
-        .and_then(|t| t.strip_suffix('}'))
-        .expect("the kubeconfig carries an inline token")
-        .to_owned();
-    admin.replace(&old, token)
-}
-
-/// A service account `copier` in `default` of `downstream` with the copier's rights there, and a
-/// bound token of it.
-fn copier_token(downstream: &Downstream) -> String {
-    downstream.kubectl(&["create", "serviceaccount", "copier", "-n", "default"]);
-    ok(kubectl_stdin(
-        downstream.kubeconfig(),
-        &["apply", "-f", "-"],
-        "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: scoped-secrets-downstream-copier}
-rules:
-- {apiGroups: [''], resources: [namespaces], verbs: [get, list, watch, patch]}
-- {apiGroups: [''], resources: [secrets], verbs: [get, list, watch, create, update, delete]}
-",
-    ));
-    let _ = kubectl_with(
-        downstream.kubeconfig(),
-        &[
-            "create",
-            "clusterrolebinding",
-            "copier",
-            "--clusterrole=scoped-secrets-downstream-copier",
-            "--serviceaccount=default:copier",
-        ],
-    );
-    downstream
-        .kubectl(&[
-            "create",
-            "token",
-            "copier",
-            "-n",
-            "default",
-            "--duration=1h",
-        ])
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() {
     let _serial = serial();
     let running = reconciler();
     let downstream = Downstream::start("c-revoke");
     downstream.namespace_in("team-a", "p-revoke");
-    let registration = unique("reg-c-revoke");
-    register(
-        &registration,
-        "c-revoke",
-        &with_token(&downstream, &copier_token(&downstream)),
-    );
+    let registration = downstream.register();
     let backing = project_of("c-revoke", "p-revoke");
     original(&backing, "p-revoke", "kept", "k");
     original(&backing, "p-revoke", "dropped", "d");
@@ -440,7 +386,7 @@ fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() 
     downstream.copy_with("team-a", "dropped", &backing, &data_of("d"));
 
     // The service account behind the token is deleted: its token is refused from now on.
-    downstream.kubectl(&["delete", "serviceaccount", "copier", "-n", "default"]);
+    downstream.cluster.revoke().expect("revoked");
     eventually("the refusal said on the registration", WAIT, || {
         event_messages(LEASE_NAMESPACE, &registration, "ClusterCredentialsRefused")
             .contains("401")
@@ -475,11 +421,7 @@ fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() 
     }
 
     // Restored: a new service account and token, registered again; the cluster converges.
-    register(
-        &registration,
-        "c-revoke",
-        &with_token(&downstream, &copier_token(&downstream)),
-    );
+    downstream.cluster.restore().expect("restored");
     downstream.gone("team-a", "dropped");
     downstream.copy_with("team-a", "kept", &backing, &data_of("k"));
     condition_saying("c-revoke", "p-revoke", "True,CopiesInPlace");
@@ -653,11 +595,14 @@ fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_rep
     let clusters: Vec<String> = (0..6).map(|i| format!("c-six{i}")).collect();
     let mut registrations = Vec::new();
     let mut backings = Vec::new();
-    let admin = std::fs::read_to_string(downstream.kubeconfig()).expect("its kubeconfig");
+    let copier = downstream
+        .cluster
+        .registration_kubeconfig()
+        .expect("a copier kubeconfig");
     for cluster in &clusters {
         downstream.namespace_annotated(&format!("team-{cluster}"), &format!("{cluster}:p-six"));
         let registration = unique(&format!("reg-{cluster}"));
-        register(&registration, cluster, &admin);
+        register(&registration, cluster, &copier);
         registrations.push(registration);
         let backing = project_of(cluster, "p-six");
         original(&backing, "p-six", "s", "before");
