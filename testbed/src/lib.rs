@@ -30,6 +30,7 @@ pub mod process;
 pub mod registration;
 pub mod serving;
 pub mod wait;
+pub mod walkthrough;
 
 /// What nearly every end-to-end test uses.
 pub mod prelude {

@@ -9,25 +9,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testbed::kubectl::{fails, kubectl_line_with, ok};
+use testbed::walkthrough::{self, processes_mentioning};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// Pids of live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[test]
@@ -91,24 +79,13 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
             break text;
         }
     };
-    let script = walkthrough_commands(&printed_text);
+    let script = walkthrough::commands(&printed_text, "scoped-secrets is serving.");
     assert!(
         script.contains("kubectl apply -f examples/rancher/03-test-secret.yaml")
             && script.contains(&format!("export KUBECONFIG={kubeconfig}")),
         "the walkthrough lacks Rancher's example: {printed_text}"
     );
-    let walked = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -euo pipefail\n{script}"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("bash");
-    let walked_out = String::from_utf8_lossy(&walked.stdout);
-    assert!(
-        walked.status.success(),
-        "the walkthrough failed:\n{script}\n{walked_out}\n{}",
-        String::from_utf8_lossy(&walked.stderr)
-    );
+    let walked_out = walkthrough::walk(&script);
     // Its first plan announced the two copies before the secret existed, the copy holds the
     // original's data, and the last plan found nothing left to do.
     for expected in [
@@ -163,16 +140,4 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
         processes_mentioning(&dir_text).is_empty(),
         "processes were left behind"
     );
-}
-
-/// The commands of the printed walkthrough: its indented lines, from the first to the last.
-fn walkthrough_commands(printed: &str) -> String {
-    printed
-        .lines()
-        .skip_while(|l| !l.starts_with("scoped-secrets is serving."))
-        .skip_while(|l| !l.starts_with("  "))
-        .take_while(|l| l.starts_with("  ") || l.is_empty())
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect()
 }

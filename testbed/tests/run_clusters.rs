@@ -10,19 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use testbed::kubectl::{fails, kubectl_line_with, ok, stdout};
-
-/// Pids of live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
-}
+use testbed::walkthrough::{self, processes_mentioning};
 
 #[test]
 fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_behind() {
@@ -90,24 +78,13 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
     // cluster; etcd, the apiserver and the webhook of each downstream one.
     assert_eq!(processes_mentioning(&dir_text).len(), 11, "{printed_text}");
 
-    let script = walkthrough_commands(&printed_text);
+    let script = walkthrough::commands(&printed_text, "scoped-secrets is serving");
     assert!(
         script.contains("apply -f examples/rancher-clusters/03-test-secret.yaml")
             && script.contains(&format!("export MANAGEMENT={management} C_ABC123={abc}")),
         "the walkthrough lacks Rancher's example: {printed_text}"
     );
-    let walked = Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -euo pipefail\n{script}"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("bash");
-    let walked_out = String::from_utf8_lossy(&walked.stdout);
-    assert!(
-        walked.status.success(),
-        "the walkthrough failed:\n{script}\n{walked_out}\n{}",
-        String::from_utf8_lossy(&walked.stderr)
-    );
+    let walked_out = walkthrough::walk(&script);
     // The first plan announced the two copies in c-abc123 before the secret existed, the copy
     // holds the original's data, and the last plan found nothing left to do in any cluster.
     let (before, after) = walked_out
@@ -190,16 +167,4 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
         "processes were left behind"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The commands of the printed walkthrough: its indented lines, from the first to the last.
-fn walkthrough_commands(printed: &str) -> String {
-    printed
-        .lines()
-        .skip_while(|l| !l.starts_with("scoped-secrets is serving"))
-        .skip_while(|l| !l.starts_with("  "))
-        .take_while(|l| l.starts_with("  ") || l.is_empty())
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{}\n", l.trim_start()))
-        .collect()
 }
