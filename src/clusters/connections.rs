@@ -334,6 +334,8 @@ impl Keeper {
             if let Some(connection) = self.connections.remove(&cluster) {
                 connection.worker.abort();
                 self.metrics.forget(&cluster);
+                // Its world is no longer kept: nobody may read it as current.
+                self.shared.placement.set_world(&cluster, None);
                 // Rotated credentials keep the cluster's place; a removed registration gives its
                 // projects back to the management cluster (their copies downstream stay).
                 if !wanted.contains_key(cluster.as_str()) {

@@ -142,6 +142,9 @@ impl Worker {
             let _watches = index::spawn_downstream(client.clone(), own.clone());
             let (world, compose) =
                 index::compose::spawn(shared.index.clone(), own, self.cluster.clone());
+            // Stopped with this pass, also when the whole worker is aborted (a registration changed
+            // or removed): a composing task left behind would recompose forever.
+            let _composing = AbortOnDrop(compose.abort_handle());
             tracing::info!(cluster = %self.cluster, "listing the downstream cluster");
             tokio::select! {
                 () = reconcile_until_shutdown(&ctx, &world, writer.clone(), no_shutdown.clone()) => {}
@@ -151,7 +154,6 @@ impl Worker {
                 }
             }
             shared.placement.set_world(&self.cluster, None);
-            compose.abort();
         }
     }
 
@@ -212,6 +214,15 @@ impl Worker {
             tracing::warn!(%error, reason = %event.reason, "could not publish an event");
         }
         *last = Some(health);
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
