@@ -327,9 +327,13 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
 async fn set_conditions(ctx: &Context, world: &World, actions: &[Action]) {
     let here = plan::progress(world, actions);
     let mut wanted = Vec::new();
+    // Each cluster's state read once per round, not once per project.
+    let mut clusters: std::collections::HashMap<&str, Option<_>> = std::collections::HashMap::new();
     for (project, _) in world.projects() {
-        let state = ctx.placement.cluster(&project.cluster);
-        let served = match &state {
+        let state = clusters
+            .entry(project.cluster.as_str())
+            .or_insert_with(|| ctx.placement.cluster(&project.cluster));
+        let served = match &*state {
             Some(state) => Served::Downstream {
                 cluster: &project.cluster,
                 state,
