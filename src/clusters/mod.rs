@@ -3,8 +3,8 @@
 //! keeps a worker per registered cluster (`connections`, `worker`), and the cluster's writer writes
 //! its copies there; `placement` says which projects are served where and how far their copies are,
 //! `condition` what their Project says of it; `ownership` decides with Leases which replica writes
-//! each cluster, by `sharding`'s pure assignment of clusters to replicas. A downstream cluster's own webhook reads the management cluster through a checked
-//! kubeconfig (`management`).
+//! each cluster, by `sharding`'s pure assignment of clusters to replicas. A downstream cluster's own
+//! webhook reads the management cluster through a checked kubeconfig (`management`).
 
 pub mod condition;
 pub mod connections;
