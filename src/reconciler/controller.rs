@@ -235,7 +235,13 @@ pub(crate) async fn reconcile_until_shutdown(
                 // Let a burst of events (a namespace with many secrets, a re-list) settle.
                 tokio::time::sleep(ctx.cfg.debounce).await;
             }
-            changed = placement.changed(), if !ctx.downstream => if changed.is_err() { return },
+            changed = placement.changed(), if !ctx.downstream => {
+                if changed.is_err() {
+                    return;
+                }
+                // Downstream progress changes with every round there: let it settle too.
+                tokio::time::sleep(ctx.cfg.debounce).await;
+            }
             () = tokio::time::sleep(wait) => {}
             changed = leading.changed() => if changed.is_err() { return },
         }
