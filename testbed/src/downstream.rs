@@ -14,9 +14,7 @@ use crate::registration;
 use anyhow::{Context, Result, bail};
 use scoped_secrets::{certs, keys};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -81,7 +79,7 @@ impl Downstream {
     /// A kubeconfig as a registration holds it: the apiserver's CA inline and a fresh bound token
     /// of the copier's ServiceAccount.
     pub fn registration_kubeconfig(&self) -> Result<String> {
-        let token = run_kubectl(
+        let token = crate::kubectl::try_kubectl(
             self.kubeconfig(),
             &[
                 "create",
@@ -102,7 +100,8 @@ impl Downstream {
         // re-created).
         let path = self.control_plane.dir.join("kubeconfig-copier-check");
         certs::write_file(&path, &kubeconfig, true)?;
-        let accepted = until(|| run_kubectl(&path, &["auth", "whoami"], None).is_ok());
+        let accepted =
+            until(|| crate::kubectl::try_kubectl(&path, &["auth", "whoami"], None).is_ok());
         let _ = std::fs::remove_file(&path);
         if !accepted {
             bail!("a fresh token of {COPIER} was not accepted within 30 s");
@@ -125,7 +124,7 @@ impl Downstream {
             "type": "Opaque",
             "data": { keys::KUBECONFIG_KEY: certs::base64_encode(kubeconfig.as_bytes()) },
         });
-        run_kubectl(
+        crate::kubectl::try_kubectl(
             management_kubeconfig,
             &[
                 "apply",
@@ -150,13 +149,13 @@ impl Downstream {
         let probe = self.registration_kubeconfig()?;
         let probe_path = self.control_plane.dir.join("kubeconfig-revocation-probe");
         certs::write_file(&probe_path, &probe, true)?;
-        run_kubectl(
+        crate::kubectl::try_kubectl(
             self.kubeconfig(),
             &["delete", "serviceaccount", COPIER, "-n", NAMESPACE],
             None,
         )?;
         let refused = until(|| {
-            run_kubectl(&probe_path, &["auth", "whoami"], None)
+            crate::kubectl::try_kubectl(&probe_path, &["auth", "whoami"], None)
                 .is_err_and(|e| e.to_string().contains("Unauthorized"))
         });
         if !refused {
@@ -186,7 +185,7 @@ impl Downstream {
         let manifests = registration::render_kustomization(
             &Path::new(crate::env::REPO).join("deploy/downstream-access"),
         )?;
-        run_kubectl(
+        crate::kubectl::try_kubectl(
             self.kubeconfig(),
             &["apply", "--server-side", "-f", "-"],
             Some(&manifests),
@@ -207,33 +206,4 @@ fn until(mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The machine's `kubectl` with `kubeconfig`, `input` on standard input; its standard output, or an
-/// error with its standard error.
-fn run_kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> Result<String> {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -81,3 +81,37 @@ pub fn fails(out: Output) -> String {
     );
     stderr(&out)
 }
+
+/// The machine's `kubectl` with `kubeconfig`, `input` on standard input; its standard output, or an
+/// error with its standard error.
+pub fn try_kubectl(
+    kubeconfig: &Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut child = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running kubectl: {e}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

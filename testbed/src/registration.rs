@@ -85,27 +85,7 @@ pub fn apply_prerequisites(repo: &Path, kubeconfig: &Path) -> Result<()> {
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str], input: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    crate::kubectl::try_kubectl(kubeconfig, args, Some(input)).map(drop)
 }
 
 /// The webhook configurations in `manifests` (multi-document YAML), each webhook's `clientConfig`

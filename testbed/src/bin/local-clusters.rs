@@ -16,7 +16,6 @@ use clap::Parser;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use testbed::control_plane::{ControlPlane, Options, SERVICE_ACCOUNT_USER};
 use testbed::downstream::{COPIER_USER, Downstream, NAMESPACE};
@@ -257,28 +256,7 @@ async fn serve_downstream_webhook(
 
 /// The machine's `kubectl` with `kubeconfig` and `input` on standard input; its standard output.
 fn kubectl(kubeconfig: &Path, args: &[&str], input: &str) -> Result<String> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    testbed::kubectl::try_kubectl(kubeconfig, args, Some(input))
 }
 
 /// Rancher's documented example across clusters (examples/rancher-clusters/) as commands to paste
