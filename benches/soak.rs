@@ -91,6 +91,20 @@ async fn main() -> Result<()> {
         legit.errors(),
         legit.percentile(0.99)
     );
+    // A soak's trend: p99 per slice of the run, so that a slow leak shows as a rising tail.
+    let slice = Duration::from_secs(10).min(duration);
+    let slices: Vec<String> = (0..duration.as_secs().div_ceil(slice.as_secs().max(1)))
+        .map(|i| {
+            let from = legit.began + slice * i as u32;
+            let p99 = legit.scheduled_within(from, from + slice).percentile(0.99);
+            format!("{p99:.3}")
+        })
+        .collect();
+    println!(
+        "p99 per {} s of the run, ms: {}",
+        slice.as_secs(),
+        slices.join(", ")
+    );
     println!(
         "certificate rotations: {} of {rotations} served, after {:?}",
         rotated.len(),

@@ -8,6 +8,7 @@ use crate::metrics::{IndexMetrics, WebhookMetrics};
 use crate::policy::Config;
 use crate::webhook::handler::{self, AppState};
 use crate::webhook::limits::ReviewLimits;
+use crate::webhook::runtime::{self, ReviewRuntime};
 use crate::webhook::server::{Limits, Server};
 use crate::webhook::tls::{self, ReloadingCert};
 use anyhow::{Context, Result};
@@ -132,15 +133,21 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
         .context("loading the serving certificate")?;
-    let webhook = Server::bind(
-        args.webhook_addr,
-        tls::server_config(cert.clone())?,
-        Limits {
-            max_connections: args.max_connections,
-            ..Limits::default()
-        },
-    )
-    .await?;
+    // Bound on the webhook's runtime, so its connections are driven by the webhook's threads.
+    let reviews = ReviewRuntime::start(runtime::default_threads())
+        .context("starting the webhook's threads")?;
+    let webhook = reviews
+        .handle()
+        .spawn(Server::bind(
+            args.webhook_addr,
+            tls::server_config(cert.clone())?,
+            Limits {
+                max_connections: args.max_connections,
+                ..Limits::default()
+            },
+        ))
+        .await
+        .context("binding the webhook")??;
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin port to {}", args.admin_addr))?;
@@ -185,7 +192,16 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         )),
         placement,
     });
-    tasks.spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
+    let served = reviews
+        .handle()
+        .spawn(webhook.serve(app, stop_signal(stopped.clone(), stopping.clone())));
+    tasks.spawn(async move {
+        // The webhook's threads end when this task does (after the drain, or when aborted).
+        let _reviews = reviews;
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "the webhook server failed");
+        }
+    });
 
     let admin_app = admin::router(AdminState {
         index: index.clone(),

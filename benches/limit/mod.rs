@@ -177,7 +177,7 @@ pub async fn compare(
                 outcome.print(label);
                 bail!("the {label} server answered wrongly");
             }
-            reviews[i] += outcome.latencies.len() as f64;
+            reviews[i] += outcome.samples.len() as f64;
             elapsed[i] += outcome.elapsed.as_secs_f64();
         }
     }

@@ -122,21 +122,54 @@ pub enum Failure {
     WrongAnswer,
 }
 
+/// One review: when it was scheduled (since the load began), its latency from then, and what
+/// went wrong, if anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub scheduled: Duration,
+    pub latency: Duration,
+    pub failure: Option<Failure>,
+}
+
 pub struct Outcome {
-    /// Every review's latency from its scheduled send, failures included.
-    pub latencies: Vec<Duration>,
-    pub failures: std::collections::BTreeMap<Failure, u64>,
+    /// When the schedule began.
+    pub began: Instant,
+    /// Every review, failures included.
+    pub samples: Vec<Sample>,
     pub elapsed: Duration,
 }
 
 impl Outcome {
     pub fn errors(&self) -> u64 {
-        self.failures.values().sum()
+        self.samples.iter().filter(|s| s.failure.is_some()).count() as u64
+    }
+
+    pub fn failures(&self) -> std::collections::BTreeMap<Failure, u64> {
+        let mut failures = std::collections::BTreeMap::new();
+        for failure in self.samples.iter().filter_map(|s| s.failure) {
+            *failures.entry(failure).or_insert(0) += 1;
+        }
+        failures
+    }
+
+    /// The reviews scheduled from `from` to `to` (instants), as an outcome of their own.
+    pub fn scheduled_within(&self, from: Instant, to: Instant) -> Outcome {
+        let samples = self
+            .samples
+            .iter()
+            .filter(|s| (from..=to).contains(&(self.began + s.scheduled)))
+            .copied()
+            .collect();
+        Outcome {
+            began: self.began,
+            samples,
+            elapsed: to.saturating_duration_since(from),
+        }
     }
 
     /// The `q` quantile of the latencies, in milliseconds (NaN when there were no reviews).
     pub fn percentile(&self, q: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
+        let mut sorted: Vec<Duration> = self.samples.iter().map(|s| s.latency).collect();
         sorted.sort();
         sorted
             .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
@@ -146,17 +179,18 @@ impl Outcome {
 
     pub fn print(&self, label: &str) {
         let pick = |q: f64| self.percentile(q);
-        let ok = self.latencies.len() as u64 - self.errors();
+        let ok = self.samples.len() as u64 - self.errors();
+        let failures = self.failures();
         println!(
             "{label}: {:.0} correct reviews/s over {:.1} s ({} reviews, {} errors{}); latency (errors included) p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
             ok as f64 / self.elapsed.as_secs_f64(),
             self.elapsed.as_secs_f64(),
-            self.latencies.len(),
+            self.samples.len(),
             self.errors(),
-            if self.failures.is_empty() {
+            if failures.is_empty() {
                 String::new()
             } else {
-                format!(": {:?}", self.failures)
+                format!(": {failures:?}")
             },
             pick(0.50),
             pick(0.99),
@@ -230,36 +264,48 @@ pub async fn connect(
 /// Sends reviews from `connections` keep-alive connections for `duration`, as fast as possible or
 /// at `rate` per second in total. At a fixed rate each review's latency counts from its scheduled
 /// send time, also when the generator had to wait for the schedule, so neither a stalled server
-/// (coordinated omission) nor a late timer is hidden. A connection that fails is reopened.
+/// (coordinated omission) nor a late timer is hidden. The schedule is kept by a thread of its own
+/// ([`pace`]), not by tokio's timer, whose millisecond ticks would add up to a millisecond of the
+/// generator's own to every review. A connection that fails is reopened.
 pub async fn load(
     target: &Target,
     connections: u64,
     duration: Duration,
     rate: Option<u64>,
 ) -> Result<Outcome> {
-    let started = Instant::now();
     let mut tasks = Vec::new();
+    let mut schedules = Vec::new();
+    // Connections and bodies are made before the clock starts, so the generator spends its time
+    // on sending.
+    let mut prepared = Vec::new();
     for c in 0..connections {
-        let mut sender = connect(target).await?;
-        // Bodies are made before the clock starts, so the generator spends its CPU on sending.
         let bodies: Vec<Expected> = (0..BODIES_PER_CONNECTION)
             .map(|i| review_body(c + i * connections, target.namespaces))
             .collect();
-        let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
+        prepared.push((connect(target).await?, bodies));
+    }
+    let began = Instant::now();
+    for (c, (mut sender, bodies)) in (0..connections).zip(prepared) {
+        let mut schedule = match rate {
+            Some(_) => {
+                let (send, receive) = tokio::sync::mpsc::unbounded_channel();
+                schedules.push(send);
+                Some(receive)
+            }
+            None => None,
+        };
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = std::collections::BTreeMap::new();
+            let mut samples = Vec::new();
             let mut n = c;
-            let mut next = Instant::now();
-            while started.elapsed() < duration {
-                let scheduled = match interval {
-                    Some(_) => {
-                        // Pacing the generator to its schedule, not synchronisation.
-                        tokio::time::sleep_until(next.into()).await;
-                        next
-                    }
-                    None => Instant::now(),
+            loop {
+                let scheduled = match &mut schedule {
+                    Some(schedule) => match schedule.recv().await {
+                        Some(scheduled) => scheduled,
+                        None => break,
+                    },
+                    None if began.elapsed() < duration => Instant::now(),
+                    None => break,
                 };
                 let expected = &bodies[(n / connections) as usize % bodies.len()];
                 let result = review_once(
@@ -269,35 +315,58 @@ pub async fn load(
                     target.echoes_uid,
                 )
                 .await;
-                latencies.push(scheduled.elapsed());
-                if let Err(failure) = result {
-                    *failures.entry(failure).or_insert(0) += 1;
-                    if (failure == Failure::Send || sender.is_closed())
-                        && let Ok(fresh) = connect(&target).await
-                    {
-                        sender = fresh;
-                    }
+                samples.push(Sample {
+                    scheduled: scheduled.saturating_duration_since(began),
+                    latency: scheduled.elapsed(),
+                    failure: result.err(),
+                });
+                if let Err(failure) = result
+                    && (failure == Failure::Send || sender.is_closed())
+                    && let Ok(fresh) = connect(&target).await
+                {
+                    sender = fresh;
                 }
                 n += connections;
-                if let Some(interval) = interval {
-                    next += interval;
-                }
             }
-            (latencies, failures)
+            samples
         }));
     }
-    let mut outcome = Outcome {
-        latencies: Vec::new(),
-        failures: std::collections::BTreeMap::new(),
-        elapsed: Duration::ZERO,
-    };
-    for task in tasks {
-        let (latencies, failures) = task.await?;
-        outcome.latencies.extend(latencies);
-        for (failure, count) in failures {
-            *outcome.failures.entry(failure).or_insert(0) += count;
-        }
+    if let Some(rate) = rate {
+        let pacer = std::thread::spawn(move || pace(began, duration, rate, &schedules));
+        tokio::task::spawn_blocking(move || pacer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
     }
-    outcome.elapsed = started.elapsed();
-    Ok(outcome)
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await?);
+    }
+    Ok(Outcome {
+        began,
+        samples,
+        elapsed: began.elapsed(),
+    })
+}
+
+/// Hands each scheduled send time, `rate` per second from `started` for `duration`, to the
+/// connections in turn, sleeping on the thread until it is due (the kernel's timers are precise to
+/// tens of microseconds). A connection still busy with its last review finds the next one waiting,
+/// and its latency counts from this schedule. Returning drops the senders: the connections end.
+fn pace(
+    started: Instant,
+    duration: Duration,
+    rate: u64,
+    schedules: &[tokio::sync::mpsc::UnboundedSender<Instant>],
+) {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut next = started;
+    for connection in (0..schedules.len()).cycle() {
+        if next.duration_since(started) >= duration {
+            return;
+        }
+        // Pacing the generator to its schedule, not synchronisation.
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let _ = schedules[connection].send(next);
+        next += interval;
+    }
 }

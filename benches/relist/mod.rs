@@ -11,7 +11,7 @@
 //! re-listed world wakes the reconciler, which plans it whole. The server logs each list and each
 //! plan; the phase reads those lines as they come to place the window.
 
-use crate::load::{Failure, Target, connect, free_port, review_body, review_once, wait_ready};
+use crate::load::{Outcome, Target, free_port, wait_ready};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
@@ -80,19 +80,22 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
     touch_cluster(setup.client).await?;
     apiserver.spawn()?;
     let started = Instant::now();
-    let load = tokio::spawn(paced(
-        target,
-        setup.connections,
-        setup.rate,
-        Duration::from_secs(setup.seconds),
-        started,
-    ));
+    let (connections, rate, seconds) = (setup.connections, setup.rate, setup.seconds);
+    let load = tokio::spawn(async move {
+        crate::load::load(
+            &target,
+            connections,
+            Duration::from_secs(seconds),
+            Some(rate),
+        )
+        .await
+    });
     let marks = log
         .follow(started, Duration::from_secs(setup.seconds))
         .await?;
     let reviews = load.await??;
     apiserver.ready()?;
-    report(&reviews, &marks, setup);
+    report(&reviews, started, &marks, setup);
     Ok(())
 }
 
@@ -288,70 +291,7 @@ impl Marks {
     }
 }
 
-/// One review: when it was scheduled (from the restart), its latency from then, and whether it
-/// got the right answer.
-struct Review {
-    scheduled: Duration,
-    latency: Duration,
-    ok: bool,
-}
-
-/// `rate` reviews per second in total from `connections` keep-alive connections for `duration`,
-/// each timed from its scheduled send (as `load` in the benchmark) and kept with its schedule.
-async fn paced(
-    target: Target,
-    connections: u64,
-    rate: u64,
-    duration: Duration,
-    started: Instant,
-) -> Result<Vec<Review>> {
-    let interval = Duration::from_secs_f64(connections as f64 / rate as f64);
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mut sender = connect(&target).await?;
-        let bodies: Vec<_> = (0..crate::load::BODIES_PER_CONNECTION)
-            .map(|i| review_body(c + i * connections, target.namespaces))
-            .collect();
-        let target = target.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut reviews = Vec::new();
-            let mut next = Instant::now();
-            let mut n = 0usize;
-            while started.elapsed() < duration {
-                // Pacing the generator to its schedule, not synchronisation.
-                tokio::time::sleep_until(next.into()).await;
-                let result = review_once(
-                    &mut sender,
-                    scoped_secrets::endpoints::SECRET_NAMES,
-                    &bodies[n % bodies.len()],
-                    true,
-                )
-                .await;
-                reviews.push(Review {
-                    scheduled: next.saturating_duration_since(started),
-                    latency: next.elapsed(),
-                    ok: result.is_ok(),
-                });
-                if let Err(failure) = result
-                    && (failure == Failure::Send || sender.is_closed())
-                    && let Ok(fresh) = connect(&target).await
-                {
-                    sender = fresh;
-                }
-                n += 1;
-                next += interval;
-            }
-            reviews
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await?);
-    }
-    Ok(all)
-}
-
-fn report(reviews: &[Review], marks: &Marks, setup: &Setup<'_>) {
+fn report(reviews: &Outcome, started: Instant, marks: &Marks, setup: &Setup<'_>) {
     let seconds = |d: Option<Duration>| {
         d.map(|d| format!("{:.2} s", d.as_secs_f64()))
             .unwrap_or_else(|| "never".to_owned())
@@ -372,52 +312,18 @@ fn report(reviews: &[Review], marks: &Marks, setup: &Setup<'_>) {
         );
         return;
     };
-    let window: Vec<&Review> = reviews
-        .iter()
-        .filter(|r| r.scheduled >= from && r.scheduled <= to)
-        .collect();
-    let whole: Vec<&Review> = reviews.iter().collect();
-    let p999 = print_percentiles(
-        &format!(
-            "re-list phase, {}/s from {} connections, during re-list + full plan ({:.2} s)",
-            setup.rate,
-            setup.connections,
-            (to - from).as_secs_f64()
-        ),
-        &window,
-    );
-    print_percentiles(
-        &format!("re-list phase, whole run ({} s)", setup.seconds),
-        &whole,
-    );
-    let met = p999.is_some_and(|ms| ms <= 5.0) && window.iter().all(|r| r.ok);
+    let window = reviews.scheduled_within(started + from, started + to);
+    window.print(&format!(
+        "re-list phase, {}/s from {} connections, during re-list + full plan",
+        setup.rate, setup.connections,
+    ));
+    reviews.print(&format!("re-list phase, whole run ({} s)", setup.seconds));
+    let p999 = window.percentile(0.999);
+    let met = p999 <= 5.0 && window.errors() == 0;
     println!(
-        "re-list phase: p99.9 during re-list + plan {} (target <= 5 ms, no errors): {}",
-        p999.map(|ms| format!("{ms:.3} ms"))
-            .unwrap_or_else(|| "n/a".to_owned()),
+        "re-list phase: p99.9 during re-list + plan {p999:.3} ms (target <= 5 ms, no errors): {}",
         if met { "MET" } else { "NOT MET" }
     );
-}
-
-/// Prints p50/p99/p99.9 (errors included) and returns p99.9 in ms.
-fn print_percentiles(label: &str, reviews: &[&Review]) -> Option<f64> {
-    let mut sorted: Vec<Duration> = reviews.iter().map(|r| r.latency).collect();
-    sorted.sort();
-    let errors = reviews.iter().filter(|r| !r.ok).count();
-    let pick = |q: f64| {
-        sorted
-            .get(((sorted.len() as f64 * q) as usize).min(sorted.len().checked_sub(1)?))
-            .map(|d| d.as_secs_f64() * 1000.0)
-    };
-    let show = |v: Option<f64>| v.map(|ms| format!("{ms:.3} ms")).unwrap_or_default();
-    println!(
-        "{label}: {} reviews, {errors} errors; latency p50 {}, p99 {}, p99.9 {}",
-        sorted.len(),
-        show(pick(0.50)),
-        show(pick(0.99)),
-        show(pick(0.999)),
-    );
-    pick(0.999)
 }
 
 /// A second kube-apiserver on the benchmark's etcd (the first one's flags, a port of its own), and

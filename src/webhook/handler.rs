@@ -132,7 +132,7 @@ async fn handle(
     let response = match admit(&state, &parts.headers) {
         // Held until the answer is made: the body and the decoded review are the review's memory.
         Ok(_admitted) => match read_body(body, declared_length(&parts.headers)).await {
-            Ok(body) => pipeline::review_pipeline(&state, &body, path, endpoint).await,
+            Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
             Err(rejection) => {
                 state.metrics.review(path, "", "error");
                 rejection

@@ -20,7 +20,9 @@
 //! ```
 //!
 //! Metrics and the denial log line are written in `pipeline.rs`; the certificate is reloaded by
-//! `tls.rs` under the listener without dropping a connection.
+//! `tls.rs` under the listener without dropping a connection. All of it runs on threads of its own
+//! (`runtime.rs`), so a re-list or a reconcile round never queues a review; a body larger than
+//! [`limits::SMALL_BODY_BYTES`] is decoded on a blocking thread, so it never queues the small ones.
 
 pub mod facts;
 pub mod handler;
@@ -28,5 +30,6 @@ pub mod lean;
 pub mod limits;
 pub mod pipeline;
 pub mod review;
+pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -3,6 +3,7 @@
 //! needs), record the outcome, and answer. See the diagram in [`crate::webhook`].
 
 use super::handler::{Action, AppState, Endpoint};
+use super::limits::SMALL_BODY_BYTES;
 use super::{facts, review};
 use crate::policy::{self, Decision, Review, Rules};
 use crate::world::World;
@@ -16,11 +17,13 @@ use tracing::Span;
 /// The body's AdmissionReview in, the AdmissionReview answering it out.
 pub async fn review_pipeline(
     state: &AppState,
-    body: &[u8],
+    body: Vec<u8>,
     path: &'static str,
     endpoint: Endpoint,
 ) -> Response {
-    let request = review::parse_request(body).and_then(|request| covered(request, path, endpoint));
+    let request = decode(body)
+        .await
+        .and_then(|request| covered(request, path, endpoint));
     let request = match request {
         Ok(request) => request,
         Err(err) => {
@@ -61,6 +64,22 @@ pub async fn review_pipeline(
         );
     }
     axum::Json(review::respond(&request, decision)).into_response()
+}
+
+/// Decodes the body; one larger than any ordinary review on a blocking thread, so that the
+/// milliseconds it takes do not hold up the small reviews sharing the webhook's threads.
+async fn decode(body: Vec<u8>) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
+    if body.len() <= SMALL_BODY_BYTES {
+        return review::parse_request(&body);
+    }
+    tokio::task::spawn_blocking(move || review::parse_request(&body))
+        .await
+        .unwrap_or_else(|e| {
+            Err(review::ReviewError::Malformed {
+                uid: None,
+                detail: format!("decoding was interrupted: {e}"),
+            })
+        })
 }
 
 /// The request, if it is of the kind its endpoint's webhook entry sends: another kind means the
