@@ -26,23 +26,16 @@ fn grant_attackers() {
     GRANTED.get_or_init(|| {
         cluster_namespace();
         ok(kubectl_apply(
+            &testbed::rbac::namespace_editor(
+                "scoped-secrets-e2e-attack-namespace-editor",
+                "namespaces",
+                &[NINA],
+            ),
+            &[],
+        ));
+        ok(kubectl_apply(
             &format!(
                 "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
-rules:
-- apiGroups: [\"\"]
-  resources: [namespaces]
-  verbs: [get, list, create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-attack-namespace-editor}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {NINA}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
 rules:

@@ -128,6 +128,29 @@ data: {{key: ZG9n}}
     });
 }
 
+/// A secret `db` in `ns` marked as a copy of the project's original, with `annotations` (entries of a
+/// YAML flow map) beside the copy marker, written as the reconciler; waits until the index holds it.
+pub(crate) fn marked_copy_of_db(project: &TestProject, ns: &str, annotations: &str) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {annotations}}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+    );
+    create_as_reconciler(&yaml);
+    indexed("the copy", |w| {
+        w.scoped(ns, "db").is_some() && w.secret_meta(ns, "db").is_some_and(|m| m.is_copy())
+    });
+}
+
 /// Creates `yaml` as the reconciler (`kubectl create`: its RBAC has no patch, so no apply).
 pub(crate) fn create_as_reconciler(yaml: &str) {
     let mut args = vec!["create", "-f", "-"];
@@ -150,49 +173,17 @@ pub(crate) fn grant_namespace_editing(project: &TestProject) {
     static EDITORS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     EDITORS.get_or_init(|| {
         ok(kubectl_apply(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: scoped-secrets-e2e-namespace-editor}
-rules:
-- apiGroups: [\"\"]
-  resources: [namespaces, namespaces/status, namespaces/finalize]
-  verbs: [get, list, create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: scoped-secrets-e2e-namespace-editor}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-namespace-editor}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
-",
+            &testbed::rbac::namespace_editor(
+                "scoped-secrets-e2e-namespace-editor",
+                "namespaces, namespaces/status, namespaces/finalize",
+                &["alice", "bob"],
+            ),
             &[],
         ));
     });
     let role = unique("n1-manage");
     ok(kubectl_apply(
-        &format!(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {role}, namespace: local}}
-rules:
-- apiGroups: [{group}]
-  resources: [{plural}]
-  resourceNames: [{p}]
-  verbs: [{verb}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {role}, namespace: local}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}
-",
-            group = keys::PROJECT_GROUP,
-            plural = keys::PROJECT_PLURAL,
-            verb = keys::MANAGE_NAMESPACES_VERB,
-            p = project.name
-        ),
+        &testbed::rbac::project_namespace_manager(&role, "local", &project.name, "alice"),
         &[],
     ));
     let resource = format!(
