@@ -77,16 +77,10 @@ fn start_downstream() -> Downstream {
     let server = start_server(args, control_plane.sa_kubeconfig.clone())
         .unwrap_or_else(|e| panic!("the downstream webhook starts: {e:#}"));
 
-    let ca = std::fs::read(
-        env.state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the shared CA");
     let configurations = registration::local_webhook_configurations(
         &manifests,
         &format!("https://{}", server.webhook_addr),
-        &scoped_secrets::certs::base64_encode(&ca),
+        &env.ca_bundle,
     )
     .expect("the overlay's webhook configurations");
     tokio::runtime::Builder::new_current_thread()

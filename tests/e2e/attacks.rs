@@ -57,15 +57,8 @@ subjects:
         ));
         let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
         eventually("the attackers' grants", Duration::from_secs(20), || {
-            let can = |user: &str, args: &[&str]| {
-                let as_user = format!("--as={user}");
-                let mut all = vec!["auth", "can-i"];
-                all.extend_from_slice(args);
-                all.push(&as_user);
-                stdout(&kubectl(&all)).trim() == "yes"
-            };
-            (can(NINA, &["patch", "namespaces"])
-                && can(PAUL, &["create", &resource, "-n", "local"]))
+            let paul = format!("create {resource} -n local");
+            (can_i(NINA, "patch namespaces") == "yes" && can_i(PAUL, &paul) == "yes")
             .then_some(())
         });
     });
@@ -102,14 +95,10 @@ fn a_namespace_editor_cannot_pre_claim_a_future_projects_backing_namespace() {
     let created = kubectl_stdin(
         &env().kubeconfig,
         &["create", "-f", "-", &format!("--as={NINA}")],
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata:
-  name: {generated}
-  annotations: {{{key}: \"{future}\"}}
-",
-            key = keys::BACKING_NAMESPACE_OF_ANNOTATION
+        &crate::common::annotated_namespace_yaml(
+            &generated,
+            keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            &future.to_string(),
         ),
     );
     // Refused at admission (N5): the marks are the reconciler's, and Nina may not update the

@@ -192,47 +192,30 @@ pub(crate) fn grant_namespace_editing(project: &TestProject) {
         keys::PROJECT_GROUP,
         project.name
     );
-    let can = |user: &str, verb: &str, what: &str, ns: Option<&str>| {
-        let mut args = vec!["auth", "can-i", verb, what];
-        let as_user = format!("--as={user}");
-        args.push(&as_user);
-        if let Some(ns) = ns {
-            args.extend(["-n", ns]);
-        }
-        stdout(&kubectl(&args)).trim().to_owned()
-    };
+    let manage = format!("{} {resource} -n local", keys::MANAGE_NAMESPACES_VERB);
     // RBAC is served from the apiserver's cache: wait until it answers with the new grants.
     eventually("alice's and bob's grants", Duration::from_secs(20), || {
-        (can(
-            "alice",
-            keys::MANAGE_NAMESPACES_VERB,
-            &resource,
-            Some("local"),
-        ) == "yes"
-            && can("alice", "create", "namespaces", None) == "yes"
-            && can("bob", "create", "namespaces", None) == "yes")
+        (can_i("alice", &manage) == "yes"
+            && can_i("alice", "create namespaces") == "yes"
+            && can_i("bob", "create namespaces") == "yes")
             .then_some(())
     });
-    assert_eq!(
-        can(
-            "bob",
-            keys::MANAGE_NAMESPACES_VERB,
-            &resource,
-            Some("local")
-        ),
-        "no"
-    );
+    assert_eq!(can_i("bob", &manage), "no");
 }
 
 pub(crate) fn namespace_yaml(name: &str, project_id: &str) -> String {
+    annotated_namespace_yaml(name, keys::PROJECT_ID_KEY, project_id)
+}
+
+/// Namespace `name` with the one annotation `key: "value"`.
+pub(crate) fn annotated_namespace_yaml(name: &str, key: &str, value: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Namespace
 metadata:
   name: {name}
-  annotations: {{{key}: \"{project_id}\"}}
-",
-        key = keys::PROJECT_ID_KEY
+  annotations: {{{key}: \"{value}\"}}
+"
     )
 }
 
@@ -266,17 +249,10 @@ pub(crate) fn register_deploy_webhooks(
     let manifests =
         testbed::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
             .expect("deploy/base renders");
-    let ca = std::fs::read(
-        env()
-            .state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the test CA");
     let configurations = testbed::registration::local_webhook_configurations(
         &manifests,
         &format!("https://{addr}"),
-        &scoped_secrets::certs::base64_encode(&ca),
+        &env().ca_bundle,
     )
     .expect("webhook configurations");
     let mut registered = Registered(Vec::new());

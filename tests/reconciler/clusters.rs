@@ -35,11 +35,10 @@ stringData:
 
 /// `scoped_secrets_cluster_connected` for `cluster`, or `None` when the series does not exist.
 pub(crate) fn connected(running: &Running, cluster: &str) -> Option<f64> {
-    let prefix = format!("scoped_secrets_cluster_connected{{cluster=\"{cluster}\"}} ");
-    running
-        .metrics_text()
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    running.series(
+        "scoped_secrets_cluster_connected",
+        &format!("cluster=\"{cluster}\""),
+    )
 }
 
 #[track_caller]
