@@ -109,6 +109,20 @@ pub fn patch_backing_namespace(cluster: &str, project: &str, backing: &str) -> O
     ])
 }
 
+/// A Secret manifest: `name` in `namespace` with `labels` (the entries of a YAML flow map), then
+/// `rest`, its further lines (more metadata indented by two spaces, then type and data).
+pub fn secret_yaml(namespace: &str, name: &str, labels: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{{labels}}}
+{rest}"
+    )
+}
+
 /// Creates a namespace in the project (annotation and label, as Rancher sets them).
 pub fn namespace_in(project: &TestProject, prefix: &str) -> String {
     let ns = unique(prefix);

@@ -99,18 +99,10 @@ fn project_of(cluster: &str, name: &str) -> String {
 }
 
 fn original(backing: &str, project: &str, name: &str, value: &str) {
+    let label = format!("{}: {project}", keys::PROJECT_SCOPED_LABEL);
+    let data = format!("stringData: {{key: {value}}}\n");
     ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {backing}
-  labels: {{{label}: {project}}}
-stringData: {{key: {value}}}
-",
-            label = keys::PROJECT_SCOPED_LABEL,
-        ),
+        &secret_yaml(backing, name, &label, &data),
         &[],
     ));
 }
