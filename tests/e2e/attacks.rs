@@ -64,16 +64,6 @@ subjects:
     });
 }
 
-fn project_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local}}
-"
-    )
-}
-
 /// Whether the reconciler, planning over the server's index, would adopt `namespace` as the
 /// backing namespace of `project` (record it in its status without creating it).
 fn reconciler_adopts(project: &ProjectId, namespace: &str) -> bool {
@@ -131,7 +121,7 @@ metadata:
 ---
 {project}",
             key = keys::BACKING_NAMESPACE_OF_ANNOTATION,
-            project = project_yaml(&victim.project),
+            project = project_yaml("local", &victim.project),
         ),
         &[],
     ));
@@ -171,7 +161,7 @@ stringData: {{password: victim}}
     let created = kubectl_stdin(
         &env().kubeconfig,
         &["create", "-f", "-", &format!("--as={PAUL}")],
-        &project_yaml(&victim.project),
+        &project_yaml("local", &victim.project),
     );
     // Refused at admission (P3) when the request carries the new object's uid, else admitted and
     // then never given the namespace: either way the deleted project's namespace is not his.

@@ -55,23 +55,6 @@ fn marker(namespace: &str) -> String {
     ]))
 }
 
-fn bare_project(cluster: &str, name: &str) {
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {cluster}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: {cluster}}}
-spec: {{clusterName: {cluster}}}
-"
-        ),
-        &[],
-    ));
-}
-
 #[test]
 fn a_bare_project_gets_a_generated_namespace_marked_for_it_and_old_collisions_are_gone() {
     let _turn = serial();

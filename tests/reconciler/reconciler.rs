@@ -417,20 +417,7 @@ fn a_converged_world_makes_no_writes() {
 fn projects_without_a_backing_namespace_get_one() {
     let _turn = serial();
     let name = unique("bare");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: local}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local}}
-"
-        ),
-        &[],
-    ));
+    bare_project("local", &name);
     let running = start(OverwritePolicy::Warn);
     let backing = format!("local-{name}");
     eventually("status.backingNamespace", WAIT, || {
