@@ -43,6 +43,17 @@ pub(crate) fn assert_warned(out: &std::process::Output, warning: &str) {
     );
 }
 
+/// `line` (a kubectl command as typed) is admitted with `warning`, first as a server-side dry run
+/// and then for real.
+#[track_caller]
+pub(crate) fn assert_warned_dry_then_real(line: &str, warning: &str) {
+    for line in [format!("{line} --dry-run=server"), line.to_owned()] {
+        let out = kubectl_line(&line);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        assert_warned(&out, warning);
+    }
+}
+
 /// Whether the server under test runs the reconciler (it may be switched on later): then copies
 /// can land by themselves, and a name that is only reserved now may be taken a moment later.
 pub(crate) fn reconciler_running() -> bool {
