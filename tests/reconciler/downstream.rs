@@ -63,13 +63,7 @@ impl Downstream {
     }
 
     fn secret(&self, ns: &str, name: &str) -> Option<Value> {
-        let out = kubectl_with(
-            self.kubeconfig(),
-            &["get", "secret", name, "-n", ns, "-o", "json"],
-        );
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+        self.cluster.secret(ns, name)
     }
 
     /// Waits until `ns` here holds a copy of `origin` whose data is `data`.
