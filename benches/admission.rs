@@ -19,9 +19,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
-use std::path::Path;
 use std::time::{Duration, Instant};
-use testbed::registration;
 
 mod limit;
 mod load;
@@ -32,14 +30,12 @@ mod webhook;
 use load::Outcome;
 use load::Target;
 use load::hostile::{self, Hostile};
-use support::{client, memory_mib, start_control_plane};
+use support::{fresh_dir, memory_mib, start_product_plane};
 use webhook::setting;
 
 // The product's allocator, so that the limit servers (this binary started again) run with it too.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -52,12 +48,9 @@ async fn main() -> Result<()> {
     let seconds = setting("BENCH_SECONDS", 10);
     let rate = setting("BENCH_RATE", 2_000);
 
-    let dir = Path::new(REPO).join("target/bench-admission");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let (mut control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane")).await?;
-    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
-    let client = client(&kubeconfig).await?;
+    let dir = fresh_dir("bench-admission")?;
+    let (mut control_plane, client) = start_product_plane(&dir.join("control-plane")).await?;
+    let kubeconfig = control_plane.kubeconfig.clone();
 
     let started = Instant::now();
     seed(&client, namespaces, secrets).await?;

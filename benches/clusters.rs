@@ -24,24 +24,26 @@ use futures::StreamExt;
 use futures::future::try_join_all;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
-use scoped_secrets::{certs, keys};
+use scoped_secrets::keys;
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testbed::apiserver::Served;
+use testbed::clusters;
 use testbed::control_plane::ControlPlane;
 use testbed::process::Paused;
-use testbed::{clusters, registration};
 
 mod projects;
 mod support;
 
 use projects::{BenchProject, create_namespaces, original, project, project_in, wait_copies};
-use support::{Guard, client, memory_mib, start_control_plane};
+use support::{
+    Guard, client, env_count, fresh_dir, issue_certificate, memory_mib, start_control_plane,
+    start_product_plane,
+};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const ADMIN: &str = "127.0.0.1:19082";
 const WEBHOOK: &str = "127.0.0.1:19445";
 /// The issue's figures: 10 downstream clusters × 100 namespaces.
@@ -60,9 +62,7 @@ struct Downstream {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let dir = Path::new(REPO).join("target/bench-clusters");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let dir = fresh_dir("bench-clusters")?;
     run(&dir).await?;
     // Eleven etcd data directories (~700 MiB), kept only when the run failed, for its logs.
     std::fs::remove_dir_all(&dir)?;
@@ -88,17 +88,9 @@ async fn run(dir: &Path) -> Result<()> {
     }
 
     let started = Instant::now();
-    let (management_plane, kubeconfig) = start_control_plane(&dir.join("management")).await?;
-    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
-    let management = client(&kubeconfig).await?;
+    let (management_plane, management) = start_product_plane(&dir.join("management")).await?;
     let certs_dir = dir.join("certs");
-    certs::write_serving_set(
-        &certs_dir,
-        &["localhost".into()],
-        &["127.0.0.1".parse()?],
-        1,
-        1,
-    )?;
+    issue_certificate(&certs_dir)?;
     let local = project(&management, "bench").await?;
     create_namespaces(&management, &local, "bench-ns", copies).await?;
 
@@ -316,15 +308,6 @@ fn median(times: &[Duration]) -> (f64, String) {
         median,
         format!("median {median:.2} s ({} s)", each.join(", ")),
     )
-}
-
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// Sets the original's data to `value` (what its copies must then hold).

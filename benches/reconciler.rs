@@ -10,11 +10,10 @@
 //!
 //! `make bench-reconciler` (or `cargo bench --bench reconciler`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use scoped_secrets::certs;
 use scoped_secrets::keys;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -22,33 +21,23 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 use testbed::apiserver::Served;
-use testbed::registration;
 
 mod projects;
 mod support;
 
 use projects::{BenchProject, create_namespaces, member_namespace, original, project, wait_copies};
-use support::{Guard, client, memory_mib, start_control_plane};
+use support::{
+    Guard, client, env_count, fresh_dir, issue_certificate, memory_mib, start_product_plane,
+};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const ADMIN: &str = "127.0.0.1:19080";
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let dir = Path::new(REPO).join("target/bench-reconciler");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let (_control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane")).await?;
-    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
-    let client = client(&kubeconfig).await?;
+    let dir = fresh_dir("bench-reconciler")?;
+    let (_control_plane, client) = start_product_plane(&dir.join("control-plane")).await?;
     let certs_dir = dir.join("certs");
-    certs::write_serving_set(
-        &certs_dir,
-        &["localhost".into()],
-        &["127.0.0.1".parse()?],
-        1,
-        1,
-    )?;
+    issue_certificate(&certs_dir)?;
 
     // `SCALE_ONLY=1` runs the scale phase alone.
     if std::env::var_os("SCALE_ONLY").is_some() {
@@ -144,15 +133,6 @@ async fn main() -> Result<()> {
 /// How many copies the reconciler writes at once (`reconciler::Config::concurrency`'s default): the
 /// raw creates it is compared with run at the same concurrency.
 const CONCURRENCY: usize = 16;
-
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// The scale phase: `SCALE_NAMESPACES` namespaces of one project, `SCALE_ORIGINALS` originals.
 ///

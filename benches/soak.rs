@@ -19,7 +19,6 @@ use rustls_pki_types::pem::PemObject;
 use scoped_secrets::certs;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use testbed::registration;
 
 mod load;
 mod projects;
@@ -29,10 +28,8 @@ mod webhook;
 use load::Target;
 use load::hostile::{self, Hostile};
 use projects::BenchProject;
-use support::{client, memory_mib, start_control_plane};
+use support::{fresh_dir, memory_mib, start_product_plane};
 use webhook::setting;
-
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -50,12 +47,8 @@ async fn main() -> Result<()> {
         flood: setting("SOAK_FLOOD", 64) as usize,
     };
 
-    let dir = Path::new(REPO).join("target/bench-soak");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let (mut control_plane, kubeconfig) = start_control_plane(&dir.join("control-plane")).await?;
-    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
-    let client = client(&kubeconfig).await?;
+    let dir = fresh_dir("bench-soak")?;
+    let (mut control_plane, client) = start_product_plane(&dir.join("control-plane")).await?;
 
     // The reviews go to the project's member namespaces, `bench-0` … (see `load::review_body`).
     let project = projects::project(&client, "soak").await?;
@@ -154,7 +147,7 @@ async fn rotate(
         tokio::time::sleep_until((started + duration * i as u32 / (rotations as u32 + 1)).into())
             .await;
         let issued = Instant::now();
-        webhook::issue_certificate(certs_dir)?;
+        support::issue_certificate(certs_dir)?;
         let pem = std::fs::read(certs_dir.join(certs::TLS_CERT))?;
         let new = CertificateDer::pem_slice_iter(&pem)
             .next()

@@ -6,8 +6,29 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::time::Instant;
+
+/// Registers a new default `M` (a counter, gauge or family) under `name` and returns it: a metric
+/// is an `Arc` inside, so the returned handle records into the registered series.
+pub fn registered<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    registered_as(registry, name, help, M::default())
+}
+
+/// [`registered`] for a metric that needs arguments to build (a histogram's buckets).
+pub fn registered_as<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 // Label values are static strings and numbers: recording a request allocates nothing.
 
@@ -41,38 +62,36 @@ pub struct WebhookMetrics {
 
 impl WebhookMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            requests: Family::default(),
-            in_flight: Family::default(),
-            latency: Family::new_with_constructor(|| {
-                // controller-runtime's buckets reach 10 s; ours start lower, where reviews live.
-                Histogram::new([
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-                ])
-            }),
-            reviews: Family::default(),
-        };
-        registry.register(
-            "controller_runtime_webhook_requests",
-            "Total number of admission requests by HTTP status code",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "controller_runtime_webhook_requests_in_flight",
-            "Current number of admission requests being served",
-            metrics.in_flight.clone(),
-        );
-        registry.register(
-            "controller_runtime_webhook_latency_seconds",
-            "Histogram of the latency of processing admission requests",
-            metrics.latency.clone(),
-        );
-        registry.register(
-            "scoped_secrets_admission_reviews",
-            "Admission reviews by webhook, operation and result",
-            metrics.reviews.clone(),
-        );
-        metrics
+        // Registered in this order (the order of /metrics): the fields are evaluated as written.
+        Self {
+            requests: registered(
+                registry,
+                "controller_runtime_webhook_requests",
+                "Total number of admission requests by HTTP status code",
+            ),
+            in_flight: registered(
+                registry,
+                "controller_runtime_webhook_requests_in_flight",
+                "Current number of admission requests being served",
+            ),
+            latency: registered_as(
+                registry,
+                "controller_runtime_webhook_latency_seconds",
+                "Histogram of the latency of processing admission requests",
+                Family::new_with_constructor(|| {
+                    // controller-runtime's buckets reach 10 s; ours start lower, where reviews live.
+                    Histogram::new([
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        10.0,
+                    ])
+                }),
+            ),
+            reviews: registered(
+                registry,
+                "scoped_secrets_admission_reviews",
+                "Admission reviews by webhook, operation and result",
+            ),
+        }
     }
 
     /// Starts timing one request; the guard records latency, status and in-flight when dropped.
@@ -163,25 +182,17 @@ pub struct IndexMetrics {
 
 impl IndexMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        let registry = registry.sub_registry_with_prefix("scoped_secrets_index");
-        registry.register(
-            "secrets",
-            "Secrets in the name index",
-            metrics.secrets.clone(),
-        );
-        registry.register(
-            "namespaces",
-            "Namespaces indexed",
-            metrics.namespaces.clone(),
-        );
-        registry.register("projects", "Projects indexed", metrics.projects.clone());
-        registry.register(
-            "scoped_secrets",
-            "Project-scoped secrets held: originals whole, copies by metadata and digests",
-            metrics.scoped_secrets.clone(),
-        );
-        metrics
+        let r = registry.sub_registry_with_prefix("scoped_secrets_index");
+        Self {
+            secrets: registered(r, "secrets", "Secrets in the name index"),
+            namespaces: registered(r, "namespaces", "Namespaces indexed"),
+            projects: registered(r, "projects", "Projects indexed"),
+            scoped_secrets: registered(
+                r,
+                "scoped_secrets",
+                "Project-scoped secrets held: originals whole, copies by metadata and digests",
+            ),
+        }
     }
 
     pub fn observe(&self, world: &crate::world::World) {

@@ -638,6 +638,13 @@ pub mod fixtures {
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
 
+    /// Changes namespace `name` (a default one where the world has none) with `change`.
+    pub fn edit_namespace(world: &mut World, name: &str, change: impl FnOnce(&mut NamespaceState)) {
+        let mut ns = world.namespace(name).cloned().unwrap_or_default();
+        change(&mut ns);
+        world.upsert_namespace(name.to_owned(), ns);
+    }
+
     pub fn project(world: &mut World, cluster: &str, name: &str, backing: &str) -> ProjectId {
         // A world that knows a project is one where the Project CRD is served.
         world.projects_installed = true;

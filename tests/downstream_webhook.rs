@@ -77,16 +77,10 @@ fn start_downstream() -> Downstream {
     let server = start_server(args, control_plane.sa_kubeconfig.clone())
         .unwrap_or_else(|e| panic!("the downstream webhook starts: {e:#}"));
 
-    let ca = std::fs::read(
-        env.state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the shared CA");
     let configurations = registration::local_webhook_configurations(
         &manifests,
         &format!("https://{}", server.webhook_addr),
-        &scoped_secrets::certs::base64_encode(&ca),
+        &env.ca_bundle,
     )
     .expect("the overlay's webhook configurations");
     tokio::runtime::Builder::new_current_thread()
@@ -168,8 +162,9 @@ fn management_project() -> TestProject {
 }
 
 /// `kubectl` against the downstream cluster, as its admin.
-fn downstream_kubectl(args: &[&str]) -> Output {
-    kubectl_with(&downstream().kubeconfig, args)
+/// `kubectl` in the downstream cluster, as the admin: `line` split at white space.
+fn downstream_kubectl(line: &str) -> Output {
+    kubectl_line_with(&downstream().kubeconfig, line)
 }
 
 fn downstream_apply(yaml: &str, extra: &[&str]) -> Output {
@@ -193,24 +188,12 @@ fn project_namespace(prefix: &str) -> String {
     let ns = unique(prefix);
     ok(downstream_apply(&namespace_yaml(&ns, &down.project), &[]));
     // Not the built-in `edit`: its rules are aggregated by a controller this control plane lacks.
-    ok(downstream_kubectl(&[
-        "create",
-        "role",
-        "secret-editor",
-        "--verb=get,list,create,update,patch,delete",
-        "--resource=secrets",
-        "-n",
-        &ns,
-    ]));
-    ok(downstream_kubectl(&[
-        "create",
-        "rolebinding",
-        "dev-edits",
-        "--role=secret-editor",
-        "--user=dev",
-        "-n",
-        &ns,
-    ]));
+    ok(downstream_kubectl(&format!(
+        "create role secret-editor --verb=get,list,create,update,patch,delete --resource=secrets -n {ns}"
+    )));
+    ok(downstream_kubectl(&format!(
+        "create rolebinding dev-edits --role=secret-editor --user=dev -n {ns}"
+    )));
     let id = ProjectId::new(CLUSTER, &down.project.name);
     eventually("the namespace in the downstream index", WAIT, || {
         let world = down.server.index.read();
@@ -220,9 +203,9 @@ fn project_namespace(prefix: &str) -> String {
             .then_some(())
     });
     eventually("dev's grant", WAIT, || {
-        (stdout(&downstream_kubectl(&[
-            "auth", "can-i", "create", "secrets", "-n", &ns, "--as=dev",
-        ]))
+        (stdout(&downstream_kubectl(&format!(
+            "auth can-i create secrets -n {ns} --as=dev"
+        )))
         .trim()
             == "yes")
             .then_some(())
@@ -244,16 +227,9 @@ fn s1_a_name_reserved_by_a_management_original_is_refused_downstream() {
     let down = downstream();
     let ns = project_namespace("team-a");
     let create = |name: &str| {
-        downstream_kubectl(&[
-            "create",
-            "secret",
-            "generic",
-            name,
-            "-n",
-            &ns,
-            "--from-literal=key=value",
-            "--as=dev",
-        ])
+        downstream_kubectl(&format!(
+            "create secret generic {name} -n {ns} --from-literal=key=value --as=dev"
+        ))
     };
     let err = fails(create("test-secret"));
     assert_denied(
@@ -266,11 +242,10 @@ fn s1_a_name_reserved_by_a_management_original_is_refused_downstream() {
         ),
     );
     // The original lives in the management cluster only: nothing downstream reserves the name.
-    fails(downstream_kubectl(&[
-        "get",
-        "namespace",
-        &down.project.backing,
-    ]));
+    fails(downstream_kubectl(&format!(
+        "get namespace {}",
+        down.project.backing
+    )));
     ok(create("not-reserved"));
 }
 
@@ -325,36 +300,19 @@ data: {{key: ZG9n}}
          \"{}/test-secret\"; change the original instead",
         down.project.backing
     );
-    let err = fails(downstream_kubectl(&[
-        "annotate",
-        "secret",
-        "test-secret",
-        "-n",
-        &ns,
-        "edited=yes",
-        "--as=dev",
-    ]));
+    let err = fails(downstream_kubectl(&format!(
+        "annotate secret test-secret -n {ns} edited=yes --as=dev"
+    )));
     assert_denied(&err, GUARD, &expected);
-    let err = fails(downstream_kubectl(&[
-        "delete",
-        "secret",
-        "test-secret",
-        "-n",
-        &ns,
-        "--as=dev",
-    ]));
+    let err = fails(downstream_kubectl(&format!(
+        "delete secret test-secret -n {ns} --as=dev"
+    )));
     assert_denied(&err, GUARD, &expected);
 
     // The copier replaces it (its RBAC updates, never patches).
-    let current = ok(downstream_kubectl(&[
-        "get",
-        "secret",
-        "test-secret",
-        "-n",
-        &ns,
-        "-o",
-        "json",
-    ]));
+    let current = ok(downstream_kubectl(&format!(
+        "get secret test-secret -n {ns} -o json"
+    )));
     let mut secret: serde_json::Value = serde_json::from_str(&current).expect("JSON");
     secret["metadata"]["annotations"]["copied-again"] = "yes".into();
     ok(kubectl_stdin(
@@ -362,15 +320,9 @@ data: {{key: ZG9n}}
         &["replace", "-f", "-", AS_COPIER[0], AS_COPIER[1]],
         &secret.to_string(),
     ));
-    let annotations = ok(downstream_kubectl(&[
-        "get",
-        "secret",
-        "test-secret",
-        "-n",
-        &ns,
-        "-o",
-        "jsonpath={.metadata.annotations}",
-    ]));
+    let annotations = ok(downstream_kubectl(&format!(
+        "get secret test-secret -n {ns} -o jsonpath={{.metadata.annotations}}"
+    )));
     assert!(annotations.contains("copied-again"), "{annotations}");
     assert!(!annotations.contains("edited"), "{annotations}");
 }
@@ -381,49 +333,15 @@ fn n1_joining_downstream_needs_manage_namespaces_in_the_downstream_cluster() {
     let project = &down.project;
     // alice, bob and carol may create namespaces downstream; alice may manage the project's
     // namespaces there; carol may only in the management cluster, which the SAR must not ask.
-    ok(downstream_apply(
-        "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: namespace-editor}
-rules:
-- apiGroups: [\"\"]
-  resources: [namespaces]
-  verbs: [get, list, create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: namespace-editor}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: namespace-editor}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: carol}
-",
-        &[],
-    ));
+    let editor = testbed::rbac::namespace_editor(
+        "namespace-editor",
+        "namespaces",
+        &["alice", "bob", "carol"],
+    );
+    ok(downstream_apply(&editor, &[]));
     let manage = |user: &str| {
-        format!(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: manage-{p}, namespace: {CLUSTER}}}
-rules:
-- apiGroups: [{group}]
-  resources: [{plural}]
-  resourceNames: [{p}]
-  verbs: [{verb}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: manage-{p}, namespace: {CLUSTER}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: manage-{p}}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}
-",
-            group = keys::PROJECT_GROUP,
-            plural = keys::PROJECT_PLURAL,
-            verb = keys::MANAGE_NAMESPACES_VERB,
-            p = project.name
-        )
+        let name = format!("manage-{}", project.name);
+        testbed::rbac::project_namespace_manager(&name, CLUSTER, &project.name, user)
     };
     ok(downstream_apply(&manage("alice"), &[]));
     ok(kubectl_apply(&manage("carol"), &[]));
@@ -458,13 +376,9 @@ spec:
         [
             can(&down.kubeconfig, "alice"),
             can(&env().kubeconfig, "carol"),
-            stdout(&downstream_kubectl(&[
-                "auth",
-                "can-i",
-                "create",
-                "namespaces",
-                "--as=carol",
-            ]))
+            stdout(&downstream_kubectl(
+                "auth can-i create namespaces --as=carol",
+            ))
             .trim()
             .to_owned(),
         ]
@@ -501,14 +415,14 @@ spec:
                 p = project.name
             ),
         );
-        fails(downstream_kubectl(&["get", "namespace", &ns]));
+        fails(downstream_kubectl(&format!("get namespace {ns}")));
     }
     let ns = unique("n1-alice");
     ok(downstream_apply(
         &namespace_yaml(&ns, project),
         &["--as=alice"],
     ));
-    ok(downstream_kubectl(&["get", "namespace", &ns]));
+    ok(downstream_kubectl(&format!("get namespace {ns}")));
 }
 
 /// `scoped-secrets serve` as a process, with a kubeconfig of its own cluster that is never

@@ -139,22 +139,19 @@ fn leading_replica(kubeconfig: &std::path::Path) -> Replica {
 
 /// The original `name` in the project's backing namespace, with labels and annotations to carry.
 fn apply_original(project: &TestProject, name: &str, value: &str) {
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {backing}
-  labels: {{{label}: {project}, team: faults}}
-  annotations: {{note: carried}}
+    let labels = format!(
+        "{}: {}, team: faults",
+        keys::PROJECT_SCOPED_LABEL,
+        project.name
+    );
+    let rest = format!(
+        "  annotations: {{note: carried}}
 type: Opaque
 stringData: {{value: {value}, other: kept}}
-",
-            backing = project.backing,
-            label = keys::PROJECT_SCOPED_LABEL,
-            project = project.name,
-        ),
+"
+    );
+    ok(kubectl_apply(
+        &secret_yaml(&project.backing, name, &labels, &rest),
         &[],
     ));
 }

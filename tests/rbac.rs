@@ -2,6 +2,7 @@
 //! product's service account can make every API call the binary makes, and removing any single verb
 //! from its ClusterRole or Role makes the named feature's call fail with 403.
 
+use futures::TryFutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -33,7 +34,35 @@ struct Probe {
     resource: &'static str,
     verb: &'static str,
     feature: &'static str,
-    call: fn(Client) -> BoxFuture<'static, Result<(), kube::Error>>,
+    call: Call,
+}
+
+/// A call made with a client; its answer is dropped: only whether it was allowed counts.
+type Call = Box<dyn Fn(Client) -> BoxFuture<'static, Result<(), kube::Error>> + Send + Sync>;
+
+fn call<T: 'static, F>(make: impl Fn(Client) -> F + Send + Sync + 'static) -> Call
+where
+    F: Future<Output = Result<T, kube::Error>> + Send + 'static,
+{
+    Box::new(move |c| Box::pin(make(c).map_ok(drop)))
+}
+
+impl Probe {
+    fn new(
+        role: &'static str,
+        resource: &'static str,
+        verb: &'static str,
+        feature: &'static str,
+        call: Call,
+    ) -> Self {
+        Self {
+            role,
+            resource,
+            verb,
+            feature,
+            call,
+        }
+    }
 }
 
 fn dry_post() -> PostParams {
@@ -67,376 +96,299 @@ fn secret(name: &str) -> Secret {
 
 fn probes() -> Vec<Probe> {
     vec![
-        Probe {
-            role: "ClusterRole",
-            resource: "projects",
-            verb: "get",
-            feature: "backing namespaces: re-read the project before setting its status; revocation: prove a deleted project gone",
-            call: |c| Box::pin(async move { projects(c).get(PROJECT).await.map(drop) }),
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "projects",
-            verb: "list",
-            feature: "the projects watch (readiness, N2, every rule)",
-            call: |c| {
-                Box::pin(async move {
-                    projects(c)
-                        .list(&ListParams::default().limit(1))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "projects",
-            verb: "watch",
-            feature: "the projects watch (readiness, N2, every rule)",
-            call: |c| {
-                Box::pin(async move {
-                    projects(c)
-                        .watch(&WatchParams::default().timeout(1), "0")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "projects/status",
-            verb: "patch",
-            feature: "backing namespaces: set status.backingNamespace and BackingNamespaceReady",
-            call: |c| {
-                Box::pin(async move {
-                    let patch = json!({"status": {"backingNamespace": "local-p-rbac"}});
-                    projects(c)
-                        .patch_status(PROJECT, &dry_patch(), &Patch::Merge(&patch))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "namespaces",
-            verb: "get",
-            feature: "label repair: re-read the namespace before patching; backing namespaces: \
-                      check the namespace is marked for the project",
-            call: |c| Box::pin(async move { Api::<Namespace>::all(c).get(MEMBER).await.map(drop) }),
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "namespaces",
-            verb: "list",
-            feature: "the namespaces watch (readiness, project membership)",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Namespace>::all(c)
-                        .list(&ListParams::default().limit(1))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "namespaces",
-            verb: "watch",
-            feature: "the namespaces watch (readiness, project membership)",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Namespace>::all(c)
-                        .watch(&WatchParams::default().timeout(1), "0")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "namespaces",
-            verb: "create",
-            feature: "backing namespaces: create the namespace",
-            call: |c| {
-                Box::pin(async move {
-                    let ns = Namespace {
-                        metadata: ObjectMeta {
-                            name: Some("local-p-new".into()),
-                            ..ObjectMeta::default()
-                        },
-                        ..Namespace::default()
-                    };
-                    Api::<Namespace>::all(c)
-                        .create(&dry_post(), &ns)
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "namespaces",
-            verb: "patch",
-            feature: "label repair: mirror the projectId annotation",
-            call: |c| {
-                Box::pin(async move {
-                    let patch =
-                        json!({"metadata": {"labels": {"field.cattle.io/projectId": PROJECT}}});
-                    Api::<Namespace>::all(c)
-                        .patch(MEMBER, &dry_patch(), &Patch::Merge(&patch))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "get",
-            feature: "copies: re-read the target before every write; S1's type",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Secret>::namespaced(c, MEMBER)
-                        .get("existing")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "list",
-            feature: "the secret watches (readiness, S1, every copy)",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Secret>::all(c)
-                        .list_metadata(&ListParams::default().limit(1))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "watch",
-            feature: "the secret watches (readiness, S1, every copy)",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Secret>::all(c)
-                        .watch_metadata(&WatchParams::default().timeout(1), "0")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "create",
-            feature: "copies: create",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Secret>::namespaced(c, MEMBER)
-                        .create(&dry_post(), &secret("new"))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "update",
-            feature: "copies: update; cluster label on originals",
-            call: |c| {
-                Box::pin(async move {
-                    let api = Api::<Secret>::namespaced(c.clone(), MEMBER);
-                    let mut live = Api::<Secret>::namespaced(admin_of(&c).await, MEMBER)
-                        .get("existing")
-                        .await?;
-                    live.metadata.managed_fields = None;
-                    api.replace("existing", &dry_post(), &live).await.map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "secrets",
-            verb: "delete",
-            feature: "copies: clean-up and recreate",
-            call: |c| {
-                Box::pin(async move {
-                    let params = DeleteParams {
-                        dry_run: true,
-                        ..DeleteParams::default()
-                    };
-                    Api::<Secret>::namespaced(c, MEMBER)
-                        .delete("existing", &params)
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "subjectaccessreviews",
-            verb: "create",
-            feature: "N1: manage-namespaces check",
-            call: |c| {
-                Box::pin(async move {
-                    let review = SubjectAccessReview {
-                        spec: SubjectAccessReviewSpec {
-                            user: Some("alice".into()),
-                            resource_attributes: Some(ResourceAttributes {
-                                group: Some("management.cattle.io".into()),
-                                resource: Some("projects".into()),
-                                name: Some(PROJECT.into()),
-                                namespace: Some("local".into()),
-                                verb: Some("manage-namespaces".into()),
-                                ..ResourceAttributes::default()
-                            }),
-                            ..SubjectAccessReviewSpec::default()
-                        },
-                        ..SubjectAccessReview::default()
-                    };
-                    Api::<SubjectAccessReview>::all(c)
-                        .create(&PostParams::default(), &review)
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "events",
-            verb: "create",
-            feature: "Events on originals, and on Projects refused a backing namespace",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Event>::namespaced(c, MEMBER)
-                        .create(&dry_post(), &event("new-event"))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "ClusterRole",
-            resource: "events",
-            verb: "patch",
-            feature: "Events on originals (series of a repeated event)",
-            call: |c| {
-                Box::pin(async move {
-                    let patch = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:00.000000Z"}});
-                    Api::<Event>::namespaced(c, MEMBER)
-                        .patch("existing-event", &dry_patch(), &Patch::Merge(&patch))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "get",
-            feature: "leader election: read the lease",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .get("existing-lease")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "list",
-            feature: "cluster ownership: list the replica and cluster Leases",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .list(&ListParams::default())
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "watch",
-            feature: "cluster ownership: watch who is alive and who holds which cluster",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .watch(&WatchParams::default().timeout(1), "0")
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "create",
-            feature: "leader election: first lease",
-            call: |c| {
-                Box::pin(async move {
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .create(&dry_post(), &lease("new-lease"))
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "update",
-            feature: "leader election: renew, take over, release",
-            call: |c| {
-                Box::pin(async move {
-                    let mut live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
-                        .get("existing-lease")
-                        .await?;
-                    live.metadata.managed_fields = None;
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .replace("existing-lease", &dry_post(), &live)
-                        .await
-                        .map(drop)
-                })
-            },
-        },
-        Probe {
-            role: "Role",
-            resource: "leases",
-            verb: "delete",
-            feature: "cluster ownership: delete the Leases of replicas long gone",
-            call: |c| {
-                Box::pin(async move {
-                    let live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
-                        .get("existing-lease")
-                        .await?;
-                    let params = DeleteParams {
-                        dry_run: true,
-                        preconditions: Some(Preconditions {
-                            resource_version: live.metadata.resource_version,
-                            uid: None,
+        Probe::new(
+            "ClusterRole",
+            "projects",
+            "get",
+            "backing namespaces: re-read the project before setting its status; revocation: prove a deleted project gone",
+            call(|c| async move { projects(c).get(PROJECT).await }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "projects",
+            "list",
+            "the projects watch (readiness, N2, every rule)",
+            call(|c| async move { projects(c).list(&ListParams::default().limit(1)).await }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "projects",
+            "watch",
+            "the projects watch (readiness, N2, every rule)",
+            call(|c| async move {
+                projects(c)
+                    .watch(&WatchParams::default().timeout(1), "0")
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "projects/status",
+            "patch",
+            "backing namespaces: set status.backingNamespace and BackingNamespaceReady",
+            call(|c| async move {
+                let patch = json!({"status": {"backingNamespace": "local-p-rbac"}});
+                projects(c)
+                    .patch_status(PROJECT, &dry_patch(), &Patch::Merge(&patch))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "namespaces",
+            "get",
+            "label repair: re-read the namespace before patching; backing namespaces: check the namespace is marked for the project",
+            call(|c| async move { Api::<Namespace>::all(c).get(MEMBER).await }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "namespaces",
+            "list",
+            "the namespaces watch (readiness, project membership)",
+            call(|c| async move {
+                Api::<Namespace>::all(c)
+                    .list(&ListParams::default().limit(1))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "namespaces",
+            "watch",
+            "the namespaces watch (readiness, project membership)",
+            call(|c| async move {
+                Api::<Namespace>::all(c)
+                    .watch(&WatchParams::default().timeout(1), "0")
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "namespaces",
+            "create",
+            "backing namespaces: create the namespace",
+            call(|c| async move {
+                let ns = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some("local-p-new".into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                };
+                Api::<Namespace>::all(c).create(&dry_post(), &ns).await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "namespaces",
+            "patch",
+            "label repair: mirror the projectId annotation",
+            call(|c| async move {
+                let patch = json!({"metadata": {"labels": {"field.cattle.io/projectId": PROJECT}}});
+                Api::<Namespace>::all(c)
+                    .patch(MEMBER, &dry_patch(), &Patch::Merge(&patch))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "get",
+            "copies: re-read the target before every write; S1's type",
+            call(|c| async move { Api::<Secret>::namespaced(c, MEMBER).get("existing").await }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "list",
+            "the secret watches (readiness, S1, every copy)",
+            call(|c| async move {
+                Api::<Secret>::all(c)
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "watch",
+            "the secret watches (readiness, S1, every copy)",
+            call(|c| async move {
+                Api::<Secret>::all(c)
+                    .watch_metadata(&WatchParams::default().timeout(1), "0")
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "create",
+            "copies: create",
+            call(|c| async move {
+                Api::<Secret>::namespaced(c, MEMBER)
+                    .create(&dry_post(), &secret("new"))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "update",
+            "copies: update; cluster label on originals",
+            call(|c| async move {
+                let api = Api::<Secret>::namespaced(c.clone(), MEMBER);
+                let mut live = Api::<Secret>::namespaced(admin_of(&c).await, MEMBER)
+                    .get("existing")
+                    .await?;
+                live.metadata.managed_fields = None;
+                api.replace("existing", &dry_post(), &live).await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "secrets",
+            "delete",
+            "copies: clean-up and recreate",
+            call(|c| async move {
+                let params = DeleteParams {
+                    dry_run: true,
+                    ..DeleteParams::default()
+                };
+                Api::<Secret>::namespaced(c, MEMBER)
+                    .delete("existing", &params)
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "subjectaccessreviews",
+            "create",
+            "N1: manage-namespaces check",
+            call(|c| async move {
+                let review = SubjectAccessReview {
+                    spec: SubjectAccessReviewSpec {
+                        user: Some("alice".into()),
+                        resource_attributes: Some(ResourceAttributes {
+                            group: Some("management.cattle.io".into()),
+                            resource: Some("projects".into()),
+                            name: Some(PROJECT.into()),
+                            namespace: Some("local".into()),
+                            verb: Some("manage-namespaces".into()),
+                            ..ResourceAttributes::default()
                         }),
-                        ..DeleteParams::default()
-                    };
-                    Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                        .delete("existing-lease", &params)
-                        .await
-                        .map(drop)
-                })
-            },
-        },
+                        ..SubjectAccessReviewSpec::default()
+                    },
+                    ..SubjectAccessReview::default()
+                };
+                Api::<SubjectAccessReview>::all(c)
+                    .create(&PostParams::default(), &review)
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "events",
+            "create",
+            "Events on originals, and on Projects refused a backing namespace",
+            call(|c| async move {
+                Api::<Event>::namespaced(c, MEMBER)
+                    .create(&dry_post(), &event("new-event"))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "ClusterRole",
+            "events",
+            "patch",
+            "Events on originals (series of a repeated event)",
+            call(|c| async move {
+                let patch = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:00.000000Z"}});
+                Api::<Event>::namespaced(c, MEMBER)
+                    .patch("existing-event", &dry_patch(), &Patch::Merge(&patch))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "get",
+            "leader election: read the lease",
+            call(|c| async move {
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .get("existing-lease")
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "list",
+            "cluster ownership: list the replica and cluster Leases",
+            call(|c| async move {
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .list(&ListParams::default())
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "watch",
+            "cluster ownership: watch who is alive and who holds which cluster",
+            call(|c| async move {
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .watch(&WatchParams::default().timeout(1), "0")
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "create",
+            "leader election: first lease",
+            call(|c| async move {
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .create(&dry_post(), &lease("new-lease"))
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "update",
+            "leader election: renew, take over, release",
+            call(|c| async move {
+                let mut live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
+                    .get("existing-lease")
+                    .await?;
+                live.metadata.managed_fields = None;
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .replace("existing-lease", &dry_post(), &live)
+                    .await
+            }),
+        ),
+        Probe::new(
+            "Role",
+            "leases",
+            "delete",
+            "cluster ownership: delete the Leases of replicas long gone",
+            call(|c| async move {
+                let live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
+                    .get("existing-lease")
+                    .await?;
+                let params = DeleteParams {
+                    dry_run: true,
+                    preconditions: Some(Preconditions {
+                        resource_version: live.metadata.resource_version,
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
+                    .delete("existing-lease", &params)
+                    .await
+            }),
+        ),
     ]
 }
 

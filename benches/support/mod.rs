@@ -5,8 +5,57 @@
 pub use testbed::control_plane::client;
 pub use testbed::process::{Guard, memory_mib};
 
+use scoped_secrets::certs;
 use std::path::{Path, PathBuf};
 use testbed::control_plane::{ControlPlane, Options};
+use testbed::registration;
+
+/// The repository (the benchmarks are the root package's).
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `target/<name>` of the repository, emptied, for a benchmark's control planes and certificates.
+pub fn fresh_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = Path::new(REPO).join("target").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The control plane the product serves, in `dir` (see [`start_control_plane`]), with the
+/// product's prerequisites applied, and an admin client of it.
+pub async fn start_product_plane(dir: &Path) -> anyhow::Result<(ControlPlane, kube::Client)> {
+    let (control_plane, kubeconfig) = start_control_plane(dir).await?;
+    registration::apply_prerequisites(Path::new(REPO), &kubeconfig)?;
+    let client = client(&kubeconfig).await?;
+    Ok((control_plane, client))
+}
+
+/// A count from the environment variable `name`, or `default` when it is not set.
+#[allow(
+    dead_code,
+    reason = "the clusters and reconciler benchmarks read counts, not every one"
+)]
+pub fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("{name}={value:?} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Issues (or, with the CA kept, re-issues) a serving certificate for 127.0.0.1 in `certs_dir`.
+pub fn issue_certificate(certs_dir: &Path) -> anyhow::Result<()> {
+    certs::write_serving_set(
+        certs_dir,
+        &["localhost".into()],
+        &["127.0.0.1".parse()?],
+        1,
+        1,
+    )?;
+    Ok(())
+}
 
 /// A control plane in `dir`, stopped when the guard is dropped or this process exits, and its admin
 /// kubeconfig.

@@ -18,18 +18,6 @@ pub fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Issues (or, with the CA kept, re-issues) the serving certificate in `certs_dir`.
-pub fn issue_certificate(certs_dir: &Path) -> Result<()> {
-    certs::write_serving_set(
-        certs_dir,
-        &["localhost".into()],
-        &["127.0.0.1".parse()?],
-        1,
-        1,
-    )?;
-    Ok(())
-}
-
 /// A running webhook server.
 pub struct Webhook {
     pub process: Guard,
@@ -44,7 +32,7 @@ pub struct Webhook {
 /// kubeconfig in `dir/control-plane`, its log in `dir/server.log`) and waits until it is ready.
 pub async fn start(dir: &Path, namespaces: u64, extra_args: &[&str]) -> Result<Webhook> {
     let certs_dir = dir.join("certs");
-    issue_certificate(&certs_dir)?;
+    crate::support::issue_certificate(&certs_dir)?;
     // Free ports, not fixed ones: another server on a fixed port would answer in this one's place.
     let (webhook, admin) = (load::free_port()?, load::free_port()?);
     let process = Command::new(env!("CARGO_BIN_EXE_scoped-secrets"))

@@ -29,6 +29,16 @@ pub struct Condition {
     pub message: String,
 }
 
+impl Condition {
+    fn not_in_place(reason: &'static str, message: String) -> Self {
+        Self {
+            in_place: false,
+            reason,
+            message,
+        }
+    }
+}
+
 pub fn condition(served: Served<'_>) -> Condition {
     let (cluster, progress) = match served {
         Served::Here { cluster, progress } => (cluster, Some(progress)),
@@ -38,40 +48,36 @@ pub fn condition(served: Served<'_>) -> Condition {
             progress,
         } => {
             if let Some(down) = &state.down {
-                return Condition {
-                    in_place: false,
-                    reason: down.reason,
-                    message: format!(
+                return Condition::not_in_place(
+                    down.reason,
+                    format!(
                         "cluster {cluster} cannot be served since {}: {}; its copies are left as they were",
                         down.since, down.message
                     ),
-                };
+                );
             }
             (cluster, progress)
         }
     };
     match progress {
-        None => Condition {
-            in_place: false,
-            reason: "ClusterNotListed",
-            message: format!("cluster {cluster} is being listed"),
-        },
-        Some(p) if p.conflicts > 0 => Condition {
-            in_place: false,
-            reason: "CopyConflicts",
-            message: format!(
+        None => Condition::not_in_place(
+            "ClusterNotListed",
+            format!("cluster {cluster} is being listed"),
+        ),
+        Some(p) if p.conflicts > 0 => Condition::not_in_place(
+            "CopyConflicts",
+            format!(
                 "{} in cluster {cluster}: a secret there holds the name and is not a copy (the Events on the originals name them)",
                 crate::message::count(p.conflicts, "conflict", "conflicts")
             ),
-        },
-        Some(p) if p.pending > 0 => Condition {
-            in_place: false,
-            reason: "CopiesPending",
-            message: format!(
+        ),
+        Some(p) if p.pending > 0 => Condition::not_in_place(
+            "CopiesPending",
+            format!(
                 "{} still to be written in cluster {cluster}",
                 crate::message::count(p.pending, "copy", "copies")
             ),
-        },
+        ),
         Some(_) => Condition {
             in_place: true,
             reason: "CopiesInPlace",

@@ -1,6 +1,7 @@
 //! Per-cluster metrics, for every cluster copies are written in (the management cluster under its
 //! own id too): whether it answers, when its copies were last in sync, and what was written there.
 
+use crate::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,28 +31,28 @@ pub struct ClusterMetrics {
 
 impl ClusterMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register(
-            "scoped_secrets_cluster_connected",
-            "Whether a registered downstream cluster answered its last probe with the registered credentials (1) or not (0)",
-            metrics.connected.clone(),
-        );
-        registry.register(
-            "scoped_secrets_cluster_last_sync_timestamp_seconds",
-            "When a round last planned and wrote a cluster's copies from a complete, current list of it (Unix time)",
-            metrics.last_sync.clone(),
-        );
-        registry.register(
-            "scoped_secrets_cluster_writes",
-            "Writes made in a cluster, by kind",
-            metrics.writes.clone(),
-        );
-        registry.register(
-            "scoped_secrets_cluster_errors",
-            "Writes that failed in a cluster",
-            metrics.errors.clone(),
-        );
-        metrics
+        Self {
+            connected: registered(
+                registry,
+                "scoped_secrets_cluster_connected",
+                "Whether a registered downstream cluster answered its last probe with the registered credentials (1) or not (0)",
+            ),
+            last_sync: registered(
+                registry,
+                "scoped_secrets_cluster_last_sync_timestamp_seconds",
+                "When a round last planned and wrote a cluster's copies from a complete, current list of it (Unix time)",
+            ),
+            writes: registered(
+                registry,
+                "scoped_secrets_cluster_writes",
+                "Writes made in a cluster, by kind",
+            ),
+            errors: registered(
+                registry,
+                "scoped_secrets_cluster_errors",
+                "Writes that failed in a cluster",
+            ),
+        }
     }
 
     fn labels(cluster: &str) -> ClusterLabels {

@@ -345,10 +345,10 @@ mod tests {
                         (keys::PROJECT_SCOPED_CLUSTER_LABEL, "local"),
                     ];
                     add_secret(w, secret("team-a", "db", &labels, &[]));
-                    let mut ns = w.namespace("team-a").cloned().unwrap_or_default();
-                    ns.project_annotation = Some(p().to_string());
-                    ns.project_label = Some(p().project);
-                    w.upsert_namespace("team-a".to_owned(), ns);
+                    edit_namespace(w, "team-a", |ns| {
+                        ns.project_annotation = Some(p().to_string());
+                        ns.project_label = Some(p().project);
+                    });
                 },
                 WARN,
                 vec!["conflict team-a/db (origin local-p-vwxyz/db)"],
@@ -492,9 +492,7 @@ mod tests {
             (
                 "a terminating namespace loses its copy",
                 |w| {
-                    let mut ns = w.namespace("team-b").cloned().unwrap_or_default();
-                    ns.terminating = true;
-                    w.upsert_namespace("team-b".to_owned(), ns);
+                    edit_namespace(w, "team-b", |ns| ns.terminating = true);
                 },
                 vec!["delete team-b/db (origin local-p-vwxyz/db)"],
             ),

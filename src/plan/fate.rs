@@ -122,9 +122,7 @@ mod tests {
         ] {
             namespace_in(&mut world, ns, &p);
         }
-        let mut dying = world.namespace("dying").cloned().unwrap_or_default();
-        dying.terminating = true;
-        world.upsert_namespace("dying".to_owned(), dying);
+        edit_namespace(&mut world, "dying", |dying| dying.terminating = true);
         world.upsert_namespace(
             "label-only".to_owned(),
             NamespaceState {

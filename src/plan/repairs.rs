@@ -127,18 +127,16 @@ mod tests {
             (
                 "a stale namespace label is corrected",
                 |w| {
-                    let mut ns = w.namespace("team-a").cloned().unwrap_or_default();
-                    ns.project_label = Some("p-old".to_owned());
-                    w.upsert_namespace("team-a".to_owned(), ns);
+                    edit_namespace(w, "team-a", |ns| {
+                        ns.project_label = Some("p-old".to_owned())
+                    });
                 },
                 vec!["fix_namespace_label /team-a"],
             ),
             (
                 "a missing namespace label is added",
                 |w| {
-                    let mut ns = w.namespace("team-a").cloned().unwrap_or_default();
-                    ns.project_label = None;
-                    w.upsert_namespace("team-a".to_owned(), ns);
+                    edit_namespace(w, "team-a", |ns| ns.project_label = None);
                 },
                 vec!["fix_namespace_label /team-a"],
             ),

@@ -417,20 +417,31 @@ mod tests {
         namespace_json(name, Value::Null, Value::Null)
     }
 
+    /// An UPDATE in which namespace `name` joins project `local:p-vwxyz`.
+    fn joining(name: &str) -> Value {
+        request(
+            "UPDATE",
+            Some(namespace_in_json(name, "local:p-vwxyz")),
+            Some(bare(name)),
+        )
+    }
+
+    /// An UPDATE in which namespace `name` leaves project `local:p-vwxyz`.
+    fn leaving(name: &str) -> Value {
+        request(
+            "UPDATE",
+            Some(bare(name)),
+            Some(namespace_in_json(name, "local:p-vwxyz")),
+        )
+    }
+
     #[test]
     fn n1_joining_needs_permission() {
-        let join = || {
-            request(
-                "UPDATE",
-                Some(namespace_in_json("other", "local:p-vwxyz")),
-                Some(bare("other")),
-            )
-        };
         run(vec![
-            Case::new("granted", join(), Allow).with_facts(allowed()),
+            Case::new("granted", joining("other"), Allow).with_facts(allowed()),
             Case::new(
                 "refused",
-                join(),
+                joining("other"),
                 deny(
                     403,
                     format!(
@@ -443,7 +454,11 @@ mod tests {
                 ),
             )
             .with_facts(refused()),
-            Case::new("unverified", join(), deny(403, "could not verify")),
+            Case::new(
+                "unverified",
+                joining("other"),
+                deny(403, "could not verify"),
+            ),
             Case::new(
                 "creating a namespace in a project",
                 request(
@@ -534,17 +549,10 @@ mod tests {
     #[test]
     fn n3_join_and_leave_are_announced() {
         // (also: the overwritten secrets are gone for good, said in plain words)
-        let join_newcomer = || {
-            request(
-                "UPDATE",
-                Some(namespace_in_json("newcomer", "local:p-vwxyz")),
-                Some(bare("newcomer")),
-            )
-        };
         run(vec![
             Case::new(
                 "joining overwrites",
-                join_newcomer(),
+                joining("newcomer"),
                 warn(
                     "namespace \"newcomer\" joins project local:p-vwxyz; its project-scoped secrets \
                      will overwrite 2 secrets here: cache, db",
@@ -553,18 +561,14 @@ mod tests {
             .with_facts(allowed()),
             Case::new(
                 "joining is refused under the deny policy",
-                join_newcomer(),
+                joining("newcomer"),
                 deny(403, "without consent"),
             )
             .with_cfg(deny_overwrites())
             .with_facts(allowed()),
             Case::new(
                 "leaving removes copies",
-                request(
-                    "UPDATE",
-                    Some(bare("team-a")),
-                    Some(namespace_in_json("team-a", "local:p-vwxyz")),
-                ),
+                leaving("team-a"),
                 warn(
                     "namespace \"team-a\" leaves project local:p-vwxyz; 2 copies of its \
                      project-scoped secrets will be removed: cache, db",
@@ -587,7 +591,7 @@ mod tests {
             Case::new(
                 "the reconciler skips the rules",
                 {
-                    let mut req = join_newcomer();
+                    let mut req = joining("newcomer");
                     req["userInfo"]["username"] = json!(RECONCILER);
                     req
                 },
@@ -596,7 +600,7 @@ mod tests {
             Case::new(
                 "a status update that joins is reviewed like any other",
                 {
-                    let mut req = join_newcomer();
+                    let mut req = joining("newcomer");
                     req["subResource"] = json!("status");
                     req
                 },
@@ -623,11 +627,7 @@ mod tests {
                 );
             world.upsert_scoped(original);
         }
-        let req = request(
-            "UPDATE",
-            Some(namespace_in_json("newcomer", "local:p-vwxyz")),
-            Some(bare("newcomer")),
-        );
+        let req = joining("newcomer");
         let decision =
             super::super::validate(&admission(req), &world, &deny_overwrites(), &allowed());
         check(
@@ -660,13 +660,6 @@ mod tests {
         let cfg = config();
         let decide =
             |req, facts: &Facts| super::super::validate(&admission(req), &world, &cfg, facts);
-        let leave = || {
-            request(
-                "UPDATE",
-                Some(bare("team-a")),
-                Some(namespace_in_json("team-a", "local:p-vwxyz")),
-            )
-        };
         let moving = || {
             request(
                 "UPDATE",
@@ -676,7 +669,7 @@ mod tests {
         };
         check(
             "leaving without permission",
-            &decide(leave(), &only_for("p-other")),
+            &decide(leaving("team-a"), &only_for("p-other")),
             &deny(
                 403,
                 "user \"alice\" may not move namespace \"team-a\" out of project local:p-vwxyz",
@@ -684,12 +677,12 @@ mod tests {
         );
         check(
             "leaving, unverified",
-            &decide(leave(), &Facts::default()),
+            &decide(leaving("team-a"), &Facts::default()),
             &deny(403, "could not verify"),
         );
         check(
             "leaving with permission",
-            &decide(leave(), &only_for("p-vwxyz")),
+            &decide(leaving("team-a"), &only_for("p-vwxyz")),
             &warn("leaves project local:p-vwxyz"),
         );
         check(
@@ -718,11 +711,7 @@ mod tests {
     fn n1_leaving_a_deleted_project_needs_nothing() {
         let mut world = world();
         world.remove_project(&project_id());
-        let req = request(
-            "UPDATE",
-            Some(bare("team-a")),
-            Some(namespace_in_json("team-a", "local:p-vwxyz")),
-        );
+        let req = leaving("team-a");
         let decision =
             super::super::validate(&admission(req), &world, &config(), &Facts::default());
         assert_eq!(decision.denial, None);
@@ -758,11 +747,7 @@ mod tests {
             .with_facts(allowed()),
             Case::new(
                 "leaving a protected namespace needs nothing",
-                request(
-                    "UPDATE",
-                    Some(bare("kube-public")),
-                    Some(namespace_in_json("kube-public", "local:p-vwxyz")),
-                ),
+                leaving("kube-public"),
                 Allow,
             ),
         ]);
@@ -782,15 +767,13 @@ mod tests {
             &mut world,
             crate::world::fixtures::secret("local-p-other", "db", &other, &[]),
         );
-        let req = || {
-            request(
-                "UPDATE",
-                Some(namespace_in_json("local-p-other", "local:p-vwxyz")),
-                Some(bare("local-p-other")),
-            )
-        };
         for cfg in [config(), deny_overwrites()] {
-            let decision = super::super::validate(&admission(req()), &world, &cfg, &allowed());
+            let decision = super::super::validate(
+                &admission(joining("local-p-other")),
+                &world,
+                &cfg,
+                &allowed(),
+            );
             check(
                 "held by an original",
                 &decision,
@@ -809,11 +792,7 @@ mod tests {
 
     #[test]
     fn n3_announcements_are_dropped_when_the_join_is_refused() {
-        let req = request(
-            "UPDATE",
-            Some(namespace_in_json("newcomer", "local:p-vwxyz")),
-            Some(bare("newcomer")),
-        );
+        let req = joining("newcomer");
         let decision = super::super::validate(&admission(req), &world(), &config(), &refused());
         assert!(decision.denial.is_some());
         assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
@@ -837,11 +816,7 @@ mod tests {
             ],
         );
         crate::world::fixtures::add_secret(&mut world, copy);
-        let req = request(
-            "UPDATE",
-            Some(bare("team-a")),
-            Some(namespace_in_json("team-a", "local:p-vwxyz")),
-        );
+        let req = leaving("team-a");
         let decision = super::super::validate(&admission(req), &world, &config(), &allowed());
         check(
             "leaving",

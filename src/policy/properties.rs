@@ -7,7 +7,7 @@ use super::testing::config;
 use super::{Config, OverwritePolicy};
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, ConflictReason, ProtectedNamespaces, Settings};
-use crate::world::fixtures::{add_secret, project, secret};
+use crate::world::fixtures::{add_secret, edit_namespace, project, secret};
 use crate::world::{NamespaceState, World};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -264,9 +264,9 @@ fn apply(world: &mut World, actions: &[Action]) {
                 world.remove_scoped(namespace, name);
             }
             Action::FixNamespaceLabel { namespace, label } => {
-                let mut state = world.namespace(namespace).cloned().unwrap_or_default();
-                state.project_label = label.clone();
-                world.upsert_namespace(namespace.clone(), state);
+                edit_namespace(world, namespace, |state| {
+                    state.project_label = label.clone()
+                });
             }
             Action::AddClusterLabel {
                 namespace,
@@ -311,11 +311,11 @@ proptest! {
         let before = announced(&world, ns, p, &cfg);
         let mut joined = world.clone();
         let terminating = world.namespace(ns).is_some_and(|n| n.terminating);
-        let mut state = world.namespace(ns).cloned().unwrap_or_default();
-        state.project_annotation = Some(project_id(p).to_string());
-        state.project_label = Some(format!("p{p}"));
-        state.terminating = terminating;
-        joined.upsert_namespace(ns.to_owned(), state);
+        edit_namespace(&mut joined, ns, |state| {
+            state.project_annotation = Some(project_id(p).to_string());
+            state.project_label = Some(format!("p{p}"));
+            state.terminating = terminating;
+        });
         prop_assert_eq!(before, planned(&joined, ns, p, &cfg.copies));
     }
 

@@ -150,6 +150,16 @@ pub fn request(op: &str, object: Option<Value>, old: Option<Value>) -> Value {
     req
 }
 
+/// The AdmissionReview the apiserver sends for `req` (a [`request`]), as bytes.
+pub fn review_body(req: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": req,
+    }))
+    .expect("serializable")
+}
+
 pub fn admission(req: Value) -> AdmissionRequest<DynamicObject> {
     serde_json::from_value(req).expect("fixture is a valid AdmissionRequest")
 }

@@ -1,5 +1,6 @@
 //! The reconciler's Prometheus metrics, under the `scoped_secrets_reconciler_` prefix.
 
+use crate::metrics::{registered, registered_as};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,68 +44,45 @@ pub struct ReconcilerMetrics {
 
 impl ReconcilerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self {
-            reconciles: Counter::default(),
-            duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
-            writes: Family::default(),
-            conflicts: Gauge::default(),
-            requeues: Family::default(),
-            errors: Family::default(),
-            pending: Gauge::default(),
-            leader: Gauge::default(),
-            copy_failures: Family::default(),
-            in_backoff: Gauge::default(),
-            clusters: crate::clusters::connections::ClusterMetrics::register(registry),
-            ownership: crate::clusters::ownership::OwnershipMetrics::register(registry),
-        };
+        let clusters = crate::clusters::connections::ClusterMetrics::register(registry);
+        let ownership = crate::clusters::ownership::OwnershipMetrics::register(registry);
         let r = registry.sub_registry_with_prefix("scoped_secrets_reconciler");
-        r.register(
-            "reconciles",
-            "Reconcile rounds (plan + execute) run",
-            metrics.reconciles.clone(),
-        );
-        r.register(
-            "reconcile_duration_seconds",
-            "Duration of one reconcile round",
-            metrics.duration.clone(),
-        );
-        r.register(
-            "writes",
-            "Writes made, by action kind",
-            metrics.writes.clone(),
-        );
-        r.register(
-            "conflicts",
-            "Copies not written because overwriting is not allowed (latest round)",
-            metrics.conflicts.clone(),
-        );
-        r.register(
-            "requeues",
-            "Actions put off to the next round, by reason",
-            metrics.requeues.clone(),
-        );
-        r.register("errors", "Failed actions, by error", metrics.errors.clone());
-        r.register(
-            "pending_actions",
-            "Actions planned in the latest round",
-            metrics.pending.clone(),
-        );
-        r.register(
-            "copy_failures",
-            "Copy writes that failed, by the apiserver's reason (transport: no answer)",
-            metrics.copy_failures.clone(),
-        );
-        r.register(
-            "actions_in_backoff",
-            "Actions waiting before their next attempt (failed, or waiting for a deletion)",
-            metrics.in_backoff.clone(),
-        );
-        r.register(
-            "leader",
-            "1 while this instance holds the lease",
-            metrics.leader.clone(),
-        );
-        metrics
+        // Registered in this order (the order of /metrics): the fields are evaluated as written.
+        Self {
+            reconciles: registered(r, "reconciles", "Reconcile rounds (plan + execute) run"),
+            duration: registered_as(
+                r,
+                "reconcile_duration_seconds",
+                "Duration of one reconcile round",
+                Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            ),
+            writes: registered(r, "writes", "Writes made, by action kind"),
+            conflicts: registered(
+                r,
+                "conflicts",
+                "Copies not written because overwriting is not allowed (latest round)",
+            ),
+            requeues: registered(
+                r,
+                "requeues",
+                "Actions put off to the next round, by reason",
+            ),
+            errors: registered(r, "errors", "Failed actions, by error"),
+            pending: registered(r, "pending_actions", "Actions planned in the latest round"),
+            copy_failures: registered(
+                r,
+                "copy_failures",
+                "Copy writes that failed, by the apiserver's reason (transport: no answer)",
+            ),
+            in_backoff: registered(
+                r,
+                "actions_in_backoff",
+                "Actions waiting before their next attempt (failed, or waiting for a deletion)",
+            ),
+            leader: registered(r, "leader", "1 while this instance holds the lease"),
+            clusters,
+            ownership,
+        }
     }
 
     /// Counts a round and times it until the guard is dropped.

@@ -450,27 +450,18 @@ mod tests {
     use crate::keys;
     use crate::policy::testing::{
         BACKING, admission, config, copy_json, namespace_in_json, original_json, request,
-        secret_json, world,
+        review_body, secret_json, world,
     };
     use crate::policy::{Facts, Rules, mutate, validate_only};
     use crate::webhook::review::{ReviewError, parse_request};
     use serde_json::{Value, json};
 
-    fn wrap(req: Value) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": req,
-        }))
-        .expect("serializable")
-    }
-
     fn lean(req: Value) -> AdmissionRequest<DynamicObject> {
-        parse_request(&wrap(req)).expect("decodes leanly")
+        parse_request(&review_body(req)).expect("decodes leanly")
     }
 
     fn malformed(req: Value) -> String {
-        match parse_request(&wrap(req)) {
+        match parse_request(&review_body(req)) {
             Err(e @ ReviewError::Malformed { .. }) => e.to_string(),
             other => panic!("expected a malformed review, got {other:?}"),
         }
@@ -652,7 +643,7 @@ mod tests {
         req["somethingNew"] = json!([[[]], {"a": [1, 2, 3]}]);
         req["userInfo"]["somethingNew"] = json!({"b": [true]});
         req["object"]["metadata"]["somethingNew"] = json!([null]);
-        let mut body: Value = serde_json::from_slice(&wrap(req)).expect("json");
+        let mut body: Value = serde_json::from_slice(&review_body(req)).expect("json");
         body["response"] = json!({"uid": "x", "allowed": true});
         body["somethingNew"] = json!({"c": {}});
         let parsed = parse_request(&serde_json::to_vec(&body).expect("json")).expect("decodes");
@@ -702,7 +693,7 @@ mod tests {
 
         let mut req = request("CREATE", Some(busy_secret()), None);
         req["object"]["unknownField"] = json!("PLACE");
-        let body = String::from_utf8(wrap(req))
+        let body = String::from_utf8(review_body(req))
             .expect("utf-8")
             .replacen("\"PLACE\"", &deep, 1);
         let err = parse_request(body.as_bytes()).expect_err("too deep");
@@ -717,7 +708,7 @@ mod tests {
             ("v1", "Secret"),
         ] {
             let mut body: Value =
-                serde_json::from_slice(&wrap(request("CREATE", Some(busy_secret()), None)))
+                serde_json::from_slice(&review_body(request("CREATE", Some(busy_secret()), None)))
                     .expect("json");
             body["apiVersion"] = json!(version);
             body["kind"] = json!(kind);

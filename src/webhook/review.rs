@@ -184,17 +184,17 @@ fn into_v1_review(mut response: AdmissionResponse) -> AdmissionReview<DynamicObj
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::testing::{BACKING, admission, original_json, request, world};
+    use crate::policy::testing::{BACKING, admission, original_json, request, review_body, world};
     use crate::policy::{Decision, Denial, Facts, mutate, validate};
     use serde_json::{Value, json};
 
-    fn body(req: Value) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": req,
-        }))
-        .expect("serializable")
+    /// A CREATE of original `name` with an empty project label (the mutator fills it in).
+    fn creating_original(name: &str) -> AdmissionRequest<DynamicObject> {
+        admission(request(
+            "CREATE",
+            Some(original_json(name, "", Value::Null)),
+            None,
+        ))
     }
 
     fn wire(review: &AdmissionReview<DynamicObject>) -> Value {
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn parses_a_review_and_keeps_its_request() {
         let req = request("CREATE", Some(original_json("db", "", Value::Null)), None);
-        let parsed = parse_request(&body(req)).expect("valid");
+        let parsed = parse_request(&review_body(req)).expect("valid");
         assert_eq!(parsed.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
         assert_eq!(parsed.namespace.as_deref(), Some(BACKING));
     }
@@ -239,11 +239,7 @@ mod tests {
 
     #[test]
     fn denials_carry_code_reason_and_message() {
-        let req = admission(request(
-            "CREATE",
-            Some(original_json("db", "", Value::Null)),
-            None,
-        ));
+        let req = creating_original("db");
         let decision = Decision {
             denial: Some(Denial::forbidden(
                 "NameTaken",
@@ -271,11 +267,7 @@ mod tests {
     #[test]
     fn validating_responses_never_carry_a_patch() {
         // An original with an empty label: the mutator patches it, validation must not.
-        let req = admission(request(
-            "CREATE",
-            Some(original_json("new", "", Value::Null)),
-            None,
-        ));
+        let req = creating_original("new");
         let world = world();
         let decision = validate(
             &req,
@@ -289,11 +281,7 @@ mod tests {
 
     #[test]
     fn mutating_responses_carry_patch_and_type_together() {
-        let req = admission(request(
-            "CREATE",
-            Some(original_json("new", "", Value::Null)),
-            None,
-        ));
+        let req = creating_original("new");
         let response = &wire(&respond(&req, mutate(&req, &world())))["response"];
         assert_eq!(response["allowed"], true);
         assert_eq!(response["patchType"], "JSONPatch");

@@ -66,6 +66,17 @@ impl Downstream {
         &self.control_plane.kubeconfig
     }
 
+    /// Secret `name` in namespace `ns` of this cluster, as JSON, if it exists.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<serde_json::Value> {
+        let out = crate::kubectl::kubectl_with(
+            self.kubeconfig(),
+            &["get", "secret", name, "-n", ns, "-o", "json"],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+    }
+
     /// The pid of one of its processes (`etcd`, `kube-apiserver`), to pause or kill it.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.control_plane.pid(name)

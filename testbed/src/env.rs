@@ -31,6 +31,8 @@ pub struct Env {
     pub index: Arc<Index>,
     pub metrics: WebhookMetrics,
     pub state_dir: PathBuf,
+    /// The test CA, base64-encoded as a webhook configuration's `caBundle` takes it.
+    pub ca_bundle: String,
     /// The control plane this process started; `None` when it reuses a running one.
     pub control_plane: Option<ControlPlane>,
 }
@@ -80,6 +82,7 @@ fn start() -> anyhow::Result<Env> {
         1,
     )?;
     let args = serve_args(&cert_dir);
+    let ca_bundle = written.ca_bundle_base64.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let (admin_kubeconfig, sa) = (kubeconfig.clone(), sa_kubeconfig.clone());
     std::thread::Builder::new()
@@ -109,6 +112,7 @@ fn start() -> anyhow::Result<Env> {
         index: started.index,
         metrics: started.metrics,
         state_dir,
+        ca_bundle,
         control_plane,
     })
 }

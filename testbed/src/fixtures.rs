@@ -46,6 +46,30 @@ pub fn project_named(name: &str, display_name: &str) -> TestProject {
     project_of_cluster("local", name, display_name)
 }
 
+/// Project `<cluster>:<name>` as a manifest, with no status (its backing namespace is set by
+/// Rancher's controller or the reconciler).
+pub fn project_yaml(cluster: &str, name: &str) -> String {
+    format!(
+        "apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {{name: {name}, namespace: {cluster}}}
+spec: {{clusterName: {cluster}}}
+"
+    )
+}
+
+/// Creates Project `<cluster>:<name>` with no backing namespace, and its cluster's namespace
+/// `<cluster>`: a project the reconciler is to give a backing namespace.
+pub fn bare_project(cluster: &str, name: &str) {
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {cluster}}}\n---\n{}",
+            project_yaml(cluster, name)
+        ),
+        &[],
+    ));
+}
+
 /// Creates (or updates) Project `<cluster>:<name>` in the management cluster (namespace `<cluster>`,
 /// created if missing) and its backing namespace `<cluster>-<name>`, as [`project_named`] does for
 /// cluster `local`: the shape of a downstream cluster's project.
@@ -107,6 +131,20 @@ pub fn patch_backing_namespace(cluster: &str, project: &str, backing: &str) -> O
         "-p",
         &status,
     ])
+}
+
+/// A Secret manifest: `name` in `namespace` with `labels` (the entries of a YAML flow map), then
+/// `rest`, its further lines (more metadata indented by two spaces, then type and data).
+pub fn secret_yaml(namespace: &str, name: &str, labels: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{{labels}}}
+{rest}"
+    )
 }
 
 /// Creates a namespace in the project (annotation and label, as Rancher sets them).

@@ -105,6 +105,15 @@ impl Running {
             .sum()
     }
 
+    /// One series' value (`name{labels}`, labels as the text encoding writes them), or `None` when
+    /// it does not exist.
+    pub fn series(&self, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        self.metrics_text()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    }
+
     pub fn writes(&self) -> f64 {
         self.metric("scoped_secrets_reconciler_writes_total")
     }

@@ -17,6 +17,14 @@ pub fn kubectl_line(line: &str) -> Output {
     kubectl_line_with(&env().kubeconfig, line)
 }
 
+/// What `kubectl auth can-i <request> --as=<user>` answers, as the admin asks it: `yes` or `no`.
+/// `can_i("alice", "create namespaces")`.
+pub fn can_i(user: &str, request: &str) -> String {
+    stdout(&kubectl_line(&format!("auth can-i {request} --as={user}")))
+        .trim()
+        .to_owned()
+}
+
 /// [`kubectl_line`] with the given kubeconfig.
 pub fn kubectl_line_with(kubeconfig: &Path, line: &str) -> Output {
     kubectl_with(kubeconfig, &line.split_whitespace().collect::<Vec<_>>())

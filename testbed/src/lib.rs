@@ -27,6 +27,7 @@ pub mod fixtures;
 pub mod harness;
 pub mod kubectl;
 pub mod process;
+pub mod rbac;
 pub mod registration;
 pub mod serving;
 pub mod wait;

@@ -3,13 +3,12 @@
 //! (Rancher's example) runs as printed and the copies appear; a dry-run request reaches the webhook;
 //! and an interrupt (Ctrl-C) leaves no process behind.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use testbed::kubectl::{fails, kubectl_line_with, ok};
-use testbed::walkthrough::{self, processes_mentioning};
+use testbed::walkthrough::{self, Supervisor, processes_mentioning};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -20,46 +19,23 @@ fn free_port() -> u16 {
 
 #[test]
 fn run_serves_and_ctrl_c_leaves_no_process_behind() {
-    let product =
-        Path::new(env!("CARGO_BIN_EXE_local-control-plane")).with_file_name("scoped-secrets");
-    assert!(
-        product.is_file(),
-        "{} is not built: run this test with the workspace's (`make test`)",
-        product.display()
-    );
+    let supervisor = Path::new(env!("CARGO_BIN_EXE_local-control-plane"));
+    walkthrough::assert_product_beside(supervisor);
     let dir = Path::new(testbed::env::REPO).join(format!("target/run-test/{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_text = dir.display().to_string();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_local-control-plane"))
-        .arg("--serve")
-        .arg(format!("--dir={dir_text}/control-plane"))
-        .arg(format!("--certs-dir={dir_text}/certs"))
-        .arg(format!("--webhook-addr=127.0.0.1:{}", free_port()))
-        .arg(format!("--admin-addr=127.0.0.1:{}", free_port()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("local-control-plane starts");
-    // The walkthrough goes to stderr, after the ready line; collect it as it comes.
-    let mut stderr = run.stderr.take().expect("stderr");
-    let (printed_tx, printed) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
-            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            let _ = printed_tx.send(text.clone());
-        }
-    });
-    let stdout = run.stdout.take().expect("stdout");
-    let line = BufReader::new(stdout)
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let kubeconfig = line
+    let run = Supervisor::start(
+        Command::new(supervisor)
+            .arg("--serve")
+            .arg(format!("--dir={dir_text}/control-plane"))
+            .arg(format!("--certs-dir={dir_text}/certs"))
+            .arg(format!("--webhook-addr=127.0.0.1:{}", free_port()))
+            .arg(format!("--admin-addr=127.0.0.1:{}", free_port())),
+    );
+    let kubeconfig = run
+        .ready
         .strip_prefix("ready kubeconfig=")
-        .unwrap_or_else(|| panic!("not ready: {line:?}"))
+        .unwrap_or_else(|| panic!("not ready: {:?}", run.ready))
         .to_owned();
     // The supervisor, etcd, the apiserver, the controller manager and the product all run from this
     // test's directory.
@@ -70,15 +46,7 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
     );
 
     // A person pastes the printed commands into a shell: run exactly those, as one script.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let printed_text = loop {
-        let text = printed
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no walkthrough printed"));
-        if text.contains("Ctrl-C stops everything") {
-            break text;
-        }
-    };
+    let printed_text = run.walkthrough();
     let script = walkthrough::commands(&printed_text, "scoped-secrets is serving.");
     assert!(
         script.contains("kubectl apply -f examples/rancher/03-test-secret.yaml")
@@ -122,20 +90,7 @@ fn run_serves_and_ctrl_c_leaves_no_process_behind() {
     );
     ok(kubectl("get projects -A"));
 
-    // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
-    let status = Command::new("kill")
-        .args(["-INT", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run.try_wait().expect("wait").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "local-control-plane did not stop"
-        );
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    run.interrupt(Duration::from_secs(30));
     assert!(
         processes_mentioning(&dir_text).is_empty(),
         "processes were left behind"

@@ -5,48 +5,27 @@
 //! project of the same name; c-abc123's own webhook keeps a copy there read-only. An interrupt
 //! (Ctrl-C) leaves no process behind.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use testbed::kubectl::{fails, kubectl_line_with, ok, stdout};
-use testbed::walkthrough::{self, processes_mentioning};
+use testbed::walkthrough::{self, Supervisor, processes_mentioning};
 
 #[test]
 fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_behind() {
-    let product = Path::new(env!("CARGO_BIN_EXE_local-clusters")).with_file_name("scoped-secrets");
-    assert!(
-        product.is_file(),
-        "{} is not built: run this test with the workspace's (`make test`)",
-        product.display()
-    );
+    let supervisor = Path::new(env!("CARGO_BIN_EXE_local-clusters"));
+    walkthrough::assert_product_beside(supervisor);
     let dir = Path::new(testbed::env::REPO)
         .join(format!("target/run-clusters-test/{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_text = dir.display().to_string();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_local-clusters"))
-        .arg(format!("--dir={dir_text}"))
-        // Should this test fail half-way, everything stops once the test binary is gone.
-        .arg(format!("--watch-pid={}", std::process::id()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("local-clusters starts");
-    let mut stderr = run.stderr.take().expect("stderr");
-    let (printed_tx, printed) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
-            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            let _ = printed_tx.send(text.clone());
-        }
-    });
-    let line = BufReader::new(run.stdout.take().expect("stdout"))
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let run = Supervisor::start(
+        Command::new(supervisor)
+            .arg(format!("--dir={dir_text}"))
+            // Should this test fail half-way, everything stops once the test binary is gone.
+            .arg(format!("--watch-pid={}", std::process::id())),
+    );
+    let line = &run.ready;
     let kubeconfigs: Vec<&str> = line
         .strip_prefix("ready ")
         .unwrap_or_else(|| panic!("not ready: {line:?}"))
@@ -65,15 +44,7 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
         kubeconfig_of("c-def456"),
     );
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let printed_text = loop {
-        let text = printed
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no walkthrough printed"));
-        if text.contains("Ctrl-C stops everything") {
-            break text;
-        }
-    };
+    let printed_text = run.walkthrough();
     // The supervisor; etcd, the apiserver, the controller manager and the product of the management
     // cluster; etcd, the apiserver and the webhook of each downstream one.
     assert_eq!(processes_mentioning(&dir_text).len(), 11, "{printed_text}");
@@ -151,17 +122,7 @@ fn run_clusters_copies_rancher_example_downstream_and_ctrl_c_leaves_no_process_b
         "{refused}"
     );
 
-    // Ctrl-C: the terminal sends SIGINT to the foreground process group; the supervisor stops the rest.
-    let status = Command::new("kill")
-        .args(["-INT", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while run.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "local-clusters did not stop");
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    run.interrupt(Duration::from_secs(60));
     assert!(
         processes_mentioning(&dir_text).is_empty(),
         "processes were left behind"

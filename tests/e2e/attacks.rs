@@ -26,23 +26,16 @@ fn grant_attackers() {
     GRANTED.get_or_init(|| {
         cluster_namespace();
         ok(kubectl_apply(
+            &testbed::rbac::namespace_editor(
+                "scoped-secrets-e2e-attack-namespace-editor",
+                "namespaces",
+                &[NINA],
+            ),
+            &[],
+        ));
+        ok(kubectl_apply(
             &format!(
                 "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
-rules:
-- apiGroups: [\"\"]
-  resources: [namespaces]
-  verbs: [get, list, create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: scoped-secrets-e2e-attack-namespace-editor}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-attack-namespace-editor}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {NINA}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
 rules:
@@ -64,28 +57,11 @@ subjects:
         ));
         let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
         eventually("the attackers' grants", Duration::from_secs(20), || {
-            let can = |user: &str, args: &[&str]| {
-                let as_user = format!("--as={user}");
-                let mut all = vec!["auth", "can-i"];
-                all.extend_from_slice(args);
-                all.push(&as_user);
-                stdout(&kubectl(&all)).trim() == "yes"
-            };
-            (can(NINA, &["patch", "namespaces"])
-                && can(PAUL, &["create", &resource, "-n", "local"]))
+            let paul = format!("create {resource} -n local");
+            (can_i(NINA, "patch namespaces") == "yes" && can_i(PAUL, &paul) == "yes")
             .then_some(())
         });
     });
-}
-
-fn project_yaml(name: &str) -> String {
-    format!(
-        "apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local}}
-"
-    )
 }
 
 /// Whether the reconciler, planning over the server's index, would adopt `namespace` as the
@@ -109,14 +85,10 @@ fn a_namespace_editor_cannot_pre_claim_a_future_projects_backing_namespace() {
     let created = kubectl_stdin(
         &env().kubeconfig,
         &["create", "-f", "-", &format!("--as={NINA}")],
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata:
-  name: {generated}
-  annotations: {{{key}: \"{future}\"}}
-",
-            key = keys::BACKING_NAMESPACE_OF_ANNOTATION
+        &crate::common::annotated_namespace_yaml(
+            &generated,
+            keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            &future.to_string(),
         ),
     );
     // Refused at admission (N5): the marks are the reconciler's, and Nina may not update the
@@ -149,7 +121,7 @@ metadata:
 ---
 {project}",
             key = keys::BACKING_NAMESPACE_OF_ANNOTATION,
-            project = project_yaml(&victim.project),
+            project = project_yaml("local", &victim.project),
         ),
         &[],
     ));
@@ -189,7 +161,7 @@ stringData: {{password: victim}}
     let created = kubectl_stdin(
         &env().kubeconfig,
         &["create", "-f", "-", &format!("--as={PAUL}")],
-        &project_yaml(&victim.project),
+        &project_yaml("local", &victim.project),
     );
     // Refused at admission (P3) when the request carries the new object's uid, else admitted and
     // then never given the namespace: either way the deleted project's namespace is not his.

@@ -43,6 +43,17 @@ pub(crate) fn assert_warned(out: &std::process::Output, warning: &str) {
     );
 }
 
+/// `line` (a kubectl command as typed) is admitted with `warning`, first as a server-side dry run
+/// and then for real.
+#[track_caller]
+pub(crate) fn assert_warned_dry_then_real(line: &str, warning: &str) {
+    for line in [format!("{line} --dry-run=server"), line.to_owned()] {
+        let out = kubectl_line(&line);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        assert_warned(&out, warning);
+    }
+}
+
 /// Whether the server under test runs the reconciler (it may be switched on later): then copies
 /// can land by themselves, and a name that is only reserved now may be taken a moment later.
 pub(crate) fn reconciler_running() -> bool {
@@ -128,6 +139,29 @@ data: {{key: ZG9n}}
     });
 }
 
+/// A secret `db` in `ns` marked as a copy of the project's original, with `annotations` (entries of a
+/// YAML flow map) beside the copy marker, written as the reconciler; waits until the index holds it.
+pub(crate) fn marked_copy_of_db(project: &TestProject, ns: &str, annotations: &str) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {ns}
+  labels: {{{label}: {p}}}
+  annotations: {{{copy}: \"true\", {annotations}}}
+data: {{key: ZG9n}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        p = project.name,
+        copy = keys::COPY_ANNOTATION,
+    );
+    create_as_reconciler(&yaml);
+    indexed("the copy", |w| {
+        w.scoped(ns, "db").is_some() && w.secret_meta(ns, "db").is_some_and(|m| m.is_copy())
+    });
+}
+
 /// Creates `yaml` as the reconciler (`kubectl create`: its RBAC has no patch, so no apply).
 pub(crate) fn create_as_reconciler(yaml: &str) {
     let mut args = vec!["create", "-f", "-"];
@@ -150,49 +184,17 @@ pub(crate) fn grant_namespace_editing(project: &TestProject) {
     static EDITORS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     EDITORS.get_or_init(|| {
         ok(kubectl_apply(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: scoped-secrets-e2e-namespace-editor}
-rules:
-- apiGroups: [\"\"]
-  resources: [namespaces, namespaces/status, namespaces/finalize]
-  verbs: [get, list, create, update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: scoped-secrets-e2e-namespace-editor}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-namespace-editor}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
-",
+            &testbed::rbac::namespace_editor(
+                "scoped-secrets-e2e-namespace-editor",
+                "namespaces, namespaces/status, namespaces/finalize",
+                &["alice", "bob"],
+            ),
             &[],
         ));
     });
     let role = unique("n1-manage");
     ok(kubectl_apply(
-        &format!(
-            "apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: {role}, namespace: local}}
-rules:
-- apiGroups: [{group}]
-  resources: [{plural}]
-  resourceNames: [{p}]
-  verbs: [{verb}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: {role}, namespace: local}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}
-",
-            group = keys::PROJECT_GROUP,
-            plural = keys::PROJECT_PLURAL,
-            verb = keys::MANAGE_NAMESPACES_VERB,
-            p = project.name
-        ),
+        &testbed::rbac::project_namespace_manager(&role, "local", &project.name, "alice"),
         &[],
     ));
     let resource = format!(
@@ -201,47 +203,30 @@ subjects:
         keys::PROJECT_GROUP,
         project.name
     );
-    let can = |user: &str, verb: &str, what: &str, ns: Option<&str>| {
-        let mut args = vec!["auth", "can-i", verb, what];
-        let as_user = format!("--as={user}");
-        args.push(&as_user);
-        if let Some(ns) = ns {
-            args.extend(["-n", ns]);
-        }
-        stdout(&kubectl(&args)).trim().to_owned()
-    };
+    let manage = format!("{} {resource} -n local", keys::MANAGE_NAMESPACES_VERB);
     // RBAC is served from the apiserver's cache: wait until it answers with the new grants.
     eventually("alice's and bob's grants", Duration::from_secs(20), || {
-        (can(
-            "alice",
-            keys::MANAGE_NAMESPACES_VERB,
-            &resource,
-            Some("local"),
-        ) == "yes"
-            && can("alice", "create", "namespaces", None) == "yes"
-            && can("bob", "create", "namespaces", None) == "yes")
+        (can_i("alice", &manage) == "yes"
+            && can_i("alice", "create namespaces") == "yes"
+            && can_i("bob", "create namespaces") == "yes")
             .then_some(())
     });
-    assert_eq!(
-        can(
-            "bob",
-            keys::MANAGE_NAMESPACES_VERB,
-            &resource,
-            Some("local")
-        ),
-        "no"
-    );
+    assert_eq!(can_i("bob", &manage), "no");
 }
 
 pub(crate) fn namespace_yaml(name: &str, project_id: &str) -> String {
+    annotated_namespace_yaml(name, keys::PROJECT_ID_KEY, project_id)
+}
+
+/// Namespace `name` with the one annotation `key: "value"`.
+pub(crate) fn annotated_namespace_yaml(name: &str, key: &str, value: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Namespace
 metadata:
   name: {name}
-  annotations: {{{key}: \"{project_id}\"}}
-",
-        key = keys::PROJECT_ID_KEY
+  annotations: {{{key}: \"{value}\"}}
+"
     )
 }
 
@@ -275,17 +260,10 @@ pub(crate) fn register_deploy_webhooks(
     let manifests =
         testbed::registration::render_kustomization(&Path::new(REPO).join("deploy/base"))
             .expect("deploy/base renders");
-    let ca = std::fs::read(
-        env()
-            .state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the test CA");
     let configurations = testbed::registration::local_webhook_configurations(
         &manifests,
         &format!("https://{addr}"),
-        &scoped_secrets::certs::base64_encode(&ca),
+        &env().ca_bundle,
     )
     .expect("webhook configurations");
     let mut registered = Registered(Vec::new());

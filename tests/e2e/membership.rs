@@ -4,7 +4,7 @@
 
 use crate::common::{
     GUARD, NAMESPACE_GUARD, a_copy_of_db, assert_denied, assert_warned, grant_namespace_editing,
-    original,
+    marked_copy_of_db, original,
 };
 use scoped_secrets::keys;
 use scoped_secrets::message;
@@ -207,27 +207,13 @@ fn leaving_names_the_copies_that_had_replaced_the_namespaces_own_secrets() {
     let project = project("lost");
     let ns = namespace_in(&project, "lost");
     original(&project, "db");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-  namespace: {ns}
-  labels: {{{label}: {p}}}
-  annotations: {{{copy}: \"true\", {origin}: {backing}/db, {replaced}: \"true\"}}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name,
-        copy = keys::COPY_ANNOTATION,
-        origin = keys::ORIGIN_ANNOTATION,
-        backing = project.backing,
-        replaced = keys::REPLACED_ANNOTATION,
+    let replaced = format!(
+        "{}: {}/db, {}: \"true\"",
+        keys::ORIGIN_ANNOTATION,
+        project.backing,
+        keys::REPLACED_ANNOTATION
     );
-    let mut args = vec!["create", "-f", "-"];
-    args.extend_from_slice(&crate::common::AS_RECONCILER);
-    ok(kubectl_stdin(&env().kubeconfig, &args, &yaml));
-    indexed("the copy", |w| w.scoped(&ns, "db").is_some());
+    marked_copy_of_db(&project, &ns, &replaced);
     let removed = format!("{}-", keys::PROJECT_ID_KEY);
     let out = kubectl_line(&format!(
         "annotate namespace {ns} {removed} --dry-run=server"

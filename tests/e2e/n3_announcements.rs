@@ -19,18 +19,12 @@ fn n3_joining_warns_which_secrets_will_be_overwritten() {
     );
     let warning = message::warning_list(&head, &["api"]);
     assert!(warning.ends_with(": api"), "{warning}");
-    let annotate = |extra: &[&str]| {
-        let value = format!("{}={}", keys::PROJECT_ID_KEY, project.id());
-        let mut args = vec!["annotate", "namespace", &ns, &value];
-        args.extend_from_slice(extra);
-        kubectl(&args)
-    };
-    let dry = annotate(&["--dry-run=server"]);
-    assert!(dry.status.success(), "{}", stderr(&dry));
-    assert_warned(&dry, &warning);
-    let out = annotate(&[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_warned(&out, &warning);
+    let join = format!(
+        "annotate namespace {ns} {}={}",
+        keys::PROJECT_ID_KEY,
+        project.id()
+    );
+    assert_warned_dry_then_real(&join, &warning);
 }
 
 #[test]

@@ -137,22 +137,7 @@ fn a_project_whose_generated_name_is_another_backing_namespace_is_refused() {
     // is its status now); `local:p-x` would be generated exactly that name.
     mallory();
     let victim = unique("x");
-    let backing = format!("{DASHED_CLUSTER}-{victim}");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {victim}, namespace: {DASHED_CLUSTER}}}
-spec: {{clusterName: {DASHED_CLUSTER}}}
-"
-        ),
-        &[],
-    ));
-    ok(patch_backing_namespace(DASHED_CLUSTER, &victim, &backing));
+    let backing = project_in(DASHED_CLUSTER, &victim).backing;
     let victim_id = ProjectId::new(DASHED_CLUSTER, victim.clone());
     indexed("the victim's backing namespace", |w| {
         w.backing_project(&backing) == Some(&victim_id)
@@ -188,16 +173,7 @@ fn a_status_naming_another_backing_namespace_is_refused_even_for_the_admin() {
     // Only the reconciler's identity skips the guard: an admin's status write is judged too.
     let victim = project("victim");
     let evil = unique("evil");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {evil}, namespace: local}}
-spec: {{clusterName: local}}
-"
-        ),
-        &[],
-    ));
+    ok(kubectl_apply(&project_yaml("local", &evil), &[]));
     let err = fails(patch_backing_namespace("local", &evil, &victim.backing));
     assert_denied(
         &err,

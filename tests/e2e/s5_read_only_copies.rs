@@ -112,25 +112,8 @@ fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
     let project = project("s5r");
     let ns = namespace_in(&project, "s5r");
     original(&project, "db");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-  namespace: {ns}
-  labels: {{{label}: {p}}}
-  annotations: {{{copy}: \"true\", {user}: \"true\"}}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name,
-        copy = keys::COPY_ANNOTATION,
-        user = keys::USER_SECRET_ANNOTATION,
-    );
-    create_as_reconciler(&yaml);
-    indexed("the copy", |w| {
-        w.secret_meta(&ns, "db").is_some_and(|m| m.is_copy())
-    });
+    let rancher = format!("{}: \"true\"", keys::USER_SECRET_ANNOTATION);
+    marked_copy_of_db(&project, &ns, &rancher);
     let err = fails(kubectl_line(&format!("delete secret db -n {ns}")));
     assert_denied(
         &err,

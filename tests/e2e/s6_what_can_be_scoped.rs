@@ -36,13 +36,28 @@ metadata:
     );
 }
 
+/// What the ignore list's own parser says of `pattern`.
+fn parse_error(pattern: &str) -> String {
+    scoped_secrets::plan::IgnoreList::parse(pattern)
+        .expect_err("an invalid pattern")
+        .to_string()
+}
+
+/// The guard denied an ignore annotation, quoting the parser's error.
+#[track_caller]
+fn assert_denied_for_the_pattern(err: &str, parse_error: &str) {
+    let message = format!(
+        "annotation {}: {parse_error}",
+        keys::IGNORE_NAMESPACES_ANNOTATION
+    );
+    assert_denied(err, GUARD, &message);
+}
+
 #[test]
 fn s6_an_invalid_ignore_pattern_is_denied_with_the_parse_error() {
     let project = project("s6i");
     let pattern = "team-(a";
-    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
-        .expect_err("an invalid pattern")
-        .to_string();
+    let parse_error = parse_error(pattern);
     assert!(parse_error.contains("team-(a"), "{parse_error}");
     let yaml = original_yaml(
         &project,
@@ -53,14 +68,7 @@ fn s6_an_invalid_ignore_pattern_is_denied_with_the_parse_error() {
         ),
     );
     let err = fails(kubectl_apply(&yaml, &[]));
-    assert_denied(
-        &err,
-        GUARD,
-        &format!(
-            "annotation {}: {parse_error}",
-            keys::IGNORE_NAMESPACES_ANNOTATION
-        ),
-    );
+    assert_denied_for_the_pattern(&err, &parse_error);
 }
 
 #[test]
@@ -68,23 +76,11 @@ fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
     let project = project("s6u");
     original(&project, "cfg");
     let pattern = "[unclosed";
-    let parse_error = scoped_secrets::plan::IgnoreList::parse(pattern)
-        .expect_err("an invalid pattern")
-        .to_string();
-    let err = fails(kubectl(&[
-        "annotate",
-        "secret",
-        "cfg",
-        "-n",
-        &project.backing,
-        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
-    ]));
-    assert_denied(
-        &err,
-        GUARD,
-        &format!(
-            "annotation {}: {parse_error}",
-            keys::IGNORE_NAMESPACES_ANNOTATION
-        ),
-    );
+    let parse_error = parse_error(pattern);
+    let err = fails(kubectl_line(&format!(
+        "annotate secret cfg -n {} {}={pattern}",
+        project.backing,
+        keys::IGNORE_NAMESPACES_ANNOTATION
+    )));
+    assert_denied_for_the_pattern(&err, &parse_error);
 }

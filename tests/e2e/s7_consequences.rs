@@ -7,6 +7,16 @@ use scoped_secrets::keys;
 use scoped_secrets::message;
 use testbed::prelude::*;
 
+/// The warning that `copies` ("1 copy", "2 copies") of the project's original `name` will be
+/// removed from `namespaces`.
+fn removal_warning(project: &TestProject, name: &str, copies: &str, namespaces: &[&str]) -> String {
+    let head = format!(
+        "{copies} of project-scoped secret \"{}\" will be removed from",
+        origin(project, name)
+    );
+    message::warning_list(&head, namespaces)
+}
+
 #[test]
 fn s7_deleting_an_original_warns_how_many_copies_will_be_removed() {
     let project = project("s7");
@@ -17,23 +27,10 @@ fn s7_deleting_an_original_warns_how_many_copies_will_be_removed() {
     copy_as_reconciler(&project, &b, "db");
     let mut namespaces = [a.as_str(), b.as_str()];
     namespaces.sort();
-    let head = format!(
-        "2 copies of project-scoped secret \"{}\" will be removed from",
-        origin(&project, "db")
-    );
-    let warning = message::warning_list(&head, &namespaces);
+    let warning = removal_warning(&project, "db", "2 copies", &namespaces);
     assert!(warning.ends_with(&format!(": {}, {}", namespaces[0], namespaces[1])));
-    let delete = |extra: &[&str]| {
-        let mut args = vec!["delete", "secret", "db", "-n", &project.backing];
-        args.extend_from_slice(extra);
-        kubectl(&args)
-    };
-    let dry = delete(&["--dry-run=server"]);
-    assert!(dry.status.success(), "{}", stderr(&dry));
-    assert_warned(&dry, &warning);
-    let out = delete(&[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_warned(&out, &warning);
+    let delete = format!("delete secret db -n {}", project.backing);
+    assert_warned_dry_then_real(&delete, &warning);
 }
 
 #[test]
@@ -42,20 +39,13 @@ fn s7_removing_the_label_of_an_original_warns_too() {
     let ns = namespace_in(&project, "s7l");
     original(&project, "cfg");
     copy_as_reconciler(&project, &ns, "cfg");
-    let out = kubectl(&[
-        "label",
-        "secret",
-        "cfg",
-        "-n",
-        &project.backing,
-        &format!("{}-", keys::PROJECT_SCOPED_LABEL),
-    ]);
+    let out = kubectl_line(&format!(
+        "label secret cfg -n {} {}-",
+        project.backing,
+        keys::PROJECT_SCOPED_LABEL
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
-    let head = format!(
-        "1 copy of project-scoped secret \"{}\" will be removed from",
-        origin(&project, "cfg")
-    );
-    assert_warned(&out, &message::warning_list(&head, &[ns.as_str()]));
+    assert_warned(&out, &removal_warning(&project, "cfg", "1 copy", &[&ns]));
 }
 
 #[test]
@@ -67,18 +57,14 @@ fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
     copy_as_reconciler(&project, &kept, "db");
     copy_as_reconciler(&project, &ignored, "db");
     let pattern = ignored.clone();
-    let out = kubectl(&[
-        "annotate",
-        "secret",
-        "db",
-        "-n",
-        &project.backing,
-        &format!("{}={pattern}", keys::IGNORE_NAMESPACES_ANNOTATION),
-    ]);
+    let out = kubectl_line(&format!(
+        "annotate secret db -n {} {}={pattern}",
+        project.backing,
+        keys::IGNORE_NAMESPACES_ANNOTATION
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
-    let head = format!(
-        "1 copy of project-scoped secret \"{}\" will be removed from",
-        origin(&project, "db")
+    assert_warned(
+        &out,
+        &removal_warning(&project, "db", "1 copy", &[&ignored]),
     );
-    assert_warned(&out, &message::warning_list(&head, &[ignored.as_str()]));
 }

@@ -15,31 +15,20 @@ const TOKEN_MARK: &str = "token-that-must-never-be-quoted";
 /// Creates or replaces registration Secret `name` for cluster `cluster` holding `kubeconfig`.
 pub(crate) fn register(name: &str, cluster: &str, kubeconfig: &str) {
     let indented: String = kubeconfig.lines().map(|l| format!("    {l}\n")).collect();
+    let label = format!("{}: {cluster}", keys::CLUSTER_REGISTRATION_LABEL);
+    let data = format!("stringData:\n  {}: |\n{indented}", keys::KUBECONFIG_KEY);
     ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {LEASE_NAMESPACE}
-  labels: {{{label}: {cluster}}}
-stringData:
-  {key}: |
-{indented}",
-            label = keys::CLUSTER_REGISTRATION_LABEL,
-            key = keys::KUBECONFIG_KEY,
-        ),
+        &secret_yaml(LEASE_NAMESPACE, name, &label, &data),
         &[],
     ));
 }
 
 /// `scoped_secrets_cluster_connected` for `cluster`, or `None` when the series does not exist.
 pub(crate) fn connected(running: &Running, cluster: &str) -> Option<f64> {
-    let prefix = format!("scoped_secrets_cluster_connected{{cluster=\"{cluster}\"}} ");
-    running
-        .metrics_text()
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    running.series(
+        "scoped_secrets_cluster_connected",
+        &format!("cluster=\"{cluster}\""),
+    )
 }
 
 #[track_caller]

@@ -3,7 +3,7 @@
 //! project namespaces. Each downstream cluster is a real control plane of its own (etcd and
 //! kube-apiserver on 127.0.0.1), registered with a Secret holding its kubeconfig.
 
-use super::clusters::register;
+use super::clusters::{connected, register};
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
@@ -63,13 +63,7 @@ impl Downstream {
     }
 
     fn secret(&self, ns: &str, name: &str) -> Option<Value> {
-        let out = kubectl_with(
-            self.kubeconfig(),
-            &["get", "secret", name, "-n", ns, "-o", "json"],
-        );
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+        self.cluster.secret(ns, name)
     }
 
     /// Waits until `ns` here holds a copy of `origin` whose data is `data`.
@@ -99,18 +93,10 @@ fn project_of(cluster: &str, name: &str) -> String {
 }
 
 fn original(backing: &str, project: &str, name: &str, value: &str) {
+    let label = format!("{}: {project}", keys::PROJECT_SCOPED_LABEL);
+    let data = format!("stringData: {{key: {value}}}\n");
     ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {backing}
-  labels: {{{label}: {project}}}
-stringData: {{key: {value}}}
-",
-            label = keys::PROJECT_SCOPED_LABEL,
-        ),
+        &secret_yaml(backing, name, &label, &data),
         &[],
     ));
 }
@@ -162,15 +148,6 @@ fn condition_saying(cluster: &str, project: &str, start: &str) -> String {
     )
 }
 
-/// A per-cluster series' value, or `None` when it does not exist.
-fn cluster_metric(running: &Running, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    running
-        .metrics_text()
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
-}
-
 #[test]
 fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_of_c_abc123() {
     let _serial = serial();
@@ -220,21 +197,21 @@ fn rancher_example_across_clusters_test_secret_reaches_every_project_namespace_o
         "True,CopiesInPlace: every copy is in place in cluster c-abc123",
     );
     assert!(
-        cluster_metric(
-            &running,
-            "scoped_secrets_cluster_writes_total",
-            "cluster=\"c-abc123\",kind=\"create\""
-        )
-        .is_some_and(|n| n >= 3.0),
+        running
+            .series(
+                "scoped_secrets_cluster_writes_total",
+                "cluster=\"c-abc123\",kind=\"create\""
+            )
+            .is_some_and(|n| n >= 3.0),
         "writes are counted by cluster"
     );
     assert!(
-        cluster_metric(
-            &running,
-            "scoped_secrets_cluster_last_sync_timestamp_seconds",
-            "cluster=\"c-abc123\""
-        )
-        .is_some_and(|t| t > 0.0)
+        running
+            .series(
+                "scoped_secrets_cluster_last_sync_timestamp_seconds",
+                "cluster=\"c-abc123\""
+            )
+            .is_some_and(|t| t > 0.0)
     );
     ok(kubectl(&[
         "delete",
@@ -288,12 +265,12 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
     downstream.copy_with("team-a", "dropped", &backing, &data_of("x"));
     downstream.copy_with("team-b", "kept", &backing, &data_of("before"));
     let deletes = |running: &Running| {
-        cluster_metric(
-            running,
-            "scoped_secrets_cluster_writes_total",
-            "cluster=\"c-stop\",kind=\"delete\"",
-        )
-        .unwrap_or(0.0)
+        running
+            .series(
+                "scoped_secrets_cluster_writes_total",
+                "cluster=\"c-stop\",kind=\"delete\"",
+            )
+            .unwrap_or(0.0)
     };
     let deleted_before = deletes(&running);
 
@@ -304,12 +281,7 @@ fn a_stopped_downstream_apiserver_is_written_nothing_and_converges_once_it_answe
     let stopped_at = Instant::now();
     let paused = testbed::process::Paused::new(apiserver).expect("SIGSTOP");
     eventually("the stopped cluster reported down", WAIT, || {
-        (cluster_metric(
-            &running,
-            "scoped_secrets_cluster_connected",
-            "cluster=\"c-stop\"",
-        ) == Some(0.0))
-        .then_some(())
+        (connected(&running, "c-stop") == Some(0.0)).then_some(())
     });
     let said = condition_saying(
         "c-stop",
@@ -397,14 +369,7 @@ fn revoked_credentials_are_said_and_delete_nothing_and_restored_ones_converge() 
         "p-revoke",
         "False,ClusterCredentialsRefused: cluster c-revoke cannot be served since ",
     );
-    assert_eq!(
-        cluster_metric(
-            &running,
-            "scoped_secrets_cluster_connected",
-            "cluster=\"c-revoke\""
-        ),
-        Some(0.0)
-    );
+    assert_eq!(connected(&running, "c-revoke"), Some(0.0));
     // An original deleted meanwhile: its copy is not deleted while the cluster cannot be read.
     ok(kubectl(&["delete", "secret", "dropped", "-n", &backing]));
     indexed("the deletion of the original", |w| {
@@ -475,13 +440,7 @@ fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_
     // management cluster again.
     unregister(&registration);
     eventually("the cluster forgotten", WAIT, || {
-        cluster_metric(
-            &running,
-            "scoped_secrets_cluster_connected",
-            "cluster=\"c-move\"",
-        )
-        .is_none()
-        .then_some(())
+        connected(&running, "c-move").is_none().then_some(())
     });
     copy_where(
         "move-here",
@@ -513,13 +472,6 @@ fn the_management_webhook_warns_of_what_a_new_original_would_overwrite_downstrea
     original(&backing, "p-warn", "first", "f");
     downstream.copy_with("team", "first", &backing, &data_of("f"));
 
-    let ca = std::fs::read(
-        env()
-            .state_dir
-            .join("certs")
-            .join(scoped_secrets::certs::CA_CERT),
-    )
-    .expect("the test CA");
     let configuration = unique("downstream-warnings");
     ok(kubectl_apply(
         &format!(
@@ -539,7 +491,7 @@ webhooks:
 ",
             addr = server.webhook_addr,
             path = scoped_secrets::endpoints::SECRET_NAMES,
-            ca = base64_of(&ca),
+            ca = env().ca_bundle,
         ),
         &[],
     ));
@@ -562,11 +514,6 @@ webhooks:
         &configuration,
     ]));
     unregister(&registration);
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    let encoded = serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).expect("encodes");
-    encoded.as_str().expect("a string").to_owned()
 }
 
 #[test]
@@ -612,9 +559,8 @@ fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_rep
         downstream.copy_with(&format!("team-{cluster}"), "s", backing, &data_of("before"));
     }
 
-    let value = |running: &Running, name: &str, labels: &str| {
-        cluster_metric(running, name, labels).unwrap_or(0.0)
-    };
+    let value =
+        |running: &Running, name: &str, labels: &str| running.series(name, labels).unwrap_or(0.0);
     // Who writes each cluster: the one replica that holds its Lease, and the only one that wrote.
     let owner_of = |replicas: &[Option<Running>], cluster: &str| -> Vec<usize> {
         replicas

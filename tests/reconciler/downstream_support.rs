@@ -7,23 +7,11 @@
 use crate::clusters::{connected, event_saying};
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use testbed::downstream::Downstream;
 use testbed::harness::*;
 use testbed::prelude::*;
-
-/// Secret `name` in namespace `ns` of the downstream cluster, if it exists.
-fn secret_in(downstream: &Downstream, ns: &str, name: &str) -> Option<Value> {
-    let out = kubectl_with(
-        downstream.kubeconfig(),
-        &["get", "secret", name, "-n", ns, "-o", "json"],
-    );
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
-}
 
 /// The probe runs every 30 s while a cluster answers: a revocation is seen within that, plus a
 /// request, on a loaded machine.
@@ -64,7 +52,7 @@ fn a_downstream_cluster_connects_is_refused_once_revoked_and_reconnects_once_res
             &format!("the copy holding {value} in c-support"),
             WAIT,
             || {
-                secret_in(&downstream, &member, "db").filter(|s| {
+                downstream.secret(&member, "db").filter(|s| {
                     is_copy_of(s, &project.backing, "db") && s["data"]["k"].as_str() == Some(value)
                 })
             },
@@ -91,9 +79,7 @@ fn a_downstream_cluster_connects_is_refused_once_revoked_and_reconnects_once_res
     copy_holding("ZG9n");
     ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
     eventually("the copy removed from c-support", WAIT, || {
-        secret_in(&downstream, &member, "db")
-            .is_none()
-            .then_some(())
+        downstream.secret(&member, "db").is_none().then_some(())
     });
     let failed = running
         .metrics_text()

@@ -55,34 +55,24 @@ fn marker(namespace: &str) -> String {
     ]))
 }
 
-fn bare_project(cluster: &str, name: &str) {
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {cluster}}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: {cluster}}}
-spec: {{clusterName: {cluster}}}
-"
-        ),
-        &[],
-    ));
+/// A hijack's victim: Project `prefix`, a member namespace (`member`) holding the copy of its
+/// original `db`, and the reconciler that wrote it.
+fn victim_with_a_copy(prefix: &str, member: &str) -> (TestProject, String, Running) {
+    let victim = project(prefix);
+    let member = namespace_in(&victim, member);
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&victim, "db", "key: ZG9n", "");
+    copy_where(&member, &victim.backing, "db", "the victim's copy", |_| {
+        true
+    });
+    (victim, member, running)
 }
 
 #[test]
 fn a_bare_project_gets_a_generated_namespace_marked_for_it_and_old_collisions_are_gone() {
     let _turn = serial();
     // The victim of hijack (b): `local:p-<x>`, backing `local-p-<x>`, with a copy.
-    let victim = project("p");
-    let member = namespace_in(&victim, "pb-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&victim, "db", "key: ZG9n", "");
-    copy_where(&member, &victim.backing, "db", "the victim's copy", |_| {
-        true
-    });
+    let (victim, member, running) = victim_with_a_copy("p", "pb-a");
     // The attacker: `local-p:<x>`, which once got `local-p-<x>` too.
     let cluster = "local-p";
     let attacker = victim.name.trim_start_matches("p-").to_owned();
@@ -115,13 +105,7 @@ fn a_bare_project_gets_a_generated_namespace_marked_for_it_and_old_collisions_ar
 #[test]
 fn a_claim_past_admission_makes_the_namespace_neither_projects_and_deletes_nothing() {
     let _turn = serial();
-    let victim = project("a-team");
-    let member = namespace_in(&victim, "claim-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&victim, "db", "key: ZG9n", "");
-    copy_where(&member, &victim.backing, "db", "the victim's copy", |_| {
-        true
-    });
+    let (victim, member, running) = victim_with_a_copy("a-team", "claim-a");
     // The attacker's Project passes admission (an ordinary name) and gets its own namespace ...
     let evil = unique("evil");
     bare_project("local", &evil);

@@ -263,16 +263,15 @@ fn type_and_immutability_changes_recreate_copies() {
     running.stop();
 }
 
+/// A field of the Lease's spec, as `kubectl get lease` prints it.
+fn lease_spec(lease: &str, field: &str) -> std::process::Output {
+    kubectl_line(&format!(
+        "get lease {lease} -n {LEASE_NAMESPACE} -o jsonpath={{.spec.{field}}}"
+    ))
+}
+
 fn lease_holder(lease: &str) -> String {
-    let out = kubectl(&[
-        "get",
-        "lease",
-        lease,
-        "-n",
-        LEASE_NAMESPACE,
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let out = lease_spec(lease, "holderIdentity");
     if out.status.success() {
         stdout(&out)
     } else {
@@ -281,15 +280,7 @@ fn lease_holder(lease: &str) -> String {
 }
 
 fn lease_renew_time(lease: &str) -> String {
-    ok(kubectl(&[
-        "get",
-        "lease",
-        lease,
-        "-n",
-        LEASE_NAMESPACE,
-        "-o",
-        "jsonpath={.spec.renewTime}",
-    ]))
+    ok(lease_spec(lease, "renewTime"))
 }
 
 #[test]
@@ -426,20 +417,7 @@ fn a_converged_world_makes_no_writes() {
 fn projects_without_a_backing_namespace_get_one() {
     let _turn = serial();
     let name = unique("bare");
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: local}}
----
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {{name: {name}, namespace: local}}
-spec: {{clusterName: local}}
-"
-        ),
-        &[],
-    ));
+    bare_project("local", &name);
     let running = start(OverwritePolicy::Warn);
     let backing = format!("local-{name}");
     eventually("status.backingNamespace", WAIT, || {
@@ -584,16 +562,9 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
 
     // Someone else takes the lease: the instance sees it at its next renewal and steps down.
     let usurp = r#"{"spec":{"holderIdentity":"usurper","leaseDurationSeconds":3600}}"#;
-    ok(kubectl(&[
-        "patch",
-        "lease",
-        &lease,
-        "-n",
-        LEASE_NAMESPACE,
-        "--type=merge",
-        "-p",
-        usurp,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch lease {lease} -n {LEASE_NAMESPACE} --type=merge -p {usurp}"
+    )));
     eventually("stepping down", WAIT, || {
         (running.metric(leader_gauge) == 0.0).then_some(())
     });
@@ -621,16 +592,9 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
 
     // The lease is freed: the instance takes it again and catches up.
     let free = r#"{"spec":{"holderIdentity":""}}"#;
-    ok(kubectl(&[
-        "patch",
-        "lease",
-        &lease,
-        "-n",
-        LEASE_NAMESPACE,
-        "--type=merge",
-        "-p",
-        free,
-    ]));
+    ok(kubectl_line(&format!(
+        "patch lease {lease} -n {LEASE_NAMESPACE} --type=merge -p {free}"
+    )));
     copy_where(
         &ns,
         &project.backing,

@@ -1,5 +1,6 @@
 //! Who owns what, as metrics.
 
+use crate::metrics::registered;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,18 +23,18 @@ pub struct OwnershipMetrics {
 
 impl OwnershipMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Self::default();
-        registry.register(
-            "scoped_secrets_cluster_owned",
-            "1 for each downstream cluster whose Lease this replica holds: it alone writes there",
-            metrics.owned.clone(),
-        );
-        registry.register(
-            "scoped_secrets_replicas_live",
-            "Replicas this one sees alive (unexpired replica Leases, itself included)",
-            metrics.replicas_live.clone(),
-        );
-        metrics
+        Self {
+            owned: registered(
+                registry,
+                "scoped_secrets_cluster_owned",
+                "1 for each downstream cluster whose Lease this replica holds: it alone writes there",
+            ),
+            replicas_live: registered(
+                registry,
+                "scoped_secrets_replicas_live",
+                "Replicas this one sees alive (unexpired replica Leases, itself included)",
+            ),
+        }
     }
 
     pub(super) fn owned_changed(&self, before: &BTreeSet<String>, after: &BTreeSet<String>) {
