@@ -4,7 +4,7 @@
 
 use super::handler::{Action, AppState, Endpoint};
 use super::limits::SMALL_BODY_BYTES;
-use super::{facts, review};
+use super::{facts, review, runtime};
 use crate::policy::{self, Decision, Review, Rules};
 use crate::world::World;
 use axum::http::StatusCode;
@@ -66,20 +66,24 @@ pub async fn review_pipeline(
     axum::Json(review::respond(&request, decision)).into_response()
 }
 
-/// Decodes the body; one larger than any ordinary review on a blocking thread, so that the
-/// milliseconds it takes do not hold up the small reviews sharing the webhook's threads.
+/// Decodes the body; one larger than any ordinary review on a blocking thread of low priority, so
+/// that the milliseconds it takes do not hold up the small reviews sharing the webhook's threads
+/// or cores.
 async fn decode(body: Vec<u8>) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
     if body.len() <= SMALL_BODY_BYTES {
         return review::parse_request(&body);
     }
-    tokio::task::spawn_blocking(move || review::parse_request(&body))
-        .await
-        .unwrap_or_else(|e| {
-            Err(review::ReviewError::Malformed {
-                uid: None,
-                detail: format!("decoding was interrupted: {e}"),
-            })
+    tokio::task::spawn_blocking(move || {
+        runtime::yield_to_small_reviews();
+        review::parse_request(&body)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(review::ReviewError::Malformed {
+            uid: None,
+            detail: format!("decoding was interrupted: {e}"),
         })
+    })
 }
 
 /// The request, if it is of the kind its endpoint's webhook entry sends: another kind means the
