@@ -89,17 +89,8 @@ pub struct ServeArgs {
         default_value = "system:serviceaccount:scoped-secrets-system:scoped-secrets"
     )]
     pub reconciler_users: Vec<String>,
-    /// Namespace of the leader-election Lease (deploy/ sets it to the pod's own namespace).
-    #[arg(
-        long,
-        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
-        default_value = "scoped-secrets-system"
-    )]
-    pub lease_namespace: String,
-    /// The management cluster's id, the cluster part of its own project IDs; downstream clusters are
-    /// registered by Secrets in --lease-namespace labelled scoped-secrets.io/cluster.
-    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
-    pub local_cluster_id: String,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Serve the webhook in this downstream cluster (its id, as in its namespaces' project IDs),
     /// deciding from its own namespaces and secrets and the management cluster's Projects of it and
     /// their originals; needs --management-kubeconfig and --reconciler=false.
@@ -201,18 +192,8 @@ pub struct PlanArgs {
     pub json: bool,
     #[command(flatten)]
     pub copies: CopyArgs,
-    /// The product's namespace (serve's --lease-namespace): protected, and where downstream clusters
-    /// are registered.
-    #[arg(
-        long,
-        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
-        default_value = "scoped-secrets-system"
-    )]
-    pub lease_namespace: String,
-    /// The management cluster's id; each downstream cluster registered in --lease-namespace is read
-    /// and planned on its own.
-    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
-    pub local_cluster_id: String,
+    #[command(flatten)]
+    pub home: HomeArgs,
     /// Seconds each request to a downstream cluster may take (connect, read, write).
     #[arg(
         long,
@@ -226,11 +207,29 @@ impl PlanArgs {
     /// Where downstream clusters are registered, and their timeout.
     pub fn clusters(&self) -> crate::plan_downstream::ClusterOptions {
         crate::plan_downstream::ClusterOptions {
-            namespace: self.lease_namespace.clone(),
-            local_cluster_id: self.local_cluster_id.clone(),
+            namespace: self.home.lease_namespace.clone(),
+            local_cluster_id: self.home.local_cluster_id.clone(),
             timeout: std::time::Duration::from_secs(self.cluster_timeout.max(1)),
         }
     }
+}
+
+/// Where the product lives and which cluster is its own, shared by `serve` and `plan`.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArgs {
+    /// The product's namespace (deploy/ sets it to the pod's own): the leader-election Lease, never
+    /// copied into, and where downstream clusters are registered.
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_LEASE_NAMESPACE",
+        default_value = "scoped-secrets-system"
+    )]
+    pub lease_namespace: String,
+    /// The management cluster's id, the cluster part of its own project IDs; downstream clusters are
+    /// registered by Secrets in --lease-namespace labelled scoped-secrets.io/cluster, each read on its
+    /// own.
+    #[arg(long, env = "SCOPED_SECRETS_LOCAL_CLUSTER_ID", default_value = "local")]
+    pub local_cluster_id: String,
 }
 
 /// What decides which copies exist, shared by `serve` (the webhook and the reconciler) and `plan`,

@@ -38,7 +38,7 @@ async fn plan(args: &PlanArgs) -> Result<ExitCode> {
         client,
         args.file.as_deref(),
         args.json,
-        &args.copies.settings(&args.lease_namespace),
+        &args.copies.settings(&args.home.lease_namespace),
         &args.clusters(),
     )
     .await?;

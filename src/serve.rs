@@ -177,7 +177,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 
     let config = Config {
         mode: args.mode.into(),
-        copies: args.copies.settings(&args.lease_namespace),
+        copies: args.copies.settings(&args.home.lease_namespace),
         protect_copies: args.protect_copies,
         reconciler_users: args.reconciler_users.clone(),
     };

@@ -77,12 +77,12 @@ impl Config {
     /// The settings `serve` was given (identity from [`default_identity`]).
     pub fn from_args(args: &crate::cli::ServeArgs) -> Self {
         Self::new(
-            args.copies.settings(&args.lease_namespace),
+            args.copies.settings(&args.home.lease_namespace),
             args.manage_backing_namespaces,
-            args.lease_namespace.clone(),
+            args.home.lease_namespace.clone(),
             default_identity(),
         )
-        .with_local_cluster_id(&args.local_cluster_id)
+        .with_local_cluster_id(&args.home.local_cluster_id)
     }
 
     /// The management cluster's id (`local` unless told otherwise).

@@ -10,7 +10,7 @@
 pub use crate::control_plane::client;
 use crate::control_plane::{ControlPlane, Options};
 use crate::registration;
-use scoped_secrets::cli::{CopyArgs, ModeArg, OverwritePolicyArg, ServeArgs};
+use scoped_secrets::cli::{CopyArgs, HomeArgs, ModeArg, OverwritePolicyArg, ServeArgs};
 use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::telemetry::LogFormat;
@@ -144,8 +144,10 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         reconciler_users: vec![
             "system:serviceaccount:scoped-secrets-system:scoped-secrets".to_owned(),
         ],
-        lease_namespace: "scoped-secrets-system".to_owned(),
-        local_cluster_id: "local".to_owned(),
+        home: HomeArgs {
+            lease_namespace: "scoped-secrets-system".to_owned(),
+            local_cluster_id: "local".to_owned(),
+        },
         cluster_id: None,
         management_kubeconfig: None,
         max_reviews_in_flight: scoped_secrets::webhook::limits::DEFAULT_MAX_IN_FLIGHT,
