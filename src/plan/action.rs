@@ -215,6 +215,17 @@ impl Action {
         }
     }
 
+    /// The copy a write of a copy writes.
+    pub fn copy(&self) -> Option<&PlacedCopy> {
+        match self {
+            Self::Create { copy }
+            | Self::Overwrite { copy, .. }
+            | Self::Update { copy, .. }
+            | Self::Recreate { copy, .. } => Some(copy),
+            _ => None,
+        }
+    }
+
     /// The namespace of the object written (empty for cluster-scoped namespace writes).
     pub fn namespace(&self) -> &str {
         match self {
@@ -249,18 +260,14 @@ impl Action {
 
     /// The original (`<namespace>/<name>`) a copy action is about.
     pub fn origin(&self) -> Option<&str> {
+        if let Some(copy) = self.copy() {
+            return world::annotation(&copy.secret.metadata, keys::ORIGIN_ANNOTATION);
+        }
         match self {
-            Self::Create { copy }
-            | Self::Overwrite { copy, .. }
-            | Self::Update { copy, .. }
-            | Self::Recreate { copy, .. } => {
-                world::annotation(&copy.secret.metadata, keys::ORIGIN_ANNOTATION)
-            }
             Self::Delete { origin, .. } => origin.as_deref(),
             Self::Conflict { origin, .. } => Some(origin),
-            Self::SetBackingNamespace { .. }
-            | Self::FixNamespaceLabel { .. }
-            | Self::AddClusterLabel { .. } => None,
+            // The writes of copies are answered above; the repairs are about no original.
+            _ => None,
         }
     }
 }

@@ -149,14 +149,7 @@ pub fn summarise_troubles(troubles: &[(&Action, &Trouble)]) -> Vec<(ObjectRefere
                 );
                 message::list_line(&head, &namespaces, NOTE_LIMIT)
             };
-            let reference = ObjectReference {
-                api_version: Some("v1".to_owned()),
-                kind: Some("Secret".to_owned()),
-                namespace: Some(namespace.to_owned()),
-                name: Some(name.to_owned()),
-                uid: origin_uid(first),
-                ..ObjectReference::default()
-            };
+            let reference = original(namespace, name, first);
             let event = Event {
                 type_: EventType::Warning,
                 reason: reason.to_owned(),
@@ -277,14 +270,7 @@ pub fn event_for(action: &Action) -> Option<(ObjectReference, Event)> {
             return None;
         }
     };
-    let reference = ObjectReference {
-        api_version: Some("v1".to_owned()),
-        kind: Some("Secret".to_owned()),
-        namespace: Some(origin_namespace.to_owned()),
-        name: Some(origin_name.to_owned()),
-        uid: origin_uid(action),
-        ..ObjectReference::default()
-    };
+    let reference = original(origin_namespace, origin_name, action);
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -296,16 +282,21 @@ pub fn event_for(action: &Action) -> Option<(ObjectReference, Event)> {
 }
 
 fn origin_uid(action: &Action) -> Option<String> {
-    match action {
-        Action::Create { copy }
-        | Action::Update { copy, .. }
-        | Action::Overwrite { copy, .. }
-        | Action::Recreate { copy, .. } => {
-            world::annotation(&copy.secret.metadata, keys::ORIGIN_UID_ANNOTATION)
-                .filter(|uid| !uid.is_empty())
-                .map(str::to_owned)
-        }
-        _ => None,
+    let copy = action.copy()?;
+    world::annotation(&copy.secret.metadata, keys::ORIGIN_UID_ANNOTATION)
+        .filter(|uid| !uid.is_empty())
+        .map(str::to_owned)
+}
+
+/// The original an Event is about.
+fn original(namespace: &str, name: &str, action: &Action) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Secret".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        uid: origin_uid(action),
+        ..ObjectReference::default()
     }
 }
 
