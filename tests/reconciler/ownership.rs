@@ -2,7 +2,8 @@
 //! apiserver as the product's service account (so `deploy/`'s Role is what allows the Lease writes).
 //! Each replica is `clusters::ownership::run` on a runtime of its own; a crash is that runtime dropped
 //! with `shutdown_background()`, so nothing is released. Each test has its own Lease prefix, so the
-//! tests of this binary never see each other's replicas.
+//! tests of this binary never see each other's replicas; each still runs alone (`serial()`), since
+//! its cluster registrations are secret writes, which other tests count at the apiserver.
 //!
 //! "Never owned by two replicas at once" is checked on every poll by reading the replicas' `owned`
 //! sets one after the other: a handover needs at least an apiserver round trip (a release, then a
@@ -247,6 +248,7 @@ fn start_all(
 
 #[test]
 fn three_replicas_own_six_clusters_each_exactly_once() {
+    let _turn = serial();
     let prefix = unique("own-spread");
     let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -294,6 +296,7 @@ fn three_replicas_own_six_clusters_each_exactly_once() {
 
 #[test]
 fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
+    let _turn = serial();
     let lease = Duration::from_secs(6);
     let prefix = unique("own-crash");
     let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
@@ -347,6 +350,7 @@ fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
 
 #[test]
 fn a_joining_replica_takes_only_the_clusters_that_hash_to_it() {
+    let _turn = serial();
     let lease = Duration::from_secs(6);
     let prefix = unique("own-join");
     let all = ["a", "b", "c", "d"].map(|r| format!("{prefix}-{r}"));
@@ -391,6 +395,7 @@ fn a_joining_replica_takes_only_the_clusters_that_hash_to_it() {
 
 #[test]
 fn a_replica_that_stops_releases_its_leases_and_the_others_take_over_quickly() {
+    let _turn = serial();
     // Long enough that a takeover well inside it can only come from a release.
     let lease = Duration::from_secs(12);
     let prefix = unique("own-stop");
