@@ -327,10 +327,3 @@ pub fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
         .sum()
 }
 
-/// Every write the apiserver has served for secrets (create, update, patch, delete).
-pub fn apiserver_secret_writes() -> f64 {
-    ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
-        .into_iter()
-        .map(|verb| apiserver_requests(verb, None))
-        .sum()
-}
