@@ -326,4 +326,3 @@ pub fn apiserver_requests(verb: &str, code: Option<&str>) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
-
