@@ -31,6 +31,17 @@ need_tools() {
 
 has_image() { "${bud[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
+# vfs keeps every layer as a full copy of the root filesystem, so each build leaves about 5 GB of
+# untagged images behind (the builder stage's layers, the image it replaced); a few builds fill a
+# disk. Removes every untagged image; the tagged bases and images stay.
+prune_untagged() {
+  local before after
+  before=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1 || echo 0)
+  "${bud[@]}" rmi --prune >/dev/null 2>&1 || true
+  after=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1 || echo 0)
+  echo "untagged images removed: ${before:-0} MB -> ${after:-0} MB in containers-storage" >&2
+}
+
 # Commits a root filesystem tarball as an image with the given name and config.
 import_rootfs() { # tarball, name, buildah config args...
   local tarball=$1 name=$2; shift 2
@@ -86,6 +97,7 @@ make_builder_base() {
 [ "$(id -u)" = 0 ] || { echo "SKIPPED: building the image needs root (mmdebstrap and buildah make the bases and run the build)"; exit 0; }
 need_tools
 start=$(date +%s)
+prune_untagged
 make_runtime_base
 make_builder_base
 echo "bases ready after $(( $(date +%s) - start ))s" >&2
@@ -97,4 +109,5 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
   --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
   --build-arg "SCOPED_SECRETS_COMMIT=$commit" \
   -f Containerfile -t "$tag" .
+prune_untagged
 echo "image $tag built in $(( $(date +%s) - start ))s; size: $("${bud[@]}" images --format '{{.Size}}' "$tag" | head -n1)"
