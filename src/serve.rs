@@ -186,10 +186,10 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         config: Arc::new(config),
         metrics: metrics.clone(),
         client: Some(client),
-        limits: Arc::new(ReviewLimits::new(
-            args.max_reviews_in_flight,
-            args.max_large_body_bytes,
-        )),
+        limits: Arc::new(
+            ReviewLimits::new(args.max_reviews_in_flight, args.max_large_body_bytes)
+                .with_large_body_rate(args.large_body_bytes_per_second),
+        ),
         placement,
     });
     let served = reviews

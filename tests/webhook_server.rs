@@ -154,6 +154,16 @@ async fn post(
     client.post(url).json(body).send().await
 }
 
+/// Posts `body` and returns the AdmissionReview answering it.
+async fn answer(client: &reqwest::Client, url: &str, body: &Value) -> Value {
+    post(client, url, body)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn answers_a_review_over_tls_with_its_uid() {
     let server = TestServer::start().await;
@@ -233,12 +243,7 @@ async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
     // JSON with a readable uid but an object that is not a Secret: answered as a review, code 400.
     let mut odd = review("uid-odd", "odd");
     odd["request"]["object"]["data"] = json!("not a map");
-    let answer: Value = post(&client, &url, &odd)
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let answer: Value = answer(&client, &url, &odd).await;
     assert_eq!(answer["response"]["uid"], "uid-odd");
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 400);
@@ -775,14 +780,61 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
             .is_some_and(|m| m.contains("budget")),
         "{status}"
     );
-    let small: Value = post(&client, &url, &review("small", "db"))
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let small: Value = answer(&client, &url, &review("small", "db")).await;
     assert_eq!(small["response"]["uid"], "small");
     assert_eq!(small["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass() {
+    // Asked for 1 byte/s, the pace is the slowest allowed: a body of the maximum size in 2 s.
+    let server = TestServer::start_with(
+        ReviewLimits::new(8, 2 * MAX_BODY_BYTES).with_large_body_rate(1),
+        Limits::default(),
+    )
+    .await;
+    let slowest_rate = MAX_BODY_BYTES as f64 / 2.0;
+    let client = server.client();
+    let url = server.url("/validate/secret-names");
+    let padding = 3 * 1024 * 1024;
+    let bodies = 4;
+    let (first_answered, being_paced) = oneshot::channel::<()>();
+    let stream = {
+        let (client, url) = (client.clone(), url.clone());
+        let mut first_answered = Some(first_answered);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for i in 0..bodies {
+                let mut large = review(&format!("large-{i}"), "db");
+                large["request"]["object"]["metadata"]["annotations"] =
+                    json!({"padding": "z".repeat(padding)});
+                let answer: Value = answer(&client, &url, &large).await;
+                assert_eq!(answer["response"]["uid"], format!("large-{i}"));
+                assert_eq!(answer["response"]["allowed"], true, "{answer}");
+                if let Some(signal) = first_answered.take() {
+                    let _ = signal.send(());
+                }
+            }
+            (started.elapsed(), Instant::now())
+        })
+    };
+    // A small review sent while the stream is being paced is answered before the stream ends.
+    being_paced.await.expect("the first large body is answered");
+    let small: Value = answer(&client, &url, &review("small", "db")).await;
+    let small_answered = Instant::now();
+    assert_eq!(small["response"]["uid"], "small");
+    let (took, stream_ended) = stream.await.expect("the stream of large bodies");
+    assert!(
+        small_answered < stream_ended,
+        "the small review waited for the large ones"
+    );
+    // The first body of the maximum size passes at once; the rest at the pace.
+    let past_burst = (bodies * padding).saturating_sub(MAX_BODY_BYTES) as f64;
+    let least = past_burst / slowest_rate;
+    assert!(
+        took.as_secs_f64() >= least * 0.9,
+        "{bodies} bodies of {padding} bytes took {took:?}; the pace allows them in no less than {least:.2} s"
+    );
 }
 
 #[tokio::test]
@@ -862,12 +914,7 @@ async fn kinds_an_entry_does_not_cover_get_400() {
         ("/validate/namespace-guard", &secret, "sec", "Secret"),
         ("/mutate/namespace", &secret, "sec", "Secret"),
     ] {
-        let answer: Value = post(&client, &server.url(path), body)
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = answer(&client, &server.url(path), body).await;
         let response = &answer["response"];
         assert_eq!(response["uid"], uid, "{path}");
         assert_eq!(response["allowed"], false, "{path}: {answer}");

@@ -131,13 +131,19 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let response = match admit(&state, &parts.headers) {
         // Held until the answer is made: the body and the decoded review are the review's memory.
-        Ok(_admitted) => match read_body(body, declared_length(&parts.headers)).await {
-            Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
-            Err(rejection) => {
-                state.metrics.review(path, "", "error");
-                rejection
+        Ok(admitted) => {
+            let pace = admitted
+                .is_large()
+                .then(|| state.limits.large_body_pace())
+                .flatten();
+            match read_body(body, declared_length(&parts.headers), pace).await {
+                Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
+                Err(rejection) => {
+                    state.metrics.review(path, "", "error");
+                    rejection
+                }
             }
-        },
+        }
         Err(refusal) => {
             state.metrics.review(path, "", "error");
             refusal.into_response()
@@ -167,8 +173,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
-/// complete, so a 7 MiB body is held once); past the limit a 413 that says it.
-async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, Response> {
+/// complete, so a 7 MiB body is held once); past the limit a 413 that says it. A large body is read
+/// at `pace`.
+async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+    pace: Option<&limits::BodyPace>,
+) -> Result<Vec<u8>, Response> {
     // The apiserver sends a review at once; a sender that trickles holds a connection and up to
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES));
@@ -190,6 +201,9 @@ async fn read_body(body: Body, declared: Option<u64>) -> Result<Vec<u8>, Respons
                 .into_response());
             }
             buffer.extend_from_slice(&data);
+            if let Some(pace) = pace {
+                pace.after_read(data.len()).await;
+            }
         }
         Ok(buffer)
     })

@@ -152,6 +152,7 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         management_kubeconfig: None,
         max_reviews_in_flight: scoped_secrets::webhook::limits::DEFAULT_MAX_IN_FLIGHT,
         max_large_body_bytes: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_BUDGET,
+        large_body_bytes_per_second: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_RATE,
         max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,
         log_format: LogFormat::Text,
     }
