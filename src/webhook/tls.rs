@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use notify::{RecursiveMode, Watcher};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -13,6 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How often the files are re-read even without a file-system event.
@@ -50,6 +51,8 @@ pub struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: ArcSwap<Loaded>,
+    /// How often the files have been read, the first load included.
+    reads: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -66,12 +69,19 @@ impl ReloadingCert {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: ArcSwap::from_pointee(loaded),
+            reads: AtomicU64::new(1),
         }))
+    }
+
+    /// How often the files have been read, the first load included.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Re-reads the files; keeps the current certificate if they are unchanged or invalid (a
     /// half-written pair during rotation is retried on the next event or poll).
     pub fn reload(&self) -> bool {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         match read(&self.cert_path, &self.key_path) {
             Ok(fresh) if fresh.fingerprint != self.current.load().fingerprint => {
                 self.current.store(Arc::new(fresh));
@@ -93,7 +103,10 @@ impl ReloadingCert {
     /// Watches the directories of both files and polls; runs until the task is dropped.
     pub async fn watch(self: Arc<Self>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event| {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+            if event.is_ok_and(|e| !may_change_files(&e.kind)) {
+                return;
+            }
             // A full channel already means "reload pending".
             let _ = tx.try_send(());
         });
@@ -136,6 +149,13 @@ impl ReloadingCert {
         dirs.dedup();
         dirs
     }
+}
+
+/// Whether an event in the certificate's directory may have changed the files. Reading them (a
+/// reload does, and so does anything else that serves or checks them) is not: reacting to it made
+/// every reload trigger the next, ten times a second.
+fn may_change_files(kind: &EventKind) -> bool {
+    !matches!(kind, EventKind::Access(_))
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -235,5 +255,63 @@ mod tests {
         ));
 
         assert!(ReloadingCert::load(&cert, &key).is_ok());
+    }
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode,
+        };
+        assert!(!may_change_files(&EventKind::Access(AccessKind::Read)));
+        assert!(!may_change_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(may_change_files(&EventKind::Create(CreateKind::File)));
+        assert!(may_change_files(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(may_change_files(&EventKind::Remove(RemoveKind::File)));
+        assert!(may_change_files(&EventKind::Any));
+    }
+
+    #[tokio::test]
+    async fn a_rotation_is_read_once_and_the_watch_then_rests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_path, key_path) = issued(dir.path());
+        let cert = ReloadingCert::load(&cert_path, &key_path).expect("loads");
+        let first = cert.current.load().fingerprint;
+        let watch = tokio::spawn(cert.clone().watch());
+        // The watch is set up before its first poll reads the files (at once, then every 10 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cert.reads() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watch never read the files"
+            );
+            tokio::task::yield_now().await;
+        }
+        issued(dir.path());
+        while cert.current.load().fingerprint == first {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rotation was never read"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Reading the files raised access events; had they counted as changes, each read would
+        // have triggered the next (one every debounce period of 100 ms). Ten periods pass, well
+        // inside the 10 s poll: at most one more read is due, if the rotation's last writes came
+        // after the first read.
+        let after_rotation = cert.reads();
+        let window = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < window {
+            tokio::task::yield_now().await;
+        }
+        watch.abort();
+        assert!(
+            cert.reads() <= after_rotation + 1,
+            "the files were read {} more times without any change",
+            cert.reads() - after_rotation
+        );
     }
 }
