@@ -8,7 +8,9 @@ use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::webhook::handler::{self, AppState};
-use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ReviewLimits, SMALL_BODY_BYTES};
+use scoped_secrets::webhook::limits::{
+    MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits, SMALL_BODY_BYTES,
+};
 use scoped_secrets::webhook::server::{Limits, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
 use serde_json::{Value, json};
@@ -785,15 +787,20 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
     assert_eq!(small["response"]["allowed"], true);
 }
 
-#[tokio::test]
-async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass() {
-    // Asked for 1 byte/s, the pace is the slowest allowed: a body of the maximum size in 2 s.
+/// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a
+/// body of the maximum size in 2 s), and that pace in bytes per second.
+async fn slowest_paced_server() -> (TestServer, f64) {
     let server = TestServer::start_with(
         ReviewLimits::new(8, 2 * MAX_BODY_BYTES).with_large_body_rate(1),
         Limits::default(),
     )
     .await;
-    let slowest_rate = MAX_BODY_BYTES as f64 / 2.0;
+    (server, MAX_BODY_BYTES as f64 / 2.0)
+}
+
+#[tokio::test]
+async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass() {
+    let (server, slowest_rate) = slowest_paced_server().await;
     let client = server.client();
     let url = server.url("/validate/secret-names");
     let padding = 3 * 1024 * 1024;
@@ -834,6 +841,33 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
     assert!(
         took.as_secs_f64() >= least * 0.9,
         "{bodies} bodies of {padding} bytes took {took:?}; the pace allows them in no less than {least:.2} s"
+    );
+}
+
+#[tokio::test]
+async fn bodies_just_under_the_budget_threshold_are_paced_too() {
+    // A sender cannot slip under the pace with many bodies just below the size that draws from the
+    // body budget: every body's bytes past its first ORDINARY_BODY_BYTES are paced.
+    let (server, slowest_rate) = slowest_paced_server().await;
+    let client = server.client();
+    let url = server.url("/validate/secret-names");
+    let padding = SMALL_BODY_BYTES - 8 * 1024;
+    let mut body = review("mid", "db");
+    body["request"]["object"]["metadata"]["annotations"] = json!({"padding": "z".repeat(padding)});
+    let size = serde_json::to_vec(&body).expect("json").len();
+    assert!(size < SMALL_BODY_BYTES, "{size} bytes draw from the budget");
+    let bodies = 60;
+    let started = Instant::now();
+    for _ in 0..bodies {
+        let answer = answer(&client, &url, &body).await;
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    }
+    let took = started.elapsed();
+    let paced = (bodies * (size - ORDINARY_BODY_BYTES)).saturating_sub(MAX_BODY_BYTES) as f64;
+    let least = paced / slowest_rate;
+    assert!(
+        took.as_secs_f64() >= least * 0.9,
+        "{bodies} bodies of {size} bytes took {took:?}; the pace allows them in no less than {least:.2} s"
     );
 }
 

@@ -131,11 +131,8 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let response = match admit(&state, &parts.headers) {
         // Held until the answer is made: the body and the decoded review are the review's memory.
-        Ok(admitted) => {
-            let pace = admitted
-                .is_large()
-                .then(|| state.limits.large_body_pace())
-                .flatten();
+        Ok(_admitted) => {
+            let pace = state.limits.large_body_pace();
             match read_body(body, declared_length(&parts.headers), pace).await {
                 Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
                 Err(rejection) => {
@@ -173,8 +170,8 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
-/// complete, so a 7 MiB body is held once); past the limit a 413 that says it. A large body is read
-/// at `pace`.
+/// complete, so a 7 MiB body is held once); past the limit a 413 that says it. Its bytes past the
+/// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`.
 async fn read_body(
     body: Body,
     declared: Option<u64>,
@@ -200,9 +197,12 @@ async fn read_body(
                 }
                 .into_response());
             }
+            let before = buffer.len();
             buffer.extend_from_slice(&data);
-            if let Some(pace) = pace {
-                pace.after_read(data.len()).await;
+            let past_ordinary = |n: usize| n.saturating_sub(limits::ORDINARY_BODY_BYTES);
+            let paced = past_ordinary(buffer.len()) - past_ordinary(before);
+            if let (Some(pace), true) = (pace, paced > 0) {
+                pace.after_read(paced).await;
             }
         }
         Ok(buffer)

@@ -4,9 +4,10 @@
 //! once with HTTP 429 and a `Status` body; the apiserver then applies the entry's failurePolicy.
 //! (Open connections are capped by the listener, see [`crate::webhook::server::Limits`].)
 //!
-//! Large bodies are also read at a bounded rate ([`BodyPace`]): their TLS decryption, copying and
-//! decoding cost CPU in proportion to their bytes, and a client posting 7 MiB bodies back to back
-//! would otherwise take cores that the apiserver's ordinary reviews wait for.
+//! The bytes of a body past its first [`ORDINARY_BODY_BYTES`] are also read at a bounded rate
+//! ([`BodyPace`]): TLS decryption, copying and decoding cost CPU in proportion to the bytes, and a
+//! client posting large bodies back to back (7 MiB ones, or many just under any threshold) would
+//! otherwise take cores that the apiserver's ordinary reviews wait for.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,13 +24,19 @@ pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 /// reviews in flight bounds them. Larger ones, or ones of unknown length, draw from the budget.
 pub const SMALL_BODY_BYTES: usize = 256 * 1024;
 
+/// Far more than an ordinary review (a Secret's review is a few KiB; one holding a certificate
+/// chain, tens): the bytes of any body past this are read at the large bodies' pace, and such a
+/// body is decoded off the webhook's threads.
+pub const ORDINARY_BODY_BYTES: usize = 64 * 1024;
+
 /// Default cap on reviews being read, decided or answered at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Default budget for large bodies being buffered at once: two bodies of the maximum size.
 pub const DEFAULT_LARGE_BODY_BUDGET: usize = 2 * MAX_BODY_BYTES;
-/// Default rate at which large bodies are read, all together: 16 MiB/s, a few of the largest
-/// reviews a second. A large review that arrives alone is read at once (the pace allows a burst of
-/// one body of the maximum size); only a stream of them is slowed. Measured in the soak
+/// Default rate at which the bytes of bodies past their first [`ORDINARY_BODY_BYTES`] are read,
+/// all together: 16 MiB/s, a few of the largest reviews a second. A large review that arrives alone
+/// is read at once (the pace allows a burst of one body of the maximum size); only a stream of them
+/// is slowed. Measured in the soak
 /// (`benches/soak.rs`, two clients posting 7 MiB bodies back to back): at 32 MiB/s the ordinary
 /// reviews' p99 was 5.7 ms, at 16 MiB/s 3.7 ms, against 3.4 ms without those clients.
 pub const DEFAULT_LARGE_BODY_RATE: usize = 16 * 1024 * 1024;
@@ -61,15 +68,7 @@ impl Default for ReviewLimits {
 #[derive(Debug)]
 pub struct Admitted {
     _review: OwnedSemaphorePermit,
-    body: Option<OwnedSemaphorePermit>,
-}
-
-impl Admitted {
-    /// Whether the body was admitted as large (declared over [`SMALL_BODY_BYTES`], or of unknown
-    /// length): such a body is read at the large bodies' pace.
-    pub fn is_large(&self) -> bool {
-        self.body.is_some()
-    }
+    _body: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a review was refused before its body was read.
@@ -102,15 +101,15 @@ impl ReviewLimits {
         }
     }
 
-    /// Large bodies are read at `bytes_per_second` at most, all together (0: unpaced). Raised to
-    /// the slowest pace at which a body of the maximum size still arrives within
-    /// [`SLOWEST_MAX_BODY_READ`].
+    /// The bytes of bodies past their first [`ORDINARY_BODY_BYTES`] are read at `bytes_per_second`
+    /// at most, all together (0: unpaced). Raised to the slowest pace at which a body of the
+    /// maximum size still arrives within [`SLOWEST_MAX_BODY_READ`].
     pub fn with_large_body_rate(mut self, bytes_per_second: usize) -> Self {
         self.pace = (bytes_per_second > 0).then(|| BodyPace::new(bytes_per_second));
         self
     }
 
-    /// The pace large bodies are read at, if any.
+    /// The pace the bytes of large bodies are read at, if any.
     pub fn large_body_pace(&self) -> Option<&BodyPace> {
         self.pace.as_ref()
     }
@@ -137,14 +136,15 @@ impl ReviewLimits {
             .map_err(|_| Refusal::InFlight(self.max_in_flight))?;
         Ok(Admitted {
             _review: review,
-            body,
+            _body: body,
         })
     }
 }
 
 /// The pace at which large bodies are read: a shared budget of bytes per second (counted in KiB)
-/// that every large body draws from as it arrives. A body that waits stops being read, so its
-/// sender's TCP window fills and the sender slows down too; no CPU is spent on it meanwhile.
+/// that every body draws from, as it arrives, for its bytes past [`ORDINARY_BODY_BYTES`]. A body
+/// that waits stops being read, so its sender's TCP window fills and the sender slows down too; no
+/// CPU is spent on it meanwhile.
 #[derive(Debug)]
 pub struct BodyPace {
     limiter: DefaultDirectRateLimiter,
@@ -250,24 +250,11 @@ mod tests {
     }
 
     #[test]
-    fn only_bodies_admitted_as_large_are_paced() {
-        let limits = ReviewLimits::new(8, 2 * MAX_BODY_BYTES).with_large_body_rate(1);
-        assert!(limits.large_body_pace().is_some());
-        assert!(
-            !limits
-                .admit(Some(SMALL_BODY_BYTES as u64))
-                .expect("small")
-                .is_large()
-        );
-        assert!(
-            limits
-                .admit(Some(SMALL_BODY_BYTES as u64 + 1))
-                .expect("large")
-                .is_large()
-        );
-        assert!(limits.admit(None).expect("unknown length").is_large());
+    fn zero_turns_pacing_off() {
+        let paced = ReviewLimits::new(8, MAX_BODY_BYTES).with_large_body_rate(1);
+        assert!(paced.large_body_pace().is_some());
         let unpaced = ReviewLimits::new(8, MAX_BODY_BYTES).with_large_body_rate(0);
-        assert!(unpaced.large_body_pace().is_none(), "0 turns pacing off");
+        assert!(unpaced.large_body_pace().is_none());
     }
 
     #[tokio::test]

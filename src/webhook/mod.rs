@@ -22,8 +22,8 @@
 //! Metrics and the denial log line are written in `pipeline.rs`; the certificate is reloaded by
 //! `tls.rs` under the listener without dropping a connection. All of it runs on threads of its own
 //! (`runtime.rs`), so a re-list or a reconcile round never queues a review; a body larger than
-//! [`limits::SMALL_BODY_BYTES`] is decoded on a blocking thread of low priority, so it never queues
-//! the small ones.
+//! [`limits::ORDINARY_BODY_BYTES`] is read at a shared pace past those bytes and decoded on a
+//! blocking thread of low priority, so it never queues the small ones.
 
 pub mod facts;
 pub mod handler;

@@ -3,7 +3,7 @@
 //! needs), record the outcome, and answer. See the diagram in [`crate::webhook`].
 
 use super::handler::{Action, AppState, Endpoint};
-use super::limits::SMALL_BODY_BYTES;
+use super::limits::ORDINARY_BODY_BYTES;
 use super::{facts, review, runtime};
 use crate::policy::{self, Decision, Review, Rules};
 use crate::world::World;
@@ -70,7 +70,7 @@ pub async fn review_pipeline(
 /// that the milliseconds it takes do not hold up the small reviews sharing the webhook's threads
 /// or cores.
 async fn decode(body: Vec<u8>) -> Result<AdmissionRequest<DynamicObject>, review::ReviewError> {
-    if body.len() <= SMALL_BODY_BYTES {
+    if body.len() <= ORDINARY_BODY_BYTES {
         return review::parse_request(&body);
     }
     tokio::task::spawn_blocking(move || {
