@@ -58,6 +58,7 @@ pub struct WebhookMetrics {
     in_flight: Family<WebhookLabels, Gauge>,
     latency: Family<WebhookLabels, Histogram>,
     reviews: Family<ReviewLabels, Counter>,
+    paced: Family<WebhookLabels, Counter<f64>>,
 }
 
 impl WebhookMetrics {
@@ -91,7 +92,24 @@ impl WebhookMetrics {
                 "scoped_secrets_admission_reviews",
                 "Admission reviews by webhook, operation and result",
             ),
+            paced: registered(
+                registry,
+                "scoped_secrets_webhook_body_pace_wait_seconds",
+                "Time request bodies waited for the large bodies' pace before being read further",
+            ),
         }
+    }
+
+    /// A body of this webhook waited `waited` for the large bodies' pace.
+    pub fn paced(&self, webhook: &'static str, waited: std::time::Duration) {
+        self.paced
+            .get_or_create(&WebhookLabels { webhook })
+            .inc_by(waited.as_secs_f64());
+    }
+
+    /// How long this webhook's bodies have waited for the pace, in seconds; for tests.
+    pub fn paced_seconds(&self, webhook: &'static str) -> f64 {
+        self.paced.get_or_create(&WebhookLabels { webhook }).get()
     }
 
     /// Starts timing one request; the guard records latency, status and in-flight when dropped.

@@ -835,6 +835,9 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
         small_answered < stream_ended,
         "the small review waited for the large ones"
     );
+    // The operator sees the wait.
+    let waited = server.metrics.paced_seconds("/validate/secret-names");
+    assert!(waited > 0.0, "no pace wait was recorded");
     // The first body of the maximum size passes at once; the rest at the pace.
     let past_burst = (bodies * padding).saturating_sub(MAX_BODY_BYTES) as f64;
     let least = past_burst / slowest_rate;

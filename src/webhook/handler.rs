@@ -134,7 +134,12 @@ async fn handle(
         Ok(_admitted) => {
             let pace = state.limits.large_body_pace();
             match read_body(body, declared_length(&parts.headers), pace).await {
-                Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
+                Ok(read) => {
+                    if !read.paced.is_zero() {
+                        state.metrics.paced(path, read.paced);
+                    }
+                    pipeline::review_pipeline(&state, read.bytes, path, endpoint).await
+                }
                 Err(rejection) => {
                     state.metrics.review(path, "", "error");
                     rejection
@@ -176,13 +181,14 @@ async fn read_body(
     body: Body,
     declared: Option<u64>,
     pace: Option<&limits::BodyPace>,
-) -> Result<Vec<u8>, Response> {
+) -> Result<ReadBody, Response> {
     // The apiserver sends a review at once; a sender that trickles holds a connection and up to
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES));
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, async move {
         let mut body = body;
         let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
+        let mut paced_for = std::time::Duration::ZERO;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 let message = format!("could not read the request body: {e}");
@@ -202,10 +208,13 @@ async fn read_body(
             let past_ordinary = |n: usize| n.saturating_sub(limits::ORDINARY_BODY_BYTES);
             let paced = past_ordinary(buffer.len()) - past_ordinary(before);
             if let (Some(pace), true) = (pace, paced > 0) {
-                pace.after_read(paced).await;
+                paced_for += pace.after_read(paced).await;
             }
         }
-        Ok(buffer)
+        Ok(ReadBody {
+            bytes: buffer,
+            paced: paced_for,
+        })
     })
     .await;
     match read {
@@ -215,6 +224,12 @@ async fn read_body(
             Err((StatusCode::REQUEST_TIMEOUT, message).into_response())
         }
     }
+}
+
+/// A request body as read, and how long reading it waited for the large bodies' pace.
+struct ReadBody {
+    bytes: Vec<u8>,
+    paced: std::time::Duration,
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

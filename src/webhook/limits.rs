@@ -15,6 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest body accepted: the apiserver sends up to ~3 MiB each for object and oldObject.
@@ -42,7 +43,7 @@ pub const DEFAULT_LARGE_BODY_BUDGET: usize = 2 * MAX_BODY_BYTES;
 pub const DEFAULT_LARGE_BODY_RATE: usize = 16 * 1024 * 1024;
 /// How long a body of the maximum size may take at the slowest pace allowed: well inside the
 /// body's read deadline, so pacing alone never makes a review time out.
-const SLOWEST_MAX_BODY_READ: std::time::Duration = std::time::Duration::from_secs(2);
+const SLOWEST_MAX_BODY_READ: Duration = Duration::from_secs(2);
 
 /// The budget is counted in KiB, so that it fits a semaphore's permits.
 const UNIT: usize = 1024;
@@ -166,18 +167,22 @@ impl BodyPace {
         }
     }
 
-    /// Waits until the `bytes` just read fit the pace (at once while the budget lasts).
-    pub async fn after_read(&self, bytes: usize) {
+    /// Waits until the `bytes` just read fit the pace (at once while the budget lasts); returns
+    /// how long it waited.
+    pub async fn after_read(&self, bytes: usize) -> Duration {
+        let mut waited = Duration::ZERO;
         let kib = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
         let Some(cells) = NonZeroU32::new(kib.min(self.burst.get())) else {
-            return;
+            return waited;
         };
         // Each check either takes the cells or says when they will be there; a body that waits
         // takes nothing meanwhile, so two bodies share the budget.
         while let Ok(Err(not_until)) = self.limiter.check_n(cells) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             tokio::time::sleep(wait).await;
+            waited += wait;
         }
+        waited
     }
 }
 
