@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -151,11 +152,16 @@ impl ReloadingCert {
     }
 }
 
-/// Whether an event in the certificate's directory may have changed the files. Reading them (a
-/// reload does, and so does anything else that serves or checks them) is not: reacting to it made
-/// every reload trigger the next, ten times a second.
+/// Whether an event in the certificate's directory may have changed the files. Opening or reading
+/// them (a reload does, and so does anything else that serves or checks them) is not: reacting to
+/// it made every reload trigger the next, ten times a second. Closing a file written to is (a
+/// writer's last write may come just before it).
 fn may_change_files(kind: &EventKind) -> bool {
-    !matches!(kind, EventKind::Access(_))
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -259,12 +265,16 @@ mod tests {
 
     #[test]
     fn reading_the_files_is_not_a_change() {
-        use notify::event::{
-            AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind, RenameMode,
-        };
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
         assert!(!may_change_files(&EventKind::Access(AccessKind::Read)));
+        assert!(!may_change_files(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
         assert!(!may_change_files(&EventKind::Access(AccessKind::Close(
             AccessMode::Read
+        ))));
+        assert!(may_change_files(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
         ))));
         assert!(may_change_files(&EventKind::Create(CreateKind::File)));
         assert!(may_change_files(&EventKind::Modify(ModifyKind::Name(
