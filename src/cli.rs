@@ -115,7 +115,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SCOPED_SECRETS_MAX_LARGE_BODY_BYTES", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_BUDGET)]
     pub max_large_body_bytes: usize,
     /// Bytes per second at which the bytes of request bodies past their first 64 KiB are read, all
-    /// together (0: no limit; at least 3.5 MiB/s). One large body arriving alone is read at once; a
+    /// together (0: no limit; at least 7 MiB/s). One large body arriving alone is read at once; a
     /// stream of them is slowed.
     #[arg(long, env = "SCOPED_SECRETS_LARGE_BODY_BYTES_PER_SECOND", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_RATE)]
     pub large_body_bytes_per_second: usize,

@@ -788,14 +788,14 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
 }
 
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a
-/// body of the maximum size in 2 s), and that pace in bytes per second.
+/// body of the maximum size in 1 s), and that pace in bytes per second.
 async fn slowest_paced_server() -> (TestServer, f64) {
     let server = TestServer::start_with(
         ReviewLimits::new(8, 2 * MAX_BODY_BYTES).with_large_body_rate(1),
         Limits::default(),
     )
     .await;
-    (server, MAX_BODY_BYTES as f64 / 2.0)
+    (server, MAX_BODY_BYTES as f64)
 }
 
 #[tokio::test]
@@ -804,7 +804,7 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
     let client = server.client();
     let url = server.url("/validate/secret-names");
     let padding = 3 * 1024 * 1024;
-    let bodies = 4;
+    let bodies = 6;
     let (first_answered, being_paced) = oneshot::channel::<()>();
     let stream = {
         let (client, url) = (client.clone(), url.clone());
@@ -859,13 +859,15 @@ async fn bodies_just_under_the_budget_threshold_are_paced_too() {
     body["request"]["object"]["metadata"]["annotations"] = json!({"padding": "z".repeat(padding)});
     let size = serde_json::to_vec(&body).expect("json").len();
     assert!(size < SMALL_BODY_BYTES, "{size} bytes draw from the budget");
-    let bodies = 60;
+    let bodies = 100;
     let started = Instant::now();
     for _ in 0..bodies {
         let answer = answer(&client, &url, &body).await;
         assert_eq!(answer["response"]["allowed"], true, "{answer}");
     }
     let took = started.elapsed();
+    let waited = server.metrics.paced_seconds("/validate/secret-names");
+    assert!(waited > 0.0, "no pace wait was recorded");
     let paced = (bodies * (size - ORDINARY_BODY_BYTES)).saturating_sub(MAX_BODY_BYTES) as f64;
     let least = paced / slowest_rate;
     assert!(

@@ -33,12 +33,15 @@ has_image() { "${bud[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
 # vfs keeps every layer as a full copy of the root filesystem, so each build leaves about 5 GB of
 # untagged images behind (the builder stage's layers, the image it replaced); a few builds fill a
-# disk. Removes every untagged image; the tagged bases and images stay.
+# disk. Removes every untagged image and every working container (left by a build that was
+# interrupted) from the vfs store; the tagged bases and images stay. The whole store: on a machine
+# where someone else's vfs builds keep untagged images or working containers, those go too.
 prune_untagged() {
   local before after
-  before=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1 || echo 0)
+  before=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1) || before=0
+  "${bud[@]}" rm --all >/dev/null 2>&1 || true
   "${bud[@]}" rmi --prune >/dev/null 2>&1 || true
-  after=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1 || echo 0)
+  after=$(du -sm /var/lib/containers/storage/vfs 2>/dev/null | cut -f1) || after=0
   echo "untagged images removed: ${before:-0} MB -> ${after:-0} MB in containers-storage" >&2
 }
 

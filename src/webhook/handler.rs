@@ -133,13 +133,14 @@ async fn handle(
         // Held until the answer is made: the body and the decoded review are the review's memory.
         Ok(_admitted) => {
             let pace = state.limits.large_body_pace();
-            match read_body(body, declared_length(&parts.headers), pace).await {
-                Ok(read) => {
-                    if !read.paced.is_zero() {
-                        state.metrics.paced(path, read.paced);
-                    }
-                    pipeline::review_pipeline(&state, read.bytes, path, endpoint).await
-                }
+            // Counted whatever the read comes to: a body that waited and then timed out waited too.
+            let mut paced = std::time::Duration::ZERO;
+            let read = read_body(body, declared_length(&parts.headers), pace, &mut paced).await;
+            if !paced.is_zero() {
+                state.metrics.paced(path, paced);
+            }
+            match read {
+                Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
                 Err(rejection) => {
                     state.metrics.review(path, "", "error");
                     rejection
@@ -176,19 +177,20 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
 /// complete, so a 7 MiB body is held once); past the limit a 413 that says it. Its bytes past the
-/// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`.
+/// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`, and the time that took is added to
+/// `paced`.
 async fn read_body(
     body: Body,
     declared: Option<u64>,
     pace: Option<&limits::BodyPace>,
-) -> Result<ReadBody, Response> {
+    paced: &mut std::time::Duration,
+) -> Result<Vec<u8>, Response> {
     // The apiserver sends a review at once; a sender that trickles holds a connection and up to
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES));
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, async move {
         let mut body = body;
         let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
-        let mut paced_for = std::time::Duration::ZERO;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 let message = format!("could not read the request body: {e}");
@@ -206,15 +208,12 @@ async fn read_body(
             let before = buffer.len();
             buffer.extend_from_slice(&data);
             let past_ordinary = |n: usize| n.saturating_sub(limits::ORDINARY_BODY_BYTES);
-            let paced = past_ordinary(buffer.len()) - past_ordinary(before);
-            if let (Some(pace), true) = (pace, paced > 0) {
-                paced_for += pace.after_read(paced).await;
+            let beyond = past_ordinary(buffer.len()) - past_ordinary(before);
+            if let (Some(pace), true) = (pace, beyond > 0) {
+                *paced += pace.after_read(beyond).await;
             }
         }
-        Ok(ReadBody {
-            bytes: buffer,
-            paced: paced_for,
-        })
+        Ok(buffer)
     })
     .await;
     match read {
@@ -224,12 +223,6 @@ async fn read_body(
             Err((StatusCode::REQUEST_TIMEOUT, message).into_response())
         }
     }
-}
-
-/// A request body as read, and how long reading it waited for the large bodies' pace.
-struct ReadBody {
-    bytes: Vec<u8>,
-    paced: std::time::Duration,
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

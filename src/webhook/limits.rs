@@ -41,11 +41,12 @@ pub const DEFAULT_LARGE_BODY_BUDGET: usize = 2 * MAX_BODY_BYTES;
 /// (`benches/soak.rs`, two clients posting 7 MiB bodies back to back): at 32 MiB/s the ordinary
 /// reviews' p99 was 5.7 ms, at 16 MiB/s 3.7 ms, against 3.4 ms without those clients.
 pub const DEFAULT_LARGE_BODY_RATE: usize = 16 * 1024 * 1024;
-/// How long a body of the maximum size may take at the slowest pace allowed: well inside the
-/// body's read deadline, so pacing alone never makes a review time out.
-const SLOWEST_MAX_BODY_READ: Duration = Duration::from_secs(2);
+/// How long a body of the maximum size arriving alone may take at the slowest pace allowed: half
+/// the shortest `timeoutSeconds` of the webhook entries (2 s), so pacing alone does not make a lone
+/// review time out. Bodies arriving together share the pace.
+const SLOWEST_MAX_BODY_READ: Duration = Duration::from_secs(1);
 
-/// The budget is counted in KiB, so that it fits a semaphore's permits.
+/// The body budget is counted in KiB, so that it fits a semaphore's permits.
 const UNIT: usize = 1024;
 
 /// The shared caps of one webhook server.
@@ -61,7 +62,6 @@ pub struct ReviewLimits {
 impl Default for ReviewLimits {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_LARGE_BODY_BUDGET)
-            .with_large_body_rate(DEFAULT_LARGE_BODY_RATE)
     }
 }
 
@@ -89,7 +89,8 @@ pub enum Refusal {
 
 impl ReviewLimits {
     /// `max_in_flight` reviews at once (at least 1), and large bodies totalling `large_body_budget`
-    /// bytes (at least one body of [`MAX_BODY_BYTES`], so that any valid review can get through).
+    /// bytes (at least one body of [`MAX_BODY_BYTES`], so that any valid review can get through),
+    /// read at [`DEFAULT_LARGE_BODY_RATE`] (see [`Self::with_large_body_rate`]).
     pub fn new(max_in_flight: usize, large_body_budget: usize) -> Self {
         let max_in_flight = max_in_flight.max(1);
         let budget = large_body_budget.max(MAX_BODY_BYTES);
@@ -98,7 +99,7 @@ impl ReviewLimits {
             max_in_flight,
             large_bodies: Arc::new(Semaphore::new(budget.div_ceil(UNIT))),
             budget,
-            pace: None,
+            pace: Some(BodyPace::new(DEFAULT_LARGE_BODY_RATE)),
         }
     }
 
@@ -106,6 +107,13 @@ impl ReviewLimits {
     /// at most, all together (0: unpaced). Raised to the slowest pace at which a body of the
     /// maximum size still arrives within [`SLOWEST_MAX_BODY_READ`].
     pub fn with_large_body_rate(mut self, bytes_per_second: usize) -> Self {
+        if bytes_per_second > 0 && bytes_per_second < slowest_rate() {
+            tracing::warn!(
+                asked = bytes_per_second,
+                used = slowest_rate(),
+                "the large bodies' pace is raised to the slowest allowed (a body of the maximum size in {SLOWEST_MAX_BODY_READ:?})"
+            );
+        }
         self.pace = (bytes_per_second > 0).then(|| BodyPace::new(bytes_per_second));
         self
     }
@@ -149,21 +157,24 @@ impl ReviewLimits {
 #[derive(Debug)]
 pub struct BodyPace {
     limiter: DefaultDirectRateLimiter,
-    burst: NonZeroU32,
+    /// Bodies take their turns in the order they asked: without it, a body asking for a few bytes
+    /// at a time would always find room before one asking for a whole frame.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl BodyPace {
+    /// Paces at `bytes_per_second`, at least [`slowest_rate`], at most 1 GB/s (governor's
+    /// resolution is a nanosecond per byte).
     fn new(bytes_per_second: usize) -> Self {
-        let slowest = MAX_BODY_BYTES.div_ceil(UNIT) as u64 / SLOWEST_MAX_BODY_READ.as_secs().max(1);
-        let kib_per_second = (bytes_per_second.div_ceil(UNIT) as u64).max(slowest);
-        let rate = NonZeroU32::new(u32::try_from(kib_per_second).unwrap_or(u32::MAX))
-            .unwrap_or(NonZeroU32::MIN);
+        let rate = bytes_per_second.clamp(slowest_rate(), 1_000_000_000);
+        let rate =
+            NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         // One body of the maximum size may arrive at full speed after a quiet spell.
-        let burst =
-            NonZeroU32::new(MAX_BODY_BYTES.div_ceil(UNIT) as u32).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(u32::try_from(MAX_BODY_BYTES).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
         Self {
             limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
-            burst,
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -171,12 +182,14 @@ impl BodyPace {
     /// how long it waited.
     pub async fn after_read(&self, bytes: usize) -> Duration {
         let mut waited = Duration::ZERO;
-        let kib = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
-        let Some(cells) = NonZeroU32::new(kib.min(self.burst.get())) else {
+        // A frame is never larger than the burst (hyper reads at most a few hundred KiB at once);
+        // clamped all the same, so that the check below can always succeed.
+        let bytes = bytes.min(MAX_BODY_BYTES);
+        let Some(cells) = NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)) else {
             return waited;
         };
-        // Each check either takes the cells or says when they will be there; a body that waits
-        // takes nothing meanwhile, so two bodies share the budget.
+        let _turn = self.turn.lock().await;
+        // Each check either takes the bytes or says when they will be there.
         while let Ok(Err(not_until)) = self.limiter.check_n(cells) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             tokio::time::sleep(wait).await;
@@ -184,6 +197,14 @@ impl BodyPace {
         }
         waited
     }
+}
+
+/// The slowest pace allowed: a body of the maximum size in [`SLOWEST_MAX_BODY_READ`].
+fn slowest_rate() -> usize {
+    let seconds = usize::try_from(SLOWEST_MAX_BODY_READ.as_secs())
+        .unwrap_or(1)
+        .max(1);
+    MAX_BODY_BYTES.div_ceil(seconds)
 }
 
 impl IntoResponse for Refusal {
@@ -269,11 +290,17 @@ mod tests {
         let limits = ReviewLimits::new(8, MAX_BODY_BYTES).with_large_body_rate(1);
         let pace = limits.large_body_pace().expect("paced");
         let slowest_rate = MAX_BODY_BYTES as f64 / SLOWEST_MAX_BODY_READ.as_secs_f64();
-        // The burst: one body of the maximum size, in frames as hyper hands them over. Nothing
-        // bounds how fast this goes, so only the stream after it is timed.
+        // The burst: one body of the maximum size, in frames as hyper hands them over, at once
+        // (no more than half of what the pace would take for it).
+        let burst_started = std::time::Instant::now();
         for _ in 0..MAX_BODY_BYTES / (64 * 1024) {
             pace.after_read(64 * 1024).await;
         }
+        assert!(
+            burst_started.elapsed() < SLOWEST_MAX_BODY_READ / 2,
+            "the burst took {:?}",
+            burst_started.elapsed()
+        );
         let started = std::time::Instant::now();
         let more = MAX_BODY_BYTES / 4;
         for _ in 0..more / (64 * 1024) {
