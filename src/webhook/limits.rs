@@ -37,9 +37,9 @@ pub const DEFAULT_LARGE_BODY_BUDGET: usize = 2 * MAX_BODY_BYTES;
 /// Default rate at which the bytes of bodies past their first [`ORDINARY_BODY_BYTES`] are read,
 /// all together: 16 MiB/s, a few of the largest reviews a second. A large review that arrives alone
 /// is read at once (the pace allows a burst of one body of the maximum size); only a stream of them
-/// is slowed. Measured in the soak
-/// (`benches/soak.rs`, two clients posting 7 MiB bodies back to back): at 32 MiB/s the ordinary
-/// reviews' p99 was 5.7 ms, at 16 MiB/s 3.7 ms, against 3.4 ms without those clients.
+/// is slowed. Measured in the soak (`benches/soak.rs`, two clients posting 7 MiB bodies back to
+/// back): at 32 MiB/s the ordinary reviews' p99 was 5.7 ms, at 16 MiB/s 3.5–4.3 ms, against 3.4 ms
+/// without those clients.
 pub const DEFAULT_LARGE_BODY_RATE: usize = 16 * 1024 * 1024;
 /// How long a body of the maximum size arriving alone may take at the slowest pace allowed: half
 /// the shortest `timeoutSeconds` of the webhook entries (2 s), so pacing alone does not make a lone
@@ -150,8 +150,8 @@ impl ReviewLimits {
     }
 }
 
-/// The pace at which large bodies are read: a shared budget of bytes per second (counted in KiB)
-/// that every body draws from, as it arrives, for its bytes past [`ORDINARY_BODY_BYTES`]. A body
+/// The pace at which large bodies are read: a shared budget of bytes per second that every body
+/// draws from, as it arrives, for its bytes past [`ORDINARY_BODY_BYTES`]. A body
 /// that waits stops being read, so its sender's TCP window fills and the sender slows down too; no
 /// CPU is spent on it meanwhile.
 #[derive(Debug)]
