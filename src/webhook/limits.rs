@@ -151,9 +151,9 @@ impl ReviewLimits {
 }
 
 /// The pace at which large bodies are read: a shared budget of bytes per second that every body
-/// draws from, as it arrives, for its bytes past [`ORDINARY_BODY_BYTES`]. A body
-/// that waits stops being read, so its sender's TCP window fills and the sender slows down too; no
-/// CPU is spent on it meanwhile.
+/// draws from, as it arrives, for its bytes past [`ORDINARY_BODY_BYTES`]. A body that waits stops
+/// being read, so its sender's TCP window fills and the sender slows down too; no CPU is spent on
+/// it meanwhile.
 #[derive(Debug)]
 pub struct BodyPace {
     limiter: DefaultDirectRateLimiter,
