@@ -798,11 +798,23 @@ async fn slowest_paced_server() -> (TestServer, f64) {
     (server, MAX_BODY_BYTES as f64)
 }
 
+/// `paced` bytes took `took` to read at `slowest_rate` (the first body of the maximum size passes
+/// at once, the rest at the pace), and the operator sees the wait in the metric.
+fn assert_held_to_the_pace(server: &TestServer, slowest_rate: f64, paced: usize, took: Duration) {
+    let waited = server.metrics.paced_seconds(endpoints::SECRET_NAMES);
+    assert!(waited > 0.0, "no pace wait was recorded");
+    let least = paced.saturating_sub(MAX_BODY_BYTES) as f64 / slowest_rate;
+    assert!(
+        took.as_secs_f64() >= least * 0.9,
+        "{paced} paced bytes took {took:?}; the pace allows them in no less than {least:.2} s"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass() {
     let (server, slowest_rate) = slowest_paced_server().await;
     let client = server.client();
-    let url = server.url("/validate/secret-names");
+    let url = server.url(endpoints::SECRET_NAMES);
     let padding = 3 * 1024 * 1024;
     let bodies = 6;
     let (first_answered, being_paced) = oneshot::channel::<()>();
@@ -835,16 +847,7 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
         small_answered < stream_ended,
         "the small review waited for the large ones"
     );
-    // The operator sees the wait.
-    let waited = server.metrics.paced_seconds("/validate/secret-names");
-    assert!(waited > 0.0, "no pace wait was recorded");
-    // The first body of the maximum size passes at once; the rest at the pace.
-    let past_burst = (bodies * padding).saturating_sub(MAX_BODY_BYTES) as f64;
-    let least = past_burst / slowest_rate;
-    assert!(
-        took.as_secs_f64() >= least * 0.9,
-        "{bodies} bodies of {padding} bytes took {took:?}; the pace allows them in no less than {least:.2} s"
-    );
+    assert_held_to_the_pace(&server, slowest_rate, bodies * padding, took);
 }
 
 #[tokio::test]
@@ -853,7 +856,7 @@ async fn bodies_just_under_the_budget_threshold_are_paced_too() {
     // body budget: every body's bytes past its first ORDINARY_BODY_BYTES are paced.
     let (server, slowest_rate) = slowest_paced_server().await;
     let client = server.client();
-    let url = server.url("/validate/secret-names");
+    let url = server.url(endpoints::SECRET_NAMES);
     let padding = SMALL_BODY_BYTES - 8 * 1024;
     let mut body = review("mid", "db");
     body["request"]["object"]["metadata"]["annotations"] = json!({"padding": "z".repeat(padding)});
@@ -866,13 +869,11 @@ async fn bodies_just_under_the_budget_threshold_are_paced_too() {
         assert_eq!(answer["response"]["allowed"], true, "{answer}");
     }
     let took = started.elapsed();
-    let waited = server.metrics.paced_seconds("/validate/secret-names");
-    assert!(waited > 0.0, "no pace wait was recorded");
-    let paced = (bodies * (size - ORDINARY_BODY_BYTES)).saturating_sub(MAX_BODY_BYTES) as f64;
-    let least = paced / slowest_rate;
-    assert!(
-        took.as_secs_f64() >= least * 0.9,
-        "{bodies} bodies of {size} bytes took {took:?}; the pace allows them in no less than {least:.2} s"
+    assert_held_to_the_pace(
+        &server,
+        slowest_rate,
+        bodies * (size - ORDINARY_BODY_BYTES),
+        took,
     );
 }
 
