@@ -254,24 +254,46 @@ fn overlay_secret(world: &mut World, mut secret: Secret) {
     }
 }
 
+/// Rancher's example project, p-vwxyz of cluster `local` with its backing namespace recorded, and
+/// `members` as its namespaces: the start of the manifests the tests of `plan`'s inputs and reports
+/// read.
+#[cfg(test)]
+pub(crate) fn example_project_manifest(members: &[&str]) -> String {
+    let mut manifest = String::from(
+        "apiVersion: management.cattle.io/v3
+kind: Project
+metadata: {name: p-vwxyz, namespace: local}
+spec: {clusterName: local}
+status: {backingNamespace: local-p-vwxyz}
+",
+    );
+    for member in members {
+        manifest.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {member}
+  annotations: {{field.cattle.io/projectId: \"local:p-vwxyz\"}}
+  labels: {{field.cattle.io/projectId: p-vwxyz}}
+"
+        ));
+    }
+    manifest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::ProjectId;
 
-    const MANIFEST: &str = r#"
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {name: p-vwxyz, namespace: local}
-spec: {clusterName: local}
-status: {backingNamespace: local-p-vwxyz}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: team-a
-  annotations: {field.cattle.io/projectId: "local:p-vwxyz"}
----
+    /// The example project with one namespace, its original inside a List, and an object the plan
+    /// ignores.
+    fn manifest() -> String {
+        example_project_manifest(&["team-a"]) + MORE
+    }
+
+    const MORE: &str = r#"---
 apiVersion: v1
 kind: List
 items:
@@ -292,7 +314,7 @@ metadata: {name: web}
     #[test]
     fn a_manifest_is_laid_over_the_world() {
         let mut world = World::default();
-        let overlaid = overlay_manifest(&mut world, MANIFEST).expect("valid manifest");
+        let overlaid = overlay_manifest(&mut world, &manifest()).expect("valid manifest");
         assert_eq!(
             overlaid,
             Overlaid {
@@ -317,14 +339,14 @@ metadata: {name: web}
     #[test]
     fn a_manifest_secret_keeps_the_identity_of_the_one_it_replaces() {
         let mut world = World::default();
-        overlay_manifest(&mut world, MANIFEST).expect("valid manifest");
+        overlay_manifest(&mut world, &manifest()).expect("valid manifest");
         let mut stored = world
             .scoped("local-p-vwxyz", "test-secret")
             .and_then(|s| s.whole().cloned())
             .expect("stored");
         stored.metadata.uid = Some("live-uid".to_owned());
         world.upsert_scoped(stored);
-        overlay_manifest(&mut world, MANIFEST).expect("valid manifest");
+        overlay_manifest(&mut world, &manifest()).expect("valid manifest");
         let again = world
             .scoped("local-p-vwxyz", "test-secret")
             .expect("stored");

@@ -255,29 +255,14 @@ mod tests {
 
     /// Rancher's example: one original in project p-vwxyz's backing namespace, two project namespaces,
     /// one of which already holds a secret of that name.
-    const MANIFEST: &str = r#"
-apiVersion: management.cattle.io/v3
-kind: Project
-metadata: {name: p-vwxyz, namespace: local}
-status: {backingNamespace: local-p-vwxyz}
----
+    fn manifest() -> String {
+        crate::plan_load::example_project_manifest(&["team-a", "team-b"]) + ORIGINAL_AND_EXISTING
+    }
+
+    const ORIGINAL_AND_EXISTING: &str = r#"---
 apiVersion: v1
 kind: Namespace
 metadata: {name: local-p-vwxyz}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: team-a
-  annotations: {field.cattle.io/projectId: "local:p-vwxyz"}
-  labels: {field.cattle.io/projectId: p-vwxyz}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: team-b
-  annotations: {field.cattle.io/projectId: "local:p-vwxyz"}
-  labels: {field.cattle.io/projectId: p-vwxyz}
 ---
 apiVersion: v1
 kind: Secret
@@ -298,7 +283,7 @@ stringData: {mine: hunter2}
     async fn run(json: bool, policy: OverwritePolicy) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plan.yaml");
-        std::fs::write(&path, MANIFEST).expect("write manifest");
+        std::fs::write(&path, manifest()).expect("write manifest");
         plan_command(
             None,
             Some(&path),
