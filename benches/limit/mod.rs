@@ -104,7 +104,7 @@ async fn answer(
 
 /// Starts this binary again as a limit server of `variant` on a free port, with the webhook's
 /// certificate; returns it once it accepts connections.
-async fn spawn(variant: &str, certs_dir: &Path) -> Result<(Guard, SocketAddr)> {
+pub async fn spawn(variant: &str, certs_dir: &Path) -> Result<(Guard, SocketAddr)> {
     let addr: SocketAddr = load::free_port()?.parse()?;
     let child = Command::new(std::env::current_exe()?)
         .env(SERVE, variant)

@@ -10,6 +10,9 @@
 //! re-list (projects, 10,000+ namespaces, the metadata of every secret, the scoped secrets). The
 //! re-listed world wakes the reconciler, which plans it whole. The server logs each list and each
 //! plan; the phase reads those lines as they come to place the window.
+//!
+//! Then the same again with the reviews sent to the bare echo server of `limit/` while the product
+//! re-lists and plans: the p99.9 this machine allows a server that does no work, in the same window.
 
 use crate::load::{Outcome, Target, free_port, wait_ready};
 use anyhow::{Context, Result, bail};
@@ -64,7 +67,7 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
     let _server = testbed::process::Guard(server);
     wait_ready(admin.parse()?).await?;
     wait_for_copies(setup.client, setup.members).await?;
-    let target = Target {
+    let product = Target {
         addr: webhook.parse()?,
         tls: crate::load::tls_connector(&std::fs::read(
             certs.join(scoped_secrets::certs::CA_CERT),
@@ -72,15 +75,48 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
         namespaces: setup.target_namespaces,
         echoes_uid: true,
     };
+    let (reviews, started, marks) =
+        relist_under_load(&mut apiserver, &log_path, setup, &product, "product").await?;
+    report(&reviews, started, &marks, setup);
 
-    let log = LogWatch::from_now(&log_path)?;
+    // The same window with the reviews sent to the bare echo server (`limit/`) instead, while the
+    // product re-lists and plans again: what this machine allows any server, for comparison.
+    let (_echo, echo_addr) = crate::limit::spawn("echo", &certs).await?;
+    let echo = Target {
+        addr: echo_addr,
+        ..product
+    };
+    let (reviews, started, marks) =
+        relist_under_load(&mut apiserver, &log_path, setup, &echo, "echo").await?;
+    if let Some(window) = window_of(&reviews, started, &marks) {
+        println!(
+            "re-list phase, the same window with the reviews sent to the bare echo server (limit): p99.9 {:.3} ms, {} errors",
+            window.percentile(0.999),
+            window.errors()
+        );
+    }
+    Ok(())
+}
+
+/// Restarts the second apiserver so that the server's watches expire and re-list, and sends
+/// reviews to `target` at the fixed rate meanwhile; returns them, when the load began, and when
+/// the server's re-list and plan happened.
+async fn relist_under_load(
+    apiserver: &mut SecondApiserver,
+    log_path: &Path,
+    setup: &Setup<'_>,
+    target: &Target,
+    round: &str,
+) -> Result<(Outcome, Instant, Marks)> {
+    let log = LogWatch::from_now(log_path)?;
     apiserver.kill();
     // The cluster moves on while the apiserver is down: the server's resourceVersions fall behind
     // the new apiserver's watch cache.
-    touch_cluster(setup.client).await?;
+    touch_cluster(setup.client, round).await?;
     apiserver.spawn()?;
     let started = Instant::now();
     let (connections, rate, seconds) = (setup.connections, setup.rate, setup.seconds);
+    let target = target.clone();
     let load = tokio::spawn(async move {
         crate::load::load(
             &target,
@@ -95,8 +131,7 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
         .await?;
     let reviews = load.await??;
     apiserver.ready()?;
-    report(&reviews, started, &marks, setup);
-    Ok(())
+    Ok((reviews, started, marks))
 }
 
 /// One project, `members` namespaces in it and one original: the reconciler fans it out before
@@ -186,9 +221,9 @@ async fn wait_for_copies(client: &kube::Client, members: u64) -> Result<()> {
 }
 
 /// A namespace and a secret written while the apiserver is down (through the first one).
-async fn touch_cluster(client: &kube::Client) -> Result<()> {
+async fn touch_cluster(client: &kube::Client, round: &str) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let name = format!("relist-moved-{}", std::process::id());
+    let name = format!("relist-moved-{round}-{}", std::process::id());
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -291,6 +326,14 @@ impl Marks {
     }
 }
 
+/// The reviews scheduled between the first expired watch (or the first re-list) and the end of the
+/// first full plan after it; `None` when those did not both happen.
+fn window_of(reviews: &Outcome, started: Instant, marks: &Marks) -> Option<Outcome> {
+    let from = marks.expired.or(marks.namespaces_listed)?;
+    let to = marks.planned?;
+    Some(reviews.scheduled_within(started + from, started + to))
+}
+
 fn report(reviews: &Outcome, started: Instant, marks: &Marks, setup: &Setup<'_>) {
     let seconds = |d: Option<Duration>| {
         d.map(|d| format!("{:.2} s", d.as_secs_f64()))
@@ -305,14 +348,13 @@ fn report(reviews: &Outcome, started: Instant, marks: &Marks, setup: &Setup<'_>)
         seconds(marks.planned),
         marks.plan_ms.as_deref().unwrap_or("?"),
     );
-    let (Some(from), Some(to)) = (marks.expired.or(marks.namespaces_listed), marks.planned) else {
+    let Some(window) = window_of(reviews, started, marks) else {
         println!(
             "re-list phase: the re-list and plan did not both happen within {} s (target NOT checked)",
             setup.seconds
         );
         return;
     };
-    let window = reviews.scheduled_within(started + from, started + to);
     window.print(&format!(
         "re-list phase, {}/s from {} connections, during re-list + full plan",
         setup.rate, setup.connections,
