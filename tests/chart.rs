@@ -11,6 +11,7 @@
 //! - values.schema.json refuses bad values with a message naming them.
 
 use testbed::control_plane::ControlPlane;
+use testbed::downstream::NAMESPACE;
 use testbed::prelude as support;
 
 use serde::Deserialize;
@@ -20,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
-const NAMESPACE: &str = "scoped-secrets-system";
 const SERVICE_NAME: &str = "scoped-secrets.scoped-secrets-system.svc";
 const CERT_MANAGER: &str = "cert-manager.io/v1/Certificate";
 const MONITORING: [&str; 2] = [
@@ -75,6 +75,19 @@ fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Output {
     command.output().expect("helm runs")
 }
 
+/// `helm <command>` of the release `scoped-secrets` of the chart in `namespace`, `args` after.
+fn helm_release(
+    command: &str,
+    namespace: &str,
+    args: &[&str],
+    kubeconfig: Option<&Path>,
+) -> Output {
+    let chart = chart().display().to_string();
+    let mut all = vec![command, "scoped-secrets", &chart, "--namespace", namespace];
+    all.extend_from_slice(args);
+    helm(&all, kubeconfig)
+}
+
 #[track_caller]
 fn succeeded(what: &str, out: Output) -> String {
     assert!(
@@ -125,18 +138,10 @@ impl Setup {
     }
 
     fn try_render(&self, extra: &[&str]) -> Output {
-        let chart = chart().display().to_string();
-        let mut args = vec![
-            "template",
-            "scoped-secrets",
-            &chart,
-            "--namespace",
-            NAMESPACE,
-        ];
         let own = self.args();
-        args.extend(own.iter().map(String::as_str));
+        let mut args: Vec<&str> = own.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
-        helm(&args, None)
+        helm_release("template", NAMESPACE, &args, None)
     }
 }
 
@@ -527,19 +532,9 @@ fn values_reach_the_pods_and_the_webhooks() {
 
 #[test]
 fn another_release_namespace_is_exempt_and_its_service_account_trusted() {
-    let chart = chart().display().to_string();
     let rendered = succeeded(
         "helm template -n security",
-        helm(
-            &[
-                "template",
-                "scoped-secrets",
-                &chart,
-                "--namespace",
-                "security",
-            ],
-            None,
-        ),
+        helm_release("template", "security", &[], None),
     );
     let objects = by_key(&rendered);
     let validating = &objects["ValidatingWebhookConfiguration/scoped-secrets"]["webhooks"][0];
@@ -890,20 +885,9 @@ fn every_mode_passes_a_server_side_dry_run() {
         );
     }
     // helm reads the cluster's own API versions: the stand-ins make it render the monitoring objects.
-    let chart = chart().display().to_string();
     let validated = succeeded(
         "helm template --validate",
-        helm(
-            &[
-                "template",
-                "scoped-secrets",
-                &chart,
-                "-n",
-                NAMESPACE,
-                "--validate",
-            ],
-            Some(kubeconfig),
-        ),
+        helm_release("template", NAMESPACE, &["--validate"], Some(kubeconfig)),
     );
     let objects = by_key(&validated);
     assert!(
@@ -919,7 +903,6 @@ fn every_mode_passes_a_server_side_dry_run() {
 #[test]
 fn helm_install_upgrade_and_uninstall_against_the_control_plane() {
     let (kubeconfig, _lock) = cluster();
-    let chart = chart().display().to_string();
     let installed = |what: &str| -> (Value, String) {
         let secret: Value = serde_json::from_str(&support::ok(support::kubectl_with(
             kubeconfig,
@@ -964,16 +947,10 @@ fn helm_install_upgrade_and_uninstall_against_the_control_plane() {
             .status
             .success();
     if !has_cert_manager {
-        let refused = helm(
-            &[
-                "install",
-                "scoped-secrets",
-                &chart,
-                "-n",
-                NAMESPACE,
-                "--set",
-                "certificates.source=cert-manager",
-            ],
+        let refused = helm_release(
+            "install",
+            NAMESPACE,
+            &["--set", "certificates.source=cert-manager"],
             Some(kubeconfig),
         );
         assert!(
@@ -985,26 +962,16 @@ fn helm_install_upgrade_and_uninstall_against_the_control_plane() {
 
     succeeded(
         "helm install",
-        helm(
-            &["install", "scoped-secrets", &chart, "-n", NAMESPACE],
-            Some(kubeconfig),
-        ),
+        helm_release("install", NAMESPACE, &[], Some(kubeconfig)),
     );
     let (first_secret, first_bundle) = installed("after install");
 
     succeeded(
         "helm upgrade",
-        helm(
-            &[
-                "upgrade",
-                "scoped-secrets",
-                &chart,
-                "-n",
-                NAMESPACE,
-                "--reuse-values",
-                "--set",
-                "serve.mode=audit",
-            ],
+        helm_release(
+            "upgrade",
+            NAMESPACE,
+            &["--reuse-values", "--set", "serve.mode=audit"],
             Some(kubeconfig),
         ),
     );

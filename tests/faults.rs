@@ -16,6 +16,7 @@ use replica::*;
 use scoped_secrets::keys;
 use scoped_secrets::plan::{self, Settings};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 use testbed::harness::serial;
 use testbed::prelude::*;
@@ -73,49 +74,46 @@ impl Bystanders {
                 ),
                 &[],
             ));
-            let identity = ok(kubectl(&[
-                "get",
-                "secret",
-                "bystander",
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.metadata.uid}/{.metadata.resourceVersion}",
-            ]));
-            made.push((ns.clone(), "bystander".to_owned(), identity));
+            made.push((
+                ns.clone(),
+                "bystander".to_owned(),
+                identity(ns, "bystander"),
+            ));
         }
         Self(made)
     }
 
     #[track_caller]
     fn assert_untouched(&self) {
-        for (ns, name, identity) in &self.0 {
-            let now = ok(kubectl(&[
-                "get",
-                "secret",
-                name,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.metadata.uid}/{.metadata.resourceVersion}",
-            ]));
+        for (ns, name, was) in &self.0 {
             assert_eq!(
-                &now, identity,
+                &identity(ns, name),
+                was,
                 "the non-copy secret {ns}/{name} was changed"
             );
         }
     }
 }
 
-/// A scenario's cluster: a project with `n` members and bystanders in it.
+/// The secret's uid and resourceVersion: any write to it changes them.
+fn identity(ns: &str, name: &str) -> String {
+    ok(kubectl_line(&format!(
+        "get secret {name} -n {ns} -o jsonpath={{.metadata.uid}}/{{.metadata.resourceVersion}}"
+    )))
+}
+
+/// A scenario's cluster: a project with `n` members and bystanders in it, and the scenario's turn
+/// (`serial`), taken before the cluster is made and held until the scenario ends.
 struct Fanout {
     project: TestProject,
     members: BTreeSet<String>,
     bystanders: Bystanders,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Fanout {
     fn new(prefix: &str, n: usize) -> Self {
+        let turn = serial();
         let project = project(prefix);
         let members = member_namespaces(&project, n);
         let bystanders = Bystanders::create(&project, &members);
@@ -123,7 +121,15 @@ impl Fanout {
             project,
             members,
             bystanders,
+            _turn: turn,
         }
+    }
+
+    /// The cluster, and a replica that reaches it as the service account and holds the Lease.
+    fn led(prefix: &str, n: usize) -> (Self, Replica) {
+        let fan = Self::new(prefix, n);
+        let replica = leading_replica(&env().sa_kubeconfig);
+        (fan, replica)
     }
 }
 
@@ -218,6 +224,7 @@ fn assert_converged(fan: &Fanout, name: &str, value: &str) {
         project,
         members,
         bystanders,
+        ..
     } = fan;
     eventually("every copy to carry the original's data", CONVERGE, || {
         (copies_with(project, name, value) == members.len()).then_some(())
@@ -336,12 +343,33 @@ impl Writes {
     }
 }
 
+/// The fault of the stop scenarios: the original `fan` is applied with `value`, and once its
+/// fan-out is well under way the control plane's `process` is stopped (SIGSTOP) for `fault`, then
+/// continued. Returns the writes from the apply to the exact converged state.
+fn stopped_mid_fan_out(fan: &Fanout, value: &str, process: &str, fault: Duration) -> Writes {
+    let members = fan.members.len();
+    let pid = env().control_plane_pid(process);
+    let before = Writes::now();
+    apply_original(&fan.project, "fan", value);
+    let at_stop = mid_fan_out(&fan.project, "fan", value, members);
+    Stopped::stop(pid).hold_for(fault);
+    let continued = Instant::now();
+    assert_converged(fan, "fan", value);
+    let writes = Writes::now().since(before);
+    println!(
+        "{process} stopped for {fault:?} with {at_stop}/{members} copies carrying {value}; \
+         converged {:.1} s after SIGCONT; writes {writes:?}, {:.3} per copy",
+        continued.elapsed().as_secs_f64(),
+        (writes.total() - 1.0) / members as f64,
+    );
+    writes
+}
+
 /// Two replicas; the Lease holder is SIGKILLed mid fan-out; the other takes over within the lease
 /// duration (15 s) + 5 s and converges, creating each copy exactly once.
 #[test]
 fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
     const MEMBERS: usize = 1000;
-    let _turn = serial();
     let fan = Fanout::new("kill", MEMBERS);
     let names = [unique("replica-a"), unique("replica-b")];
     let mut replicas: Vec<Replica> = names.iter().map(|n| Replica::start(n)).collect();
@@ -384,24 +412,9 @@ fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
 #[test]
 fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
     const MEMBERS: usize = 1000;
-    let _turn = serial();
-    let fan = Fanout::new("apiserver", MEMBERS);
-    let _replica = leading_replica(&env().sa_kubeconfig);
-    let apiserver = env().control_plane_pid("kube-apiserver");
+    let (fan, _replica) = Fanout::led("apiserver", MEMBERS);
 
-    let before = Writes::now();
-    apply_original(&fan.project, "fan", "one");
-    let at_stop = mid_fan_out(&fan.project, "fan", "one", MEMBERS);
-    Stopped::stop(apiserver).hold_for(Duration::from_secs(20));
-    let continued = Instant::now();
-    assert_converged(&fan, "fan", "one");
-    let writes = Writes::now().since(before);
-    println!(
-        "apiserver stopped for 20 s with {at_stop}/{MEMBERS} copies made; converged {:.1} s after \
-         SIGCONT; writes {writes:?}, {:.3} per copy",
-        continued.elapsed().as_secs_f64(),
-        (writes.total() - 1.0) / MEMBERS as f64,
-    );
+    let writes = stopped_mid_fan_out(&fan, "one", "kube-apiserver", Duration::from_secs(20));
     // Ours is one create; requests cut off by the stop may be retried (a landed one answers 409).
     writes.assert_once_each(MEMBERS as f64 + 1.0, 0.0);
 }
@@ -411,26 +424,11 @@ fn an_apiserver_stopped_mid_fan_out_loses_nothing() {
 #[test]
 fn etcd_paused_during_changes_loses_nothing() {
     const MEMBERS: usize = 1000;
-    let _turn = serial();
-    let fan = Fanout::new("etcd", MEMBERS);
-    let _replica = leading_replica(&env().sa_kubeconfig);
+    let (fan, _replica) = Fanout::led("etcd", MEMBERS);
     apply_original(&fan.project, "fan", "one");
     assert_converged(&fan, "fan", "one");
-    let etcd = env().control_plane_pid("etcd");
 
-    let before = Writes::now();
-    apply_original(&fan.project, "fan", "two");
-    let at_stop = mid_fan_out(&fan.project, "fan", "two", MEMBERS);
-    Stopped::stop(etcd).hold_for(Duration::from_secs(10));
-    let continued = Instant::now();
-    assert_converged(&fan, "fan", "two");
-    let writes = Writes::now().since(before);
-    println!(
-        "etcd paused for 10 s with {at_stop}/{MEMBERS} copies changed; converged {:.1} s after \
-         SIGCONT; writes {writes:?}, {:.3} per copy",
-        continued.elapsed().as_secs_f64(),
-        (writes.total() - 1.0) / MEMBERS as f64,
-    );
+    let writes = stopped_mid_fan_out(&fan, "two", "etcd", Duration::from_secs(10));
     writes.assert_once_each(0.0, MEMBERS as f64);
 }
 
@@ -442,7 +440,6 @@ fn etcd_paused_during_changes_loses_nothing() {
 #[test]
 fn a_watch_expired_while_originals_change_is_relisted_and_converges() {
     const MEMBERS: usize = 200;
-    let _turn = serial();
     let fan = Fanout::new("expired", MEMBERS);
     let mut second = SecondApiserver::start();
     let replica = leading_replica(&second.sa_kubeconfig);

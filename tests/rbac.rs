@@ -12,11 +12,14 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
-    Preconditions, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+    WatchParams,
 };
 use scoped_secrets::project::project_resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::fmt::Debug;
 use std::path::Path;
 use std::time::Duration;
 use testbed::control_plane::{ControlPlane, Options};
@@ -40,28 +43,152 @@ struct Probe {
 /// A call made with a client; its answer is dropped: only whether it was allowed counts.
 type Call = Box<dyn Fn(Client) -> BoxFuture<'static, Result<(), kube::Error>> + Send + Sync>;
 
-fn call<T: 'static, F>(make: impl Fn(Client) -> F + Send + Sync + 'static) -> Call
-where
-    F: Future<Output = Result<T, kube::Error>> + Send + 'static,
-{
-    Box::new(move |c| Box::pin(make(c).map_ok(drop)))
+/// A resource's rules, in the ClusterRole or the Role, and the objects of it that the probes call,
+/// through an `Api` made from the probing client.
+#[derive(Clone, Copy)]
+struct Resource<K> {
+    role: &'static str,
+    resource: &'static str,
+    api: fn(Client) -> Api<K>,
 }
 
-impl Probe {
-    fn new(
-        role: &'static str,
-        resource: &'static str,
+fn cluster_role<K>(resource: &'static str, api: fn(Client) -> Api<K>) -> Resource<K> {
+    Resource {
+        role: "ClusterRole",
+        resource,
+        api,
+    }
+}
+
+fn role_of_own_namespace<K>(resource: &'static str, api: fn(Client) -> Api<K>) -> Resource<K> {
+    Resource {
+        role: "Role",
+        resource,
+        api,
+    }
+}
+
+impl<K> Resource<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
+{
+    /// The probe of `verb` on this resource: `make`'s call on the probing client's `Api`.
+    fn probe<T: 'static, F>(
+        &self,
         verb: &'static str,
         feature: &'static str,
-        call: Call,
-    ) -> Self {
-        Self {
-            role,
-            resource,
+        make: impl Fn(Api<K>) -> F + Send + Sync + 'static,
+    ) -> Probe
+    where
+        F: Future<Output = Result<T, kube::Error>> + Send + 'static,
+    {
+        let api = self.api;
+        Probe {
+            role: self.role,
+            resource: self.resource,
             verb,
             feature,
-            call,
+            call: Box::new(move |c| Box::pin(make(api(c)).map_ok(drop))),
         }
+    }
+
+    fn get(&self, name: &'static str, feature: &'static str) -> Probe {
+        self.probe(
+            "get",
+            feature,
+            move |api| async move { api.get(name).await },
+        )
+    }
+
+    fn list(&self, params: ListParams, feature: &'static str) -> Probe {
+        self.probe("list", feature, move |api| {
+            let params = params.clone();
+            async move { api.list(&params).await }
+        })
+    }
+
+    fn list_metadata(&self, params: ListParams, feature: &'static str) -> Probe {
+        self.probe("list", feature, move |api| {
+            let params = params.clone();
+            async move { api.list_metadata(&params).await }
+        })
+    }
+
+    fn watch(&self, feature: &'static str) -> Probe {
+        self.probe("watch", feature, |api| async move {
+            api.watch(&WatchParams::default().timeout(1), "0").await
+        })
+    }
+
+    fn watch_metadata(&self, feature: &'static str) -> Probe {
+        self.probe("watch", feature, |api| async move {
+            api.watch_metadata(&WatchParams::default().timeout(1), "0")
+                .await
+        })
+    }
+
+    /// A dry-run create of `object`.
+    fn create(&self, object: K, feature: &'static str) -> Probe {
+        self.probe("create", feature, move |api| {
+            let object = object.clone();
+            async move { api.create(&dry_post(), &object).await }
+        })
+    }
+
+    /// A dry-run merge patch of `name`, or of its status with `patch_status`.
+    fn patch(&self, name: &'static str, patch: Value, feature: &'static str) -> Probe {
+        self.probe("patch", feature, move |api| {
+            let patch = patch.clone();
+            async move { api.patch(name, &dry_patch(), &Patch::Merge(&patch)).await }
+        })
+    }
+
+    fn patch_status(&self, name: &'static str, patch: Value, feature: &'static str) -> Probe {
+        self.probe("patch", feature, move |api| {
+            let patch = patch.clone();
+            async move {
+                api.patch_status(name, &dry_patch(), &Patch::Merge(&patch))
+                    .await
+            }
+        })
+    }
+
+    /// A dry-run replace of `name` with itself, as an admin reads it.
+    fn update(&self, name: &'static str, feature: &'static str) -> Probe {
+        let of = self.api;
+        self.probe("update", feature, move |api| async move {
+            let mut live = of(admin().await).get(name).await?;
+            live.meta_mut().managed_fields = None;
+            api.replace(name, &dry_post(), &live).await
+        })
+    }
+
+    /// A dry-run delete of `name`.
+    fn delete(&self, name: &'static str, feature: &'static str) -> Probe {
+        self.probe("delete", feature, move |api| async move {
+            let params = DeleteParams {
+                dry_run: true,
+                ..DeleteParams::default()
+            };
+            api.delete(name, &params).await
+        })
+    }
+
+    /// A dry-run delete of `name` on the condition that it is still as an admin reads it.
+    fn delete_unchanged(&self, name: &'static str, feature: &'static str) -> Probe {
+        let of = self.api;
+        self.probe("delete", feature, move |api| async move {
+            let live = of(admin().await).get(name).await?;
+            let params = DeleteParams {
+                dry_run: true,
+                preconditions: Some(Preconditions {
+                    resource_version: live.meta().resource_version.clone(),
+                    uid: None,
+                }),
+                ..DeleteParams::default()
+            };
+            api.delete(name, &params).await
+        })
     }
 }
 
@@ -79,317 +206,122 @@ fn dry_patch() -> PatchParams {
     }
 }
 
-fn projects(c: Client) -> Api<DynamicObject> {
-    Api::namespaced_with(c, "local", &project_resource())
-}
-
-fn secret(name: &str) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(MEMBER.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Secret::default()
-    }
+/// A new object with only a name, and a namespace unless it is cluster-scoped.
+fn named<K: kube::Resource + Default>(name: &str, namespace: Option<&str>) -> K {
+    let mut object = K::default();
+    object.meta_mut().name = Some(name.to_owned());
+    object.meta_mut().namespace = namespace.map(str::to_owned);
+    object
 }
 
 fn probes() -> Vec<Probe> {
+    let projects = cluster_role("projects", |c| {
+        Api::<DynamicObject>::namespaced_with(c, "local", &project_resource())
+    });
+    let project_status = Resource {
+        resource: "projects/status",
+        ..projects
+    };
+    let namespaces = cluster_role("namespaces", Api::<Namespace>::all);
+    let secrets = cluster_role("secrets", |c| Api::<Secret>::namespaced(c, MEMBER));
+    let secrets_everywhere = cluster_role("secrets", Api::<Secret>::all);
+    let reviews = cluster_role("subjectaccessreviews", Api::<SubjectAccessReview>::all);
+    let events = cluster_role("events", |c| Api::<Event>::namespaced(c, MEMBER));
+    let leases = role_of_own_namespace("leases", |c| Api::<Lease>::namespaced(c, OWN_NAMESPACE));
     vec![
-        Probe::new(
-            "ClusterRole",
-            "projects",
-            "get",
+        projects.get(
+            PROJECT,
             "backing namespaces: re-read the project before setting its status; revocation: prove a deleted project gone",
-            call(|c| async move { projects(c).get(PROJECT).await }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "projects",
-            "list",
+        projects.list(
+            ListParams::default().limit(1),
             "the projects watch (readiness, N2, every rule)",
-            call(|c| async move { projects(c).list(&ListParams::default().limit(1)).await }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "projects",
-            "watch",
-            "the projects watch (readiness, N2, every rule)",
-            call(|c| async move {
-                projects(c)
-                    .watch(&WatchParams::default().timeout(1), "0")
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "projects/status",
-            "patch",
+        projects.watch("the projects watch (readiness, N2, every rule)"),
+        project_status.patch_status(
+            PROJECT,
+            json!({"status": {"backingNamespace": "local-p-rbac"}}),
             "backing namespaces: set status.backingNamespace and BackingNamespaceReady",
-            call(|c| async move {
-                let patch = json!({"status": {"backingNamespace": "local-p-rbac"}});
-                projects(c)
-                    .patch_status(PROJECT, &dry_patch(), &Patch::Merge(&patch))
-                    .await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "namespaces",
-            "get",
+        namespaces.get(
+            MEMBER,
             "label repair: re-read the namespace before patching; backing namespaces: check the namespace is marked for the project",
-            call(|c| async move { Api::<Namespace>::all(c).get(MEMBER).await }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "namespaces",
-            "list",
+        namespaces.list(
+            ListParams::default().limit(1),
             "the namespaces watch (readiness, project membership)",
-            call(|c| async move {
-                Api::<Namespace>::all(c)
-                    .list(&ListParams::default().limit(1))
-                    .await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "namespaces",
-            "watch",
-            "the namespaces watch (readiness, project membership)",
-            call(|c| async move {
-                Api::<Namespace>::all(c)
-                    .watch(&WatchParams::default().timeout(1), "0")
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "namespaces",
-            "create",
+        namespaces.watch("the namespaces watch (readiness, project membership)"),
+        namespaces.create(
+            named("local-p-new", None),
             "backing namespaces: create the namespace",
-            call(|c| async move {
-                let ns = Namespace {
-                    metadata: ObjectMeta {
-                        name: Some("local-p-new".into()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Namespace::default()
-                };
-                Api::<Namespace>::all(c).create(&dry_post(), &ns).await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "namespaces",
-            "patch",
+        namespaces.patch(
+            MEMBER,
+            json!({"metadata": {"labels": {"field.cattle.io/projectId": PROJECT}}}),
             "label repair: mirror the projectId annotation",
-            call(|c| async move {
-                let patch = json!({"metadata": {"labels": {"field.cattle.io/projectId": PROJECT}}});
-                Api::<Namespace>::all(c)
-                    .patch(MEMBER, &dry_patch(), &Patch::Merge(&patch))
-                    .await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "get",
+        secrets.get(
+            "existing",
             "copies: re-read the target before every write; S1's type",
-            call(|c| async move { Api::<Secret>::namespaced(c, MEMBER).get("existing").await }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "list",
+        secrets_everywhere.list_metadata(
+            ListParams::default().limit(1),
             "the secret watches (readiness, S1, every copy)",
-            call(|c| async move {
-                Api::<Secret>::all(c)
-                    .list_metadata(&ListParams::default().limit(1))
-                    .await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "watch",
-            "the secret watches (readiness, S1, every copy)",
-            call(|c| async move {
-                Api::<Secret>::all(c)
-                    .watch_metadata(&WatchParams::default().timeout(1), "0")
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "create",
-            "copies: create",
-            call(|c| async move {
-                Api::<Secret>::namespaced(c, MEMBER)
-                    .create(&dry_post(), &secret("new"))
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "update",
-            "copies: update; cluster label on originals",
-            call(|c| async move {
-                let api = Api::<Secret>::namespaced(c.clone(), MEMBER);
-                let mut live = Api::<Secret>::namespaced(admin_of(&c).await, MEMBER)
-                    .get("existing")
-                    .await?;
-                live.metadata.managed_fields = None;
-                api.replace("existing", &dry_post(), &live).await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "secrets",
-            "delete",
-            "copies: clean-up and recreate",
-            call(|c| async move {
-                let params = DeleteParams {
-                    dry_run: true,
-                    ..DeleteParams::default()
-                };
-                Api::<Secret>::namespaced(c, MEMBER)
-                    .delete("existing", &params)
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "subjectaccessreviews",
-            "create",
-            "N1: manage-namespaces check",
-            call(|c| async move {
-                let review = SubjectAccessReview {
-                    spec: SubjectAccessReviewSpec {
-                        user: Some("alice".into()),
-                        resource_attributes: Some(ResourceAttributes {
-                            group: Some("management.cattle.io".into()),
-                            resource: Some("projects".into()),
-                            name: Some(PROJECT.into()),
-                            namespace: Some("local".into()),
-                            verb: Some("manage-namespaces".into()),
-                            ..ResourceAttributes::default()
-                        }),
-                        ..SubjectAccessReviewSpec::default()
-                    },
-                    ..SubjectAccessReview::default()
-                };
-                Api::<SubjectAccessReview>::all(c)
-                    .create(&PostParams::default(), &review)
-                    .await
-            }),
-        ),
-        Probe::new(
-            "ClusterRole",
-            "events",
-            "create",
+        secrets_everywhere.watch_metadata("the secret watches (readiness, S1, every copy)"),
+        secrets.create(named("new", Some(MEMBER)), "copies: create"),
+        secrets.update("existing", "copies: update; cluster label on originals"),
+        secrets.delete("existing", "copies: clean-up and recreate"),
+        // Not a dry run: a review is an answer, never stored.
+        reviews.probe("create", "N1: manage-namespaces check", |api| async move {
+            api.create(&PostParams::default(), &manage_namespaces_review())
+                .await
+        }),
+        events.create(
+            event("new-event"),
             "Events on originals, and on Projects refused a backing namespace",
-            call(|c| async move {
-                Api::<Event>::namespaced(c, MEMBER)
-                    .create(&dry_post(), &event("new-event"))
-                    .await
-            }),
         ),
-        Probe::new(
-            "ClusterRole",
-            "events",
-            "patch",
+        events.patch(
+            "existing-event",
+            json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:00.000000Z"}}),
             "Events on originals (series of a repeated event)",
-            call(|c| async move {
-                let patch = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:00.000000Z"}});
-                Api::<Event>::namespaced(c, MEMBER)
-                    .patch("existing-event", &dry_patch(), &Patch::Merge(&patch))
-                    .await
-            }),
         ),
-        Probe::new(
-            "Role",
-            "leases",
-            "get",
-            "leader election: read the lease",
-            call(|c| async move {
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .get("existing-lease")
-                    .await
-            }),
-        ),
-        Probe::new(
-            "Role",
-            "leases",
-            "list",
+        leases.get("existing-lease", "leader election: read the lease"),
+        leases.list(
+            ListParams::default(),
             "cluster ownership: list the replica and cluster Leases",
-            call(|c| async move {
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .list(&ListParams::default())
-                    .await
-            }),
         ),
-        Probe::new(
-            "Role",
-            "leases",
-            "watch",
-            "cluster ownership: watch who is alive and who holds which cluster",
-            call(|c| async move {
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .watch(&WatchParams::default().timeout(1), "0")
-                    .await
-            }),
-        ),
-        Probe::new(
-            "Role",
-            "leases",
-            "create",
-            "leader election: first lease",
-            call(|c| async move {
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .create(&dry_post(), &lease("new-lease"))
-                    .await
-            }),
-        ),
-        Probe::new(
-            "Role",
-            "leases",
-            "update",
+        leases.watch("cluster ownership: watch who is alive and who holds which cluster"),
+        leases.create(named("new-lease", Some(OWN_NAMESPACE)), "leader election: first lease"),
+        leases.update(
+            "existing-lease",
             "leader election: renew, take over, release",
-            call(|c| async move {
-                let mut live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
-                    .get("existing-lease")
-                    .await?;
-                live.metadata.managed_fields = None;
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .replace("existing-lease", &dry_post(), &live)
-                    .await
-            }),
         ),
-        Probe::new(
-            "Role",
-            "leases",
-            "delete",
+        leases.delete_unchanged(
+            "existing-lease",
             "cluster ownership: delete the Leases of replicas long gone",
-            call(|c| async move {
-                let live = Api::<Lease>::namespaced(admin_of(&c).await, OWN_NAMESPACE)
-                    .get("existing-lease")
-                    .await?;
-                let params = DeleteParams {
-                    dry_run: true,
-                    preconditions: Some(Preconditions {
-                        resource_version: live.metadata.resource_version,
-                        uid: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                Api::<Lease>::namespaced(c, OWN_NAMESPACE)
-                    .delete("existing-lease", &params)
-                    .await
-            }),
         ),
     ]
+}
+
+/// N1's question: may alice manage the namespaces of the project?
+fn manage_namespaces_review() -> SubjectAccessReview {
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some("alice".into()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("management.cattle.io".into()),
+                resource: Some("projects".into()),
+                name: Some(PROJECT.into()),
+                namespace: Some("local".into()),
+                verb: Some("manage-namespaces".into()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    }
 }
 
 fn event(name: &str) -> Event {
@@ -403,21 +335,10 @@ fn event(name: &str) -> Event {
     .expect("a valid event")
 }
 
-fn lease(name: &str) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(OWN_NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Lease::default()
-    }
-}
-
 static ADMIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
-/// An admin client, for reading the objects an update probe replaces.
-async fn admin_of(_: &Client) -> Client {
+/// An admin client, for reading the objects an update or a conditional delete probe sends back.
+async fn admin() -> Client {
     client(ADMIN.get().expect("admin kubeconfig"))
         .await
         .expect("admin client")

@@ -91,6 +91,18 @@ impl TestServer {
         client_trusting(&self.ca(), true)
     }
 
+    /// Waits until `path` has `n` reviews in flight (being read or answered).
+    async fn until_in_flight(&self, path: &'static str, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.metrics.in_flight(path) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the request never reached the handler"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Posts `body` to `path` with a client that trusts the server's CA.
     async fn post(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
         post(&self.client(), &self.url(path), body).await
@@ -148,6 +160,13 @@ fn review(uid: &str, name: &str) -> Value {
     })
 }
 
+/// `review(uid, name)` made larger by an annotation that holds `padding`.
+fn padded_review(uid: &str, name: &str, padding: String) -> Value {
+    let mut body = review(uid, name);
+    body["request"]["object"]["metadata"]["annotations"] = json!({"padding": padding});
+    body
+}
+
 async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -181,33 +200,32 @@ async fn answers_a_review_over_tls_with_its_uid() {
     assert_eq!(answer["response"]["allowed"], true);
 }
 
-#[tokio::test]
-async fn oversized_bodies_get_413() {
+/// The status a fresh server answers a review padded with `padding` with (the only heavy test
+/// running meanwhile).
+async fn status_of_padded_review(uid: &str, name: &str, padding: String) -> reqwest::StatusCode {
     let _heavy = HEAVY.lock().await;
     let server = TestServer::start().await;
-    let padding = "x".repeat(handler::MAX_BODY_BYTES + 1024);
-    let mut body = review("uid-big", "big");
-    body["request"]["object"]["metadata"]["annotations"] = json!({"padding": padding});
-    let response = server
-        .post(endpoints::SECRET_NAMES, &body)
+    server
+        .post(endpoints::SECRET_NAMES, &padded_review(uid, name, padding))
         .await
-        .expect("an answer, not a dropped connection");
-    assert_eq!(response.status(), 413);
+        .expect("an answer, not a dropped connection")
+        .status()
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let padding = "x".repeat(handler::MAX_BODY_BYTES + 1024);
+    assert_eq!(
+        status_of_padded_review("uid-big", "big", padding).await,
+        413
+    );
 }
 
 #[tokio::test]
 async fn bodies_up_to_the_limit_are_reviewed() {
-    let _heavy = HEAVY.lock().await;
-    let server = TestServer::start().await;
     // The apiserver may send ~3 MiB for each of object and oldObject.
-    let mut body = review("uid-6m", "six");
-    body["request"]["object"]["metadata"]["annotations"] =
-        json!({"padding": "y".repeat(6 * 1024 * 1024)});
-    let response = server
-        .post(endpoints::SECRET_NAMES, &body)
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
+    let padding = "y".repeat(6 * 1024 * 1024);
+    assert_eq!(status_of_padded_review("uid-6m", "six", padding).await, 200);
 }
 
 #[tokio::test]
@@ -215,13 +233,7 @@ async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
     let server = TestServer::start().await;
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
-    let wrong_type = client
-        .post(&url)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .expect("request");
+    let wrong_type = post_as(&client, &url, "text/plain", "{}").await;
     assert_eq!(wrong_type.status(), 415);
     assert!(
         wrong_type
@@ -231,13 +243,7 @@ async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
             .contains("application/json")
     );
 
-    let garbage = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .expect("request");
+    let garbage = post_as(&client, &url, "application/json", "{not json").await;
     assert_eq!(garbage.status(), 400);
     let text = garbage.text().await.expect("text");
     assert!(text.contains("not a valid AdmissionReview"), "{text}");
@@ -395,39 +401,19 @@ async fn certificate_rotation_under_traffic_fails_no_review() {
 #[tokio::test]
 async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
     let mut server = TestServer::start().await;
-    let ca = server.ca();
     // An idle keep-alive connection, after one answered request.
-    let idle = raw_tls(server.addr, &ca).await;
-    let (mut idle_read, mut idle_write) = tokio::io::split(idle);
-    let body = serde_json::to_vec(&review("idle", "a")).expect("json");
-    idle_write
-        .write_all(&request_head(body.len()))
-        .await
-        .expect("write");
+    let (mut idle_read, mut idle_write, body) = review_head_sent(&server, "idle", "a").await;
     idle_write.write_all(&body).await.expect("write");
     let first = read_response(&mut idle_read).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
 
     // An in-flight review: headers and half the body sent.
-    let busy = raw_tls(server.addr, &ca).await;
-    let (mut busy_read, mut busy_write) = tokio::io::split(busy);
-    let body = serde_json::to_vec(&review("in-flight", "b")).expect("json");
+    let (mut busy_read, mut busy_write, body) = review_head_sent(&server, "in-flight", "b").await;
     let (half, rest) = body.split_at(body.len() / 2);
-    busy_write
-        .write_all(&request_head(body.len()))
-        .await
-        .expect("write");
     busy_write.write_all(half).await.expect("write");
     busy_write.flush().await.expect("flush");
     // Wait until the server is reading this request, so it is in flight when shutdown begins.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metrics.in_flight(endpoints::SECRET_NAMES) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the handler"
-        );
-        tokio::task::yield_now().await;
-    }
+    server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
 
     let _ = server.stop.take().map(|s| s.send(()));
     // The idle connection is closed by the server.
@@ -455,6 +441,26 @@ async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
         .expect("serve task");
     // And nothing new is accepted.
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+type RawRead = tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type RawWrite = tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A new TLS connection to the server on which the head of a request to review the secret `name`
+/// is sent; with the body, which is the caller's to send (or not).
+async fn review_head_sent(
+    server: &TestServer,
+    uid: &str,
+    name: &str,
+) -> (RawRead, RawWrite, Vec<u8>) {
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (read, mut write) = tokio::io::split(stream);
+    let body = serde_json::to_vec(&review(uid, name)).expect("json");
+    write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    (read, write, body)
 }
 
 fn request_head(len: usize) -> Vec<u8> {
@@ -515,13 +521,7 @@ async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
 #[tokio::test]
 async fn a_body_that_never_arrives_gets_408_after_the_deadline() {
     let server = TestServer::start().await;
-    let stream = raw_tls(server.addr, &server.ca()).await;
-    let (mut read, mut write) = tokio::io::split(stream);
-    let body = serde_json::to_vec(&review("slow", "s")).expect("json");
-    write
-        .write_all(&request_head(body.len()))
-        .await
-        .expect("write");
+    let (mut read, mut write, body) = review_head_sent(&server, "slow", "s").await;
     write
         .write_all(&body[..body.len() / 2])
         .await
@@ -603,9 +603,19 @@ fn hostile_data_review(uid: &str) -> Vec<u8> {
 }
 
 async fn post_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
+    post_as(client, url, "application/json", body).await
+}
+
+/// Posts `body` as it is, declared as `content_type`.
+async fn post_as(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     client
         .post(url)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
@@ -710,14 +720,7 @@ async fn hold_in_flight(
         .expect("write");
     write.write_all(b"{\"apiVersion\":").await.expect("write");
     write.flush().await.expect("flush");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metrics.in_flight(path) < expected_in_flight {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the handler"
-        );
-        tokio::task::yield_now().await;
-    }
+    server.until_in_flight(path, expected_in_flight).await;
     (read, write)
 }
 
@@ -770,9 +773,7 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
     let _held = hold_in_flight(&server, "/validate/secret-names", MAX_BODY_BYTES, 1).await;
     let client = server.client();
     let url = server.url("/validate/secret-names");
-    let mut large = review("large", "db");
-    large["request"]["object"]["metadata"]["annotations"] =
-        json!({"padding": "z".repeat(SMALL_BODY_BYTES)});
+    let large = padded_review("large", "db", "z".repeat(SMALL_BODY_BYTES));
     let refused = post(&client, &url, &large).await.expect("an answer");
     assert_eq!(refused.status(), 429);
     let status: Value = refused.json().await.expect("a Status body");
@@ -824,9 +825,7 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
         tokio::spawn(async move {
             let started = Instant::now();
             for i in 0..bodies {
-                let mut large = review(&format!("large-{i}"), "db");
-                large["request"]["object"]["metadata"]["annotations"] =
-                    json!({"padding": "z".repeat(padding)});
+                let large = padded_review(&format!("large-{i}"), "db", "z".repeat(padding));
                 let answer: Value = answer(&client, &url, &large).await;
                 assert_eq!(answer["response"]["uid"], format!("large-{i}"));
                 assert_eq!(answer["response"]["allowed"], true, "{answer}");
@@ -858,8 +857,7 @@ async fn bodies_just_under_the_budget_threshold_are_paced_too() {
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
     let padding = SMALL_BODY_BYTES - 8 * 1024;
-    let mut body = review("mid", "db");
-    body["request"]["object"]["metadata"]["annotations"] = json!({"padding": "z".repeat(padding)});
+    let body = padded_review("mid", "db", "z".repeat(padding));
     let size = serde_json::to_vec(&body).expect("json").len();
     assert!(size < SMALL_BODY_BYTES, "{size} bytes draw from the budget");
     let bodies = 100;

@@ -10,6 +10,7 @@
 //! passes too. Both were reproduced with the reconciler running (`local-control-plane --serve`): the
 //! attacker read the project's originals.
 
+use crate::common::grant_project_creation;
 use scoped_secrets::keys::{self, ProjectId};
 use scoped_secrets::plan::{self, Action};
 use std::sync::OnceLock;
@@ -24,7 +25,6 @@ const PAUL: &str = "attack-paul";
 fn grant_attackers() {
     static GRANTED: OnceLock<()> = OnceLock::new();
     GRANTED.get_or_init(|| {
-        cluster_namespace();
         ok(kubectl_apply(
             &testbed::rbac::namespace_editor(
                 "scoped-secrets-e2e-attack-namespace-editor",
@@ -33,35 +33,29 @@ fn grant_attackers() {
             ),
             &[],
         ));
-        ok(kubectl_apply(
-            &format!(
-                "apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
-rules:
-- apiGroups: [{group}]
-  resources: [{plural}]
-  verbs: [create, get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: scoped-secrets-e2e-attack-project-creator, namespace: local}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: scoped-secrets-e2e-attack-project-creator}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {PAUL}}}
-",
-                group = keys::PROJECT_GROUP,
-                plural = keys::PROJECT_PLURAL,
-            ),
-            &[],
-        ));
-        let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
-        eventually("the attackers' grants", Duration::from_secs(20), || {
-            let paul = format!("create {resource} -n local");
-            (can_i(NINA, "patch namespaces") == "yes" && can_i(PAUL, &paul) == "yes")
-            .then_some(())
+        grant_project_creation(
+            "scoped-secrets-e2e-attack-project-creator",
+            PAUL,
+            &["local"],
+        );
+        eventually("nina's grant", Duration::from_secs(20), || {
+            (can_i(NINA, "patch namespaces") == "yes").then_some(())
         });
     });
+}
+
+/// Whether `created` was refused at admission; a refusal must be `webhook`'s.
+#[track_caller]
+fn refused(created: &std::process::Output, webhook: &str) -> bool {
+    let refused = !created.status.success();
+    if refused {
+        assert!(
+            stderr(created).contains(webhook),
+            "refused, but not by {webhook}: {}",
+            stderr(created)
+        );
+    }
+    refused
 }
 
 /// Whether the reconciler, planning over the server's index, would adopt `namespace` as the
@@ -165,12 +159,7 @@ stringData: {{password: victim}}
     );
     // Refused at admission (P3) when the request carries the new object's uid, else admitted and
     // then never given the namespace: either way the deleted project's namespace is not his.
-    if !created.status.success() {
-        assert!(
-            stderr(&created).contains("project-guard.scoped-secrets.io"),
-            "refused, but not by the project guard: {}",
-            stderr(&created)
-        );
+    if refused(&created, "project-guard.scoped-secrets.io") {
         return;
     }
     indexed("paul's project", |w| w.project(&victim).is_some());
@@ -237,12 +226,7 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
         &["create", "-f", "-"],
         &manifest.to_string(),
     );
-    if !created.status.success() {
-        assert!(
-            stderr(&created).contains("secret-guard.scoped-secrets.io"),
-            "refused, but not by S6: {}",
-            stderr(&created)
-        );
+    if refused(&created, "secret-guard.scoped-secrets.io") {
         return;
     }
     indexed("the original", |w| {

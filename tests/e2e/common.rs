@@ -85,78 +85,87 @@ pub(crate) fn original(project: &TestProject, name: &str) {
 }
 
 pub(crate) fn original_yaml(project: &TestProject, name: &str, extra_metadata: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {backing}
-  labels: {{{label}: {p}}}
-{extra_metadata}data: {{key: ZG9n}}
-",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name
-    )
+    let rest = format!("{extra_metadata}{DATA}");
+    secret_yaml(&project.backing, name, &scoped_label(&project.name), &rest)
+}
+
+/// The data of the secrets these tests write (`key: dog`), as the last line of a [`secret_yaml`].
+pub(crate) const DATA: &str = "data: {key: ZG9n}\n";
+
+/// The project-scoped label set to `value`, as an entry of the labels of a [`secret_yaml`].
+pub(crate) fn scoped_label(value: &str) -> String {
+    format!("{}: {value}", keys::PROJECT_SCOPED_LABEL)
 }
 
 /// A project (`prefix`) with a namespace in it (`prefix` too), its original `db`, and a copy of it
 /// in that namespace written as the reconciler would write it.
 pub(crate) fn a_copy_of_db(prefix: &str) -> (TestProject, String) {
-    let project = project(prefix);
-    let ns = namespace_in(&project, prefix);
-    original(&project, "db");
-    copy_as_reconciler(&project, &ns, "db");
+    let (project, [ns]) = copies_of(prefix, "db", [prefix]);
     (project, ns)
+}
+
+/// A project (`prefix`) with a namespace in it for each of `namespaces` (prefixes of their names),
+/// its original `name`, and a copy of it in each of them written as the reconciler would write it.
+pub(crate) fn copies_of<const N: usize>(
+    prefix: &str,
+    name: &str,
+    namespaces: [&str; N],
+) -> (TestProject, [String; N]) {
+    let project = project(prefix);
+    let namespaces = namespaces.map(|ns| namespace_in(&project, ns));
+    original(&project, name);
+    for ns in &namespaces {
+        copy_as_reconciler(&project, ns, name);
+    }
+    (project, namespaces)
 }
 
 /// A copy of the project's original `name` in `ns`, written as the reconciler would write it.
 pub(crate) fn copy_as_reconciler(project: &TestProject, ns: &str, name: &str) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: {name}
-  namespace: {ns}
-  labels: {{{label}: {p}, {cluster_label}: local}}
-  annotations:
+    let labels = format!(
+        "{}, {}: local",
+        scoped_label(&project.name),
+        keys::PROJECT_SCOPED_CLUSTER_LABEL
+    );
+    let rest = format!(
+        "  annotations:
     {copy}: \"true\"
     {user}: \"true\"
     {origin}: {backing}/{name}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        cluster_label = keys::PROJECT_SCOPED_CLUSTER_LABEL,
-        p = project.name,
+{DATA}",
         copy = keys::COPY_ANNOTATION,
         user = keys::USER_SECRET_ANNOTATION,
         origin = keys::ORIGIN_ANNOTATION,
         backing = project.backing,
     );
-    create_as_reconciler(&yaml);
+    create_as_reconciler(&secret_yaml(ns, name, &labels, &rest));
     indexed("the copy", |w| {
         w.secret_meta(ns, name).is_some_and(|m| m.is_copy())
     });
 }
 
+/// A project (`prefix`) with a namespace in it (`prefix` too), its original `db`, and in that
+/// namespace a secret `db` marked as its copy with the annotations `annotations` gives for the
+/// project (see [`marked_copy_of_db`]).
+pub(crate) fn a_marked_copy_of_db(
+    prefix: &str,
+    annotations: impl FnOnce(&TestProject) -> String,
+) -> (TestProject, String) {
+    let project = project(prefix);
+    let ns = namespace_in(&project, prefix);
+    original(&project, "db");
+    marked_copy_of_db(&project, &ns, &annotations(&project));
+    (project, ns)
+}
+
 /// A secret `db` in `ns` marked as a copy of the project's original, with `annotations` (entries of a
 /// YAML flow map) beside the copy marker, written as the reconciler; waits until the index holds it.
 pub(crate) fn marked_copy_of_db(project: &TestProject, ns: &str, annotations: &str) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: db
-  namespace: {ns}
-  labels: {{{label}: {p}}}
-  annotations: {{{copy}: \"true\", {annotations}}}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name,
-        copy = keys::COPY_ANNOTATION,
+    let rest = format!(
+        "  annotations: {{{}: \"true\", {annotations}}}\n{DATA}",
+        keys::COPY_ANNOTATION,
     );
-    create_as_reconciler(&yaml);
+    create_as_reconciler(&secret_yaml(ns, "db", &scoped_label(&project.name), &rest));
     indexed("the copy", |w| {
         w.scoped(ns, "db").is_some() && w.secret_meta(ns, "db").is_some_and(|m| m.is_copy())
     });
@@ -212,6 +221,45 @@ pub(crate) fn grant_namespace_editing(project: &TestProject) {
             .then_some(())
     });
     assert_eq!(can_i("bob", &manage), "no");
+}
+
+/// Lets `user` create and get Projects in the cluster namespaces `clusters`, and nothing else,
+/// through ClusterRole `role`; waits until the apiserver's RBAC cache says so. Creates cluster
+/// namespace `local` if need be; any other must exist.
+pub(crate) fn grant_project_creation(role: &str, user: &str, clusters: &[&str]) {
+    cluster_namespace();
+    let mut manifest = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {role}}}
+rules:
+- apiGroups: [{group}]
+  resources: [{plural}]
+  verbs: [create, get]
+",
+        group = keys::PROJECT_GROUP,
+        plural = keys::PROJECT_PLURAL,
+    );
+    for ns in clusters {
+        manifest.push_str(&format!(
+            "---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {role}, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}
+"
+        ));
+    }
+    ok(kubectl_apply(&manifest, &[]));
+    let create = format!("create {}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
+    eventually(&format!("{user}'s grants"), Duration::from_secs(20), || {
+        clusters
+            .iter()
+            .all(|ns| can_i(user, &format!("{create} -n {ns}")) == "yes")
+            .then_some(())
+    });
 }
 
 pub(crate) fn namespace_yaml(name: &str, project_id: &str) -> String {

@@ -3,8 +3,8 @@
 //! who try it.
 
 use crate::common::{
-    GUARD, NAMESPACE_GUARD, a_copy_of_db, assert_denied, assert_warned, grant_namespace_editing,
-    marked_copy_of_db, original,
+    GUARD, NAMESPACE_GUARD, a_copy_of_db, a_marked_copy_of_db, assert_denied, assert_warned,
+    grant_namespace_editing, original,
 };
 use scoped_secrets::keys;
 use scoped_secrets::message;
@@ -19,14 +19,10 @@ fn set_project(ns: &str, project_id: &str, user: &str, extra: &[&str]) -> std::p
 }
 
 fn leave_project(ns: &str, user: &str) -> std::process::Output {
-    let removed = format!("{}-", keys::PROJECT_ID_KEY);
-    kubectl(&[
-        "annotate",
-        "namespace",
-        ns,
-        &removed,
-        &format!("--as={user}"),
-    ])
+    kubectl_line(&format!(
+        "annotate namespace {ns} {}- --as={user}",
+        keys::PROJECT_ID_KEY
+    ))
 }
 
 fn project_of(ns: &str) -> String {
@@ -104,25 +100,19 @@ fn moving_a_namespace_needs_manage_namespaces_on_both_projects() {
     // alice manages `mine` only.
     grant_namespace_editing(&mine);
     let in_theirs = namespace_in(&theirs, "move-in");
-    let err = fails(set_project(&in_theirs, &mine.id(), "alice", &[]));
-    assert_denied(
-        &err,
-        NAMESPACE_GUARD,
-        &format!(
-            "user \"alice\" may not move namespace \"{in_theirs}\" out of project {}",
-            theirs.id()
-        ),
-    );
     let in_mine = namespace_in(&mine, "move-out");
-    let err = fails(set_project(&in_mine, &theirs.id(), "alice", &[]));
-    assert_denied(
-        &err,
-        NAMESPACE_GUARD,
-        &format!(
-            "user \"alice\" may not move namespace \"{in_mine}\" into project {}",
-            theirs.id()
-        ),
-    );
+    // Out of `theirs` into `mine`, then out of `mine` into `theirs`.
+    for (ns, to, refused_move) in [
+        (&in_theirs, &mine, format!("out of project {}", theirs.id())),
+        (&in_mine, &theirs, format!("into project {}", theirs.id())),
+    ] {
+        let err = fails(set_project(ns, &to.id(), "alice", &[]));
+        assert_denied(
+            &err,
+            NAMESPACE_GUARD,
+            &format!("user \"alice\" may not move namespace \"{ns}\" {refused_move}"),
+        );
+    }
     assert_eq!(project_of(&in_theirs), theirs.id());
     assert_eq!(project_of(&in_mine), mine.id());
 }
@@ -204,16 +194,14 @@ fn removals_are_not_announced_for_a_refused_request() {
 /// removes the copy and that secret does not come back: the leave warning names such copies.
 #[test]
 fn leaving_names_the_copies_that_had_replaced_the_namespaces_own_secrets() {
-    let project = project("lost");
-    let ns = namespace_in(&project, "lost");
-    original(&project, "db");
-    let replaced = format!(
-        "{}: {}/db, {}: \"true\"",
-        keys::ORIGIN_ANNOTATION,
-        project.backing,
-        keys::REPLACED_ANNOTATION
-    );
-    marked_copy_of_db(&project, &ns, &replaced);
+    let (_project, ns) = a_marked_copy_of_db("lost", |project| {
+        format!(
+            "{}: {}/db, {}: \"true\"",
+            keys::ORIGIN_ANNOTATION,
+            project.backing,
+            keys::REPLACED_ANNOTATION
+        )
+    });
     let removed = format!("{}-", keys::PROJECT_ID_KEY);
     let out = kubectl_line(&format!(
         "annotate namespace {ns} {removed} --dry-run=server"

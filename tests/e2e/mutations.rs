@@ -64,18 +64,7 @@ fn m1_a_projectid_label_without_the_annotation_is_removed() {
 #[test]
 fn m2_an_empty_project_label_is_filled_and_the_cluster_label_added() {
     let project = project("m2");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: filled
-  namespace: {backing}
-  labels: {{{label}: \"\"}}
-data: {{key: ZG9n}}
-",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-    );
+    let yaml = secret_yaml(&project.backing, "filled", &scoped_label("\"\""), DATA);
     let out = ok(kubectl_apply(&yaml, &["--dry-run=server", "-o", "yaml"]));
     assert!(
         out.lines()
@@ -130,18 +119,7 @@ fn m2_an_update_adds_the_missing_cluster_label() {
 #[test]
 fn m2_server_side_apply_of_an_original_gets_its_labels_filled() {
     let project = project("m2s");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: ssa
-  namespace: {backing}
-  labels: {{{label}: \"\"}}
-data: {{key: ZG9n}}
-",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-    );
+    let yaml = secret_yaml(&project.backing, "ssa", &scoped_label("\"\""), DATA);
     let out = kubectl_apply(&yaml, &["--server-side", "--field-manager=e2e"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let labels: serde_json::Value = serde_json::from_str(&ok(kubectl(&[

@@ -3,9 +3,9 @@
 //! project's backing namespace. What the reconciler does when a claim slips past admission is in
 //! `tests/reconciler/projects.rs` (a reconciler acts on the whole cluster, so it runs in that binary).
 
-use scoped_secrets::keys::{self, ProjectId};
+use crate::common::grant_project_creation;
+use scoped_secrets::keys::ProjectId;
 use std::sync::OnceLock;
-use std::time::Duration;
 use testbed::prelude::*;
 
 const PROJECT_GUARD: &str = "project-guard.scoped-secrets.io";
@@ -19,47 +19,14 @@ const DASHED_CLUSTER: &str = "local-p";
 fn mallory() {
     static GRANTED: OnceLock<()> = OnceLock::new();
     GRANTED.get_or_init(|| {
-        cluster_namespace();
-        let mut manifest = format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {DASHED_CLUSTER}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: scoped-secrets-e2e-project-creator}}
-rules:
-- apiGroups: [{group}]
-  resources: [{plural}]
-  verbs: [create, get]
-",
-            group = keys::PROJECT_GROUP,
-            plural = keys::PROJECT_PLURAL,
+        let dashed_cluster =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {DASHED_CLUSTER}}}\n");
+        ok(kubectl_apply(&dashed_cluster, &[]));
+        grant_project_creation(
+            "scoped-secrets-e2e-project-creator",
+            MALLORY,
+            &["local", DASHED_CLUSTER],
         );
-        for ns in ["local", DASHED_CLUSTER] {
-            manifest.push_str(&format!(
-                "---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: scoped-secrets-e2e-project-creator, namespace: {ns}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scoped-secrets-e2e-project-creator}}
-subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {MALLORY}}}
-"
-            ));
-        }
-        ok(kubectl_apply(&manifest, &[]));
-        let resource = format!("{}.{}", keys::PROJECT_PLURAL, keys::PROJECT_GROUP);
-        let as_mallory = format!("--as={MALLORY}");
-        eventually("mallory's grants", Duration::from_secs(20), || {
-            ["local", DASHED_CLUSTER]
-                .iter()
-                .all(|ns| {
-                    let out = kubectl_line(&format!("auth can-i create {resource} {as_mallory} -n {ns}"));
-                    stdout(&out).trim() == "yes"
-                })
-                .then_some(())
-        });
     });
 }
 

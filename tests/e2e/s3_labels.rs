@@ -10,18 +10,7 @@ use testbed::prelude::*;
 fn s3_the_label_outside_a_backing_namespace_is_denied() {
     let ns = plain_namespace("s3");
     let project = project("s3");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: stray
-  namespace: {ns}
-  labels: {{{label}: {p}}}
-data: {{key: ZG9n}}
-",
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name
-    );
+    let yaml = secret_yaml(&ns, "stray", &scoped_label(&project.name), DATA);
     let expected = format!(
         "label {} is only allowed on secrets in a project's backing namespace, and namespace \
          \"{ns}\" is not one; create the secret in the project's backing namespace and the \
@@ -56,18 +45,8 @@ data: {{key: ZG9n}}
 #[test]
 fn s3_a_wrong_label_value_is_denied_with_the_right_one() {
     let project = project("s3w");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
-metadata:
-  name: wrong
-  namespace: {backing}
-  labels: {{{label}: p-someone-else}}
-data: {{key: ZG9n}}
-",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-    );
+    let wrong_label = scoped_label("p-someone-else");
+    let yaml = secret_yaml(&project.backing, "wrong", &wrong_label, DATA);
     let expected = format!(
         "label {} on secret \"wrong\" is \"p-someone-else\", but namespace \"{}\" backs project \
          {}; set it to {}",

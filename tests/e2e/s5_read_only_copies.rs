@@ -109,11 +109,9 @@ fn s5_deleting_a_copy_that_no_original_wants_is_allowed() {
 fn s5_a_rancher_copy_without_our_origin_annotation_is_read_only_too() {
     // Rancher's copier marks copies without scoped-secrets.io/origin: the origin is found through
     // the project its label names.
-    let project = project("s5r");
-    let ns = namespace_in(&project, "s5r");
-    original(&project, "db");
-    let rancher = format!("{}: \"true\"", keys::USER_SECRET_ANNOTATION);
-    marked_copy_of_db(&project, &ns, &rancher);
+    let (project, ns) = a_marked_copy_of_db("s5r", |_| {
+        format!("{}: \"true\"", keys::USER_SECRET_ANNOTATION)
+    });
     let err = fails(kubectl_line(&format!("delete secret db -n {ns}")));
     assert_denied(
         &err,

@@ -9,19 +9,13 @@ use testbed::prelude::*;
 #[test]
 fn s6_a_service_account_token_original_is_denied() {
     let project = project("s6t");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Secret
+    let yaml = secret_yaml(
+        &project.backing,
+        "token",
+        &scoped_label(&project.name),
+        "  annotations: {kubernetes.io/service-account.name: default}
 type: kubernetes.io/service-account-token
-metadata:
-  name: token
-  namespace: {backing}
-  labels: {{{label}: {p}}}
-  annotations: {{kubernetes.io/service-account.name: default}}
 ",
-        backing = project.backing,
-        label = keys::PROJECT_SCOPED_LABEL,
-        p = project.name
     );
     let err = fails(kubectl_apply(&yaml, &[]));
     assert_denied(

@@ -19,12 +19,7 @@ fn removal_warning(project: &TestProject, name: &str, copies: &str, namespaces: 
 
 #[test]
 fn s7_deleting_an_original_warns_how_many_copies_will_be_removed() {
-    let project = project("s7");
-    let a = namespace_in(&project, "s7a");
-    let b = namespace_in(&project, "s7b");
-    original(&project, "db");
-    copy_as_reconciler(&project, &a, "db");
-    copy_as_reconciler(&project, &b, "db");
+    let (project, [a, b]) = copies_of("s7", "db", ["s7a", "s7b"]);
     let mut namespaces = [a.as_str(), b.as_str()];
     namespaces.sort();
     let warning = removal_warning(&project, "db", "2 copies", &namespaces);
@@ -35,10 +30,7 @@ fn s7_deleting_an_original_warns_how_many_copies_will_be_removed() {
 
 #[test]
 fn s7_removing_the_label_of_an_original_warns_too() {
-    let project = project("s7l");
-    let ns = namespace_in(&project, "s7l");
-    original(&project, "cfg");
-    copy_as_reconciler(&project, &ns, "cfg");
+    let (project, [ns]) = copies_of("s7l", "cfg", ["s7l"]);
     let out = kubectl_line(&format!(
         "label secret cfg -n {} {}-",
         project.backing,
@@ -50,12 +42,7 @@ fn s7_removing_the_label_of_an_original_warns_too() {
 
 #[test]
 fn s7_narrowing_the_ignore_list_warns_how_many_copies_will_be_removed() {
-    let project = project("s7i");
-    let kept = namespace_in(&project, "s7i-kept");
-    let ignored = namespace_in(&project, "s7i-gone");
-    original(&project, "db");
-    copy_as_reconciler(&project, &kept, "db");
-    copy_as_reconciler(&project, &ignored, "db");
+    let (project, [_kept, ignored]) = copies_of("s7i", "db", ["s7i-kept", "s7i-gone"]);
     let pattern = ignored.clone();
     let out = kubectl_line(&format!(
         "annotate secret db -n {} {}={pattern}",

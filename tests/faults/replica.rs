@@ -266,15 +266,9 @@ impl Drop for SecondApiserver {
 
 /// The Lease's holder, or `None` when it cannot be read (or is empty).
 pub fn lease_holder() -> Option<String> {
-    let out = kubectl(&[
-        "get",
-        "lease",
-        "scoped-secrets",
-        "-n",
-        "scoped-secrets-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let out = kubectl_line(
+        "get lease scoped-secrets -n scoped-secrets-system -o jsonpath={.spec.holderIdentity}",
+    );
     let holder = stdout(&out).trim().to_owned();
     (out.status.success() && !holder.is_empty()).then_some(holder)
 }
