@@ -59,6 +59,7 @@ pub struct WebhookMetrics {
     latency: Family<WebhookLabels, Histogram>,
     reviews: Family<ReviewLabels, Counter>,
     paced: Family<WebhookLabels, Counter<f64>>,
+    paced_bytes: Family<WebhookLabels, Counter>,
 }
 
 impl WebhookMetrics {
@@ -97,19 +98,36 @@ impl WebhookMetrics {
                 "scoped_secrets_webhook_body_pace_wait_seconds",
                 "Time request bodies waited for the large bodies' pace before being read further",
             ),
+            paced_bytes: registered(
+                registry,
+                "scoped_secrets_webhook_body_paced_bytes",
+                "Bytes of request bodies read at the large bodies' pace (past each body's first 64 KiB)",
+            ),
         }
     }
 
-    /// A body of this webhook waited `waited` for the large bodies' pace.
-    pub fn paced(&self, webhook: &'static str, waited: std::time::Duration) {
+    /// A body of this webhook had `paced.bytes` read at the large bodies' pace, and waited
+    /// `paced.waited` for it.
+    pub fn paced(&self, webhook: &'static str, paced: &crate::webhook::limits::Paced) {
+        let labels = WebhookLabels { webhook };
         self.paced
-            .get_or_create(&WebhookLabels { webhook })
-            .inc_by(waited.as_secs_f64());
+            .get_or_create(&labels)
+            .inc_by(paced.waited.as_secs_f64());
+        self.paced_bytes
+            .get_or_create(&labels)
+            .inc_by(paced.bytes as u64);
     }
 
     /// How long this webhook's bodies have waited for the pace, in seconds; for tests.
     pub fn paced_seconds(&self, webhook: &'static str) -> f64 {
         self.paced.get_or_create(&WebhookLabels { webhook }).get()
+    }
+
+    /// How many bytes of this webhook's bodies were read at the pace; for tests.
+    pub fn paced_bytes(&self, webhook: &'static str) -> u64 {
+        self.paced_bytes
+            .get_or_create(&WebhookLabels { webhook })
+            .get()
     }
 
     /// Starts timing one request; the guard records latency, status and in-flight when dropped.

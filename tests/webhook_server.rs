@@ -789,21 +789,33 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
 }
 
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a
-/// body of the maximum size in 1 s), and that pace in bytes per second.
-async fn slowest_paced_server() -> (TestServer, f64) {
+/// body of the maximum size in 1 s), with room for `large_bodies` of the maximum size at once, and
+/// that pace in bytes per second.
+async fn slowest_paced_server(large_bodies: usize) -> (TestServer, f64) {
     let server = TestServer::start_with(
-        ReviewLimits::new(8, 2 * MAX_BODY_BYTES).with_large_body_rate(1),
+        ReviewLimits::new(8, large_bodies * MAX_BODY_BYTES).with_large_body_rate(1),
         Limits::default(),
     )
     .await;
     (server, MAX_BODY_BYTES as f64)
 }
 
-/// `paced` bytes took `took` to read at `slowest_rate` (the first body of the maximum size passes
-/// at once, the rest at the pace), and the operator sees the wait in the metric.
-fn assert_held_to_the_pace(server: &TestServer, slowest_rate: f64, paced: usize, took: Duration) {
-    let waited = server.metrics.paced_seconds(endpoints::SECRET_NAMES);
-    assert!(waited > 0.0, "no pace wait was recorded");
+/// `bodies` were read at the pace, each past its first ORDINARY_BODY_BYTES, and took `took`: every
+/// such byte drew from the pace (the operator sees them in the metric), and they took at least the
+/// time the pace allows them (the first body of the maximum size passes at once, the rest at
+/// `slowest_rate`).
+fn assert_held_to_the_pace(
+    server: &TestServer,
+    slowest_rate: f64,
+    bodies: &[Vec<u8>],
+    took: Duration,
+) {
+    let paced: usize = bodies
+        .iter()
+        .map(|body| body.len() - ORDINARY_BODY_BYTES)
+        .sum();
+    let counted = server.metrics.paced_bytes(endpoints::SECRET_NAMES);
+    assert_eq!(counted, paced as u64, "bytes read at the pace");
     let least = paced.saturating_sub(MAX_BODY_BYTES) as f64 / slowest_rate;
     assert!(
         took.as_secs_f64() >= least * 0.9,
@@ -811,68 +823,90 @@ fn assert_held_to_the_pace(server: &TestServer, slowest_rate: f64, paced: usize,
     );
 }
 
+/// Posts an encoded review and returns the AdmissionReview answering it.
+async fn answer_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Value {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass() {
-    let (server, slowest_rate) = slowest_paced_server().await;
+    // Six bodies of 3 MiB sent at once, encoded beforehand: 18 MiB asked of a pace whose burst is
+    // 7 MiB, so they wait however fast or slow this machine sends them (slower than 7 MiB/s would
+    // be needed not to).
+    let bodies = 6;
+    let (server, slowest_rate) = slowest_paced_server(bodies).await;
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
-    let padding = 3 * 1024 * 1024;
-    let bodies = 6;
-    let (first_answered, being_paced) = oneshot::channel::<()>();
-    let stream = {
-        let (client, url) = (client.clone(), url.clone());
-        let mut first_answered = Some(first_answered);
-        tokio::spawn(async move {
-            let started = Instant::now();
-            for i in 0..bodies {
-                let large = padded_review(&format!("large-{i}"), "db", "z".repeat(padding));
-                let answer: Value = answer(&client, &url, &large).await;
+    let large: Vec<Vec<u8>> = (0..bodies)
+        .map(|i| {
+            let review = padded_review(&format!("large-{i}"), "db", "z".repeat(3 * 1024 * 1024));
+            serde_json::to_vec(&review).expect("json")
+        })
+        .collect();
+    let started = Instant::now();
+    let senders: Vec<_> = large
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let answer = answer_bytes(&client, &url, body).await;
                 assert_eq!(answer["response"]["uid"], format!("large-{i}"));
                 assert_eq!(answer["response"]["allowed"], true, "{answer}");
-                if let Some(signal) = first_answered.take() {
-                    let _ = signal.send(());
-                }
-            }
-            (started.elapsed(), Instant::now())
+                Instant::now()
+            })
         })
-    };
-    // A small review sent while the stream is being paced is answered before the stream ends.
-    being_paced.await.expect("the first large body is answered");
+        .collect();
+    // A small review sent while all of them are being read is answered before they all are.
+    server
+        .until_in_flight(endpoints::SECRET_NAMES, bodies as i64)
+        .await;
     let small: Value = answer(&client, &url, &review("small", "db")).await;
     let small_answered = Instant::now();
     assert_eq!(small["response"]["uid"], "small");
-    let (took, stream_ended) = stream.await.expect("the stream of large bodies");
+    let mut last_answered = started;
+    for sender in senders {
+        last_answered = last_answered.max(sender.await.expect("a large body"));
+    }
     assert!(
-        small_answered < stream_ended,
+        small_answered < last_answered,
         "the small review waited for the large ones"
     );
-    assert_held_to_the_pace(&server, slowest_rate, bodies * padding, took);
+    assert_held_to_the_pace(&server, slowest_rate, &large, last_answered - started);
+    let waited = server.metrics.paced_seconds(endpoints::SECRET_NAMES);
+    assert!(waited > 0.0, "no pace wait was recorded");
 }
 
 #[tokio::test]
 async fn bodies_just_under_the_budget_threshold_are_paced_too() {
     // A sender cannot slip under the pace with many bodies just below the size that draws from the
     // body budget: every body's bytes past its first ORDINARY_BODY_BYTES are paced.
-    let (server, slowest_rate) = slowest_paced_server().await;
+    let (server, slowest_rate) = slowest_paced_server(2).await;
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
-    let padding = SMALL_BODY_BYTES - 8 * 1024;
-    let body = padded_review("mid", "db", "z".repeat(padding));
-    let size = serde_json::to_vec(&body).expect("json").len();
-    assert!(size < SMALL_BODY_BYTES, "{size} bytes draw from the budget");
-    let bodies = 100;
+    let review = padded_review("mid", "db", "z".repeat(SMALL_BODY_BYTES - 8 * 1024));
+    let body = serde_json::to_vec(&review).expect("json");
+    assert!(
+        body.len() < SMALL_BODY_BYTES,
+        "{} bytes draw from the budget",
+        body.len()
+    );
+    let bodies = vec![body; 100];
     let started = Instant::now();
-    for _ in 0..bodies {
-        let answer = answer(&client, &url, &body).await;
+    for body in &bodies {
+        let answer = answer_bytes(&client, &url, body.clone()).await;
         assert_eq!(answer["response"]["allowed"], true, "{answer}");
     }
-    let took = started.elapsed();
-    assert_held_to_the_pace(
-        &server,
-        slowest_rate,
-        bodies * (size - ORDINARY_BODY_BYTES),
-        took,
-    );
+    assert_held_to_the_pace(&server, slowest_rate, &bodies, started.elapsed());
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use crate::index::Index;
 use crate::keys;
 use crate::metrics::WebhookMetrics;
 use crate::policy::{Config, Rules};
-use crate::webhook::limits::{self, ReviewLimits};
+use crate::webhook::limits::{self, Paced, ReviewLimits};
 use crate::webhook::pipeline;
 use axum::Router;
 use axum::body::Body;
@@ -134,10 +134,10 @@ async fn handle(
         Ok(_admitted) => {
             let pace = state.limits.large_body_pace();
             // Counted whatever the read comes to: a body that waited and then timed out waited too.
-            let mut paced = std::time::Duration::ZERO;
+            let mut paced = Paced::default();
             let read = read_body(body, declared_length(&parts.headers), pace, &mut paced).await;
-            if !paced.is_zero() {
-                state.metrics.paced(path, paced);
+            if paced.bytes > 0 {
+                state.metrics.paced(path, &paced);
             }
             match read {
                 Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
@@ -177,13 +177,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
 /// complete, so a 7 MiB body is held once); past the limit a 413 that says it. Its bytes past the
-/// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`, and the time that took is added to
-/// `paced`.
+/// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`, and added to `paced` with the time
+/// they waited.
 async fn read_body(
     body: Body,
     declared: Option<u64>,
     pace: Option<&limits::BodyPace>,
-    paced: &mut std::time::Duration,
+    paced: &mut Paced,
 ) -> Result<Vec<u8>, Response> {
     // The apiserver sends a review at once; a sender that trickles holds a connection and up to
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
@@ -210,7 +210,7 @@ async fn read_body(
             let past_ordinary = |n: usize| n.saturating_sub(limits::ORDINARY_BODY_BYTES);
             let beyond = past_ordinary(buffer.len()) - past_ordinary(before);
             if let (Some(pace), true) = (pace, beyond > 0) {
-                *paced += pace.after_read(beyond).await;
+                pace.after_read(beyond, paced).await;
             }
         }
         Ok(buffer)

@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest body accepted: the apiserver sends up to ~3 MiB each for object and oldObject.
@@ -178,24 +178,46 @@ impl BodyPace {
         }
     }
 
-    /// Waits until the `bytes` just read fit the pace (at once while the budget lasts); returns
-    /// how long it waited.
-    pub async fn after_read(&self, bytes: usize) -> Duration {
-        let mut waited = Duration::ZERO;
+    /// Waits until the `bytes` just read fit the pace (at once while the budget lasts), and adds
+    /// them and the time waited to `paced`: the wait counts even when it is cut short (the body's
+    /// deadline drops this future).
+    pub async fn after_read(&self, bytes: usize, paced: &mut Paced) {
         // A frame is never larger than the burst (hyper reads at most a few hundred KiB at once);
         // clamped all the same, so that the check below can always succeed.
         let bytes = bytes.min(MAX_BODY_BYTES);
         let Some(cells) = NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)) else {
-            return waited;
+            return;
+        };
+        paced.bytes += bytes;
+        let _waiting = Waiting {
+            since: Instant::now(),
+            waited: &mut paced.waited,
         };
         let _turn = self.turn.lock().await;
         // Each check either takes the bytes or says when they will be there.
         while let Ok(Err(not_until)) = self.limiter.check_n(cells) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            tokio::time::sleep(wait).await;
-            waited += wait;
+            tokio::time::sleep(not_until.wait_time_from(DefaultClock::default().now())).await;
         }
-        waited
+    }
+}
+
+/// What one body drew from the large bodies' pace: its bytes read at the pace, and how long they
+/// waited for their turn and the budget.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Paced {
+    pub bytes: usize,
+    pub waited: Duration,
+}
+
+/// Adds the time since `since` to `waited` when dropped, however the wait ends.
+struct Waiting<'a> {
+    since: Instant,
+    waited: &'a mut Duration,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        *self.waited += self.since.elapsed();
     }
 }
 
@@ -284,6 +306,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_wait_cut_short_by_the_deadline_is_counted() {
+        let limits = ReviewLimits::new(8, MAX_BODY_BYTES).with_large_body_rate(1);
+        let pace = limits.large_body_pace().expect("paced");
+        let mut paced = Paced::default();
+        // The burst is spent at once; the next body of the maximum size waits about a second, and
+        // its deadline cuts that short.
+        pace.after_read(MAX_BODY_BYTES, &mut paced).await;
+        let cut_after = Duration::from_millis(100);
+        let waited = tokio::time::timeout(cut_after, pace.after_read(MAX_BODY_BYTES, &mut paced));
+        assert!(waited.await.is_err(), "the second body did not wait");
+        assert_eq!(paced.bytes, 2 * MAX_BODY_BYTES);
+        assert!(paced.waited >= cut_after, "counted {:?}", paced.waited);
+    }
+
+    #[tokio::test]
     async fn a_body_arriving_alone_passes_at_once_and_a_stream_is_held_to_the_rate() {
         // Asked for 1 byte/s, the pace is raised to the slowest allowed: a body of the maximum
         // size in SLOWEST_MAX_BODY_READ.
@@ -294,7 +331,7 @@ mod tests {
         // (no more than half of what the pace would take for it).
         let burst_started = std::time::Instant::now();
         for _ in 0..MAX_BODY_BYTES / (64 * 1024) {
-            pace.after_read(64 * 1024).await;
+            pace.after_read(64 * 1024, &mut Paced::default()).await;
         }
         assert!(
             burst_started.elapsed() < SLOWEST_MAX_BODY_READ / 2,
@@ -304,7 +341,7 @@ mod tests {
         let started = std::time::Instant::now();
         let more = MAX_BODY_BYTES / 4;
         for _ in 0..more / (64 * 1024) {
-            pace.after_read(64 * 1024).await;
+            pace.after_read(64 * 1024, &mut Paced::default()).await;
         }
         let expected = more as f64 / slowest_rate;
         assert!(
