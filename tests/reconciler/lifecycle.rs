@@ -4,6 +4,7 @@
 //! retrying on every round. The refusal that admission can already make (annotations too long for a
 //! copy) is made there.
 
+use crate::reconciler::{assert_copy_kept, delete_original};
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
@@ -91,8 +92,12 @@ fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
         get_secret(&doomed.backing, "db").is_some(),
         "the original was removed with the project"
     );
-    let kept = get_secret(&b, "db").expect("an unrelated project keeps its copy");
-    assert!(is_copy_of(&kept, &other.backing, "db"));
+    assert_copy_kept(
+        &b,
+        &other.backing,
+        "db",
+        "an unrelated project keeps its copy",
+    );
     running.stop();
 }
 
@@ -171,10 +176,7 @@ fn a_copy_the_apiserver_refuses_raises_an_event_and_backs_off() {
     assert!(get_secret(&ns, "db").is_none());
     running.stop();
     // Later tests' reconcilers need not trip over it.
-    ok(kubectl_line(&format!(
-        "delete secret db -n {}",
-        project.backing
-    )));
+    delete_original(&project, "db");
 }
 
 #[test]

@@ -48,24 +48,37 @@ fn resource_version(ns: &str, name: &str) -> String {
         .to_owned()
 }
 
-#[test]
-fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
-    let _turn = serial();
-    let project = project("lm");
-    let doomed = namespace_in(&project, "lm-doomed");
-    let others = [
-        namespace_in(&project, "lm-b"),
-        namespace_in(&project, "lm-c"),
-    ];
+/// The originals `db` and `api` of a project.
+const DB_AND_API: &[(&str, &str)] = &[("db", "k: ZG9n"), ("api", "k: Y2F0")];
+
+/// Project `<prefix>` with a member namespace `<prefix>-<member>` for each of `members`, a
+/// reconciler under the warn policy, and each of `originals` (name, data) applied in turn and
+/// copied into every member.
+#[track_caller]
+fn copied_into_members<const N: usize>(
+    prefix: &str,
+    members: [&str; N],
+    originals: &[(&str, &str)],
+) -> (TestProject, [String; N], Running) {
+    let project = project(prefix);
+    let members = members.map(|member| namespace_in(&project, &format!("{prefix}-{member}")));
     let running = start(OverwritePolicy::Warn);
-    for (name, data) in [("db", "k: ZG9n"), ("api", "k: Y2F0")] {
+    for (name, data) in originals {
         apply_original(&project, name, data, "");
-        for ns in others.iter().chain([&doomed]) {
+        for ns in &members {
             copy_where(ns, &project.backing, name, "the copy", |_| true);
         }
     }
+    (project, members, running)
+}
+
+#[test]
+fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
+    let _turn = serial();
+    let (project, [doomed, b, c], running) =
+        copied_into_members("lm", ["doomed", "b", "c"], DB_AND_API);
     let mut untouched = vec![];
-    for ns in others.iter().chain([&project.backing]) {
+    for ns in [&b, &c, &project.backing] {
         for name in ["db", "api"] {
             untouched.push((ns.clone(), name, resource_version(ns, name)));
         }
@@ -86,25 +99,14 @@ fn deleting_a_member_namespace_takes_its_copies_and_touches_nothing_else() {
         );
     }
     // No error loop: nothing failed, and once the namespace is gone, further rounds requeue nothing.
-    running.assert_no_error_loop(errors, &[&others[0], &others[1]]);
+    running.assert_no_error_loop(errors, &[&b, &c]);
     running.stop();
 }
 
 #[test]
 fn deleting_a_backing_namespace_removes_its_originals_and_every_copy_of_them() {
     let _turn = serial();
-    let project = project("lb");
-    let members = [
-        namespace_in(&project, "lb-a"),
-        namespace_in(&project, "lb-b"),
-    ];
-    let running = start(OverwritePolicy::Warn);
-    for (name, data) in [("db", "k: ZG9n"), ("api", "k: Y2F0")] {
-        apply_original(&project, name, data, "");
-        for ns in &members {
-            copy_where(ns, &project.backing, name, "the copy", |_| true);
-        }
-    }
+    let (project, members, running) = copied_into_members("lb", ["a", "b"], DB_AND_API);
     let errors = running.errors();
 
     ok(kubectl_line(&format!(
@@ -123,17 +125,9 @@ fn deleting_a_backing_namespace_removes_its_originals_and_every_copy_of_them() {
 #[test]
 fn a_namespace_stuck_terminating_is_never_written_into_and_goes_away_once_released() {
     let _turn = serial();
-    let project = project("lt");
-    let members = [
-        namespace_in(&project, "lt-a"),
-        namespace_in(&project, "lt-b"),
-    ];
-    let stuck = namespace_in(&project, "lt-stuck");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "k: ZG9n", "");
-    for ns in members.iter().chain([&stuck]) {
-        copy_where(ns, &project.backing, "db", "the copy", |_| true);
-    }
+    let (project, [a, b, stuck], running) =
+        copied_into_members("lt", ["a", "b", "stuck"], &[("db", "k: ZG9n")]);
+    let members = [a, b];
     // Something in the namespace holds it: the namespace controller removes everything else and
     // waits for the finalizer.
     ok(kubectl_apply(

@@ -134,8 +134,8 @@ fn lease_exists(name: &str) -> bool {
 }
 
 /// The rendezvous owner of `cluster` among `replicas`.
-fn owner_among(cluster: &str, replicas: &[&str]) -> String {
-    sharding::owner(cluster, replicas.iter().copied())
+fn owner_among(cluster: &str, replicas: &[impl AsRef<str>]) -> String {
+    sharding::owner(cluster, replicas.iter().map(AsRef::as_ref))
         .expect("some replica")
         .to_owned()
 }
@@ -176,7 +176,7 @@ fn owners(replicas: &[&Replica]) -> BTreeMap<String, String> {
 }
 
 /// The expected owner of every cluster among `replicas`.
-fn expected(clusters: &BTreeSet<String>, replicas: &[&str]) -> BTreeMap<String, String> {
+fn expected(clusters: &BTreeSet<String>, replicas: &[impl AsRef<str>]) -> BTreeMap<String, String> {
     clusters
         .iter()
         .map(|c| (c.clone(), owner_among(c, replicas)))
@@ -224,13 +224,13 @@ fn replica_lease_holder(cfg: &OwnershipConfig, identity: &str) -> String {
 /// the replicas' `owned` sets and in the Lease objects.
 fn start_all(
     prefix: &str,
-    identities: &[&str],
+    identities: &[impl AsRef<str>],
     clusters: &BTreeSet<String>,
     lease: Duration,
 ) -> Vec<Replica> {
     let replicas: Vec<Replica> = identities
         .iter()
-        .map(|id| Replica::start(config(prefix, id, lease), clusters))
+        .map(|id| Replica::start(config(prefix, id.as_ref(), lease), clusters))
         .collect();
     let want = expected(clusters, identities);
     let refs: Vec<&Replica> = replicas.iter().collect();
@@ -238,23 +238,62 @@ fn start_all(
         (owners(&refs) == want).then_some(())
     });
     let cfg = config(prefix, "reader", lease);
-    eventually("every cluster Lease held by its owner", WAIT, || {
-        let holders = lease_holders(&cfg, clusters);
-        owners(&refs);
-        (holders == want).then_some(())
-    });
+    leases_held_as(
+        "every cluster Lease held by its owner",
+        &cfg,
+        clusters,
+        &refs,
+        &want,
+    );
     replicas
+}
+
+/// Waits until this test's Leases of `clusters` are held as `want` says, checking on every poll that
+/// no cluster is owned by two of `replicas`.
+#[track_caller]
+fn leases_held_as(
+    what: &str,
+    cfg: &OwnershipConfig,
+    clusters: &BTreeSet<String>,
+    replicas: &[&Replica],
+    want: &BTreeMap<String, String>,
+) {
+    eventually(what, WAIT, || {
+        owners(replicas);
+        (lease_holders(cfg, clusters) == *want).then_some(())
+    });
+}
+
+/// The Lease duration of these tests, unless one needs another.
+const LEASE: Duration = Duration::from_secs(6);
+
+/// Three replicas with a Lease prefix of their own (`test`, made unique), `<prefix>-a`, `-b` and
+/// `-c`, started with two clusters hashing to each and waited for as [`start_all`] does. Returns
+/// their identities, the clusters, the replicas, and a config of the prefix that names its Leases.
+fn three_replicas_with_two_clusters_each(
+    test: &str,
+    lease: Duration,
+) -> ([String; 3], BTreeSet<String>, Vec<Replica>, OwnershipConfig) {
+    let prefix = unique(test);
+    let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
+    let refs = ids.each_ref().map(String::as_str);
+    let pairs: Vec<(&str, &str)> = refs.iter().flat_map(|r| [(*r, *r), (*r, *r)]).collect();
+    let clusters = clusters_for(&pairs, &refs, &refs);
+    let replicas = start_all(&prefix, &ids, &clusters, lease);
+    (ids, clusters, replicas, config(&prefix, "reader", lease))
+}
+
+/// Stops every replica gracefully.
+fn stop_all(replicas: Vec<Replica>) {
+    for replica in replicas {
+        replica.stop(Duration::from_secs(10));
+    }
 }
 
 #[test]
 fn three_replicas_own_six_clusters_each_exactly_once() {
     let _turn = serial();
-    let prefix = unique("own-spread");
-    let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let pairs: Vec<(&str, &str)> = ids.iter().flat_map(|r| [(*r, *r), (*r, *r)]).collect();
-    let clusters = clusters_for(&pairs, &ids, &ids);
-    let replicas = start_all(&prefix, &ids, &clusters, Duration::from_secs(6));
+    let (ids, clusters, replicas, cfg) = three_replicas_with_two_clusters_each("own-spread", LEASE);
 
     // The metrics say the same: each replica reports its own clusters, and sees all three.
     for replica in &replicas {
@@ -283,27 +322,19 @@ fn three_replicas_own_six_clusters_each_exactly_once() {
     eventually("the removed cluster owned by nobody", WAIT, || {
         (owners(&refs) == want).then_some(())
     });
-    let cfg = config(&prefix, "reader", Duration::from_secs(6));
     eventually("the removed cluster's Lease deleted", WAIT, || {
         owners(&refs);
         (!lease_exists(&cfg.cluster_lease(&gone))).then_some(())
     });
     assert_eq!(lease_holders(&cfg, &kept), want, "the other Leases stay");
-    for replica in replicas {
-        replica.stop(Duration::from_secs(10));
-    }
+    stop_all(replicas);
 }
 
 #[test]
 fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
     let _turn = serial();
-    let lease = Duration::from_secs(6);
-    let prefix = unique("own-crash");
-    let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let pairs: Vec<(&str, &str)> = ids.iter().flat_map(|r| [(*r, *r), (*r, *r)]).collect();
-    let clusters = clusters_for(&pairs, &ids, &ids);
-    let mut replicas = start_all(&prefix, &ids, &clusters, lease);
+    let (ids, clusters, mut replicas, cfg) =
+        three_replicas_with_two_clusters_each("own-crash", LEASE);
 
     let crashed = replicas.remove(1);
     let orphans = crashed.owned();
@@ -315,27 +346,29 @@ fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
     let crashed_at = Instant::now();
     crashed.crash();
 
-    let survivors = [ids[0], ids[2]];
+    let survivors = [&ids[0], &ids[2]];
     let want = expected(&clusters, &survivors);
     let refs: Vec<&Replica> = replicas.iter().collect();
     eventually(
         "the crashed replica's clusters owned by the survivors",
-        lease + Duration::from_secs(5),
+        LEASE + Duration::from_secs(5),
         || (owners(&refs) == want).then_some(()),
     );
     let took = crashed_at.elapsed();
-    eprintln!("a crashed replica's clusters taken over after {took:?} (lease {lease:?})");
+    eprintln!("a crashed replica's clusters taken over after {took:?} (lease {LEASE:?})");
     assert!(
-        took >= lease / 2,
+        took >= LEASE / 2,
         "taken over after {took:?}: before the crashed replica's Leases could have expired"
     );
-    let cfg = config(&prefix, "reader", lease);
-    eventually("the Leases name the survivors", WAIT, || {
-        owners(&refs);
-        (lease_holders(&cfg, &clusters) == want).then_some(())
-    });
+    leases_held_as(
+        "the Leases name the survivors",
+        &cfg,
+        &clusters,
+        &refs,
+        &want,
+    );
     // Nobody renews the crashed replica's Lease: it is deleted once unused; the survivors' stay.
-    let crashed_lease = cfg.replica_lease(ids[1]);
+    let crashed_lease = cfg.replica_lease(&ids[1]);
     eventually("the crashed replica's Lease deleted", WAIT, || {
         owners(&refs);
         (!lease_exists(&crashed_lease)).then_some(())
@@ -343,15 +376,12 @@ fn a_crashed_replicas_clusters_are_taken_over_within_the_lease_duration() {
     for id in survivors {
         assert!(lease_exists(&cfg.replica_lease(id)), "{id}'s Lease");
     }
-    for replica in replicas {
-        replica.stop(Duration::from_secs(10));
-    }
+    stop_all(replicas);
 }
 
 #[test]
 fn a_joining_replica_takes_only_the_clusters_that_hash_to_it() {
     let _turn = serial();
-    let lease = Duration::from_secs(6);
     let prefix = unique("own-join");
     let all = ["a", "b", "c", "d"].map(|r| format!("{prefix}-{r}"));
     let after: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -362,12 +392,12 @@ fn a_joining_replica_takes_only_the_clusters_that_hash_to_it() {
         before,
         &after,
     );
-    let mut replicas = start_all(&prefix, before, &clusters, lease);
+    let mut replicas = start_all(&prefix, before, &clusters, LEASE);
     let was = expected(&clusters, before);
     let want = expected(&clusters, &after);
 
     let joined_at = Instant::now();
-    replicas.push(Replica::start(config(&prefix, d, lease), &clusters));
+    replicas.push(Replica::start(config(&prefix, d, LEASE), &clusters));
     let refs: Vec<&Replica> = replicas.iter().collect();
     eventually("the new replica owns what hashes to it", WAIT, || {
         let now = owners(&refs);
@@ -381,16 +411,17 @@ fn a_joining_replica_takes_only_the_clusters_that_hash_to_it() {
     });
     // Released at once, not left to expire.
     let took = joined_at.elapsed();
-    eprintln!("clusters moved to a joining replica after {took:?} (lease {lease:?})");
-    assert!(took < lease, "moved after {took:?}");
-    let cfg = config(&prefix, "reader", lease);
-    eventually("the Leases name the new owners", WAIT, || {
-        owners(&refs);
-        (lease_holders(&cfg, &clusters) == want).then_some(())
-    });
-    for replica in replicas {
-        replica.stop(Duration::from_secs(10));
-    }
+    eprintln!("clusters moved to a joining replica after {took:?} (lease {LEASE:?})");
+    assert!(took < LEASE, "moved after {took:?}");
+    let cfg = config(&prefix, "reader", LEASE);
+    leases_held_as(
+        "the Leases name the new owners",
+        &cfg,
+        &clusters,
+        &refs,
+        &want,
+    );
+    stop_all(replicas);
 }
 
 #[test]
@@ -398,13 +429,8 @@ fn a_replica_that_stops_releases_its_leases_and_the_others_take_over_quickly() {
     let _turn = serial();
     // Long enough that a takeover well inside it can only come from a release.
     let lease = Duration::from_secs(12);
-    let prefix = unique("own-stop");
-    let ids = ["a", "b", "c"].map(|r| format!("{prefix}-{r}"));
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let pairs: Vec<(&str, &str)> = ids.iter().flat_map(|r| [(*r, *r), (*r, *r)]).collect();
-    let clusters = clusters_for(&pairs, &ids, &ids);
-    let mut replicas = start_all(&prefix, &ids, &clusters, lease);
-    let cfg = config(&prefix, "reader", lease);
+    let (ids, clusters, mut replicas, cfg) =
+        three_replicas_with_two_clusters_each("own-stop", lease);
 
     let stopping = replicas.remove(1);
     let stopping_id = stopping.identity.clone();
@@ -418,7 +444,7 @@ fn a_replica_that_stops_releases_its_leases_and_the_others_take_over_quickly() {
         "the replica Lease shows no holder"
     );
 
-    let survivors = [ids[0], ids[2]];
+    let survivors = [&ids[0], &ids[2]];
     let want = expected(&clusters, &survivors);
     let refs: Vec<&Replica> = replicas.iter().collect();
     eventually("the survivors own every cluster", lease / 3, || {
@@ -428,7 +454,5 @@ fn a_replica_that_stops_releases_its_leases_and_the_others_take_over_quickly() {
     eprintln!("a stopped replica's clusters taken over after {took:?} (lease {lease:?})");
     assert!(took < lease / 2, "taken over after {took:?}");
     assert_eq!(lease_holders(&cfg, &clusters), want);
-    for replica in replicas {
-        replica.stop(Duration::from_secs(10));
-    }
+    stop_all(replicas);
 }

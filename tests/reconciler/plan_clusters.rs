@@ -65,22 +65,24 @@ stringData: {{key: dog}}
     (name, backing)
 }
 
-/// A namespace of the management cluster in project `<cluster>:<project>`.
-fn member_here(cluster: &str, project: &str, prefix: &str) -> String {
-    let ns = unique(prefix);
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
+/// Namespace `ns` in project `<cluster>:<project>`, annotated and labelled as Rancher does.
+fn member_yaml(ns: &str, cluster: &str, project: &str) -> String {
+    format!(
+        "apiVersion: v1
 kind: Namespace
 metadata:
   name: {ns}
   annotations: {{{key}: \"{cluster}:{project}\"}}
   labels: {{{key}: {project}}}
 ",
-            key = keys::PROJECT_ID_KEY
-        ),
-        &[],
-    ));
+        key = keys::PROJECT_ID_KEY
+    )
+}
+
+/// A namespace of the management cluster in project `<cluster>:<project>`.
+fn member_here(cluster: &str, project: &str, prefix: &str) -> String {
+    let ns = unique(prefix);
+    ok(kubectl_apply(&member_yaml(&ns, cluster, project), &[]));
     ns
 }
 
@@ -103,6 +105,15 @@ fn group<'a>(text: &'a str, cluster: &str) -> &'a str {
     let rest = &text[start..];
     let end = rest[1..].find("\nCluster ").map_or(rest.len(), |i| i + 1);
     &rest[..end]
+}
+
+/// The server of a kubeconfig's cluster.
+fn server_of(kubeconfig: &str) -> String {
+    kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_owned()
 }
 
 /// The bearer token of a test control plane's kubeconfig (`user: {token: ...}`).
@@ -135,26 +146,13 @@ fn plan_groups_by_cluster_and_never_plans_an_unreadable_one_as_empty() {
         ok(kubectl_stdin(
             &downstream.kubeconfig,
             &["apply", "-f", "-"],
-            &format!(
-                "apiVersion: v1
-kind: Namespace
-metadata:
-  name: {ns}
-  annotations: {{{key}: \"{DOWNSTREAM}:{project}\"}}
-  labels: {{{key}: {project}}}
-",
-                key = keys::PROJECT_ID_KEY
-            ),
+            &member_yaml(ns, DOWNSTREAM, &project),
         ));
     }
     let kubeconfig = std::fs::read_to_string(&downstream.kubeconfig).expect("its kubeconfig");
     let secret_token = token(&downstream.kubeconfig);
     let _good = Registered::new(DOWNSTREAM, &kubeconfig);
-    let server = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("a server")
-        .to_owned();
+    let server = server_of(&kubeconfig);
     let bad = Registered::new(
         UNREACHABLE,
         &kubeconfig.replace(&server, "https://127.0.0.1:1"),
@@ -307,11 +305,7 @@ fn a_cluster_that_never_answers_is_given_up_after_the_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
     let address = silent.local_addr().expect("its address");
     let kubeconfig = std::fs::read_to_string(&env().kubeconfig).expect("a kubeconfig");
-    let server = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("a server")
-        .to_owned();
+    let server = server_of(&kubeconfig);
     let registered = Registered::new(
         "c-plan-silent",
         &kubeconfig.replace(&server, &format!("https://{address}")),

@@ -12,6 +12,70 @@ use serde_json::Value;
 use testbed::harness::*;
 use testbed::prelude::*;
 
+/// Project `<prefix>` and a member namespace of it, `<prefix>-a`.
+fn project_with_a_member(prefix: &str) -> (TestProject, String) {
+    let project = project(prefix);
+    let ns = namespace_in(&project, &format!("{prefix}-a"));
+    (project, ns)
+}
+
+/// [`project_with_a_member`], and a reconciler under the warn policy.
+fn reconciled_member(prefix: &str) -> (TestProject, String, Running) {
+    let (project, ns) = project_with_a_member(prefix);
+    (project, ns, start(OverwritePolicy::Warn))
+}
+
+/// [`reconciled_member`] and the project's original `db` (`k: v`): where most of these tests
+/// begin. Waits for the copy in the member and returns it as first seen.
+#[track_caller]
+pub(crate) fn db_copied_into_a_member(prefix: &str) -> (TestProject, String, Running, Value) {
+    let (project, ns, running) = reconciled_member(prefix);
+    apply_original(&project, "db", "k: dg==", "");
+    let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    (project, ns, running, copy)
+}
+
+/// [`db_copied_into_a_member`] with two members, `<prefix>-a` and `<prefix>-b`, each holding its
+/// copy.
+#[track_caller]
+fn db_copied_into_two_members(prefix: &str) -> (TestProject, (String, String), Running) {
+    let project = project(prefix);
+    let (a, b) = two_namespaces_in(&project, prefix);
+    let running = reconciling_db(&project);
+    copied_into(&[&a, &b], &project, "db");
+    (project, (a, b), running)
+}
+
+/// Deletes the project's original `name`.
+#[track_caller]
+pub(crate) fn delete_original(project: &TestProject, name: &str) {
+    ok(kubectl(&["delete", "secret", name, "-n", &project.backing]));
+}
+
+/// Asserts that `ns` still holds its copy of `backing/name`.
+#[track_caller]
+pub(crate) fn assert_copy_kept(ns: &str, backing: &str, name: &str, what: &str) {
+    let kept = get_secret(ns, name).expect(what);
+    assert!(is_copy_of(&kept, backing, name), "{what}: {kept}");
+}
+
+/// A secret's uid (empty where it has none).
+fn uid(secret: &Value) -> String {
+    secret["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The counters of a reconciler's rounds and their outcomes: all of them stay still while it plans
+/// nothing.
+const ROUND_COUNTERS: [&str; 4] = [
+    "scoped_secrets_reconciler_reconciles_total",
+    "scoped_secrets_reconciler_writes_total",
+    "scoped_secrets_reconciler_errors_total",
+    "scoped_secrets_reconciler_requeues_total",
+];
+
 #[test]
 fn rancher_example_reaches_every_project_namespace() {
     let _turn = serial();
@@ -41,16 +105,7 @@ fn rancher_example_reaches_every_project_namespace() {
     );
     // Copied events on the original name both namespaces (one event per round, not per copy).
     eventually("Copied events naming both namespaces", WAIT, || {
-        let messages = ok(kubectl(&[
-            "get",
-            "events",
-            "-n",
-            &project.backing,
-            "--field-selector",
-            "reason=Copied,involvedObject.name=test-secret",
-            "-o",
-            "jsonpath={.items[*].message}",
-        ]));
+        let messages = event_messages(&project.backing, "test-secret", "Copied");
         (messages.contains(a.as_str()) && messages.contains(b.as_str())).then_some(())
     });
     running.stop();
@@ -59,9 +114,7 @@ fn rancher_example_reaches_every_project_namespace() {
 #[test]
 fn updates_of_the_original_reach_its_copies_exactly() {
     let _turn = serial();
-    let project = project("up");
-    let ns = namespace_in(&project, "up-a");
-    let running = start(OverwritePolicy::Warn);
+    let (project, ns, running) = reconciled_member("up");
     apply_original(&project, "db", "user: YQ==, pass: Yg==", "team: blue");
     copy_where(&ns, &project.backing, "db", "the first copy", |s| {
         data(s) == serde_json::json!({"user": "YQ==", "pass": "Yg=="})
@@ -79,14 +132,8 @@ fn updates_of_the_original_reach_its_copies_exactly() {
 #[test]
 fn deleting_the_original_removes_its_copies() {
     let _turn = serial();
-    let project = project("del");
-    let (a, b) = two_namespaces_in(&project, "del");
-    let running = reconciling_db(&project);
-    copied_into(&[&a, &b], &project, "db");
-    ok(kubectl_line(&format!(
-        "delete secret db -n {}",
-        project.backing
-    )));
+    let (project, (a, b), running) = db_copied_into_two_members("del");
+    delete_original(&project, "db");
     for ns in [&a, &b] {
         gone(ns, "db");
     }
@@ -120,25 +167,23 @@ fn namespaces_joining_and_leaving_gain_and_lose_copies() {
 #[test]
 fn ignored_namespaces_get_no_copy_and_lose_an_existing_one() {
     let _turn = serial();
-    let project = project("ign");
-    let (a, b) = two_namespaces_in(&project, "ign");
-    let running = reconciling_db(&project);
-    copied_into(&[&a, &b], &project, "db");
+    let (project, (a, b), running) = db_copied_into_two_members("ign");
     let ignore = format!("{}: \"{a}\"", keys::IGNORE_NAMESPACES_ANNOTATION);
     apply_original(&project, "db", "k: dg==", &ignore);
     gone(&a, "db");
-    let kept = get_secret(&b, "db").expect("the other namespace keeps its copy");
-    assert!(is_copy_of(&kept, &project.backing, "db"));
+    assert_copy_kept(
+        &b,
+        &project.backing,
+        "db",
+        "the other namespace keeps its copy",
+    );
     running.stop();
 }
 
 #[test]
 fn drift_is_repaired() {
     let _turn = serial();
-    let project = project("drift");
-    let ns = namespace_in(&project, "drift-a");
-    let running = reconciling_db(&project);
-    let first = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let (project, ns, running, first) = db_copied_into_a_member("drift");
 
     // Edited behind the webhook's back: restored.
     let mut edited = first.clone();
@@ -154,7 +199,6 @@ fn drift_is_repaired() {
     });
 
     // Deleted behind the webhook's back: recreated.
-    let uid = |s: &Value| s["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     let before = uid(&get_secret(&ns, "db").expect("the copy"));
     behind_the_webhook(&["delete", "secret", "db", "-n", &ns]);
     copy_where(&ns, &project.backing, "db", "a recreated copy", |s| {
@@ -203,16 +247,10 @@ fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
 #[test]
 fn copies_left_behind_while_stopped_are_cleaned_up() {
     let _turn = serial();
-    let project = project("down");
-    let ns = namespace_in(&project, "down-a");
-    let running = reconciling_db(&project);
-    copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let (project, ns, running, _) = db_copied_into_a_member("down");
     running.stop();
 
-    ok(kubectl_line(&format!(
-        "delete secret db -n {}",
-        project.backing
-    )));
+    delete_original(&project, "db");
     assert!(
         get_secret(&ns, "db").is_some(),
         "nothing should remove copies while stopped"
@@ -226,13 +264,8 @@ fn copies_left_behind_while_stopped_are_cleaned_up() {
 #[test]
 fn type_and_immutability_changes_recreate_copies() {
     let _turn = serial();
-    let project = project("ty");
-    let ns = namespace_in(&project, "ty-a");
-    let running = reconciling_db(&project);
-    let first = copy_where(&ns, &project.backing, "db", "the copy", |s| {
-        s["type"] == "Opaque"
-    });
-    let uid = |s: &Value| s["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let (project, ns, running, first) = db_copied_into_a_member("ty");
+    assert_eq!(first["type"], "Opaque");
 
     // Immutability differs: the copy is recreated (a new object, a new uid), not edited in place.
     ok(kubectl_line(&format!(
@@ -245,10 +278,7 @@ fn type_and_immutability_changes_recreate_copies() {
     assert_ne!(uid(&frozen), uid(&first), "the copy was edited in place");
 
     // A type can only change by replacing the original.
-    ok(kubectl_line(&format!(
-        "delete secret db -n {}",
-        project.backing
-    )));
+    delete_original(&project, "db");
     let typed = original_yaml(&project, "db", "k: dg==", "")
         .replace("\ndata:", "\ntype: example.com/custom\ndata:");
     ok(kubectl_apply(&typed, &[]));
@@ -283,11 +313,17 @@ fn lease_renew_time(lease: &str) -> String {
     ok(lease_spec(lease, "renewTime"))
 }
 
+/// Merges `patch` (JSON) into the Lease, as the admin.
+fn patch_lease(lease: &str, patch: &str) {
+    ok(kubectl_line(&format!(
+        "patch lease {lease} -n {LEASE_NAMESPACE} --type=merge -p {patch}"
+    )));
+}
+
 #[test]
 fn only_the_lease_holder_writes_and_a_successor_takes_over_on_release() {
     let _turn = serial();
-    let project = project("le");
-    let ns = namespace_in(&project, "le-a");
+    let (project, ns) = project_with_a_member("le");
     let lease = unique("lease");
     let (one, two) = (unique("one"), unique("two"));
     let mut first = Some(Running::start(&lease, &one, OverwritePolicy::Warn));
@@ -324,12 +360,7 @@ fn only_the_lease_holder_writes_and_a_successor_takes_over_on_release() {
         });
     }
     let follower = following.as_ref().expect("the follower runs");
-    for metric in [
-        "scoped_secrets_reconciler_reconciles_total",
-        "scoped_secrets_reconciler_writes_total",
-        "scoped_secrets_reconciler_errors_total",
-        "scoped_secrets_reconciler_requeues_total",
-    ] {
+    for metric in ROUND_COUNTERS {
         assert_eq!(follower.metric(metric), 0.0, "the follower's {metric}");
     }
 
@@ -366,10 +397,7 @@ fn only_the_lease_holder_writes_and_a_successor_takes_over_on_release() {
 #[test]
 fn a_converged_world_makes_no_writes() {
     let _turn = serial();
-    let project = project("calm");
-    let ns = namespace_in(&project, "calm-a");
-    let running = reconciling_db(&project);
-    let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let (project, ns, running, copy) = db_copied_into_a_member("calm");
     let version = copy["metadata"]["resourceVersion"].clone();
     // Let the rounds woken by the copy's own watch events pass: once the reconciler's index holds
     // the copy, a round woken by a change that concerns no secret plans from a world that has it.
@@ -467,9 +495,7 @@ fn projects_without_a_backing_namespace_get_one() {
 #[test]
 fn labels_written_behind_the_webhook_are_repaired() {
     let _turn = serial();
-    let project = project("lbl");
-    let ns = namespace_in(&project, "lbl-a");
-    let running = start(OverwritePolicy::Warn);
+    let (project, ns, running) = reconciled_member("lbl");
 
     // A namespace label that disagrees with its annotation is set back from the annotation.
     let wrong = format!("{}=p-wrong", keys::PROJECT_ID_KEY);
@@ -521,8 +547,7 @@ fn plan_text(manifest: Option<&std::path::Path>) -> String {
 #[test]
 fn plan_previews_what_the_reconciler_then_does() {
     let _turn = serial();
-    let project = project("plan");
-    let ns = namespace_in(&project, "plan-a");
+    let (project, ns) = project_with_a_member("plan");
     apply_original(&project, "db", "k: dg==", "");
     let line = format!("{ns}/db (from {}/db)", project.backing);
     let before = plan_text(None);
@@ -579,8 +604,7 @@ fn decode(base64: &str) -> Vec<u8> {
 #[test]
 fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
     let _turn = serial();
-    let project = project("lost");
-    let ns = namespace_in(&project, "lost-a");
+    let (project, ns) = project_with_a_member("lost");
     let lease = unique("lease");
     let running = Running::start(&lease, &unique("holder"), OverwritePolicy::Warn);
     let leader_gauge = "scoped_secrets_reconciler_leader";
@@ -590,19 +614,11 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
 
     // Someone else takes the lease: the instance sees it at its next renewal and steps down.
     let usurp = r#"{"spec":{"holderIdentity":"usurper","leaseDurationSeconds":3600}}"#;
-    ok(kubectl_line(&format!(
-        "patch lease {lease} -n {LEASE_NAMESPACE} --type=merge -p {usurp}"
-    )));
+    patch_lease(&lease, usurp);
     eventually("stepping down", WAIT, || {
         (running.metric(leader_gauge) == 0.0).then_some(())
     });
-    let counters = [
-        "scoped_secrets_reconciler_reconciles_total",
-        "scoped_secrets_reconciler_writes_total",
-        "scoped_secrets_reconciler_errors_total",
-        "scoped_secrets_reconciler_requeues_total",
-    ];
-    let before: Vec<f64> = counters.iter().map(|m| running.metric(m)).collect();
+    let before = ROUND_COUNTERS.map(|m| running.metric(m));
     // Several changes, each seen by the instance's index (so each would have woken a round after
     // its debounce): a stepped-down instance plans nothing, writes nothing, fails nothing.
     let backing = project.backing.clone();
@@ -615,14 +631,15 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
         });
     }
     assert!(get_secret(&ns, "db").is_none(), "a follower wrote a copy");
-    let after: Vec<f64> = counters.iter().map(|m| running.metric(m)).collect();
-    assert_eq!(after, before, "a stepped-down instance's {counters:?}");
+    let after = ROUND_COUNTERS.map(|m| running.metric(m));
+    assert_eq!(
+        after, before,
+        "a stepped-down instance's {ROUND_COUNTERS:?}"
+    );
 
     // The lease is freed: the instance takes it again and catches up.
     let free = r#"{"spec":{"holderIdentity":""}}"#;
-    ok(kubectl_line(&format!(
-        "patch lease {lease} -n {LEASE_NAMESPACE} --type=merge -p {free}"
-    )));
+    patch_lease(&lease, free);
     copy_where(
         &ns,
         &project.backing,
@@ -636,8 +653,7 @@ fn a_lost_lease_stops_writes_at_once_and_a_regained_one_resumes_them() {
 #[test]
 fn protected_namespaces_never_receive_copies() {
     let _turn = serial();
-    let project = project("prot");
-    let member = namespace_in(&project, "prot-a");
+    let (project, member) = project_with_a_member("prot");
     // kube-public joined behind the webhook's back (the guard refuses it): the reconciler must
     // still never copy there.
     let annotation = format!("{}={}", keys::PROJECT_ID_KEY, project.id());

@@ -6,6 +6,7 @@
 //! the real apiserver, less the original (its watch has not delivered it yet). The delete the plan
 //! makes of it is then executed by the product's own `Applier`, as the service account.
 
+use crate::reconciler::{db_copied_into_a_member, delete_original};
 use scoped_secrets::plan::{self, Action, OverwritePolicy, Settings};
 use scoped_secrets::reconciler::apply::{Applier, Outcome, Requeue};
 use scoped_secrets::world::World;
@@ -15,11 +16,7 @@ use testbed::prelude::*;
 #[test]
 fn a_copy_indexed_before_its_original_is_not_deleted() {
     let _turn = serial();
-    let project = project("skew");
-    let ns = namespace_in(&project, "skew-a");
-    let running = start(OverwritePolicy::Warn);
-    apply_original(&project, "db", "key: ZG9n", "");
-    let copy = copy_where(&ns, &project.backing, "db", "the copy", |_| true);
+    let (project, ns, running, copy) = db_copied_into_a_member("skew");
     // The old leader is gone: only the executed delete below writes.
     running.stop();
 
@@ -44,7 +41,7 @@ fn a_copy_indexed_before_its_original_is_not_deleted() {
         assert_eq!(kept["metadata"]["uid"], copy["metadata"]["uid"]);
 
         // Once the original is really gone, the very same delete goes through.
-        ok(kubectl(&["delete", "secret", "db", "-n", &project.backing]));
+        delete_original(&project, "db");
         let outcome = applier.apply(&delete, &world).await.expect("no error");
         assert_eq!(outcome, Outcome::Written);
     });
