@@ -177,9 +177,13 @@ async fn post(
 
 /// Posts `body` and returns the AdmissionReview answering it.
 async fn answer(client: &reqwest::Client, url: &str, body: &Value) -> Value {
-    post(client, url, body)
+    answer_bytes(client, url, serde_json::to_vec(body).expect("json")).await
+}
+
+/// Posts an encoded review and returns the AdmissionReview answering it.
+async fn answer_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Value {
+    post_bytes(client, url, body)
         .await
-        .expect("request")
         .json()
         .await
         .expect("json")
@@ -821,20 +825,6 @@ fn assert_held_to_the_pace(
         took.as_secs_f64() >= least * 0.9,
         "{paced} paced bytes took {took:?}; the pace allows them in no less than {least:.2} s"
     );
-}
-
-/// Posts an encoded review and returns the AdmissionReview answering it.
-async fn answer_bytes(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Value {
-    client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
 }
 
 #[tokio::test]
