@@ -101,7 +101,10 @@ impl WebhookMetrics {
             paced_bytes: registered(
                 registry,
                 "scoped_secrets_webhook_body_paced_bytes",
-                "Bytes of request bodies read at the large bodies' pace (past each body's first 64 KiB)",
+                &format!(
+                    "Bytes of request bodies read at the large bodies' pace (past each body's first {} KiB)",
+                    crate::webhook::limits::ORDINARY_BODY_BYTES / 1024
+                ),
             ),
         }
     }

@@ -123,12 +123,17 @@ fn issue(dir: &Path) -> PathBuf {
 }
 
 fn client_trusting(ca_pem: &[u8], keep_alive: bool) -> reqwest::Client {
+    client_waiting(ca_pem, keep_alive, Duration::from_secs(10))
+}
+
+/// A client that trusts the server's CA and gives each request `timeout`.
+fn client_waiting(ca_pem: &[u8], keep_alive: bool, timeout: Duration) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca parses"))
         .http1_only()
-        .timeout(Duration::from_secs(10));
+        .timeout(timeout);
     if !keep_alive {
         builder = builder.pool_max_idle_per_host(0);
     }
@@ -834,7 +839,9 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
     // be needed not to).
     let bodies = 6;
     let (server, slowest_rate) = slowest_paced_server(bodies).await;
-    let client = server.client();
+    // All six share the pace and then the decoding (debug builds, a busy CI machine): each gets
+    // more than a lone request's 10 s.
+    let client = client_waiting(&server.ca(), true, Duration::from_secs(60));
     let url = server.url(endpoints::SECRET_NAMES);
     let large: Vec<Vec<u8>> = (0..bodies)
         .map(|i| {
@@ -856,7 +863,8 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
             })
         })
         .collect();
-    // A small review sent while all of them are being read is answered before they all are.
+    // A small review sent while all of them are being read is answered before they all are (it
+    // never draws from the pace: the paced bytes below are the large bodies' alone).
     server
         .until_in_flight(endpoints::SECRET_NAMES, bodies as i64)
         .await;

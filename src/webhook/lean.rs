@@ -59,8 +59,11 @@ pub fn too_deep(body: &[u8], limit: usize) -> Option<usize> {
                 }
                 continue;
             }
-            _ if nests_too_deep(&mut depth, byte, limit) => return Some(offset),
-            _ => {}
+            _ => {
+                if nests_too_deep(&mut depth, byte, limit) {
+                    return Some(offset);
+                }
+            }
         }
         offset += 1;
     }
