@@ -69,7 +69,7 @@ pub async fn review_pipeline(
 
 /// The answer to a body that is not a review this endpoint can decide: an AdmissionReview saying
 /// why when its uid could be read, else a 400.
-fn undecodable(state: &AppState, path: &'static str, err: &review::ReviewError) -> Response {
+fn undecodable(state: &AppState, path: &'static str, err: &ReviewError) -> Response {
     state.metrics.review(path, "", "error");
     tracing::warn!(error = %err, "undecodable admission review");
     match review::error_review(err) {
@@ -229,7 +229,7 @@ mod tests {
             action: Action::Validate(Rules::SecretNames),
             covers: ("", "Secret"),
         };
-        let future = review_pipeline(&state, Vec::new(), "/validate/secret-names", endpoint);
+        let future = review_pipeline(&state, Vec::new(), crate::endpoints::SECRET_NAMES, endpoint);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "review_pipeline's future is {size} bytes");
     }
