@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use scoped_secrets::cli::{CertsArgs, Cli, Command, PlanArgs};
+use scoped_secrets::webhook::runtime;
 use scoped_secrets::{certs, report, serve, telemetry};
 use std::process::ExitCode;
 
@@ -11,9 +12,20 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> Result<ExitCode> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    // `serve` answers reviews on threads of their own (started from this thread, at its
+    // priority); everything else runs on a runtime whose threads yield to them.
+    let runtime = match cli.command {
+        Command::Serve(_) => runtime::background()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);

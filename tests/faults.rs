@@ -407,6 +407,48 @@ fn a_leader_killed_mid_fan_out_is_replaced_and_nothing_is_lost() {
     writes.assert_once_each(MEMBERS as f64 + 1.0, 0.0);
 }
 
+/// Reviews come first on a busy machine: in a running `serve`, the threads that answer them keep
+/// the process's priority and every other thread (watches, reconciler, admin port) runs nicer.
+#[test]
+fn the_webhooks_threads_keep_their_priority_and_the_rest_yield() {
+    let _turn = serial();
+    let replica = leading_replica(&env().sa_kubeconfig);
+    let ours = rustix::process::getpriority_process(None).expect("our priority");
+    let mut by_name: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    let tasks = format!("/proc/{}/task", replica.pid());
+    for task in std::fs::read_dir(&tasks).expect("the replica's threads") {
+        let task = task.expect("a thread").path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the name's closing parenthesis: state is the 3rd field, nice the 19th.
+        let after_name = stat.rsplit_once(')').expect("a stat line").1;
+        let nice: i32 = after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .expect("a nice field");
+        by_name
+            .entry(comm.trim().to_owned())
+            .or_default()
+            .insert(nice);
+    }
+    let background = ours.max(scoped_secrets::webhook::runtime::BACKGROUND_NICENESS);
+    assert_eq!(
+        by_name.get("webhook"),
+        Some(&BTreeSet::from([ours])),
+        "the webhook's threads keep the process's priority: {by_name:?}"
+    );
+    assert_eq!(
+        by_name.get(scoped_secrets::webhook::runtime::BACKGROUND_THREAD_NAME),
+        Some(&BTreeSet::from([background])),
+        "every background thread runs nicer: {by_name:?}"
+    );
+}
+
 /// The apiserver is stopped (SIGSTOP) for 20 s mid fan-out, then continued: the reconciler converges
 /// with nothing lost, each copy created once (a retried create whose first attempt landed answers 409).
 #[test]

@@ -1,15 +1,38 @@
 //! The webhook's own threads. Reviews are answered on a tokio runtime of their own, apart from the
 //! watches and the reconciler: a re-list decodes thousands of objects and a round plans the whole
 //! world in long polls, and on a shared runtime every review that arrives meanwhile queues behind
-//! them. On threads of its own a review waits only for the kernel's scheduler, which runs a thread
-//! that has just woken promptly.
+//! them. On threads of its own a review waits only for the kernel's scheduler; the other runtime's
+//! threads run a little nicer (see [`background`]), so the scheduler picks a review's thread first
+//! when the cores are busy.
 
 use std::io;
-use tokio::runtime::{Builder, Handle};
+use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 
 /// Threads' names, as `top -H` and profiles show them.
 const THREAD_NAME: &str = "webhook";
+/// The other runtime's threads' name.
+pub const BACKGROUND_THREAD_NAME: &str = "background";
+
+/// The niceness of the watches' and the reconciler's threads. A review is on the apiserver's
+/// request path (the user's `kubectl` waits for it); a copy is eventually consistent. At nice 5 a
+/// thread weighs about a third of a normal one: it still gets a share of a busy core (a Lease is
+/// renewed, the index kept current, even while reviews saturate the webhook), but a review's thread
+/// that wakes is run before it.
+pub const BACKGROUND_NICENESS: i32 = 5;
+
+/// The runtime for everything but reviews (`serve`'s watches, reconciler, admin port and API
+/// clients), its threads lowered to [`BACKGROUND_NICENESS`]. Build it on a thread left at its
+/// priority and start the [`ReviewRuntime`] from there (the future given to `block_on` runs on
+/// the calling thread): a thread inherits the niceness of the thread that starts it, and an
+/// unprivileged process cannot raise it back.
+pub fn background() -> io::Result<Runtime> {
+    Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(BACKGROUND_THREAD_NAME)
+        .on_thread_start(|| lower_this_thread(BACKGROUND_NICENESS))
+        .build()
+}
 
 /// A runtime on threads of its own. Futures are spawned with [`Self::handle`]; the runtime (and
 /// every task still on it) ends when this is dropped.
@@ -55,7 +78,7 @@ const LARGE_BODY_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's priority to [`LARGE_BODY_NICENESS`], once per thread. For the
 /// blocking threads that decode large bodies (nothing else runs on the webhook runtime's blocking
-/// pool). Lowering needs no privilege; where it fails, the thread keeps its priority.
+/// pool).
 pub fn yield_to_small_reviews() {
     thread_local! {
         static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -64,16 +87,22 @@ pub fn yield_to_small_reviews() {
         return;
     }
     LOWERED.set(true);
+    lower_this_thread(LARGE_BODY_NICENESS);
+}
+
+/// Sets the calling thread's niceness to `niceness` unless it is already that nice (never raised:
+/// a process started nicer stays as nice). Lowering needs no privilege; where it fails, the thread
+/// keeps its priority.
+fn lower_this_thread(niceness: i32) {
     let thread = Some(rustix::thread::gettid());
-    // Never raised: a process started nicer than this stays as nice.
     let lowered = rustix::process::getpriority_process(thread).and_then(|current| {
-        if current >= LARGE_BODY_NICENESS {
+        if current >= niceness {
             return Ok(());
         }
-        rustix::process::setpriority_process(thread, LARGE_BODY_NICENESS)
+        rustix::process::setpriority_process(thread, niceness)
     });
     if let Err(e) = lowered {
-        tracing::debug!(error = %e, "could not lower the priority of a large-body decoding thread");
+        tracing::debug!(error = %e, niceness, "could not lower a thread's priority");
     }
 }
 
@@ -120,5 +149,26 @@ mod tests {
         // Lowered to LARGE_BODY_NICENESS; a thread already nicer stays as it was.
         assert_eq!(after, LARGE_BODY_NICENESS.max(before));
         assert_eq!(priority(), ours, "the calling thread alone is lowered");
+    }
+
+    #[test]
+    fn the_background_runtimes_threads_are_nicer_and_the_caller_is_not() {
+        let priority = || rustix::process::getpriority_process(None).expect("priority");
+        let ours = priority();
+        let runtime = background().expect("runtime");
+        let (name, theirs) = runtime.block_on(async move {
+            tokio::spawn(
+                async move { (std::thread::current().name().map(str::to_owned), priority()) },
+            )
+            .await
+            .expect("ran")
+        });
+        assert_eq!(name.as_deref(), Some(BACKGROUND_THREAD_NAME));
+        assert_eq!(theirs, BACKGROUND_NICENESS.max(ours));
+        assert_eq!(
+            priority(),
+            ours,
+            "the thread that built it keeps its priority"
+        );
     }
 }

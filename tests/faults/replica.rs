@@ -92,6 +92,11 @@ impl Replica {
         answer
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: the process gets no chance to release the Lease or finish a round.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL is delivered");
