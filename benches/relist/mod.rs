@@ -86,14 +86,23 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
         addr: echo_addr,
         ..product.clone()
     };
-    for control_plane in [ControlPlane::Sharing, ControlPlane::Yielding] {
+    for (round, control_plane) in [ControlPlane::Sharing, ControlPlane::Yielding]
+        .into_iter()
+        .enumerate()
+    {
         if control_plane == ControlPlane::Yielding {
             apiserver.niceness = YIELDING_NICENESS;
             yield_cores(setup.dir)?;
         }
         let how = control_plane.describe();
-        let (reviews, started, marks) =
-            relist_under_load(&mut apiserver, &log_path, setup, &product, "product").await?;
+        let (reviews, started, marks) = relist_under_load(
+            &mut apiserver,
+            &log_path,
+            setup,
+            &product,
+            &format!("product-{round}"),
+        )
+        .await?;
         if let Some(window) = report("the product", how, &reviews, started, &marks, setup) {
             let p999 = window.percentile(0.999);
             let met = p999 <= 5.0 && window.errors() == 0;
@@ -106,8 +115,14 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
         // re-lists and plans again: what this machine allows a server that only parses and
         // echoes, in a window of the same kind. (It runs second, and the product then serves no
         // reviews while it re-lists: if anything, the comparison favours the echo server.)
-        let (reviews, started, marks) =
-            relist_under_load(&mut apiserver, &log_path, setup, &echo, "echo").await?;
+        let (reviews, started, marks) = relist_under_load(
+            &mut apiserver,
+            &log_path,
+            setup,
+            &echo,
+            &format!("echo-{round}"),
+        )
+        .await?;
         if let Some(window) = report(
             "the bare echo server",
             how,
