@@ -105,12 +105,14 @@ pub fn router(state: AppState) -> Router {
     for (path, endpoint) in ROUTES {
         router = router.route(
             path,
-            post(move |state: State<AppState>, request: Request| {
+            post(move |state: State<Arc<AppState>>, request: Request| {
                 handle(state, request, path, endpoint)
             }),
         );
     }
-    router.with_state(state)
+    // Shared behind one `Arc`: axum clones the state for every request, and one reference count
+    // is cheaper than one per field (the cores would pass each count's cache line back and forth).
+    router.with_state(Arc::new(state))
 }
 
 // A debug-level span: at the default level, reviews that pass cost no span; denials log their own
@@ -121,7 +123,7 @@ pub fn router(state: AppState) -> Router {
     fields(webhook = path, uid, kind, namespace, name, operation, dry_run)
 )]
 async fn handle(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: Request,
     path: &'static str,
     endpoint: Endpoint,

@@ -131,9 +131,9 @@ pub struct Request {
     operation: Operation,
     user_info: User,
     #[serde(default)]
-    object: Option<Object>,
+    object: Option<Box<Object>>,
     #[serde(default)]
-    old_object: Option<Object>,
+    old_object: Option<Box<Object>>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -320,8 +320,8 @@ impl From<Request> for AdmissionRequest<DynamicObject> {
                         .collect()
                 }),
             },
-            object: r.object.map(Into::into),
-            old_object: r.old_object.map(Into::into),
+            object: r.object.map(|o| (*o).into()),
+            old_object: r.old_object.map(|o| (*o).into()),
             dry_run: r.dry_run,
             options: None,
         }
