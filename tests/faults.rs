@@ -4,7 +4,8 @@
 //! state (every wanted copy present and equal to its original, no other copy, no bystander touched,
 //! and a converged world that plans nothing) and counts the writes it took at the apiserver.
 //!
-//! The scenarios run one at a time (`serial`): they share the control plane and the Lease.
+//! The scenarios run one at a time (`serial`): they share the control plane and the Lease. One more
+//! test here reads a running replica's thread priorities (the replicas are started here).
 
 #[path = "faults/replica.rs"]
 mod replica;

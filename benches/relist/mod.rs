@@ -161,8 +161,8 @@ impl ControlPlane {
 /// The niceness of the control plane's threads when it yields: the lowest there is.
 const YIELDING_NICENESS: i32 = 19;
 
-/// Lowers every thread of the benchmark's etcd and first kube-apiserver to [`YIELDING_NICENESS`]
-/// (threads they start later inherit it); the second apiserver is started at it.
+/// Lowers every thread of the benchmark's etcd and kube-apiservers to [`YIELDING_NICENESS`]
+/// (threads they start later inherit it); the second apiserver is restarted at it from now on.
 fn yield_cores(dir: &Path) -> Result<()> {
     let control_plane = dir.join("control-plane");
     for program in ["etcd", "kube-apiserver"] {
