@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
     );
     relist::phase(&relist::Setup {
         dir: &dir,
+        control_plane: &control_plane,
         kubeconfig: &kubeconfig,
         client: &client,
         target_namespaces: namespaces,

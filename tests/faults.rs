@@ -419,17 +419,15 @@ fn the_webhooks_threads_keep_their_priority_and_the_rest_yield() {
     let tasks = format!("/proc/{}/task", replica.pid());
     for task in std::fs::read_dir(&tasks).expect("the replica's threads") {
         let task = task.expect("a thread").path();
-        let (Ok(comm), Ok(stat)) = (
+        let (Ok(comm), Some(stat)) = (
             std::fs::read_to_string(task.join("comm")),
-            std::fs::read_to_string(task.join("stat")),
+            stat_fields(&task.join("stat")),
         ) else {
             continue; // the thread ended meanwhile
         };
-        // Fields after the name's closing parenthesis: state is the 3rd field, nice the 19th.
-        let after_name = stat.rsplit_once(')').expect("a stat line").1;
-        let nice: i32 = after_name
-            .split_whitespace()
-            .nth(16)
+        // The state is the 3rd field, nice the 19th.
+        let nice: i32 = stat
+            .get(16)
             .and_then(|n| n.parse().ok())
             .expect("a nice field");
         by_name

@@ -27,11 +27,13 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testbed::control_plane::ControlPlane;
 
-/// What the phase needs from the benchmark: its directory (holding `control-plane/` and `certs/`),
+/// What the phase needs from the benchmark: its directory (holding `certs/`), its control plane,
 /// the admin kubeconfig and client, and the load's shape.
 pub struct Setup<'a> {
     pub dir: &'a Path,
+    pub control_plane: &'a ControlPlane,
     pub kubeconfig: &'a Path,
     pub client: &'a kube::Client,
     pub target_namespaces: u64,
@@ -46,7 +48,7 @@ const BACKING: &str = "local-relist";
 
 /// Runs the phase and prints its figures.
 pub async fn phase(setup: &Setup<'_>) -> Result<()> {
-    let mut apiserver = SecondApiserver::start(setup.dir)?;
+    let mut apiserver = SecondApiserver::start(setup)?;
     fan_out_project(setup)?;
     let log_path = setup.dir.join("relist-server.log");
     let (webhook, admin) = (free_port()?, free_port()?);
@@ -86,15 +88,15 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
         addr: echo_addr,
         ..product.clone()
     };
-    for (round, control_plane) in [ControlPlane::Sharing, ControlPlane::Yielding]
+    for (round, cores) in [CoreShare::Sharing, CoreShare::Yielding]
         .into_iter()
         .enumerate()
     {
-        if control_plane == ControlPlane::Yielding {
+        if cores == CoreShare::Yielding {
             apiserver.niceness = YIELDING_NICENESS;
-            yield_cores(setup.dir)?;
+            yield_cores(setup.control_plane)?;
         }
-        let how = control_plane.describe();
+        let how = cores.describe();
         let (reviews, started, marks) = relist_under_load(
             &mut apiserver,
             &log_path,
@@ -142,14 +144,14 @@ pub async fn phase(setup: &Setup<'_>) -> Result<()> {
 
 /// How the control plane shares the machine's cores with the webhook and the load during a round.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ControlPlane {
+enum CoreShare {
     /// At the same priority as everything else, as the test bed runs it.
     Sharing,
     /// Its threads at [`YIELDING_NICENESS`].
     Yielding,
 }
 
-impl ControlPlane {
+impl CoreShare {
     fn describe(self) -> &'static str {
         match self {
             Self::Sharing => "control plane sharing the cores",
@@ -161,20 +163,20 @@ impl ControlPlane {
 /// The niceness of the control plane's threads when it yields: the lowest there is.
 const YIELDING_NICENESS: i32 = 19;
 
-/// Lowers every thread of the benchmark's etcd and kube-apiservers to [`YIELDING_NICENESS`]
+/// Lowers every thread of the benchmark's etcd and first kube-apiserver to [`YIELDING_NICENESS`]
 /// (threads they start later inherit it); the second apiserver is restarted at it from now on.
-fn yield_cores(dir: &Path) -> Result<()> {
-    let control_plane = dir.join("control-plane");
+fn yield_cores(control_plane: &ControlPlane) -> Result<()> {
     for program in ["etcd", "kube-apiserver"] {
-        for pid in processes_of(&control_plane, program)? {
-            for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-                let Ok(tid) = task?.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                // A thread that ended meanwhile is skipped.
-                if let Some(tid) = rustix::process::Pid::from_raw(tid) {
-                    let _ = rustix::process::setpriority_process(Some(tid), YIELDING_NICENESS);
-                }
+        let pid = control_plane
+            .pid(program)
+            .with_context(|| format!("the control plane's {program}"))?;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let Ok(tid) = task?.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            // A thread that ended meanwhile is skipped.
+            if let Some(tid) = rustix::process::Pid::from_raw(tid) {
+                let _ = rustix::process::setpriority_process(Some(tid), YIELDING_NICENESS);
             }
         }
     }
@@ -471,9 +473,11 @@ struct SecondApiserver {
 }
 
 impl SecondApiserver {
-    fn start(dir: &Path) -> Result<Self> {
-        let control_plane = dir.join("control-plane");
-        let pid = processes_of(&control_plane, "kube-apiserver")?[0];
+    fn start(setup: &Setup<'_>) -> Result<Self> {
+        let (dir, control_plane) = (setup.dir, setup.control_plane);
+        let pid = control_plane
+            .pid("kube-apiserver")
+            .context("the control plane's kube-apiserver")?;
         let mut args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))?
             .split(|b| *b == 0)
             .filter(|a| !a.is_empty())
@@ -489,7 +493,7 @@ impl SecondApiserver {
             }
         }
         let first_port = first_port.context("the apiserver's --secure-port")?;
-        let text = std::fs::read_to_string(control_plane.join("kubeconfig-service-account"))?;
+        let text = std::fs::read_to_string(control_plane.dir.join("kubeconfig-service-account"))?;
         let sa_kubeconfig = dir.join("kubeconfig-sa-second-apiserver");
         std::fs::write(
             &sa_kubeconfig,
@@ -561,34 +565,4 @@ impl Drop for SecondApiserver {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The pids of `program` (`kube-apiserver`, `etcd`) of the control plane in `dir` (with the second
-/// apiserver running, two kube-apiservers).
-fn processes_of(dir: &Path, program: &str) -> Result<Vec<u32>> {
-    let dir_text = dir.to_string_lossy();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_program = args
-            .first()
-            .is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f == program));
-        if is_program && args.iter().any(|a| a.contains(dir_text.as_ref())) {
-            found.push(pid);
-        }
-    }
-    if found.is_empty() {
-        bail!("no {program} of {dir_text}");
-    }
-    Ok(found)
 }

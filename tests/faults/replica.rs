@@ -170,9 +170,20 @@ impl Stopped {
 
 /// A process's state letter (`R`, `S`, `T`, …) from `/proc/<pid>/stat`.
 fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(Path::new(&format!("/proc/{pid}/stat")))?
+        .first()?
+        .chars()
+        .next()
+}
+
+/// The fields of a `stat` file (`/proc/<pid>/stat`, `/proc/<pid>/task/<tid>/stat`) after the
+/// command name, the state (the 3rd field) first; `None` when it cannot be read (the process or
+/// thread has ended).
+pub fn stat_fields(path: &Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name is in parentheses and may hold spaces: the state follows the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    let after_name = stat.rsplit_once(')')?.1;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
 impl Drop for Stopped {
