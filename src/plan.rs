@@ -3,9 +3,7 @@
 //! ([`actions`]). The reconciler executes the actions, the `plan` command prints them, and the
 //! webhook's overwrite, conflict and removal warnings read the same fates.
 
-use crate::keys;
 use crate::world;
-use regex::Regex;
 use std::collections::BTreeSet;
 
 mod action;
@@ -17,6 +15,7 @@ mod copy;
 mod fate;
 #[cfg(test)]
 mod fixtures;
+pub mod ignore;
 mod progress;
 mod recheck;
 mod repairs;
@@ -26,6 +25,7 @@ pub use clusters::{downstream_actions, management_actions, served_elsewhere};
 pub use copies::{actions, consents_to_overwrite};
 pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
 pub use fate::{Fate, fate, wanted_namespaces, wants_copy};
+pub use ignore::{IgnoreList, IgnorePatternError};
 pub use progress::{Progress, progress};
 pub use recheck::{wanted_after_all, wanting_original};
 pub use repairs::{backing_namespace_actions, wanted_project_label};
@@ -114,64 +114,6 @@ impl Settings {
     }
 }
 
-/// The namespaces an original must not be copied into, from its ignore annotation.
-#[derive(Debug, Clone, Default)]
-pub struct IgnoreList {
-    patterns: Vec<Regex>,
-}
-
-/// An ignore-namespaces entry that is not a valid pattern.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ignore-namespaces entry {entry:?} is not a valid pattern: {reason}")]
-pub struct IgnorePatternError {
-    pub entry: String,
-    pub reason: String,
-}
-
-impl IgnoreList {
-    /// Parses a comma-separated list of namespace names or regular expressions. Every entry is
-    /// anchored: `team-.*` matches `team-a`, never `my-team-a` (Rancher's are unanchored, a known bug).
-    pub fn parse(value: &str) -> Result<Self, IgnorePatternError> {
-        let patterns = value
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                let invalid = |e: regex::Error| IgnorePatternError {
-                    entry: entry.to_owned(),
-                    reason: last_line(&e.to_string()),
-                };
-                // Each entry must be a pattern on its own: `a)|(b` parses once wrapped in the
-                // anchors, and would then match outside them.
-                Regex::new(entry).map_err(invalid)?;
-                Regex::new(&format!("^(?:{entry})$")).map_err(invalid)
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { patterns })
-    }
-
-    /// The ignore list of an original's metadata; an invalid list ignores nothing here (the webhook
-    /// refuses it, and the reconciler reports it).
-    pub fn of(meta: &kube::api::ObjectMeta) -> Self {
-        world::annotation(meta, keys::IGNORE_NAMESPACES_ANNOTATION)
-            .and_then(|v| Self::parse(v).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn matches(&self, namespace: &str) -> bool {
-        self.patterns.iter().any(|p| p.is_match(namespace))
-    }
-}
-
-/// The last non-empty line: where the regex crate puts the actual error.
-fn last_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or(text)
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,27 +136,5 @@ mod tests {
             .collect();
         assert_eq!(kinds, [ActionKind::SetBackingNamespace]);
         assert!(planned(&world, &Settings::default(), false).is_empty());
-    }
-
-    #[test]
-    fn ignore_patterns_are_anchored() {
-        let list = IgnoreList::parse("team-.*, legacy").expect("valid");
-        assert!(list.matches("team-a"));
-        assert!(list.matches("legacy"));
-        assert!(!list.matches("my-team-a"));
-        assert!(!list.matches("legacy-2"));
-    }
-
-    #[test]
-    fn an_entry_cannot_escape_its_anchors() {
-        let err = IgnoreList::parse("zzz)|(billing-.*").expect_err("not a pattern on its own");
-        assert_eq!(err.entry, "zzz)|(billing-.*");
-    }
-
-    #[test]
-    fn invalid_ignore_pattern_names_the_entry() {
-        let err = IgnoreList::parse("ok, team-(").expect_err("invalid");
-        assert_eq!(err.entry, "team-(");
-        assert!(!err.reason.is_empty());
     }
 }

@@ -239,20 +239,19 @@ impl World {
     }
 
     /// The namespace a project claims: its `status.backingNamespace`, or without one its legacy
-    /// name (the project's name, as Rancher once used), unless that namespace is marked as another
-    /// project's: a new Project named like someone's backing namespace claims nothing.
+    /// name (the project's name, as Rancher once used) only when that namespace is marked for this
+    /// very project. An unmarked namespace is never adopted: whoever may create namespaces could
+    /// otherwise make one named like a project whose status is not set yet (or never will be, its
+    /// generated name being taken) and have its labelled secrets copied into the project.
     fn claim<'a>(&self, id: &ProjectId, state: &'a ProjectState) -> Option<&'a str> {
         let namespace = state.backing_namespace.as_str();
         if state.has_backing_status {
             return Some(namespace);
         }
-        // Marked, but not for this very project (another project, or a deleted one of the same
-        // name, whose uid differs).
-        let foreign = self
-            .namespaces
+        self.namespaces
             .get(namespace)
-            .is_some_and(|ns| ns.marked_project().is_some() && !ns.is_marked_for(id, &state.uid));
-        (!foreign).then_some(namespace)
+            .is_some_and(|ns| ns.is_marked_for(id, &state.uid))
+            .then_some(namespace)
     }
 
     pub fn upsert_namespace(&mut self, name: String, state: NamespaceState) {
@@ -797,25 +796,43 @@ mod tests {
     }
 
     #[test]
-    fn a_legacy_claim_on_a_namespace_marked_for_another_project_is_void() {
+    fn a_project_without_status_claims_only_a_legacy_namespace_marked_for_it() {
         let mut world = World::default();
         let victim = claim(&mut world, "local", "a-team", Some("local-a-team"));
-        // Unmarked (made by an older version): the bare Project's legacy claim contests it.
-        let attacker = claim(&mut world, "local", "local-a-team", None);
-        assert_eq!(world.claims("local-a-team"), [&victim, &attacker]);
-        // Marked for its owner: the legacy claim is void, the owner keeps it.
-        world.upsert_namespace(
-            "local-a-team".to_owned(),
-            NamespaceState {
-                backing_of: Some(victim.to_string()),
-                ..NamespaceState::default()
-            },
-        );
+        // A bare Project named like the victim's backing namespace claims nothing there, marked
+        // or not: the victim keeps it.
+        let namesake = claim(&mut world, "local", "local-a-team", None);
         assert_eq!(world.claims("local-a-team"), [&victim]);
-        assert_eq!(world.rivals(&attacker), None);
-        // The marker gone (namespace deleted): contested again.
-        world.remove_namespace("local-a-team");
-        assert_eq!(world.claims("local-a-team").len(), 2);
+        assert_eq!(world.rivals(&namesake), None);
+
+        // A namespace made beforehand under a future project's name, holding a labelled secret:
+        // not the project's backing namespace, so the secret is no original.
+        let project = ProjectId::new("local", "payments");
+        let state = |uid: &str| ProjectState {
+            uid: uid.to_owned(),
+            backing_namespace: "payments".to_owned(),
+            ..ProjectState::default()
+        };
+        world.upsert_namespace("payments".to_owned(), NamespaceState::default());
+        let label = [(keys::PROJECT_SCOPED_LABEL, "payments")];
+        add_secret(&mut world, secret("payments", "db", &label, &[]));
+        world.upsert_project(project.clone(), state("uid-1"));
+        assert_eq!(world.backing_project("payments"), None);
+        assert_eq!(world.owned_backing_namespace(&project), None);
+        assert_eq!(world.originals().count(), 0);
+
+        // Marked for this very project (its uid), it is the project's.
+        let marked = |uid: &str| NamespaceState {
+            backing_of: Some(project.to_string()),
+            backing_uid: Some(uid.to_owned()),
+            ..NamespaceState::default()
+        };
+        world.upsert_namespace("payments".to_owned(), marked("uid-1"));
+        assert_eq!(world.backing_project("payments"), Some(&project));
+        assert_eq!(world.originals().count(), 1);
+        // Marked for an earlier project of the same name: not this one's.
+        world.upsert_namespace("payments".to_owned(), marked("uid-0"));
+        assert_eq!(world.backing_project("payments"), None);
     }
 
     #[test]

@@ -278,6 +278,25 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ),
         ));
     }
+    let annotations =
+        copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + usize::from(missing_uid) + 1; // keys::REPLACED_ANNOTATION
+    let labels = copy.metadata.labels.as_ref().map_or(0, |l| l.len());
+    for (what, entries) in [("annotations", annotations), ("labels", labels)] {
+        if entries > keys::MAX_METADATA_ENTRIES {
+            out.deny(Denial::forbidden(
+                "CopyMetadataTooLarge",
+                format!(
+                    "secret {:?} in namespace {:?} cannot be project-scoped: its copies would carry \
+                     {entries} {what} (its own plus the copy markers), more than the {} this \
+                     webhook reads of an object; remove at least {}",
+                    s.display_name(),
+                    s.namespace,
+                    keys::MAX_METADATA_ENTRIES,
+                    count(entries - keys::MAX_METADATA_ENTRIES, "entry", "entries")
+                ),
+            ));
+        }
+    }
 }
 
 /// S2: an original whose copies would overwrite non-copy secrets is announced (or, under

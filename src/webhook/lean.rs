@@ -28,7 +28,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// The most entries a kept list or map (labels, annotations, finalizers, ownerReferences, the
 /// user's groups) may have: each costs ~100 bytes decoded for as little as 4 bytes of body.
-pub const MAX_ENTRIES: usize = 1024;
+pub const MAX_ENTRIES: usize = crate::keys::MAX_METADATA_ENTRIES;
 
 /// The most keys, and values per key, of the user's `extra`.
 const MAX_EXTRA: usize = 64;

@@ -171,6 +171,51 @@ stringData: {{password: victim}}
     );
 }
 
+#[test]
+fn a_namespace_named_after_a_project_without_status_is_not_adopted() {
+    grant_attackers();
+    // Nina makes the namespace a project's legacy backing namespace would be (its own name)
+    // before the project exists. The project is created and, no reconciler running here, keeps
+    // no status: the state of one whose generated name is taken too (BackingNamespaceTaken).
+    let project = ProjectId::new("local", unique("legacy"));
+    let legacy = project.legacy_backing_namespace().to_owned();
+    ok(kubectl(&[
+        "create",
+        "namespace",
+        &legacy,
+        &format!("--as={NINA}"),
+    ]));
+    cluster_namespace();
+    ok(kubectl_apply(&project_yaml("local", &project.project), &[]));
+    indexed("the project", |w| w.project(&project).is_some());
+    indexed("the namespace", |w| w.namespace(&legacy).is_some());
+    assert_eq!(env().index.read().backing_project(&legacy), None);
+
+    // A secret labelled for the project there is no original: the label is refused (S3).
+    let labelled = format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: {legacy}
+  labels: {{{label}: {name}}}
+stringData: {{password: planted}}
+",
+        label = keys::PROJECT_SCOPED_LABEL,
+        name = project.project,
+    );
+    let err = fails(kubectl_apply(&labelled, &[]));
+    assert!(
+        err.contains("(LabelOutsideBackingNamespace)")
+            && err.contains(&format!("namespace \"{legacy}\" is not one")),
+        "{err}"
+    );
+    assert!(
+        !reconciler_adopts(&project, &legacy),
+        "the reconciler would adopt the unmarked namespace {legacy}"
+    );
+}
+
 /// The apiserver's limit on the total size of an object's annotation keys and values.
 const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 

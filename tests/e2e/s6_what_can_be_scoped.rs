@@ -49,20 +49,23 @@ fn assert_denied_for_the_pattern(err: &str, parse_error: &str) {
 
 #[test]
 fn s6_an_invalid_ignore_pattern_is_denied_with_the_parse_error() {
-    let project = project("s6i");
     let pattern = "team-(a";
     let parse_error = parse_error(pattern);
     assert!(parse_error.contains("team-(a"), "{parse_error}");
+    assert_denied_for_the_pattern(&create_ignoring("s6i", pattern), &parse_error);
+}
+
+/// Creates an original whose ignore list is `yaml_value` (a double-quoted YAML string); the error.
+fn create_ignoring(prefix: &str, yaml_value: &str) -> String {
     let yaml = original_yaml(
-        &project,
+        &project(prefix),
         "ignoring",
         &format!(
-            "  annotations: {{{}: \"{pattern}\"}}\n",
+            "  annotations: {{{}: \"{yaml_value}\"}}\n",
             keys::IGNORE_NAMESPACES_ANNOTATION
         ),
     );
-    let err = fails(kubectl_apply(&yaml, &[]));
-    assert_denied_for_the_pattern(&err, &parse_error);
+    fails(kubectl_apply(&yaml, &[]))
 }
 
 #[test]
@@ -77,4 +80,62 @@ fn s6_an_invalid_ignore_pattern_added_to_an_existing_original_is_denied() {
         keys::IGNORE_NAMESPACES_ANNOTATION
     )));
     assert_denied_for_the_pattern(&err, &parse_error);
+}
+
+#[test]
+fn s6_an_ignore_list_too_costly_to_compile_is_denied() {
+    // Each `\w{50}` compiles on its own into megabytes over milliseconds; a thousand of them fit in
+    // the annotation. Refused once together they pass the compiled-size limit.
+    let pattern = vec![r"\w{50}"; scoped_secrets::plan::ignore::MAX_ENTRIES].join(",");
+    let parse_error = parse_error(&pattern);
+    assert!(parse_error.contains("too complex"), "{parse_error}");
+    let err = create_ignoring("s6c", &pattern.replace('\\', r"\\"));
+    assert_denied_for_the_pattern(&err, &parse_error);
+}
+
+#[test]
+fn s6_an_original_whose_copies_would_carry_more_annotations_than_the_webhook_reads_is_denied() {
+    // A copy carries the original's annotations plus five of its own (four markers, and
+    // `replaced` when it overwrites). Past the webhook's limit a copy's reviews could not be
+    // decoded: its deletes would be refused and its namespace never finish terminating.
+    let project = project("s6n");
+    let markers = keys::COPY_MARKERS.len() + 1;
+    let original = |own: usize| {
+        let annotations: serde_json::Map<String, serde_json::Value> = (0..own)
+            .map(|i| (format!("a{i}"), serde_json::Value::from("")))
+            .collect();
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "crowded",
+                "namespace": project.backing,
+                "labels": {keys::PROJECT_SCOPED_LABEL: project.name},
+                "annotations": annotations,
+            },
+            "stringData": {"key": "value"},
+        })
+        .to_string()
+    };
+    let create = |own: usize| {
+        kubectl_stdin(
+            &env().kubeconfig,
+            &["create", "--dry-run=server", "-f", "-"],
+            &original(own),
+        )
+    };
+    ok(create(keys::MAX_METADATA_ENTRIES - markers));
+    let err = fails(create(keys::MAX_METADATA_ENTRIES - markers + 1));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"crowded\" in namespace \"{}\" cannot be project-scoped: its copies would \
+             carry {} annotations (its own plus the copy markers), more than the {} this webhook \
+             reads of an object; remove at least 1 entry",
+            project.backing,
+            keys::MAX_METADATA_ENTRIES + 1,
+            keys::MAX_METADATA_ENTRIES
+        ),
+    );
 }
