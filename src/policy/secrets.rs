@@ -404,7 +404,7 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
     if world.namespace(ns).is_some_and(|n| n.terminating) {
         return;
     }
-    let origin = copy_origin(world, &old.metadata);
+    let origin = copy_origin(world, ns, &old.metadata);
     if s.op == Operation::Delete
         && origin
             .as_deref()
@@ -432,17 +432,26 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
 }
 
 /// Where a copy comes from: our origin annotation, or for a Rancher copy the backing namespace of
-/// the project its label names.
-fn copy_origin(world: &World, meta: &ObjectMeta) -> Option<String> {
+/// the project its label names. That label is a project's name, unique only within a cluster: the
+/// project of the namespace the copy is in when it has that name, else one of that name owning its
+/// backing namespace (the copy was left behind in a namespace that left the project).
+fn copy_origin(world: &World, ns: &str, meta: &ObjectMeta) -> Option<String> {
     if let Some(origin) = annotation(meta, keys::ORIGIN_ANNOTATION) {
         return Some(origin.to_owned());
     }
     let project = label(meta, keys::PROJECT_SCOPED_LABEL)?;
-    let (_, state) = world
-        .projects()
-        .find(|(id, _): &(&ProjectId, _)| id.project == project)?;
+    let id = world
+        .namespace(ns)
+        .and_then(|n| world.member_project(n))
+        .filter(|id| id.project == project)
+        .or_else(|| {
+            world
+                .backed_projects()
+                .find(|id| id.project == project)
+                .cloned()
+        })?;
     Some(keys::origin_value(
-        &state.backing_namespace,
+        world.owned_backing_namespace(&id)?,
         meta.name.as_deref()?,
     ))
 }
@@ -849,6 +858,32 @@ mod tests {
                 ),
             ),
         ]);
+    }
+
+    #[test]
+    fn s5_a_rancher_copy_is_read_as_a_copy_of_its_own_namespaces_project() {
+        // Project names are unique within a cluster only: a namesake in another cluster, sorted
+        // first, without an original `db`, must not make the copy in team-a look unwanted.
+        let mut world = world();
+        crate::world::fixtures::project(&mut world, "c-1", "p-vwxyz", "c-1-p-vwxyz");
+        crate::world::fixtures::namespace_in(
+            &mut world,
+            "c-1-team",
+            &ProjectId::new("c-1", "p-vwxyz"),
+        );
+        let mut rancher_copy = copy_json("team-a", "db");
+        rancher_copy["metadata"]["annotations"] = json!({keys::COPY_ANNOTATION: "true"});
+        let decision = super::super::validate(
+            &admission(delete(rancher_copy)),
+            &world,
+            &config(),
+            &Facts::default(),
+        );
+        check(
+            "a wanted Rancher copy with a namesake project elsewhere",
+            &decision,
+            &deny(403, "copy of project-scoped secret \"local-p-vwxyz/db\""),
+        );
     }
 
     #[test]
