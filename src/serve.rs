@@ -133,6 +133,12 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
         .context("loading the serving certificate")?;
+    crate::metrics::registered_as(
+        &mut registry,
+        "scoped_secrets_serving_certificate_expiry_timestamp_seconds",
+        "When the serving certificate expires (its notAfter, Unix seconds), kept current across reloads",
+        cert.expiry().clone(),
+    );
     // Bound on the webhook's runtime, so its connections are driven by the webhook's threads.
     let reviews = ReviewRuntime::start(runtime::default_threads())
         .context("starting the webhook's threads")?;

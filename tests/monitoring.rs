@@ -150,3 +150,30 @@ fn dashboards_and_alerts_name_only_served_metrics() {
         named.len()
     );
 }
+
+#[test]
+fn the_served_certificates_expiry_is_a_metric() {
+    let cert_pem = std::fs::read(
+        env()
+            .state_dir
+            .join("certs")
+            .join(scoped_secrets::certs::TLS_CERT),
+    )
+    .expect("the shared server's certificate");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&cert_pem).expect("PEM");
+    let not_after = pem
+        .parse_x509()
+        .expect("a certificate")
+        .validity()
+        .not_after
+        .timestamp();
+    let metrics = http_get(env().admin_addr, "/metrics").expect("/metrics");
+    let served: i64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("scoped_secrets_serving_certificate_expiry_timestamp_seconds ")
+        })
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no expiry in /metrics:\n{metrics}"));
+    assert_eq!(served, not_after);
+}

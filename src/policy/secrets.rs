@@ -2,7 +2,7 @@
 
 use super::message::{self, count, warning_list};
 use super::{Config, Denial, Facts, Findings, Needs, Subject};
-use crate::keys::{self, ProjectId};
+use crate::keys;
 use crate::plan::{self, ConflictReason, Fate, IgnoreList, OverwritePolicy, Settings};
 use crate::world::{self, Original, World, annotation, label};
 use k8s_openapi::api::core::v1::Secret;
@@ -869,7 +869,7 @@ mod tests {
         crate::world::fixtures::namespace_in(
             &mut world,
             "c-1-team",
-            &ProjectId::new("c-1", "p-vwxyz"),
+            &keys::ProjectId::new("c-1", "p-vwxyz"),
         );
         let mut rancher_copy = copy_json("team-a", "db");
         rancher_copy["metadata"]["annotations"] = json!({keys::COPY_ANNOTATION: "true"});

@@ -7,6 +7,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -35,6 +36,8 @@ pub enum CertError {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
+    #[error("{} holds a certificate whose validity cannot be read: {reason}", path.display())]
+    Validity { path: PathBuf, reason: String },
     #[error("{} holds no certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{} does not match {}", key.display(), cert.display())]
@@ -54,6 +57,9 @@ pub struct ReloadingCert {
     current: ArcSwap<Loaded>,
     /// How often the files have been read, the first load included.
     reads: AtomicU64,
+    /// When the certificate being served expires (Unix seconds): an expired one fails every
+    /// review closed, and nothing else says so before it does.
+    expiry: Gauge,
 }
 
 #[derive(Debug)]
@@ -61,17 +67,32 @@ struct Loaded {
     key: Arc<CertifiedKey>,
     /// Digests of the files, to tell whether a reload changes anything (never the key itself).
     fingerprint: [u8; 32],
+    /// The first certificate's `notAfter`, in Unix seconds.
+    not_after: i64,
 }
+
+/// A certificate this close to its end is logged as a warning when loaded.
+const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl ReloadingCert {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, CertError> {
         let loaded = read(cert_path, key_path)?;
+        let expiry = Gauge::default();
+        expiry.set(loaded.not_after);
+        warn_if_expiring(cert_path, loaded.not_after);
         Ok(Arc::new(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: ArcSwap::from_pointee(loaded),
             reads: AtomicU64::new(1),
+            expiry,
         }))
+    }
+
+    /// The served certificate's `notAfter` in Unix seconds, kept current across reloads; register
+    /// it as `scoped_secrets_serving_certificate_expiry_timestamp_seconds`.
+    pub fn expiry(&self) -> &Gauge {
+        &self.expiry
     }
 
     /// How often the files have been read, the first load included.
@@ -85,8 +106,15 @@ impl ReloadingCert {
         self.reads.fetch_add(1, Ordering::Relaxed);
         match read(&self.cert_path, &self.key_path) {
             Ok(fresh) if fresh.fingerprint != self.current.load().fingerprint => {
+                let not_after = fresh.not_after;
                 self.current.store(Arc::new(fresh));
-                tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
+                self.expiry.set(not_after);
+                tracing::info!(
+                    cert = %self.cert_path.display(),
+                    not_after = %unix_time(not_after),
+                    "serving certificate reloaded"
+                );
+                warn_if_expiring(&self.cert_path, not_after);
                 true
             }
             Ok(_) => false,
@@ -194,6 +222,12 @@ fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, CertError> {
         path: key_path.to_owned(),
         source,
     })?;
+    let not_after = x509_parser::parse_x509_certificate(&chain[0])
+        .map(|(_, leaf)| leaf.validity().not_after.timestamp())
+        .map_err(|e| CertError::Validity {
+            path: cert_path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let provider = rustls::crypto::ring::default_provider();
     let certified =
         CertifiedKey::from_der(chain, key, &provider).map_err(|source| CertError::KeyMismatch {
@@ -211,7 +245,33 @@ fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, CertError> {
     Ok(Loaded {
         key: Arc::new(certified),
         fingerprint,
+        not_after,
     })
+}
+
+/// A warning when the certificate just loaded has expired or will within [`EXPIRY_WARNING`].
+fn warn_if_expiring(cert_path: &Path, not_after: i64) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = not_after.saturating_sub(now);
+    if left < EXPIRY_WARNING.as_secs().cast_signed() {
+        tracing::warn!(
+            cert = %cert_path.display(),
+            not_after = %unix_time(not_after),
+            "the serving certificate {}; the apiserver refuses it from then on and every review fails closed",
+            if left <= 0 { "has expired" } else { "expires within 7 days" }
+        );
+    }
+}
+
+/// Unix seconds as RFC 3339, for the logs.
+fn unix_time(seconds: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 /// A rustls server config for the webhook: TLS 1.2 and 1.3, HTTP/1.1 (what the apiserver speaks).
@@ -261,6 +321,33 @@ mod tests {
         ));
 
         assert!(ReloadingCert::load(&cert, &key).is_ok());
+    }
+
+    #[test]
+    fn the_expiry_gauge_follows_the_certificate_being_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let days = |n: i64| n * 24 * 3600;
+        let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+        let (cert_path, key_path) = issued(dir.path());
+        let cert = ReloadingCert::load(&cert_path, &key_path).expect("loads");
+        let until = cert.expiry().get() - now();
+        assert!((days(1) - 60..=days(1)).contains(&until), "{until} s left");
+        certs::write_serving_set(dir.path(), &["localhost".to_owned()], &[], 1, 30)
+            .expect("rotated");
+        assert!(cert.reload());
+        let until = cert.expiry().get() - now();
+        assert!(
+            (days(30) - 60..=days(30)).contains(&until),
+            "{until} s left"
+        );
+        // A pair that cannot be read keeps the served certificate, and its expiry.
+        std::fs::write(&cert_path, "not a certificate").expect("write");
+        assert!(!cert.reload());
+        let until = cert.expiry().get() - now();
+        assert!(
+            (days(30) - 120..=days(30)).contains(&until),
+            "{until} s left"
+        );
     }
 
     #[test]
