@@ -278,8 +278,9 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ),
         ));
     }
+    // Plus the origin uid when admission does not see it yet, and `replaced` when a copy overwrites.
     let annotations =
-        copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + usize::from(missing_uid) + 1; // keys::REPLACED_ANNOTATION
+        copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + usize::from(missing_uid) + 1;
     let labels = copy.metadata.labels.as_ref().map_or(0, |l| l.len());
     for (what, entries) in [("annotations", annotations), ("labels", labels)] {
         if entries > keys::MAX_METADATA_ENTRIES {

@@ -59,3 +59,27 @@ fn s3_a_wrong_label_value_is_denied_with_the_right_one() {
         assert_denied(&fails(kubectl_apply(&yaml, dry_run)), GUARD, &expected);
     }
 }
+
+#[test]
+fn s3_a_cluster_label_naming_another_cluster_is_denied() {
+    // The cluster label travels to every copy: it must name the project's cluster. (An empty
+    // project label is filled in by the mutator, M2; S3 refuses it only when the mutator did not
+    // run, a case of the unit tests.)
+    let project = project("s3c");
+    let labels = format!(
+        "{}, {}: c-elsewhere",
+        scoped_label(&project.name),
+        keys::PROJECT_SCOPED_CLUSTER_LABEL
+    );
+    let elsewhere = secret_yaml(&project.backing, "elsewhere", &labels, DATA);
+    let expected = format!(
+        "label {} on secret \"elsewhere\" is \"c-elsewhere\", but namespace \"{}\" backs project \
+         {}; set it to local or remove it",
+        keys::PROJECT_SCOPED_CLUSTER_LABEL,
+        project.backing,
+        project.id()
+    );
+    for dry_run in [&["--dry-run=server"][..], &[]] {
+        assert_denied(&fails(kubectl_apply(&elsewhere, dry_run)), GUARD, &expected);
+    }
+}
