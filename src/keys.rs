@@ -100,13 +100,13 @@ pub fn is_not_copied(key: &str) -> bool {
     NOT_COPIED_EXACT.contains(&key) || NOT_COPIED_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
-/// The Project custom resource: group, version, kind and plural.
 /// The most labels, and the most annotations, of an object the webhook decodes (each costs ~100
 /// bytes decoded for as little as 4 bytes of body); a review of an object with more is refused. An
 /// original whose copies would carry more is refused (S6): their reviews, deletes included, could
 /// not be decoded, and a namespace holding one could never finish terminating.
 pub const MAX_METADATA_ENTRIES: usize = 1024;
 
+/// The Project custom resource: group, version, kind and plural.
 pub const PROJECT_GROUP: &str = "management.cattle.io";
 pub const PROJECT_VERSION: &str = "v3";
 pub const PROJECT_KIND: &str = "Project";

@@ -98,6 +98,10 @@ pub enum ConflictReason {
     NoConsent,
     /// The name is held by an original of another project (its backing namespace is in this one).
     HeldByOriginal,
+    /// The original's ignore-namespaces list cannot be read (written past the webhook, or valid
+    /// under an older version's limits): which namespaces it excludes is unknown, so no copy is
+    /// written and none removed until it is fixed.
+    UnreadableIgnoreList,
 }
 
 impl fmt::Display for ConflictReason {
@@ -111,6 +115,12 @@ impl fmt::Display for ConflictReason {
             Self::HeldByOriginal => write!(
                 f,
                 "the name is held by a project-scoped original, which is never overwritten"
+            ),
+            Self::UnreadableIgnoreList => write!(
+                f,
+                "the original's {} annotation cannot be read, so which namespaces it excludes is \
+                 unknown; fix it (the webhook says what is wrong with it)",
+                keys::IGNORE_NAMESPACES_ANNOTATION
             ),
         }
     }

@@ -39,6 +39,15 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         };
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
+        if ignore.is_unreadable() {
+            out.extend(unreadable_ignore_list(
+                &original,
+                namespaces,
+                settings,
+                &mut wanted,
+            ));
+            continue;
+        }
         // Every copy of an original is the same but for its namespace: build it (and digest it)
         // once.
         let mut template = None;
@@ -53,6 +62,31 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
     }
     out.extend(removals(world, &wanted));
     out
+}
+
+/// An original whose ignore list cannot be read: nothing is written where it could reach (the list
+/// might exclude any namespace), and nothing it reaches is removed (the copies there stay as they
+/// are until the list is fixed); a Conflict in each such namespace says why.
+fn unreadable_ignore_list<'w>(
+    original: &Original<'w>,
+    namespaces: &[(&'w str, bool)],
+    settings: &Settings,
+    wanted: &mut HashSet<(&'w str, &'w str)>,
+) -> Vec<Action> {
+    let name = original.name();
+    namespaces
+        .iter()
+        .filter(|&&(namespace, terminating)| {
+            wants_copy(
+                original,
+                &IgnoreList::default(),
+                namespace,
+                terminating,
+                settings,
+            ) && wanted.insert((namespace, name))
+        })
+        .map(|&(namespace, _)| conflict(original, namespace, ConflictReason::UnreadableIgnoreList))
+        .collect()
 }
 
 /// Each project's namespaces (by annotation), sorted by name, with whether each is terminating.
@@ -488,6 +522,22 @@ mod tests {
                     add_secret(w, secret(BACKING, "db", &original_labels(), &ignore));
                 },
                 vec!["delete team-a/db (origin local-p-vwxyz/db)"],
+            ),
+            (
+                "an unreadable ignore list keeps the copies as they are and writes none",
+                |w| {
+                    // Stale in team-a, missing in team-b: neither is written, nor team-a's removed.
+                    w.remove_scoped("team-b", "db");
+                    w.remove_secret_meta("team-b", "db");
+                    let ignore = [(keys::IGNORE_NAMESPACES_ANNOTATION, "team-(")];
+                    let mut original = secret(BACKING, "db", &original_labels(), &ignore);
+                    original.data = None;
+                    add_secret(w, original);
+                },
+                vec![
+                    "conflict team-a/db (origin local-p-vwxyz/db)",
+                    "conflict team-b/db (origin local-p-vwxyz/db)",
+                ],
             ),
             (
                 "a terminating namespace loses its copy",

@@ -25,6 +25,8 @@ pub struct IgnoreList {
     names: Vec<String>,
     /// The other entries, each anchored, in one expression.
     patterns: Option<Regex>,
+    /// The annotation could not be read: every namespace counts as ignored (see [`Self::of`]).
+    unreadable: bool,
 }
 
 /// An ignore list that cannot be used.
@@ -39,8 +41,9 @@ pub enum IgnorePatternError {
     TooMany { count: usize },
     #[error(
         "ignore-namespaces patterns are too complex: together they compile past {MAX_COMPILED_BYTES} \
-         bytes (a counted repetition of a class such as \\w{{50}} takes hundreds of kilobytes); use \
-         fewer or simpler patterns, or plain namespace names, which cost nothing"
+         bytes (a counted repetition of a Unicode class is large: \\w{{30}} alone passes the limit, \
+         [a-z0-9-]{{30}} takes kilobytes); use fewer or simpler patterns, or plain namespace names, \
+         which cost nothing"
     )]
     TooComplex,
 }
@@ -74,19 +77,33 @@ impl IgnoreList {
         Ok(Self {
             names: names.into_iter().map(str::to_owned).collect(),
             patterns: compiled(&patterns)?,
+            unreadable: false,
         })
     }
 
-    /// The ignore list of an original's metadata; an invalid list ignores nothing here (the webhook
-    /// refuses it, and the reconciler reports it).
+    /// The ignore list of an original's metadata. One that cannot be read (the webhook refuses it;
+    /// it can still arrive past the webhook, or from an older version's looser limits) ignores
+    /// every namespace: copying where its author said not to would leak the secret. The plan keeps
+    /// the copies that exist and reports why no other is written ([`Self::is_unreadable`]).
     pub fn of(meta: &kube::api::ObjectMeta) -> Self {
-        world::annotation(meta, keys::IGNORE_NAMESPACES_ANNOTATION)
-            .and_then(|v| Self::parse(v).ok())
-            .unwrap_or_default()
+        match world::annotation(meta, keys::IGNORE_NAMESPACES_ANNOTATION).map(Self::parse) {
+            None => Self::default(),
+            Some(Ok(list)) => list,
+            Some(Err(_)) => Self {
+                unreadable: true,
+                ..Self::default()
+            },
+        }
+    }
+
+    /// Whether the annotation could not be read (and so every namespace counts as ignored).
+    pub fn is_unreadable(&self) -> bool {
+        self.unreadable
     }
 
     pub fn matches(&self, namespace: &str) -> bool {
-        self.names.iter().any(|name| name == namespace)
+        self.unreadable
+            || self.names.iter().any(|name| name == namespace)
             || self
                 .patterns
                 .as_ref()

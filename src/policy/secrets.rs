@@ -278,9 +278,8 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ),
         ));
     }
-    // Plus the origin uid when admission does not see it yet, and `replaced` when a copy overwrites.
-    let annotations =
-        copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + usize::from(missing_uid) + 1;
+    // Plus `replaced` when a copy overwrites (copy_of always sets the origin uid, if empty).
+    let annotations = copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + 1;
     let labels = copy.metadata.labels.as_ref().map_or(0, |l| l.len());
     for (what, entries) in [("annotations", annotations), ("labels", labels)] {
         if entries > keys::MAX_METADATA_ENTRIES {
@@ -288,7 +287,7 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
                 "CopyMetadataTooLarge",
                 format!(
                     "secret {:?} in namespace {:?} cannot be project-scoped: its copies would carry \
-                     {entries} {what} (its own plus the copy markers), more than the {} this \
+                     {entries} {what} (its own plus those every copy adds), more than the {} this \
                      webhook reads of an object; remove at least {}",
                     s.display_name(),
                     s.namespace,
@@ -384,6 +383,8 @@ impl<'a> Fates<'a> {
                 Fate::Overwrite { .. } => fates.overwritten.push(ns),
                 Fate::Conflict(ConflictReason::NoConsent) => fates.refused.push(ns),
                 Fate::Conflict(ConflictReason::HeldByOriginal) => fates.held.push(ns),
+                // Not a fate: an unreadable list wants no namespace (and S6 refuses it).
+                Fate::Conflict(ConflictReason::UnreadableIgnoreList) => {}
                 Fate::Create | Fate::Copy(_) | Fate::StrayCopy { .. } => {}
             }
         }
@@ -434,27 +435,28 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
 
 /// Where a copy comes from: our origin annotation, or for a Rancher copy the backing namespace of
 /// the project its label names. That label is a project's name, unique only within a cluster: the
-/// project of the namespace the copy is in when it has that name, else one of that name owning its
-/// backing namespace (the copy was left behind in a namespace that left the project).
+/// project of the namespace the copy is in when it has that name, else the first of that name (by
+/// cluster) that owns its backing namespace, else the first of that name (the copy was left behind
+/// in a namespace that left the project, or its project owns no backing namespace: not wanted).
 fn copy_origin(world: &World, ns: &str, meta: &ObjectMeta) -> Option<String> {
     if let Some(origin) = annotation(meta, keys::ORIGIN_ANNOTATION) {
         return Some(origin.to_owned());
     }
     let project = label(meta, keys::PROJECT_SCOPED_LABEL)?;
-    let id = world
+    let own = world
         .namespace(ns)
         .and_then(|n| world.member_project(n))
-        .filter(|id| id.project == project)
+        .filter(|id| id.project == project);
+    let namesakes = || world.projects().filter(|(id, _)| id.project == project);
+    let id = own
         .or_else(|| {
-            world
-                .backed_projects()
-                .find(|id| id.project == project)
-                .cloned()
-        })?;
-    Some(keys::origin_value(
-        world.owned_backing_namespace(&id)?,
-        meta.name.as_deref()?,
-    ))
+            namesakes()
+                .find(|(id, _)| world.owned_backing_namespace(id).is_some())
+                .map(|(id, _)| id.clone())
+        })
+        .or_else(|| namesakes().next().map(|(id, _)| id.clone()))?;
+    let backing = world.project(&id)?.backing_namespace.as_str();
+    Some(keys::origin_value(backing, meta.name.as_deref()?))
 }
 
 /// Whether the original named by `origin` exists and wants a copy in `ns`.
@@ -891,11 +893,40 @@ mod tests {
     fn s6_what_can_be_scoped() {
         let mut token = original_json("tok", "p-vwxyz", Value::Null);
         token["type"] = json!("kubernetes.io/service-account-token");
+        // Copies add the cluster label to the original's labels, and four markers (the origin uid
+        // among them, empty while admission has no uid) and `replaced` to its annotations.
+        let crowded = |labels: usize, annotations: usize| {
+            let mut original = original_json("crowded", "p-vwxyz", Value::Null);
+            let metadata = &mut original["metadata"];
+            for i in 1..labels {
+                metadata["labels"][format!("l{i}")] = json!("");
+            }
+            for i in 0..annotations {
+                metadata["annotations"][format!("a{i}")] = json!("");
+            }
+            original
+        };
+        let most = keys::MAX_METADATA_ENTRIES;
         run(vec![
             Case::new(
                 "service-account token",
                 create(token),
                 deny(403, "cannot be project-scoped"),
+            ),
+            Case::new(
+                "copies at the decoder's limit",
+                create(crowded(most - 1, most - keys::COPY_MARKERS.len() - 1)),
+                Allow,
+            ),
+            Case::new(
+                "copies with a label too many",
+                create(crowded(most, 0)),
+                deny(403, "its copies would carry 1025 labels"),
+            ),
+            Case::new(
+                "copies with an annotation too many",
+                create(crowded(1, most - keys::COPY_MARKERS.len())),
+                deny(403, "its copies would carry 1025 annotations"),
             ),
             Case::new(
                 "invalid ignore pattern",

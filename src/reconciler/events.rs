@@ -4,7 +4,7 @@
 use super::CONTROLLER_NAME;
 use crate::keys;
 use crate::message;
-use crate::plan::Action;
+use crate::plan::{Action, ConflictReason};
 use crate::world;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
@@ -202,16 +202,29 @@ pub fn summarise(actions: &[&Action]) -> Vec<(ObjectReference, Event)> {
             if group.len() > 1 {
                 let mut namespaces: Vec<&str> = group.iter().map(|a| a.namespace()).collect();
                 namespaces.sort_unstable();
-                let head = format!(
-                    "{} in {}",
-                    group_phrase(&event.reason),
-                    message::count(namespaces.len(), "namespace", "namespaces")
-                );
+                let count = message::count(namespaces.len(), "namespace", "namespaces");
+                let head = match conflict_reason(group[0]) {
+                    // A conflict says why: each reason asks the operator for something else.
+                    Some(reason) => {
+                        let others = group.iter().any(|a| conflict_reason(a) != Some(reason));
+                        let others = if others { " (and other reasons)" } else { "" };
+                        format!("not copied to {count}: {reason}{others}")
+                    }
+                    None => format!("{} in {count}", group_phrase(&event.reason)),
+                };
                 event.note = Some(message::list_line(&head, &namespaces, NOTE_LIMIT));
             }
             Some((reference, event))
         })
         .collect()
+}
+
+/// Why a conflict's copy is not written; `None` for any other action.
+fn conflict_reason(action: &Action) -> Option<ConflictReason> {
+    match action {
+        Action::Conflict { reason, .. } => Some(*reason),
+        _ => None,
+    }
 }
 
 /// What a group of actions of one reason did, as the head of a namespace list.
@@ -221,7 +234,6 @@ fn group_phrase(reason: &str) -> &'static str {
         "Overwrote" => "overwrote secrets that were not copies",
         "Recreated" => "recreated copies (type or immutability changed)",
         "Removed" => "removed copies",
-        "Conflict" => "not copied (a secret that is not a copy holds the name)",
         _ => "changed copies",
     }
 }
@@ -429,5 +441,38 @@ mod tests {
             label: None,
         };
         assert!(event_for(&label).is_none());
+    }
+
+    #[test]
+    fn grouped_conflicts_say_why() {
+        let conflict = |namespace: &str, reason| Action::Conflict {
+            namespace: namespace.to_owned(),
+            name: "db".to_owned(),
+            origin: "local-p/db".to_owned(),
+            reason,
+        };
+        let unreadable = ConflictReason::UnreadableIgnoreList;
+        let same = [
+            conflict("team-a", unreadable),
+            conflict("team-b", unreadable),
+        ];
+        let events = summarise(&same.iter().collect::<Vec<_>>());
+        assert_eq!(
+            events[0].1.note.as_deref(),
+            Some(format!("not copied to 2 namespaces: {unreadable}: team-a, team-b").as_str())
+        );
+        let mixed = [
+            conflict("team-a", ConflictReason::NoConsent),
+            conflict("team-b", ConflictReason::HeldByOriginal),
+        ];
+        let events = summarise(&mixed.iter().collect::<Vec<_>>());
+        let note = events[0].1.note.as_deref().unwrap_or_default();
+        assert!(
+            note.starts_with(&format!(
+                "not copied to 2 namespaces: {} (and other reasons): team-a, team-b",
+                ConflictReason::NoConsent
+            )),
+            "{note}"
+        );
     }
 }

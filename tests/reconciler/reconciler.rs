@@ -245,6 +245,49 @@ fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
 }
 
 #[test]
+fn an_unreadable_ignore_list_keeps_the_copies_and_says_so() {
+    let _turn = serial();
+    let (project, (a, b), running) = db_copied_into_two_members("unread");
+    // Past the webhook (which refuses it; the service account may update, not patch): a list that
+    // cannot be read, and new data. Which namespaces the list excludes is unknown: nothing is
+    // written or removed, and a Conflict says why.
+    let replace_original = |ignore: &str, data: &str| {
+        let mut original = get_secret(&project.backing, "db").expect("the original");
+        original["metadata"]["annotations"][keys::IGNORE_NAMESPACES_ANNOTATION] = ignore.into();
+        original["data"] = serde_json::json!({"k": data});
+        ok(kubectl_stdin(
+            &env().sa_kubeconfig,
+            &["replace", "-f", "-"],
+            &original.to_string(),
+        ));
+    };
+    replace_original(&format!("{b}-("), "bmV3");
+    eventually("a Conflict event naming the ignore list", WAIT, || {
+        let events = ok(kubectl_line(&format!(
+            "get events -n {} --field-selector reason=Conflict -o jsonpath={{.items[*].message}}",
+            project.backing
+        )));
+        events.contains("annotation cannot be read").then_some(())
+    });
+    for ns in [&a, &b] {
+        let kept = get_secret(ns, "db").expect("the copy is kept");
+        assert_eq!(
+            data(&kept),
+            serde_json::json!({"k": "dg=="}),
+            "{ns} written"
+        );
+    }
+
+    // Fixed: the list is read again, and what it says is done.
+    replace_original(&b, "bmV3");
+    gone(&b, "db");
+    copy_where(&a, &project.backing, "db", "the updated copy", |s| {
+        data(s) == serde_json::json!({"k": "bmV3"})
+    });
+    running.stop();
+}
+
+#[test]
 fn copies_left_behind_while_stopped_are_cleaned_up() {
     let _turn = serial();
     let (project, ns, running, _) = db_copied_into_a_member("down");
