@@ -131,7 +131,7 @@ fn s6_an_original_whose_copies_would_carry_more_annotations_than_the_webhook_rea
         GUARD,
         &format!(
             "secret \"crowded\" in namespace \"{}\" cannot be project-scoped: its copies would \
-             carry {} annotations (its own plus the copy markers), more than the {} this webhook \
+             carry {} annotations (its own plus those every copy adds), more than the {} this webhook \
              reads of an object; remove at least 1 entry",
             project.backing,
             keys::MAX_METADATA_ENTRIES + 1,
