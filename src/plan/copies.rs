@@ -41,6 +41,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
         if ignore.is_unreadable() {
             out.extend(unreadable_ignore_list(
+                world,
                 &original,
                 namespaces,
                 settings,
@@ -65,15 +66,24 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
 }
 
 /// An original whose ignore list cannot be read: nothing is written where it could reach (the list
-/// might exclude any namespace), and nothing it reaches is removed (the copies there stay as they
-/// are until the list is fixed); a Conflict in each such namespace says why.
+/// might exclude any namespace), and its copies there stay as they are until the list is fixed; a
+/// Conflict in each such namespace says why. What else holds its name there is planned as if it
+/// wanted no copy (a copy of another original goes).
 fn unreadable_ignore_list<'w>(
+    world: &'w World,
     original: &Original<'w>,
     namespaces: &[(&'w str, bool)],
     settings: &Settings,
     wanted: &mut HashSet<(&'w str, &'w str)>,
 ) -> Vec<Action> {
     let name = original.name();
+    let origin = keys::origin_value(original.namespace(), name);
+    let its_copy = |namespace: &str| {
+        world
+            .scoped(namespace, name)
+            .and_then(|secret| secret.copy())
+            .is_some_and(|copy| copy.origin.as_deref() == Some(origin.as_str()))
+    };
     namespaces
         .iter()
         .filter(|&&(namespace, terminating)| {
@@ -83,9 +93,14 @@ fn unreadable_ignore_list<'w>(
                 namespace,
                 terminating,
                 settings,
-            ) && wanted.insert((namespace, name))
+            )
         })
-        .map(|&(namespace, _)| conflict(original, namespace, ConflictReason::UnreadableIgnoreList))
+        .map(|&(namespace, _)| {
+            if its_copy(namespace) {
+                wanted.insert((namespace, name));
+            }
+            conflict(original, namespace, ConflictReason::UnreadableIgnoreList)
+        })
         .collect()
 }
 

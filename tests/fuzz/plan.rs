@@ -125,6 +125,33 @@ fn converges(world: &World, settings: &Settings, first: &[Action]) -> Result<(),
         let origin = keys::origin_value(original.namespace(), original.name());
         let wanted: BTreeSet<&str> =
             plan::wanted_namespaces(&world, original.clone(), settings).collect();
+        if plan::IgnoreList::of(&original.secret.metadata).is_unreadable() {
+            // Fails closed: wanted nowhere, nothing of it written, and nothing removed where it
+            // would want a copy but for its list (its Conflicts were compared above).
+            prop_assert!(wanted.is_empty(), "{} wanted in {:?}", origin, wanted);
+            let reaches = |ns: &str| {
+                world.namespace(ns).is_some_and(|n| {
+                    world.member_project(n).as_ref() == Some(original.project)
+                        && plan::wants_copy(
+                            &original,
+                            &plan::IgnoreList::default(),
+                            ns,
+                            n.terminating,
+                            settings,
+                        )
+                })
+            };
+            let touched = first
+                .iter()
+                .filter(|a| a.origin() == Some(origin.as_str()))
+                .any(|a| match a {
+                    Action::Conflict { .. } => false,
+                    Action::Delete { namespace, .. } => reaches(namespace),
+                    _ => true,
+                });
+            prop_assert!(!touched, "{} written: {:?}", origin, first);
+            continue;
+        }
         for (ns, _) in world.namespaces() {
             let holds = world
                 .scoped(ns, original.name())
