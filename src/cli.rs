@@ -62,6 +62,19 @@ pub struct ServeArgs {
     /// Serving key (PEM); reloaded when it changes.
     #[arg(long, env = "SCOPED_SECRETS_TLS_KEY", default_value = "/certs/tls.key")]
     pub tls_key: PathBuf,
+    /// CA (PEM) whose client certificate a webhook client must present: the apiserver's, as its
+    /// --admission-control-config-file gives it. Unset: any client may connect. Read at start.
+    #[arg(long, env = "SCOPED_SECRETS_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// With --client-ca-file: the common names a client certificate may have (unset: any the CA
+    /// issues).
+    #[arg(
+        long,
+        env = "SCOPED_SECRETS_ALLOWED_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca_file"
+    )]
+    pub allowed_client_names: Vec<String>,
     /// enforce denies; audit turns every denial into a "would deny:" warning.
     #[arg(
         long,

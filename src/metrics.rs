@@ -51,6 +51,13 @@ pub struct ReviewLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// connection_cap, handshake_timeout, client_certificate (none, or not of the client CA),
+    /// client_name (not one of the allowed names) or handshake (any other TLS failure).
+    pub reason: &'static str,
+}
+
 /// The webhook's metrics; cheap to clone (every field is an `Arc` inside).
 #[derive(Clone)]
 pub struct WebhookMetrics {
@@ -60,6 +67,7 @@ pub struct WebhookMetrics {
     reviews: Family<ReviewLabels, Counter>,
     paced: Family<WebhookLabels, Counter<f64>>,
     paced_bytes: Family<WebhookLabels, Counter>,
+    connections_refused: Family<RefusedLabels, Counter>,
 }
 
 impl WebhookMetrics {
@@ -106,7 +114,26 @@ impl WebhookMetrics {
                     crate::webhook::limits::ORDINARY_BODY_BYTES / 1024
                 ),
             ),
+            connections_refused: registered(
+                registry,
+                "scoped_secrets_webhook_connections_refused",
+                "Webhook connections closed before any request was read, by reason",
+            ),
         }
+    }
+
+    /// A connection was closed before any request was read.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+    }
+
+    /// How many connections were refused for `reason`; for tests.
+    pub fn connections_refused(&self, reason: &'static str) -> u64 {
+        self.connections_refused
+            .get_or_create(&RefusedLabels { reason })
+            .get()
     }
 
     /// A body of this webhook had `paced.bytes` read at the large bodies' pace, and waited

@@ -6,6 +6,7 @@ use crate::cli::ServeArgs;
 use crate::index::Index;
 use crate::metrics::{IndexMetrics, WebhookMetrics};
 use crate::policy::Config;
+use crate::webhook::client_auth::ClientAuth;
 use crate::webhook::handler::{self, AppState};
 use crate::webhook::limits::ReviewLimits;
 use crate::webhook::runtime::{self, ReviewRuntime};
@@ -142,18 +143,21 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     // Bound on the webhook's runtime, so its connections are driven by the webhook's threads.
     let reviews = ReviewRuntime::start(runtime::default_threads())
         .context("starting the webhook's threads")?;
-    let webhook = reviews
+    let clients = client_auth(args)?;
+    let tls = tls::server_config(cert.clone(), clients.as_deref())?;
+    let limits = Limits {
+        max_connections: args.max_connections,
+        ..Limits::default()
+    };
+    let mut webhook = reviews
         .handle()
-        .spawn(Server::bind(
-            args.webhook_addr,
-            tls::server_config(cert.clone())?,
-            Limits {
-                max_connections: args.max_connections,
-                ..Limits::default()
-            },
-        ))
+        .spawn(Server::bind(args.webhook_addr, tls, limits))
         .await
-        .context("binding the webhook")??;
+        .context("binding the webhook")??
+        .with_metrics(metrics.clone());
+    if let Some(clients) = clients {
+        webhook = webhook.with_client_auth(clients);
+    }
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin port to {}", args.admin_addr))?;
@@ -239,6 +243,21 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
 }
 
 /// Resolves when shutdown begins, after marking the server not-ready.
+/// The webhook's client authentication, with `--client-ca-file`.
+fn client_auth(args: &ServeArgs) -> Result<Option<Arc<ClientAuth>>> {
+    let Some(ca_file) = &args.client_ca_file else {
+        return Ok(None);
+    };
+    let clients = ClientAuth::load(ca_file, args.allowed_client_names.clone())
+        .context("loading --client-ca-file")?;
+    tracing::info!(
+        ca = %ca_file.display(),
+        allowed_names = ?clients.allowed_names(),
+        "webhook clients must present a certificate of this CA"
+    );
+    Ok(Some(Arc::new(clients)))
+}
+
 async fn stop_signal(mut stopped: signal::Receiver<bool>, stopping: Arc<AtomicBool>) {
     let _ = stopped.wait_for(|s| *s).await;
     stopping.store(true, Ordering::Relaxed);

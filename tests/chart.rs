@@ -708,7 +708,8 @@ fn handshake(secret: &Value, ca_bundle: &str, name: &str) -> Result<(), String> 
     std::fs::write(&key, decode("tls.key")).map_err(|e| e.to_string())?;
     let loaded = scoped_secrets::webhook::tls::ReloadingCert::load(&cert, &key)
         .map_err(|e| format!("the server cannot load the Secret: {e}"))?;
-    let server = scoped_secrets::webhook::tls::server_config(loaded).map_err(|e| e.to_string())?;
+    let server =
+        scoped_secrets::webhook::tls::server_config(loaded, None).map_err(|e| e.to_string())?;
 
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

@@ -51,7 +51,7 @@ impl TestServer {
         };
         let server = Server::bind(
             "127.0.0.1:0".parse().expect("addr"),
-            tls::server_config(cert).expect("tls"),
+            tls::server_config(cert, None).expect("tls"),
             limits,
         )
         .await

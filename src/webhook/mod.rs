@@ -1,7 +1,8 @@
 //! The webhook's I/O shell around the pure policy. Where a newcomer starts: the path of one review.
 //!
 //! ```text
-//! TLS connection ─► server.rs      handshake, header deadline, connection cap, graceful drain
+//! TLS connection ─► server.rs      handshake (client certificate: client_auth.rs), header
+//!        │                         deadline, connection cap, graceful drain
 //!        │
 //!        ▼
 //! POST /validate/… ─► handler.rs   route → Endpoint; Content-Type, declared length (413),
@@ -25,6 +26,7 @@
 //! [`limits::ORDINARY_BODY_BYTES`] is read at a shared pace past those bytes and decoded on a
 //! blocking thread of low priority, so it never queues the small ones.
 
+pub mod client_auth;
 pub mod facts;
 pub mod handler;
 pub mod lean;

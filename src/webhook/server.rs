@@ -1,7 +1,10 @@
-//! The TLS listener: HTTP/1.1 over tokio-rustls with handshake and header-read timeouts, and a
-//! graceful shutdown that stops accepting, lets in-flight reviews finish within a deadline and closes
-//! idle keep-alive connections.
+//! The TLS listener: HTTP/1.1 over tokio-rustls with handshake and header-read timeouts, client
+//! certificates checked when configured ([`super::client_auth`]), and a graceful shutdown that
+//! stops accepting, lets in-flight reviews finish within a deadline and closes idle keep-alive
+//! connections.
 
+use super::client_auth::ClientAuth;
+use crate::metrics::WebhookMetrics;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -58,6 +61,10 @@ pub struct Server {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     limits: Limits,
+    /// The names a client certificate must carry, when the TLS configuration requires one.
+    clients: Option<Arc<ClientAuth>>,
+    /// Where refused connections are counted.
+    metrics: Option<WebhookMetrics>,
 }
 
 impl Server {
@@ -73,7 +80,24 @@ impl Server {
             listener,
             acceptor: TlsAcceptor::from(tls),
             limits,
+            clients: None,
+            metrics: None,
         })
+    }
+
+    /// Checks each client's certificate against `clients`' allowed names once its handshake
+    /// has finished; the TLS configuration must require one (see [`super::tls::server_config`]).
+    #[must_use]
+    pub fn with_client_auth(mut self, clients: Arc<ClientAuth>) -> Self {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// Counts refused connections in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: WebhookMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -100,8 +124,10 @@ impl Server {
             };
             // Each connection costs TLS and HTTP buffers; past the cap, closing at once is the
             // fast, clear answer (the apiserver's call fails and its failurePolicy applies).
+            let refused = Refused(self.metrics.clone());
             let Ok(open) = connections.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
+                refused.count("connection_cap");
                 drop(tcp);
                 continue;
             };
@@ -121,6 +147,7 @@ impl Server {
                 b
             };
             let watcher = graceful.watcher();
+            let clients = self.clients.clone();
             tokio::spawn(async move {
                 let _open = open;
                 let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
@@ -128,14 +155,27 @@ impl Server {
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        // Debug: anyone who can reach the port can fail handshakes; the counter
+                        // says how many, and why.
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        refused.count(handshake_failure(&e));
                         return;
                     }
                     Err(_) => {
                         tracing::debug!(%peer, "TLS handshake timed out");
+                        refused.count("handshake_timeout");
                         return;
                     }
                 };
+                if let Some(clients) = clients
+                    && let Err(e) = clients.permits(tls.get_ref().1.peer_certificates())
+                {
+                    // Only a holder of a certificate of the client CA gets here: worth a warning
+                    // (a wrong --allowed-client-names refuses the apiserver itself).
+                    tracing::warn!(%peer, error = %e, "webhook client refused");
+                    refused.count("client_name");
+                    return;
+                }
                 let connection = builder.serve_connection(TokioIo::new(tls), service);
                 if let Err(e) = watcher.watch(connection).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -149,6 +189,31 @@ impl Server {
         {
             tracing::warn!("drain deadline passed; closing the remaining connections");
         }
+    }
+}
+
+/// Counts refused connections, when there is somewhere to count them.
+struct Refused(Option<WebhookMetrics>);
+
+impl Refused {
+    fn count(&self, reason: &'static str) {
+        if let Some(metrics) = &self.0 {
+            metrics.connection_refused(reason);
+        }
+    }
+}
+
+/// The reason label of a failed handshake: a client certificate missing or not of the client CA,
+/// or anything else.
+fn handshake_failure(error: &std::io::Error) -> &'static str {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)) => {
+            "client_certificate"
+        }
+        _ => "handshake",
     }
 }
 
@@ -168,7 +233,7 @@ mod tests {
             &dir.path().join(certs::TLS_KEY),
         )
         .expect("certificate loads");
-        let config = tls::server_config(cert).expect("tls");
+        let config = tls::server_config(cert, None).expect("tls");
         let taken = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = taken.local_addr().expect("addr");
         match Server::bind(addr, config, Limits::default()).await {

@@ -3,6 +3,7 @@
 //! Changes are noticed by watching the certificate's directory (Kubernetes updates a mounted secret by
 //! swapping a symlink, which a watch on the file itself would miss) and by polling as a fallback.
 
+use super::client_auth::ClientAuth;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use notify::event::{AccessKind, AccessMode};
@@ -274,14 +275,21 @@ fn unix_time(seconds: i64) -> String {
         .unwrap_or_else(|| seconds.to_string())
 }
 
-/// A rustls server config for the webhook: TLS 1.2 and 1.3, HTTP/1.1 (what the apiserver speaks).
-pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<Arc<ServerConfig>> {
+/// A rustls server config for the webhook: TLS 1.2 and 1.3, HTTP/1.1 (what the apiserver speaks);
+/// with `client_auth`, a client certificate of its CA is required.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    client_auth: Option<&ClientAuth>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+        .context("TLS protocol versions")?;
+    let mut config = match client_auth {
+        Some(clients) => builder.with_client_cert_verifier(clients.verifier()),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

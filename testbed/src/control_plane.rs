@@ -51,6 +51,9 @@ pub struct Options {
     /// through the `kubernetes` Service (10.0.0.1, also in the certificate): that is how the test
     /// node (hack/node/) runs it, on an interface of its own network namespace.
     pub address: IpAddr,
+    /// More kube-apiserver flags (an admission configuration, say); files they name must lie
+    /// outside `dir`, which is emptied at start.
+    pub apiserver_args: Vec<String>,
 }
 
 impl Options {
@@ -64,6 +67,7 @@ impl Options {
                 .collect(),
             ready_timeout: Duration::from_secs(120),
             address: IpAddr::from([127, 0, 0, 1]),
+            apiserver_args: Vec::new(),
         }
     }
 
@@ -160,7 +164,8 @@ impl ControlPlane {
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=0",
-            ]),
+            ])
+            .args(&options.apiserver_args),
             &dir,
         )?;
 

@@ -131,6 +131,8 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         admin_addr: "127.0.0.1:0".parse().expect("literal address"),
         tls_cert: cert_dir.join(certs::TLS_CERT),
         tls_key: cert_dir.join(certs::TLS_KEY),
+        client_ca_file: None,
+        allowed_client_names: Vec::new(),
         mode: ModeArg::Enforce,
         copies: CopyArgs {
             overwrite_policy: OverwritePolicyArg::Warn,
@@ -203,6 +205,7 @@ pub struct ExtraServer {
     pub webhook_addr: SocketAddr,
     /// The index its webhook decides from.
     pub index: Arc<Index>,
+    pub metrics: WebhookMetrics,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -253,7 +256,11 @@ pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<Extr
                 .await;
                 match started {
                     Ok(running) => {
-                        let _ = tx.send(Ok((running.webhook_addr, running.index.clone())));
+                        let _ = tx.send(Ok((
+                            running.webhook_addr,
+                            running.index.clone(),
+                            running.metrics.clone(),
+                        )));
                         // A dropped guard (also when the test panics) closes the channel too.
                         let _ = stopped.await;
                         running.shutdown().await;
@@ -262,10 +269,11 @@ pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<Extr
                 }
             });
         })?;
-    let (webhook_addr, index) = rx.recv_timeout(Duration::from_secs(90))??;
+    let (webhook_addr, index, metrics) = rx.recv_timeout(Duration::from_secs(90))??;
     Ok(ExtraServer {
         webhook_addr,
         index,
+        metrics,
         stop: Some(stop),
         thread: Some(thread),
     })

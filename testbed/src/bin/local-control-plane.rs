@@ -70,6 +70,7 @@ async fn main() -> Result<()> {
         controllers: args.controllers.clone(),
         ready_timeout: Duration::from_secs(args.ready_timeout_secs),
         address: args.address,
+        apiserver_args: Vec::new(),
     };
     let deadline = Instant::now() + options.ready_timeout;
     let mut control_plane = ControlPlane::start(&options).await?;
