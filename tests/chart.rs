@@ -463,6 +463,8 @@ fn values_reach_the_pods_and_the_webhooks() {
                 "image.tag=1.2.3",
                 "resources.limits.memory=1Gi",
                 "podDisruptionBudget.maxUnavailable=2",
+                "serve.clientCAConfigMap=apiserver-client-ca",
+                "serve.allowedClientNames={kube-apiserver,kube-apiserver-proxy}",
             ],
         )
         .render(),
@@ -503,9 +505,32 @@ fn values_reach_the_pods_and_the_webhooks() {
         ("RUST_LOG", "debug"),
         ("SCOPED_SECRETS_PROTECTED_NAMESPACES", "kube-system,infra"),
         ("SCOPED_SECRETS_RECONCILER_USERS", trusted),
+        ("SCOPED_SECRETS_CLIENT_CA_FILE", "/client-ca/ca.crt"),
+        (
+            "SCOPED_SECRETS_ALLOWED_CLIENT_NAMES",
+            "kube-apiserver,kube-apiserver-proxy",
+        ),
     ] {
         assert_eq!(env.get(name), Some(&json!(value)), "{name} in {env:#?}");
     }
+    // The client CA's ConfigMap is mounted where the variable says.
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"].as_array().expect("volumes").contains(&json!({
+            "name": "client-ca",
+            "configMap": {"name": "apiserver-client-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        })),
+        "{:#}",
+        pod["volumes"]
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .contains(&json!({"name": "client-ca", "mountPath": "/client-ca", "readOnly": true})),
+        "{:#}",
+        container["volumeMounts"]
+    );
     // Every entry skips the same identities the binary trusts.
     let expression = "!(request.userInfo.username in ['system:serviceaccount:scoped-secrets-system:scoped-secrets', 'system:serviceaccount:flux-system:kustomize-controller'])";
     for configuration in [
@@ -669,6 +694,14 @@ fn bad_values_are_refused_with_a_message_naming_them() {
         (
             vec!["certificates.source=cert-manager"],
             "certificates.source=cert-manager needs cert-manager",
+        ),
+        (
+            vec!["serve.allowedClientNames={kube-apiserver}"],
+            "serve.allowedClientNames needs serve.clientCAConfigMap",
+        ),
+        (
+            vec!["serve.clientCAConfigMap=Not_A_Name"],
+            "at '/serve/clientCAConfigMap'",
         ),
         (
             vec!["serve.extraTrustedUsers={a'b}"],
