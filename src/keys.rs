@@ -57,6 +57,8 @@ pub const BACKING_NAMESPACE_CLAIMED: &str = "BackingNamespaceClaimed";
 pub const BACKING_NAMESPACE_TAKEN: &str = "BackingNamespaceTaken";
 /// The project's name cannot form a namespace name.
 pub const INVALID_PROJECT_NAME: &str = "InvalidProjectName";
+/// The recorded backing namespace does not exist, and is not a name the reconciler gives.
+pub const BACKING_NAMESPACE_MISSING: &str = "BackingNamespaceMissing";
 
 /// Label on a Secret in the product's namespace registering a downstream cluster; its value is the
 /// cluster id (the cluster part of project IDs).

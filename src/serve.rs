@@ -12,6 +12,7 @@ use crate::webhook::limits::ReviewLimits;
 use crate::webhook::runtime::{self, ReviewRuntime};
 use crate::webhook::server::{Limits, Server};
 use crate::webhook::tls::{self, ReloadingCert};
+use crate::world::World;
 use anyhow::{Context, Result};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -86,6 +87,7 @@ async fn downstream(args: &ServeArgs) -> Result<Option<Downstream>> {
 fn spawn_index(
     client: &kube::Client,
     downstream: Option<Downstream>,
+    manage_backing_namespaces: bool,
     tasks: &mut JoinSet<()>,
     stopped: &signal::Receiver<bool>,
 ) -> Arc<Index> {
@@ -101,7 +103,12 @@ fn spawn_index(
         management,
     }) = downstream
     else {
-        let index = Arc::new(Index::default());
+        let world = if manage_backing_namespaces {
+            World::default().require_marked_backing_namespaces()
+        } else {
+            World::default()
+        };
+        let index = Arc::new(Index::new(world));
         keep(crate::index::spawn(client.clone(), index.clone()));
         return index;
     };
@@ -164,7 +171,13 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
 
     let mut tasks = JoinSet::new();
-    let index = spawn_index(&client, downstream, &mut tasks, &stopped);
+    let index = spawn_index(
+        &client,
+        downstream,
+        args.manage_backing_namespaces,
+        &mut tasks,
+        &stopped,
+    );
     tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
 
     // The downstream clusters' worlds, kept by the reconciler's workers, read by the webhook.

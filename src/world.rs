@@ -36,6 +36,9 @@ pub struct ProjectState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedProject {
     pub backing_namespace: String,
+    /// The deleted Project object's uid (empty when unknown): a Project re-created under its name
+    /// is another object, and does not cancel the deletion.
+    pub uid: String,
     /// Whether a fresh read proved it gone (the reconciler's check); only then are its copies removed.
     pub confirmed: bool,
 }
@@ -160,6 +163,11 @@ impl<'a> Original<'a> {
     }
 }
 
+/// Whether two Project uids name different objects; an unknown (empty) uid is taken to be the same.
+pub fn is_another_object(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && a != b
+}
+
 /// The cluster as far as we know (see the module docs).
 #[derive(Debug, Default, Clone)]
 pub struct World {
@@ -187,9 +195,29 @@ pub struct World {
     /// The downstream cluster this world is of ([`World::for_cluster`]); `None` for the management
     /// cluster's own.
     downstream_cluster: Option<Arc<str>>,
+    /// Whether a Project's `status.backingNamespace` counts only while that namespace carries both
+    /// marks naming it ([`World::require_marked_backing_namespaces`]).
+    backing_needs_marks: bool,
 }
 
 impl World {
+    /// A world in which a Project's `status.backingNamespace` is its backing namespace only while
+    /// that namespace carries both marks naming the Project (as the reconciler creates it), for
+    /// `--manage-backing-namespaces`. A status names a namespace by name alone: once that
+    /// namespace is deleted, whoever may create namespaces could create it again, unmarked, and
+    /// have the project-scoped secrets they put there copied into every namespace of the project.
+    /// Beside Rancher, whose backing namespaces carry no such marks, the status is honoured as is.
+    pub fn require_marked_backing_namespaces(mut self) -> Self {
+        self.backing_needs_marks = true;
+        self.rebuild_backing();
+        self
+    }
+
+    /// See [`World::require_marked_backing_namespaces`].
+    pub fn backing_needs_marks(&self) -> bool {
+        self.backing_needs_marks
+    }
+
     // ---- writes (the watchers) ----
 
     pub fn upsert_project(&mut self, id: ProjectId, state: ProjectState) {
@@ -242,10 +270,12 @@ impl World {
     /// name (the project's name, as Rancher once used) only when that namespace is marked for this
     /// very project. An unmarked namespace is never adopted: whoever may create namespaces could
     /// otherwise make one named like a project whose status is not set yet (or never will be, its
-    /// generated name being taken) and have its labelled secrets copied into the project.
+    /// generated name being taken) and have its labelled secrets copied into the project. Where
+    /// backing namespaces are the reconciler's ([`World::require_marked_backing_namespaces`]), the
+    /// status's namespace needs the marks too.
     fn claim<'a>(&self, id: &ProjectId, state: &'a ProjectState) -> Option<&'a str> {
         let namespace = state.backing_namespace.as_str();
-        if state.has_backing_status {
+        if state.has_backing_status && !self.backing_needs_marks {
             return Some(namespace);
         }
         self.namespaces
@@ -346,19 +376,33 @@ impl World {
     }
 
     /// Remembers a project the watch saw deleted (unconfirmed until [`Self::confirm_project_deleted`]).
-    pub fn note_project_deleted(&mut self, id: ProjectId, backing_namespace: String) {
+    pub fn note_project_deleted(&mut self, id: ProjectId, backing_namespace: String, uid: String) {
         self.deleted_projects.insert(
             id,
             DeletedProject {
                 backing_namespace,
+                uid,
                 confirmed: false,
             },
         );
     }
 
-    /// A project that exists again (re-created, or its deletion was not what it seemed) wins.
-    pub fn forget_deleted_project(&mut self, id: &ProjectId) {
-        self.deleted_projects.remove(id);
+    /// The project exists as the Project object `uid`: if that is the deleted one (its deletion was
+    /// not what it seemed), the deletion is forgotten. Another object under the same name (deleted
+    /// and created again, `kubectl replace --force`) leaves it: the deleted one's copies still go.
+    pub fn forget_deleted_project(&mut self, id: &ProjectId, uid: &str) {
+        let same_object = self
+            .deleted_projects
+            .get(id)
+            .is_some_and(|deleted| !is_another_object(&deleted.uid, uid));
+        if same_object {
+            self.deleted_projects.remove(id);
+        }
+    }
+
+    /// The uid of the deleted project `id` is remembered as (empty when unknown).
+    pub fn deleted_project_uid(&self, id: &ProjectId) -> Option<&str> {
+        self.deleted_projects.get(id).map(|d| d.uid.as_str())
     }
 
     /// The Project CRD went away: no deletion can be confirmed, and none may remove copies.
@@ -402,6 +446,8 @@ impl World {
             .collect();
         world.served_elsewhere = Arc::default();
         world.downstream_cluster = Some(Arc::from(cluster));
+        // The backing namespaces are the management cluster's, and so is the rule for them.
+        world.backing_needs_marks = management.backing_needs_marks;
         for namespace in world.overlaid_namespaces() {
             world.overlay(management, &namespace);
         }

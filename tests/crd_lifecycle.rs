@@ -95,6 +95,17 @@ spec: {{clusterName: local}}
     );
 
     // Installed again: the project, re-created as soon as the CRD serves it, is indexed within 5 s.
+    // It is another Project object (another uid): the backing namespace's marks name the deleted
+    // one, and no project may be created under a name whose namespace is marked for an earlier
+    // object (P3), so restoring it starts by removing them.
+    let marks = [
+        keys::BACKING_NAMESPACE_OF_ANNOTATION,
+        keys::BACKING_NAMESPACE_UID_ANNOTATION,
+    ];
+    let mut unmark = vec!["annotate", "namespace", project.backing.as_str()];
+    let removals: Vec<String> = marks.iter().map(|key| format!("{key}-")).collect();
+    unmark.extend(removals.iter().map(String::as_str));
+    ok(kubectl(&unmark));
     let crd = std::path::Path::new(REPO).join("deploy/base/crd-project.yaml");
     ok(kubectl(&["create", "-f", &crd.to_string_lossy()]));
     let recreate = format!(
@@ -116,6 +127,15 @@ spec: {{clusterName: local}}
             || index.read().project(&id).map(|_| ()),
         );
     }
+    // Marked for the new object, its backing namespace is its own again.
+    let new_uid = project_field("local", &project.name, "{.metadata.uid}");
+    ok(kubectl(&[
+        "annotate",
+        "namespace",
+        &project.backing,
+        &format!("{}={}", marks[0], id),
+        &format!("{}={}", marks[1], new_uid.trim()),
+    ]));
     let status = format!(
         r#"{{"status":{{"backingNamespace":"{}"}}}}"#,
         project.backing
@@ -131,5 +151,8 @@ spec: {{clusterName: local}}
     assert!(denied.contains("no such project exists"), "{denied}");
     let copy = get_secret(&ns, "db").expect("the copy survived the CRD's absence");
     assert_eq!(uid(&copy), copy_uid);
+    eventually("the restored project to own its namespace", WAIT, || {
+        (running.index.read().backing_project(&project.backing) == Some(&id)).then_some(())
+    });
     running.stop();
 }

@@ -27,18 +27,7 @@ pub async fn project(client: &kube::Client, name: &str) -> Result<BenchProject> 
 pub async fn project_in(client: &kube::Client, cluster: &str, name: &str) -> Result<BenchProject> {
     let backing = format!("{cluster}-{name}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in [cluster, backing.as_str()] {
-        let object = Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        namespaces
-            .patch(ns, &PatchParams::apply("bench"), &Patch::Apply(&object))
-            .await?;
-    }
+    apply_namespace(&namespaces, cluster, BTreeMap::new()).await?;
     let projects: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         cluster,
@@ -49,9 +38,22 @@ pub async fn project_in(client: &kube::Client, cluster: &str, name: &str) -> Res
         "metadata": {"name": name, "namespace": cluster},
         "spec": {"clusterName": cluster, "displayName": name}
     }))?;
-    projects
+    let project = projects
         .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&object))
         .await?;
+    // Marked for the Project, as the reconciler makes a backing namespace: only a marked one is
+    // the project's where the reconciler manages them.
+    let marks = BTreeMap::from([
+        (
+            keys::BACKING_NAMESPACE_OF_ANNOTATION.to_owned(),
+            format!("{cluster}:{name}"),
+        ),
+        (
+            keys::BACKING_NAMESPACE_UID_ANNOTATION.to_owned(),
+            project.metadata.uid.clone().unwrap_or_default(),
+        ),
+    ]);
+    apply_namespace(&namespaces, &backing, marks).await?;
     let status = json!({"status": {"backingNamespace": backing}});
     projects
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -61,6 +63,26 @@ pub async fn project_in(client: &kube::Client, cluster: &str, name: &str) -> Res
         project: name.to_owned(),
         backing,
     })
+}
+
+/// Creates or updates namespace `name` with `annotations`.
+async fn apply_namespace(
+    namespaces: &Api<Namespace>,
+    name: &str,
+    annotations: BTreeMap<String, String>,
+) -> Result<()> {
+    let object = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .patch(name, &PatchParams::apply("bench"), &Patch::Apply(&object))
+        .await?;
+    Ok(())
 }
 
 pub fn member_namespace(project: &BenchProject, name: &str) -> Namespace {

@@ -222,15 +222,24 @@ async fn relist_under_load(
 /// One project, `members` namespaces in it and one original: the reconciler fans it out before
 /// the phase, so the plan after the re-list checks every copy.
 fn fan_out_project(setup: &Setup<'_>) -> Result<()> {
-    let mut yaml = format!(
+    let project = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: local}}\n---\n\
-         apiVersion: v1\nkind: Namespace\nmetadata: {{name: {BACKING}}}\n---\n\
          apiVersion: management.cattle.io/v3\nkind: Project\n\
          metadata: {{name: {PROJECT}, namespace: local}}\n\
-         spec: {{clusterName: local, displayName: {PROJECT}}}\n---\n\
+         spec: {{clusterName: local, displayName: {PROJECT}}}\n"
+    );
+    kubectl(setup.kubeconfig, &["apply", "-f", "-"], &project)?;
+    let uid = project_uid(setup.kubeconfig)?;
+    // The backing namespace marked for the Project, as the reconciler makes one: only a marked
+    // one is the project's where the reconciler manages them.
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {BACKING}\n  \
+         annotations: {{{of}: \"local:{PROJECT}\", {uid_key}: \"{uid}\"}}\n---\n\
          apiVersion: v1\nkind: Secret\n\
          metadata: {{name: shared, namespace: {BACKING}, labels: {{{label}: {PROJECT}}}}}\n\
          data: {{key: ZG9n}}\n",
+        of = scoped_secrets::keys::BACKING_NAMESPACE_OF_ANNOTATION,
+        uid_key = scoped_secrets::keys::BACKING_NAMESPACE_UID_ANNOTATION,
         label = scoped_secrets::keys::PROJECT_SCOPED_LABEL,
     );
     for i in 0..setup.members {
@@ -257,6 +266,31 @@ fn fan_out_project(setup: &Setup<'_>) -> Result<()> {
         "",
     )?;
     Ok(())
+}
+
+/// The bench Project's `metadata.uid`.
+fn project_uid(kubeconfig: &Path) -> Result<String> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "get",
+            "project",
+            PROJECT,
+            "-n",
+            "local",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .output()?;
+    let uid = String::from_utf8(out.stdout)?.trim().to_owned();
+    if !out.status.success() || uid.is_empty() {
+        anyhow::bail!(
+            "reading the uid of Project {PROJECT}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(uid)
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str], input: &str) -> Result<()> {

@@ -122,15 +122,7 @@ impl Worker {
         writer: &watch::Receiver<bool>,
     ) {
         let shared = &self.shared;
-        let ctx = Context::downstream(
-            shared.management.clone(),
-            client.clone(),
-            &self.cluster,
-            writer.clone(),
-            shared.cfg.clone(),
-            shared.metrics.clone(),
-            shared.placement.clone(),
-        );
+        let ctx = Context::downstream(shared, client.clone(), &self.cluster, writer.clone());
         // Rounds end only with the cluster's health: this never turns true.
         let (_never, no_shutdown) = watch::channel(false);
         loop {

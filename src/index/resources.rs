@@ -5,7 +5,7 @@
 use super::Watch;
 use crate::keys::ProjectId;
 use crate::project::project_state;
-use crate::world::{NamespaceState, ProjectState, Scoped, SecretMeta, World};
+use crate::world::{NamespaceState, ProjectState, Scoped, SecretMeta, World, is_another_object};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ObjectMeta};
@@ -47,7 +47,15 @@ impl Indexed for DynamicObject {
     fn apply(world: &mut World, project: Self) {
         world.projects_installed = true;
         if let Some((id, state)) = project_state(&project) {
-            world.forget_deleted_project(&id);
+            // Another object under a known name: the one it replaces was deleted, Delete event
+            // seen or not.
+            if let Some(replaced) = world.project(&id)
+                && is_another_object(&replaced.uid, &state.uid)
+            {
+                let (backing, uid) = (replaced.backing_namespace.clone(), replaced.uid.clone());
+                world.note_project_deleted(id.clone(), backing, uid);
+            }
+            world.forget_deleted_project(&id, &state.uid);
             world.upsert_project(id, state);
         }
     }
@@ -57,7 +65,7 @@ impl Indexed for DynamicObject {
             world.remove_project(&id);
             // Its copies can only be found through its backing namespace, which the Delete event
             // still carries; the reconciler removes them once a fresh read proves it gone.
-            world.note_project_deleted(id, state.backing_namespace);
+            world.note_project_deleted(id, state.backing_namespace, state.uid);
         }
     }
 
@@ -65,17 +73,25 @@ impl Indexed for DynamicObject {
         world.projects_installed = true;
         let listed: BTreeMap<ProjectId, ProjectState> =
             all.iter().filter_map(project_state).collect();
-        // Projects gone while the watch was down left no Delete event: remember them too.
+        // Projects gone while the watch was down left no Delete event, nor did those deleted and
+        // created again under the same name (another uid): remember them too.
         let vanished: Vec<_> = world
             .projects()
-            .filter(|(id, _)| !listed.contains_key(*id))
-            .map(|(id, state)| (id.clone(), state.backing_namespace.clone()))
+            .filter(|(id, known)| {
+                listed
+                    .get(*id)
+                    .is_none_or(|now| is_another_object(&known.uid, &now.uid))
+            })
+            .map(|(id, state)| {
+                let (backing, uid) = (state.backing_namespace.clone(), state.uid.clone());
+                (id.clone(), backing, uid)
+            })
             .collect();
-        for (id, backing) in vanished {
-            world.note_project_deleted(id, backing);
+        for (id, backing, uid) in vanished {
+            world.note_project_deleted(id, backing, uid);
         }
-        for id in listed.keys() {
-            world.forget_deleted_project(id);
+        for (id, state) in &listed {
+            world.forget_deleted_project(id, &state.uid);
         }
         world.replace_projects(listed);
     }
@@ -245,6 +261,39 @@ pub(super) mod tests {
             ],
         );
         assert_eq!(world.unconfirmed_deleted_projects().count(), 0);
+    }
+
+    #[test]
+    fn a_project_created_again_under_its_name_does_not_cancel_the_deletion() {
+        let object = |uid: &str| {
+            let mut p = project("local", "a", Some("local-a"));
+            p.metadata.uid = Some(uid.to_owned());
+            p
+        };
+        let a = ProjectId::new("local", "a");
+        let mut world = World::default();
+        DynamicObject::apply(&mut world, object("u-1"));
+        // `kubectl replace --force`: Delete, then another object under the same name.
+        DynamicObject::delete(&mut world, object("u-1"));
+        DynamicObject::apply(&mut world, object("u-2"));
+        assert_eq!(world.deleted_project_uid(&a), Some("u-1"));
+        assert_eq!(world.project(&a).map(|p| p.uid.as_str()), Some("u-2"));
+        // The same, with the Delete event missed: the replaced object is remembered as deleted.
+        let mut world = World::default();
+        DynamicObject::apply(&mut world, object("u-1"));
+        DynamicObject::apply(&mut world, object("u-2"));
+        assert_eq!(world.deleted_project_uid(&a), Some("u-1"));
+        // And across a re-list.
+        let mut world = World::default();
+        DynamicObject::reset(&mut world, vec![object("u-1")]);
+        DynamicObject::reset(&mut world, vec![object("u-2")]);
+        assert_eq!(world.deleted_project_uid(&a), Some("u-1"));
+        // The deleted object itself seen again (its deletion was not what it seemed): forgotten.
+        let mut world = World::default();
+        DynamicObject::apply(&mut world, object("u-1"));
+        DynamicObject::delete(&mut world, object("u-1"));
+        DynamicObject::apply(&mut world, object("u-1"));
+        assert_eq!(world.deleted_project_uid(&a), None);
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub enum BackingRefusal {
     Taken,
     /// The project's name cannot form a namespace name.
     InvalidName,
+    /// The recorded namespace does not exist, and another name than the one the reconciler gives.
+    Missing,
 }
 
 impl BackingRefusal {
@@ -144,6 +146,7 @@ impl BackingRefusal {
             Self::Claimed { .. } => keys::BACKING_NAMESPACE_CLAIMED,
             Self::Taken => keys::BACKING_NAMESPACE_TAKEN,
             Self::InvalidName => keys::INVALID_PROJECT_NAME,
+            Self::Missing => keys::BACKING_NAMESPACE_MISSING,
         }
     }
 
@@ -158,18 +161,28 @@ impl BackingRefusal {
                 list(rivals)
             ),
             Self::Taken => format!(
-                "namespace {namespace:?}, the backing namespace project {project} would get, already \
-                 exists and is not marked as its ({}={project}); an existing namespace is never \
-                 adopted, so that nobody's namespace is taken over; delete that namespace, or \
-                 annotate it {}={project} if it is meant to be this project's",
-                keys::BACKING_NAMESPACE_OF_ANNOTATION,
-                keys::BACKING_NAMESPACE_OF_ANNOTATION
+                "namespace {namespace:?}, project {project}'s backing namespace, exists and is not \
+                 marked as its ({of}={project}, {uid}=<the Project's metadata.uid>); an unmarked \
+                 namespace is never adopted, so that nobody's namespace is taken over, nor anyone's \
+                 namespace made one; delete that namespace, or annotate it with both if it is \
+                 meant to be this project's",
+                of = keys::BACKING_NAMESPACE_OF_ANNOTATION,
+                uid = keys::BACKING_NAMESPACE_UID_ANNOTATION,
             ),
             Self::InvalidName => format!(
                 "project name {:?} cannot form a namespace name (at most 63 lowercase letters, digits \
                  and '-', starting and ending with a letter or digit), so project {project} gets no \
                  backing namespace; create the project again under such a name",
                 project.project
+            ),
+            Self::Missing => format!(
+                "namespace {namespace:?}, recorded as project {project}'s backing namespace \
+                 (status.backingNamespace), does not exist; the reconciler makes again only the name \
+                 it gives ({}), so that it never takes a name someone else chose; create it with \
+                 {}={project} and {}=<the Project's metadata.uid>, or clear the status",
+                project.generated_backing_namespace(),
+                keys::BACKING_NAMESPACE_OF_ANNOTATION,
+                keys::BACKING_NAMESPACE_UID_ANNOTATION,
             ),
         }
     }

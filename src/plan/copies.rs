@@ -449,7 +449,7 @@ mod tests {
                 "copies of a project proven deleted are deleted, its originals are not",
                 |w| {
                     w.remove_project(&p());
-                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.note_project_deleted(p(), BACKING.to_owned(), String::new());
                     w.confirm_project_deleted(&p());
                 },
                 vec![
@@ -461,7 +461,7 @@ mod tests {
                 "a deletion not yet proven by a fresh read deletes nothing",
                 |w| {
                     w.remove_project(&p());
-                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.note_project_deleted(p(), BACKING.to_owned(), String::new());
                 },
                 vec![],
             ),
@@ -469,8 +469,8 @@ mod tests {
                 "a project re-created before the fresh read keeps its copies",
                 |w| {
                     w.remove_project(&p());
-                    w.note_project_deleted(p(), BACKING.to_owned());
-                    w.forget_deleted_project(&p());
+                    w.note_project_deleted(p(), BACKING.to_owned(), String::new());
+                    w.forget_deleted_project(&p(), "");
                     assert!(!w.confirm_project_deleted(&p()));
                     project(w, "local", "p-vwxyz", BACKING);
                 },
@@ -480,7 +480,7 @@ mod tests {
                 "a proven deletion removes nothing while the Project CRD is not served",
                 |w| {
                     w.remove_project(&p());
-                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.note_project_deleted(p(), BACKING.to_owned(), String::new());
                     w.confirm_project_deleted(&p());
                     w.projects_installed = false;
                 },
@@ -492,7 +492,7 @@ mod tests {
                     let marker = [(keys::COPY_ANNOTATION, keys::TRUE)];
                     add_secret(w, secret("team-a", "old", &original_labels(), &marker));
                     w.remove_project(&p());
-                    w.note_project_deleted(p(), BACKING.to_owned());
+                    w.note_project_deleted(p(), BACKING.to_owned(), String::new());
                     w.confirm_project_deleted(&p());
                 },
                 vec![

@@ -20,10 +20,14 @@ pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
         .projects()
         .filter_map(|(id, state)| {
             let (backing_namespace, create_namespace, refusal) = if state.has_backing_status {
-                let refusal = world.rivals(id).map(|(_, rivals)| BackingRefusal::Claimed {
+                let rivals = world.rivals(id).map(|(_, rivals)| BackingRefusal::Claimed {
                     rivals: rivals.into_iter().cloned().collect(),
                 });
-                (state.backing_namespace.clone(), false, refusal)
+                match rivals {
+                    Some(refusal) => (state.backing_namespace.clone(), false, Some(refusal)),
+                    None if world.backing_needs_marks() => recorded_backing_namespace(world, id),
+                    None => (state.backing_namespace.clone(), false, None),
+                }
             } else {
                 match choose_backing_namespace(world, id) {
                     Ok((namespace, create)) => (namespace, create, None),
@@ -33,7 +37,11 @@ pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
             // Written once: a refusal already recorded, or a ready project, needs nothing.
             let wanted = match &refusal {
                 Some(refusal) => state.backing_not_ready.as_deref() != Some(refusal.reason()),
-                None => !state.has_backing_status || state.backing_not_ready.is_some(),
+                None => {
+                    create_namespace
+                        || !state.has_backing_status
+                        || state.backing_not_ready.is_some()
+                }
             };
             wanted.then(|| Action::SetBackingNamespace {
                 project: id.clone(),
@@ -43,6 +51,27 @@ pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
             })
         })
         .collect()
+}
+
+/// A recorded backing namespace where only marked ones count: kept while marked for the project;
+/// once deleted, created again (marked) when it is the name the reconciler gives (any other was
+/// chosen by whoever wrote the status, and is not the reconciler's to take), so that its name is
+/// the project's again at once; one that exists unmarked (someone else made it after the
+/// project's was deleted) is never adopted.
+fn recorded_backing_namespace(
+    world: &World,
+    id: &ProjectId,
+) -> (String, bool, Option<BackingRefusal>) {
+    let Some(state) = world.project(id) else {
+        return (String::new(), false, None);
+    };
+    let namespace = state.backing_namespace.clone();
+    match world.namespace(&namespace) {
+        Some(ns) if ns.is_marked_for(id, &state.uid) => (namespace, false, None),
+        Some(_) => (namespace, false, Some(BackingRefusal::Taken)),
+        None if namespace == id.generated_backing_namespace() => (namespace, true, None),
+        None => (namespace, false, Some(BackingRefusal::Missing)),
+    }
 }
 
 /// The backing namespace a project without one gets, and whether to create it; or why it cannot.
@@ -377,6 +406,102 @@ mod tests {
             backing_namespace_actions(&world),
             vec![set(&p(), BACKING, false)]
         );
+    }
+
+    #[test]
+    fn where_backing_namespaces_are_the_reconcilers_a_recorded_one_counts_only_marked() {
+        let id = ProjectId::new("local", "p-vwxyz");
+        let uid = "uid-1";
+        let mut world = World::default().require_marked_backing_namespaces();
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                uid: uid.to_owned(),
+                backing_namespace: BACKING.to_owned(),
+                has_backing_status: true,
+                backing_not_ready: None,
+            },
+        );
+        // Deleted (or never made): made again, marked, so that its name is not left to others.
+        assert_eq!(world.backing_project(BACKING), None);
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&id, BACKING, true)]
+        );
+        // Made again by someone else, unmarked: not the project's, and the project is told.
+        world.upsert_namespace(BACKING.to_owned(), NamespaceState::default());
+        add_secret(
+            &mut world,
+            secret(
+                BACKING,
+                "db",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+                &[],
+            ),
+        );
+        assert_eq!(world.backing_project(BACKING), None);
+        assert_eq!(world.originals().count(), 0);
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![Action::SetBackingNamespace {
+                project: id.clone(),
+                backing_namespace: BACKING.to_owned(),
+                create_namespace: false,
+                refusal: Some(BackingRefusal::Taken),
+            }]
+        );
+        // Marked for it (as the reconciler makes it): the project's, nothing to do.
+        world.upsert_namespace(
+            BACKING.to_owned(),
+            NamespaceState {
+                backing_of: Some(id.to_string()),
+                backing_uid: Some(uid.to_owned()),
+                ..NamespaceState::default()
+            },
+        );
+        assert_eq!(world.backing_project(BACKING), Some(&id));
+        assert_eq!(world.originals().count(), 1);
+        assert!(backing_namespace_actions(&world).is_empty());
+
+        // A recorded name the reconciler does not give, missing: not made (whoever wrote the
+        // status chose it), and the project is told.
+        let chosen = ProjectId::new("local", "p-chosen");
+        world.upsert_project(
+            chosen.clone(),
+            ProjectState {
+                uid: "uid-2".to_owned(),
+                backing_namespace: "payments".to_owned(),
+                has_backing_status: true,
+                backing_not_ready: None,
+            },
+        );
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![Action::SetBackingNamespace {
+                project: chosen,
+                backing_namespace: "payments".to_owned(),
+                create_namespace: false,
+                refusal: Some(BackingRefusal::Missing),
+            }]
+        );
+    }
+
+    #[test]
+    fn beside_rancher_a_recorded_backing_namespace_counts_as_it_is() {
+        let mut world = World::default();
+        let id = ProjectId::new("local", "p-vwxyz");
+        world.upsert_project(
+            id.clone(),
+            ProjectState {
+                uid: "uid-1".to_owned(),
+                backing_namespace: BACKING.to_owned(),
+                has_backing_status: true,
+                backing_not_ready: None,
+            },
+        );
+        world.upsert_namespace(BACKING.to_owned(), NamespaceState::default());
+        assert_eq!(world.backing_project(BACKING), Some(&id));
+        assert!(backing_namespace_actions(&world).is_empty());
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub struct Needs {
     pub status_review: Option<crate::keys::ProjectId>,
     /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
     pub secret_type_of: Option<(String, String)>,
+    /// P4: SubjectAccessReviews for verb `update` on each namespace named (`""`: on every
+    /// namespace).
+    pub namespace_update_reviews: Vec<String>,
 }
 
 /// The answers to [`Needs`]; absent or `None` when not asked or when the lookup failed.
@@ -140,6 +143,8 @@ pub struct Facts {
     /// Whether the user may update the status of the project asked about (N5).
     pub may_update_project_status: Option<bool>,
     pub existing_secret_type: Option<String>,
+    /// Per namespace asked about (`""`: every namespace): whether the user may update it (P4).
+    pub may_update_namespaces: std::collections::BTreeMap<String, bool>,
 }
 
 /// Which validating rules a webhook endpoint runs. docs/SPEC.md §5 splits them over webhook entries with

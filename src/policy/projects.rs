@@ -1,4 +1,4 @@
-//! Rules P1–P3: Projects that would take over another project's backing namespace.
+//! Rules P1–P4: Projects that would take over another project's backing namespace or members.
 //!
 //! A backing namespace belongs to exactly one project: its originals are copied into that project's
 //! namespaces. A Project that claims someone else's (through `status.backingNamespace`, or through
@@ -10,8 +10,11 @@
 //! - P2: the name must be able to form a namespace name (the legacy backing namespace is the name).
 //! - P3: no backing namespace (the status one, or without one the legacy and generated names) that
 //!   another project claims or that is marked as another project's.
+//! - P4: no Project created whose ID namespaces already name (members of a deleted project of that
+//!   name: N2 refuses naming one that does not exist), unless its creator may update each of them,
+//!   as joining them would need; they would otherwise join a project their owners never chose.
 
-use super::{Config, Decision, Denial, Findings, skips_rules};
+use super::{Config, Decision, Denial, Facts, Findings, Needs, skips_rules};
 use crate::keys::{self, ProjectId};
 use crate::project::status_backing_namespace;
 use crate::world::World;
@@ -80,19 +83,128 @@ fn text(data: &serde_json::Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The `project-guard` entry: P1–P3 for one request (reconciler identities skip them).
-pub fn review(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config) -> Decision {
+/// The `project-guard` entry: P1–P4 for one request (reconciler identities skip them), with the
+/// access reviews [`needs`] asked for.
+pub fn review(
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    facts: &Facts,
+) -> Decision {
     if skips_rules(req, cfg) {
         return Decision::default();
     }
+    let review = ProjectReview::from_request(req);
     let mut findings = Findings::default();
-    for denial in validate(&ProjectReview::from_request(req), world) {
+    for denial in validate(&review, world) {
+        findings.deny(denial);
+    }
+    let user = req.user_info.username.as_deref().unwrap_or_default();
+    if let Some(denial) = namesake_members(&review, &leftover_members(&review, world), user, facts)
+    {
         findings.deny(denial);
     }
     findings.decide(cfg.mode)
 }
 
-/// Every denial P1–P3 find, in rule order. Only what a request changes is judged: an UPDATE that
+/// The most namespaces P4 asks about one by one; past it only a user who may update every
+/// namespace may create the project (the review would otherwise cost a request per namespace).
+pub const MAX_MEMBER_REVIEWS: usize = 32;
+
+/// What P4 needs to ask the apiserver before [`review`], given what was asked so far: first
+/// whether the user may update every namespace, then (if not) each leftover member. Empty when
+/// nothing (more) is needed.
+pub fn needs(
+    req: &AdmissionRequest<DynamicObject>,
+    world: &World,
+    cfg: &Config,
+    asked: &Facts,
+) -> Needs {
+    if skips_rules(req, cfg) {
+        return Needs::default();
+    }
+    let members = leftover_members(&ProjectReview::from_request(req), world);
+    let reviews = if members.is_empty() || asked.may_update_namespaces.get("") == Some(&true) {
+        Vec::new()
+    } else if !asked.may_update_namespaces.contains_key("") {
+        vec![String::new()]
+    } else if members.len() <= MAX_MEMBER_REVIEWS {
+        members
+            .into_iter()
+            .filter(|ns| !asked.may_update_namespaces.contains_key(ns))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Needs {
+        namespace_update_reviews: reviews,
+        ..Needs::default()
+    }
+}
+
+/// P4: the namespaces that a Project created now would have as members without anyone having
+/// asked: those whose annotation already names its ID.
+fn leftover_members(review: &ProjectReview, world: &World) -> Vec<String> {
+    if review.op != Operation::Create || review.id.project.is_empty() {
+        return Vec::new();
+    }
+    world
+        .namespaces()
+        .filter(|(_, ns)| ns.project().as_ref() == Some(&review.id))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// P4's denial, if `user` may not update every one of `members` (or it could not be verified).
+fn namesake_members(
+    review: &ProjectReview,
+    members: &[String],
+    user: &str,
+    facts: &Facts,
+) -> Option<Denial> {
+    if members.is_empty() || facts.may_update_namespaces.get("") == Some(&true) {
+        return None;
+    }
+    let answers: Vec<Option<bool>> = members
+        .iter()
+        .map(|ns| facts.may_update_namespaces.get(ns).copied())
+        .collect();
+    if answers.iter().all(|a| *a == Some(true)) {
+        return None;
+    }
+    let id = &review.id;
+    let shown: Vec<&str> = members.iter().take(5).map(String::as_str).collect();
+    let more = members.len().saturating_sub(shown.len());
+    let named = if more > 0 {
+        format!("{shown:?} and {more} more")
+    } else {
+        format!("{shown:?}")
+    };
+    let situation = format!(
+        "namespaces {named} already name project {id} in annotation {} (members of a deleted \
+         project of that name), so creating it would make them its members",
+        keys::PROJECT_ID_KEY
+    );
+    let unasked = !facts.may_update_namespaces.contains_key("");
+    if answers.contains(&None) && (members.len() <= MAX_MEMBER_REVIEWS || unasked) {
+        return Some(Denial::forbidden(
+            "ProjectMembersUnverified",
+            format!(
+                "{situation}, and whether user {user:?} may update them (as joining them would \
+                 need) could not be verified; try again"
+            ),
+        ));
+    }
+    Some(Denial::forbidden(
+        "NamesakeMembers",
+        format!(
+            "{situation}, which user {user:?} may not update (as joining them would need); remove \
+             the annotation from them first, or have a user who may update them create the project"
+        ),
+    ))
+}
+
+/// Every denial P1–P3 find (P4 needs access reviews: see [`review`]), in rule order. Only what a request changes is judged: an UPDATE that
 /// leaves the cluster name and backing namespace alone is never refused for them.
 pub fn validate(review: &ProjectReview, world: &World) -> Vec<Denial> {
     let mut out = Vec::new();
@@ -299,6 +411,61 @@ mod tests {
               project name"
             ]
         );
+    }
+
+    #[test]
+    fn a_project_whose_id_namespaces_already_name_needs_the_right_to_update_them() {
+        let mut world = World::default();
+        let id = ProjectId::new("local", "payments");
+        for ns in ["team-old", "team-older"] {
+            world.upsert_namespace(
+                ns.to_owned(),
+                NamespaceState {
+                    project_annotation: Some(id.to_string()),
+                    ..NamespaceState::default()
+                },
+            );
+        }
+        let review = create("local", "payments", spec("local"));
+        let members = leftover_members(&review, &world);
+        assert_eq!(members, ["team-old", "team-older"]);
+        let answers = |pairs: &[(&str, bool)]| Facts {
+            may_update_namespaces: pairs.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect(),
+            ..Facts::default()
+        };
+        let denial = |facts: &Facts| {
+            namesake_members(&review, &members, "mallory", facts).map(|d| (d.reason, d.message))
+        };
+        // Who may update every namespace, or each of them, may create it.
+        assert_eq!(denial(&answers(&[("", true)])), None);
+        let each = answers(&[("", false), ("team-old", true), ("team-older", true)]);
+        assert_eq!(denial(&each), None);
+        // Anyone else is refused, and told which namespaces and why.
+        let one = answers(&[("", false), ("team-old", true), ("team-older", false)]);
+        assert_eq!(
+            denial(&one),
+            Some((
+                "NamesakeMembers".to_owned(),
+                "namespaces [\"team-old\", \"team-older\"] already name project local:payments in \
+                 annotation field.cattle.io/projectId (members of a deleted project of that name), \
+                 so creating it would make them its members, which user \"mallory\" may not update \
+                 (as joining them would need); remove the annotation from them first, or have a \
+                 user who may update them create the project"
+                    .to_owned()
+            ))
+        );
+        // Unknown (a review failed): refused, fail closed.
+        let unknown = answers(&[("", false), ("team-old", true)]);
+        assert_eq!(
+            denial(&unknown).map(|(reason, _)| reason),
+            Some("ProjectMembersUnverified".to_owned())
+        );
+        // Updates, and projects no namespace names, are never asked about.
+        let mut update = review.clone();
+        update.op = Operation::Update;
+        assert!(leftover_members(&update, &world).is_empty());
+        let fresh = create("local", "fresh", spec("local"));
+        assert!(leftover_members(&fresh, &world).is_empty());
     }
 
     #[test]

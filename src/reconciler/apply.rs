@@ -387,14 +387,15 @@ impl Applier {
             Some(current) if current != backing_namespace => {
                 return Ok(Outcome::Requeue(Requeue::Stale));
             }
-            Some(_) => {
+            // A recorded backing namespace that was deleted is created again below.
+            Some(_) if !create_namespace => {
                 let message = format!("owns backing namespace {backing_namespace:?}");
                 let ready = conditions(&live, true, keys::BACKING_NAMESPACE_ASSIGNED, &message);
                 self.patch_project_status(&projects, &live, json!({"conditions": ready}))
                     .await?;
                 return Ok(Outcome::Written);
             }
-            None => {}
+            Some(_) | None => {}
         }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         // The namespace is marked for this very Project object: one re-created under the same name

@@ -12,6 +12,7 @@ use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
 use crate::clusters::condition::{Condition, Served, condition};
 use crate::clusters::placement::Placement;
+use crate::clusters::worker::Shared;
 use crate::index::Index;
 use crate::plan::{self, Action, ActionKind};
 use crate::world::World;
@@ -47,6 +48,11 @@ pub(crate) struct Context {
     /// Not before then are unproven project deletions read again (a CRD being deleted would
     /// otherwise cost a GET per project in every round).
     revocation_due: Mutex<Option<Instant>>,
+    /// A downstream cluster's context: the management cluster's index, where its rounds prove the
+    /// deletions of that cluster's projects (its composed world follows). The management round,
+    /// which proves every deletion, runs on the leader only, and the cluster's writer may be
+    /// another replica.
+    management_index: Option<Arc<Index>>,
 }
 
 /// Runs the reconciler until `shutdown` turns true: leader election, then the loop while leading.
@@ -84,7 +90,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let connections = tokio::spawn(crate::clusters::connections::run(
-        crate::clusters::worker::Shared {
+        Shared {
             management: client.clone(),
             index: index.clone(),
             cfg: cfg.clone(),
@@ -141,31 +147,31 @@ impl Context {
             backoffs: Mutex::default(),
             conditions: Mutex::default(),
             revocation_due: Mutex::default(),
+            management_index: None,
         }
     }
 
-    /// A downstream cluster's context: copies written through `client` (that cluster), originals
-    /// read and Events published through `management`.
+    /// A downstream cluster's context: copies written through `client` (that cluster) while
+    /// `writer` is true; originals read, Events published and Projects proven deleted through the
+    /// management cluster's.
     pub(crate) fn downstream(
-        management: kube::Client,
+        shared: &Shared,
         client: kube::Client,
         cluster: &str,
-        leading: watch::Receiver<bool>,
-        cfg: Config,
-        metrics: ReconcilerMetrics,
-        placement: Arc<Placement>,
+        writer: watch::Receiver<bool>,
     ) -> Self {
         let mut ctx = Self::new(
-            management,
+            shared.management.clone(),
             client,
             cluster.to_owned(),
-            leading,
-            cfg,
-            metrics,
-            placement,
+            writer,
+            shared.cfg.clone(),
+            shared.metrics.clone(),
+            shared.placement.clone(),
         );
         ctx.events = ctx.events.in_cluster(cluster);
         ctx.downstream = true;
+        ctx.management_index = Some(shared.index.clone());
         ctx
     }
 
@@ -278,12 +284,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// go on meanwhile, into later snapshots), then execute the actions that are due with bounded
 /// concurrency. Returns how long to wait for the next round if nothing changes meanwhile.
 async fn round(ctx: &Context, index: &Index) -> Duration {
-    // Projects are proven deleted once, by the management cluster's round.
-    let revocation_due = if ctx.downstream {
-        None
-    } else {
-        prove_deletions(ctx, index).await
-    };
+    let revocation_due = prove_deletions(ctx, index).await;
     let world = ctx.world(index);
     let planning = Instant::now();
     let actions = ctx.plan(&world);
@@ -369,12 +370,20 @@ async fn set_conditions(ctx: &Context, world: &World, actions: &[Action]) {
 
 /// Proves the project deletions the watch has seen, unless an earlier pass left some unproven less
 /// than the error backoff ago. Returns when to look again, if some are still unproven.
+///
+/// The management round proves every deletion in the index it plans from; a downstream cluster's
+/// proves its own projects' in the management cluster's index, which its composed world follows
+/// (a later round plans their removal).
 async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
     let due = *lock(&ctx.revocation_due);
     if due.is_some_and(|at| Instant::now() < at) {
         return due;
     }
-    let unproven = revocation::confirm_deleted_projects(&ctx.client, index).await;
+    let (index, in_cluster) = match &ctx.management_index {
+        Some(management) => (&**management, Some(ctx.cluster.as_str())),
+        None => (index, None),
+    };
+    let unproven = revocation::confirm_deleted_projects(&ctx.client, index, in_cluster).await;
     // A deletion could not be proven (read failed, CRD not served or terminating): look again later.
     let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);
     *lock(&ctx.revocation_due) = next;

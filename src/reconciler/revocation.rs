@@ -11,31 +11,39 @@ use crate::apiserver::is_not_found;
 use crate::index::Index;
 use crate::keys::{self, ProjectId};
 use crate::project::project_resource;
+use crate::world::is_another_object;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::Status;
 
 /// What a GET says about a project the watch saw deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Read {
     /// 404 `NotFound` for the object itself: gone, if the resource is still fully served.
     NotFound,
-    /// It exists (re-created with the same name): it wins, nothing is removed.
-    Exists,
+    /// A Project of that name exists, the object `uid`: the deleted one itself (its deletion was
+    /// not what it seemed) keeps its copies; another object under its name does not save them.
+    Exists { uid: String },
     /// A 404 because the resource is not served: nothing can be proven now.
     Unserved,
 }
 
-/// Proves or forgets the deletions the watch has seen. Returns how many are still unproven because a
-/// read failed or the resource is not served right now (the caller looks again later).
+/// Proves or forgets the deletions the watch has seen, of every cluster's projects or (`in_cluster`)
+/// of one cluster's only. Returns how many are still unproven because a read failed or the resource
+/// is not served right now (the caller looks again later).
 ///
 /// Every pending project is read first, then discovery once: a CRD deletion (which deletes every
 /// Project) that starts while the objects are read is still seen, and a pass costs one GET per
 /// deleted project and one discovery call.
-pub async fn confirm_deleted_projects(client: &Client, index: &Index) -> usize {
+pub async fn confirm_deleted_projects(
+    client: &Client,
+    index: &Index,
+    in_cluster: Option<&str>,
+) -> usize {
     let pending: Vec<ProjectId> = index
         .read()
         .unconfirmed_deleted_projects()
+        .filter(|id| in_cluster.is_none_or(|cluster| id.cluster == cluster))
         .cloned()
         .collect();
     let mut not_found = Vec::new();
@@ -43,7 +51,11 @@ pub async fn confirm_deleted_projects(client: &Client, index: &Index) -> usize {
     for (done, id) in pending.iter().enumerate() {
         match read(client, id).await {
             Ok(Read::NotFound) => not_found.push(id),
-            Ok(Read::Exists) => index.update(|world| world.forget_deleted_project(id)),
+            // Another object under the name (deleted and created again): the deleted one is gone.
+            Ok(Read::Exists { uid }) if deleted_uid_differs(index, id, &uid) => not_found.push(id),
+            Ok(Read::Exists { uid }) => {
+                index.update(|world| world.forget_deleted_project(id, &uid));
+            }
             Ok(Read::Unserved) => {
                 // Not served for one means not served for all: no need to read the others.
                 unproven += pending.len() - done;
@@ -79,11 +91,21 @@ pub async fn confirm_deleted_projects(client: &Client, index: &Index) -> usize {
     }
 }
 
+/// Whether the project found under `id` is another object than the deleted one remembered.
+fn deleted_uid_differs(index: &Index, id: &ProjectId, found: &str) -> bool {
+    index
+        .read()
+        .deleted_project_uid(id)
+        .is_some_and(|deleted| is_another_object(deleted, found))
+}
+
 async fn read(client: &Client, id: &ProjectId) -> Result<Read, kube::Error> {
     let projects: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &id.cluster, &project_resource());
     match projects.get(&id.project).await {
-        Ok(_) => Ok(Read::Exists),
+        Ok(found) => Ok(Read::Exists {
+            uid: found.metadata.uid.unwrap_or_default(),
+        }),
         Err(kube::Error::Api(status)) if is_object_not_found(&status, id) => Ok(Read::NotFound),
         Err(error) if is_not_found(&error) => Ok(Read::Unserved),
         Err(error) => Err(error),

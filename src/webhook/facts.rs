@@ -1,6 +1,6 @@
 //! What a review needs from the cluster beyond the index, fetched for [`crate::policy::Review`]:
-//! SubjectAccessReviews for `manage-namespaces` (N1) and the type of the secret holding a name
-//! (S1's message). A failed look-up is an unknown fact, which the rules treat as such (N1 refuses).
+//! SubjectAccessReviews for `manage-namespaces` (N1), a Project's status (N5) and namespaces (P4),
+//! and the type of the secret holding a name (S1's message). A failed look-up is an unknown fact, which the rules treat as such (N1 refuses).
 
 use crate::keys::{self, ProjectId};
 use crate::policy::{Facts, Needs};
@@ -37,10 +37,24 @@ pub async fn fetch(
         Some((namespace, name)) => secret_type(client, namespace, name).await,
         None => None,
     };
+    let mut may_update_namespaces = BTreeMap::new();
+    for namespace in needs.namespace_update_reviews {
+        let attributes = ResourceAttributes {
+            version: Some("v1".to_owned()),
+            resource: Some("namespaces".to_owned()),
+            name: Some(namespace.clone()).filter(|n| !n.is_empty()),
+            verb: Some("update".to_owned()),
+            ..ResourceAttributes::default()
+        };
+        if let Some(answer) = access_review(client, request, attributes).await {
+            may_update_namespaces.insert(namespace, answer);
+        }
+    }
     Facts {
         may_manage_namespaces: may_manage,
         may_update_project_status,
         existing_secret_type,
+        may_update_namespaces,
     }
 }
 
@@ -71,23 +85,35 @@ async fn may(
     verb: &str,
     subresource: Option<&str>,
 ) -> Option<bool> {
+    let attributes = ResourceAttributes {
+        group: Some(keys::PROJECT_GROUP.to_owned()),
+        version: Some(keys::PROJECT_VERSION.to_owned()),
+        resource: Some(keys::PROJECT_PLURAL.to_owned()),
+        subresource: subresource.map(str::to_owned),
+        namespace: Some(project.cluster.clone()),
+        name: Some(project.project.clone()),
+        verb: Some(verb.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    access_review(client, request, attributes).await
+}
+
+/// A SubjectAccessReview for the requesting user (with groups, uid and extra); `None` when it
+/// could not be made.
+async fn access_review(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    attributes: ResourceAttributes,
+) -> Option<bool> {
     let user = &request.user_info;
+    let verb = attributes.verb.clone().unwrap_or_default();
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: user.username.clone(),
             groups: user.groups.clone(),
             uid: user.uid.clone(),
             extra: user.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(keys::PROJECT_GROUP.to_owned()),
-                version: Some(keys::PROJECT_VERSION.to_owned()),
-                resource: Some(keys::PROJECT_PLURAL.to_owned()),
-                subresource: subresource.map(str::to_owned),
-                namespace: Some(project.cluster.clone()),
-                name: Some(project.project.clone()),
-                verb: Some(verb.to_owned()),
-                ..ResourceAttributes::default()
-            }),
+            resource_attributes: Some(attributes),
             ..SubjectAccessReviewSpec::default()
         },
         ..SubjectAccessReview::default()
@@ -95,7 +121,7 @@ async fn may(
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     match api
         .create(&PostParams::default(), &review)
-        .instrument(tracing::debug_span!("subject_access_review", verb))
+        .instrument(tracing::debug_span!("subject_access_review", verb = %verb))
         .await
     {
         Ok(answer) => answer.status.map(|s| s.allowed),

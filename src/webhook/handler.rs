@@ -51,7 +51,7 @@ pub struct Endpoint {
 pub enum Action {
     Validate(Rules),
     Mutate,
-    /// P1–P3 (Projects taking another project's backing namespace).
+    /// P1–P4 (Projects taking another project's backing namespace or members).
     ProjectGuard,
 }
 

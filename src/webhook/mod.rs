@@ -15,7 +15,7 @@
 //!        │                         ─► .needs(index)  ─► facts.rs  SubjectAccessReviews, a type
 //!        │                         ─► .decide(index, facts)       S1–S7, N1–N4 (policy/*.rs);
 //!        │                                                        policy::mutate for M1–M2,
-//!        │                                                        policy::projects for P1–P3
+//!        │                                                        policy::projects for P1–P4
 //!        ▼
 //! review::respond ─► AdmissionReview JSON (uid echoed, status code, warnings, JSON Patch)
 //! ```

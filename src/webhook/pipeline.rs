@@ -44,9 +44,7 @@ pub async fn review_pipeline(
             Ok(decision) => decision,
             Err(awaiting) => Box::pin(awaiting.decide(state.client.as_ref(), &request)).await,
         },
-        Action::ProjectGuard => {
-            policy::projects::review(&request, &state.index.read(), &state.config)
-        }
+        Action::ProjectGuard => Box::pin(project_guard(state, &request)).await,
     };
     let operation = policy::operation_name(&request.operation);
     state.metrics.review(path, operation, result_of(&decision));
@@ -158,6 +156,29 @@ impl AwaitingFacts<'_> {
         let facts = facts::fetch(client, request, self.needs).await;
         self.review.decide(&self.world, &facts)
     }
+}
+
+/// P1–P4 in one index snapshot, with the SubjectAccessReviews P4 asks for (rarely any: only for
+/// a Project created under a name namespaces already carry).
+async fn project_guard(state: &AppState, request: &Request) -> Decision {
+    let world = state.index.read();
+    let mut facts = Facts::default();
+    loop {
+        let needs = policy::projects::needs(request, &world, &state.config, &facts);
+        if needs == Needs::default() {
+            break;
+        }
+        let more = facts::fetch(state.client.as_ref(), request, needs).await;
+        let asked = facts.may_update_namespaces.len();
+        facts
+            .may_update_namespaces
+            .extend(more.may_update_namespaces);
+        // A review that could not be made leaves its answer unknown: ask no more.
+        if facts.may_update_namespaces.len() == asked {
+            break;
+        }
+    }
+    policy::projects::review(request, &world, &state.config, &facts)
 }
 
 /// The world a review is decided in: for a secret in the backing namespace of a project served in

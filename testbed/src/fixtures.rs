@@ -1,7 +1,7 @@
 //! What tests create: Projects of cluster `local` with their backing namespaces, and namespaces in
 //! them, as Rancher writes them; each call waits until the server under test has indexed it.
 
-use crate::kubectl::{kubectl, kubectl_apply, ok};
+use crate::kubectl::{kubectl, kubectl_apply, ok, stdout};
 use crate::wait::{indexed, unique};
 use std::collections::BTreeSet;
 use std::process::Output;
@@ -92,11 +92,7 @@ fn project_of_cluster(cluster: &str, name: &str, display_name: &str) -> TestProj
     let backing = format!("{cluster}-{name}");
     ok(kubectl_apply(
         &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata: {{name: {backing}}}
----
-apiVersion: management.cattle.io/v3
+            "apiVersion: management.cattle.io/v3
 kind: Project
 metadata: {{name: {name}, namespace: {cluster}}}
 spec: {{clusterName: {cluster}, displayName: {display_name}}}
@@ -104,17 +100,46 @@ spec: {{clusterName: {cluster}, displayName: {display_name}}}
         ),
         &[],
     ));
+    // Marked for this Project object, as the reconciler creates a backing namespace: only a marked
+    // one counts where the reconciler manages them (`serve`'s default).
+    let uid = project_field(cluster, name, "{.metadata.uid}");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {backing}
+  annotations: {{{of}: \"{cluster}:{name}\", {uid_key}: \"{uid}\"}}
+",
+            of = scoped_secrets::keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            uid_key = scoped_secrets::keys::BACKING_NAMESPACE_UID_ANNOTATION,
+            uid = uid.trim(),
+        ),
+        &[],
+    ));
     ok(patch_backing_namespace(cluster, name, &backing));
     let id = scoped_secrets::keys::ProjectId::new(cluster, name);
-    indexed("the project", |w| {
-        w.project(&id)
-            .is_some_and(|p| p.backing_namespace == backing)
+    indexed("the project and its backing namespace", |w| {
+        w.backing_project(&backing).is_some_and(|p| *p == id)
     });
     TestProject {
         cluster: cluster.to_owned(),
         name: name.to_owned(),
         backing,
     }
+}
+
+/// `kubectl get project <name> -n <cluster> -o jsonpath=<jsonpath>` as the admin.
+pub fn project_field(cluster: &str, name: &str, jsonpath: &str) -> String {
+    stdout(&kubectl(&[
+        "get",
+        "project",
+        name,
+        "-n",
+        cluster,
+        "-o",
+        &format!("jsonpath={jsonpath}"),
+    ]))
 }
 
 /// Sets `status.backingNamespace` of Project `<cluster>/<project>` as the admin.

@@ -9,6 +9,7 @@ use scoped_secrets::index::Index;
 use scoped_secrets::keys;
 use scoped_secrets::plan::{OverwritePolicy, Settings};
 use scoped_secrets::reconciler::{self, Config, ReconcilerMetrics};
+use scoped_secrets::world::World;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,7 +57,14 @@ impl Running {
         let mut registry = Registry::default();
         let metrics = ReconcilerMetrics::register(&mut registry);
         let sa = env.sa_kubeconfig.clone();
-        let index = Arc::new(Index::default());
+        // As `serve` builds it: where the reconciler manages backing namespaces, only marked
+        // ones count.
+        let world = if cfg.manage_backing_namespaces {
+            World::default().require_marked_backing_namespaces()
+        } else {
+            World::default()
+        };
+        let index = Arc::new(Index::new(world));
         let watched = index.clone();
         let (crash, crashed) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -105,24 +105,11 @@ fn reusing_a_deleted_projects_name_does_not_inherit_its_backing_namespace() {
     // recorded in status, holding an original.
     let victim = ProjectId::new("local", unique("gone"));
     let backing = victim.generated_backing_namespace();
-    ok(kubectl_apply(
-        &format!(
-            "apiVersion: v1
-kind: Namespace
-metadata:
-  name: {backing}
-  annotations: {{{key}: \"{victim}\"}}
----
-{project}",
-            key = keys::BACKING_NAMESPACE_OF_ANNOTATION,
-            project = project_yaml("local", &victim.project),
-        ),
-        &[],
-    ));
-    ok(patch_backing_namespace("local", &victim.project, &backing));
-    indexed("the victim's backing namespace", |w| {
-        w.backing_project(&backing) == Some(&victim)
-    });
+    // Marked for it (both marks) and recorded in its status, as the reconciler makes it.
+    assert_eq!(
+        project_named(&victim.project, &victim.project).backing,
+        backing
+    );
     ok(kubectl_apply(
         &format!(
             "apiVersion: v1
@@ -214,6 +201,95 @@ stringData: {{password: planted}}
         !reconciler_adopts(&project, &legacy),
         "the reconciler would adopt the unmarked namespace {legacy}"
     );
+}
+
+#[test]
+fn a_deleted_backing_namespace_made_again_by_someone_else_is_not_the_projects() {
+    grant_attackers();
+    let project = project("remade");
+    let id = ProjectId::new("local", project.name.clone());
+    // The admin deletes the project's backing namespace (cleaning up, or told to by a condition);
+    // no reconciler runs here to make it again first.
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &project.backing,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    indexed("the deletion", |w| w.namespace(&project.backing).is_none());
+    // Nina, who may create namespaces, makes it again: its name alone does not make it the
+    // project's.
+    ok(kubectl(&[
+        "create",
+        "namespace",
+        &project.backing,
+        &format!("--as={NINA}"),
+    ]));
+    indexed("nina's namespace", |w| {
+        w.namespace(&project.backing).is_some()
+    });
+    assert_eq!(env().index.read().backing_project(&project.backing), None);
+    // A secret labelled for the project there is no original: the label is refused (S3), and
+    // the reconciler would report the name taken, not adopt it.
+    let err = fails(kubectl_apply(
+        &testbed::harness::original_yaml(&project, "planted", "key: ZG9n", ""),
+        &[],
+    ));
+    assert!(
+        err.contains("(LabelOutsideBackingNamespace)")
+            && err.contains(&format!("namespace \"{}\" is not one", project.backing)),
+        "{err}"
+    );
+    assert!(!reconciler_adopts(&id, &project.backing));
+    assert!(
+        plan::backing_namespace_actions(&env().index.read())
+            .iter()
+            .any(|action| matches!(action, Action::SetBackingNamespace {
+                project: p, refusal: Some(plan::BackingRefusal::Taken), ..
+            } if *p == id)),
+        "the project is not told its backing namespace is taken"
+    );
+}
+
+#[test]
+fn a_namesake_of_a_deleted_project_does_not_take_its_members() {
+    grant_attackers();
+    let old = project("namesake");
+    let member = namespace_in(&old, "old-team");
+    let id = ProjectId::new("local", old.name.clone());
+    // The project is deleted, and its backing namespace too (an admin cleaning up); the member
+    // namespace keeps its annotation.
+    ok(kubectl(&["delete", "project", &old.name, "-n", "local"]));
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &old.backing,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    indexed("the deletions", |w| {
+        w.project(&id).is_none() && w.namespace(&old.backing).is_none()
+    });
+    // Paul, who may create Projects but not update the old team's namespace, creates one of the
+    // same name: it would make that namespace a member of his project. Refused (P4).
+    let err = fails(kubectl_stdin(
+        &env().kubeconfig,
+        &["create", "-f", "-", &format!("--as={PAUL}")],
+        &project_yaml("local", &old.name),
+    ));
+    assert!(
+        err.contains("(NamesakeMembers)")
+            && err.contains(&format!(
+                "namespaces [\"{member}\"] already name project {id} in annotation \
+                 field.cattle.io/projectId"
+            ))
+            && err.contains(&format!("which user \"{PAUL}\" may not update")),
+        "{err}"
+    );
+    fails(kubectl(&["get", "project", &old.name, "-n", "local"]));
+    // The admin, who may update it, may create it (a restore).
+    ok(kubectl_apply(&project_yaml("local", &old.name), &[]));
 }
 
 /// The apiserver's limit on the total size of an object's annotation keys and values.

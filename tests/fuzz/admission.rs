@@ -758,6 +758,12 @@ fn facts(needs: &policy::Needs, bits: u64) -> Facts {
                 }
             })
         }),
+        may_update_namespaces: needs
+            .namespace_update_reviews
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (ns.clone(), bit(20 + i)))
+            .collect(),
     }
 }
 
@@ -830,9 +836,11 @@ pub fn check(input: &Input, setup: &Setup, world: &World) -> Result<(), TestCase
         prop_assert!(decision.patch.is_none(), "{rules:?} returned a patch");
         answer(&request, decision, &expect(false))?;
     }
+    let project_needs = policy::projects::needs(&request, world, &cfg, &Facts::default());
+    let project_facts = facts(&project_needs, setup.facts);
     answer(
         &request,
-        policy::projects::review(&request, world, &cfg),
+        policy::projects::review(&request, world, &cfg, &project_facts),
         &expect(false),
     )?;
     answer(&request, policy::mutate(&request, world), &expect(true))

@@ -373,7 +373,7 @@ pub fn build(s: &Scenario) -> World {
                     .map(|state| state.backing_namespace.clone())
                     .unwrap_or_default();
                 world.remove_project(&id);
-                world.note_project_deleted(id.clone(), backing);
+                world.note_project_deleted(id.clone(), backing, String::new());
                 if confirmed {
                     world.confirm_project_deleted(&id);
                 }

@@ -4,6 +4,7 @@
 //! kube-apiserver on 127.0.0.1), registered with a Secret holding its kubeconfig.
 
 use super::clusters::{connected, register};
+use scoped_secrets::clusters::sharding;
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
 use serde_json::Value;
@@ -627,6 +628,58 @@ fn three_replicas_and_six_clusters_give_each_cluster_one_writer_and_a_killed_rep
     for registration in &registrations {
         unregister(registration);
     }
+}
+
+#[test]
+fn a_deleted_projects_copies_leave_a_downstream_cluster_whose_writer_does_not_lead() {
+    let _serial = serial();
+    let (lease, prefix) = (unique("lease"), unique("nl"));
+    let (leading, writing) = (unique("leading"), unique("writing"));
+    let replica = |identity: &str| {
+        let prefix = prefix.clone();
+        Running::start_with(&lease, identity, OverwritePolicy::Warn, move |cfg| {
+            probe_often(cfg);
+            cfg.ownership.prefix = prefix;
+        })
+    };
+    let leads = |r: &Running| r.metric("scoped_secrets_reconciler_leader") == 1.0;
+    // The first replica leads before the second starts; the cluster is the second's by rendezvous.
+    let leader = replica(&leading);
+    eventually("the first replica leads", WAIT, || {
+        leads(&leader).then_some(())
+    });
+    let writer = replica(&writing);
+    let cluster = (0..)
+        .map(|i| format!("c-nl{i}"))
+        .find(|c| sharding::owner(c, [leading.as_str(), writing.as_str()]) == Some(&writing))
+        .expect("some cluster id hashes to the second replica");
+    let downstream = Downstream::start(&cluster);
+    downstream.namespace_in("team-nl", "p-nl");
+    let registration = downstream.register();
+    let backing = project_of(&cluster, "p-nl");
+    original(&backing, "p-nl", "s", "v");
+    downstream.copy_with("team-nl", "s", &backing, &data_of("v"));
+    let owns = |r: &Running| {
+        r.series(
+            "scoped_secrets_cluster_owned",
+            &format!("cluster=\"{cluster}\""),
+        )
+    };
+    eventually(
+        &format!("the second replica writing {cluster}"),
+        WAIT,
+        || (owns(&writer) == Some(1.0)).then_some(()),
+    );
+
+    // The leader's management round proves the deletion in the leader's index alone: the writer
+    // has to prove it too, or its world never counts the project's copies for removal.
+    ok(kubectl(&["delete", "project", "p-nl", "-n", &cluster]));
+    downstream.gone("team-nl", "s");
+    assert!(
+        leads(&leader) && !leads(&writer),
+        "the writer proved the deletion without leading"
+    );
+    unregister(&registration);
 }
 
 /// The indices of the replicas still running whose series `name{labels}` (0 where it does not

@@ -1,7 +1,9 @@
 //! Backing namespaces belong to exactly one project, as the reconciler sees it (issue 9, item 2): a
 //! bare Project gets a generated namespace marked for it; names that once collided no longer do; a
 //! claim that slipped past admission (written as the reconciler's identity, which the project guard
-//! lets through) makes the namespace neither project's, and nothing is deleted because of it.
+//! lets through) of a namespace marked for another project takes nothing, and nothing is deleted
+//! because of it; a deleted backing namespace is made again, marked, and one someone else made
+//! first is not adopted.
 //!
 //! A child module of the reconciler tests, to share their helpers and take turns with them.
 
@@ -15,19 +17,6 @@ fn patch_status_past_the_guard(name: &str, backing: &str) {
     ok(kubectl_line(&format!(
         "patch project {name} -n local --subresource=status --type=merge -p {status} --as=system:serviceaccount:scoped-secrets-system:scoped-secrets --as-group=system:masters"
     )));
-}
-
-/// `kubectl get project ... -o jsonpath=...` as the admin.
-fn project_field(cluster: &str, name: &str, jsonpath: &str) -> String {
-    stdout(&kubectl(&[
-        "get",
-        "project",
-        name,
-        "-n",
-        cluster,
-        "-o",
-        &format!("jsonpath={jsonpath}"),
-    ]))
 }
 
 /// `status,reason` of the project's BackingNamespaceReady condition.
@@ -103,7 +92,7 @@ fn a_bare_project_gets_a_generated_namespace_marked_for_it_and_old_collisions_ar
 }
 
 #[test]
-fn a_claim_past_admission_makes_the_namespace_neither_projects_and_deletes_nothing() {
+fn a_claim_past_admission_of_a_namespace_marked_for_another_project_takes_nothing() {
     let _turn = serial();
     let (victim, member, running) = victim_with_a_copy("a-team", "claim-a");
     // The attacker's Project passes admission (an ordinary name) and gets its own namespace ...
@@ -114,53 +103,127 @@ fn a_claim_past_admission_makes_the_namespace_neither_projects_and_deletes_nothi
     });
     // ... then claims the victim's, as the reconciler's identity (the guard lets it through).
     patch_status_past_the_guard(&evil, &victim.backing);
-    let claimed = format!("False,{}", keys::BACKING_NAMESPACE_CLAIMED);
-    for name in [&victim.name, &evil] {
-        eventually(&format!("the Claimed condition on {name}"), WAIT, || {
-            (backing_ready("local", name) == claimed).then_some(())
-        });
-        eventually(
-            &format!("a BackingNamespaceClaimed Event on {name}"),
-            WAIT,
-            || {
-                let notes = ok(kubectl(&[
-                    "get",
-                    "events",
-                    "-n",
-                    "local",
-                    "--field-selector",
-                    &format!(
-                        "reason={},involvedObject.name={name}",
-                        keys::BACKING_NAMESPACE_CLAIMED
-                    ),
-                    "-o",
-                    "jsonpath={.items[*].message}",
-                ]));
-                notes.contains(&victim.backing).then_some(())
-            },
-        );
-    }
-    // The namespace is neither's, and a full round later the victim's copy is still there.
-    let index = running.index.clone();
-    assert_eq!(index.read().backing_project(&victim.backing), None);
-    let rounds = running.rounds();
+    // The namespace is marked for the victim: the claim counts for nothing, and says so.
+    let taken = format!("False,{}", keys::BACKING_NAMESPACE_TAKEN);
+    eventually(
+        "the Taken condition on the attacker's project",
+        WAIT,
+        || (backing_ready("local", &evil) == taken).then_some(()),
+    );
+    let victim_id = ProjectId::new("local", victim.name.clone());
+    assert_eq!(
+        running.index.read().backing_project(&victim.backing),
+        Some(&victim_id)
+    );
+    // A full round later the victim's copy is still there, and its project was never contested.
     // Any change wakes the reconciler for a round that plans the whole world again.
-    ok(kubectl_line(&format!(
-        "annotate namespace {member} touched=1"
-    )));
-    eventually("another reconcile round", WAIT, || {
-        (running.rounds() > rounds).then_some(())
-    });
+    running.another_round(&member);
     assert!(
         get_secret(&member, "db").is_some_and(|s| is_copy_of(&s, &victim.backing, "db")),
         "the victim's copy was removed"
     );
-    // The attacker lets go: the victim owns its namespace again and is ready.
+    assert_eq!(backing_ready("local", &victim.name), ",");
+    // The attacker records a name the reconciler does not give: it is not made, and that is said.
     patch_status_past_the_guard(&evil, "somewhere-else");
-    eventually("the victim ready again", WAIT, || {
-        (backing_ready("local", &victim.name)
-            == format!("True,{}", keys::BACKING_NAMESPACE_ASSIGNED))
-        .then_some(())
+    let missing = format!("False,{}", keys::BACKING_NAMESPACE_MISSING);
+    eventually(
+        "the Missing condition on the attacker's project",
+        WAIT,
+        || (backing_ready("local", &evil) == missing).then_some(()),
+    );
+    assert!(
+        fails(kubectl(&["get", "namespace", "somewhere-else"])).contains("NotFound"),
+        "the reconciler made a namespace someone else named"
+    );
+    running.stop();
+}
+
+#[test]
+fn a_deleted_backing_namespace_is_made_again_marked_and_one_made_by_someone_else_is_not_adopted() {
+    let _turn = serial();
+    let (victim, member, running) = victim_with_a_copy("made-again", "again-a");
+    let victim_id = ProjectId::new("local", victim.name.clone());
+    let uid = project_field("local", &victim.name, "{.metadata.uid}");
+    // Deleted (its original with it): the reconciler makes it again at once, marked, so that its
+    // name is not left to whoever may create namespaces.
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &victim.backing,
+        "--wait=false",
+    ]));
+    eventually("the backing namespace made again, marked", WAIT, || {
+        let world = running.index.read();
+        let made_again = world
+            .namespace(&victim.backing)
+            .is_some_and(|ns| !ns.terminating && ns.is_marked_for(&victim_id, &uid));
+        made_again.then_some(())
+    });
+    assert_eq!(marker(&victim.backing), victim_id.to_string());
+    eventually("the copy of the deleted original removed", WAIT, || {
+        get_secret(&member, "db").is_none().then_some(())
+    });
+
+    // Someone deletes it again and makes it first, unmarked: it is not the project's, and the
+    // project says why.
+    running.stop();
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &victim.backing,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    ok(kubectl(&["create", "namespace", &victim.backing]));
+    let running = start(OverwritePolicy::Warn);
+    let taken = format!("False,{}", keys::BACKING_NAMESPACE_TAKEN);
+    eventually("the Taken condition", WAIT, || {
+        (backing_ready("local", &victim.name) == taken).then_some(())
+    });
+    assert_eq!(running.index.read().backing_project(&victim.backing), None);
+    // An original planted there (past the webhook, which refuses the label there) is copied
+    // nowhere.
+    ok(kubectl_stdin(
+        &env().sa_kubeconfig,
+        &["apply", "-f", "-"],
+        &original_yaml(&victim, "planted", "key: ZG9n", ""),
+    ));
+    // Any change wakes the reconciler for a round that plans the whole world again.
+    running.another_round(&member);
+    assert!(
+        get_secret(&member, "planted").is_none(),
+        "a planted original was copied"
+    );
+    running.stop();
+}
+
+#[test]
+fn a_project_created_again_under_its_name_does_not_keep_the_deleted_ones_copies() {
+    let _turn = serial();
+    let (victim, member, running) = victim_with_a_copy("replaced", "replaced-a");
+    // Deleted and created again at once (`kubectl replace --force`), past the project guard: another
+    // Project object under the same name, which inherits neither the namespace nor the copies.
+    ok(kubectl_stdin(
+        &env().kubeconfig,
+        &[
+            "replace",
+            "--force",
+            "-f",
+            "-",
+            "--as=system:serviceaccount:scoped-secrets-system:scoped-secrets",
+            "--as-group=system:masters",
+        ],
+        &project_yaml("local", &victim.name),
+    ));
+    eventually("the deleted project's copy removed", WAIT, || {
+        get_secret(&member, "db").is_none().then_some(())
+    });
+    // Its original stays where it was (originals are never deleted), and the new object does not
+    // get the namespace marked for the deleted one.
+    assert!(get_secret(&victim.backing, "db").is_some());
+    let taken = format!("False,{}", keys::BACKING_NAMESPACE_TAKEN);
+    eventually("the Taken condition on the new object", WAIT, || {
+        (backing_ready("local", &victim.name) == taken).then_some(())
     });
     running.stop();
 }
