@@ -147,6 +147,10 @@ pub enum Health {
     Unreachable(String),
     /// The apiserver answered 401 or 403: the credentials are wrong, expired or lack permissions.
     CredentialsRefused(String),
+    /// The apiserver is the management cluster's own (its `kube-system` namespace has the same
+    /// uid): written to as a downstream cluster, its namespaces would be written by two rounds
+    /// that undo each other's work.
+    IsManagement,
 }
 
 impl Health {
@@ -167,8 +171,22 @@ impl Health {
                 "ClusterCredentialsRefused",
                 format!("{server} refuses the credentials: {why}"),
             ),
+            Health::IsManagement => warning(IS_MANAGEMENT, is_management_note(server)),
         }
     }
+}
+
+/// The reason of [`Health::IsManagement`].
+pub const IS_MANAGEMENT: &str = "ClusterIsManagement";
+
+/// What [`Health::IsManagement`] says.
+pub fn is_management_note(server: &str) -> String {
+    format!(
+        "{server} is the management cluster itself (its kube-system namespace has the same uid): \
+         nothing is written through this registration; its projects' namespaces there are the \
+         management cluster's, and projects of a cluster are served in the management cluster \
+         under --local-cluster-id; remove the registration, or point it at the downstream cluster"
+    )
 }
 
 fn warning(reason: &str, note: String) -> Event {

@@ -97,8 +97,19 @@ impl Worker {
     ) {
         let mut last = None;
         let mut backoff = Duration::from_secs(1);
+        let mut management = None;
         loop {
-            let health = probe(client, self.cfg.request_timeout).await;
+            let timeout = self.cfg.request_timeout;
+            let mut health = probe(client, timeout).await;
+            if health == Health::Connected {
+                if management.is_none() {
+                    management = cluster_identity(&self.shared.management, timeout).await;
+                }
+                let own = cluster_identity(client, timeout).await;
+                if own.is_some() && own == management {
+                    health = Health::IsManagement;
+                }
+            }
             let wait = if health == Health::Connected {
                 backoff = Duration::from_secs(1);
                 self.cfg.probe_every
@@ -191,6 +202,11 @@ impl Worker {
                 "ClusterCredentialsRefused",
                 format!("{server} refuses the credentials: {why}"),
             ),
+            Health::IsManagement => self.shared.placement.report_down(
+                &self.cluster,
+                super::connections::IS_MANAGEMENT,
+                super::connections::is_management_note(server),
+            ),
         }
         if last.as_ref() == Some(&health) {
             return;
@@ -233,6 +249,19 @@ pub(crate) async fn connect(
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     Client::try_from(config).map_err(|e| format!("the kubeconfig cannot make a client: {e}"))
+}
+
+/// Who a cluster is: the uid of its `kube-system` namespace (which every apiserver creates and
+/// nobody deletes), read with the right to list namespaces the copier has; `None` when it cannot
+/// be read (then nothing is concluded from it).
+async fn cluster_identity(client: &Client, timeout: Duration) -> Option<String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let params = ListParams::default().fields("metadata.name=kube-system");
+    let listed = tokio::time::timeout(timeout, namespaces.list_metadata(&params))
+        .await
+        .ok()?
+        .ok()?;
+    listed.items.into_iter().next()?.metadata.uid
 }
 
 /// Lists one namespace's metadata: it needs an apiserver, credentials it accepts, and the right to

@@ -2,8 +2,10 @@
 //! `scoped-secrets.io/cluster: <id>` with a kubeconfig under `value`. The leader refuses what it must
 //! not run or read (an `exec` plugin), says so with an Event on the Secret, and keeps a probed
 //! connection to each accepted cluster: `scoped_secrets_cluster_connected{cluster}` and an Event when
-//! the health changes. The "downstream" cluster here is the test's own apiserver, reached through a
-//! kubeconfig as a downstream one would be.
+//! the health changes. The "downstream" cluster here is a control plane of its own (its admin
+//! kubeconfig: these tests are about registrations, not the copier's rights); the test's own
+//! apiserver registered as a downstream cluster is recognised as the management cluster itself and
+//! never written through.
 
 use scoped_secrets::keys;
 use scoped_secrets::policy::OverwritePolicy;
@@ -11,6 +13,15 @@ use testbed::harness::*;
 use testbed::prelude::*;
 
 const TOKEN_MARK: &str = "token-that-must-never-be-quoted";
+
+/// Another cluster (a control plane of its own, stopped when dropped) and its admin kubeconfig's
+/// text, with inline token and CA as registrations must hold them.
+fn another_cluster(id: &str) -> (testbed::downstream::Downstream, String) {
+    let dir = env().state_dir.join(unique(&format!("registered-{id}")));
+    let cluster = testbed::downstream::Downstream::start(id, dir).expect("a control plane");
+    let kubeconfig = std::fs::read_to_string(cluster.kubeconfig()).expect("its kubeconfig");
+    (cluster, kubeconfig)
+}
 
 /// Creates or replaces registration Secret `name` for cluster `cluster` holding `kubeconfig`.
 pub(crate) fn register(name: &str, cluster: &str, kubeconfig: &str) {
@@ -107,9 +118,10 @@ users:
     ]));
 
     // Two registrations of one cluster: neither is used.
+    let (_twice, twice) = another_cluster("c-twice");
     let (first, second) = (unique("reg-twice"), unique("reg-twice"));
-    register(&first, "c-twice", &sa);
-    register(&second, "c-twice", &sa);
+    register(&first, "c-twice", &twice);
+    register(&second, "c-twice", &twice);
     event_saying(&first, "ClusterRegistrationDuplicated", &second);
     event_saying(&second, "ClusterRegistrationDuplicated", &first);
     assert_eq!(connected(&running, "c-twice"), None);
@@ -141,7 +153,7 @@ fn a_registered_cluster_is_probed_and_rotated_credentials_are_followed_at_runtim
     let _serial = serial();
     let running = start(OverwritePolicy::Warn);
     let name = unique("reg");
-    let sa = std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+    let (_probed, sa) = another_cluster("c-probed");
 
     register(&name, "c-probed", &sa);
     eventually("c-probed connected", WAIT, || {
@@ -173,4 +185,30 @@ fn a_registered_cluster_is_probed_and_rotated_credentials_are_followed_at_runtim
     eventually("c-probed forgotten", WAIT, || {
         connected(&running, "c-probed").is_none().then_some(())
     });
+}
+
+#[test]
+fn the_management_cluster_registered_as_a_downstream_one_is_never_written_through() {
+    let _serial = serial();
+    let running = start(OverwritePolicy::Warn);
+    // The test's own apiserver, under another cluster id: written to as a downstream cluster, its
+    // namespaces would be written by two rounds undoing each other's work.
+    let name = unique("reg-self");
+    let own =
+        std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+    register(&name, "c-self", &own);
+    let said = event_saying(
+        &name,
+        "ClusterIsManagement",
+        "is the management cluster itself",
+    );
+    assert!(
+        said.contains("kube-system namespace has the same uid"),
+        "{said}"
+    );
+    eventually("c-self not connected", WAIT, || {
+        (connected(&running, "c-self") == Some(0.0)).then_some(())
+    });
+    ok(kubectl(&["delete", "secret", &name, "-n", LEASE_NAMESPACE]));
+    running.stop();
 }

@@ -108,12 +108,35 @@ fn deleting_a_backing_namespace_removes_its_originals_and_every_copy_of_them() {
     let _turn = serial();
     let (project, members, running) = copied_into_members("lb", ["a", "b"], DB_AND_API);
     let errors = running.errors();
+    let namespace_uid = || {
+        ok(kubectl(&[
+            "get",
+            "namespace",
+            &project.backing,
+            "-o",
+            "jsonpath={.metadata.uid}",
+            "--ignore-not-found",
+        ]))
+    };
+    let deleted = namespace_uid();
 
     ok(kubectl_line(&format!(
         "delete namespace {} --wait=false",
         project.backing
     )));
-    namespace_gone(&project.backing);
+    // Gone, and (the Project still recording it) made again at once, empty and marked for it, so
+    // that nobody else can take its name.
+    let id = scoped_secrets::keys::ProjectId::new("local", project.name.clone());
+    eventually("the backing namespace made again", WAIT, || {
+        let world = running.index.read();
+        let made_again = world
+            .namespace(&project.backing)
+            .is_some_and(|ns| !ns.terminating && ns.marked_project().as_ref() == Some(&id));
+        (made_again && namespace_uid() != deleted).then_some(())
+    });
+    for name in ["db", "api"] {
+        assert_eq!(get_secret(&project.backing, name), None, "original {name}");
+    }
     for ns in &members {
         gone(ns, "db");
         gone(ns, "api");
