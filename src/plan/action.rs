@@ -162,10 +162,11 @@ impl BackingRefusal {
             ),
             Self::Taken => format!(
                 "namespace {namespace:?}, project {project}'s backing namespace, exists and is not \
-                 marked as its ({of}={project}, {uid}=<the Project's metadata.uid>); an unmarked \
-                 namespace is never adopted, so that nobody's namespace is taken over, nor anyone's \
-                 namespace made one; delete that namespace, or annotate it with both if it is \
-                 meant to be this project's",
+                 marked as its ({of}={project}, {uid}=<the Project's metadata.uid>); a namespace \
+                 not marked for the project is never adopted, so that nobody's namespace is taken \
+                 over, nor anyone's namespace made one; if it is meant to be this project's, \
+                 annotate it with both, else remove it or give the project another name or \
+                 status.backingNamespace",
                 of = keys::BACKING_NAMESPACE_OF_ANNOTATION,
                 uid = keys::BACKING_NAMESPACE_UID_ANNOTATION,
             ),
