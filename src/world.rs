@@ -518,29 +518,6 @@ impl World {
             .map(|(id, _)| id)
     }
 
-    /// Namespaces marked as the backing namespace of a Project object the world does not hold (no
-    /// project of that ID, or one of another uid) whose deletion is not remembered either: left by
-    /// a Project deleted while no reconciler watched (deletions are remembered in memory only).
-    /// Candidates, as `(project, namespace, uid)`: only a fresh read proves one deleted.
-    pub fn orphaned_backing_namespaces(&self) -> Vec<(ProjectId, String, String)> {
-        if !self.projects_installed {
-            return Vec::new();
-        }
-        self.namespaces
-            .iter()
-            .filter_map(|(name, ns)| {
-                let id = ns.marked_project()?;
-                let uid = ns.backing_uid.clone().filter(|uid| !uid.is_empty())?;
-                let live = self
-                    .projects
-                    .get(&id)
-                    .is_some_and(|project| !is_another_object(&project.uid, &uid));
-                let remembered = self.deleted_projects.contains_key(&id);
-                (!live && !remembered).then(|| (id, name.clone(), uid))
-            })
-            .collect()
-    }
-
     /// Whether `namespace` backed a project proven deleted (and backs no live project).
     pub fn is_deleted_backing_namespace(&self, namespace: &str) -> bool {
         self.backing_project(namespace).is_none()
@@ -902,52 +879,6 @@ mod tests {
         // Marked for an earlier project of the same name: not this one's.
         world.upsert_namespace("payments".to_owned(), marked("uid-0"));
         assert_eq!(world.backing_project("payments"), None);
-    }
-
-    #[test]
-    fn a_marked_namespace_of_an_unknown_project_object_is_an_orphan_to_prove() {
-        let mut world = World {
-            projects_installed: true,
-            ..World::default()
-        };
-        let id = ProjectId::new("local", "payments");
-        let marked = |uid: &str| NamespaceState {
-            backing_of: Some(id.to_string()),
-            backing_uid: Some(uid.to_owned()),
-            ..NamespaceState::default()
-        };
-        world.upsert_namespace("local-payments".to_owned(), marked("uid-1"));
-        // No such project: an orphan.
-        let orphan = (id.clone(), "local-payments".to_owned(), "uid-1".to_owned());
-        assert_eq!(
-            world.orphaned_backing_namespaces(),
-            std::slice::from_ref(&orphan)
-        );
-        // The project, as that very object: none.
-        world.upsert_project(
-            id.clone(),
-            ProjectState {
-                uid: "uid-1".to_owned(),
-                ..ProjectState::default()
-            },
-        );
-        assert!(world.orphaned_backing_namespaces().is_empty());
-        // Another object under its name: the marked one was deleted.
-        world.upsert_project(
-            id.clone(),
-            ProjectState {
-                uid: "uid-2".to_owned(),
-                ..ProjectState::default()
-            },
-        );
-        assert_eq!(world.orphaned_backing_namespaces(), [orphan]);
-        // Once its deletion is remembered, it is not offered again.
-        world.note_project_deleted(id.clone(), "local-payments".to_owned(), "uid-1".to_owned());
-        assert!(world.orphaned_backing_namespaces().is_empty());
-        // Without the Project CRD, nothing is concluded.
-        world.forget_deleted_projects();
-        world.projects_installed = false;
-        assert!(world.orphaned_backing_namespaces().is_empty());
     }
 
     #[test]

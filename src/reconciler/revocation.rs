@@ -40,7 +40,6 @@ pub async fn confirm_deleted_projects(
     index: &Index,
     in_cluster: Option<&str>,
 ) -> usize {
-    remember_orphans(index, in_cluster);
     let pending: Vec<ProjectId> = index
         .read()
         .unconfirmed_deleted_projects()
@@ -90,27 +89,6 @@ pub async fn confirm_deleted_projects(
             unproven + not_found.len()
         }
     }
-}
-
-/// Projects deleted while no reconciler watched left no Delete event, but their backing namespaces
-/// still carry the marks naming them: those are remembered as deletions to prove, like the
-/// watch's. Written only when there are some (every write wakes a round).
-fn remember_orphans(index: &Index, in_cluster: Option<&str>) {
-    let orphans: Vec<_> = index
-        .read()
-        .orphaned_backing_namespaces()
-        .into_iter()
-        .filter(|(id, _, _)| in_cluster.is_none_or(|cluster| id.cluster == cluster))
-        .collect();
-    if orphans.is_empty() {
-        return;
-    }
-    index.update(|world| {
-        for (id, namespace, uid) in orphans {
-            tracing::info!(project = %id, %namespace, "reconciler: a backing namespace names a project that is not known; reading it");
-            world.note_project_deleted(id, namespace, uid);
-        }
-    });
 }
 
 /// Whether the project found under `id` is another object than the deleted one remembered.

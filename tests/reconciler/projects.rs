@@ -227,20 +227,3 @@ fn a_project_created_again_under_its_name_does_not_keep_the_deleted_ones_copies(
     });
     running.stop();
 }
-
-#[test]
-fn a_project_deleted_while_no_reconciler_ran_loses_its_copies_once_one_runs() {
-    let _turn = serial();
-    let (victim, member, running) = victim_with_a_copy("unwatched", "unwatched-a");
-    // No reconciler sees the deletion: no Delete event is ever delivered to one.
-    running.stop();
-    ok(kubectl(&["delete", "project", &victim.name, "-n", "local"]));
-    // The next one finds the backing namespace still marked for a Project it does not know, reads
-    // it (404), and removes its copies; the original stays.
-    let running = start(OverwritePolicy::Warn);
-    eventually("the deleted project's copy removed", WAIT, || {
-        get_secret(&member, "db").is_none().then_some(())
-    });
-    assert!(get_secret(&victim.backing, "db").is_some());
-    running.stop();
-}
