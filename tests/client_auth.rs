@@ -10,11 +10,12 @@ use scoped_secrets::{endpoints, keys};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testbed::control_plane::{ControlPlane, Options};
 use testbed::env::{ExtraServer, REPO, serve_args, start_server};
 use testbed::kubectl::{fails, kubectl_stdin, kubectl_with, ok};
 use testbed::registration;
+use testbed::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The common name of the certificate the apiserver presents to webhooks.
@@ -219,15 +220,11 @@ fn wait_counted(
     reason: &'static str,
     expected: u64,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metrics.connections_refused(reason) < expected {
-        assert!(
-            Instant::now() < deadline,
-            "{reason} refusals: {} (expected {expected})",
-            metrics.connections_refused(reason)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        &format!("{expected} {reason} refusals"),
+        Duration::from_secs(10),
+        || (metrics.connections_refused(reason) >= expected).then_some(()),
+    );
     assert_eq!(metrics.connections_refused(reason), expected, "{reason}");
 }
 
