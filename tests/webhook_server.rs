@@ -553,6 +553,115 @@ async fn a_body_that_never_arrives_gets_408_after_the_deadline() {
     assert!(started.elapsed() >= handler::BODY_READ_TIMEOUT - Duration::from_secs(1));
 }
 
+/// The server's header-read timeout in the tests below: short, so that they are quick.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn server_with_header_read_timeout() -> TestServer {
+    let limits = Limits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        ..Limits::default()
+    };
+    TestServer::start_with(ReviewLimits::default(), limits).await
+}
+
+/// Reads until the server closes the connection; how long that took. Fails if it answers
+/// anything, or keeps the connection open well past `within`.
+async fn closed_without_answer(
+    read: &mut (impl AsyncReadExt + Unpin),
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut chunk = [0u8; 1024];
+    match tokio::time::timeout(within, read.read(&mut chunk)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+        Ok(Ok(n)) => panic!(
+            "the server answered instead of closing: {}",
+            String::from_utf8_lossy(&chunk[..n])
+        ),
+        Err(_) => panic!("the connection was still open after {within:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_cut_off_at_the_header_read_timeout() {
+    let server = server_with_header_read_timeout().await;
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    // Half a head, then nothing (a slow-headers client).
+    let head = request_head(100);
+    write
+        .write_all(&head[..head.len() / 2])
+        .await
+        .expect("write");
+    write.flush().await.expect("flush");
+    let waited = closed_without_answer(&mut read, HEADER_READ_TIMEOUT * 10).await;
+    assert!(
+        waited >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
+        "closed after {waited:?}, before the timeout"
+    );
+    // The server goes on serving others.
+    let answer = answer(
+        &server.client(),
+        &server.url(endpoints::SECRET_NAMES),
+        &review("after", "a"),
+    )
+    .await;
+    assert_eq!(answer["response"]["uid"], "after");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_read_timeout_after_its_last_answer()
+{
+    let server = server_with_header_read_timeout().await;
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    let body = serde_json::to_vec(&review("idle", "i")).expect("json");
+    write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    write.write_all(&body).await.expect("write");
+    write.flush().await.expect("flush");
+    let answer = read_response(&mut read).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = closed_without_answer(&mut read, HEADER_READ_TIMEOUT * 10).await;
+    assert!(
+        waited >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
+        "closed {waited:?} after the answer, before the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_keeps_sending_reviews_outlives_the_header_read_timeout() {
+    // The deadline runs from each answer, not from the connection's start: reviews sent one
+    // after another over one connection for several timeouts are all answered on it.
+    let server = server_with_header_read_timeout().await;
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < HEADER_READ_TIMEOUT * 4 {
+        let body = serde_json::to_vec(&review(&format!("r{answered}"), "k")).expect("json");
+        write
+            .write_all(&request_head(body.len()))
+            .await
+            .expect("write");
+        write.write_all(&body).await.expect("write");
+        write.flush().await.expect("flush");
+        let answer = read_response(&mut read).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&format!("\"r{answered}\"")), "{answer}");
+        answered += 1;
+        // Well within the timeout between a review's answer and the next one's head.
+        tokio::time::sleep(HEADER_READ_TIMEOUT / 5).await;
+    }
+    assert!(
+        answered >= 10,
+        "only {answered} reviews in {:?}",
+        started.elapsed()
+    );
+}
+
 /// Tests that send MiB-sized bodies take this, so that the memory test measures its own reviews
 /// only (the tests of one binary run in parallel, in one process).
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -200,13 +200,39 @@ enum Parsed {
 
 impl<'c> Review<'c> {
     pub fn new(rules: Rules, req: &AdmissionRequest<DynamicObject>, cfg: &'c Config) -> Self {
+        Self::of(
+            rules,
+            req,
+            || (req.object.clone(), req.old_object.clone()),
+            cfg,
+        )
+    }
+
+    /// As [`Review::new`], but the request's `object` and `oldObject` are moved into the review
+    /// instead of copied: the webhook's path, where nothing reads them afterwards (copying their
+    /// metadata and fields was a tenth of a review's CPU besides decoding).
+    pub fn taking(
+        rules: Rules,
+        req: &mut AdmissionRequest<DynamicObject>,
+        cfg: &'c Config,
+    ) -> Self {
+        let objects = (req.object.take(), req.old_object.take());
+        Self::of(rules, req, || objects, cfg)
+    }
+
+    fn of(
+        rules: Rules,
+        req: &AdmissionRequest<DynamicObject>,
+        objects: impl FnOnce() -> (Option<DynamicObject>, Option<DynamicObject>),
+        cfg: &'c Config,
+    ) -> Self {
         let subject = if skips_rules(req, cfg) {
             Parsed::Skipped
         } else {
             match kind_of(req) {
-                Kind::Secret => subject::<Secret>(req)
+                Kind::Secret => subject::<Secret>(req, objects())
                     .map_or_else(|d| Parsed::Malformed(Kind::Secret, d), Parsed::Secret),
-                Kind::Namespace => subject::<Namespace>(req)
+                Kind::Namespace => subject::<Namespace>(req, objects())
                     .map_or_else(|d| Parsed::Malformed(Kind::Namespace, d), Parsed::Namespace),
                 Kind::Other => Parsed::Other,
             }
@@ -298,12 +324,28 @@ pub fn validate_only(
 /// The mutations M1 (namespace label) and M2 (original's labels): a JSON Patch or nothing. Never
 /// on DELETE, never touching secret data, and no patch when nothing needs to change.
 pub fn mutate(req: &AdmissionRequest<DynamicObject>, world: &World) -> Decision {
+    mutation(req, || (req.object.clone(), req.old_object.clone()), world)
+}
+
+/// As [`mutate`], the request's objects moved instead of copied (see [`Review::taking`]).
+pub fn mutate_taking(req: &mut AdmissionRequest<DynamicObject>, world: &World) -> Decision {
+    let objects = (req.object.take(), req.old_object.take());
+    mutation(req, || objects, world)
+}
+
+fn mutation(
+    req: &AdmissionRequest<DynamicObject>,
+    objects: impl FnOnce() -> (Option<DynamicObject>, Option<DynamicObject>),
+    world: &World,
+) -> Decision {
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Decision::default();
     }
     let mutation = match kind_of(req) {
-        Kind::Secret => subject::<Secret>(req).map(|s| (mutate::secret(&s, world), Vec::new())),
-        Kind::Namespace => subject::<Namespace>(req).map(|s| mutate::namespace(&s)),
+        Kind::Secret => {
+            subject::<Secret>(req, objects()).map(|s| (mutate::secret(&s, world), Vec::new()))
+        }
+        Kind::Namespace => subject::<Namespace>(req, objects()).map(|s| mutate::namespace(&s)),
         Kind::Other => Ok((Vec::new(), Vec::new())),
     };
     match mutation {
@@ -367,14 +409,14 @@ impl<T> Subject<T> {
 const PAYLOAD_FIELDS: [&str; 2] = ["data", "stringData"];
 
 /// The object's fields (metadata aside, which DynamicObject keeps apart) without its payload.
-fn without_payload(fields: &serde_json::Value) -> serde_json::Value {
-    let kept = fields
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, _)| !PAYLOAD_FIELDS.contains(&key.as_str()))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
+fn without_payload(fields: serde_json::Value) -> serde_json::Value {
+    let mut kept = match fields {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    for key in PAYLOAD_FIELDS {
+        kept.remove(key);
+    }
     serde_json::Value::Object(kept)
 }
 
@@ -390,11 +432,14 @@ fn malformed_payload(fields: &serde_json::Value) -> Option<&'static str> {
     })
 }
 
-fn subject<T>(req: &AdmissionRequest<DynamicObject>) -> Result<Subject<T>, Denial>
+fn subject<T>(
+    req: &AdmissionRequest<DynamicObject>,
+    (object, old_object): (Option<DynamicObject>, Option<DynamicObject>),
+) -> Result<Subject<T>, Denial>
 where
     T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
 {
-    let convert = |obj: &Option<DynamicObject>, field: &str| -> Result<Option<T>, Denial> {
+    let convert = |obj: Option<DynamicObject>, field: &str| -> Result<Option<T>, Denial> {
         let Some(obj) = obj else { return Ok(None) };
         let malformed = |e: &dyn std::fmt::Display| {
             Denial::bad_request(format!("{field} is not a valid {}: {e}", T::KIND))
@@ -402,12 +447,12 @@ where
         if let Some(bad) = malformed_payload(&obj.data) {
             return Err(malformed(&format_args!("{bad} is not a map of strings")));
         }
-        let mut typed = T::deserialize(&without_payload(&obj.data)).map_err(|e| malformed(&e))?;
-        *typed.metadata_mut() = obj.metadata.clone();
+        let mut typed = T::deserialize(without_payload(obj.data)).map_err(|e| malformed(&e))?;
+        *typed.metadata_mut() = obj.metadata;
         Ok(Some(with_namespace(typed, req.namespace.as_deref())))
     };
-    let new = convert(&req.object, "object")?;
-    let old = convert(&req.old_object, "oldObject")?;
+    let new = convert(object, "object")?;
+    let old = convert(old_object, "oldObject")?;
     let missing = match req.operation {
         Operation::Create => new.is_none().then_some("object"),
         Operation::Update => (new.is_none() || old.is_none()).then_some("object or oldObject"),

@@ -29,6 +29,7 @@
 pub mod client_auth;
 pub mod facts;
 pub mod handler;
+pub mod header_deadline;
 pub mod lean;
 pub mod limits;
 pub mod pipeline;

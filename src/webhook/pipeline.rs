@@ -33,14 +33,14 @@ pub async fn review_pipeline(
     } else {
         Box::pin(decode_off_the_webhook_threads(body)).await
     };
-    let request = match decoded.and_then(|request| covered(request, path, endpoint)) {
+    let mut request = match decoded.and_then(|request| covered(request, path, endpoint)) {
         Ok(request) => request,
         Err(err) => return undecodable(state, path, &err),
     };
     record_request(&request);
     let decision = match endpoint.action {
-        Action::Mutate => policy::mutate(&request, &state.index.read()),
-        Action::Validate(rules) => match validate(state, rules, &request) {
+        Action::Mutate => policy::mutate_taking(&mut request, &state.index.read()),
+        Action::Validate(rules) => match validate(state, rules, &mut request) {
             Ok(decision) => decision,
             Err(awaiting) => Box::pin(awaiting.decide(state.client.as_ref(), &request)).await,
         },
@@ -124,14 +124,15 @@ fn covered(
 }
 
 /// One validating entry's rules, decided in one index snapshot; a review that needs facts from the
-/// apiserver (SubjectAccessReviews, a secret's type) comes back to be finished with them.
+/// apiserver (SubjectAccessReviews, a secret's type) comes back to be finished with them. The
+/// request's objects move into the review: only the request's other fields are read afterwards.
 fn validate<'a>(
     state: &'a AppState,
     rules: Rules,
-    request: &'a Request,
+    request: &mut Request,
 ) -> Result<Decision, Box<AwaitingFacts<'a>>> {
     let world = world_for(state, request);
-    let review = Review::new(rules, request, &state.config);
+    let review = Review::taking(rules, request, &state.config);
     let needs = review.needs(&world);
     if needs == Needs::default() {
         return Ok(review.decide(&world, &Facts::default()));

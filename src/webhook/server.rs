@@ -4,9 +4,11 @@
 //! connections.
 
 use super::client_auth::ClientAuth;
+use super::header_deadline::HeaderDeadline;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::Service as _;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
@@ -138,12 +140,12 @@ impl Server {
             }
             let acceptor = self.acceptor.clone();
             let limits = self.limits;
-            let service = TowerToHyperService::new(router.clone());
+            // The header-read deadline is kept here, not by hyper (see `header_deadline`).
+            let deadline = HeaderDeadline::new(limits.header_read_timeout);
+            let service = marking_requests(router.clone(), Arc::clone(&deadline));
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_read_timeout)
-                    .keep_alive(true);
+                b.keep_alive(true);
                 b
             };
             let watcher = graceful.watcher();
@@ -177,8 +179,16 @@ impl Server {
                     return;
                 }
                 let connection = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tokio::select! {
+                    biased;
+                    served = watcher.watch(connection) => {
+                        if let Err(e) = served {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    () = deadline.passed() => {
+                        tracing::debug!(%peer, "no request head within the header-read timeout; connection closed");
+                    }
                 }
             });
         }
@@ -190,6 +200,30 @@ impl Server {
             tracing::warn!("drain deadline passed; closing the remaining connections");
         }
     }
+}
+
+/// The router as a hyper service that marks on `deadline` when each request's head has arrived
+/// and when it is answered.
+fn marking_requests(
+    router: Router,
+    deadline: Arc<HeaderDeadline>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> {
+    let service = TowerToHyperService::new(router);
+    hyper::service::service_fn(move |request| {
+        deadline.serving();
+        let answer = service.call(request);
+        let deadline = Arc::clone(&deadline);
+        async move {
+            let response = answer.await;
+            deadline.answered();
+            response
+        }
+    })
 }
 
 /// Counts refused connections, when there is somewhere to count them.
