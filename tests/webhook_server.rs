@@ -582,6 +582,18 @@ async fn closed_without_answer(
     }
 }
 
+/// Sends a review of uid `uid` on an open connection and reads its answer (head and body).
+async fn reviewed_on(read: &mut RawRead, write: &mut RawWrite, uid: &str) -> String {
+    let body = serde_json::to_vec(&review(uid, "k")).expect("json");
+    write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    write.write_all(&body).await.expect("write");
+    write.flush().await.expect("flush");
+    read_response(read).await
+}
+
 #[tokio::test]
 async fn a_request_head_that_never_completes_is_cut_off_at_the_header_read_timeout() {
     let server = server_with_header_read_timeout().await;
@@ -615,14 +627,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_read_timeout_afte
     let server = server_with_header_read_timeout().await;
     let stream = raw_tls(server.addr, &server.ca()).await;
     let (mut read, mut write) = tokio::io::split(stream);
-    let body = serde_json::to_vec(&review("idle", "i")).expect("json");
-    write
-        .write_all(&request_head(body.len()))
-        .await
-        .expect("write");
-    write.write_all(&body).await.expect("write");
-    write.flush().await.expect("flush");
-    let answer = read_response(&mut read).await;
+    let answer = reviewed_on(&mut read, &mut write, "idle").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let waited = closed_without_answer(&mut read, HEADER_READ_TIMEOUT * 10).await;
     assert!(
@@ -641,14 +646,7 @@ async fn a_connection_that_keeps_sending_reviews_outlives_the_header_read_timeou
     let started = Instant::now();
     let mut answered = 0;
     while started.elapsed() < HEADER_READ_TIMEOUT * 4 {
-        let body = serde_json::to_vec(&review(&format!("r{answered}"), "k")).expect("json");
-        write
-            .write_all(&request_head(body.len()))
-            .await
-            .expect("write");
-        write.write_all(&body).await.expect("write");
-        write.flush().await.expect("flush");
-        let answer = read_response(&mut read).await;
+        let answer = reviewed_on(&mut read, &mut write, &format!("r{answered}")).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(&format!("\"r{answered}\"")), "{answer}");
         answered += 1;
