@@ -657,12 +657,26 @@ impl World {
         (value.is_empty() || value == project.project).then_some(Original { project, secret })
     }
 
-    /// The originals of one project.
+    /// The originals of one project: the labelled secrets of the one namespace backing it, looked
+    /// up, not found among every labelled secret (copies are most of those, 100,000 at scale: a
+    /// review in a project's namespace must not walk them all).
     pub fn originals_of<'a>(
         &'a self,
         project: &'a ProjectId,
     ) -> impl Iterator<Item = Original<'a>> + 'a {
-        self.originals().filter(move |o| o.project == project)
+        self.owned_backing_namespace(project)
+            .and_then(|namespace| self.scoped.get(namespace))
+            .into_iter()
+            .flat_map(|names| names.values())
+            .filter_map(move |secret| self.as_original(secret.whole()?))
+            .filter(move |o| o.project == project)
+    }
+
+    /// The original of `project` named `name`, if it has one.
+    pub fn original_of(&self, project: &ProjectId, name: &str) -> Option<Original<'_>> {
+        let namespace = self.owned_backing_namespace(project)?;
+        self.original_at(namespace, name)
+            .filter(|original| original.project == project)
     }
 
     /// Every labelled copy as (namespace, name, copy).

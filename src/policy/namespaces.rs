@@ -274,15 +274,14 @@ fn wanting<'w>(
     terminating: bool,
     cfg: &'w Config,
 ) -> impl Iterator<Item = Original<'w>> + 'w {
-    world.originals().filter(move |o| {
-        o.project == project
-            && plan::wants_copy(
-                o,
-                &IgnoreList::of(&o.secret.metadata),
-                ns,
-                terminating,
-                &cfg.copies,
-            )
+    world.originals_of(project).filter(move |o| {
+        plan::wants_copy(
+            o,
+            &IgnoreList::of(&o.secret.metadata),
+            ns,
+            terminating,
+            &cfg.copies,
+        )
     })
 }
 

@@ -362,6 +362,33 @@ proptest! {
         }
     }
 
+    /// The reviews look a project's originals up in its backing namespace; the plan finds them
+    /// among every labelled secret (copies and stray labels included). Both find the same ones.
+    #[test]
+    fn a_projects_originals_looked_up_are_those_found_among_every_labelled_secret(s in scenario()) {
+        let mut world = build(&s);
+        let actions = plan::actions(&world, &settings(s.deny));
+        apply(&mut world, &actions);
+        for p in 0..2 {
+            let project = project_id(p);
+            let scanned: Vec<(String, String)> = world
+                .originals()
+                .filter(|o| *o.project == project)
+                .map(|o| (o.namespace().to_owned(), o.name().to_owned()))
+                .collect();
+            let looked_up: Vec<(String, String)> = world
+                .originals_of(&project)
+                .map(|o| (o.namespace().to_owned(), o.name().to_owned()))
+                .collect();
+            prop_assert_eq!(&looked_up, &scanned);
+            for name in NAMES {
+                let one = world.original_of(&project, name).map(|o| o.namespace().to_owned());
+                let found = scanned.iter().find(|(_, n)| n == name).map(|(ns, _)| ns.clone());
+                prop_assert_eq!(one, found, "{} of {}", name, project);
+            }
+        }
+    }
+
     /// S2, S5, S7 ask [`plan::wanted_namespaces`] one original at a time; the plan computes the
     /// whole world at once. Converged, every wanted namespace holds the copy or reports why not, and
     /// no other namespace holds one.

@@ -115,17 +115,9 @@ fn reserving_original<'a>(
 ) -> Option<Original<'a>> {
     let state = world.namespace(ns)?;
     let project = state.project()?;
-    world.originals().find(|o| {
-        *o.project == project
-            && o.name() == name
-            && plan::wants_copy(
-                o,
-                &IgnoreList::of(&o.secret.metadata),
-                ns,
-                state.terminating,
-                settings,
-            )
-    })
+    let original = world.original_of(&project, name)?;
+    let ignored = IgnoreList::of(&original.secret.metadata);
+    plan::wants_copy(&original, &ignored, ns, state.terminating, settings).then_some(original)
 }
 
 fn origin(original: &Original<'_>) -> String {
