@@ -31,40 +31,82 @@ fn main() -> anyhow::Result<()> {
     let reviews = setting("BENCH_POLICY_REVIEWS", 20_000);
     let project = ProjectId::new("local", "p-bench");
     let world = world(&project, namespaces);
-    let body = serde_json::to_vec(&serde_json::json!({
+    let config = Config::default();
+    let namespace = member(namespaces / 2);
+    let create = request(&namespace, "fresh", "CREATE", None)?;
+    let per_review = time(&create, Rules::SecretNames, &world, &config, reviews, false)?;
+    println!(
+        "a review of a new secret in a project's namespace, {} copies indexed: {per_review:.1} us per review ({reviews} reviews)",
+        namespaces * ORIGINALS
+    );
+    // A user deleting a copy: S5 refuses it while the original still wants the copy there.
+    let origin = keys::origin_value(BACKING, "s0");
+    let delete = request(&namespace, "s0", "DELETE", Some(&origin))?;
+    let per_review = time(&delete, Rules::SecretGuard, &world, &config, reviews, true)?;
+    println!(
+        "a review of a user deleting a copy, {} copies indexed: {per_review:.1} us per review ({reviews} reviews)",
+        namespaces * ORIGINALS
+    );
+    Ok(())
+}
+
+/// Microseconds of CPU per review of `body` by `rules`, each checked to be refused or not.
+fn time(
+    body: &[u8],
+    rules: Rules,
+    world: &World,
+    config: &Config,
+    reviews: u32,
+    refused: bool,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for _ in 0..reviews {
+        let request = scoped_secrets::webhook::review::parse_request(body)?;
+        let decision = policy::validate_only(rules, &request, world, config, &Facts::default());
+        anyhow::ensure!(
+            decision.denial.is_some() == refused,
+            "unexpected decision: {:?}",
+            decision.denial
+        );
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(reviews))
+}
+
+/// An AdmissionReview of `operation` on secret `name` in `namespace` by alice; the secret is a
+/// copy of `origin` when that is given.
+fn request(
+    namespace: &str,
+    name: &str,
+    operation: &str,
+    origin: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut object = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"password": "c2VjcmV0"}
+    });
+    if let Some(origin) = origin {
+        object["metadata"]["labels"] = serde_json::json!({keys::PROJECT_SCOPED_LABEL: "p-bench"});
+        object["metadata"]["annotations"] =
+            serde_json::json!({keys::COPY_ANNOTATION: keys::TRUE, keys::ORIGIN_ANNOTATION: origin});
+    }
+    let (object, old) = match operation {
+        "CREATE" => (Some(object), None),
+        "DELETE" => (None, Some(object)),
+        _ => (Some(object.clone()), Some(object)),
+    };
+    Ok(serde_json::to_vec(&serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Secret"},
             "resource": {"group": "", "version": "v1", "resource": "secrets"},
-            "name": "fresh", "namespace": member(namespaces / 2), "operation": "CREATE",
+            "name": name, "namespace": namespace, "operation": operation,
             "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-            "object": {
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": "fresh", "namespace": member(namespaces / 2)},
-                "data": {"password": "c2VjcmV0"}
-            }
+            "object": object,
+            "oldObject": old,
         }
-    }))?;
-    let config = Config::default();
-    let started = Instant::now();
-    for _ in 0..reviews {
-        let request = scoped_secrets::webhook::review::parse_request(&body)?;
-        let decision = policy::validate_only(
-            Rules::SecretNames,
-            &request,
-            &world,
-            &config,
-            &Facts::default(),
-        );
-        anyhow::ensure!(decision.denial.is_none(), "the new name was refused");
-    }
-    println!(
-        "a review of a new secret in a project's namespace, {} copies indexed: {:.1} us per review ({reviews} reviews)",
-        namespaces * ORIGINALS,
-        started.elapsed().as_secs_f64() * 1e6 / f64::from(reviews)
-    );
-    Ok(())
+    }))?)
 }
 
 fn member(i: usize) -> String {

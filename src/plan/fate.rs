@@ -42,6 +42,25 @@ pub fn wanted_namespaces<'w>(
         .map(|(name, _)| name)
 }
 
+/// Whether `namespace` is one of [`wanted_namespaces`] (one look-up, not a walk of every namespace).
+pub fn wanted_in(
+    world: &World,
+    original: &Original<'_>,
+    namespace: &str,
+    settings: &Settings,
+) -> bool {
+    world.namespace(namespace).is_some_and(|state| {
+        world.member_project(state).as_ref() == Some(original.project)
+            && wants_copy(
+                original,
+                &IgnoreList::of(&original.secret.metadata),
+                namespace,
+                state.terminating,
+                settings,
+            )
+    })
+}
+
 /// What making `original`'s copy in `namespace` exact takes, given what holds its name there now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fate<'w> {

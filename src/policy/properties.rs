@@ -406,6 +406,7 @@ proptest! {
             let origin = keys::origin_value(original.namespace(), original.name());
             let wanted: BTreeSet<&str> = plan::wanted_namespaces(&world, original.clone(), &settings).collect();
             for (ns, _) in world.namespaces() {
+                prop_assert_eq!(wanted.contains(ns), plan::wanted_in(&world, &original, ns, &settings), "{} in {}", origin, ns);
                 let holds = world.scoped(ns, original.name()).and_then(|s| s.copy()).is_some_and(|c| {
                     c.origin.as_deref() == Some(origin.as_str())
                 });

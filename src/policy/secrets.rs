@@ -455,7 +455,7 @@ fn copy_origin(world: &World, ns: &str, meta: &ObjectMeta) -> Option<String> {
 fn is_wanted(world: &World, settings: &Settings, ns: &str, origin: &str) -> bool {
     keys::parse_origin(origin)
         .and_then(|(origin_ns, name)| world.original_at(origin_ns, name))
-        .is_some_and(|original| plan::wanted_namespaces(world, original, settings).any(|n| n == ns))
+        .is_some_and(|original| plan::wanted_in(world, &original, ns, settings))
 }
 
 /// S7: deleting an original, removing its label or narrowing its ignore list removes copies; say
