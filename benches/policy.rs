@@ -47,6 +47,20 @@ fn main() -> anyhow::Result<()> {
         "a review of a user deleting a copy, {} copies indexed: {per_review:.1} us per review ({reviews} reviews)",
         namespaces * ORIGINALS
     );
+    // A user editing an original: S2 lists the namespaces its copies go to (all 10,000).
+    let edit = request(BACKING, "s0", "UPDATE", None)?;
+    let per_review = time(
+        &edit,
+        Rules::SecretNames,
+        &world,
+        &config,
+        reviews / 100,
+        false,
+    )?;
+    println!(
+        "a review of a user's edit of an original copied into {namespaces} namespaces: {per_review:.1} us per review ({} reviews)",
+        reviews / 100
+    );
     Ok(())
 }
 
@@ -85,8 +99,10 @@ fn request(
         "metadata": {"name": name, "namespace": namespace},
         "data": {"password": "c2VjcmV0"}
     });
-    if let Some(origin) = origin {
+    if namespace == BACKING || origin.is_some() {
         object["metadata"]["labels"] = serde_json::json!({keys::PROJECT_SCOPED_LABEL: "p-bench"});
+    }
+    if let Some(origin) = origin {
         object["metadata"]["annotations"] =
             serde_json::json!({keys::COPY_ANNOTATION: keys::TRUE, keys::ORIGIN_ANNOTATION: origin});
     }

@@ -94,6 +94,22 @@ impl NamespaceState {
             .as_deref()
             .and_then(|v| ProjectId::parse(v).ok())
     }
+
+    /// Whether [`Self::project`] is `project`, without making one: asked of every namespace of the
+    /// cluster for each original, in each review of an original and each plan.
+    pub fn names_project(&self, project: &ProjectId) -> bool {
+        // ProjectId::parse's rules, compared in place.
+        self.project_annotation
+            .as_deref()
+            .and_then(|v| v.split_once(':'))
+            .is_some_and(|(cluster, name)| {
+                !cluster.is_empty()
+                    && !name.is_empty()
+                    && !name.contains(':')
+                    && cluster == project.cluster
+                    && name == project.project
+            })
+    }
 }
 
 /// What a secret is, as far as the index is concerned. No secret data, no other metadata.
@@ -594,8 +610,9 @@ impl World {
         &'a self,
         project: &'a ProjectId,
     ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
+        let served_here = !self.served_elsewhere.contains(project);
         self.namespaces()
-            .filter(move |(_, ns)| self.member_project(ns).as_ref() == Some(project))
+            .filter(move |(_, ns)| served_here && ns.names_project(project))
     }
 
     pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {
@@ -780,6 +797,42 @@ pub mod fixtures {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_project_agrees_with_the_parsed_annotation() {
+        let ids = [
+            ProjectId::new("local", "p-1"),
+            ProjectId::new("c-1", "p-1"),
+            ProjectId::new("local", "p-1:x"),
+            ProjectId::new("", "p-1"),
+            ProjectId::new("local", ""),
+        ];
+        let values = [
+            None,
+            Some("local:p-1"),
+            Some("c-1:p-1"),
+            Some("local:p-1:x"),
+            Some(":p-1"),
+            Some("local:"),
+            Some("local"),
+            Some("local:p-2"),
+            Some(""),
+            Some("local::p-1"),
+        ];
+        for value in values {
+            let state = NamespaceState {
+                project_annotation: value.map(str::to_owned),
+                ..NamespaceState::default()
+            };
+            for id in &ids {
+                assert_eq!(
+                    state.names_project(id),
+                    state.project().as_ref() == Some(id),
+                    "{value:?} names {id:?}"
+                );
+            }
+        }
+    }
     use super::fixtures::*;
     use super::*;
 

@@ -8,6 +8,7 @@ use crate::world::{self, Original, World, annotation, label};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use kube::core::admission::Operation;
+use std::collections::HashSet;
 
 pub(super) fn needs(s: &Subject<Secret>, world: &World) -> Needs {
     let taken = s.op == Operation::Create
@@ -464,7 +465,9 @@ fn removals(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings
     let Some(before) = s.old.as_ref().and_then(|old| world.as_original(old)) else {
         return;
     };
-    let wanted_after: Vec<&str> = s
+    // A set: an original's copies can go to every namespace of the cluster, and checking each
+    // against a list made this quadratic (~0.1 s of CPU per review at 10,000 namespaces).
+    let wanted_after: HashSet<&str> = s
         .new
         .as_ref()
         .and_then(|new| world.as_original(new))
