@@ -210,7 +210,7 @@ impl<'c> Review<'c> {
 
     /// As [`Review::new`], but the request's `object` and `oldObject` are moved into the review
     /// instead of copied: the webhook's path, where nothing reads them afterwards (copying their
-    /// metadata and fields was a tenth of a review's CPU besides decoding).
+    /// metadata and fields was ~0.35 µs of the ~7 µs a review takes in process, TLS aside).
     pub fn taking(
         rules: Rules,
         req: &mut AdmissionRequest<DynamicObject>,
