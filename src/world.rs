@@ -95,8 +95,7 @@ impl NamespaceState {
             .and_then(|v| ProjectId::parse(v).ok())
     }
 
-    /// Whether [`Self::project`] is `project`, without making one: asked of every namespace of the
-    /// cluster for each original, in each review of an original and each plan.
+    /// Whether [`Self::project`] is `project`, without making one (see [`World::is_member_of`]).
     pub fn names_project(&self, project: &ProjectId) -> bool {
         // ProjectId::parse's rules, compared in place.
         self.project_annotation
@@ -512,6 +511,12 @@ impl World {
             .filter(|project| !self.served_elsewhere.contains(project))
     }
 
+    /// Whether [`Self::member_project`] is `project`, without making a `ProjectId`: asked of every
+    /// namespace for each original, in the plan and in the reviews of originals.
+    pub fn is_member_of(&self, namespace: &NamespaceState, project: &ProjectId) -> bool {
+        namespace.names_project(project) && !self.served_elsewhere.contains(project)
+    }
+
     /// A namespace as messages name it: `cluster/namespace` in a downstream cluster's world, so that
     /// a warning given in the management cluster says where.
     pub fn qualified<'a>(&self, namespace: &'a str) -> std::borrow::Cow<'a, str> {
@@ -610,9 +615,8 @@ impl World {
         &'a self,
         project: &'a ProjectId,
     ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
-        let served_here = !self.served_elsewhere.contains(project);
         self.namespaces()
-            .filter(move |(_, ns)| served_here && ns.names_project(project))
+            .filter(move |(_, ns)| self.is_member_of(ns, project))
     }
 
     pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {

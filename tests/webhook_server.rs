@@ -650,8 +650,6 @@ async fn a_connection_that_keeps_sending_reviews_outlives_the_header_read_timeou
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains(&format!("\"r{answered}\"")), "{answer}");
         answered += 1;
-        // Well within the timeout between a review's answer and the next one's head.
-        tokio::time::sleep(HEADER_READ_TIMEOUT / 5).await;
     }
     assert!(
         answered >= 10,

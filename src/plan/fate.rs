@@ -50,7 +50,7 @@ pub fn wanted_in(
     settings: &Settings,
 ) -> bool {
     world.namespace(namespace).is_some_and(|state| {
-        world.member_project(state).as_ref() == Some(original.project)
+        world.is_member_of(state, original.project)
             && wants_copy(
                 original,
                 &IgnoreList::of(&original.secret.metadata),

@@ -39,23 +39,34 @@ impl HeaderDeadline {
 
     /// The request has been answered: the next head is awaited from now.
     pub fn answered(&self) {
-        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(SERVING - 1);
+        self.answered_at(Instant::now());
+    }
+
+    fn answered_at(&self, at: Instant) {
+        let since = at.saturating_duration_since(self.opened).as_nanos();
+        let since = u64::try_from(since).unwrap_or(SERVING - 1);
         self.waiting_since.store(since, Ordering::Relaxed);
+    }
+
+    /// When the deadline passes if nothing changes; `None` while a request is being answered
+    /// (answering takes as long as it takes: the body and the look-ups have deadlines of their own).
+    fn due(&self) -> Option<Instant> {
+        match self.waiting_since.load(Ordering::Relaxed) {
+            SERVING => None,
+            since => Some(self.opened + Duration::from_nanos(since) + self.timeout),
+        }
     }
 
     /// Resolves once the connection has waited longer than the timeout for a request head.
     pub async fn passed(&self) {
         loop {
             let now = Instant::now();
-            let due = match self.waiting_since.load(Ordering::Relaxed) {
-                // Answering takes as long as it takes (the body and the look-ups have deadlines of
-                // their own): look again later.
-                SERVING => now + self.timeout,
-                since => self.opened + Duration::from_nanos(since) + self.timeout,
-            };
+            // While serving, look again a timeout later.
+            let due = self.due().unwrap_or(now + self.timeout);
             if now >= due {
                 return;
             }
+            // The connection's one timer; it is re-armed only here, when it has fired.
             tokio::time::sleep_until(due.into()).await;
         }
     }
@@ -87,22 +98,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_answer_starts_the_wait_for_the_next_head_again() {
+    #[test]
+    fn an_answer_starts_the_wait_for_the_next_head_again() {
         let deadline = HeaderDeadline::new(TIMEOUT);
-        let watched = Arc::clone(&deadline);
-        let passed = tokio::spawn(async move {
-            watched.passed().await;
-            Instant::now()
-        });
-        // A request arrives within the timeout and is answered after it: the watch, asleep
-        // until the first due time, must not end the connection then.
-        tokio::time::sleep(TIMEOUT / 2).await;
+        assert_eq!(deadline.due(), Some(deadline.opened + TIMEOUT));
         deadline.serving();
-        tokio::time::sleep(TIMEOUT * 2).await;
-        deadline.answered();
-        let answered = Instant::now();
-        let passed_at = passed.await.expect("the watch ends");
-        assert!(passed_at >= answered + TIMEOUT);
+        assert_eq!(
+            deadline.due(),
+            None,
+            "no deadline while a request is answered"
+        );
+        // Answered long after the connection's first due time: the next head is due a timeout
+        // after the answer, not after the connection opened.
+        let answered = deadline.opened + TIMEOUT * 3;
+        deadline.answered_at(answered);
+        assert_eq!(deadline.due(), Some(answered + TIMEOUT));
     }
 }
