@@ -1,8 +1,10 @@
-//! The rules alone, in process (no cluster): the CPU time of one review of a new secret in a
-//! project's namespace while the index holds a project's worth of copies, 10 originals copied into
-//! BENCH_POLICY_NAMESPACES (default 10,000) namespaces, 100,000 copies; BENCH_POLICY_REVIEWS
-//! (default 20,000) reviews. The review decodes the
-//! body and runs the name-check entry's rules (S1's reserved names look the project's originals up).
+//! The rules alone, in process (no cluster): the CPU time of one review while the index holds a
+//! project's worth of copies, 10 originals copied into BENCH_POLICY_NAMESPACES (default 10,000)
+//! namespaces, 100,000 copies, beside a small project of 10 namespaces; BENCH_POLICY_REVIEWS
+//! (default 20,000) reviews of each kind. A review decodes the body and runs one entry's rules:
+//! a new secret in a project's namespace (S1's reserved names look the project's originals up), a
+//! user deleting a copy (S5), a user editing an original of the large and of the small project
+//! (S2 and S7 walk the project's namespaces, not the cluster's).
 //!
 //! `make bench-policy` (or `cargo bench --bench policy`).
 
@@ -16,6 +18,10 @@ use std::time::Instant;
 
 const BACKING: &str = "local-p-bench";
 const ORIGINALS: usize = 10;
+/// A second project, of a few namespaces, in the same cluster: its reviews should cost what its
+/// own namespaces cost, whatever the size of the cluster.
+const SMALL_BACKING: &str = "local-p-small";
+const SMALL_MEMBERS: usize = 10;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -33,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let world = world(&project, namespaces);
     let config = Config::default();
     let namespace = member(namespaces / 2);
-    let create = request(&namespace, "fresh", "CREATE", None)?;
+    let create = request(&namespace, "fresh", "CREATE", None, BACKING)?;
     let per_review = time(&create, Rules::SecretNames, &world, &config, reviews, false)?;
     println!(
         "a review of a new secret in a project's namespace, {} copies indexed: {per_review:.1} us per review ({reviews} reviews)",
@@ -41,14 +47,14 @@ fn main() -> anyhow::Result<()> {
     );
     // A user deleting a copy: S5 refuses it while the original still wants the copy there.
     let origin = keys::origin_value(BACKING, "s0");
-    let delete = request(&namespace, "s0", "DELETE", Some(&origin))?;
+    let delete = request(&namespace, "s0", "DELETE", Some(&origin), BACKING)?;
     let per_review = time(&delete, Rules::SecretGuard, &world, &config, reviews, true)?;
     println!(
         "a review of a user deleting a copy, {} copies indexed: {per_review:.1} us per review ({reviews} reviews)",
         namespaces * ORIGINALS
     );
     // A user editing an original: S2 lists the namespaces its copies go to (all 10,000).
-    let edit = request(BACKING, "s0", "UPDATE", None)?;
+    let edit = request(BACKING, "s0", "UPDATE", None, BACKING)?;
     let per_review = time(
         &edit,
         Rules::SecretNames,
@@ -60,6 +66,14 @@ fn main() -> anyhow::Result<()> {
     println!(
         "a review of a user's edit of an original copied into {namespaces} namespaces: {per_review:.1} us per review ({} reviews)",
         reviews / 100
+    );
+    // The same edit of a small project's original: its copies go to its 10 namespaces, whatever
+    // the cluster's other 10,000 hold.
+    let edit = request(SMALL_BACKING, "s0", "UPDATE", None, SMALL_BACKING)?;
+    let per_review = time(&edit, Rules::SecretNames, &world, &config, reviews, false)?;
+    println!(
+        "a review of a user's edit of an original copied into {SMALL_MEMBERS} namespaces, {} namespaces in the cluster: {per_review:.1} us per review ({reviews} reviews)",
+        namespaces + SMALL_MEMBERS + 2
     );
     Ok(())
 }
@@ -87,20 +101,22 @@ fn time(
 }
 
 /// An AdmissionReview of `operation` on secret `name` in `namespace` by alice; the secret is a
-/// copy of `origin` when that is given.
+/// copy of `origin` when that is given, labelled for the project backed by `backing`.
 fn request(
     namespace: &str,
     name: &str,
     operation: &str,
     origin: Option<&str>,
+    backing: &str,
 ) -> anyhow::Result<Vec<u8>> {
+    let project = backing.trim_start_matches("local-");
     let mut object = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": name, "namespace": namespace},
         "data": {"password": "c2VjcmV0"}
     });
-    if namespace == BACKING || origin.is_some() {
-        object["metadata"]["labels"] = serde_json::json!({keys::PROJECT_SCOPED_LABEL: "p-bench"});
+    if namespace == backing || origin.is_some() {
+        object["metadata"]["labels"] = serde_json::json!({keys::PROJECT_SCOPED_LABEL: project});
     }
     if let Some(origin) = origin {
         object["metadata"]["annotations"] =
@@ -129,20 +145,35 @@ fn member(i: usize) -> String {
     format!("member-{i}")
 }
 
-/// The project with its originals in its backing namespace and a copy of each in every member.
+/// The project with its originals in its backing namespace and a copy of each in every member, and
+/// beside it a small project of [`SMALL_MEMBERS`] namespaces.
 fn world(project: &ProjectId, namespaces: usize) -> World {
     let mut world = World::default();
     world.projects_installed = true;
+    add_project(&mut world, project, BACKING, (0..namespaces).map(member));
+    let small = ProjectId::new("local", "p-small");
+    let small_members = (0..SMALL_MEMBERS).map(|i| format!("small-{i}"));
+    add_project(&mut world, &small, SMALL_BACKING, small_members);
+    world
+}
+
+/// `project`, backed by `backing` with [`ORIGINALS`] originals, a copy of each in every member.
+fn add_project(
+    world: &mut World,
+    project: &ProjectId,
+    backing: &str,
+    members: impl Iterator<Item = String>,
+) {
     world.upsert_project(
         project.clone(),
         ProjectState {
             uid: String::new(),
-            backing_namespace: BACKING.to_owned(),
+            backing_namespace: backing.to_owned(),
             has_backing_status: true,
             backing_not_ready: None,
         },
     );
-    world.upsert_namespace(BACKING.to_owned(), NamespaceState::default());
+    world.upsert_namespace(backing.to_owned(), NamespaceState::default());
     let add = |world: &mut World, secret: Secret| {
         let meta = &secret.metadata;
         let (ns, name) = (meta.namespace.clone(), meta.name.clone());
@@ -154,13 +185,9 @@ fn world(project: &ProjectId, namespaces: usize) -> World {
         world.upsert_scoped(secret);
     };
     for n in 0..ORIGINALS {
-        add(
-            &mut world,
-            labelled(BACKING, &format!("s{n}"), project, None),
-        );
+        add(world, labelled(backing, &format!("s{n}"), project, None));
     }
-    for i in 0..namespaces {
-        let ns = member(i);
+    for ns in members {
         let state = NamespaceState {
             project_annotation: Some(project.to_string()),
             project_label: Some(project.project.clone()),
@@ -169,11 +196,10 @@ fn world(project: &ProjectId, namespaces: usize) -> World {
         world.upsert_namespace(ns.clone(), state);
         for n in 0..ORIGINALS {
             let name = format!("s{n}");
-            let origin = keys::origin_value(BACKING, &name);
-            add(&mut world, labelled(&ns, &name, project, Some(&origin)));
+            let origin = keys::origin_value(backing, &name);
+            add(world, labelled(&ns, &name, project, Some(&origin)));
         }
     }
-    world
 }
 
 /// A secret with the project-scoped label: a copy of `origin` when it is given, else an original.

@@ -197,6 +197,12 @@ pub struct World {
     /// recognised there, so nothing is copied from it and no copy is removed because of it.
     contested: Arc<BTreeMap<String, Vec<ProjectId>>>,
     namespaces: OrdMap<String, NamespaceState>,
+    /// Project → the namespaces whose annotation names it, with their state (derived from
+    /// `namespaces`, kept with it): a review of an original, or of a namespace joining a project,
+    /// reads the project's own namespaces instead of walking every namespace of the cluster (10,000
+    /// at scale). The states are held twice so that a walk of a project's namespaces stays a walk,
+    /// not a look-up per member.
+    members: OrdMap<ProjectId, OrdMap<String, NamespaceState>>,
     /// namespace → secret name → metadata, for every secret.
     names: SharedHashMap<String, Arc<HashMap<String, SecretMeta>>>,
     /// namespace → name → secrets carrying the project-scoped label, copies without their data
@@ -302,7 +308,7 @@ impl World {
     pub fn upsert_namespace(&mut self, name: String, state: NamespaceState) {
         let marks = |n: &NamespaceState| (n.backing_of.clone(), n.backing_uid.clone());
         let marker_changed = self.namespaces.get(&name).map(marks) != Some(marks(&state));
-        self.namespaces.insert(name, state);
+        self.put_namespace(name, state);
         if marker_changed {
             self.rebuild_backing();
         }
@@ -310,8 +316,7 @@ impl World {
 
     pub fn remove_namespace(&mut self, name: &str) {
         let marked = self
-            .namespaces
-            .remove(name)
+            .take_namespace(name)
             .is_some_and(|n| n.backing_of.is_some());
         if marked {
             self.rebuild_backing();
@@ -320,7 +325,48 @@ impl World {
 
     pub fn replace_namespaces(&mut self, all: impl IntoIterator<Item = (String, NamespaceState)>) {
         self.namespaces = all.into_iter().collect();
+        self.members = OrdMap::new();
+        for (name, state) in &self.namespaces {
+            if let Some(project) = state.project() {
+                let members = self.members.entry(project).or_default();
+                members.insert(name.clone(), state.clone());
+            }
+        }
         self.rebuild_backing();
+    }
+
+    /// Stores a namespace and keeps `members` in step (the backing claims are the caller's).
+    fn put_namespace(&mut self, name: String, state: NamespaceState) {
+        // A namespace that moved leaves its former project's members.
+        let old = self.namespaces.get(&name);
+        if old.map(|old| &old.project_annotation) != Some(&state.project_annotation)
+            && let Some(project) = old.and_then(NamespaceState::project)
+        {
+            self.leave(&project, &name);
+        }
+        if let Some(project) = state.project() {
+            let members = self.members.entry(project).or_default();
+            members.insert(name.clone(), state.clone());
+        }
+        self.namespaces.insert(name, state);
+    }
+
+    /// Removes a namespace and keeps `members` in step (the backing claims are the caller's).
+    fn take_namespace(&mut self, name: &str) -> Option<NamespaceState> {
+        let state = self.namespaces.remove(name)?;
+        if let Some(project) = state.project() {
+            self.leave(&project, name);
+        }
+        Some(state)
+    }
+
+    fn leave(&mut self, project: &ProjectId, namespace: &str) {
+        if let Some(members) = self.members.get_mut(project) {
+            members.remove(namespace);
+            if members.is_empty() {
+                self.members.remove(project);
+            }
+        }
     }
 
     pub fn upsert_secret_meta(&mut self, namespace: &str, name: &str, meta: SecretMeta) {
@@ -487,8 +533,8 @@ impl World {
     /// Replaces what this world knows of `namespace` by what `from` knows of it.
     fn overlay(&mut self, from: &World, namespace: &str) {
         match from.namespaces.get(namespace) {
-            Some(state) => self.namespaces.insert(namespace.to_owned(), state.clone()),
-            None => self.namespaces.remove(namespace),
+            Some(state) => self.put_namespace(namespace.to_owned(), state.clone()),
+            None => drop(self.take_namespace(namespace)),
         };
         match from.names.get(namespace) {
             Some(names) => self.names.insert(namespace.to_owned(), names.clone()),
@@ -610,13 +656,27 @@ impl World {
         self.namespaces.iter().map(|(n, s)| (n.as_str(), s))
     }
 
-    /// Namespaces whose projectId annotation names this project (the label is never trusted).
+    /// The members of this project: namespaces whose projectId annotation names it (the label is
+    /// never trusted), none while it is served in its own cluster. Sorted by name.
     pub fn project_namespaces<'a>(
         &'a self,
         project: &'a ProjectId,
     ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
-        self.namespaces()
-            .filter(move |(_, ns)| self.is_member_of(ns, project))
+        let served_here = !self.served_elsewhere.contains(project);
+        self.namespaces_naming(project).filter(move |_| served_here)
+    }
+
+    /// Namespaces whose projectId annotation names this project, served here or not. Sorted by
+    /// name.
+    pub fn namespaces_naming<'a>(
+        &'a self,
+        project: &ProjectId,
+    ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
+        self.members
+            .get(project)
+            .into_iter()
+            .flatten()
+            .map(|(name, state)| (name.as_str(), state))
     }
 
     pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {
@@ -801,6 +861,9 @@ pub mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn names_project_agrees_with_the_parsed_annotation() {
@@ -837,8 +900,115 @@ mod tests {
             }
         }
     }
-    use super::fixtures::*;
-    use super::*;
+
+    /// What a namespace's projectId annotation may say: members of either project, of another
+    /// cluster's namesake, malformed, or nothing.
+    const ANNOTATIONS: [Option<&str>; 6] = [
+        None,
+        Some("local:p0"),
+        Some("local:p1"),
+        Some("c-1:p0"),
+        Some("local:p0:x"),
+        Some("p0"),
+    ];
+
+    #[derive(Debug, Clone)]
+    enum NamespaceChange {
+        Upsert(usize, usize, bool),
+        Remove(usize),
+        Replace(Vec<(usize, usize)>),
+    }
+
+    fn namespace_change() -> impl Strategy<Value = NamespaceChange> {
+        prop_oneof![
+            4 => (0..6usize, 0..ANNOTATIONS.len(), any::<bool>())
+                .prop_map(|(ns, a, t)| NamespaceChange::Upsert(ns, a, t)),
+            2 => (0..6usize).prop_map(NamespaceChange::Remove),
+            1 => prop::collection::vec((0..6usize, 0..ANNOTATIONS.len()), 0..6)
+                .prop_map(NamespaceChange::Replace),
+        ]
+    }
+
+    fn annotated(a: usize, terminating: bool) -> NamespaceState {
+        NamespaceState {
+            project_annotation: ANNOTATIONS[a].map(str::to_owned),
+            terminating,
+            ..NamespaceState::default()
+        }
+    }
+
+    fn change(world: &mut World, change: &NamespaceChange) {
+        match change {
+            NamespaceChange::Upsert(ns, a, t) => {
+                world.upsert_namespace(format!("n{ns}"), annotated(*a, *t))
+            }
+            NamespaceChange::Remove(ns) => world.remove_namespace(&format!("n{ns}")),
+            NamespaceChange::Replace(all) => world.replace_namespaces(
+                all.iter()
+                    .map(|(ns, a)| (format!("n{ns}"), annotated(*a, false))),
+            ),
+        }
+    }
+
+    /// Every namespace whose annotation names `project`, found by walking them all.
+    fn scanned<'a>(world: &'a World, project: &ProjectId) -> Vec<(&'a str, &'a NamespaceState)> {
+        world
+            .namespaces()
+            .filter(|(_, ns)| ns.project().as_ref() == Some(project))
+            .collect()
+    }
+
+    proptest! {
+        /// A project's members are looked up in an index the namespace watch keeps; after any
+        /// sequence of changes (a namespace joining, leaving, moving, going, a re-list) and in a
+        /// downstream cluster's world, it holds exactly the namespaces a walk of them all finds.
+        #[test]
+        fn a_projects_members_looked_up_are_those_a_walk_of_every_namespace_finds(
+            changes in prop::collection::vec(namespace_change(), 0..24),
+            management_changes in prop::collection::vec(namespace_change(), 0..8),
+            elsewhere in any::<bool>(),
+        ) {
+            let mut world = World::default();
+            let mut management = World::default();
+            let projects = [
+                ProjectId::new("local", "p0"),
+                ProjectId::new("local", "p1"),
+                ProjectId::new("c-1", "p0"),
+            ];
+            for (i, c) in changes.iter().enumerate() {
+                change(&mut world, c);
+                if let Some(m) = management_changes.get(i) {
+                    change(&mut management, m);
+                }
+            }
+            // Downstream, the management cluster's n0 and n1 (backing namespaces of its
+            // projects) replace this cluster's own.
+            for (p, backing) in [("p0", "n0"), ("p1", "n1")] {
+                let state = ProjectState {
+                    backing_namespace: backing.to_owned(),
+                    has_backing_status: true,
+                    ..ProjectState::default()
+                };
+                management.upsert_project(ProjectId::new("c-1", p), state);
+            }
+            if elsewhere {
+                world.serve_elsewhere(Arc::new(BTreeSet::from([projects[1].clone()])));
+            }
+            let downstream = World::for_cluster(&management, &world, "c-1");
+            for w in [&world, &downstream] {
+                for project in &projects {
+                    let naming: Vec<_> = w.namespaces_naming(project).collect();
+                    prop_assert_eq!(&naming, &scanned(w, project));
+                    let members: Vec<_> = w.project_namespaces(project).collect();
+                    let walked: Vec<_> = w
+                        .namespaces()
+                        .filter(|(_, ns)| w.is_member_of(ns, project))
+                        .collect();
+                    prop_assert_eq!(members, walked, "{}", project);
+                }
+            }
+        }
+    }
 
     #[test]
     fn originals_live_in_backing_namespaces_only() {

@@ -10,13 +10,13 @@ use super::copy::{Drift, copy_of, drift_of};
 use super::fate::{Fate, fate, wants_copy};
 use super::repairs::label_repairs;
 use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
-use crate::keys::{self, ProjectId};
+use crate::keys;
 use crate::scoped::{self, Digest, Shape};
-use crate::world::{self, Original, World};
+use crate::world::{self, NamespaceState, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::cell::OnceCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Whether an original consents to overwriting non-copy secrets under `--overwrite-policy=deny`.
@@ -28,15 +28,13 @@ pub fn consents_to_overwrite(meta: &ObjectMeta) -> bool {
 /// Label repairs come first, then copy writes by original, then deletions.
 ///
 /// Which copies are wanted and what each takes come from [`super::fate`], as for the webhook; here
-/// for the whole world at once, so each namespace's project is parsed once, not once per original.
+/// for the whole world at once. Each original walks its project's namespaces only
+/// ([`World::project_namespaces`]).
 pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
     let mut out = label_repairs(world);
-    let members = members_by_project(world);
     let mut wanted: HashSet<(&str, &str)> = HashSet::new();
     for original in world.originals() {
-        let Some(namespaces) = members.get(original.project) else {
-            continue;
-        };
+        let namespaces = world.project_namespaces(original.project);
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
         if ignore.is_unreadable() {
@@ -52,8 +50,8 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         // Every copy of an original is the same but for its namespace: build it (and digest it)
         // once.
         let mut template = None;
-        for &(namespace, terminating) in namespaces {
-            if wants_copy(&original, &ignore, namespace, terminating, settings)
+        for (namespace, state) in namespaces {
+            if wants_copy(&original, &ignore, namespace, state.terminating, settings)
                 && wanted.insert((namespace, name))
             {
                 let template = template.get_or_insert_with(|| Template::of(&original));
@@ -72,7 +70,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
 fn unreadable_ignore_list<'w>(
     world: &'w World,
     original: &Original<'w>,
-    namespaces: &[(&'w str, bool)],
+    namespaces: impl Iterator<Item = (&'w str, &'w NamespaceState)>,
     settings: &Settings,
     wanted: &mut HashSet<(&'w str, &'w str)>,
 ) -> Vec<Action> {
@@ -85,37 +83,22 @@ fn unreadable_ignore_list<'w>(
             .is_some_and(|copy| copy.origin.as_deref() == Some(origin.as_str()))
     };
     namespaces
-        .iter()
-        .filter(|&&(namespace, terminating)| {
+        .filter(|(namespace, state)| {
             wants_copy(
                 original,
                 &IgnoreList::default(),
                 namespace,
-                terminating,
+                state.terminating,
                 settings,
             )
         })
-        .map(|&(namespace, _)| {
+        .map(|(namespace, _)| {
             if its_copy(namespace) {
                 wanted.insert((namespace, name));
             }
             conflict(original, namespace, ConflictReason::UnreadableIgnoreList)
         })
         .collect()
-}
-
-/// Each project's namespaces (by annotation), sorted by name, with whether each is terminating.
-fn members_by_project(world: &World) -> HashMap<ProjectId, Vec<(&str, bool)>> {
-    let mut members: HashMap<ProjectId, Vec<(&str, bool)>> = HashMap::new();
-    for (name, ns) in world.namespaces() {
-        if let Some(project) = world.member_project(ns) {
-            members
-                .entry(project)
-                .or_default()
-                .push((name, ns.terminating));
-        }
-    }
-    members
 }
 
 /// An original's copy, placed nowhere yet, with the digests a stored copy is compared by; and the

@@ -149,8 +149,7 @@ fn leftover_members(review: &ProjectReview, world: &World) -> Vec<String> {
         return Vec::new();
     }
     world
-        .namespaces()
-        .filter(|(_, ns)| ns.project().as_ref() == Some(&review.id))
+        .namespaces_naming(&review.id)
         .map(|(name, _)| name.to_owned())
         .collect()
 }
