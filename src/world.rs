@@ -178,6 +178,13 @@ impl<'a> Original<'a> {
     }
 }
 
+/// A namespace of a project, as a walk of the project's namespaces gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub terminating: bool,
+}
+
 /// Whether two Project uids name different objects; an unknown (empty) uid is taken to be the same.
 pub fn is_another_object(a: &str, b: &str) -> bool {
     !a.is_empty() && !b.is_empty() && a != b
@@ -197,12 +204,12 @@ pub struct World {
     /// recognised there, so nothing is copied from it and no copy is removed because of it.
     contested: Arc<BTreeMap<String, Vec<ProjectId>>>,
     namespaces: OrdMap<String, NamespaceState>,
-    /// Project → the namespaces whose annotation names it, with their state (derived from
-    /// `namespaces`, kept with it): a review of an original, or of a namespace joining a project,
-    /// reads the project's own namespaces instead of walking every namespace of the cluster (10,000
-    /// at scale). The states are held twice so that a walk of a project's namespaces stays a walk,
-    /// not a look-up per member.
-    members: OrdMap<ProjectId, OrdMap<String, NamespaceState>>,
+    /// Project → the namespaces whose annotation names it, each with whether it is terminating
+    /// (derived from `namespaces`, kept with it): a review of an original, or of a namespace joining
+    /// a project, reads the project's own namespaces instead of walking every namespace of the
+    /// cluster (10,000 at scale). The flag is held here so that a walk of a project's namespaces
+    /// stays a walk, not a look-up per member.
+    members: OrdMap<ProjectId, OrdMap<String, bool>>,
     /// namespace → secret name → metadata, for every secret.
     names: SharedHashMap<String, Arc<HashMap<String, SecretMeta>>>,
     /// namespace → name → secrets carrying the project-scoped label, copies without their data
@@ -329,7 +336,7 @@ impl World {
         for (name, state) in &self.namespaces {
             if let Some(project) = state.project() {
                 let members = self.members.entry(project).or_default();
-                members.insert(name.clone(), state.clone());
+                members.insert(name.clone(), state.terminating);
             }
         }
         self.rebuild_backing();
@@ -346,7 +353,7 @@ impl World {
         }
         if let Some(project) = state.project() {
             let members = self.members.entry(project).or_default();
-            members.insert(name.clone(), state.clone());
+            members.insert(name.clone(), state.terminating);
         }
         self.namespaces.insert(name, state);
     }
@@ -585,6 +592,39 @@ impl World {
             .map(|(id, _)| id)
     }
 
+    /// Deletions no watch saw: projects deleted while no replica ran leave no Delete event, and a
+    /// fresh index knows nothing of them, so their copies would stay forever. A copy of ours (origin
+    /// annotation) whose origin namespace no project claims, in a namespace whose annotation still
+    /// names its project (the copy's label agreeing), where that project is neither known nor
+    /// remembered as deleted, points at one. `self` holds the copies; `projects` the projects (the
+    /// management cluster's world, for a downstream cluster's copies). Returned as (project,
+    /// backing namespace) for [`Self::note_project_deleted`]: nothing goes until the reconciler has
+    /// proven each project gone with a fresh read, as for a deletion it saw.
+    pub fn unseen_deletions(&self, projects: &World) -> BTreeSet<(ProjectId, String)> {
+        if !projects.projects_installed {
+            return BTreeSet::new();
+        }
+        self.copies()
+            .filter_map(|(namespace, _, copy)| {
+                let (origin_namespace, _) = keys::parse_origin(copy.origin.as_deref()?)?;
+                let claimed = projects.backing.contains_key(origin_namespace)
+                    || projects.contested.contains_key(origin_namespace)
+                    || projects
+                        .deleted_projects
+                        .values()
+                        .any(|d| d.backing_namespace == origin_namespace);
+                if claimed {
+                    return None;
+                }
+                let id = self.namespace(namespace)?.project()?;
+                let unknown = id.project == copy.project_label
+                    && projects.project(&id).is_none()
+                    && !projects.deleted_projects.contains_key(&id);
+                unknown.then(|| (id, origin_namespace.to_owned()))
+            })
+            .collect()
+    }
+
     /// Whether `namespace` backed a project proven deleted (and backs no live project).
     pub fn is_deleted_backing_namespace(&self, namespace: &str) -> bool {
         self.backing_project(namespace).is_none()
@@ -661,7 +701,7 @@ impl World {
     pub fn project_namespaces<'a>(
         &'a self,
         project: &'a ProjectId,
-    ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
+    ) -> impl Iterator<Item = Member<'a>> + 'a {
         let served_here = !self.served_elsewhere.contains(project);
         self.namespaces_naming(project).filter(move |_| served_here)
     }
@@ -671,12 +711,15 @@ impl World {
     pub fn namespaces_naming<'a>(
         &'a self,
         project: &ProjectId,
-    ) -> impl Iterator<Item = (&'a str, &'a NamespaceState)> + 'a {
+    ) -> impl Iterator<Item = Member<'a>> {
         self.members
             .get(project)
             .into_iter()
             .flatten()
-            .map(|(name, state)| (name.as_str(), state))
+            .map(|(name, &terminating)| Member {
+                name: name.as_str(),
+                terminating,
+            })
     }
 
     pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<&SecretMeta> {
@@ -951,10 +994,14 @@ mod tests {
     }
 
     /// Every namespace whose annotation names `project`, found by walking them all.
-    fn scanned<'a>(world: &'a World, project: &ProjectId) -> Vec<(&'a str, &'a NamespaceState)> {
+    fn scanned<'a>(world: &'a World, project: &ProjectId) -> Vec<Member<'a>> {
         world
             .namespaces()
             .filter(|(_, ns)| ns.project().as_ref() == Some(project))
+            .map(|(name, ns)| Member {
+                name,
+                terminating: ns.terminating,
+            })
             .collect()
     }
 
@@ -1003,11 +1050,74 @@ mod tests {
                     let walked: Vec<_> = w
                         .namespaces()
                         .filter(|(_, ns)| w.is_member_of(ns, project))
+                        .map(|(name, ns)| Member { name, terminating: ns.terminating })
                         .collect();
                     prop_assert_eq!(members, walked, "{}", project);
                 }
             }
         }
+    }
+
+    #[test]
+    fn copies_naming_a_project_nobody_knows_point_at_a_deletion_no_watch_saw() {
+        let mut world = World::default();
+        let live = project(&mut world, "local", "p-live", "local-p-live");
+        let gone = ProjectId::new("local", "p-gone");
+        let copy = |ns: &str, label: &str, origin: Option<&str>| {
+            let mut annotations = vec![(keys::COPY_ANNOTATION, keys::TRUE)];
+            annotations.extend(origin.map(|o| (keys::ORIGIN_ANNOTATION, o)));
+            secret(
+                ns,
+                "db",
+                &[(keys::PROJECT_SCOPED_LABEL, label)],
+                &annotations,
+            )
+        };
+        namespace_in(&mut world, "team-live", &live);
+        namespace_in(&mut world, "team-gone", &gone);
+        namespace_in(&mut world, "team-rancher", &gone);
+        // The live project's copy, and one of the gone project's.
+        add_secret(
+            &mut world,
+            copy("team-live", "p-live", Some("local-p-live/db")),
+        );
+        add_secret(
+            &mut world,
+            copy("team-gone", "p-gone", Some("local-p-gone/db")),
+        );
+        // A Rancher copy (no origin) is never ours to infer from.
+        add_secret(&mut world, copy("team-rancher", "p-gone", None));
+        let suspected = |world: &World| world.unseen_deletions(world);
+        let expected = BTreeSet::from([(gone.clone(), "local-p-gone".to_owned())]);
+        assert_eq!(suspected(&world), expected);
+
+        // A label that disagrees with the namespace's project says nothing.
+        let mut disagreeing = world.clone();
+        add_secret(
+            &mut disagreeing,
+            copy("team-gone", "p-other", Some("local-p-gone/db")),
+        );
+        assert_eq!(suspected(&disagreeing), BTreeSet::new());
+        // Already remembered as deleted (seen by the watch): nothing new.
+        let mut remembered = world.clone();
+        remembered.note_project_deleted(gone.clone(), "local-p-gone".to_owned(), "u".to_owned());
+        assert_eq!(suspected(&remembered), BTreeSet::new());
+        // The project exists after all (its backing namespace elsewhere): not a deletion.
+        let mut known = world.clone();
+        project(&mut known, "local", "p-gone", "elsewhere");
+        assert_eq!(suspected(&known), BTreeSet::new());
+        // The origin namespace is claimed by a project: its copies are the plan's business.
+        let mut claimed = world.clone();
+        project(&mut claimed, "local", "p-heir", "local-p-gone");
+        assert_eq!(suspected(&claimed), BTreeSet::new());
+        // Without the Project CRD nothing can be proven, so nothing is suspected.
+        let mut uninstalled = world.clone();
+        uninstalled.projects_installed = false;
+        assert_eq!(suspected(&uninstalled), BTreeSet::new());
+        // A downstream cluster's copies, judged by the management cluster's projects.
+        let mut management = World::default();
+        project(&mut management, "local", "p-live", "local-p-live");
+        assert_eq!(world.unseen_deletions(&management), expected);
     }
 
     #[test]
@@ -1044,7 +1154,7 @@ mod tests {
             },
         );
         namespace_in(&mut world, "team-a", &p);
-        let members: Vec<_> = world.project_namespaces(&p).map(|(n, _)| n).collect();
+        let members: Vec<_> = world.project_namespaces(&p).map(|m| m.name).collect();
         assert_eq!(members, ["team-a"]);
     }
 

@@ -12,7 +12,7 @@ use super::repairs::label_repairs;
 use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
 use crate::keys;
 use crate::scoped::{self, Digest, Shape};
-use crate::world::{self, NamespaceState, Original, World};
+use crate::world::{self, Member, Original, World};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
 use std::cell::OnceCell;
@@ -50,8 +50,12 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         // Every copy of an original is the same but for its namespace: build it (and digest it)
         // once.
         let mut template = None;
-        for (namespace, state) in namespaces {
-            if wants_copy(&original, &ignore, namespace, state.terminating, settings)
+        for Member {
+            name: namespace,
+            terminating,
+        } in namespaces
+        {
+            if wants_copy(&original, &ignore, namespace, terminating, settings)
                 && wanted.insert((namespace, name))
             {
                 let template = template.get_or_insert_with(|| Template::of(&original));
@@ -70,7 +74,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
 fn unreadable_ignore_list<'w>(
     world: &'w World,
     original: &Original<'w>,
-    namespaces: impl Iterator<Item = (&'w str, &'w NamespaceState)>,
+    namespaces: impl Iterator<Item = Member<'w>>,
     settings: &Settings,
     wanted: &mut HashSet<(&'w str, &'w str)>,
 ) -> Vec<Action> {
@@ -83,21 +87,25 @@ fn unreadable_ignore_list<'w>(
             .is_some_and(|copy| copy.origin.as_deref() == Some(origin.as_str()))
     };
     namespaces
-        .filter(|(namespace, state)| {
+        .filter(|m| {
             wants_copy(
                 original,
                 &IgnoreList::default(),
-                namespace,
-                state.terminating,
+                m.name,
+                m.terminating,
                 settings,
             )
         })
-        .map(|(namespace, _)| {
-            if its_copy(namespace) {
-                wanted.insert((namespace, name));
-            }
-            conflict(original, namespace, ConflictReason::UnreadableIgnoreList)
-        })
+        .map(
+            |Member {
+                 name: namespace, ..
+             }| {
+                if its_copy(namespace) {
+                    wanted.insert((namespace, name));
+                }
+                conflict(original, namespace, ConflictReason::UnreadableIgnoreList)
+            },
+        )
         .collect()
 }
 

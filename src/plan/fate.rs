@@ -38,8 +38,8 @@ pub fn wanted_namespaces<'w>(
     let ignore = IgnoreList::of(&original.secret.metadata);
     world
         .project_namespaces(original.project)
-        .filter(move |(name, ns)| wants_copy(&original, &ignore, name, ns.terminating, settings))
-        .map(|(name, _)| name)
+        .filter(move |m| wants_copy(&original, &ignore, m.name, m.terminating, settings))
+        .map(|m| m.name)
 }
 
 /// Whether `namespace` is one of [`wanted_namespaces`] (one look-up, not a walk of every namespace).

@@ -150,7 +150,7 @@ fn leftover_members(review: &ProjectReview, world: &World) -> Vec<String> {
     }
     world
         .namespaces_naming(&review.id)
-        .map(|(name, _)| name.to_owned())
+        .map(|m| m.name.to_owned())
         .collect()
 }
 

@@ -379,10 +379,12 @@ async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
     if due.is_some_and(|at| Instant::now() < at) {
         return due;
     }
+    let copies = index;
     let (index, in_cluster) = match &ctx.management_index {
         Some(management) => (&**management, Some(ctx.cluster.as_str())),
         None => (index, None),
     };
+    revocation::suspect_unseen_deletions(copies, index, in_cluster);
     let unproven = revocation::confirm_deleted_projects(&ctx.client, index, in_cluster).await;
     // A deletion could not be proven (read failed, CRD not served or terminating): look again later.
     let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);

@@ -28,6 +28,34 @@ enum Read {
     Unserved,
 }
 
+/// Remembers, unproven, the deletions that happened while no replica watched (see
+/// [`crate::world::World::unseen_deletions`]): `copies` holds the copies, `projects` the projects
+/// (the same index but for a downstream cluster's, whose projects are the management cluster's),
+/// and only `in_cluster`'s projects are taken when given. [`confirm_deleted_projects`] then proves
+/// or forgets them like any other.
+pub fn suspect_unseen_deletions(copies: &Index, projects: &Index, in_cluster: Option<&str>) {
+    let unseen: Vec<(ProjectId, String)> = copies
+        .read()
+        .unseen_deletions(&projects.read())
+        .into_iter()
+        .filter(|(id, _)| in_cluster.is_none_or(|cluster| id.cluster == cluster))
+        .collect();
+    if unseen.is_empty() {
+        return;
+    }
+    for (id, backing) in &unseen {
+        tracing::info!(project = %id, backing_namespace = %backing, "reconciler: copies name a project that is not known; reading whether it was deleted");
+    }
+    projects.update(|world| {
+        for (id, backing) in unseen {
+            // The watch may have learnt of it meanwhile: what it knows stands.
+            if world.project(&id).is_none() && world.deleted_project_uid(&id).is_none() {
+                world.note_project_deleted(id, backing, String::new());
+            }
+        }
+    });
+}
+
 /// Proves or forgets the deletions the watch has seen, of every cluster's projects or (`in_cluster`)
 /// of one cluster's only. Returns how many are still unproven because a read failed or the resource
 /// is not served right now (the caller looks again later).

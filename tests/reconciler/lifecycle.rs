@@ -1,5 +1,5 @@
 //! Copies that must not outlive their project, and copies that cannot land: a deleted Project takes
-//! the copies of its originals with it; a copy the apiserver refuses, or whose name is held by a
+//! the copies of its originals with it (deleted while no replica ran, too); a copy the apiserver refuses, or whose name is held by a
 //! secret waiting for its finalizers, raises an Event on the original and backs off instead of
 //! retrying on every round. The refusal that admission can already make (annotations too long for a
 //! copy) is made there.
@@ -63,15 +63,21 @@ fn original_with_copy_annotations_of(
     original_yaml(project, name, "k: dg==", &annotations)
 }
 
-#[test]
-fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
-    let _turn = serial();
-    let doomed = project("rev");
-    let other = project("rev-kept");
-    let (a, b) = (
-        namespace_in(&doomed, "rev-a"),
-        namespace_in(&other, "rev-b"),
-    );
+/// Two projects, `doomed` and `other`, each with original `db` copied into a namespace of its own
+/// (`a` and `b`) by a reconciler that is still running.
+struct TwoProjects {
+    doomed: TestProject,
+    other: TestProject,
+    a: String,
+    b: String,
+    running: Running,
+}
+
+fn two_projects_copied(prefix: &str) -> TwoProjects {
+    let doomed = project(prefix);
+    let other = project(&format!("{prefix}-kept"));
+    let a = namespace_in(&doomed, &format!("{prefix}-a"));
+    let b = namespace_in(&other, &format!("{prefix}-b"));
     let running = start(OverwritePolicy::Warn);
     apply_original(&doomed, "db", "k: dg==", "");
     apply_original(&other, "db", "k: dg==", "");
@@ -85,20 +91,61 @@ fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
     copy_where(&b, &other.backing, "db", "the other project's copy", |_| {
         true
     });
+    TwoProjects {
+        doomed,
+        other,
+        a,
+        b,
+        running,
+    }
+}
 
-    ok(kubectl(&["delete", "project", &doomed.name, "-n", "local"]));
-    gone(&a, "db");
-    assert!(
-        get_secret(&doomed.backing, "db").is_some(),
-        "the original was removed with the project"
-    );
-    assert_copy_kept(
-        &b,
-        &other.backing,
-        "db",
-        "an unrelated project keeps its copy",
-    );
-    running.stop();
+impl TwoProjects {
+    fn delete_the_doomed_project(&self) {
+        ok(kubectl(&[
+            "delete",
+            "project",
+            &self.doomed.name,
+            "-n",
+            "local",
+        ]));
+    }
+
+    /// The doomed project's copy goes; its original and the other project's copy stay.
+    fn assert_only_the_doomed_copy_goes(&self) {
+        gone(&self.a, "db");
+        assert!(
+            get_secret(&self.doomed.backing, "db").is_some(),
+            "the original was removed with the project"
+        );
+        assert_copy_kept(
+            &self.b,
+            &self.other.backing,
+            "db",
+            "an unrelated project keeps its copy",
+        );
+    }
+}
+
+#[test]
+fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
+    let _turn = serial();
+    let world = two_projects_copied("rev");
+    world.delete_the_doomed_project();
+    world.assert_only_the_doomed_copy_goes();
+}
+
+/// A Project deleted while no replica runs leaves no Delete event for a watch to see, and the next
+/// replica starts from an empty index: the copies of its originals must still go (once a fresh read
+/// proves the project gone), and nothing else.
+#[test]
+fn a_project_deleted_while_no_replica_ran_loses_its_copies_once_one_starts() {
+    let _turn = serial();
+    let mut world = two_projects_copied("unseen");
+    world.running.halt();
+    world.delete_the_doomed_project();
+    world.running = start(OverwritePolicy::Warn);
+    world.assert_only_the_doomed_copy_goes();
 }
 
 #[test]
