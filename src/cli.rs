@@ -63,7 +63,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SCOPED_SECRETS_TLS_KEY", default_value = "/certs/tls.key")]
     pub tls_key: PathBuf,
     /// CA (PEM) whose client certificate a webhook client must present: the apiserver's, as its
-    /// --admission-control-config-file gives it. Unset: any client may connect. Read at start.
+    /// --admission-control-config-file gives it. Unset: any client may connect. Re-read when it
+    /// changes (a rotated CA holds for new connections without a restart).
     #[arg(long, env = "SCOPED_SECRETS_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
     /// With --client-ca-file: the common names a client certificate may have (unset: any the CA

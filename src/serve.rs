@@ -151,7 +151,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let reviews = ReviewRuntime::start(runtime::default_threads())
         .context("starting the webhook's threads")?;
     let clients = client_auth(args)?;
-    let tls = tls::server_config(cert.clone(), clients.as_deref())?;
+    let tls = tls::server_config(cert.clone(), clients.clone())?;
     let limits = Limits {
         max_connections: args.max_connections,
         ..Limits::default()
@@ -162,8 +162,8 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         .await
         .context("binding the webhook")??
         .with_metrics(metrics.clone());
-    if let Some(clients) = clients {
-        webhook = webhook.with_client_auth(clients);
+    if let Some(clients) = &clients {
+        webhook = webhook.with_client_auth(clients.clone());
     }
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
         .await
@@ -179,6 +179,9 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         &stopped,
     );
     tasks.spawn(until_stopped(stopped.clone(), cert.watch()));
+    if let Some(clients) = clients {
+        tasks.spawn(until_stopped(stopped.clone(), clients.watch()));
+    }
 
     // The downstream clusters' worlds, kept by the reconciler's workers, read by the webhook.
     let mut placement = None;

@@ -594,30 +594,44 @@ impl World {
 
     /// Deletions no watch saw: projects deleted while no replica ran leave no Delete event, and a
     /// fresh index knows nothing of them, so their copies would stay forever. A copy of ours (origin
-    /// annotation) whose origin namespace no project claims, in a namespace whose annotation still
-    /// names its project (the copy's label agreeing), where that project is neither known nor
-    /// remembered as deleted, points at one. `self` holds the copies; `projects` the projects (the
-    /// management cluster's world, for a downstream cluster's copies). Returned as (project,
-    /// backing namespace) for [`Self::note_project_deleted`]: nothing goes until the reconciler has
-    /// proven each project gone with a fresh read, as for a deletion it saw.
-    pub fn unseen_deletions(&self, projects: &World) -> BTreeSet<(ProjectId, String)> {
+    /// annotation) points at one when its origin namespace is gone (absent or terminating: the
+    /// originals went with it, as a backing namespace goes with its Project) and no project claims
+    /// it, and the copy's namespace is still annotated with the copy's project (label agreeing),
+    /// which is neither known nor remembered as deleted. Absence of the Project alone is no
+    /// evidence: a Project CRD re-installed, or Projects restored after it, leave projects missing
+    /// for a while with their backing namespaces and originals in place.
+    ///
+    /// `self` holds the copies and their namespaces; `projects` the projects and the origin
+    /// namespaces (the management cluster's world, for a downstream cluster's copies, which name
+    /// only projects of `in_cluster`). Returned as (project, its former backing namespace) for
+    /// [`Self::note_project_deleted`]: nothing goes until the reconciler has proven each project
+    /// gone with a fresh read, as for a deletion it saw.
+    pub fn unseen_deletions(
+        &self,
+        projects: &World,
+        in_cluster: Option<&str>,
+    ) -> BTreeSet<(ProjectId, String)> {
         if !projects.projects_installed {
             return BTreeSet::new();
         }
         self.copies()
             .filter_map(|(namespace, _, copy)| {
                 let (origin_namespace, _) = keys::parse_origin(copy.origin.as_deref()?)?;
+                let origin_gone = projects
+                    .namespace(origin_namespace)
+                    .is_none_or(|ns| ns.terminating);
                 let claimed = projects.backing.contains_key(origin_namespace)
                     || projects.contested.contains_key(origin_namespace)
                     || projects
                         .deleted_projects
                         .values()
                         .any(|d| d.backing_namespace == origin_namespace);
-                if claimed {
+                if !origin_gone || claimed {
                     return None;
                 }
                 let id = self.namespace(namespace)?.project()?;
                 let unknown = id.project == copy.project_label
+                    && in_cluster.is_none_or(|cluster| id.cluster == cluster)
                     && projects.project(&id).is_none()
                     && !projects.deleted_projects.contains_key(&id);
                 unknown.then(|| (id, origin_namespace.to_owned()))
@@ -1059,7 +1073,7 @@ mod tests {
     }
 
     #[test]
-    fn copies_naming_a_project_nobody_knows_point_at_a_deletion_no_watch_saw() {
+    fn copies_of_a_gone_namespace_naming_a_project_nobody_knows_point_at_a_deletion_no_watch_saw() {
         let mut world = World::default();
         let live = project(&mut world, "local", "p-live", "local-p-live");
         let gone = ProjectId::new("local", "p-gone");
@@ -1076,7 +1090,8 @@ mod tests {
         namespace_in(&mut world, "team-live", &live);
         namespace_in(&mut world, "team-gone", &gone);
         namespace_in(&mut world, "team-rancher", &gone);
-        // The live project's copy, and one of the gone project's.
+        // The live project's copy, and one of the gone project's, whose backing namespace
+        // local-p-gone went with it.
         add_secret(
             &mut world,
             copy("team-live", "p-live", Some("local-p-live/db")),
@@ -1087,10 +1102,19 @@ mod tests {
         );
         // A Rancher copy (no origin) is never ours to infer from.
         add_secret(&mut world, copy("team-rancher", "p-gone", None));
-        let suspected = |world: &World| world.unseen_deletions(world);
+        let suspected = |world: &World| world.unseen_deletions(world, None);
         let expected = BTreeSet::from([(gone.clone(), "local-p-gone".to_owned())]);
         assert_eq!(suspected(&world), expected);
+        // A backing namespace being deleted counts as gone.
+        let mut terminating = world.clone();
+        edit_namespace(&mut terminating, "local-p-gone", |ns| ns.terminating = true);
+        assert_eq!(suspected(&terminating), expected);
 
+        // The origin namespace still there (a Project CRD re-installed, Projects not restored
+        // yet): no evidence of a deletion.
+        let mut restoring = world.clone();
+        edit_namespace(&mut restoring, "local-p-gone", |_| {});
+        assert_eq!(suspected(&restoring), BTreeSet::new());
         // A label that disagrees with the namespace's project says nothing.
         let mut disagreeing = world.clone();
         add_secret(
@@ -1098,26 +1122,78 @@ mod tests {
             copy("team-gone", "p-other", Some("local-p-gone/db")),
         );
         assert_eq!(suspected(&disagreeing), BTreeSet::new());
-        // Already remembered as deleted (seen by the watch): nothing new.
+        // Already remembered as deleted (the watch saw it, with another backing namespace):
+        // nothing new.
         let mut remembered = world.clone();
-        remembered.note_project_deleted(gone.clone(), "local-p-gone".to_owned(), "u".to_owned());
+        remembered.note_project_deleted(gone.clone(), "elsewhere".to_owned(), "u".to_owned());
         assert_eq!(suspected(&remembered), BTreeSet::new());
         // The project exists after all (its backing namespace elsewhere): not a deletion.
         let mut known = world.clone();
         project(&mut known, "local", "p-gone", "elsewhere");
         assert_eq!(suspected(&known), BTreeSet::new());
-        // The origin namespace is claimed by a project: its copies are the plan's business.
+        // The origin namespace is claimed by a project (not made yet): the plan's business.
         let mut claimed = world.clone();
-        project(&mut claimed, "local", "p-heir", "local-p-gone");
+        claimed.upsert_project(
+            ProjectId::new("local", "p-heir"),
+            ProjectState {
+                backing_namespace: "local-p-gone".to_owned(),
+                has_backing_status: true,
+                ..ProjectState::default()
+            },
+        );
         assert_eq!(suspected(&claimed), BTreeSet::new());
         // Without the Project CRD nothing can be proven, so nothing is suspected.
         let mut uninstalled = world.clone();
         uninstalled.projects_installed = false;
         assert_eq!(suspected(&uninstalled), BTreeSet::new());
-        // A downstream cluster's copies, judged by the management cluster's projects.
+    }
+
+    /// A downstream cluster's copies are judged by the management cluster's projects and
+    /// namespaces, never by the downstream cluster's own.
+    #[test]
+    fn a_downstream_clusters_copies_are_judged_by_the_management_clusters_projects() {
+        let gone = ProjectId::new("c-1", "p-gone");
+        let mut downstream = World::default();
+        namespace_in(&mut downstream, "team", &gone);
+        // A namespace of the backing namespace's name downstream is not the origin.
+        downstream.upsert_namespace("c-1-p-gone".to_owned(), NamespaceState::default());
+        add_secret(
+            &mut downstream,
+            secret(
+                "team",
+                "db",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-gone")],
+                &[
+                    (keys::COPY_ANNOTATION, keys::TRUE),
+                    (keys::ORIGIN_ANNOTATION, "c-1-p-gone/db"),
+                ],
+            ),
+        );
+        // The management cluster serves Projects (one of c-1 is left).
         let mut management = World::default();
-        project(&mut management, "local", "p-live", "local-p-live");
-        assert_eq!(world.unseen_deletions(&management), expected);
+        project(&mut management, "c-1", "p-live", "c-1-p-live");
+        let expected = BTreeSet::from([(gone.clone(), "c-1-p-gone".to_owned())]);
+        assert_eq!(
+            downstream.unseen_deletions(&management, Some("c-1")),
+            expected
+        );
+        // Another cluster's worker never takes it for one of its own.
+        assert_eq!(
+            downstream.unseen_deletions(&management, Some("c-2")),
+            BTreeSet::new()
+        );
+        // The management cluster still has the backing namespace: nothing.
+        let mut kept = management.clone();
+        kept.upsert_namespace("c-1-p-gone".to_owned(), NamespaceState::default());
+        assert_eq!(
+            downstream.unseen_deletions(&kept, Some("c-1")),
+            BTreeSet::new()
+        );
+        // Judged by the downstream world alone (the CRD is not served there), nothing either.
+        assert_eq!(
+            downstream.unseen_deletions(&downstream, Some("c-1")),
+            BTreeSet::new()
+        );
     }
 
     #[test]

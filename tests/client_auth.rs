@@ -3,7 +3,8 @@
 //! (its `--admission-control-config-file`), and the product requiring one. The apiserver's reviews
 //! are answered; a client on the webhook port without a certificate, with one of another CA, or
 //! with one of the CA under a name not allowed gets no answer, and each refusal is counted by
-//! reason. A test binary of its own: the apiserver's flags are its own.
+//! reason; a CA rotated under a running server holds without a restart. A test binary of its own:
+//! the apiserver's flags are its own.
 
 use scoped_secrets::certs::{self, Authority};
 use scoped_secrets::{endpoints, keys};
@@ -26,6 +27,9 @@ struct Bed {
     _control_plane: ControlPlane,
     server: ExtraServer,
     kubeconfig: PathBuf,
+    /// The product's own credentials, for servers a test starts.
+    sa_kubeconfig: PathBuf,
+    dir: PathBuf,
     /// The CA of the webhook's serving certificate (PEM).
     serving_ca: String,
     /// The CA of the webhook's clients.
@@ -115,9 +119,11 @@ fn start() -> anyhow::Result<Bed> {
         registration::apply(&client, &configurations).await
     })?;
     Ok(Bed {
+        sa_kubeconfig: control_plane.sa_kubeconfig.clone(),
         _control_plane: control_plane,
         server,
         kubeconfig,
+        dir,
         serving_ca: std::fs::read_to_string(serving_dir.join(certs::CA_CERT))?,
         client_ca,
     })
@@ -211,6 +217,76 @@ fn clients_without_an_allowed_certificate_get_no_answer_and_are_counted() {
 
     // The server is unharmed.
     post(Some(&allowed)).expect("the allowed client is still answered");
+}
+
+/// The client CA rotated under a running server, as an operator does it: the new CA added to the
+/// bundle, clients moved to it, the old CA removed. Each step holds for new connections within
+/// seconds and without a restart. A server of its own, so that the apiserver's client (of the bed's
+/// CA) is never refused meanwhile.
+#[test]
+fn a_rotated_client_ca_is_trusted_and_the_removed_one_refused_without_a_restart() {
+    let bed = bed();
+    let dir = bed.dir.join("rotation");
+    let (old, new) = (
+        Authority::generate("old clients CA", 1).expect("CA"),
+        Authority::generate("new clients CA", 1).expect("CA"),
+    );
+    let ca_file = dir.join("clients/ca.crt");
+    std::fs::create_dir_all(dir.join("clients")).expect("directory");
+    certs::write_file(&ca_file, &old.cert_pem, false).expect("written");
+    let serving_dir = dir.join("certs");
+    certs::write_serving_set(
+        &serving_dir,
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().expect("address")],
+        1,
+        1,
+    )
+    .expect("serving certificate");
+    let mut args = serve_args(&serving_dir);
+    args.client_ca_file = Some(ca_file.clone());
+    let server = start_server(args, bed.sa_kubeconfig.clone()).expect("server");
+    let serving_ca = std::fs::read_to_string(serving_dir.join(certs::CA_CERT)).expect("serving CA");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let answered = |client: &certs::Issued| {
+        runtime
+            .block_on(post_review(server.webhook_addr, &serving_ca, Some(client)))
+            .is_ok_and(|answer| answer.starts_with("HTTP/1.1 200"))
+    };
+    let issue = |ca: &Authority| {
+        ca.issue(&[APISERVER_CLIENT.to_owned()], &[], 1, true)
+            .expect("issued")
+    };
+    let (old_client, new_client) = (issue(&old), issue(&new));
+    assert!(
+        answered(&old_client),
+        "the old CA's client before the rotation"
+    );
+    assert!(
+        !answered(&new_client),
+        "the new CA's client before the rotation"
+    );
+
+    let bundle = format!("{}{}", old.cert_pem, new.cert_pem);
+    certs::write_file(&ca_file, &bundle, false).expect("written");
+    // Past the poll interval: the file watch should see it at once, the poll at the latest.
+    let within = Duration::from_secs(15);
+    eventually("the new CA's client answered", within, || {
+        answered(&new_client).then_some(())
+    });
+    assert!(answered(&old_client), "the old CA is still in the bundle");
+
+    certs::write_file(&ca_file, &new.cert_pem, false).expect("written");
+    eventually("the old CA's client refused", within, || {
+        (!answered(&old_client)).then_some(())
+    });
+    assert!(
+        answered(&new_client),
+        "the new CA's client after the rotation"
+    );
 }
 
 /// Waits (up to 10 s) until `reason` has been counted `expected` times; the count is written by

@@ -48,6 +48,9 @@ pub(crate) struct Context {
     /// Not before then are unproven project deletions read again (a CRD being deleted would
     /// otherwise cost a GET per project in every round).
     revocation_due: Mutex<Option<Instant>>,
+    /// Projects suspected deleted from their copies that a read found existing, until the
+    /// projects watch has them (see `revocation::suspect_unseen_deletions`).
+    found_projects: Mutex<std::collections::BTreeSet<crate::keys::ProjectId>>,
     /// A downstream cluster's context: the management cluster's index, where its rounds prove the
     /// deletions of that cluster's projects (its composed world follows). The management round,
     /// which proves every deletion, runs on the leader only, and the cluster's writer may be
@@ -147,6 +150,7 @@ impl Context {
             backoffs: Mutex::default(),
             conditions: Mutex::default(),
             revocation_due: Mutex::default(),
+            found_projects: Mutex::default(),
             management_index: None,
         }
     }
@@ -384,8 +388,12 @@ async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
         Some(management) => (&**management, Some(ctx.cluster.as_str())),
         None => (index, None),
     };
-    revocation::suspect_unseen_deletions(copies, index, in_cluster);
+    let suspects = {
+        let mut found = lock(&ctx.found_projects);
+        revocation::suspect_unseen_deletions(copies, index, in_cluster, &mut found)
+    };
     let unproven = revocation::confirm_deleted_projects(&ctx.client, index, in_cluster).await;
+    revocation::note_found(index, suspects, &mut lock(&ctx.found_projects));
     // A deletion could not be proven (read failed, CRD not served or terminating): look again later.
     let next = (unproven > 0).then(|| Instant::now() + ctx.cfg.error_backoff);
     *lock(&ctx.revocation_due) = next;

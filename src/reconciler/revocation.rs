@@ -15,6 +15,7 @@ use crate::world::is_another_object;
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::Status;
+use std::collections::BTreeSet;
 
 /// What a GET says about a project the watch saw deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,20 +33,32 @@ enum Read {
 /// [`crate::world::World::unseen_deletions`]): `copies` holds the copies, `projects` the projects
 /// (the same index but for a downstream cluster's, whose projects are the management cluster's),
 /// and only `in_cluster`'s projects are taken when given. [`confirm_deleted_projects`] then proves
-/// or forgets them like any other.
-pub fn suspect_unseen_deletions(copies: &Index, projects: &Index, in_cluster: Option<&str>) {
+/// or forgets them like any other. `found` holds the suspects a read found existing while the
+/// projects watch did not have them yet: suspecting them again would read them in every round.
+/// Returns the projects suspected now.
+pub fn suspect_unseen_deletions(
+    copies: &Index,
+    projects: &Index,
+    in_cluster: Option<&str>,
+    found: &mut BTreeSet<ProjectId>,
+) -> Vec<ProjectId> {
+    let world = projects.read();
+    // The watch has caught up with those found: it sees their deletion from now on.
+    found.retain(|id| world.project(id).is_none());
     let unseen: Vec<(ProjectId, String)> = copies
         .read()
-        .unseen_deletions(&projects.read())
+        .unseen_deletions(&world, in_cluster)
         .into_iter()
-        .filter(|(id, _)| in_cluster.is_none_or(|cluster| id.cluster == cluster))
+        .filter(|(id, _)| !found.contains(id))
         .collect();
+    drop(world);
     if unseen.is_empty() {
-        return;
+        return Vec::new();
     }
     for (id, backing) in &unseen {
-        tracing::info!(project = %id, backing_namespace = %backing, "reconciler: copies name a project that is not known; reading whether it was deleted");
+        tracing::info!(project = %id, backing_namespace = %backing, "reconciler: copies name a project that is not known and whose backing namespace is gone; reading whether it was deleted");
     }
+    let suspects = unseen.iter().map(|(id, _)| id.clone()).collect();
     projects.update(|world| {
         for (id, backing) in unseen {
             // The watch may have learnt of it meanwhile: what it knows stands.
@@ -54,6 +67,18 @@ pub fn suspect_unseen_deletions(copies: &Index, projects: &Index, in_cluster: Op
             }
         }
     });
+    suspects
+}
+
+/// After [`confirm_deleted_projects`]: the suspects it forgot, because a read found them, go to
+/// `found` (see [`suspect_unseen_deletions`]).
+pub fn note_found(projects: &Index, suspects: Vec<ProjectId>, found: &mut BTreeSet<ProjectId>) {
+    let world = projects.read();
+    found.extend(
+        suspects
+            .into_iter()
+            .filter(|id| world.deleted_project_uid(id).is_none()),
+    );
 }
 
 /// Proves or forgets the deletions the watch has seen, of every cluster's projects or (`in_cluster`)

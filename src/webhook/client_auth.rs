@@ -6,11 +6,14 @@
 //! too, the certificate's common name must be one of them, the way the apiserver's own
 //! `--requestheader-allowed-names` narrows a CA shared with other clients.
 
-use rustls::RootCertStore;
+use super::file_watch;
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
-use rustls_pki_types::CertificateDer;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,48 +51,33 @@ pub struct NameNotAllowed {
     pub common_name: String,
 }
 
-/// The webhook's client authentication: the verifier the TLS configuration takes, and the names
-/// checked once a handshake has finished.
+/// The webhook's client authentication: the verifier the TLS configuration takes (itself: it
+/// hands each handshake to the CA file as last read), and the names checked once a handshake has
+/// finished. The CA file is re-read when it changes ([`ClientAuth::watch`]), so a CA rotated under a
+/// running server (a bundle with the new CA added, then the old one removed) takes effect for new
+/// connections without a restart.
+#[derive(Debug)]
 pub struct ClientAuth {
-    verifier: Arc<dyn ClientCertVerifier>,
+    ca_file: PathBuf,
+    current: ArcSwap<Trust>,
     allowed_names: Vec<String>,
+}
+
+/// The CA file as last read.
+#[derive(Debug)]
+struct Trust {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// The file's digest, to tell whether a re-read changes anything.
+    fingerprint: [u8; 32],
 }
 
 impl ClientAuth {
     /// Trusts the certificates in `ca_file` (PEM, one or more) as issuers of client certificates;
     /// `allowed_names` empty allows any common name they issue.
     pub fn load(ca_file: &Path, allowed_names: Vec<String>) -> Result<Self, ClientCaError> {
-        let read = |source| ClientCaError::Read {
-            path: ca_file.to_owned(),
-            source,
-        };
-        let certificates = CertificateDer::pem_file_iter(ca_file)
-            .map_err(read)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(read)?;
-        if certificates.is_empty() {
-            return Err(ClientCaError::NoCertificate {
-                path: ca_file.to_owned(),
-            });
-        }
-        let mut roots = RootCertStore::empty();
-        for certificate in certificates {
-            roots
-                .add(certificate)
-                .map_err(|source| ClientCaError::Unusable {
-                    path: ca_file.to_owned(),
-                    source,
-                })?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|source| ClientCaError::Verifier {
-                path: ca_file.to_owned(),
-                source,
-            })?;
         Ok(Self {
-            verifier,
+            ca_file: ca_file.to_owned(),
+            current: ArcSwap::from_pointee(read(ca_file)?),
             allowed_names: allowed_names
                 .into_iter()
                 .map(|name| name.trim().to_owned())
@@ -98,9 +86,34 @@ impl ClientAuth {
         })
     }
 
-    /// For the TLS configuration: a client certificate of the CA is required.
-    pub fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        self.verifier.clone()
+    /// Re-reads the CA file; keeps the CA as it was if the file is unchanged or cannot be used (a
+    /// file half-written during rotation is read again on the next event or poll). Whether the
+    /// trusted CA changed.
+    pub fn reload(&self) -> bool {
+        match read(&self.ca_file) {
+            Ok(fresh) if fresh.fingerprint != self.current.load().fingerprint => {
+                self.current.store(Arc::new(fresh));
+                tracing::info!(ca = %self.ca_file.display(), "client CA reloaded");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::new(e)),
+                    "client CA not reloaded; keeping the current one"
+                );
+                false
+            }
+        }
+    }
+
+    /// Watches the CA file's directory and polls; runs until the task is dropped.
+    pub async fn watch(self: Arc<Self>) {
+        let files = [self.ca_file.clone()];
+        file_watch::watch(&files, "client CA", || {
+            self.reload();
+        })
+        .await;
     }
 
     /// The allowed common names (empty: any).
@@ -123,6 +136,97 @@ impl ClientAuth {
         Err(NameNotAllowed {
             common_name: names.join(", "),
         })
+    }
+}
+
+/// Reads `ca_file` into a verifier requiring a client certificate issued by one of its CAs.
+fn read(ca_file: &Path) -> Result<Trust, ClientCaError> {
+    let read = |source| ClientCaError::Read {
+        path: ca_file.to_owned(),
+        source,
+    };
+    let pem = std::fs::read(ca_file).map_err(|e| read(rustls_pki_types::pem::Error::Io(e)))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read)?;
+    if certificates.is_empty() {
+        return Err(ClientCaError::NoCertificate {
+            path: ca_file.to_owned(),
+        });
+    }
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates {
+        roots
+            .add(certificate)
+            .map_err(|source| ClientCaError::Unusable {
+                path: ca_file.to_owned(),
+                source,
+            })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|source| ClientCaError::Verifier {
+            path: ca_file.to_owned(),
+            source,
+        })?;
+    Ok(Trust {
+        verifier,
+        fingerprint: file_watch::fingerprint([pem.as_slice()]),
+    })
+}
+
+/// Each handshake is verified against the CA as last read.
+impl ClientCertVerifier for ClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// None: rustls asks for the hints by reference, and the CA they would name may be replaced
+    /// while the server runs. An empty list is allowed (RFC 8446 4.2.4, RFC 5246 7.4.4) and tells
+    /// the client that any certificate may do; the apiserver sends the one its kubeconfig names.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let trust = self.current.load();
+        trust
+            .verifier
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let trust = self.current.load();
+        trust.verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let trust = self.current.load();
+        trust.verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current.load().verifier.supported_verify_schemes()
     }
 }
 
@@ -183,6 +287,43 @@ mod tests {
         let auth = ClientAuth::load(&ca_file(dir.path(), &ca), Vec::new()).expect("loads");
         let kubelet = client_cert(&ca, "kubelet");
         assert!(auth.permits(Some(std::slice::from_ref(&kubelet))).is_ok());
+    }
+
+    #[test]
+    fn a_rotated_ca_file_is_trusted_once_reloaded_and_a_broken_one_never() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, new) = (
+            Authority::generate("old client CA", 1).expect("CA"),
+            Authority::generate("new client CA", 1).expect("CA"),
+        );
+        let path = ca_file(dir.path(), &old);
+        let auth = ClientAuth::load(&path, Vec::new()).expect("loads");
+        let (old_client, new_client) = (
+            client_cert(&old, "kube-apiserver"),
+            client_cert(&new, "kube-apiserver"),
+        );
+        let trusted = |client: &CertificateDer<'_>| {
+            auth.verify_client_cert(client, &[], UnixTime::now())
+                .is_ok()
+        };
+        assert!(trusted(&old_client) && !trusted(&new_client));
+        assert!(
+            !auth.reload(),
+            "reading the same file again changes nothing"
+        );
+
+        // The new CA added to the bundle: both trusted.
+        std::fs::write(&path, format!("{}{}", old.cert_pem, new.cert_pem)).expect("written");
+        assert!(auth.reload());
+        assert!(trusted(&old_client) && trusted(&new_client));
+        // A file caught half-written keeps what was trusted.
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nMIIB").expect("written");
+        assert!(!auth.reload());
+        assert!(trusted(&old_client) && trusted(&new_client));
+        // The old CA removed: its clients are refused.
+        std::fs::write(&path, &new.cert_pem).expect("written");
+        assert!(auth.reload());
+        assert!(!trusted(&old_client) && trusted(&new_client));
     }
 
     #[test]

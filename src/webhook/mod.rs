@@ -28,6 +28,7 @@
 
 pub mod client_auth;
 pub mod facts;
+pub mod file_watch;
 pub mod handler;
 pub mod header_deadline;
 pub mod lean;

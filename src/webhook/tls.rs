@@ -1,13 +1,11 @@
 //! The serving certificate, reloaded when its files change without a new listener: rustls asks
 //! [`ReloadingCert`] for the certificate on every handshake, and a reload swaps it atomically.
-//! Changes are noticed by watching the certificate's directory (Kubernetes updates a mounted secret by
-//! swapping a symlink, which a watch on the file itself would miss) and by polling as a fallback.
+//! Changes are noticed as [`super::file_watch`] says.
 
 use super::client_auth::ClientAuth;
+use super::file_watch;
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use notify::event::{AccessKind, AccessMode};
-use notify::{Event, EventKind, RecursiveMode, Watcher};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -18,9 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// How often the files are re-read even without a file-system event.
-const POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a certificate and key pair cannot serve; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -132,64 +127,11 @@ impl ReloadingCert {
 
     /// Watches the directories of both files and polls; runs until the task is dropped.
     pub async fn watch(self: Arc<Self>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-            if event.is_ok_and(|e| !may_change_files(&e.kind)) {
-                return;
-            }
-            // A full channel already means "reload pending".
-            let _ = tx.try_send(());
-        });
-        let _watcher = match watcher {
-            Ok(mut w) => {
-                for dir in self.directories() {
-                    if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch certificate directory; polling only");
-                    }
-                }
-                Some(w)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no file-system watcher; polling the certificate only");
-                None
-            }
-        };
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = rx.recv() => {
-                    // Let a rotation that writes several files finish before reading them.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    while rx.try_recv().is_ok() {}
-                }
-                _ = poll.tick() => {}
-            }
+        let files = [self.cert_path.clone(), self.key_path.clone()];
+        file_watch::watch(&files, "certificate", || {
             self.reload();
-        }
-    }
-
-    fn directories(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = [&self.cert_path, &self.key_path]
-            .iter()
-            .map(|p| match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-                _ => PathBuf::from("."),
-            })
-            .collect();
-        dirs.dedup();
-        dirs
-    }
-}
-
-/// Whether an event in the certificate's directory may have changed the files. Opening or reading
-/// them (a reload does, and so does anything else that serves or checks them) is not: reacting to
-/// it made every reload trigger the next, ten times a second. Closing a file written to is (a
-/// writer's last write may come just before it).
-fn may_change_files(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
+        })
+        .await;
     }
 }
 
@@ -236,13 +178,7 @@ fn read(cert_path: &Path, key_path: &Path) -> Result<Loaded, CertError> {
             cert: cert_path.to_owned(),
             source,
         })?;
-    let fingerprint = {
-        use sha2::{Digest, Sha256};
-        let mut digest = Sha256::new();
-        digest.update(&cert_pem);
-        digest.update(&key_pem);
-        digest.finalize().into()
-    };
+    let fingerprint = file_watch::fingerprint([cert_pem.as_slice(), key_pem.as_slice()]);
     Ok(Loaded {
         key: Arc::new(certified),
         fingerprint,
@@ -279,14 +215,14 @@ fn unix_time(seconds: i64) -> String {
 /// with `client_auth`, a client certificate of its CA is required.
 pub fn server_config(
     cert: Arc<ReloadingCert>,
-    client_auth: Option<&ClientAuth>,
+    client_auth: Option<Arc<ClientAuth>>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?;
     let mut config = match client_auth {
-        Some(clients) => builder.with_client_cert_verifier(clients.verifier()),
+        Some(clients) => builder.with_client_cert_verifier(clients),
         None => builder.with_no_client_auth(),
     }
     .with_cert_resolver(cert);
@@ -356,27 +292,6 @@ mod tests {
             (days(30) - 120..=days(30)).contains(&until),
             "{until} s left"
         );
-    }
-
-    #[test]
-    fn reading_the_files_is_not_a_change() {
-        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
-        assert!(!may_change_files(&EventKind::Access(AccessKind::Read)));
-        assert!(!may_change_files(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(!may_change_files(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(may_change_files(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(may_change_files(&EventKind::Create(CreateKind::File)));
-        assert!(may_change_files(&EventKind::Modify(ModifyKind::Name(
-            RenameMode::To
-        ))));
-        assert!(may_change_files(&EventKind::Remove(RemoveKind::File)));
-        assert!(may_change_files(&EventKind::Any));
     }
 
     #[tokio::test]

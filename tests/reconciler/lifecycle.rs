@@ -111,13 +111,9 @@ impl TwoProjects {
         ]));
     }
 
-    /// The doomed project's copy goes; its original and the other project's copy stay.
+    /// The doomed project's copy goes; the other project's stays.
     fn assert_only_the_doomed_copy_goes(&self) {
         gone(&self.a, "db");
-        assert!(
-            get_secret(&self.doomed.backing, "db").is_some(),
-            "the original was removed with the project"
-        );
         assert_copy_kept(
             &self.b,
             &self.other.backing,
@@ -133,18 +129,38 @@ fn deleting_a_project_removes_its_copies_and_keeps_the_originals() {
     let world = two_projects_copied("rev");
     world.delete_the_doomed_project();
     world.assert_only_the_doomed_copy_goes();
+    assert!(
+        get_secret(&world.doomed.backing, "db").is_some(),
+        "the original was removed with the project"
+    );
 }
 
 /// A Project deleted while no replica runs leaves no Delete event for a watch to see, and the next
-/// replica starts from an empty index: the copies of its originals must still go (once a fresh read
-/// proves the project gone), and nothing else.
+/// replica starts from an empty index. A missing Project alone proves nothing (a CRD re-installed
+/// and Projects not restored yet look the same): its copies stay while its backing namespace is
+/// there. Once that is gone too (as Rancher deletes it with the Project), the copies go, after a
+/// fresh read proves the project gone, and nothing else does.
 #[test]
-fn a_project_deleted_while_no_replica_ran_loses_its_copies_once_one_starts() {
+fn a_project_deleted_while_no_replica_ran_loses_its_copies_once_its_namespace_is_gone() {
     let _turn = serial();
     let mut world = two_projects_copied("unseen");
     world.running.halt();
     world.delete_the_doomed_project();
     world.running = start(OverwritePolicy::Warn);
+    wake_rounds(&world.running, &world.b, 2);
+    assert_copy_kept(
+        &world.a,
+        &world.doomed.backing,
+        "db",
+        "a copy whose backing namespace is still there",
+    );
+
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &world.doomed.backing,
+        "--wait=false",
+    ]));
     world.assert_only_the_doomed_copy_goes();
 }
 
