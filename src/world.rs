@@ -557,15 +557,17 @@ impl World {
 
     /// The project a namespace is a member of: the one its annotation names, unless that project
     /// is served in its own cluster ([`World::serve_elsewhere`]). Every decision about which
-    /// copies are wanted asks here.
+    /// copies are wanted follows this rule: [`World::is_member_of`] for one namespace and
+    /// [`World::project_namespaces`] for all of a project's apply it without making a `ProjectId`.
     pub fn member_project(&self, namespace: &NamespaceState) -> Option<ProjectId> {
         namespace
             .project()
             .filter(|project| !self.served_elsewhere.contains(project))
     }
 
-    /// Whether [`Self::member_project`] is `project`, without making a `ProjectId`: asked of every
-    /// namespace for each original, in the plan and in the reviews of originals.
+    /// Whether [`Self::member_project`] is `project`, without making a `ProjectId`: asked of one
+    /// namespace ([`crate::plan::wanted_in`]); a walk of a project's namespaces reads
+    /// [`Self::project_namespaces`] instead.
     pub fn is_member_of(&self, namespace: &NamespaceState, project: &ProjectId) -> bool {
         namespace.names_project(project) && !self.served_elsewhere.contains(project)
     }
