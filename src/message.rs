@@ -27,15 +27,21 @@ pub fn fit(text: &str, limit: usize) -> String {
 /// `"{head}: a, b, c and 34 more"`, showing as many items as fit in `limit` characters (at least the
 /// count of the rest), and cut with [`fit`] if even the head is too long.
 pub fn list_line<S: AsRef<str>>(head: &str, items: &[S], limit: usize) -> String {
+    list_line_of(head, items, items.len(), limit)
+}
+
+/// [`list_line`] of a list of `total` items of which only the first are at hand (at least as many
+/// as `limit` could show: each takes a character).
+pub fn list_line_of<S: AsRef<str>>(head: &str, first: &[S], total: usize, limit: usize) -> String {
     // One pass over the items (a project can have thousands of namespaces): the length of the line
     // showing the first `shown` items, for every `shown`; keep the longest that fits.
     let prefix = head.chars().count() + 2;
     let mut joined = 0;
     let mut best = None;
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in first.iter().enumerate() {
         let shown = index + 1;
         joined += item.as_ref().chars().count() + if index > 0 { 2 } else { 0 };
-        let rest = items.len() - shown;
+        let rest = total.saturating_sub(shown);
         let suffix = if rest > 0 {
             format!(" and {rest} more").len()
         } else {
@@ -48,8 +54,8 @@ pub fn list_line<S: AsRef<str>>(head: &str, items: &[S], limit: usize) -> String
     let Some(shown) = best else {
         return fit(head, limit);
     };
-    let mut line = format!("{head}: {}", join(&items[..shown]));
-    let rest = items.len() - shown;
+    let mut line = format!("{head}: {}", join(&first[..shown]));
+    let rest = total.saturating_sub(shown);
     if rest > 0 {
         line.push_str(&format!(" and {rest} more"));
     }

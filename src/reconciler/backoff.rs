@@ -35,24 +35,28 @@ impl Backoffs {
     /// The planned actions that are due at `now`; the others are still backing off. Entries of
     /// actions no longer planned, or planned differently, are dropped.
     pub fn due(&mut self, planned: Vec<Action>, now: Instant) -> Vec<Action> {
-        let mut seen = HashSet::with_capacity(planned.len());
+        if self.entries.is_empty() {
+            // The usual round: nothing backs off, and 100,000 planned actions need no keys.
+            return planned;
+        }
+        let mut still_planned = HashSet::new();
         let due = planned
             .into_iter()
             .filter(|action| {
                 let key = key(action);
-                let waiting = match self.entries.get(&key) {
-                    Some(entry) if entry.fingerprint == fingerprint(action) => entry.retry_at > now,
-                    Some(_) => {
-                        self.entries.remove(&key);
-                        false
-                    }
-                    None => false,
+                let Some(entry) = self.entries.get(&key) else {
+                    return true;
                 };
-                seen.insert(key);
+                if entry.fingerprint != fingerprint(action) {
+                    self.entries.remove(&key);
+                    return true;
+                }
+                let waiting = entry.retry_at > now;
+                still_planned.insert(key);
                 !waiting
             })
             .collect();
-        self.entries.retain(|key, _| seen.contains(key));
+        self.entries.retain(|key, _| still_planned.contains(key));
         due
     }
 

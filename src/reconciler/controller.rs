@@ -7,7 +7,7 @@
 
 use super::apply::{Applier, Outcome, Requeue};
 use super::backoff::Backoffs;
-use super::events::{Events, Trouble};
+use super::events::{self, Events, Tally, Trouble};
 use super::metrics::ReconcilerMetrics;
 use super::{Config, Error, lease, revocation};
 use crate::clusters::condition::{Condition, Served, condition};
@@ -303,26 +303,36 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
         set_conditions(ctx, &world, &actions).await;
     }
     let _timer = ctx.metrics.round(actions.len());
-    let (conflicts, writes): (Vec<_>, Vec<_>) = actions
-        .into_iter()
-        .partition(|a| a.kind() == ActionKind::Conflict);
+    let mut writes = actions;
+    let conflicts: Vec<Action> = writes
+        .extract_if(.., |a| a.kind() == ActionKind::Conflict)
+        .collect();
     announce_new_conflicts(ctx, &conflicts).await;
     let due = lock(&ctx.backoffs).due(writes, Instant::now());
     if !due.is_empty() {
         tracing::debug!(actions = due.len(), "reconciler: executing");
     }
-    let outcomes: Vec<(Action, Result<Outcome, Error>)> = futures::stream::iter(due)
+    // Each outcome is settled as it arrives and then dropped: a round of 100,000 writes never
+    // holds 100,000 outcomes at once.
+    let mut tally = Tally::default();
+    let mut failed = false;
+    let mut outcomes = futures::stream::iter(due)
         .map(|action| execute(ctx, action, &world))
-        .buffer_unordered(ctx.cfg.concurrency.max(1))
-        .collect()
-        .await;
-    let (written, troubles, next_retry) = settle(ctx, &outcomes);
-    if !outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+        .buffer_unordered(ctx.cfg.concurrency.max(1));
+    while let Some((action, outcome)) = outcomes.next().await {
+        failed |= outcome.is_err();
+        settle(ctx, &action, &outcome, &mut tally);
+    }
+    drop(outcomes);
+    let next_retry = {
+        let backoffs = lock(&ctx.backoffs);
+        ctx.metrics.set_in_backoff(backoffs.len());
+        backoffs.next_retry()
+    };
+    if !failed {
         ctx.metrics.clusters.synced(&ctx.cluster);
     }
-    ctx.events.announce(&written).await;
-    let troubles: Vec<(&Action, &Trouble)> = troubles.iter().map(|(a, t)| (*a, t)).collect();
-    ctx.events.announce_troubles(&troubles).await;
+    ctx.events.announce(tally).await;
     let mut wait = ctx.cfg.resync_every;
     if let Some(at) = next_retry {
         wait = wait.min(at.saturating_duration_since(Instant::now()));
@@ -400,40 +410,27 @@ async fn prove_deletions(ctx: &Context, index: &Index) -> Option<Instant> {
     next
 }
 
-/// A round's outcomes: the writes to announce, the troubles to warn about, and when the first
-/// action now backing off is due again.
-type Settled<'a> = (Vec<&'a Action>, Vec<(&'a Action, Trouble)>, Option<Instant>);
-
-/// Records every outcome in the backoff table (a success forgets the action, anything else backs it
-/// off) and sorts out what to announce.
-fn settle<'a>(ctx: &Context, outcomes: &'a [(Action, Result<Outcome, Error>)]) -> Settled<'a> {
-    let mut written = Vec::new();
-    let mut troubles = Vec::new();
-    let mut backoffs = lock(&ctx.backoffs);
-    let now = Instant::now();
-    for (action, outcome) in outcomes {
-        if matches!(outcome, Ok(Outcome::Written)) {
-            written.push(action);
-        }
-        if let Some(trouble) = trouble(outcome) {
-            troubles.push((action, trouble));
-        }
-        match backoff_base(&ctx.cfg, outcome) {
-            None => backoffs.succeeded(action),
-            Some(base) => {
-                let wait = backoffs.failed(action, base, ctx.cfg.max_backoff, now);
-                tracing::debug!(
-                    kind = action.kind().as_str(),
-                    namespace = action.namespace(),
-                    name = action.name(),
-                    wait_seconds = wait.as_secs_f64(),
-                    "reconciler: backing off"
-                );
-            }
-        }
+/// Records one outcome: in the backoff table (a success forgets the action, anything else backs it
+/// off) and in the round's tally of Events.
+fn settle(ctx: &Context, action: &Action, outcome: &Result<Outcome, Error>, tally: &mut Tally) {
+    if matches!(outcome, Ok(Outcome::Written)) {
+        tally.written(action);
     }
-    ctx.metrics.set_in_backoff(backoffs.len());
-    (written, troubles, backoffs.next_retry())
+    if let Some(trouble) = trouble(outcome) {
+        tally.trouble(action, trouble);
+    }
+    let Some(base) = backoff_base(&ctx.cfg, outcome) else {
+        lock(&ctx.backoffs).succeeded(action);
+        return;
+    };
+    let wait = lock(&ctx.backoffs).failed(action, base, ctx.cfg.max_backoff, Instant::now());
+    tracing::debug!(
+        kind = action.kind().as_str(),
+        namespace = action.namespace(),
+        name = action.name(),
+        wait_seconds = wait.as_secs_f64(),
+        "reconciler: backing off"
+    );
 }
 
 /// The first wait of an action after this outcome; `None` when it went through (or only lost the
@@ -573,7 +570,7 @@ async fn announce_new_conflicts(ctx: &Context, conflicts: &[Action]) {
             "reconciler: conflict, not overwriting a secret that is not a copy"
         );
     }
-    ctx.events.announce(&fresh).await;
+    ctx.events.announce(events::summarise(fresh)).await;
 }
 
 /// How long an action waits after its first failure (doubling with every further one).

@@ -9,7 +9,8 @@ use crate::world;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Publishes Events as the reconciler.
 #[derive(Clone)]
@@ -39,17 +40,11 @@ impl Events {
         self
     }
 
-    /// Publishes the Events for the actions of one round: one per original and reason, listing the
-    /// namespaces ("copied to 1000 namespaces: a, b, c and 997 more"), so a thousand copies cost one
-    /// Event and not a thousand API writes. Failures are only logged.
-    pub async fn announce(&self, actions: &[&Action]) {
-        self.publish(summarise(actions)).await;
-    }
-
-    /// Publishes the Warnings for the copy actions of one round that could not go through (one per
-    /// original and reason).
-    pub async fn announce_troubles(&self, troubles: &[(&Action, &Trouble)]) {
-        self.publish(summarise_troubles(troubles)).await;
+    /// Publishes a round's Events: one per original and reason, listing the namespaces ("copied to
+    /// 1000 namespaces: a, b, c and 997 more"), so a thousand copies cost one Event and not a
+    /// thousand API writes. Failures are only logged.
+    pub async fn announce(&self, tally: Tally) {
+        self.publish(tally.events()).await;
     }
 
     async fn publish(&self, events: Vec<(ObjectReference, Event)>) {
@@ -107,59 +102,165 @@ impl Trouble {
 /// How much of an apiserver message an Event quotes.
 const MESSAGE_LIMIT: usize = 400;
 
-/// The Warnings for a round's troubles: one per original and reason, naming the namespaces, the
-/// secret and what stands in the way; never data. Retries back off, so this is not one per second.
-pub fn summarise_troubles(troubles: &[(&Action, &Trouble)]) -> Vec<(ObjectReference, Event)> {
-    let mut groups: BTreeMap<GroupKey, Vec<(&Action, &Trouble)>> = BTreeMap::new();
-    for &(action, trouble) in troubles {
-        let Some((namespace, name)) = action.origin().and_then(keys::parse_origin) else {
-            continue;
-        };
-        groups
-            .entry((namespace, name, trouble.reason()))
-            .or_default()
-            .push((action, trouble));
+/// A round's Events, gathered while its outcomes arrive: one group per original and reason, each
+/// keeping its first action, whether a later one differed, and the namespaces its note can show.
+/// A round of 100,000 writes keeps a handful of groups, not 100,000 actions.
+#[derive(Default)]
+pub struct Tally {
+    /// Actions that went through (or, for conflicts, were refused), by original and action.
+    written: Groups<Option<ConflictReason>>,
+    /// Copy actions that could not go through, by original and reason.
+    troubles: Groups<Trouble>,
+}
+
+/// An original (namespace, name) and the action's name or the trouble's reason.
+type GroupKey = (String, String, &'static str);
+
+type Groups<D> = BTreeMap<GroupKey, Group<D>>;
+
+/// The actions of one original and reason; `detail` is the first one's conflict reason or trouble.
+struct Group<D> {
+    first: Action,
+    detail: D,
+    /// A later action's detail differed from the first one's.
+    mixed: bool,
+    namespaces: Namespaces,
+}
+
+/// How many namespaces a group names, and the first ones in order: as many as a note can show
+/// (each takes at least one character), never all of 100,000.
+#[derive(Default)]
+struct Namespaces {
+    count: usize,
+    first: BTreeSet<String>,
+}
+
+impl Namespaces {
+    fn push(&mut self, namespace: &str) {
+        self.count += 1;
+        if self.first.len() < NOTE_LIMIT {
+            self.first.insert(namespace.to_owned());
+        } else if self
+            .first
+            .last()
+            .is_some_and(|last| namespace < last.as_str())
+        {
+            self.first.insert(namespace.to_owned());
+            self.first.pop_last();
+        }
     }
-    groups
-        .into_iter()
-        .filter_map(|((namespace, name, reason), group)| {
-            let &(first, trouble) = group.first()?;
-            let note = if group.len() == 1 {
-                message::fit(
-                    &format!(
-                        "could not {} in namespace {}: {}; retrying with backoff",
-                        verb(first),
-                        first.namespace(),
-                        trouble.detail(first.name())
-                    ),
-                    NOTE_LIMIT,
-                )
-            } else {
-                let mut namespaces: Vec<&str> = group.iter().map(|(a, _)| a.namespace()).collect();
-                namespaces.sort_unstable();
-                let others = if group.iter().any(|(_, t)| *t != trouble) {
-                    " (and other errors)"
-                } else {
-                    ""
+
+    /// `"{head}: a, b, c and 997 more"` within [`NOTE_LIMIT`].
+    fn line(&self, head: &str) -> String {
+        let first: Vec<&str> = self.first.iter().map(String::as_str).collect();
+        message::list_line_of(head, &first, self.count, NOTE_LIMIT)
+    }
+}
+
+impl Tally {
+    /// Counts an action that went through, or a conflict refused.
+    pub fn written(&mut self, action: &Action) {
+        gather(
+            &mut self.written,
+            action,
+            action_name(action),
+            conflict_reason(action),
+        );
+    }
+
+    /// Counts a copy action that could not go through.
+    pub fn trouble(&mut self, action: &Action, trouble: Trouble) {
+        gather(&mut self.troubles, action, trouble.reason(), trouble);
+    }
+
+    /// The Events, in a stable order: what went through, then the Warnings for what did not.
+    pub fn events(self) -> Vec<(ObjectReference, Event)> {
+        let written = self.written.into_values().filter_map(|group| {
+            let (reference, mut event) = event_for(&group.first)?;
+            let namespaces = &group.namespaces;
+            if namespaces.count > 1 {
+                let count = message::count(namespaces.count, "namespace", "namespaces");
+                let head = match group.detail {
+                    // A conflict says why: each reason asks the operator for something else.
+                    Some(reason) => {
+                        let others = if group.mixed {
+                            " (and other reasons)"
+                        } else {
+                            ""
+                        };
+                        format!("not copied to {count}: {reason}{others}")
+                    }
+                    None => format!("{} in {count}", group_phrase(&event.reason)),
                 };
-                let head = format!(
-                    "could not write the copies in {}: {}{others}; retrying with backoff",
-                    message::count(namespaces.len(), "namespace", "namespaces"),
-                    trouble.detail(first.name())
-                );
-                message::list_line(&head, &namespaces, NOTE_LIMIT)
-            };
-            let reference = original(namespace, name, first);
-            let event = Event {
-                type_: EventType::Warning,
-                reason: reason.to_owned(),
-                note: Some(note),
-                action: action_name(first).to_owned(),
-                secondary: None,
-            };
+                event.note = Some(namespaces.line(&head));
+            }
             Some((reference, event))
-        })
-        .collect()
+        });
+        let troubles = self
+            .troubles
+            .into_iter()
+            .map(|((namespace, name, reason), group)| {
+                let (first, trouble) = (&group.first, &group.detail);
+                let note = if group.namespaces.count == 1 {
+                    message::fit(
+                        &format!(
+                            "could not {} in namespace {}: {}; retrying with backoff",
+                            verb(first),
+                            first.namespace(),
+                            trouble.detail(first.name())
+                        ),
+                        NOTE_LIMIT,
+                    )
+                } else {
+                    let others = if group.mixed {
+                        " (and other errors)"
+                    } else {
+                        ""
+                    };
+                    let head = format!(
+                        "could not write the copies in {}: {}{others}; retrying with backoff",
+                        message::count(group.namespaces.count, "namespace", "namespaces"),
+                        trouble.detail(first.name())
+                    );
+                    group.namespaces.line(&head)
+                };
+                let reference = original(&namespace, &name, first);
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: reason.to_owned(),
+                    note: Some(note),
+                    action: action_name(first).to_owned(),
+                    secondary: None,
+                };
+                (reference, event)
+            });
+        written.chain(troubles).collect()
+    }
+}
+
+/// Adds `action` to its original's group for `reason`. Actions on no original (backing
+/// namespaces, labels) earn no Event here.
+fn gather<D: PartialEq>(groups: &mut Groups<D>, action: &Action, reason: &'static str, detail: D) {
+    let Some((namespace, name)) = action.origin().and_then(keys::parse_origin) else {
+        return;
+    };
+    match groups.entry((namespace.to_owned(), name.to_owned(), reason)) {
+        Entry::Occupied(mut entry) => {
+            let group = entry.get_mut();
+            group.mixed |= group.detail != detail;
+            group.namespaces.push(action.namespace());
+        }
+        Entry::Vacant(entry) => {
+            let mut namespaces = Namespaces::default();
+            namespaces.push(action.namespace());
+            entry.insert(Group {
+                first: action.clone(),
+                detail,
+                mixed: false,
+                namespaces,
+            });
+        }
+    }
 }
 
 /// What a copy action was doing, for "could not ...".
@@ -177,46 +278,13 @@ fn verb(action: &Action) -> &'static str {
 /// Longest Event note we write (the API allows 1 KiB).
 const NOTE_LIMIT: usize = 1000;
 
-/// An original (namespace, name) and the action's name or the trouble's reason, borrowed from the
-/// actions: grouping costs no allocation per action.
-type GroupKey<'a> = (&'a str, &'a str, &'static str);
-
-/// The Events for a round's actions, grouped by original and reason, in a stable order. Grouped
-/// before any Event is drafted: a round of 100,000 copies drafts ten Events, not 100,000.
-pub fn summarise(actions: &[&Action]) -> Vec<(ObjectReference, Event)> {
-    let mut groups: BTreeMap<GroupKey<'_>, Vec<&Action>> = BTreeMap::new();
-    for &action in actions {
-        // Actions on no original (backing namespaces, labels) earn no Event here.
-        let Some((namespace, name)) = action.origin().and_then(keys::parse_origin) else {
-            continue;
-        };
-        groups
-            .entry((namespace, name, action_name(action)))
-            .or_default()
-            .push(action);
+/// The Events a list of actions earns (see [`Tally`]).
+pub fn summarise<'a>(actions: impl IntoIterator<Item = &'a Action>) -> Tally {
+    let mut tally = Tally::default();
+    for action in actions {
+        tally.written(action);
     }
-    groups
-        .into_values()
-        .filter_map(|group| {
-            let (reference, mut event) = event_for(group.first()?)?;
-            if group.len() > 1 {
-                let mut namespaces: Vec<&str> = group.iter().map(|a| a.namespace()).collect();
-                namespaces.sort_unstable();
-                let count = message::count(namespaces.len(), "namespace", "namespaces");
-                let head = match conflict_reason(group[0]) {
-                    // A conflict says why: each reason asks the operator for something else.
-                    Some(reason) => {
-                        let others = group.iter().any(|a| conflict_reason(a) != Some(reason));
-                        let others = if others { " (and other reasons)" } else { "" };
-                        format!("not copied to {count}: {reason}{others}")
-                    }
-                    None => format!("{} in {count}", group_phrase(&event.reason)),
-                };
-                event.note = Some(message::list_line(&head, &namespaces, NOTE_LIMIT));
-            }
-            Some((reference, event))
-        })
-        .collect()
+    tally
 }
 
 /// Why a conflict's copy is not written; `None` for any other action.
@@ -363,7 +431,7 @@ mod tests {
         let other = delete(Some("local-p/other"));
         let mut all: Vec<&Action> = removals.iter().collect();
         all.push(&other);
-        let events = summarise(&all);
+        let events = summarise(all).events();
         assert_eq!(events.len(), 2);
         let (reference, event) = &events[0];
         assert_eq!(reference.name.as_deref(), Some("db"));
@@ -404,7 +472,11 @@ mod tests {
             create_in("team-b"),
             create_in("team-c"),
         );
-        let events = summarise_troubles(&[(&b, &too_long), (&a, &too_long), (&c, &held)]);
+        let mut tally = Tally::default();
+        tally.trouble(&b, too_long.clone());
+        tally.trouble(&a, too_long);
+        tally.trouble(&c, held);
+        let events = tally.events();
         assert_eq!(events.len(), 2);
         let (reference, failed) = &events[0];
         assert_eq!(reference.name.as_deref(), Some("db"));
@@ -444,6 +516,40 @@ mod tests {
     }
 
     #[test]
+    fn a_round_of_thousands_keeps_only_the_names_its_note_shows_and_says_the_same() {
+        // Arriving last-first, so every name the note shows evicts one it will not.
+        let removals: Vec<Action> = (0..5000)
+            .rev()
+            .map(|i| Action::Delete {
+                namespace: format!("ns-{i:04}"),
+                name: "db".to_owned(),
+                uid: "u".to_owned(),
+                origin: Some("local-p/db".to_owned()),
+            })
+            .collect();
+        let tally = summarise(&removals);
+        let kept: usize = tally
+            .written
+            .values()
+            .map(|g| g.namespaces.first.len())
+            .sum();
+        assert_eq!(kept, NOTE_LIMIT);
+        let mut all: Vec<&str> = removals.iter().map(Action::namespace).collect();
+        all.sort_unstable();
+        let head = format!(
+            "removed copies in {}",
+            message::count(5000, "namespace", "namespaces")
+        );
+        let whole = message::list_line(&head, &all, NOTE_LIMIT);
+        assert!(
+            whole.starts_with(&format!("{head}: ns-0000, ns-0001")),
+            "{whole}"
+        );
+        let events = tally.events();
+        assert_eq!(events[0].1.note.as_deref(), Some(whole.as_str()));
+    }
+
+    #[test]
     fn grouped_conflicts_say_why() {
         let conflict = |namespace: &str, reason| Action::Conflict {
             namespace: namespace.to_owned(),
@@ -456,7 +562,7 @@ mod tests {
             conflict("team-a", unreadable),
             conflict("team-b", unreadable),
         ];
-        let events = summarise(&same.iter().collect::<Vec<_>>());
+        let events = summarise(&same).events();
         assert_eq!(
             events[0].1.note.as_deref(),
             Some(format!("not copied to 2 namespaces: {unreadable}: team-a, team-b").as_str())
@@ -465,7 +571,7 @@ mod tests {
             conflict("team-a", ConflictReason::NoConsent),
             conflict("team-b", ConflictReason::HeldByOriginal),
         ];
-        let events = summarise(&mixed.iter().collect::<Vec<_>>());
+        let events = summarise(&mixed).events();
         let note = events[0].1.note.as_deref().unwrap_or_default();
         assert!(
             note.starts_with(&format!(
