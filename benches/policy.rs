@@ -171,6 +171,7 @@ fn add_project(
             backing_namespace: backing.to_owned(),
             has_backing_status: true,
             backing_not_ready: None,
+            deleting: false,
         },
     );
     world.upsert_namespace(backing.to_owned(), NamespaceState::default());

@@ -45,6 +45,7 @@ fn main() {
                 backing_namespace: backing.clone(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         world.upsert_namespace(backing.clone(), NamespaceState::default());

@@ -128,6 +128,7 @@ mod tests {
                 backing_namespace: "p-new".to_owned(),
                 has_backing_status: false,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         let kinds: Vec<_> = planned(&world, &Settings::default(), true)

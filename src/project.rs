@@ -29,6 +29,7 @@ pub fn project_state(project: &DynamicObject) -> Option<(ProjectId, ProjectState
         has_backing_status: status_backing.is_some(),
         backing_not_ready: backing_not_ready(&project.data),
         uid: project.metadata.uid.clone().unwrap_or_default(),
+        deleting: project.metadata.deletion_timestamp.is_some(),
     };
     Some((id, state))
 }

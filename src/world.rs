@@ -29,6 +29,9 @@ pub struct ProjectState {
     pub backing_not_ready: Option<String>,
     /// The Project object's uid: a namespace is marked for this very object, not for its name.
     pub uid: String,
+    /// The Project object is being deleted (a deletionTimestamp, finalizers holding it): it gets no
+    /// backing namespace any more.
+    pub deleting: bool,
 }
 
 /// A project the projects watch saw deleted, remembered with its backing namespace so that the copies
@@ -855,6 +858,7 @@ pub mod fixtures {
                 backing_namespace: backing.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         world.upsert_namespace(backing.to_owned(), NamespaceState::default());
@@ -1245,6 +1249,7 @@ mod tests {
                 backing_namespace: status.unwrap_or(name).to_owned(),
                 has_backing_status: status.is_some(),
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         id

@@ -15,9 +15,19 @@ use crate::world::{self, NamespaceState, World};
 /// never adopted unless it is marked for that very project: otherwise a Project named after someone
 /// else's backing namespace would take it over. A namespace two projects claim is neither's (see
 /// [`World::claims`]); a project whose name is no namespace name is skipped, with its condition.
+///
+/// A project on its way out (its object or its cluster's namespace being deleted) gets nothing: a
+/// backing namespace created, or created again after it was deleted with the project, would
+/// outlive the project.
 pub fn backing_namespace_actions(world: &World) -> Vec<Action> {
     world
         .projects()
+        .filter(|(id, state)| {
+            !state.deleting
+                && !world
+                    .namespace(&id.cluster)
+                    .is_some_and(|ns| ns.terminating)
+        })
         .filter_map(|(id, state)| {
             let (backing_namespace, create_namespace, refusal) = if state.has_backing_status {
                 let rivals = world.rivals(id).map(|(_, rivals)| BackingRefusal::Claimed {
@@ -269,6 +279,42 @@ mod tests {
         );
     }
 
+    /// Deleting a cluster's namespace deletes its Projects, and their backing namespaces are often
+    /// deleted alongside: none is created again for a project on its way out, where it would stay.
+    #[test]
+    fn a_project_being_deleted_gets_no_backing_namespace() {
+        // The reconciler's own backing namespaces (as with --manage-backing-namespaces).
+        let mut world = World::default().require_marked_backing_namespaces();
+        let id = bare(&mut world, "c-gone", "p-going");
+        let generated = id.generated_backing_namespace();
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&id, &generated, true)]
+        );
+        world.upsert_namespace(
+            "c-gone".to_owned(),
+            NamespaceState {
+                terminating: true,
+                ..NamespaceState::default()
+            },
+        );
+        assert_eq!(backing_namespace_actions(&world), vec![]);
+        world.upsert_namespace("c-gone".to_owned(), NamespaceState::default());
+        let mut state = world.project(&id).cloned().unwrap_or_default();
+        state.deleting = true;
+        // Its recorded backing namespace deleted too: not created again.
+        state.has_backing_status = true;
+        state.backing_namespace = generated.clone();
+        world.upsert_project(id.clone(), state.clone());
+        assert_eq!(backing_namespace_actions(&world), vec![]);
+        state.deleting = false;
+        world.upsert_project(id.clone(), state);
+        assert_eq!(
+            backing_namespace_actions(&world),
+            vec![set(&id, &generated, true)]
+        );
+    }
+
     fn set(id: &ProjectId, namespace: &str, create: bool) -> Action {
         Action::SetBackingNamespace {
             project: id.clone(),
@@ -371,6 +417,7 @@ mod tests {
                 backing_namespace: BACKING.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         assert_eq!(world.backing_project(BACKING), None);
@@ -420,6 +467,7 @@ mod tests {
                 backing_namespace: BACKING.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         // Deleted (or never made): made again, marked, so that its name is not left to others.
@@ -473,6 +521,7 @@ mod tests {
                 backing_namespace: "payments".to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         assert_eq!(
@@ -497,6 +546,7 @@ mod tests {
                 backing_namespace: BACKING.to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         world.upsert_namespace(BACKING.to_owned(), NamespaceState::default());
@@ -516,6 +566,7 @@ mod tests {
                 backing_namespace: "local-p-x".to_owned(),
                 has_backing_status: true,
                 backing_not_ready: None,
+                deleting: false,
             },
         );
         bare(&mut world, "local", "p-x");

@@ -24,6 +24,7 @@ pub fn project(world: &mut World, cluster: &str, name: &str, backing: &str) -> P
             backing_namespace: backing.to_owned(),
             has_backing_status: true,
             backing_not_ready: None,
+            deleting: false,
         },
     );
     world.upsert_namespace(backing.to_owned(), NamespaceState::default());
@@ -279,6 +280,7 @@ pub fn build(s: &Scenario) -> World {
                     backing_namespace: backing.clone(),
                     has_backing_status: w.has_backing_status,
                     backing_not_ready: None,
+                    deleting: false,
                 },
             );
         }

@@ -3,7 +3,7 @@
 //! claim that slipped past admission (written as the reconciler's identity, which the project guard
 //! lets through) of a namespace marked for another project takes nothing, and nothing is deleted
 //! because of it; a deleted backing namespace is made again, marked, and one someone else made
-//! first is not adopted.
+//! first is not adopted; one deleted with its project is not made again.
 //!
 //! A child module of the reconciler tests, to share their helpers and take turns with them.
 
@@ -224,6 +224,80 @@ fn a_project_created_again_under_its_name_does_not_keep_the_deleted_ones_copies(
     let taken = format!("False,{}", keys::BACKING_NAMESPACE_TAKEN);
     eventually("the Taken condition on the new object", WAIT, || {
         (backing_ready("local", &victim.name) == taken).then_some(())
+    });
+    running.stop();
+}
+
+/// A project on its way out gets no backing namespace: one deleted alongside it (as when a
+/// cluster's namespace and its projects' namespaces are deleted together) is not made again,
+/// where it would outlive the project.
+#[test]
+fn a_backing_namespace_deleted_with_its_project_is_not_made_again() {
+    let _turn = serial();
+    let (victim, member, running) = victim_with_a_copy("going", "going-a");
+    let victim_id = ProjectId::new("local", victim.name.clone());
+    // A finalizer holds the Project while it is deleted, as Rancher's controllers do.
+    let hold = |finalizers: &str| {
+        ok(kubectl_line(&format!(
+            "patch project {} -n local --type=merge -p {{\"metadata\":{{\"finalizers\":{finalizers}}}}}",
+            victim.name
+        )))
+    };
+    hold("[\"example.com/hold\"]");
+    ok(kubectl(&[
+        "delete",
+        "project",
+        &victim.name,
+        "-n",
+        "local",
+        "--wait=false",
+    ]));
+    eventually(
+        "the reconciler to see the project being deleted",
+        WAIT,
+        || {
+            let world = running.index.read();
+            world
+                .project(&victim_id)
+                .is_some_and(|p| p.deleting)
+                .then_some(())
+        },
+    );
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        &victim.backing,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    eventually("the reconciler to see the namespace gone", WAIT, || {
+        running
+            .index
+            .read()
+            .namespace(&victim.backing)
+            .is_none()
+            .then_some(())
+    });
+    // Rounds are counted once planned: the second after this point plans from a world without the
+    // namespace, and the third starts only once the second's writes are done.
+    for _ in 0..3 {
+        running.another_round(&member);
+    }
+    assert!(
+        fails(kubectl(&["get", "namespace", &victim.backing])).contains("NotFound"),
+        "the backing namespace of a project being deleted was made again"
+    );
+    hold("null");
+    eventually("the project gone", WAIT, || {
+        let out = kubectl(&[
+            "get",
+            "project",
+            &victim.name,
+            "-n",
+            "local",
+            "--ignore-not-found",
+        ]);
+        stdout(&out).trim().is_empty().then_some(())
     });
     running.stop();
 }
