@@ -23,7 +23,9 @@ mod repairs;
 pub use action::{Action, ActionKind, BackingRefusal, ConflictReason, PlacedCopy};
 pub use clusters::{downstream_actions, management_actions, served_elsewhere};
 pub use copies::{actions, consents_to_overwrite};
-pub use copy::{Drift, copy_of, drift, replaceable_in_place, replaced};
+pub use copy::{
+    Drift, copy_fits, copy_metadata_entries, copy_of, drift, replaceable_in_place, replaced,
+};
 pub use fate::{Fate, fate, wanted_in, wanted_namespaces, wants_copy};
 pub use ignore::{IgnoreList, IgnorePatternError};
 pub use progress::{Progress, progress};

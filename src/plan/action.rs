@@ -102,6 +102,10 @@ pub enum ConflictReason {
     /// under an older version's limits): which namespaces it excludes is unknown, so no copy is
     /// written and none removed until it is fixed.
     UnreadableIgnoreList,
+    /// The original's copies would carry more labels or annotations than the webhook reads of an
+    /// object (S6; written past the webhook): such a copy could never be reviewed again, so never
+    /// changed or deleted, and its namespace never finish terminating.
+    CopyMetadataTooLarge,
 }
 
 impl fmt::Display for ConflictReason {
@@ -121,6 +125,12 @@ impl fmt::Display for ConflictReason {
                 "the original's {} annotation cannot be read, so which namespaces it excludes is \
                  unknown; fix it (the webhook says what is wrong with it)",
                 keys::IGNORE_NAMESPACES_ANNOTATION
+            ),
+            Self::CopyMetadataTooLarge => write!(
+                f,
+                "the original's copies would carry more than {} labels or annotations (its own plus \
+                 those every copy adds), which the webhook could never review again; remove some",
+                keys::MAX_METADATA_ENTRIES
             ),
         }
     }

@@ -7,7 +7,7 @@
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
 use super::copy::{Drift, copy_of, drift_of};
-use super::fate::{Fate, fate, wants_copy};
+use super::fate::{Fate, fate, held_back, reaches, wants_copy};
 use super::repairs::label_repairs;
 use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
 use crate::keys;
@@ -37,12 +37,13 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
         let namespaces = world.project_namespaces(original.project);
         let ignore = IgnoreList::of(&original.secret.metadata);
         let name = original.secret.metadata.name.as_deref().unwrap_or_default();
-        if ignore.is_unreadable() {
-            out.extend(unreadable_ignore_list(
+        if let Some(reason) = held_back(&original, &ignore) {
+            out.extend(held_back_copies(
                 world,
                 &original,
                 namespaces,
                 settings,
+                reason,
                 &mut wanted,
             ));
             continue;
@@ -67,15 +68,16 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
     out
 }
 
-/// An original whose ignore list cannot be read: nothing is written where it could reach (the list
-/// might exclude any namespace), and its copies there stay as they are until the list is fixed; a
-/// Conflict in each such namespace says why. What else holds its name there is planned as if it
-/// wanted no copy (a copy of another original goes).
-fn unreadable_ignore_list<'w>(
+/// An original whose copies are held back ([`held_back`]): nothing is written where it could
+/// reach, and its copies there stay as they are until it is fixed; a Conflict in each such
+/// namespace says why. What else holds its name there is planned as if it wanted no copy (a copy
+/// of another original goes).
+fn held_back_copies<'w>(
     world: &'w World,
     original: &Original<'w>,
     namespaces: impl Iterator<Item = Member<'w>>,
     settings: &Settings,
+    reason: ConflictReason,
     wanted: &mut HashSet<(&'w str, &'w str)>,
 ) -> Vec<Action> {
     let name = original.name();
@@ -87,15 +89,7 @@ fn unreadable_ignore_list<'w>(
             .is_some_and(|copy| copy.origin.as_deref() == Some(origin.as_str()))
     };
     namespaces
-        .filter(|m| {
-            wants_copy(
-                original,
-                &IgnoreList::default(),
-                m.name,
-                m.terminating,
-                settings,
-            )
-        })
+        .filter(|m| reaches(original, m.name, m.terminating, settings))
         .map(
             |Member {
                  name: namespace, ..
@@ -103,7 +97,7 @@ fn unreadable_ignore_list<'w>(
                 if its_copy(namespace) {
                     wanted.insert((namespace, name));
                 }
-                conflict(original, namespace, ConflictReason::UnreadableIgnoreList)
+                conflict(original, namespace, reason)
             },
         )
         .collect()
@@ -281,6 +275,15 @@ mod tests {
     use crate::world::fixtures::*;
     use k8s_openapi::ByteString;
 
+    /// The original, written past the webhook with `extra` labels besides its own two: its copies
+    /// would carry `extra + 2`.
+    fn many_labels(world: &mut World, extra: usize) {
+        let mut original = secret(BACKING, "db", &original_labels(), &[]);
+        let labels = original.metadata.labels.get_or_insert_default();
+        labels.extend((0..extra).map(|i| (format!("example.com/l{i}"), String::new())));
+        add_secret(world, original);
+    }
+
     #[test]
     fn copy_actions_table() {
         let cases: Vec<(&str, Setup, OverwritePolicy, Vec<&str>)> = vec![
@@ -392,6 +395,24 @@ mod tests {
                 },
                 WARN,
                 vec!["conflict team-a/db (origin local-p-vwxyz/db)"],
+            ),
+            (
+                "an original at the webhook's entry cap is copied",
+                |w| many_labels(w, keys::MAX_METADATA_ENTRIES - 2),
+                WARN,
+                vec![
+                    "update team-a/db (origin local-p-vwxyz/db)",
+                    "update team-b/db (origin local-p-vwxyz/db)",
+                ],
+            ),
+            (
+                "one past it writes nothing and keeps its copies",
+                |w| many_labels(w, keys::MAX_METADATA_ENTRIES - 1),
+                WARN,
+                vec![
+                    "conflict team-a/db (origin local-p-vwxyz/db)",
+                    "conflict team-b/db (origin local-p-vwxyz/db)",
+                ],
             ),
         ];
         for (name, setup, policy, expected) in cases {

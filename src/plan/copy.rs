@@ -51,6 +51,49 @@ pub fn copy_of(original: &Original<'_>, namespace: &str) -> Secret {
     }
 }
 
+/// How many annotations and labels a copy of `original` carries at most: its own that are copied,
+/// the copy markers, and the note of a copy that replaced a secret. Counted, not built.
+pub fn copy_metadata_entries(original: &Original<'_>) -> (usize, usize) {
+    let meta = &original.secret.metadata;
+    let count = |map: Option<&BTreeMap<String, String>>, added: &[&str]| {
+        let own = map
+            .into_iter()
+            .flatten()
+            .filter(|(key, _)| !keys::is_not_copied(key) && !added.contains(&key.as_str()))
+            .count();
+        own + added.len()
+    };
+    let annotations = [
+        keys::COPY_ANNOTATION,
+        keys::USER_SECRET_ANNOTATION,
+        keys::ORIGIN_ANNOTATION,
+        keys::ORIGIN_UID_ANNOTATION,
+        keys::REPLACED_ANNOTATION,
+    ];
+    let labels = [
+        keys::PROJECT_SCOPED_LABEL,
+        keys::PROJECT_SCOPED_CLUSTER_LABEL,
+    ];
+    (
+        count(meta.annotations.as_ref(), &annotations),
+        count(meta.labels.as_ref(), &labels),
+    )
+}
+
+/// Whether `original`'s copies stay within the labels and annotations the webhook reads of an
+/// object (S6 refuses an original whose copies would not; one can still arrive past the webhook).
+pub fn copy_fits(original: &Original<'_>) -> bool {
+    let meta = &original.secret.metadata;
+    let most = keys::MAX_METADATA_ENTRIES;
+    let len = |map: Option<&BTreeMap<String, String>>| map.map_or(0, BTreeMap::len);
+    // Nearly every original is far below: the plan asks for each of its namespaces.
+    if len(meta.annotations.as_ref()) + 5 <= most && len(meta.labels.as_ref()) + 2 <= most {
+        return true;
+    }
+    let (annotations, labels) = copy_metadata_entries(original);
+    annotations <= most && labels <= most
+}
+
 fn copied(map: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
     map.into_iter()
         .flatten()

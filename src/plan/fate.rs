@@ -2,6 +2,7 @@
 //! Every reader asks here: [`super::actions`] for the reconciler and `plan`, the webhook for S1, S2,
 //! S5, S7 and N3. Nothing else decides which copies exist.
 
+use super::copy::copy_fits;
 use super::{ConflictReason, IgnoreList, OverwritePolicy, Settings, consents_to_overwrite};
 use crate::keys;
 use crate::world::{CopyMeta, Original, Scoped, World};
@@ -13,8 +14,8 @@ fn is_copyable(original: &Original<'_>) -> bool {
 }
 
 /// Whether `original` wants a copy in `namespace`, a namespace of its project in the given state:
-/// not the backing namespace itself, not terminating, not ignored, not protected, and never a
-/// service-account token. Also answers "what if this namespace joined" for the webhook.
+/// one it [`reaches`], not ignored, and no reason to hold its copies back ([`held_back`]). Also
+/// answers "what if this namespace joined" for the webhook.
 pub fn wants_copy(
     original: &Original<'_>,
     ignore: &IgnoreList,
@@ -22,11 +23,38 @@ pub fn wants_copy(
     terminating: bool,
     settings: &Settings,
 ) -> bool {
+    reaches(original, namespace, terminating, settings)
+        && !ignore.matches(namespace)
+        && copy_fits(original)
+}
+
+/// Whether `original` could have a copy in `namespace`, a namespace of its project in the given
+/// state, whatever its ignore list says: not the backing namespace itself, not terminating, not
+/// protected, and never a service-account token.
+pub fn reaches(
+    original: &Original<'_>,
+    namespace: &str,
+    terminating: bool,
+    settings: &Settings,
+) -> bool {
     is_copyable(original)
         && namespace != original.namespace()
         && !terminating
-        && !ignore.matches(namespace)
         && !settings.protected.contains(namespace)
+}
+
+/// Why no copy of `original` is written anywhere while its copies that exist are kept as they
+/// are: its ignore list cannot be read (which namespaces it excludes is unknown), or its copies
+/// would carry more labels or annotations than the webhook reads (written, they could never be
+/// reviewed again). Both come only past the webhook, which refuses them (S6).
+pub fn held_back(original: &Original<'_>, ignore: &IgnoreList) -> Option<ConflictReason> {
+    if ignore.is_unreadable() {
+        Some(ConflictReason::UnreadableIgnoreList)
+    } else if !copy_fits(original) {
+        Some(ConflictReason::CopyMetadataTooLarge)
+    } else {
+        None
+    }
 }
 
 /// The namespaces of the original's project that want a copy of it, sorted by name.

@@ -4,7 +4,7 @@
 //! A copy that looks unwanted then is not. So a delete is decided again from fresh reads of the two
 //! things that make a copy wanted: its namespace, and the one original that could want it there.
 
-use super::fate::wants_copy;
+use super::fate::{held_back, reaches, wants_copy};
 use super::{IgnoreList, Settings};
 use crate::world::{NamespaceState, World};
 use k8s_openapi::api::core::v1::Secret;
@@ -39,15 +39,13 @@ pub fn wanted_after_all(
         return false;
     };
     let ignore = IgnoreList::of(&secret.metadata);
+    let terminating = live_namespace.terminating;
+    // An original whose copies are held back keeps those that exist, as the plan does.
+    let kept = held_back(&original, &ignore).is_some()
+        && reaches(&original, namespace, terminating, settings);
     original.name() == name
         && world.member_project(live_namespace).as_ref() == Some(original.project)
-        && wants_copy(
-            &original,
-            &ignore,
-            namespace,
-            live_namespace.terminating,
-            settings,
-        )
+        && (kept || wants_copy(&original, &ignore, namespace, terminating, settings))
 }
 
 #[cfg(test)]
@@ -167,6 +165,36 @@ mod tests {
             Some(&team_a),
             Some(&original)
         ));
+    }
+
+    /// The plan keeps the copies of an original it holds back: so does the last word.
+    #[test]
+    fn the_copies_of_a_held_back_original_are_wanted_after_all() {
+        let (world, original) = skewed();
+        let settings = Settings::default();
+        let team_a = member(&world, "team-a");
+        let mut unreadable = original.clone();
+        unreadable
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(
+                keys::IGNORE_NAMESPACES_ANNOTATION.to_owned(),
+                "(".to_owned(),
+            );
+        let mut crowded = original.clone();
+        let labels = crowded.metadata.labels.get_or_insert_default();
+        labels.extend((0..keys::MAX_METADATA_ENTRIES).map(|i| (format!("l{i}"), String::new())));
+        for held in [&unreadable, &crowded] {
+            let wanted =
+                |ns, state| wanted_after_all(&world, &settings, ns, "db", state, Some(held));
+            assert!(wanted("team-a", Some(&team_a)));
+            let dying = NamespaceState {
+                terminating: true,
+                ..team_a.clone()
+            };
+            assert!(!wanted("team-a", Some(&dying)));
+        }
     }
 
     #[test]

@@ -271,9 +271,8 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ),
         ));
     }
-    // Plus `replaced` when a copy overwrites (copy_of always sets the origin uid, if empty).
-    let annotations = copy.metadata.annotations.as_ref().map_or(0, |a| a.len()) + 1;
-    let labels = copy.metadata.labels.as_ref().map_or(0, |l| l.len());
+    // Counted as the reconciler counts, which holds such an original's copies back.
+    let (annotations, labels) = plan::copy_metadata_entries(original);
     for (what, entries) in [("annotations", annotations), ("labels", labels)] {
         if entries > keys::MAX_METADATA_ENTRIES {
             out.deny(Denial::forbidden(
@@ -376,8 +375,10 @@ impl<'a> Fates<'a> {
                 Fate::Overwrite { .. } => fates.overwritten.push(ns),
                 Fate::Conflict(ConflictReason::NoConsent) => fates.refused.push(ns),
                 Fate::Conflict(ConflictReason::HeldByOriginal) => fates.held.push(ns),
-                // Not a fate: an unreadable list wants no namespace (and S6 refuses it).
-                Fate::Conflict(ConflictReason::UnreadableIgnoreList) => {}
+                // Not fates: such originals want no namespace (and S6 refuses them).
+                Fate::Conflict(
+                    ConflictReason::UnreadableIgnoreList | ConflictReason::CopyMetadataTooLarge,
+                ) => {}
                 Fate::Create | Fate::Copy(_) | Fate::StrayCopy { .. } => {}
             }
         }

@@ -288,6 +288,57 @@ fn an_unreadable_ignore_list_keeps_the_copies_and_says_so() {
 }
 
 #[test]
+fn an_original_whose_copies_the_webhook_could_never_review_keeps_them_and_says_so() {
+    let _turn = serial();
+    let (project, (a, b), running) = db_copied_into_two_members("crowd");
+    // Past the webhook (which refuses it, S6): more labels than the webhook reads of an object, and
+    // new data. Copies like it could never be reviewed again, so never deleted, and their
+    // namespaces never finish terminating: none is written, those there are kept, a Conflict says
+    // why.
+    let replace_original = |extra: usize, data: &str| {
+        let mut original = get_secret(&project.backing, "db").expect("the original");
+        let labels = original["metadata"]["labels"]
+            .as_object_mut()
+            .expect("the original's labels");
+        labels.retain(|key, _| !key.starts_with("example.com/"));
+        for i in 0..extra {
+            labels.insert(format!("example.com/l{i}"), "".into());
+        }
+        original["data"] = serde_json::json!({"k": data});
+        ok(kubectl_stdin(
+            &env().sa_kubeconfig,
+            &["replace", "-f", "-"],
+            &original.to_string(),
+        ));
+    };
+    replace_original(keys::MAX_METADATA_ENTRIES, "bmV3");
+    eventually("a Conflict event naming the labels", WAIT, || {
+        let events = ok(kubectl_line(&format!(
+            "get events -n {} --field-selector reason=Conflict -o jsonpath={{.items[*].message}}",
+            project.backing
+        )));
+        events.contains("labels or annotations").then_some(())
+    });
+    for ns in [&a, &b] {
+        let kept = get_secret(ns, "db").expect("the copy is kept");
+        assert_eq!(
+            data(&kept),
+            serde_json::json!({"k": "dg=="}),
+            "{ns} written"
+        );
+    }
+
+    // Fixed: the copies are written again.
+    replace_original(0, "bmV3");
+    for ns in [&a, &b] {
+        copy_where(ns, &project.backing, "db", "the updated copy", |s| {
+            data(s) == serde_json::json!({"k": "bmV3"})
+        });
+    }
+    running.stop();
+}
+
+#[test]
 fn copies_left_behind_while_stopped_are_cleaned_up() {
     let _turn = serial();
     let (project, ns, running, _) = db_copied_into_a_member("down");
