@@ -244,6 +244,26 @@ fn overwrite_policy_warn_overwrites_and_deny_reports_a_conflict() {
     warning.stop();
 }
 
+/// An original held back: a Conflict Event on it says `why`, and its copies in `members` keep the
+/// data they had (`dg==`).
+fn held_back_with_copies_kept(project: &TestProject, members: [&String; 2], why: &str) {
+    eventually("a Conflict event saying why", WAIT, || {
+        let events = ok(kubectl_line(&format!(
+            "get events -n {} --field-selector reason=Conflict -o jsonpath={{.items[*].message}}",
+            project.backing
+        )));
+        events.contains(why).then_some(())
+    });
+    for ns in members {
+        let kept = get_secret(ns, "db").expect("the copy is kept");
+        assert_eq!(
+            data(&kept),
+            serde_json::json!({"k": "dg=="}),
+            "{ns} written"
+        );
+    }
+}
+
 #[test]
 fn an_unreadable_ignore_list_keeps_the_copies_and_says_so() {
     let _turn = serial();
@@ -262,21 +282,7 @@ fn an_unreadable_ignore_list_keeps_the_copies_and_says_so() {
         ));
     };
     replace_original(&format!("{b}-("), "bmV3");
-    eventually("a Conflict event naming the ignore list", WAIT, || {
-        let events = ok(kubectl_line(&format!(
-            "get events -n {} --field-selector reason=Conflict -o jsonpath={{.items[*].message}}",
-            project.backing
-        )));
-        events.contains("annotation cannot be read").then_some(())
-    });
-    for ns in [&a, &b] {
-        let kept = get_secret(ns, "db").expect("the copy is kept");
-        assert_eq!(
-            data(&kept),
-            serde_json::json!({"k": "dg=="}),
-            "{ns} written"
-        );
-    }
+    held_back_with_copies_kept(&project, [&a, &b], "annotation cannot be read");
 
     // Fixed: the list is read again, and what it says is done.
     replace_original(&b, "bmV3");
@@ -312,21 +318,7 @@ fn an_original_whose_copies_the_webhook_could_never_review_keeps_them_and_says_s
         ));
     };
     replace_original(keys::MAX_METADATA_ENTRIES, "bmV3");
-    eventually("a Conflict event naming the labels", WAIT, || {
-        let events = ok(kubectl_line(&format!(
-            "get events -n {} --field-selector reason=Conflict -o jsonpath={{.items[*].message}}",
-            project.backing
-        )));
-        events.contains("labels or annotations").then_some(())
-    });
-    for ns in [&a, &b] {
-        let kept = get_secret(ns, "db").expect("the copy is kept");
-        assert_eq!(
-            data(&kept),
-            serde_json::json!({"k": "dg=="}),
-            "{ns} written"
-        );
-    }
+    held_back_with_copies_kept(&project, [&a, &b], "labels or annotations");
 
     // Fixed: the copies are written again.
     replace_original(0, "bmV3");
