@@ -101,8 +101,10 @@ impl Applier {
         self
     }
 
-    /// Executes `action`, planned from `world` (the round's snapshot).
-    pub async fn apply(&self, action: &Action, world: &World) -> Result<Outcome, Error> {
+    /// Executes `action`. `world` is the snapshot it was planned from, which only a delete's
+    /// re-check reads: a round without deletes lets go of it (see `controller::round`), and a
+    /// delete without it is never made, only requeued.
+    pub async fn apply(&self, action: &Action, world: Option<&World>) -> Result<Outcome, Error> {
         match self.execute(action, world).await {
             Err(Error::NotLeading) => Ok(Outcome::Requeue(Requeue::NotLeading)),
             Err(Error::Kube(e)) if matches!(status_code(&e), Some(404 | 409)) => {
@@ -112,7 +114,7 @@ impl Applier {
         }
     }
 
-    async fn execute(&self, action: &Action, world: &World) -> Result<Outcome, Error> {
+    async fn execute(&self, action: &Action, world: Option<&World>) -> Result<Outcome, Error> {
         match action {
             // Placed one at a time, as each is written: the plan shares one copy per original.
             Action::Create { copy } => self.create(&copy.placed()).await,
@@ -131,7 +133,10 @@ impl Applier {
                 name,
                 uid,
                 ..
-            } => self.delete(namespace, name, uid, world).await,
+            } => match world {
+                Some(world) => self.delete(namespace, name, uid, world).await,
+                None => Ok(Outcome::Requeue(Requeue::Stale)),
+            },
             Action::Conflict { .. } => Ok(Outcome::Refused),
             Action::SetBackingNamespace {
                 project,

@@ -35,14 +35,20 @@ fn a_copy_indexed_before_its_original_is_not_deleted() {
         let (_leading_tx, leading) = tokio::sync::watch::channel(true);
         let applier = Applier::new(client, leading, settings);
 
-        let outcome = applier.apply(&delete, &world).await.expect("no error");
+        let outcome = applier
+            .apply(&delete, Some(&world))
+            .await
+            .expect("no error");
         assert_eq!(outcome, Outcome::Requeue(Requeue::Stale));
         let kept = get_secret(&ns, "db").expect("the copy is still there");
         assert_eq!(kept["metadata"]["uid"], copy["metadata"]["uid"]);
 
         // Once the original is really gone, the very same delete goes through.
         delete_original(&project, "db");
-        let outcome = applier.apply(&delete, &world).await.expect("no error");
+        let outcome = applier
+            .apply(&delete, Some(&world))
+            .await
+            .expect("no error");
         assert_eq!(outcome, Outcome::Written);
     });
     gone(&ns, "db");
