@@ -6,6 +6,7 @@
 
 use super::fate::{held_back, reaches, wants_copy};
 use super::{IgnoreList, Settings};
+use crate::keys;
 use crate::world::{NamespaceState, World};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -22,13 +23,15 @@ pub fn wanting_original<'w>(
     Some((backing, name.to_owned()))
 }
 
-/// Whether the copy `namespace/name` is wanted after all, given fresh reads of its namespace and
-/// of the original [`wanting_original`] names (`None`: not found). Only a `false` allows the delete.
+/// Whether the copy `namespace/name` is wanted after all, given fresh reads of the copy (its origin
+/// annotation, `copy_origin`), of its namespace and of the original [`wanting_original`] names
+/// (`None`: not found). Only a `false` allows the delete.
 pub fn wanted_after_all(
     world: &World,
     settings: &Settings,
     namespace: &str,
     name: &str,
+    copy_origin: Option<&str>,
     live_namespace: Option<&NamespaceState>,
     live_original: Option<&Secret>,
 ) -> bool {
@@ -40,8 +43,11 @@ pub fn wanted_after_all(
     };
     let ignore = IgnoreList::of(&secret.metadata);
     let terminating = live_namespace.terminating;
-    // An original whose copies are held back keeps those that exist, as the plan does.
-    let kept = held_back(&original, &ignore).is_some()
+    // An original whose copies are held back keeps its own that exist, as the plan does; a copy
+    // of another original holding the name still goes.
+    let its_own = copy_origin == Some(keys::origin_value(original.namespace(), name).as_str());
+    let kept = its_own
+        && held_back(&original, &ignore).is_some()
         && reaches(&original, namespace, terminating, settings);
     original.name() == name
         && world.member_project(live_namespace).as_ref() == Some(original.project)
@@ -105,6 +111,7 @@ mod tests {
             &settings,
             "team-a",
             "db",
+            None,
             Some(&team_a),
             Some(&original)
         ));
@@ -117,7 +124,7 @@ mod tests {
         let team_a = member(&world, "team-a");
         let wanted =
             |ns: &str, name: &str, live_ns: Option<&NamespaceState>, o: Option<&Secret>| {
-                wanted_after_all(&world, &settings, ns, name, live_ns, o)
+                wanted_after_all(&world, &settings, ns, name, None, live_ns, o)
             };
         assert!(
             !wanted("team-a", "db", Some(&team_a), None),
@@ -162,6 +169,7 @@ mod tests {
             &protected,
             "team-a",
             "db",
+            None,
             Some(&team_a),
             Some(&original)
         ));
@@ -185,15 +193,20 @@ mod tests {
         let mut crowded = original.clone();
         let labels = crowded.metadata.labels.get_or_insert_default();
         labels.extend((0..keys::MAX_METADATA_ENTRIES).map(|i| (format!("l{i}"), String::new())));
+        let own = keys::origin_value(BACKING, "db");
         for held in [&unreadable, &crowded] {
-            let wanted =
-                |ns, state| wanted_after_all(&world, &settings, ns, "db", state, Some(held));
-            assert!(wanted("team-a", Some(&team_a)));
+            let wanted = |origin: Option<&str>, state| {
+                wanted_after_all(&world, &settings, "team-a", "db", origin, state, Some(held))
+            };
+            assert!(wanted(Some(&own), Some(&team_a)));
             let dying = NamespaceState {
                 terminating: true,
                 ..team_a.clone()
             };
-            assert!(!wanted("team-a", Some(&dying)));
+            assert!(!wanted(Some(&own), Some(&dying)));
+            // Another original's copy holding the name, or a Rancher copy, is not kept.
+            assert!(!wanted(Some("elsewhere/db"), Some(&team_a)));
+            assert!(!wanted(None, Some(&team_a)));
         }
     }
 

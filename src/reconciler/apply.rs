@@ -283,7 +283,11 @@ impl Applier {
         if let Some(waiting) = being_deleted(&existing) {
             return Ok(waiting);
         }
-        if self.wanted_after_all(namespace, name, world).await? {
+        let origin = world::annotation(&existing.metadata, keys::ORIGIN_ANNOTATION);
+        if self
+            .wanted_after_all(namespace, name, origin, world)
+            .await?
+        {
             tracing::info!(
                 namespace,
                 name,
@@ -303,6 +307,7 @@ impl Applier {
         &self,
         namespace: &str,
         name: &str,
+        copy_origin: Option<&str>,
         world: &World,
     ) -> Result<bool, Error> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -323,6 +328,7 @@ impl Applier {
             &self.settings,
             namespace,
             name,
+            copy_origin,
             Some(&live_namespace),
             live_original.as_ref(),
         ))

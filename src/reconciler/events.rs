@@ -144,8 +144,8 @@ impl Namespaces {
             .first
             .last()
             .is_some_and(|last| namespace < last.as_str())
+            && self.first.insert(namespace.to_owned())
         {
-            self.first.insert(namespace.to_owned());
             self.first.pop_last();
         }
     }
@@ -547,6 +547,19 @@ mod tests {
         );
         let events = tally.events();
         assert_eq!(events[0].1.note.as_deref(), Some(whole.as_str()));
+    }
+
+    #[test]
+    fn a_name_seen_twice_never_pushes_another_out() {
+        let mut namespaces = Namespaces::default();
+        for i in 0..NOTE_LIMIT {
+            namespaces.push(&format!("ns-{i:04}"));
+        }
+        namespaces.push("ns-0000");
+        assert_eq!(namespaces.first.len(), NOTE_LIMIT);
+        let last = format!("ns-{:04}", NOTE_LIMIT - 1);
+        assert_eq!(namespaces.first.last(), Some(&last));
+        assert_eq!(namespaces.count, NOTE_LIMIT + 1);
     }
 
     #[test]
