@@ -44,6 +44,17 @@ fn marker(namespace: &str) -> String {
     ]))
 }
 
+/// Deletes `namespace` and returns once it is gone (the test bed's controller manager empties it).
+fn delete_namespace_and_wait(namespace: &str) {
+    ok(kubectl(&[
+        "delete",
+        "namespace",
+        namespace,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+}
+
 /// A hijack's victim: Project `prefix`, a member namespace (`member`) holding the copy of its
 /// original `db`, and the reconciler that wrote it.
 fn victim_with_a_copy(prefix: &str, member: &str) -> (TestProject, String, Running) {
@@ -167,13 +178,7 @@ fn a_deleted_backing_namespace_is_made_again_marked_and_one_made_by_someone_else
     // Someone deletes it again and makes it first, unmarked: it is not the project's, and the
     // project says why.
     running.stop();
-    ok(kubectl(&[
-        "delete",
-        "namespace",
-        &victim.backing,
-        "--wait=true",
-        "--timeout=120s",
-    ]));
+    delete_namespace_and_wait(&victim.backing);
     ok(kubectl(&["create", "namespace", &victim.backing]));
     let running = start(OverwritePolicy::Warn);
     let taken = format!("False,{}", keys::BACKING_NAMESPACE_TAKEN);
@@ -263,13 +268,7 @@ fn a_backing_namespace_deleted_with_its_project_is_not_made_again() {
                 .then_some(())
         },
     );
-    ok(kubectl(&[
-        "delete",
-        "namespace",
-        &victim.backing,
-        "--wait=true",
-        "--timeout=120s",
-    ]));
+    delete_namespace_and_wait(&victim.backing);
     eventually("the reconciler to see the namespace gone", WAIT, || {
         running
             .index
