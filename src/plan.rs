@@ -26,7 +26,7 @@ pub use copies::{actions, consents_to_overwrite};
 pub use copy::{
     Drift, copy_fits, copy_metadata_entries, copy_of, drift, replaceable_in_place, replaced,
 };
-pub use fate::{Fate, fate, wanted_in, wanted_namespaces, wants_copy};
+pub use fate::{Fate, fate, kept_in, kept_namespaces, wanted_in, wanted_namespaces, wants_copy};
 pub use ignore::{IgnoreList, IgnorePatternError};
 pub use progress::{Progress, progress};
 pub use recheck::{wanted_after_all, wanting_original};

@@ -63,11 +63,7 @@ pub fn wanted_namespaces<'w>(
     original: Original<'w>,
     settings: &'w Settings,
 ) -> impl Iterator<Item = &'w str> + 'w {
-    let ignore = IgnoreList::of(&original.secret.metadata);
-    world
-        .project_namespaces(original.project)
-        .filter(move |m| wants_copy(&original, &ignore, m.name, m.terminating, settings))
-        .map(|m| m.name)
+    namespaces_where(world, original, settings, wants_copy)
 }
 
 /// Whether `namespace` is one of [`wanted_namespaces`] (one look-up, not a walk of every namespace).
@@ -77,9 +73,37 @@ pub fn wanted_in(
     namespace: &str,
     settings: &Settings,
 ) -> bool {
+    is_one_where(world, original, namespace, settings, wants_copy)
+}
+
+/// [`wants_copy`] or [`keeps_copy`]: one original, one namespace of its project in a state.
+type CopyTest = fn(&Original<'_>, &IgnoreList, &str, bool, &Settings) -> bool;
+
+/// The namespaces of the original's project that pass `test`, sorted by name.
+fn namespaces_where<'w>(
+    world: &'w World,
+    original: Original<'w>,
+    settings: &'w Settings,
+    test: CopyTest,
+) -> impl Iterator<Item = &'w str> + 'w {
+    let ignore = IgnoreList::of(&original.secret.metadata);
+    world
+        .project_namespaces(original.project)
+        .filter(move |m| test(&original, &ignore, m.name, m.terminating, settings))
+        .map(|m| m.name)
+}
+
+/// Whether `namespace` is one of [`namespaces_where`] `test` holds.
+fn is_one_where(
+    world: &World,
+    original: &Original<'_>,
+    namespace: &str,
+    settings: &Settings,
+    test: CopyTest,
+) -> bool {
     world.namespace(namespace).is_some_and(|state| {
         world.is_member_of(state, original.project)
-            && wants_copy(
+            && test(
                 original,
                 &IgnoreList::of(&original.secret.metadata),
                 namespace,
@@ -87,6 +111,43 @@ pub fn wanted_in(
                 settings,
             )
     })
+}
+
+/// Whether a copy of `original` that is in `namespace`, a namespace of its project in the given
+/// state, stays there: it is wanted, or the original is [`held_back`] and reaches it (the plan
+/// keeps such copies as they are until the original is fixed).
+pub fn keeps_copy(
+    original: &Original<'_>,
+    ignore: &IgnoreList,
+    namespace: &str,
+    terminating: bool,
+    settings: &Settings,
+) -> bool {
+    if held_back(original, ignore).is_some() {
+        return reaches(original, namespace, terminating, settings);
+    }
+    wants_copy(original, ignore, namespace, terminating, settings)
+}
+
+/// The namespaces of the original's project where a copy of it stays ([`keeps_copy`]): what is
+/// removed when it goes, and what S5 protects. The same as [`wanted_namespaces`] unless the
+/// original is held back.
+pub fn kept_namespaces<'w>(
+    world: &'w World,
+    original: Original<'w>,
+    settings: &'w Settings,
+) -> impl Iterator<Item = &'w str> + 'w {
+    namespaces_where(world, original, settings, keeps_copy)
+}
+
+/// Whether `namespace` is one of [`kept_namespaces`] (one look-up).
+pub fn kept_in(
+    world: &World,
+    original: &Original<'_>,
+    namespace: &str,
+    settings: &Settings,
+) -> bool {
+    is_one_where(world, original, namespace, settings, keeps_copy)
 }
 
 /// What making `original`'s copy in `namespace` exact takes, given what holds its name there now.

@@ -404,7 +404,7 @@ fn copies_are_read_only(s: &Subject<Secret>, world: &World, cfg: &Config, out: &
     if s.op == Operation::Delete
         && origin
             .as_deref()
-            .is_some_and(|origin| !is_wanted(world, &cfg.copies, ns, origin))
+            .is_some_and(|origin| !is_kept(world, &cfg.copies, ns, origin))
     {
         return;
     }
@@ -453,30 +453,31 @@ fn copy_origin(world: &World, ns: &str, meta: &ObjectMeta) -> Option<String> {
     Some(keys::origin_value(backing, meta.name.as_deref()?))
 }
 
-/// Whether the original named by `origin` exists and wants a copy in `ns`.
-fn is_wanted(world: &World, settings: &Settings, ns: &str, origin: &str) -> bool {
+/// Whether the original named by `origin` exists and keeps its copy in `ns` (wanted, or held
+/// back: the plan keeps those copies, so a user may not delete them either).
+fn is_kept(world: &World, settings: &Settings, ns: &str, origin: &str) -> bool {
     keys::parse_origin(origin)
         .and_then(|(origin_ns, name)| world.original_at(origin_ns, name))
-        .is_some_and(|original| plan::wanted_in(world, &original, ns, settings))
+        .is_some_and(|original| plan::kept_in(world, &original, ns, settings))
 }
 
 /// S7: deleting an original, removing its label or narrowing its ignore list removes copies; say
-/// how many (copies that exist now and will no longer be wanted).
+/// how many (copies that exist now and will no longer be kept).
 fn removals(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     let Some(before) = s.old.as_ref().and_then(|old| world.as_original(old)) else {
         return;
     };
     // A set: an original's copies can go to every namespace of the cluster, and checking each
     // against a list made this quadratic (~0.1 s of CPU per review at 10,000 namespaces).
-    let wanted_after: HashSet<&str> = s
+    let kept_after: HashSet<&str> = s
         .new
         .as_ref()
         .and_then(|new| world.as_original(new))
-        .map(|after| plan::wanted_namespaces(world, after, &cfg.copies).collect())
+        .map(|after| plan::kept_namespaces(world, after, &cfg.copies).collect())
         .unwrap_or_default();
     let name = before.name();
-    let removed: Vec<&str> = plan::wanted_namespaces(world, before.clone(), &cfg.copies)
-        .filter(|ns| !wanted_after.contains(ns))
+    let removed: Vec<&str> = plan::kept_namespaces(world, before.clone(), &cfg.copies)
+        .filter(|ns| !kept_after.contains(ns))
         .filter(|ns| world.secret_meta(ns, name).is_some_and(|m| m.is_copy()))
         .collect();
     if removed.is_empty() {
@@ -966,6 +967,43 @@ mod tests {
             ),
             Case::new("an unchanged update", update(db(), db()), Allow),
         ]);
+    }
+
+    #[test]
+    fn a_held_back_originals_copies_are_kept_like_wanted_ones() {
+        // An ignore list that cannot be read, written past the webhook: the plan neither writes
+        // nor removes `db`'s copies (it cannot know which namespaces the list excludes), so S5
+        // protects them and S7 counts them as it would a wanted copy.
+        let unreadable = json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("});
+        let held = original_json("db", "p-vwxyz", unreadable);
+        let mut world = world();
+        crate::world::fixtures::add_secret(
+            &mut world,
+            serde_json::from_value(held.clone()).expect("a Secret"),
+        );
+        let cases = [
+            (
+                "deleting its copy",
+                delete(copy_json("team-a", "db")),
+                deny(
+                    403,
+                    "secret \"db\" in namespace \"team-a\" is a copy of project-scoped secret \
+                     \"local-p-vwxyz/db\"; change the original instead",
+                ),
+            ),
+            (
+                "deleting it",
+                delete(held),
+                warn(
+                    "1 copy of project-scoped secret \"local-p-vwxyz/db\" will be removed from: team-a",
+                ),
+            ),
+        ];
+        for (name, req, expected) in cases {
+            let decision =
+                super::super::validate(&admission(req), &world, &config(), &Facts::default());
+            check(name, &decision, &expected);
+        }
     }
 
     #[test]

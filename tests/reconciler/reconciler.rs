@@ -8,6 +8,7 @@
 
 use scoped_secrets::keys;
 use scoped_secrets::plan::{OverwritePolicy, Settings};
+use scoped_secrets::world;
 use serde_json::Value;
 use testbed::harness::*;
 use testbed::prelude::*;
@@ -281,8 +282,26 @@ fn an_unreadable_ignore_list_keeps_the_copies_and_says_so() {
             &original.to_string(),
         ));
     };
-    replace_original(&format!("{b}-("), "bmV3");
+    let unreadable = format!("{b}-(");
+    replace_original(&unreadable, "bmV3");
     held_back_with_copies_kept(&project, [&a, &b], "annotation cannot be read");
+    // Kept means protected, as a wanted copy is (S5): once the webhook's index holds the held-back
+    // original, a user's delete of its copy is refused.
+    indexed("the original with the unreadable list", |w| {
+        w.original_at(&project.backing, "db").is_some_and(|o| {
+            world::annotation(&o.secret.metadata, keys::IGNORE_NAMESPACES_ANNOTATION)
+                == Some(unreadable.as_str())
+        })
+    });
+    let refused = fails(kubectl_line(&format!(
+        "delete secret db -n {a} --dry-run=server"
+    )));
+    let expected = format!(
+        "secret \"db\" in namespace \"{a}\" is a copy of project-scoped secret \"{}/db\"; \
+         change the original instead",
+        project.backing
+    );
+    assert!(refused.contains(&expected), "{refused}");
 
     // Fixed: the list is read again, and what it says is done.
     replace_original(&b, "bmV3");
