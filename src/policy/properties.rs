@@ -3,8 +3,8 @@
 //! secret names) so that every interesting collision is generated often.
 
 use super::namespaces::join_fates;
-use super::testing::config;
-use super::{Config, OverwritePolicy};
+use super::testing::{admission, config, request};
+use super::{Config, Facts, OverwritePolicy, validate};
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, ConflictReason, ProtectedNamespaces, Settings};
 use crate::world::fixtures::{add_secret, edit_namespace, project, secret};
@@ -36,6 +36,8 @@ struct Original {
     name: usize,
     consents: bool,
     ignores: Option<usize>,
+    /// An ignore list that cannot be read (written past the webhook): the original is held back.
+    unreadable: bool,
     token: bool,
 }
 
@@ -67,15 +69,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0..NAMES.len(),
         any::<bool>(),
         prop::option::of(0..NAMESPACES.len()),
+        prop::bool::weighted(0.15),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(project, name, consents, ignores, token)| Original {
-            project,
-            name,
-            consents,
-            ignores,
-            token,
-        });
+        .prop_map(
+            |(project, name, consents, ignores, unreadable, token)| Original {
+                project,
+                name,
+                consents,
+                ignores,
+                unreadable,
+                token,
+            },
+        );
     let other = (0..NAMESPACES.len(), 0..NAMES.len(), holder());
     (
         members,
@@ -148,7 +154,9 @@ fn build(s: &Scenario) -> World {
         if o.consents {
             annotations.push((keys::ALLOW_OVERWRITE_ANNOTATION, keys::TRUE));
         }
-        if let Some(i) = o.ignores {
+        if o.unreadable {
+            annotations.push((keys::IGNORE_NAMESPACES_ANNOTATION, "n0-("));
+        } else if let Some(i) = o.ignores {
             annotations.push((keys::IGNORE_NAMESPACES_ANNOTATION, NAMESPACES[i]));
         }
         let mut original = secret(&ns, name, &labels, &annotations);
@@ -389,9 +397,41 @@ proptest! {
         }
     }
 
-    /// S2, S5, S7 ask [`plan::wanted_namespaces`] one original at a time; the plan computes the
-    /// whole world at once. Converged, every wanted namespace holds the copy or reports why not, and
-    /// no other namespace holds one.
+    /// S5: a user's delete of a copy is refused exactly when the reconciler keeps that copy as a
+    /// copy of its original (and allowed when it would delete it, or replace it with another
+    /// original's copy, anyway).
+    #[test]
+    fn a_users_delete_of_a_copy_is_refused_exactly_when_the_plan_keeps_it(s in scenario()) {
+        let world = build(&s);
+        let cfg = Config { copies: settings(s.deny), ..config() };
+        let actions = plan::actions(&world, &cfg.copies);
+        let gone = |ns: &str, name: &str, origin: &str| {
+            actions.iter().any(|a| {
+                a.namespace() == ns
+                    && a.name() == name
+                    && (matches!(a, Action::Delete { .. }) || is_write(a) && a.origin() != Some(origin))
+            })
+        };
+        for (ns, name, copy) in world.copies() {
+            let Some(origin) = copy.origin.as_deref() else { continue };
+            let old = secret(
+                ns,
+                name,
+                &[(keys::PROJECT_SCOPED_LABEL, copy.project_label.as_str())],
+                &[(keys::COPY_ANNOTATION, keys::TRUE), (keys::ORIGIN_ANNOTATION, origin)],
+            );
+            let old = serde_json::to_value(old).expect("a Secret is JSON");
+            let review = admission(request("DELETE", None, Some(old)));
+            let refused = validate(&review, &world, &cfg, &Facts::default()).denial.is_some();
+            let kept = !gone(ns, name, origin);
+            prop_assert_eq!(refused, kept, "{}/{} (a copy of {})", ns, name, origin);
+        }
+    }
+
+    /// S2, S5, S7 ask [`plan::wanted_namespaces`] and [`plan::kept_namespaces`] one original at a
+    /// time; the plan computes the whole world at once. Converged, every namespace that keeps a
+    /// copy (wanted, or reached by a held-back original) holds it or reports why not, and no other
+    /// namespace holds one.
     #[test]
     fn wanted_namespaces_agree_with_the_converged_world(s in scenario()) {
         let mut world = build(&s);
@@ -405,13 +445,16 @@ proptest! {
         for original in world.originals() {
             let origin = keys::origin_value(original.namespace(), original.name());
             let wanted: BTreeSet<&str> = plan::wanted_namespaces(&world, original.clone(), &settings).collect();
+            let kept: BTreeSet<&str> = plan::kept_namespaces(&world, original.clone(), &settings).collect();
+            prop_assert!(wanted.is_subset(&kept), "{}: wanted {:?}, kept {:?}", origin, wanted, kept);
             for (ns, _) in world.namespaces() {
                 prop_assert_eq!(wanted.contains(ns), plan::wanted_in(&world, &original, ns, &settings), "{} in {}", origin, ns);
+                prop_assert_eq!(kept.contains(ns), plan::kept_in(&world, &original, ns, &settings), "{} in {}", origin, ns);
                 let holds = world.scoped(ns, original.name()).and_then(|s| s.copy()).is_some_and(|c| {
                     c.origin.as_deref() == Some(origin.as_str())
                 });
                 let reported = conflicts.contains(&(ns.to_owned(), origin.clone()));
-                prop_assert_eq!(wanted.contains(ns), holds || reported, "{} in {}", origin, ns);
+                prop_assert_eq!(kept.contains(ns), holds || reported, "{} in {}", origin, ns);
             }
         }
     }
