@@ -24,7 +24,8 @@
 //! `tls.rs` under the listener without dropping a connection. All of it runs on threads of its own
 //! (`runtime.rs`), so a re-list or a reconcile round never queues a review; a body larger than
 //! [`limits::ORDINARY_BODY_BYTES`] is read at a shared pace past those bytes and decoded on a
-//! blocking thread of low priority, so it never queues the small ones.
+//! blocking thread of low priority, so it never queues the small ones; and a world the index has
+//! replaced is freed there too when a review held its last reference (`snapshot.rs`).
 
 pub mod client_auth;
 pub mod facts;
@@ -37,4 +38,5 @@ pub mod pipeline;
 pub mod review;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod tls;

@@ -5,6 +5,7 @@
 use super::handler::{Action, AppState, Endpoint};
 use super::limits::ORDINARY_BODY_BYTES;
 use super::review::ReviewError;
+use super::snapshot::Released;
 use super::{facts, review, runtime};
 use crate::policy::{self, Decision, Facts, Needs, Review, Rules};
 use crate::world::World;
@@ -12,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
-use std::sync::Arc;
 use tracing::Span;
 
 type Request = AdmissionRequest<DynamicObject>;
@@ -39,7 +39,7 @@ pub async fn review_pipeline(
     };
     record_request(&request);
     let decision = match endpoint.action {
-        Action::Mutate => policy::mutate_taking(&mut request, &state.index.read()),
+        Action::Mutate => policy::mutate_taking(&mut request, &Released::new(state.index.read())),
         Action::Validate(rules) => match validate(state, rules, &mut request) {
             Ok(decision) => decision,
             Err(awaiting) => Box::pin(awaiting.decide(state.client.as_ref(), &request)).await,
@@ -147,7 +147,7 @@ fn validate<'a>(
 /// A review whose rules need facts from the apiserver, with the index snapshot it was begun in
 /// (a snapshot holds up nobody).
 struct AwaitingFacts<'a> {
-    world: Arc<World>,
+    world: Released<World>,
     review: Review<'a>,
     needs: Needs,
 }
@@ -162,7 +162,7 @@ impl AwaitingFacts<'_> {
 /// P1–P4 in one index snapshot, with the SubjectAccessReviews P4 asks for (rarely any: only for
 /// a Project created under a name namespaces already carry).
 async fn project_guard(state: &AppState, request: &Request) -> Decision {
-    let world = state.index.read();
+    let world = Released::new(state.index.read());
     let mut facts = Facts::default();
     loop {
         let needs = policy::projects::needs(request, &world, &state.config, &facts);
@@ -187,8 +187,8 @@ async fn project_guard(state: &AppState, request: &Request) -> Decision {
 /// original's copies would overwrite there is said (`cluster/namespace`); else the index's. Only
 /// a namespace the management cluster gives that project alone: the composed world knows no
 /// other cluster's claims.
-fn world_for(state: &AppState, request: &Request) -> Arc<World> {
-    let world = state.index.read();
+fn world_for(state: &AppState, request: &Request) -> Released<World> {
+    let world = Released::new(state.index.read());
     let (Some(placement), Some(namespace)) = (&state.placement, request.namespace.as_deref())
     else {
         return world;
@@ -200,7 +200,7 @@ fn world_for(state: &AppState, request: &Request) -> Arc<World> {
         return world;
     };
     match placement.world(&project.cluster) {
-        Some(downstream) => downstream.read(),
+        Some(downstream) => Released::new(downstream.read()),
         None => world,
     }
 }
@@ -234,6 +234,7 @@ mod tests {
     use crate::policy::Config;
     use crate::webhook::handler::{Endpoint, MAX_BODY_BYTES};
     use crate::webhook::limits::ReviewLimits;
+    use std::sync::Arc;
 
     #[test]
     fn a_reviews_future_holds_only_pointers_across_its_awaits() {
