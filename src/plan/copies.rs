@@ -7,7 +7,7 @@
 //! Project CRD missing or unreadable, deleting it would wipe out copies nobody asked us to manage.
 
 use super::copy::{Drift, copy_of, drift_of};
-use super::fate::{Fate, fate, held_back, reaches, wants_copy};
+use super::fate::{Fate, fate, held_back, keeps_copy, wants_copy};
 use super::repairs::label_repairs;
 use super::{Action, ConflictReason, IgnoreList, PlacedCopy, Settings};
 use crate::keys;
@@ -41,6 +41,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
             out.extend(held_back_copies(
                 world,
                 &original,
+                &ignore,
                 namespaces,
                 settings,
                 reason,
@@ -75,6 +76,7 @@ pub fn actions(world: &World, settings: &Settings) -> Vec<Action> {
 fn held_back_copies<'w>(
     world: &'w World,
     original: &Original<'w>,
+    ignore: &IgnoreList,
     namespaces: impl Iterator<Item = Member<'w>>,
     settings: &Settings,
     reason: ConflictReason,
@@ -89,7 +91,8 @@ fn held_back_copies<'w>(
             .is_some_and(|copy| copy.origin.as_deref() == Some(origin.as_str()))
     };
     namespaces
-        .filter(|m| reaches(original, m.name, m.terminating, settings))
+        // Where it keeps its copies (as the webhook's S5 and S7 ask it): where it reaches.
+        .filter(|m| keeps_copy(original, ignore, m.name, m.terminating, settings))
         .map(
             |Member {
                  name: namespace, ..

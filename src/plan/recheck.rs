@@ -4,7 +4,7 @@
 //! A copy that looks unwanted then is not. So a delete is decided again from fresh reads of the two
 //! things that make a copy wanted: its namespace, and the one original that could want it there.
 
-use super::fate::{held_back, reaches, wants_copy};
+use super::fate::{keeps_copy, wants_copy};
 use super::{IgnoreList, Settings};
 use crate::keys;
 use crate::world::{NamespaceState, World};
@@ -46,12 +46,10 @@ pub fn wanted_after_all(
     // An original whose copies are held back keeps its own that exist, as the plan does; a copy
     // of another original holding the name still goes.
     let its_own = copy_origin == Some(keys::origin_value(original.namespace(), name).as_str());
-    let kept = its_own
-        && held_back(&original, &ignore).is_some()
-        && reaches(&original, namespace, terminating, settings);
+    let stays = if its_own { keeps_copy } else { wants_copy };
     original.name() == name
         && world.member_project(live_namespace).as_ref() == Some(original.project)
-        && (kept || wants_copy(&original, &ignore, namespace, terminating, settings))
+        && stays(&original, &ignore, namespace, terminating, settings)
 }
 
 #[cfg(test)]
