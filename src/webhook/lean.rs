@@ -9,8 +9,8 @@
 //! capped ([`MAX_ENTRIES`]), and nesting is refused past [`MAX_DEPTH`] before decoding starts.
 //!
 //! The result is the `AdmissionRequest<DynamicObject>` the policy takes, so the rules do not change;
-//! its objects never hold secret data (`data` and `stringData` are checked to be maps of strings,
-//! and skipped).
+//! its objects never hold secret data (`data` and `stringData` are checked to be maps of strings
+//! or nulls, and skipped).
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -437,7 +437,8 @@ impl<'de> Deserialize<'de> for StringMap {
     }
 }
 
-/// A string, checked and not kept (serde_json hands it over borrowed or in its scratch buffer).
+/// A string or `null`, checked and not kept (serde_json hands a string over borrowed or in its
+/// scratch buffer).
 struct SkippedString;
 
 impl<'de> Deserialize<'de> for SkippedString {
@@ -449,6 +450,11 @@ impl<'de> Deserialize<'de> for SkippedString {
                 f.write_str("a string")
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<SkippedString, E> {
+                Ok(SkippedString)
+            }
+            // A key written with no value (`data: {k: }`, or `null`) is an empty value: the
+            // apiserver admits it, sends it to webhooks as `null` and stores `""`.
+            fn visit_unit<E: de::Error>(self) -> Result<SkippedString, E> {
                 Ok(SkippedString)
             }
             not_shown!(SkippedString);
@@ -625,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn payloads_must_be_maps_of_strings_and_are_never_kept() {
+    fn payloads_must_be_maps_of_strings_or_nulls_and_are_never_kept() {
         let mut bad = busy_secret();
         bad["data"] = json!("not a map");
         let message = malformed(request("CREATE", Some(bad), None));
@@ -639,6 +645,11 @@ mod tests {
             message.contains("request.oldObject.stringData"),
             "{message}"
         );
+
+        // A key with no value reaches webhooks as `null` (the apiserver stores `""`).
+        let mut empty = busy_secret();
+        empty["data"] = json!({"password": null, "user": "YWRtaW4="});
+        assert!(lean(request("CREATE", Some(empty), None)).object.is_some());
 
         let object = lean(request("CREATE", Some(busy_secret()), None))
             .object

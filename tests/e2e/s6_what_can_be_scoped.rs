@@ -139,3 +139,35 @@ fn s6_an_original_whose_copies_would_carry_more_annotations_than_the_webhook_rea
         ),
     );
 }
+
+#[test]
+fn s6_an_original_with_a_key_of_no_value_is_admitted_like_any_other() {
+    // `empty:` with no value is a valid key: the apiserver sends it to webhooks as `null` and
+    // stores `""`. A webhook that wanted a string refused such secrets everywhere.
+    let project = project("s6n");
+    let yaml = secret_yaml(
+        &project.backing,
+        "nullish",
+        &scoped_label("\"\""),
+        "data: {key: ZG9n, empty: }\n",
+    );
+    // `create`, not `apply`: apply reads a key with no value as one to remove.
+    let create = |extra: &[&str]| {
+        let mut args = vec!["create", "-f", "-"];
+        args.extend_from_slice(extra);
+        kubectl_stdin(&env().kubeconfig, &args, &yaml)
+    };
+    ok(create(&["--dry-run=server"]));
+    ok(create(&[]));
+    let stored = ok(kubectl_line(&format!(
+        "get secret nullish -n {} -o jsonpath={{.data}}",
+        project.backing
+    )));
+    assert!(stored.contains(r#""empty":"""#), "{stored}");
+    // The mutator (M2) reviewed it too: it filled in the empty project label.
+    let label = ok(kubectl_line(&format!(
+        "get secret nullish -n {} -o jsonpath={{.metadata.labels.management\\.cattle\\.io/project-scoped-secret}}",
+        project.backing
+    )));
+    assert_eq!(label.trim(), project.name);
+}
