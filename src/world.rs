@@ -65,7 +65,7 @@ impl NamespaceState {
     pub fn from_namespace(ns: &Namespace) -> Self {
         let meta = &ns.metadata;
         Self {
-            project_annotation: annotation(meta, keys::PROJECT_ID_KEY).map(str::to_owned),
+            project_annotation: project_annotation(meta).map(str::to_owned),
             project_label: label(meta, keys::PROJECT_ID_KEY).map(str::to_owned),
             terminating: meta.deletion_timestamp.is_some()
                 || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating"),
@@ -155,6 +155,13 @@ pub fn has_copy_marker(meta: &ObjectMeta) -> bool {
 
 pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// A namespace's projectId annotation. An empty one names no project, as in Rancher, and counts as
+/// none: the label then mirrors nothing (M1 and the label repair remove it), and setting it leaves
+/// the project. Read as malformed instead, it kept a label the user set beside it for good.
+pub fn project_annotation(meta: &ObjectMeta) -> Option<&str> {
+    annotation(meta, keys::PROJECT_ID_KEY).filter(|value| !value.is_empty())
 }
 
 pub fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {

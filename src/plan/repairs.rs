@@ -227,6 +227,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_label_of_a_namespace_whose_annotation_is_empty_is_removed() {
+        // An empty annotation names no project; read as malformed, it left a label a user set
+        // beside it for good.
+        let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+        ns.metadata.annotations = Some([(keys::PROJECT_ID_KEY.to_owned(), String::new())].into());
+        ns.metadata.labels = Some([(keys::PROJECT_ID_KEY.to_owned(), "p-vwxyz".to_owned())].into());
+        let mut world = converged();
+        world.upsert_namespace("spoofed".to_owned(), NamespaceState::from_namespace(&ns));
+        assert_eq!(
+            actions(&world, WARN),
+            vec![Action::FixNamespaceLabel {
+                namespace: "spoofed".to_owned(),
+                label: None
+            }]
+        );
+    }
+
     fn bare(world: &mut World, cluster: &str, name: &str) -> ProjectId {
         let id = ProjectId::new(cluster, name);
         world.upsert_project(

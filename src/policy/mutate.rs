@@ -2,7 +2,7 @@
 
 use super::Subject;
 use crate::keys::{self, ProjectId};
-use crate::world::{World, annotation, is_copy, label};
+use crate::world::{World, is_copy, label, project_annotation};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -16,7 +16,7 @@ pub(super) fn namespace(s: &Subject<Namespace>) -> (Vec<PatchOperation>, Vec<Str
     let Some(meta) = s.new.as_ref().map(|n| &n.metadata) else {
         return (Vec::new(), Vec::new());
     };
-    let wanted = match annotation(meta, keys::PROJECT_ID_KEY).map(ProjectId::parse) {
+    let wanted = match project_annotation(meta).map(ProjectId::parse) {
         None => None,
         Some(Ok(project)) => Some(project.project),
         Some(Err(_)) => return (Vec::new(), Vec::new()),
@@ -200,6 +200,15 @@ mod tests {
                 "neither: no patch",
                 namespace_json("a", Value::Null, Value::Null),
                 None,
+            ),
+            (
+                "an empty annotation names no project: its label is removed",
+                namespace_json(
+                    "a",
+                    json!({keys::PROJECT_ID_KEY: "p-vwxyz"}),
+                    json!({keys::PROJECT_ID_KEY: ""}),
+                ),
+                Some(json!([{"op": "remove", "path": label_path(keys::PROJECT_ID_KEY)}])),
             ),
             (
                 "malformed annotation is left to validation",

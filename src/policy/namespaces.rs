@@ -5,7 +5,7 @@ use super::secrets::Fates;
 use super::{Config, Denial, Facts, Findings, Needs, Subject};
 use crate::keys::{self, ProjectId, ProjectIdError};
 use crate::plan::{self, IgnoreList};
-use crate::world::{NamespaceState, Original, Scoped, World, annotation};
+use crate::world::{NamespaceState, Original, Scoped, World, annotation, project_annotation};
 use k8s_openapi::api::core::v1::Namespace;
 
 /// The projectId annotation before and after the request.
@@ -16,10 +16,8 @@ struct Change<'a> {
 
 impl<'a> Change<'a> {
     fn of(s: &'a Subject<Namespace>) -> Self {
-        let value = |ns: &'a Option<Namespace>| {
-            ns.as_ref()
-                .and_then(|n| annotation(&n.metadata, keys::PROJECT_ID_KEY))
-        };
+        let value =
+            |ns: &'a Option<Namespace>| ns.as_ref().and_then(|n| project_annotation(&n.metadata));
         Self {
             old: value(&s.old),
             new: value(&s.new),
@@ -682,6 +680,24 @@ mod tests {
         check(
             "leaving with permission",
             &decide(leaving("team-a"), &only_for("p-vwxyz")),
+            &warn("leaves project local:p-vwxyz"),
+        );
+        // An annotation emptied names no project: that is leaving, not a malformed ID.
+        let emptying = || {
+            request(
+                "UPDATE",
+                Some(namespace_in_json("team-a", "")),
+                Some(namespace_in_json("team-a", "local:p-vwxyz")),
+            )
+        };
+        check(
+            "leaving by emptying the annotation, without permission",
+            &decide(emptying(), &only_for("p-other")),
+            &deny(403, "out of project local:p-vwxyz"),
+        );
+        check(
+            "leaving by emptying the annotation, with permission",
+            &decide(emptying(), &only_for("p-vwxyz")),
             &warn("leaves project local:p-vwxyz"),
         );
         check(

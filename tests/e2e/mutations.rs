@@ -62,6 +62,43 @@ fn m1_a_projectid_label_without_the_annotation_is_removed() {
 }
 
 #[test]
+fn m1_an_empty_projectid_annotation_keeps_no_label() {
+    // Bob may edit namespaces but not manage the project's: an empty annotation (no project, which
+    // the guard's match condition reads like none) beside the project's label must not leave the
+    // namespace looking like a member to whatever selects namespaces by that label.
+    let project = project("m1e");
+    grant_namespace_editing(&project);
+    let ns = plain_namespace("m1e");
+    let out = ok(kubectl(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"metadata":{{"annotations":{{"{key}":""}},"labels":{{"{key}":"{}"}}}}}}"#,
+            project.name,
+            key = keys::PROJECT_ID_KEY,
+        ),
+        "--as=bob",
+        "-o",
+        "yaml",
+    ]));
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with(&format!(
+            "{}: {}",
+            keys::PROJECT_ID_KEY,
+            project.name
+        ))),
+        "an empty annotation kept the label: {out}"
+    );
+    let labels = ok(kubectl_line(&format!(
+        "get namespace {ns} -o jsonpath={{.metadata.labels}}"
+    )));
+    assert!(!labels.contains(keys::PROJECT_ID_KEY), "{labels}");
+}
+
+#[test]
 fn m2_an_empty_project_label_is_filled_and_the_cluster_label_added() {
     let project = project("m2");
     let yaml = secret_yaml(&project.backing, "filled", &scoped_label("\"\""), DATA);
