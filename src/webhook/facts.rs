@@ -12,10 +12,27 @@ use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use tracing::Instrument;
 
-/// Fetches what `needs` asks for; without a client (tests of the pure path) every fact is unknown.
+/// How long a review may wait for its look-ups, all together. The apiserver gives up on the
+/// review after the entry's `timeoutSeconds` (2–5 s) anyway; a look-up that hangs (an apiserver or
+/// etcd that stalls, a connection that never answers: the client has no read timeout, its watches
+/// need none) would otherwise hold a review slot and an index snapshot long after.
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Fetches what `needs` asks for within [`LOOKUP_DEADLINE`]; without a client (tests of the pure
+/// path), or past the deadline, every fact is unknown (N1, N5 and P4 then refuse: they fail closed).
 pub async fn fetch(
+    client: Option<&kube::Client>,
+    request: &AdmissionRequest<DynamicObject>,
+    needs: Needs,
+) -> Facts {
+    fetch_within(LOOKUP_DEADLINE, client, request, needs).await
+}
+
+async fn fetch_within(
+    deadline: Duration,
     client: Option<&kube::Client>,
     request: &AdmissionRequest<DynamicObject>,
     needs: Needs,
@@ -23,6 +40,23 @@ pub async fn fetch(
     let Some(client) = client else {
         return Facts::default();
     };
+    match tokio::time::timeout(deadline, fetch_all(client, request, needs)).await {
+        Ok(facts) => facts,
+        Err(_) => {
+            tracing::warn!(
+                deadline = ?deadline,
+                "the apiserver did not answer a review's look-ups in time; deciding without them"
+            );
+            Facts::default()
+        }
+    }
+}
+
+async fn fetch_all(
+    client: &kube::Client,
+    request: &AdmissionRequest<DynamicObject>,
+    needs: Needs,
+) -> Facts {
     let mut may_manage = BTreeMap::new();
     for project in needs.access_reviews {
         if let Some(answer) = may_manage_namespaces(client, request, &project).await {
@@ -141,5 +175,51 @@ async fn secret_type(client: &kube::Client, namespace: &str, name: &str) -> Opti
             tracing::debug!(error = %e, "could not read the existing secret's type");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::ProjectId;
+    use crate::policy::testing::{admission, namespace_in_json, request};
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn an_apiserver_that_never_answers_leaves_the_facts_unknown_by_the_deadline() {
+        // Accepts connections and reads nothing back: a stalled apiserver, as far as a client
+        // without a read timeout can tell.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let uri = format!("http://{addr}").parse().expect("uri");
+        let client = kube::Client::try_from(kube::Config::new(uri)).expect("client");
+        let joining = admission(request(
+            "UPDATE",
+            Some(namespace_in_json("team-a", "local:p-vwxyz")),
+            None,
+        ));
+        let needs = Needs {
+            access_reviews: vec![ProjectId::new("local", "p-vwxyz")],
+            ..Needs::default()
+        };
+        let deadline = Duration::from_millis(300);
+        let started = Instant::now();
+        let facts = tokio::time::timeout(
+            Duration::from_secs(30),
+            fetch_within(deadline, Some(&client), &joining, needs),
+        )
+        .await
+        .expect("the look-ups end at their deadline, not the client's");
+        assert!(started.elapsed() >= deadline);
+        assert_eq!(facts, Facts::default(), "no answer is an unknown answer");
+        held.abort();
     }
 }
