@@ -112,12 +112,12 @@ fn covered(
     let group_name = |g: &str| if g.is_empty() { "core" } else { g }.to_owned();
     Err(ReviewError::UncoveredKind {
         uid: request.uid.clone(),
-        kind: format!(
+        kind: review::quoted(&format!(
             "{} ({}/{})",
             kind.kind,
             group_name(&kind.group),
             kind.version
-        ),
+        )),
         endpoint: path,
         covers: format!("{covered_kind}s ({})", group_name(group)),
     })

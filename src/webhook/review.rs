@@ -13,6 +13,16 @@ use kube::core::admission::{
 };
 use kube::core::{DynamicObject, Status, TypeMeta};
 
+/// The most characters of a body's own text (serde's message, which quotes what it found; a
+/// version; a kind) an error repeats. A forged body can make them megabytes, and the error is
+/// logged and sent back.
+pub const QUOTED_LIMIT: usize = 400;
+
+/// `text` from a body, cut to [`QUOTED_LIMIT`].
+pub fn quoted(text: &str) -> String {
+    crate::message::fit(text, QUOTED_LIMIT)
+}
+
 /// A body that is not an AdmissionReview we can answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -65,17 +75,19 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Rev
         Err(e) => {
             // A review of another version may fail to decode as v1: name the version first.
             if let Some(found) = other_version(body) {
-                return Err(ReviewError::WrongVersion { found });
+                return Err(ReviewError::WrongVersion {
+                    found: quoted(&found),
+                });
             }
             return Err(ReviewError::Malformed {
                 uid: readable_uid(body),
-                detail: located(body, e),
+                detail: quoted(&located(body, e)),
             });
         }
     };
     if review.api_version != META_API_VERSION_V1 || review.kind != META_KIND {
         return Err(ReviewError::WrongVersion {
-            found: format!("{}/{}", review.api_version, review.kind),
+            found: quoted(&format!("{}/{}", review.api_version, review.kind)),
         });
     }
     review.request.map(Into::into).ok_or(ReviewError::NoRequest)
@@ -235,6 +247,29 @@ mod tests {
         assert_eq!(answer["response"]["allowed"], false);
         assert_eq!(answer["response"]["status"]["code"], 400);
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn an_error_quotes_at_most_a_few_hundred_characters_of_the_body() {
+        // serde quotes the value it could not take; a forged body can make it megabytes, and the
+        // error is logged and answered.
+        let huge = "X".repeat(1 << 20);
+        let bodies = [
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-1","operation":"{huge}"}}}}"#
+            ),
+            format!(r#"{{"apiVersion":"{huge}","kind":"AdmissionReview"}}"#),
+        ];
+        for body in bodies {
+            let err = parse_request(body.as_bytes()).expect_err("refused");
+            let message = err.to_string();
+            assert!(
+                message.chars().count() <= QUOTED_LIMIT + 200,
+                "{} characters",
+                message.len()
+            );
+            assert!(message.contains('…'), "cut, and says so: {message:.300}");
+        }
     }
 
     #[test]
