@@ -231,13 +231,26 @@ pub fn write_serving_set(
     })
 }
 
-/// Writes through a temporary file and a rename, so readers never see half a file.
+/// Writes through a temporary file and a rename, so readers never see half a file. The temporary
+/// file is named after its target (`tls.key.tmp`) and made anew: a stale one left by an
+/// interrupted run is removed first, so a secret is never written into a file that someone else
+/// made or that has wider permissions than `0600`.
 pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write_error = |source| Error::Write {
+        path: tmp.clone(),
+        source,
+    };
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write_error(e)),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     if secret {
         options.mode(0o600);
     }
@@ -245,10 +258,7 @@ pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
         file.write_all(contents.as_bytes())?;
         file.sync_all()
     });
-    written.map_err(|source| Error::Write {
-        path: tmp.clone(),
-        source,
-    })?;
+    written.map_err(write_error)?;
     std::fs::rename(&tmp, path).map_err(|source| Error::Rename {
         path: path.to_owned(),
         source,
@@ -293,6 +303,43 @@ mod tests {
             first.ca_bundle_base64.starts_with("LS0tLS1CRUdJTi"),
             "base64 of a PEM"
         );
+    }
+
+    #[test]
+    fn a_key_is_never_written_into_a_stale_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join(TLS_KEY);
+        // Left by an interrupted run, or planted, readable by everyone.
+        let stale = dir.path().join(format!("{TLS_KEY}.tmp"));
+        std::fs::write(&stale, "stale").expect("write");
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_file(&key, "PRIVATE KEY", true).expect("written");
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(std::fs::read_to_string(&key).expect("read"), "PRIVATE KEY");
+        assert!(!stale.exists(), "the temporary file was renamed into place");
+    }
+
+    #[test]
+    fn lifetimes_outside_a_hundred_years_are_refused_by_the_command_line() {
+        use clap::Parser;
+        for days in ["0", "-1", "4000000"] {
+            for flag in ["--days", "--ca-days"] {
+                let parsed =
+                    crate::cli::Cli::try_parse_from(["scoped-secrets", "certs", flag, days]);
+                assert!(parsed.is_err(), "{flag} {days} was taken");
+            }
+        }
+        let longest = crate::cli::MAX_CERT_DAYS.to_string();
+        assert!(
+            crate::cli::Cli::try_parse_from(["scoped-secrets", "certs", "--days", &longest])
+                .is_ok()
+        );
+        // The longest lifetime allowed still makes a certificate (no overflow).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let most = crate::cli::MAX_CERT_DAYS;
+        write_serving_set(dir.path(), &[], &[], most, most).expect("a hundred years");
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// The longest lifetime `certs` gives a certificate: a hundred years. Past a few million days
+/// the expiry date overflows; zero or fewer days would write a certificate already expired.
+pub const MAX_CERT_DAYS: i64 = 36_500;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "scoped-secrets",
@@ -190,11 +194,13 @@ pub struct CertsArgs {
     /// IP addresses of the serving certificate.
     #[arg(long = "ip", env = "SCOPED_SECRETS_CERTS_IP", value_delimiter = ',')]
     pub ips: Vec<IpAddr>,
-    /// Lifetime of a new CA, in days.
-    #[arg(long, env = "SCOPED_SECRETS_CERTS_CA_DAYS", default_value_t = 3650)]
+    /// Lifetime of a new CA, in days (1 to 36,500).
+    #[arg(long, env = "SCOPED_SECRETS_CERTS_CA_DAYS", default_value_t = 3650,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_CERT_DAYS))]
     pub ca_days: i64,
-    /// Lifetime of the serving certificate, in days.
-    #[arg(long, env = "SCOPED_SECRETS_CERTS_DAYS", default_value_t = 365)]
+    /// Lifetime of the serving certificate, in days (1 to 36,500).
+    #[arg(long, env = "SCOPED_SECRETS_CERTS_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_CERT_DAYS))]
     pub days: i64,
 }
 
