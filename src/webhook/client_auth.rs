@@ -130,7 +130,12 @@ impl ClientAuth {
             .and_then(<[_]>::first)
             .map(common_names)
             .unwrap_or_default();
-        if names.iter().any(|name| self.allowed_names.contains(name)) {
+        // Exactly one common name: a subject may repeat the attribute, and readers disagree on
+        // which one counts (Go, and so Kubernetes, takes the last): a certificate approved for
+        // `CN=me` must not pass because it also says `CN=kube-apiserver`.
+        if let [name] = names.as_slice()
+            && self.allowed_names.contains(name)
+        {
             return Ok(());
         }
         Err(NameNotAllowed {
@@ -278,6 +283,35 @@ mod tests {
             .expect_err("another name is refused");
         assert_eq!(refused.common_name, "kubelet");
         assert!(auth.permits(None).is_err(), "no certificate, no name");
+    }
+
+    #[test]
+    fn a_certificate_with_two_common_names_is_refused_even_if_one_is_allowed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Authority::generate("client CA", 1).expect("CA");
+        let auth = ClientAuth::load(&ca_file(dir.path(), &ca), vec!["kube-apiserver".into()])
+            .expect("loads");
+        // Only the subject is read here (the handshake checks the signature): self-signed will do.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "me");
+        // The same attribute type again (rcgen keys its map by type, so the OID is given raw).
+        params.distinguished_name.push(
+            rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]),
+            "kube-apiserver",
+        );
+        let key = rcgen::KeyPair::generate().expect("key");
+        let two = params.self_signed(&key).expect("signed").der().clone();
+        assert_eq!(common_names(&two).len(), 2, "the subject carries both");
+        let refused = auth
+            .permits(Some(std::slice::from_ref(&two)))
+            .expect_err("two names are refused");
+        assert!(
+            refused.common_name.contains("kube-apiserver"),
+            "{}",
+            refused.common_name
+        );
     }
 
     #[test]
