@@ -1,16 +1,24 @@
 //! The admin port (plain HTTP): `/livez`, `/readyz` (ready once every watch has synced, and not while
-//! shutting down) and `/metrics`.
+//! shutting down) and `/metrics`; served with a connection cap and a header-read deadline
+//! ([`serve`]), since any pod may reach it.
 
 use crate::index::Index;
 use crate::metrics::IndexMetrics;
+use crate::webhook::header_deadline::HeaderDeadline;
+use crate::webhook::server::marking_requests;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -19,6 +27,77 @@ pub struct AdminState {
     pub index_metrics: IndexMetrics,
     /// Set when shutdown begins, so load balancers stop sending reviews before the listener closes.
     pub stopping: Arc<AtomicBool>,
+}
+
+/// Open admin connections at once. Probes and scrapes use a handful; past the cap a connection is
+/// closed at once, so a client opening thousands cannot take the process's file descriptors.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may wait for a request head, from its opening or its previous answer:
+/// an idle or trickling client lets go of its slot.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the requests in flight may take to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown` resolves, with the webhook port's bounds: a
+/// connection cap and a header-read deadline (hyper keeps none without a timer, and `axum::serve`
+/// sets none), then drains.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    serve_bounded(
+        listener,
+        app,
+        shutdown,
+        MAX_CONNECTIONS,
+        HEADER_READ_TIMEOUT,
+    )
+    .await;
+}
+
+async fn serve_bounded(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(open) = connections.clone().try_acquire_owned() else {
+            tracing::debug!("admin connection refused: the connection cap is reached");
+            continue;
+        };
+        let deadline = HeaderDeadline::new(header_read_timeout);
+        let service = marking_requests(app.clone(), Arc::clone(&deadline));
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _open = open;
+            tokio::select! {
+                biased;
+                _ = watcher.watch(connection) => {}
+                () = deadline.passed() => {}
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("admin drain deadline passed");
+    }
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -94,5 +173,64 @@ mod tests {
         assert_eq!(readyz_status(state.clone()).await, StatusCode::OK);
         state.stopping.store(true, Ordering::Relaxed);
         assert_eq!(readyz_status(state).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Reads until the peer closes the connection (or `limit` passes: a panic).
+    async fn closed_within(conn: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut read = Vec::new();
+        tokio::time::timeout(limit, conn.read_to_end(&mut read))
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        read
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_capped_and_let_go_after_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve_bounded(
+            listener,
+            router(state()),
+            async move {
+                let _ = stopped.await;
+            },
+            2,
+            timeout,
+        ));
+        let connect = || tokio::net::TcpStream::connect(addr);
+        // Two idle clients take the two slots; a third is closed at once, unanswered.
+        let mut idle = [
+            connect().await.expect("first"),
+            connect().await.expect("second"),
+        ];
+        let mut third = connect().await.expect("third connects");
+        assert!(
+            closed_within(&mut third, Duration::from_secs(5))
+                .await
+                .is_empty()
+        );
+        // The idle ones are let go once the header timeout passes...
+        for conn in &mut idle {
+            assert!(closed_within(conn, Duration::from_secs(5)).await.is_empty());
+        }
+        // ...and the slots serve again.
+        let mut probe = connect().await.expect("probe");
+        use tokio::io::AsyncWriteExt;
+        probe
+            .write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = closed_within(&mut probe, Duration::from_secs(5)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("stops")
+            .expect("ran");
     }
 }

@@ -237,15 +237,11 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     });
     let admin_stopped = stopped.clone();
     tasks.spawn(async move {
-        let served = axum::serve(admin, admin_app)
-            .with_graceful_shutdown(async move {
-                let mut rx = admin_stopped;
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "admin server failed");
-        }
+        admin::serve(admin, admin_app, async move {
+            let mut rx = admin_stopped;
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await;
     });
     tracing::info!(%webhook_addr, %admin_addr, "serving");
     Ok(Running {

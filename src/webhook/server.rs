@@ -204,7 +204,7 @@ impl Server {
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
 /// and when it is answered.
-fn marking_requests(
+pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
 ) -> impl hyper::service::Service<
