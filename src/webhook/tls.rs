@@ -221,12 +221,21 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?;
+    let authenticates = client_auth.is_some();
     let mut config = match client_auth {
         Some(clients) => builder.with_client_cert_verifier(clients),
         None => builder.with_no_client_auth(),
     }
     .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if authenticates {
+        // A resumed session brings back the client certificate it began with, unverified: a client
+        // whose CA was since removed from the file, or whose certificate expired, would get in
+        // for as long as it kept resuming. Every connection proves itself; the apiserver keeps
+        // its connections alive, so full handshakes are rare.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 
@@ -234,6 +243,88 @@ pub fn server_config(
 mod tests {
     use super::*;
     use crate::certs;
+
+    /// Handshakes with `server` as a client presenting `identity`, twice with one client
+    /// configuration (which keeps sessions to resume); how the second handshake went.
+    async fn second_handshake(
+        server: Arc<ServerConfig>,
+        serving_ca: &str,
+        identity: &certs::Issued,
+    ) -> rustls::HandshakeKind {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    // One byte after the handshake, so that the client reads the tickets too.
+                    let _ = tls.write_all(b"!").await;
+                    let _ = tls.shutdown().await;
+                }
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(serving_ca.as_bytes()) {
+            roots.add(cert.expect("PEM")).expect("root");
+        }
+        let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM");
+        let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).expect("key");
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
+        );
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let mut kind = None;
+        for _ in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = connector.connect(name, tcp).await.expect("handshake");
+            let mut byte = Vec::new();
+            tls.read_to_end(&mut byte).await.expect("read");
+            kind = tls.get_ref().1.handshake_kind();
+        }
+        kind.expect("handshaken")
+    }
+
+    #[tokio::test]
+    async fn with_client_certificates_every_connection_makes_a_full_handshake() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_path, key_path) = issued(dir.path());
+        let serving_ca = std::fs::read_to_string(dir.path().join(certs::CA_CERT)).expect("CA");
+        let clients_ca = certs::Authority::generate("clients CA", 1).expect("CA");
+        let ca_file = dir.path().join("clients-ca.crt");
+        std::fs::write(&ca_file, &clients_ca.cert_pem).expect("written");
+        let identity = clients_ca
+            .issue(&["kube-apiserver".to_owned()], &[], 1, true)
+            .expect("issued");
+        let cert = ReloadingCert::load(&cert_path, &key_path).expect("loads");
+        let auth = ClientAuth::load(&ca_file, Vec::new()).expect("client CA");
+        let authenticating = server_config(cert.clone(), Some(Arc::new(auth))).expect("config");
+        assert_eq!(
+            second_handshake(authenticating, &serving_ca, &identity).await,
+            rustls::HandshakeKind::Full,
+            "a resumed session would skip the client certificate's verification"
+        );
+        // Without client certificates, resuming is harmless and kept.
+        let open = server_config(cert, None).expect("config");
+        assert_eq!(
+            second_handshake(open, &serving_ca, &identity).await,
+            rustls::HandshakeKind::Resumed
+        );
+    }
 
     fn issued(dir: &Path) -> (PathBuf, PathBuf) {
         certs::write_serving_set(dir, &["localhost".to_owned()], &[], 1, 1).expect("certificates");
