@@ -79,10 +79,13 @@ pub const COPY_MARKERS: [&str; 4] = [
 
 /// Metadata of an original that is not carried to its copies: it would make other tools believe they
 /// own the copy (kubectl apply, Helm, Argo CD, Flux), or it is ours and only means something on the original.
-const NOT_COPIED_EXACT: [&str; 7] = [
+const NOT_COPIED_EXACT: [&str; 8] = [
     "kubectl.kubernetes.io/last-applied-configuration",
     "argocd.argoproj.io/tracking-id",
     "argocd.argoproj.io/instance",
+    // Argo CD's tracking label before 3.0 (`application.instanceLabelKey`): a copy carrying it is an
+    // orphan of that application, which Argo CD would show out of sync and try to prune.
+    "app.kubernetes.io/instance",
     "app.kubernetes.io/managed-by",
     ALLOW_OVERWRITE_ANNOTATION,
     IGNORE_NAMESPACES_ANNOTATION,
@@ -361,6 +364,8 @@ mod tests {
             "kubectl.kubernetes.io/last-applied-configuration"
         ));
         assert!(is_not_copied("meta.helm.sh/release-name"));
+        assert!(is_not_copied("app.kubernetes.io/instance"));
+        assert!(!is_not_copied("app.kubernetes.io/name"));
         assert!(is_not_copied(ALLOW_OVERWRITE_ANNOTATION));
         assert!(!is_not_copied("team"));
     }
