@@ -5,7 +5,7 @@
 pub enum Error {
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[source] kube::Error),
-    /// The apiserver refused the write for good (400, 403, 422): sending it again cannot help until
+    /// The apiserver refused the write for good (400, 403, 413, 422): sending it again cannot help until
     /// something changes, so it raises an Event and backs off.
     #[error("the apiserver refused the write ({code} {reason}): {message}")]
     Refused {
@@ -40,9 +40,9 @@ impl Error {
 }
 
 /// Status codes after which the same write will fail again: the request itself is wrong (400), not
-/// allowed (403), or invalid (422).
+/// allowed (403), too large for the apiserver (413), or invalid (422).
 fn is_permanent(code: u16) -> bool {
-    matches!(code, 400 | 403 | 422)
+    matches!(code, 400 | 403 | 413 | 422)
 }
 
 fn reason_or_code(reason: &str, code: u16) -> String {
@@ -86,8 +86,8 @@ mod tests {
     }
 
     #[test]
-    fn only_bad_forbidden_and_invalid_writes_are_refusals() {
-        for code in [400, 403, 422] {
+    fn only_bad_forbidden_too_large_and_invalid_writes_are_refusals() {
+        for code in [400, 403, 413, 422] {
             assert!(matches!(
                 Error::from(api(code, "Invalid")),
                 Error::Refused { .. }

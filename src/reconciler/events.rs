@@ -62,7 +62,7 @@ impl Events {
 /// Why a copy action did not go through this round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trouble {
-    /// The apiserver refused the write for good (400, 403, 422): reason `CopyFailed`.
+    /// The apiserver refused the write for good (400, 403, 413, 422): reason `CopyFailed`.
     Refused {
         code: u16,
         reason: String,
