@@ -23,6 +23,7 @@ use crate::apiserver::is_not_found;
 use crate::keys::{self, ProjectId};
 use crate::plan::{self, Action, BackingRefusal, Drift, Settings};
 use crate::project::{project_resource, status_backing_namespace};
+use crate::scoped::Shape;
 use crate::world::{self, NamespaceState, World};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -33,6 +34,22 @@ use kube::api::{
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tokio::sync::watch;
+
+/// A copy the apiserver accepted: [`Outcome::Written`] when it stored what was sent, else
+/// [`Error::Altered`] naming what differs (never the values: they may be secret data).
+fn stored_as_sent(stored: &Secret, sent: &Secret) -> Result<Outcome, Error> {
+    let (stored, sent) = (Shape::of_secret(stored), Shape::of_secret(sent));
+    let what = if stored.type_ != sent.type_ || stored.immutable != sent.immutable {
+        "type or immutability"
+    } else if stored.data != sent.data {
+        "data"
+    } else if stored.metadata != sent.metadata {
+        "labels or annotations"
+    } else {
+        return Ok(Outcome::Written);
+    };
+    Err(Error::Altered { what })
+}
 
 /// What became of an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +199,7 @@ impl Applier {
         let (api, name) = (self.secrets(namespace_of(copy)), name_of(copy));
         self.guard()?;
         match api.create(&post_params(), copy).await {
-            Ok(_) => Ok(Outcome::Written),
+            Ok(stored) => stored_as_sent(&stored, copy),
             Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(name).await? {
                 Some(existing) if is_exact_copy(&existing, copy) => Ok(Outcome::Unchanged),
                 _ => Ok(Outcome::Requeue(Requeue::Stale)),
@@ -224,7 +241,7 @@ impl Applier {
         next.metadata.resource_version = Some(resource_version.to_owned());
         self.guard()?;
         match api.replace(name_of(copy), &post_params(), &next).await {
-            Ok(_) => Ok(Outcome::Written),
+            Ok(stored) => stored_as_sent(&stored, copy),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 self.update_live(&api, copy).await
             }
@@ -343,8 +360,8 @@ impl Applier {
         let mut next = copy.clone();
         next.metadata.resource_version = existing.metadata.resource_version.clone();
         self.guard()?;
-        api.replace(name_of(copy), &post_params(), &next).await?;
-        Ok(Outcome::Written)
+        let stored = api.replace(name_of(copy), &post_params(), &next).await?;
+        stored_as_sent(&stored, copy)
     }
 
     async fn delete_then_create(
@@ -365,8 +382,8 @@ impl Applier {
             return Ok(waiting);
         }
         self.guard()?;
-        api.create(&post_params(), copy).await?;
-        Ok(Outcome::Written)
+        let stored = api.create(&post_params(), copy).await?;
+        stored_as_sent(&stored, copy)
     }
 
     /// Records a project's backing namespace (creating it, marked as the project's, when missing)

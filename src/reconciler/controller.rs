@@ -466,6 +466,7 @@ fn trouble(outcome: &Result<Outcome, Error>) -> Option<Trouble> {
             reason: reason.clone(),
             message: message.clone(),
         }),
+        Err(Error::Altered { what }) => Some(Trouble::Altered { what }),
         _ => None,
     }
 }
@@ -630,6 +631,10 @@ mod tests {
             trouble(&refused),
             Some(Trouble::Refused { code: 422, .. })
         ));
+        // Stored other than sent: written, but never exact; rewriting it every round would loop.
+        let altered: Result<Outcome, Error> = Err(Error::Altered { what: "labels" });
+        assert_eq!(backoff_base(&cfg, &altered), Some(cfg.error_backoff));
+        assert_eq!(trouble(&altered), Some(Trouble::Altered { what: "labels" }));
         let waiting = Ok(Outcome::Waiting {
             finalizers: vec!["example.com/hold".to_owned()],
         });

@@ -13,6 +13,14 @@ pub enum Error {
         reason: String,
         message: String,
     },
+    /// The write went through, but the apiserver stored something other than what was sent: a
+    /// mutating admission webhook or policy changes copies. Writing again would be changed again
+    /// (and the watch event of each write would start the next round): an Event and a backoff.
+    #[error(
+        "the apiserver stored the copy with other {what} than were written: a mutating admission \
+         webhook or policy changes it, so it cannot be kept exact"
+    )]
+    Altered { what: &'static str },
     #[error("lost leadership before writing")]
     NotLeading,
 }
@@ -23,6 +31,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::Refused { .. } => "refused",
+            Self::Altered { .. } => "altered",
             Self::NotLeading => "not_leading",
         }
     }
@@ -34,6 +43,7 @@ impl Error {
             Self::Refused { reason, code, .. } => reason_or_code(reason, *code),
             Self::Kube(kube::Error::Api(status)) => reason_or_code(&status.reason, status.code),
             Self::Kube(_) => "transport".to_owned(),
+            Self::Altered { .. } => "Altered".to_owned(),
             Self::NotLeading => "not_leading".to_owned(),
         }
     }

@@ -70,6 +70,9 @@ pub enum Trouble {
     },
     /// The target is being deleted and finalizers hold it: reason `WaitingForDeletion`.
     Waiting { finalizers: Vec<String> },
+    /// The apiserver stored the copy other than written (a mutating webhook or policy): reason
+    /// `CopyAltered`.
+    Altered { what: &'static str },
 }
 
 impl Trouble {
@@ -77,6 +80,7 @@ impl Trouble {
         match self {
             Self::Refused { .. } => "CopyFailed",
             Self::Waiting { .. } => "WaitingForDeletion",
+            Self::Altered { .. } => "CopyAltered",
         }
     }
 
@@ -94,6 +98,11 @@ impl Trouble {
             Self::Waiting { finalizers } => format!(
                 "secret {name:?} there is waiting for its deletion, held by finalizers {}",
                 finalizers.join(", ")
+            ),
+            Self::Altered { what } => format!(
+                "the apiserver stored it with other {what} than written: a mutating admission \
+                 webhook or policy changes copies (exempt secrets annotated {})",
+                crate::keys::ORIGIN_ANNOTATION
             ),
         }
     }

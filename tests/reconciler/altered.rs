@@ -1,0 +1,175 @@
+//! A copy that a mutating admission webhook (a policy engine stamping every secret) changes on
+//! write can never be exact: each write is stored changed, its watch event starts the next round,
+//! and that round writes it again. The reconciler must see that the apiserver stored something
+//! other than it sent, say so in an Event, and back off, not write it on every round.
+
+use axum::Json;
+use axum::routing::post;
+use scoped_secrets::certs;
+use scoped_secrets::plan::OverwritePolicy;
+use scoped_secrets::webhook::server::{Limits, Server};
+use scoped_secrets::webhook::tls::{ReloadingCert, server_config};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use testbed::harness::*;
+use testbed::prelude::*;
+
+/// The label the stamping webhook adds to every secret written in the namespaces it selects.
+const STAMP: &str = "policy.example.com/stamped";
+
+/// A mutating webhook, served on 127.0.0.1 and registered for secrets in namespaces labelled
+/// `scoped-secrets-test/stamp=<id>`, that adds [`STAMP`]. Unregistered and stopped when dropped.
+struct Stamper {
+    configuration: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stamper {
+    fn start(id: &str) -> Self {
+        let certs_dir = env().state_dir.join("certs");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = certs_dir.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async move {
+                let cert =
+                    ReloadingCert::load(&dir.join(certs::TLS_CERT), &dir.join(certs::TLS_KEY))
+                        .expect("the test bed's serving certificate");
+                let tls = server_config(cert, None).expect("TLS");
+                let server = Server::bind(
+                    "127.0.0.1:0".parse().expect("address"),
+                    tls,
+                    Limits::default(),
+                )
+                .await
+                .expect("bound");
+                addr_tx
+                    .send(server.local_addr().expect("address"))
+                    .expect("sent");
+                let router = axum::Router::new().route("/stamp", post(stamp));
+                server
+                    .serve(router, async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx.recv().expect("the stamper listens");
+        let ca = std::fs::read(certs_dir.join(certs::CA_CERT)).expect("the test bed's CA");
+        let configuration = unique("stamper");
+        ok(kubectl_apply(
+            &format!(
+                "apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{name: {configuration}}}
+webhooks:
+  - name: stamp.example.com
+    clientConfig:
+      url: https://{addr}/stamp
+      caBundle: {bundle}
+    rules:
+      - apiGroups: [\"\"]
+        apiVersions: [\"v1\"]
+        resources: [\"secrets\"]
+        operations: [\"CREATE\", \"UPDATE\"]
+    namespaceSelector:
+      matchLabels: {{scoped-secrets-test/stamp: {id}}}
+    failurePolicy: Fail
+    sideEffects: None
+    admissionReviewVersions: [\"v1\"]
+    timeoutSeconds: 5
+",
+                bundle = certs::base64_encode(&ca),
+            ),
+            &[],
+        ));
+        Self {
+            configuration,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Stamper {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.configuration,
+            "--ignore-not-found",
+        ]);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Admits every review with a patch that adds [`STAMP`] (copies always carry labels).
+async fn stamp(Json(review): Json<Value>) -> Json<Value> {
+    let uid = review["request"]["uid"].clone();
+    let label = STAMP.replace('/', "~1");
+    let patch = json!([{"op": "add", "path": format!("/metadata/labels/{label}"), "value": "yes"}]);
+    let patch = certs::base64_encode(patch.to_string().as_bytes());
+    Json(json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch},
+    }))
+}
+
+#[test]
+fn a_copy_a_mutating_webhook_changes_on_write_raises_an_event_and_backs_off() {
+    let _turn = serial();
+    let project = project("alt");
+    let stamped = namespace_in(&project, "alt");
+    let id = unique("stamp");
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        &stamped,
+        &format!("scoped-secrets-test/stamp={id}"),
+    ]));
+    let _stamper = Stamper::start(&id);
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    eventually("the copy, stamped", WAIT, || {
+        get_secret(&stamped, "db").filter(|copy| copy["metadata"]["labels"][STAMP] == "yes")
+    });
+    let note = eventually("a CopyAltered Event on the original", WAIT, || {
+        let messages = event_messages(&project.backing, "db", "CopyAltered");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert!(note.contains("labels or annotations"), "{note}");
+    assert!(note.contains(&stamped), "{note}");
+    assert!(!note.contains("dg=="), "no data in an Event: {note}");
+
+    // Rounds go on (each poke is one), and the copy still differs from its original, but it is
+    // backing off: no write. Before, every round rewrote it, and each write started another.
+    let (puts, posts) = (
+        apiserver_requests("PUT", None),
+        apiserver_requests("POST", None),
+    );
+    for _ in 0..3 {
+        running.another_round(&stamped);
+    }
+    assert_eq!(
+        apiserver_requests("PUT", None),
+        puts,
+        "the copy was rewritten"
+    );
+    assert_eq!(
+        apiserver_requests("POST", None),
+        posts,
+        "the copy was recreated"
+    );
+    assert!(
+        running.errors() >= 1.0,
+        "the altered write counts as failed"
+    );
+}
