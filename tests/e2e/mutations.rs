@@ -29,27 +29,33 @@ fn m1_the_namespace_label_mirrors_the_annotation() {
     assert!(!out.lines().any(|l| l == stale_line), "{out}");
 }
 
+/// `kubectl patch namespace <ns>` with a merge patch and `extra` flags; the server's answer as YAML
+/// (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer).
+fn patch_namespace(ns: &str, patch: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "patch",
+        "namespace",
+        ns,
+        "--type=merge",
+        "-p",
+        patch,
+        "-o",
+        "yaml",
+    ];
+    args.extend_from_slice(extra);
+    ok(kubectl(&args))
+}
+
 #[test]
 fn m1_a_projectid_label_without_the_annotation_is_removed() {
     let project = project("m1l");
     let ns = plain_namespace("m1l");
-    // (`kubectl label --dry-run=server -o yaml` prints its own edit, not the server's answer;
-    // `kubectl patch` prints the server's.)
-    let out = ok(kubectl(&[
-        "patch",
-        "namespace",
-        &ns,
-        "--type=merge",
-        "-p",
-        &format!(
-            r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
-            keys::PROJECT_ID_KEY,
-            project.name
-        ),
-        "--dry-run=server",
-        "-o",
-        "yaml",
-    ]));
+    let labels = format!(
+        r#"{{"metadata":{{"labels":{{"{}":"{}"}}}}}}"#,
+        keys::PROJECT_ID_KEY,
+        project.name
+    );
+    let out = patch_namespace(&ns, &labels, &["--dry-run=server"]);
     assert!(
         !out.lines()
             .any(|l| l.trim_start().starts_with(keys::PROJECT_ID_KEY)),
@@ -69,21 +75,12 @@ fn m1_an_empty_projectid_annotation_keeps_no_label() {
     let project = project("m1e");
     grant_namespace_editing(&project);
     let ns = plain_namespace("m1e");
-    let out = ok(kubectl(&[
-        "patch",
-        "namespace",
-        &ns,
-        "--type=merge",
-        "-p",
-        &format!(
-            r#"{{"metadata":{{"annotations":{{"{key}":""}},"labels":{{"{key}":"{}"}}}}}}"#,
-            project.name,
-            key = keys::PROJECT_ID_KEY,
-        ),
-        "--as=bob",
-        "-o",
-        "yaml",
-    ]));
+    let spoof = format!(
+        r#"{{"metadata":{{"annotations":{{"{key}":""}},"labels":{{"{key}":"{}"}}}}}}"#,
+        project.name,
+        key = keys::PROJECT_ID_KEY,
+    );
+    let out = patch_namespace(&ns, &spoof, &["--as=bob"]);
     assert!(
         !out.lines().any(|l| l.trim_start().starts_with(&format!(
             "{}: {}",
