@@ -98,22 +98,27 @@ fn spawn_index(
             while watches.join_next().await.is_some() {}
         }));
     };
+    // Where backing namespaces are managed, only marked ones count: the management cluster's
+    // reconciler reads them so, and a downstream webhook must judge its Projects alike.
+    let projects_world = || {
+        if manage_backing_namespaces {
+            World::default().require_marked_backing_namespaces()
+        } else {
+            World::default()
+        }
+    };
     let Some(Downstream {
         cluster,
         management,
     }) = downstream
     else {
-        let world = if manage_backing_namespaces {
-            World::default().require_marked_backing_namespaces()
-        } else {
-            World::default()
-        };
-        let index = Arc::new(Index::new(world));
+        let index = Arc::new(Index::new(projects_world()));
         keep(crate::index::spawn(client.clone(), index.clone()));
         return index;
     };
     tracing::info!(%cluster, "downstream: Projects and originals from the management cluster");
-    let (management_index, own) = (Arc::new(Index::default()), Arc::new(Index::default()));
+    let management_index = Arc::new(Index::new(projects_world()));
+    let own = Arc::new(Index::default());
     keep(crate::index::spawn(management, management_index.clone()));
     keep(crate::index::spawn_downstream(client.clone(), own.clone()));
     let (composed, composing) = crate::index::compose::spawn(management_index, own, cluster);
