@@ -84,6 +84,14 @@ impl Trouble {
         }
     }
 
+    /// The reason of a Warning about an action on no original: it wrote no copy.
+    fn unowned_reason(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "WriteFailed",
+            other => other.reason(),
+        }
+    }
+
     /// What stands in the way of secret `name`, for a note (the apiserver's message is cut short).
     fn detail(&self, name: &str) -> String {
         match self {
@@ -120,7 +128,17 @@ pub struct Tally {
     written: Groups<Option<ConflictReason>>,
     /// Copy actions that could not go through, by original and reason.
     troubles: Groups<Trouble>,
+    /// Other actions that could not go through (a backing namespace, a label, a Rancher copy's
+    /// removal), by the object they write and reason; at most [`UNOWNED_LIMIT`] a round.
+    unowned: BTreeMap<(ObjectKey, &'static str), (Action, Trouble)>,
 }
+
+/// An object an Event is about: kind, namespace, name.
+type ObjectKey = (String, String, String);
+
+/// The most Warnings a round raises for actions on no original: each is on an object of its own,
+/// so they cannot be grouped; the rest are in the logs and metrics.
+const UNOWNED_LIMIT: usize = 50;
 
 /// An original (namespace, name) and the action's name or the trouble's reason.
 type GroupKey = (String, String, &'static str);
@@ -177,9 +195,27 @@ impl Tally {
         );
     }
 
-    /// Counts a copy action that could not go through.
+    /// Counts an action that could not go through: a copy action on its original, any other on
+    /// the object it writes.
     pub fn trouble(&mut self, action: &Action, trouble: Trouble) {
-        gather(&mut self.troubles, action, trouble.reason(), trouble);
+        if action.origin().is_some() {
+            gather(&mut self.troubles, action, trouble.reason(), trouble);
+            return;
+        }
+        let Some(reference) = written_object(action) else {
+            return;
+        };
+        if self.unowned.len() >= UNOWNED_LIMIT {
+            return;
+        }
+        let key = (
+            reference.kind.unwrap_or_default(),
+            action.namespace().to_owned(),
+            action.name().to_owned(),
+        );
+        self.unowned
+            .entry((key, trouble.unowned_reason()))
+            .or_insert((action.clone(), trouble));
     }
 
     /// The Events, in a stable order: what went through, then the Warnings for what did not.
@@ -243,8 +279,54 @@ impl Tally {
                 };
                 (reference, event)
             });
-        written.chain(troubles).collect()
+        let unowned = self
+            .unowned
+            .into_iter()
+            .filter_map(|((_, reason), (action, trouble))| {
+                let reference = written_object(&action)?;
+                let note = message::fit(
+                    &format!(
+                        "could not {}: {}; retrying with backoff",
+                        verb(&action),
+                        trouble.detail(action.name())
+                    ),
+                    NOTE_LIMIT,
+                );
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: reason.to_owned(),
+                    note: Some(note),
+                    action: action_name(&action).to_owned(),
+                    secondary: None,
+                };
+                Some((reference, event))
+            });
+        written.chain(troubles).chain(unowned).collect()
     }
+}
+
+/// The object an action on no original writes, for its Event: the Project whose backing namespace
+/// it sets, the namespace whose label it fixes, the original it labels, the Rancher copy it removes.
+fn written_object(action: &Action) -> Option<ObjectReference> {
+    let (api_version, kind, namespace) = match action {
+        Action::SetBackingNamespace { project, .. } => (
+            format!("{}/{}", keys::PROJECT_GROUP, keys::PROJECT_VERSION),
+            keys::PROJECT_KIND,
+            Some(project.cluster.clone()),
+        ),
+        Action::FixNamespaceLabel { .. } => ("v1".to_owned(), "Namespace", None),
+        Action::AddClusterLabel { namespace, .. } | Action::Delete { namespace, .. } => {
+            ("v1".to_owned(), "Secret", Some(namespace.clone()))
+        }
+        _ => return None,
+    };
+    Some(ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(kind.to_owned()),
+        namespace,
+        name: Some(action.name().to_owned()),
+        ..ObjectReference::default()
+    })
 }
 
 /// Adds `action` to its original's group for `reason`. Actions on no original (backing
@@ -280,7 +362,12 @@ fn verb(action: &Action) -> &'static str {
         Action::Overwrite { .. } => "replace the existing secret with the copy",
         Action::Recreate { .. } => "recreate the copy",
         Action::Delete { .. } => "remove the copy",
-        _ => "write",
+        Action::SetBackingNamespace { .. } => "set the project's backing namespace",
+        Action::FixNamespaceLabel { .. } => {
+            "make the namespace's projectId label mirror its annotation"
+        }
+        Action::AddClusterLabel { .. } => "add the cluster label to the original",
+        Action::Conflict { .. } => "write",
     }
 }
 
@@ -464,6 +551,70 @@ mod tests {
         Action::Create {
             copy: crate::plan::PlacedCopy::new(namespace, std::sync::Arc::new(copy)),
         }
+    }
+
+    #[test]
+    fn a_failing_write_on_no_original_warns_on_the_object_it_writes() {
+        let refused = || Trouble::Refused {
+            code: 403,
+            reason: "Forbidden".to_owned(),
+            message: "denied by policy freeze".to_owned(),
+        };
+        let label = Action::FixNamespaceLabel {
+            namespace: "team-a".to_owned(),
+            label: Some("p-vwxyz".to_owned()),
+        };
+        let backing = Action::SetBackingNamespace {
+            project: crate::keys::ProjectId::new("local", "p-vwxyz"),
+            backing_namespace: "local-p-vwxyz".to_owned(),
+            create_namespace: true,
+            refusal: None,
+        };
+        let mut tally = Tally::default();
+        tally.trouble(&label, refused());
+        tally.trouble(&label, refused());
+        tally.trouble(&backing, refused());
+        let events = tally.events();
+        assert_eq!(events.len(), 2, "one per object and reason");
+        let (namespace, event) = &events[0];
+        assert_eq!(namespace.kind.as_deref(), Some("Namespace"));
+        assert_eq!(namespace.name.as_deref(), Some("team-a"));
+        assert_eq!(namespace.namespace, None);
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "WriteFailed");
+        let note = event.note.as_deref().unwrap_or_default();
+        assert!(note.contains("projectId label"), "{note}");
+        assert!(
+            note.contains("403 Forbidden: denied by policy freeze"),
+            "{note}"
+        );
+        let (project, event) = &events[1];
+        assert_eq!(project.kind.as_deref(), Some("Project"));
+        assert_eq!(
+            project.api_version.as_deref(),
+            Some("management.cattle.io/v3")
+        );
+        assert_eq!(project.namespace.as_deref(), Some("local"));
+        assert_eq!(project.name.as_deref(), Some("p-vwxyz"));
+        assert!(
+            event
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("backing namespace")),
+            "{:?}",
+            event.note
+        );
+
+        // Each is on an object of its own: a round raises a bounded number.
+        let mut tally = Tally::default();
+        for i in 0..UNOWNED_LIMIT + 10 {
+            let label = Action::FixNamespaceLabel {
+                namespace: format!("team-{i}"),
+                label: None,
+            };
+            tally.trouble(&label, refused());
+        }
+        assert_eq!(tally.events().len(), UNOWNED_LIMIT);
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! and would write copies into the admission tests' projects while those assert on what admission
 //! alone decides (a name reserved by an original reads differently once its copy has landed).
 
-mod altered;
 mod clusters;
 mod downstream;
 mod downstream_support;
 mod lifecycle;
 mod ownership;
 mod plan_clusters;
+mod policies;
 mod reconciler;
 mod skew;
 mod writes;

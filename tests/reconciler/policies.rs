@@ -1,7 +1,12 @@
+//! Writes that another policy stands in the way of.
+//!
 //! A copy that a mutating admission webhook (a policy engine stamping every secret) changes on
 //! write can never be exact: each write is stored changed, its watch event starts the next round,
 //! and that round writes it again. The reconciler must see that the apiserver stored something
 //! other than it sent, say so in an Event, and back off, not write it on every round.
+//!
+//! A write on no original (a namespace's label repair) that a policy refuses must be as visible
+//! as a copy's: a Warning on the object it writes, and a backoff.
 
 use axum::Json;
 use axum::routing::post;
@@ -172,4 +177,93 @@ fn a_copy_a_mutating_webhook_changes_on_write_raises_an_event_and_backs_off() {
         running.errors() >= 1.0,
         "the altered write counts as failed"
     );
+}
+
+#[test]
+fn a_label_repair_a_policy_refuses_warns_on_the_namespace_and_backs_off() {
+    let _turn = serial();
+    let project = project("frz");
+    let frozen = namespace_in(&project, "frz");
+    let id = unique("freeze");
+    // A stale label, as if written while the webhook was down (the reconciler's identity skips
+    // it), and the label the freezing policy selects the namespace by.
+    behind_the_webhook(&[
+        "label",
+        "namespace",
+        &frozen,
+        &format!("{}=p-stale", scoped_secrets::keys::PROJECT_ID_KEY),
+        &format!("scoped-secrets-test/frozen={id}"),
+        "--overwrite",
+    ]);
+    // A ValidatingAdmissionPolicy that refuses every update of the namespace.
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {id}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [\"\"]
+        apiVersions: [\"v1\"]
+        operations: [\"UPDATE\"]
+        resources: [\"namespaces\"]
+  validations:
+    - expression: \"false\"
+      message: namespaces are frozen by policy {id}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {id}}}
+spec:
+  policyName: {id}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{scoped-secrets-test/frozen: {id}}}
+"
+        ),
+        &[],
+    ));
+    let _unfreeze = Unfreeze(id.clone());
+    eventually("the policy in force", WAIT, || {
+        let probe = kubectl(&[
+            "annotate",
+            "namespace",
+            &frozen,
+            "probe=1",
+            "--dry-run=server",
+        ]);
+        (!probe.status.success()).then_some(())
+    });
+
+    let running = start(OverwritePolicy::Warn);
+    let note = eventually("a WriteFailed Event on the namespace", WAIT, || {
+        let messages = event_messages("default", &frozen, "WriteFailed");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert!(note.contains("projectId label"), "{note}");
+    assert!(note.contains(&format!("frozen by policy {id}")), "{note}");
+    let errors = running.errors();
+    assert!(errors >= 1.0, "the refused repair counts as failed");
+    // Backing off: more rounds, no new attempt (each would count another error).
+    for _ in 0..3 {
+        running.another_round(&project.backing);
+    }
+    assert_eq!(running.errors(), errors, "the repair was retried at once");
+}
+
+/// Removes the freezing policy and its binding when dropped.
+struct Unfreeze(String);
+
+impl Drop for Unfreeze {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            let _ = kubectl(&["delete", kind, &self.0, "--ignore-not-found"]);
+        }
+    }
 }
