@@ -78,7 +78,8 @@ async fn serve_bounded(
             tracing::debug!("admin connection refused: the connection cap is reached");
             continue;
         };
-        let deadline = HeaderDeadline::new(header_read_timeout);
+        // Scrapes and probes are GETs, which a client resends on a connection closed under it.
+        let deadline = HeaderDeadline::new(header_read_timeout, header_read_timeout);
         let service = marking_requests(app.clone(), Arc::clone(&deadline));
         let connection =
             hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);

@@ -1,15 +1,24 @@
 //! A connection's header-read deadline: each request's head must arrive within the timeout of the
-//! connection opening or of the previous answer, so that a client trickling a head, or holding an
-//! idle keep-alive connection, cannot keep a connection (and its TLS and HTTP buffers) for ever.
+//! connection opening, or of its first byte, so that a client trickling a head cannot keep a
+//! connection (and its TLS and HTTP buffers) for ever; and a keep-alive connection that sends
+//! nothing is closed once it has been idle for the idle timeout after its last answer.
 //!
-//! hyper enforces this itself with `header_read_timeout`, but arms a timer for every request: a
-//! boxed sleep registered with the runtime's timer and cancelled once the head has arrived, which
-//! measured ~2 µs of a review's ~24 µs of CPU. Here a connection has one timer, re-armed only when
-//! it fires; a request only marks when it began and when it was answered.
+//! The idle timeout is longer than the client's own (the apiserver's is Go's 90 s), so that the
+//! client closes an idle connection first: a server that closes first races the client's next
+//! request, which then fails with EOF (Go does not resend a POST), and the review fails with it.
+//!
+//! hyper enforces a header timeout itself with `header_read_timeout`, but arms a timer for every
+//! request: a boxed sleep registered with the runtime's timer and cancelled once the head has
+//! arrived, which measured ~2 µs of a review's ~24 µs of CPU. Here a connection has one timer,
+//! re-armed only when it fires; a request only marks when it began and when it was answered, and
+//! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `waiting_since` while a request is being answered.
 const SERVING: u64 = u64::MAX;
@@ -17,35 +26,55 @@ const SERVING: u64 = u64::MAX;
 pub struct HeaderDeadline {
     opened: Instant,
     timeout: Duration,
-    /// Nanoseconds from `opened` to the moment the connection began waiting for a request head,
-    /// or [`SERVING`].
+    idle_timeout: Duration,
+    /// Nanoseconds from `opened` to the moment the connection began waiting for a request head
+    /// (or, when idle, for its first byte), or [`SERVING`].
     waiting_since: AtomicU64,
+    /// Answered, and no byte of the next request has come since.
+    idle: AtomicBool,
 }
 
 impl HeaderDeadline {
-    /// A connection that opened now and is waiting for its first request head.
-    pub fn new(timeout: Duration) -> Arc<Self> {
+    /// A connection that opened now and is waiting for its first request head (within `timeout`);
+    /// between requests it may stay idle for `idle_timeout`.
+    pub fn new(timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             opened: Instant::now(),
             timeout,
+            idle_timeout,
             waiting_since: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
         })
     }
 
     /// A request's head has arrived: the deadline is off until it is answered.
     pub fn serving(&self) {
+        self.idle.store(false, Ordering::Relaxed);
         self.waiting_since.store(SERVING, Ordering::Relaxed);
     }
 
-    /// The request has been answered: the next head is awaited from now.
+    /// The request has been answered: the connection is idle from now.
     pub fn answered(&self) {
         self.answered_at(Instant::now());
     }
 
     fn answered_at(&self, at: Instant) {
+        self.waiting_since.store(self.nanos(at), Ordering::Relaxed);
+        self.idle.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: on an idle connection, the next head has begun and is due within the
+    /// header timeout from now.
+    fn bytes_arrived(&self) {
+        if self.idle.swap(false, Ordering::Relaxed) {
+            self.waiting_since
+                .store(self.nanos(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.opened).as_nanos();
-        let since = u64::try_from(since).unwrap_or(SERVING - 1);
-        self.waiting_since.store(since, Ordering::Relaxed);
+        u64::try_from(since).unwrap_or(SERVING - 1)
     }
 
     /// When the deadline passes if nothing changes; `None` while a request is being answered
@@ -53,11 +82,18 @@ impl HeaderDeadline {
     fn due(&self) -> Option<Instant> {
         match self.waiting_since.load(Ordering::Relaxed) {
             SERVING => None,
-            since => Some(self.opened + Duration::from_nanos(since) + self.timeout),
+            since => {
+                let allowed = if self.idle.load(Ordering::Relaxed) {
+                    self.idle_timeout
+                } else {
+                    self.timeout
+                };
+                Some(self.opened + Duration::from_nanos(since) + allowed)
+            }
         }
     }
 
-    /// Resolves once the connection has waited longer than the timeout for a request head.
+    /// Resolves once the connection has waited longer than allowed for a request head.
     pub async fn passed(&self) {
         loop {
             let now = Instant::now();
@@ -72,24 +108,83 @@ impl HeaderDeadline {
     }
 }
 
+/// A connection's stream that tells its [`HeaderDeadline`] when bytes arrive, so that an idle
+/// connection's next head is held to the header timeout from its first byte.
+pub struct Watched<T> {
+    inner: T,
+    deadline: Arc<HeaderDeadline>,
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T, deadline: Arc<HeaderDeadline>) -> Self {
+        Self { inner, deadline }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.deadline.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     // Real time, kept short: the deadline reads the clock itself.
     const TIMEOUT: Duration = Duration::from_millis(50);
+    const IDLE: Duration = Duration::from_millis(200);
 
     #[tokio::test]
     async fn passes_the_timeout_after_the_connection_opened() {
         let started = Instant::now();
-        let deadline = HeaderDeadline::new(TIMEOUT);
+        let deadline = HeaderDeadline::new(TIMEOUT, IDLE);
         deadline.passed().await;
         assert!(started.elapsed() >= TIMEOUT);
     }
 
     #[tokio::test]
     async fn never_passes_while_a_request_is_being_answered() {
-        let deadline = HeaderDeadline::new(TIMEOUT);
+        let deadline = HeaderDeadline::new(TIMEOUT, IDLE);
         deadline.serving();
         let waited = tokio::time::timeout(TIMEOUT * 4, deadline.passed()).await;
         assert!(
@@ -100,7 +195,7 @@ mod tests {
 
     #[test]
     fn an_answer_starts_the_wait_for_the_next_head_again() {
-        let deadline = HeaderDeadline::new(TIMEOUT);
+        let deadline = HeaderDeadline::new(TIMEOUT, IDLE);
         assert_eq!(deadline.due(), Some(deadline.opened + TIMEOUT));
         deadline.serving();
         assert_eq!(
@@ -108,10 +203,18 @@ mod tests {
             None,
             "no deadline while a request is answered"
         );
-        // Answered long after the connection's first due time: the next head is due a timeout
-        // after the answer, not after the connection opened.
+        // Answered long after the connection's first due time: the connection may stay idle for
+        // the idle timeout after the answer, not after it opened.
         let answered = deadline.opened + TIMEOUT * 3;
         deadline.answered_at(answered);
-        assert_eq!(deadline.due(), Some(answered + TIMEOUT));
+        assert_eq!(deadline.due(), Some(answered + IDLE));
+        // Once the next head's first bytes come, it is held to the header timeout from then.
+        let before = Instant::now();
+        deadline.bytes_arrived();
+        let due = deadline.due().expect("waiting for the head");
+        assert!(due >= before + TIMEOUT && due <= Instant::now() + TIMEOUT);
+        // Further bytes of the same head do not push it back.
+        deadline.bytes_arrived();
+        assert_eq!(deadline.due(), Some(due));
     }
 }

@@ -4,7 +4,7 @@
 //! connections.
 
 use super::client_auth::ClientAuth;
-use super::header_deadline::HeaderDeadline;
+use super::header_deadline::{HeaderDeadline, Watched};
 use crate::metrics::WebhookMetrics;
 use axum::Router;
 use hyper::service::Service as _;
@@ -23,12 +23,21 @@ use tokio_rustls::TlsAcceptor;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub handshake_timeout: Duration,
+    /// How long a request head may take from the connection's opening or its first byte.
     pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may send nothing after an answer.
+    pub idle_timeout: Duration,
     /// How long in-flight reviews may take to finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Open connections at once (TLS handshakes included); past it a new one is closed at once.
     pub max_connections: usize,
 }
+
+/// Default idle timeout of a keep-alive connection: longer than the apiserver's own (Go's
+/// `IdleConnTimeout`, 90 s), so that the apiserver closes an idle connection first. Closing it
+/// first races the apiserver's next review on it, which then fails with EOF (Go does not resend a
+/// POST) and falls to the entry's failure policy.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Default cap on open connections: the apiserver keeps a pool of keep-alive connections per
 /// replica, far fewer than this.
@@ -39,6 +48,7 @@ impl Default for Limits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain_timeout: Duration::from_secs(15),
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -141,7 +151,7 @@ impl Server {
             let acceptor = self.acceptor.clone();
             let limits = self.limits;
             // The header-read deadline is kept here, not by hyper (see `header_deadline`).
-            let deadline = HeaderDeadline::new(limits.header_read_timeout);
+            let deadline = HeaderDeadline::new(limits.header_read_timeout, limits.idle_timeout);
             let service = marking_requests(router.clone(), Arc::clone(&deadline));
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
@@ -178,7 +188,8 @@ impl Server {
                     refused.count("client_name");
                     return;
                 }
-                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                let watched = Watched::new(tls, Arc::clone(&deadline));
+                let connection = builder.serve_connection(TokioIo::new(watched), service);
                 tokio::select! {
                     biased;
                     served = watcher.watch(connection) => {
