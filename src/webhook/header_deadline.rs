@@ -66,7 +66,8 @@ impl HeaderDeadline {
     /// Bytes arrived: on an idle connection, the next head has begun and is due within the
     /// header timeout from now.
     fn bytes_arrived(&self) {
-        if self.idle.swap(false, Ordering::Relaxed) {
+        // A plain load first: every read of a busy connection comes here, and it is rarely idle.
+        if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::Relaxed) {
             self.waiting_since
                 .store(self.nanos(Instant::now()), Ordering::Relaxed);
         }
