@@ -14,7 +14,7 @@ mod copies;
 mod copy;
 mod fate;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod ignore;
 mod progress;
 mod recheck;

@@ -324,7 +324,7 @@ async fn round(ctx: &Context, index: &Index) -> Duration {
     let mut tally = Tally::default();
     let mut failed = false;
     let mut outcomes = futures::stream::iter(due)
-        .map(|action| execute(ctx, action, planned_from.as_deref()))
+        .map(|action| execute(ctx, index, action, planned_from.as_deref()))
         .buffer_unordered(ctx.cfg.concurrency.max(1));
     while let Some((action, outcome)) = outcomes.next().await {
         failed |= outcome.is_err();
@@ -475,14 +475,47 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether a copy write the round planned is still wanted by the index as it is now. A round
+/// writes from one snapshot, and 100,000 writes take a minute: a namespace that left the project
+/// (or began terminating) meanwhile, or an original deleted meanwhile, would still get its copy
+/// until the next round removed it. Only what the fresh index says puts a write off (the next
+/// round plans from it); writes of other kinds, and deletes (re-checked at the apiserver), pass.
+fn still_wanted(index: &Index, action: &Action) -> bool {
+    if action.copy().is_none() {
+        return true;
+    }
+    let Some((namespace, name)) = action.origin().and_then(crate::keys::parse_origin) else {
+        return true;
+    };
+    let world = index.read();
+    let Some(original) = world.original_at(namespace, name) else {
+        return false;
+    };
+    world
+        .namespace(action.namespace())
+        .is_some_and(|state| !state.terminating && world.is_member_of(state, original.project))
+}
+
 /// Executes one action, logs and counts what became of it.
 async fn execute(
     ctx: &Context,
+    index: &Index,
     action: Action,
     world: Option<&World>,
 ) -> (Action, Result<Outcome, Error>) {
     let kind = action.kind().as_str();
-    let result = ctx.applier.apply(&action, world).await;
+    let result = if still_wanted(index, &action) {
+        ctx.applier.apply(&action, world).await
+    } else {
+        tracing::info!(
+            cluster = %ctx.cluster,
+            kind,
+            namespace = action.namespace(),
+            name = action.name(),
+            "reconciler: no longer wanted since the round was planned; not writing it"
+        );
+        Ok(Outcome::Requeue(Requeue::Stale))
+    };
     match &result {
         Ok(Outcome::Written) => {
             ctx.metrics.written(kind);
@@ -616,6 +649,46 @@ mod tests {
         assert_eq!(fresh_conflicts(&mut announced, &moved), [&moved[0]]);
         assert!(fresh_conflicts(&mut announced, &[]).is_empty());
         assert_eq!(fresh_conflicts(&mut announced, &round).len(), 2);
+    }
+
+    #[test]
+    fn a_copy_write_is_put_off_once_the_fresh_index_no_longer_wants_it() {
+        use crate::plan::fixtures::{WARN, actions, base};
+        use crate::world::fixtures::edit_namespace;
+        let world = base();
+        let create = actions(&world, WARN)
+            .into_iter()
+            .find(|a| a.kind() == ActionKind::Create && a.namespace() == "team-a")
+            .expect("a create in team-a");
+        assert!(still_wanted(&Index::new(world.clone()), &create));
+
+        let mut left = world.clone();
+        edit_namespace(&mut left, "team-a", |ns| ns.project_annotation = None);
+        assert!(
+            !still_wanted(&Index::new(left), &create),
+            "the namespace left"
+        );
+
+        let mut terminating = world.clone();
+        edit_namespace(&mut terminating, "team-a", |ns| ns.terminating = true);
+        assert!(
+            !still_wanted(&Index::new(terminating), &create),
+            "terminating"
+        );
+
+        let mut gone = world.clone();
+        crate::plan::fixtures::remove_original(&mut gone);
+        assert!(
+            !still_wanted(&Index::new(gone.clone()), &create),
+            "no original"
+        );
+
+        // Writes that are not copies are not this check's to put off.
+        let label = Action::FixNamespaceLabel {
+            namespace: "team-a".to_owned(),
+            label: None,
+        };
+        assert!(still_wanted(&Index::new(gone), &label));
     }
 
     #[test]
