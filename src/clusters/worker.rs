@@ -106,9 +106,7 @@ impl Worker {
                     management = cluster_identity(&self.shared.management, timeout).await;
                 }
                 let own = cluster_identity(client, timeout).await;
-                if own.is_some() && own == management {
-                    health = Health::IsManagement;
-                }
+                health = told_apart(own.as_deref(), management.as_deref());
             }
             let wait = if health == Health::Connected {
                 backoff = Duration::from_secs(1);
@@ -254,6 +252,27 @@ pub(crate) async fn connect(
 /// Who a cluster is: the uid of its `kube-system` namespace (which every apiserver creates and
 /// nobody deletes), read with the right to list namespaces the copier has; `None` when it cannot
 /// be read (then nothing is concluded from it).
+/// The health of a cluster that answers, by its `kube-system` uid and the management cluster's:
+/// connected only once it is known to be another cluster. While either uid cannot be read it cannot
+/// be told apart, and written to as a downstream cluster the management cluster's own namespaces
+/// would get two rounds undoing each other's work; so it waits, as an unreachable cluster does.
+fn told_apart(own: Option<&str>, management: Option<&str>) -> Health {
+    match (own, management) {
+        (Some(own), Some(management)) if own == management => Health::IsManagement,
+        (Some(_), Some(_)) => Health::Connected,
+        (None, _) => Health::Unreachable(
+            "its kube-system namespace's uid could not be read (it tells the cluster from the \
+             management cluster)"
+                .to_owned(),
+        ),
+        (_, None) => Health::Unreachable(
+            "the management cluster's kube-system namespace's uid could not be read (it tells the \
+             cluster from the management cluster)"
+                .to_owned(),
+        ),
+    }
+}
+
 async fn cluster_identity(client: &Client, timeout: Duration) -> Option<String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let params = ListParams::default().fields("metadata.name=kube-system");
@@ -280,5 +299,25 @@ async fn probe(client: &Client, timeout: Duration) -> Health {
         }
         Ok(Err(error)) => Health::Unreachable(error.to_string()),
         Err(_) => Health::Unreachable(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_connected_only_once_told_apart_from_the_management_cluster() {
+        assert_eq!(told_apart(Some("a"), Some("b")), Health::Connected);
+        assert_eq!(told_apart(Some("a"), Some("a")), Health::IsManagement);
+        // Either uid unreadable: it might be the management cluster itself; it waits.
+        assert!(matches!(
+            told_apart(None, Some("b")),
+            Health::Unreachable(why) if why.contains("its kube-system")
+        ));
+        assert!(matches!(
+            told_apart(Some("a"), None),
+            Health::Unreachable(why) if why.contains("management cluster's kube-system")
+        ));
     }
 }
