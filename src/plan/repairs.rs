@@ -117,8 +117,9 @@ fn choose_backing_namespace(
     }
 }
 
-/// The projectId label a namespace should carry (`Some(None)`: none at all), mirroring its annotation;
-/// `None` when the annotation is malformed, which is the webhook's to refuse: its label is left alone.
+/// The projectId label a namespace should carry (`Some(None)`: none at all), mirroring its annotation
+/// (an empty one names no project); `None` when the annotation is malformed, which is the webhook's
+/// to refuse: its label is left alone.
 pub fn wanted_project_label(ns: &NamespaceState) -> Option<Option<String>> {
     match ns.project_annotation.as_deref() {
         None => Some(None),

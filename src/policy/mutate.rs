@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use std::collections::BTreeMap;
 
 /// M1: the namespace's projectId label mirrors its annotation's project part; without the
-/// annotation there is no label. A malformed annotation is left to validation (N2). A label the
+/// annotation (or with an empty one, which names no project) there is no label. A malformed annotation is left to validation (N2). A label the
 /// request set to something else is reset, and the warning says so: otherwise kubectl prints
 /// "labeled" and the label silently is not what the user asked for.
 pub(super) fn namespace(s: &Subject<Namespace>) -> (Vec<PatchOperation>, Vec<String>) {
