@@ -555,7 +555,7 @@ async fn a_body_that_never_arrives_gets_408_after_the_deadline() {
 
 /// The server's header-read and idle timeouts in the tests below: short, so that they are quick.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
-const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+const IDLE_TIMEOUT: Duration = Duration::from_millis(3000);
 
 async fn server_with_header_read_timeout() -> TestServer {
     let limits = Limits {
@@ -648,6 +648,13 @@ async fn a_head_begun_on_a_kept_alive_connection_is_cut_off_at_the_header_read_t
     let (mut read, mut write) = tokio::io::split(stream);
     let answer = reviewed_on(&mut read, &mut write, "first").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Idle for longer than the header timeout (the server's timer is then set for the idle end),
+    // then half a head: it is due a header timeout after its first byte, not at the idle end.
+    let idled = tokio::time::timeout(HEADER_READ_TIMEOUT * 2, read.read(&mut [0u8; 1])).await;
+    assert!(
+        idled.is_err(),
+        "the server closed or answered an idle connection early"
+    );
     let head = request_head(100);
     write
         .write_all(&head[..head.len() / 2])
@@ -659,8 +666,9 @@ async fn a_head_begun_on_a_kept_alive_connection_is_cut_off_at_the_header_read_t
         waited >= HEADER_READ_TIMEOUT - Duration::from_millis(50),
         "closed {waited:?} after the head began, before the header timeout"
     );
+    // Written 2 header timeouts after the answer, so the idle end is 4 header timeouts after that.
     assert!(
-        waited < IDLE_TIMEOUT,
+        waited < HEADER_READ_TIMEOUT * 3,
         "a trickled head was given the idle allowance ({waited:?})"
     );
 }

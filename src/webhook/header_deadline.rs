@@ -103,8 +103,10 @@ impl HeaderDeadline {
             if now >= due {
                 return;
             }
-            // The connection's one timer; it is re-armed only here, when it has fired.
-            tokio::time::sleep_until(due.into()).await;
+            // The connection's one timer; it is re-armed only here, when it has fired. It fires at
+            // least every header timeout: an idle connection's next head may begin at any time,
+            // and is then due a header timeout after its first byte, sooner than the idle end.
+            tokio::time::sleep_until(due.min(now + self.timeout).into()).await;
         }
     }
 }
