@@ -123,13 +123,10 @@ fn fingerprint(action: &Action) -> u64 {
             serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher);
             existing_uid.hash(&mut hasher);
         }
-        Action::Update {
-            copy,
-            resource_version,
-        } => {
-            serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher);
-            resource_version.hash(&mut hasher);
-        }
+        // Not the resourceVersion: each write that a mutating webhook alters (a stamp that
+        // changes every time) makes a new one, and the backoff of that copy must hold all the same.
+        // A stale version is the 409 path's to handle, not a new action.
+        Action::Update { copy, .. } => serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher),
         Action::Delete { uid, .. } => uid.hash(&mut hasher),
         Action::SetBackingNamespace {
             backing_namespace,
@@ -208,5 +205,23 @@ mod tests {
             backoffs.is_empty(),
             "an action no longer planned is forgotten"
         );
+    }
+
+    #[test]
+    fn an_update_waits_whatever_version_the_copy_has_reached() {
+        // A mutating webhook that stamps a new value on each write gives the copy a new
+        // resourceVersion each time: the same update must still wait, or it loops.
+        let update = |version: &str| {
+            let mut copy = k8s_openapi::api::core::v1::Secret::default();
+            copy.metadata.name = Some("db".to_owned());
+            Action::Update {
+                copy: crate::plan::PlacedCopy::new("team-a", std::sync::Arc::new(copy)),
+                resource_version: version.to_owned(),
+            }
+        };
+        let now = Instant::now();
+        let mut backoffs = Backoffs::default();
+        backoffs.failed(&update("41"), BASE, CAP, now);
+        assert!(backoffs.due(vec![update("42")], now).is_empty());
     }
 }
