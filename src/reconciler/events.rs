@@ -43,7 +43,13 @@ impl Events {
     /// Publishes a round's Events: one per original and reason, listing the namespaces ("copied to
     /// 1000 namespaces: a, b, c and 997 more"), so a thousand copies cost one Event and not a
     /// thousand API writes. Failures are only logged.
-    pub async fn announce(&self, tally: Tally) {
+    pub async fn announce(&self, mut tally: Tally) {
+        // Downstream, a write on no original is on an object of that cluster, which this client
+        // (the management cluster's) does not reach: an Event here would land on a management
+        // object of the same name. Those failures are logged and counted only.
+        if self.cluster.is_some() {
+            tally.unowned.clear();
+        }
         self.publish(tally.events()).await;
     }
 
