@@ -14,8 +14,10 @@ use axum::routing::get;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -31,7 +33,11 @@ pub struct AdminState {
 
 /// Open admin connections at once. Probes and scrapes use a handful; past the cap a connection is
 /// closed at once, so a client opening thousands cannot take the process's file descriptors.
-pub const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS: usize = 256;
+/// Open admin connections from one address at once. The kubelet's probes and a scraper each need
+/// one or two; without it, one client holding every slot would fail the liveness probe and have
+/// the pod restarted.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// How long a connection may wait for a request head, from its opening or its previous answer:
 /// an idle or trickling client lets go of its slot.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,30 +48,69 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection cap and a header-read deadline (hyper keeps none without a timer, and `axum::serve`
 /// sets none), then drains.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    serve_bounded(
-        listener,
-        app,
-        shutdown,
-        MAX_CONNECTIONS,
-        HEADER_READ_TIMEOUT,
-    )
-    .await;
+    let bounds = Bounds {
+        connections: MAX_CONNECTIONS,
+        per_peer: MAX_CONNECTIONS_PER_PEER,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+    };
+    serve_bounded(listener, app, shutdown, bounds).await;
+}
+
+struct Bounds {
+    connections: usize,
+    per_peer: usize,
+    header_read_timeout: Duration,
+}
+
+/// One open connection of a peer address, counted until dropped.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    /// A slot for `ip`, unless it holds `max` already.
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut open = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.entry(ip).or_default();
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(Self {
+            peers: Arc::clone(peers),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = open.get_mut(&self.ip) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 async fn serve_bounded(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
-    max_connections: usize,
-    header_read_timeout: Duration,
+    bounds: Bounds,
 ) {
+    let header_read_timeout = bounds.header_read_timeout;
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(max_connections));
+    let connections = Arc::new(Semaphore::new(bounds.connections));
+    let peers = Arc::new(Mutex::new(HashMap::new()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -74,8 +119,12 @@ async fn serve_bounded(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = PeerSlot::take(&peers, peer.ip(), bounds.per_peer) else {
+            tracing::debug!(%peer, "admin connection refused: the address holds its share");
+            continue;
+        };
         let Ok(open) = connections.clone().try_acquire_owned() else {
-            tracing::debug!("admin connection refused: the connection cap is reached");
+            tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;
         };
         // Scrapes and probes are GETs, which a client resends on a connection closed under it.
@@ -85,7 +134,7 @@ async fn serve_bounded(
             hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _open = open;
+            let _open = (open, slot);
             tokio::select! {
                 biased;
                 _ = watcher.watch(connection) => {}
@@ -188,6 +237,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_address_cannot_take_the_slots_the_probes_need() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let bounds = Bounds {
+            connections: 10,
+            per_peer: 2,
+            header_read_timeout: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve_bounded(
+            listener,
+            router(state()),
+            async move {
+                let _ = stopped.await;
+            },
+            bounds,
+        ));
+        let from = |ip: [u8; 4]| async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind((IpAddr::from(ip), 0).into())
+                .expect("a loopback address");
+            socket.connect(addr).await.expect("connects")
+        };
+        // 127.0.0.1 holds its two; its third is closed at once.
+        let _held = [from([127, 0, 0, 1]).await, from([127, 0, 0, 1]).await];
+        let mut third = from([127, 0, 0, 1]).await;
+        assert!(
+            closed_within(&mut third, Duration::from_secs(2))
+                .await
+                .is_empty()
+        );
+        // Another address (the kubelet's) still gets its probe answered.
+        let mut probe = from([127, 0, 0, 2]).await;
+        probe
+            .write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = closed_within(&mut probe, Duration::from_secs(5)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("stops")
+            .expect("ran");
+    }
+
+    #[tokio::test]
     async fn idle_connections_are_capped_and_let_go_after_the_header_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -199,8 +298,11 @@ mod tests {
             async move {
                 let _ = stopped.await;
             },
-            2,
-            timeout,
+            Bounds {
+                connections: 2,
+                per_peer: 8,
+                header_read_timeout: timeout,
+            },
         ));
         let connect = || tokio::net::TcpStream::connect(addr);
         // Two idle clients take the two slots; a third is closed at once, unanswered.

@@ -249,9 +249,6 @@ pub(crate) async fn connect(
     Client::try_from(config).map_err(|e| format!("the kubeconfig cannot make a client: {e}"))
 }
 
-/// Who a cluster is: the uid of its `kube-system` namespace (which every apiserver creates and
-/// nobody deletes), read with the right to list namespaces the copier has; `None` when it cannot
-/// be read (then nothing is concluded from it).
 /// The health of a cluster that answers, by its `kube-system` uid and the management cluster's:
 /// connected only once it is known to be another cluster. While either uid cannot be read it cannot
 /// be told apart, and written to as a downstream cluster the management cluster's own namespaces
@@ -273,6 +270,9 @@ fn told_apart(own: Option<&str>, management: Option<&str>) -> Health {
     }
 }
 
+/// Who a cluster is: the uid of its `kube-system` namespace (which every apiserver creates and
+/// nobody deletes), read with the right to list namespaces the copier has; `None` when it cannot
+/// be read (see [`told_apart`]).
 async fn cluster_identity(client: &Client, timeout: Duration) -> Option<String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let params = ListParams::default().fields("metadata.name=kube-system");
