@@ -8,11 +8,10 @@ use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::webhook::handler::{self, AppState};
-use scoped_secrets::webhook::limits::{
-    MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits, SMALL_BODY_BYTES,
-};
+use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits};
 use scoped_secrets::webhook::server::{Limits, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
+use scoped_secrets::world::{NamespaceState, SecretMeta, World};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +36,16 @@ impl TestServer {
     }
 
     async fn start_with(review_limits: ReviewLimits, limits: Limits) -> Self {
+        Self::start_on(review_limits, limits, World::default(), None).await
+    }
+
+    /// A server deciding in `world`, with `client` for the look-ups reviews need.
+    async fn start_on(
+        review_limits: ReviewLimits,
+        limits: Limits,
+        world: World,
+        client: Option<kube::Client>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         issue(dir.path());
         let cert = ReloadingCert::load(
@@ -59,10 +68,10 @@ impl TestServer {
         let addr = server.local_addr().expect("addr");
         let metrics = WebhookMetrics::register(&mut Default::default());
         let app = handler::router(AppState {
-            index: Arc::new(Index::default()),
+            index: Arc::new(Index::new(world)),
             config: Arc::new(Config::default()),
             metrics: metrics.clone(),
-            client: None,
+            client,
             limits: Arc::new(review_limits),
             placement: None,
         });
@@ -856,7 +865,7 @@ async fn a_declared_length_over_the_limit_gets_413_before_the_body_is_sent() {
     assert!(answer.contains("\"kind\":\"Status\""), "{answer}");
 }
 
-/// Holds a review in flight: its headers and half its body sent; returns the open connection.
+/// Holds a request being read: its headers and part of its body sent; returns the open connection.
 async fn hold_in_flight(
     server: &TestServer,
     path: &'static str,
@@ -875,20 +884,64 @@ async fn hold_in_flight(
     (read, write)
 }
 
+/// A kube client whose apiserver never answers: its connections complete in the listener's
+/// backlog and are never read (a stalled apiserver, as far as a client without a read timeout can
+/// tell). The listener must be kept open.
+async fn client_of_a_stalled_apiserver() -> (kube::Client, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let uri = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = kube::Config::new(uri.parse().expect("uri"));
+    (kube::Client::try_from(config).expect("client"), listener)
+}
+
+/// A world where team-a already holds secret `taken`: a review creating it is denied (S1), and the
+/// denial names the existing secret's type, which a review looks up from the apiserver.
+fn world_where_team_a_holds_taken() -> World {
+    let mut world = World::default();
+    world.upsert_namespace("team-a".to_owned(), NamespaceState::default());
+    let meta = SecretMeta {
+        uid: "uid-taken".to_owned(),
+        copy_of: None,
+    };
+    world.upsert_secret_meta("team-a", "taken", meta);
+    world
+}
+
 #[tokio::test]
 async fn reviews_past_the_in_flight_cap_get_429_at_once() {
-    let server =
-        TestServer::start_with(ReviewLimits::new(1, MAX_BODY_BYTES), Limits::default()).await;
-    let held = hold_in_flight(&server, "/validate/secret-names", 1000, 1).await;
-    let started = Instant::now();
-    let refused = server
-        .post("/validate/secret-names", &review("over", "db"))
-        .await
-        .expect("an answer");
-    assert_eq!(refused.status(), 429);
+    let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
+    let server = TestServer::start_on(
+        ReviewLimits::new(1, MAX_BODY_BYTES),
+        Limits::default(),
+        world_where_team_a_holds_taken(),
+        Some(stalled),
+    )
+    .await;
+    // Its look-up hangs (until the look-ups' deadline): the one slot is taken while it waits.
+    let client = server.client();
+    let url = server.url(endpoints::SECRET_NAMES);
+    let waiting = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { answer(&client, &url, &review("waiting", "taken")).await }
+    });
+    server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
+    // Being counted from its headers on, it may still be on its way to the slot: poll until refused.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let r = post(&client, &url, &review("over", "db"))
+            .await
+            .expect("an answer");
+        if r.status() == 429 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never refused: {}", r.status());
+        tokio::task::yield_now().await;
+    };
     assert!(
-        started.elapsed() < handler::BODY_READ_TIMEOUT,
-        "not at once"
+        !waiting.is_finished(),
+        "refused only while the slot was taken"
     );
     assert_eq!(refused.headers()["retry-after"], "1");
     let status: Value = refused.json().await.expect("a Status body");
@@ -900,20 +953,32 @@ async fn reviews_past_the_in_flight_cap_get_429_at_once() {
             .is_some_and(|m| m.contains("1 reviews are in flight")),
         "{status}"
     );
-    drop(held);
-    // The slot comes back when the held review ends.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = server
-            .post("/validate/secret-names", &review("after", "db"))
-            .await
-            .expect("request");
-        if r.status() == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slot was never released");
-        tokio::task::yield_now().await;
+    // The waiting review is decided without the look-up (S1 still denies), and its slot comes back.
+    let decided = waiting.await.expect("the waiting review");
+    assert_eq!(decided["response"]["allowed"], false, "{decided}");
+    let after: Value = answer(&client, &url, &review("after", "db")).await;
+    assert_eq!(after["response"]["allowed"], true, "{after}");
+}
+
+#[tokio::test]
+async fn clients_trickling_bodies_take_no_review_slot() {
+    // As many trickling clients as the server decides reviews at once, and more: each holds a
+    // connection while its body has not arrived, but the apiserver's reviews are still decided.
+    let server =
+        TestServer::start_with(ReviewLimits::new(2, MAX_BODY_BYTES), Limits::default()).await;
+    let mut held = Vec::new();
+    for n in 1..=8 {
+        held.push(hold_in_flight(&server, endpoints::SECRET_NAMES, 1000, n).await);
     }
+    let client = server.client();
+    let url = server.url(endpoints::SECRET_NAMES);
+    for uid in ["first", "second", "third"] {
+        let answered: Value = answer(&client, &url, &review(uid, "db")).await;
+        assert_eq!(answered["response"]["uid"], uid);
+        assert_eq!(answered["response"]["allowed"], true, "{answered}");
+    }
+    assert_eq!(server.metrics.in_flight(endpoints::SECRET_NAMES), 8);
+    drop(held);
 }
 
 #[tokio::test]
@@ -924,7 +989,7 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
     let _held = hold_in_flight(&server, "/validate/secret-names", MAX_BODY_BYTES, 1).await;
     let client = server.client();
     let url = server.url("/validate/secret-names");
-    let large = padded_review("large", "db", "z".repeat(SMALL_BODY_BYTES));
+    let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
     let refused = post(&client, &url, &large).await.expect("an answer");
     assert_eq!(refused.status(), 429);
     let status: Value = refused.json().await.expect("a Status body");
@@ -1027,19 +1092,14 @@ async fn a_stream_of_large_bodies_is_read_at_the_pace_while_small_reviews_pass()
 }
 
 #[tokio::test]
-async fn bodies_just_under_the_budget_threshold_are_paced_too() {
-    // A sender cannot slip under the pace with many bodies just below the size that draws from the
-    // body budget: every body's bytes past its first ORDINARY_BODY_BYTES are paced.
+async fn many_mid_sized_bodies_are_paced_too() {
+    // A sender cannot slip under the pace with many bodies far below the maximum, one after
+    // another: every body's bytes past its first ORDINARY_BODY_BYTES are paced.
     let (server, slowest_rate) = slowest_paced_server(2).await;
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
-    let review = padded_review("mid", "db", "z".repeat(SMALL_BODY_BYTES - 8 * 1024));
+    let review = padded_review("mid", "db", "z".repeat(4 * ORDINARY_BODY_BYTES - 8 * 1024));
     let body = serde_json::to_vec(&review).expect("json");
-    assert!(
-        body.len() < SMALL_BODY_BYTES,
-        "{} bytes draw from the budget",
-        body.len()
-    );
     let bodies = vec![body; 100];
     let started = Instant::now();
     for body in &bodies {

@@ -1,6 +1,6 @@
-//! The HTTP side of the webhook: the routes (one per webhook entry), and what is checked before a
-//! body is read (its type, declared length and the caps); the review itself goes to
-//! [`super::pipeline`].
+//! The HTTP side of the webhook: the routes (one per webhook entry), what is checked before a body
+//! is read (its type, declared length and the large bodies' budget), the body, and the cap on
+//! reviews in flight; the review itself goes to [`super::pipeline`].
 
 use crate::endpoints;
 use crate::index::Index;
@@ -130,43 +130,53 @@ async fn handle(
 ) -> Response {
     // Timed (and counted in flight) from the headers on, so slow, oversized or refused bodies show too.
     let mut timer = state.metrics.start(path);
-    let (parts, body) = request.into_parts();
-    let response = match admit(&state, &parts.headers) {
-        // Held until the answer is made: the body and the decoded review are the review's memory.
-        Ok(_admitted) => {
-            let pace = state.limits.large_body_pace();
-            // Counted whatever the read comes to: a body that waited and then timed out waited too.
-            let mut paced = Paced::default();
-            let read = read_body(body, declared_length(&parts.headers), pace, &mut paced).await;
-            if paced.bytes > 0 {
-                state.metrics.paced(path, &paced);
-            }
-            match read {
-                Ok(body) => pipeline::review_pipeline(&state, body, path, endpoint).await,
-                Err(rejection) => {
-                    state.metrics.review(path, "", "error");
-                    rejection
-                }
-            }
-        }
-        Err(refusal) => {
+    let response = match serve(&state, request, path, endpoint).await {
+        Ok(answer) => answer,
+        Err(refused) => {
             state.metrics.review(path, "", "error");
-            refusal.into_response()
+            refused
         }
     };
     timer.set_code(response.status().as_u16());
     response
 }
 
+/// Room for the body (from its headers), the body, a slot among the reviews in flight (only once
+/// the body has arrived: a client trickling a body holds no slot the apiserver's reviews need), and
+/// the review; or the refusal that ended it.
+async fn serve(
+    state: &AppState,
+    request: Request,
+    path: &'static str,
+    endpoint: Endpoint,
+) -> Result<Response, Response> {
+    let (parts, body) = request.into_parts();
+    // Held until the answer is made: the body and the decoded review are the review's memory.
+    let _room = admit_body(state, &parts.headers).map_err(IntoResponse::into_response)?;
+    // Counted whatever the read comes to: a body that waited and then timed out waited too.
+    let mut paced = Paced::default();
+    let pace = state.limits.large_body_pace();
+    let read = read_body(body, declared_length(&parts.headers), pace, &mut paced).await;
+    if paced.bytes > 0 {
+        state.metrics.paced(path, &paced);
+    }
+    let body = read?;
+    let _slot = state.limits.admit_review().map_err(|refusal| {
+        tracing::debug!(%refusal, "review refused with its body read");
+        refusal.into_response()
+    })?;
+    Ok(pipeline::review_pipeline(state, body, path, endpoint).await)
+}
+
 /// Checks what the headers say before any of the body is read: its type, its declared length
-/// (413 at once, not after reading 7 MiB), and room under the caps (429 at once).
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<limits::Admitted, limits::Refusal> {
+/// (413 at once, not after reading 7 MiB), and room under the large bodies' budget (429 at once).
+fn admit_body(state: &AppState, headers: &HeaderMap) -> Result<limits::BodyRoom, limits::Refusal> {
     if !is_json(headers) {
         return Err(limits::Refusal::NotJson);
     }
     state
         .limits
-        .admit(declared_length(headers))
+        .admit_body(declared_length(headers))
         .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 

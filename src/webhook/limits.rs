@@ -1,8 +1,10 @@
 //! Caps on what the webhook holds at once, so a burst of reviews (or a hostile client on the port)
 //! costs bounded memory instead of an OOM kill that fails every `failurePolicy: Fail` entry:
-//! reviews in flight, and bytes of large bodies being buffered. Past a cap a review is refused at
-//! once with HTTP 429 and a `Status` body; the apiserver then applies the entry's failurePolicy.
-//! (Open connections are capped by the listener, see [`crate::webhook::server::Limits`].)
+//! bytes of large bodies being buffered (reserved from the headers, before any of the body is
+//! read), and reviews being decided (taken once the body has arrived, so a client trickling its
+//! bodies holds no review's slot: only a connection, which the listener caps, see
+//! [`crate::webhook::server::Limits`]). Past a cap a review is refused with HTTP 429 and a `Status`
+//! body; the apiserver then applies the entry's failurePolicy.
 //!
 //! The bytes of a body past its first [`ORDINARY_BODY_BYTES`] are also read at a bounded rate
 //! ([`BodyPace`]): TLS decryption, copying and decoding cost CPU in proportion to the bytes, and a
@@ -21,16 +23,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The largest body accepted: the apiserver sends up to ~3 MiB each for object and oldObject.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
-/// Bodies up to this size (every ordinary review) need no share of the body budget: the cap on
-/// reviews in flight bounds them. Larger ones, or ones of unknown length, draw from the budget.
-pub const SMALL_BODY_BYTES: usize = 256 * 1024;
-
 /// Far more than an ordinary review (a Secret's review is a few KiB; one holding a certificate
-/// chain, tens): the bytes of any body past this are read at the large bodies' pace, and such a
-/// body is decoded off the webhook's threads.
+/// chain, tens). A body up to this size needs no share of the body budget: the connections cap
+/// bounds them (256 connections × 64 KiB: 16 MiB). A larger one, or one of unknown length, draws
+/// from the budget; its bytes past this are read at the large bodies' pace, and it is decoded off
+/// the webhook's threads.
 pub const ORDINARY_BODY_BYTES: usize = 64 * 1024;
 
-/// Default cap on reviews being read, decided or answered at once.
+/// Default cap on reviews being decided or answered at once (their bodies read).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 /// Default budget for large bodies being buffered at once: two bodies of the maximum size.
 pub const DEFAULT_LARGE_BODY_BUDGET: usize = 2 * MAX_BODY_BYTES;
@@ -65,14 +65,21 @@ impl Default for ReviewLimits {
     }
 }
 
-/// Held while a review is served; dropping it gives its share back.
+/// Held while a body is read and its review served: its share of the large bodies' budget, if it
+/// needs one. Dropping it gives the share back.
 #[derive(Debug)]
-pub struct Admitted {
-    _review: OwnedSemaphorePermit,
-    _body: Option<OwnedSemaphorePermit>,
+pub struct BodyRoom {
+    _share: Option<OwnedSemaphorePermit>,
 }
 
-/// Why a review was refused before its body was read.
+/// Held while a review whose body has arrived is decided and answered: its slot among the reviews
+/// in flight.
+#[derive(Debug)]
+pub struct InFlight {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Why a review was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("Content-Type must be application/json")]
@@ -82,7 +89,7 @@ pub enum Refusal {
     )]
     TooLarge { declared: u64 },
     #[error("{0} reviews are in flight, the most this webhook serves at once; retry")]
-    InFlight(usize),
+    Busy(usize),
     #[error("large request bodies being read already fill the budget of {0} bytes; retry")]
     BodyBudget(usize),
 }
@@ -123,30 +130,30 @@ impl ReviewLimits {
         self.pace.as_ref()
     }
 
-    /// Admits a review whose body declares `declared` bytes (`None`: unknown, as when chunked), or
-    /// says why not. Never waits.
-    pub fn admit(&self, declared: Option<u64>) -> Result<Admitted, Refusal> {
+    /// Room for a body that declares `declared` bytes (`None`: unknown, as when chunked), from its
+    /// headers alone, or why not. Never waits.
+    pub fn admit_body(&self, declared: Option<u64>) -> Result<BodyRoom, Refusal> {
         let size = match declared {
             Some(n) if n > MAX_BODY_BYTES as u64 => return Err(Refusal::TooLarge { declared: n }),
             Some(n) => n as usize,
             None => MAX_BODY_BYTES,
         };
-        let body = if size <= SMALL_BODY_BYTES {
-            None
-        } else {
-            let units = u32::try_from(size.div_ceil(UNIT)).unwrap_or(u32::MAX);
-            let permit = self.large_bodies.clone().try_acquire_many_owned(units);
-            Some(permit.map_err(|_| Refusal::BodyBudget(self.budget))?)
-        };
-        let review = self
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::InFlight(self.max_in_flight))?;
-        Ok(Admitted {
-            _review: review,
-            _body: body,
+        if size <= ORDINARY_BODY_BYTES {
+            return Ok(BodyRoom { _share: None });
+        }
+        let units = u32::try_from(size.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let permit = self.large_bodies.clone().try_acquire_many_owned(units);
+        let share = permit.map_err(|_| Refusal::BodyBudget(self.budget))?;
+        Ok(BodyRoom {
+            _share: Some(share),
         })
+    }
+
+    /// A slot for a review whose body has arrived, or why not. Never waits.
+    pub fn admit_review(&self) -> Result<InFlight, Refusal> {
+        let permit = self.in_flight.clone().try_acquire_owned();
+        let slot = permit.map_err(|_| Refusal::Busy(self.max_in_flight))?;
+        Ok(InFlight { _slot: slot })
     }
 }
 
@@ -250,7 +257,7 @@ impl IntoResponse for Refusal {
         let (code, reason) = match self {
             Self::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-            Self::InFlight(_) | Self::BodyBudget(_) => {
+            Self::Busy(_) | Self::BodyBudget(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
             }
         };
@@ -282,33 +289,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_bodies_need_only_a_slot_in_flight() {
+    fn reviews_in_flight_are_capped_and_bodies_being_read_take_no_slot() {
         let limits = ReviewLimits::new(2, MAX_BODY_BYTES);
-        let a = limits.admit(Some(1000)).expect("first");
-        let _b = limits.admit(Some(SMALL_BODY_BYTES as u64)).expect("second");
-        assert_eq!(limits.admit(Some(10)).err(), Some(Refusal::InFlight(2)));
+        let reading: Vec<_> = (0..10)
+            .map(|_| limits.admit_body(Some(ORDINARY_BODY_BYTES as u64)))
+            .collect();
+        assert!(
+            reading.iter().all(Result::is_ok),
+            "ordinary bodies need no room"
+        );
+        let a = limits.admit_review().expect("first");
+        let _b = limits.admit_review().expect("second");
+        assert_eq!(limits.admit_review().err(), Some(Refusal::Busy(2)));
         drop(a);
-        assert!(limits.admit(Some(10)).is_ok(), "a freed slot is reusable");
+        assert!(limits.admit_review().is_ok(), "a freed slot is reusable");
     }
 
     #[test]
-    fn large_bodies_share_the_budget_and_small_ones_still_pass() {
+    fn large_bodies_share_the_budget_and_ordinary_ones_still_pass() {
         let limits = ReviewLimits::new(8, MAX_BODY_BYTES);
-        let big = limits.admit(Some(MAX_BODY_BYTES as u64)).expect("one fits");
+        let big = limits
+            .admit_body(Some(MAX_BODY_BYTES as u64))
+            .expect("one fits");
         assert_eq!(
-            limits.admit(Some(SMALL_BODY_BYTES as u64 + 1)).err(),
+            limits
+                .admit_body(Some(ORDINARY_BODY_BYTES as u64 + 1))
+                .err(),
             Some(Refusal::BodyBudget(MAX_BODY_BYTES))
         );
         assert!(
-            limits.admit(None).is_err(),
+            limits.admit_body(None).is_err(),
             "unknown length reserves the maximum"
         );
         assert!(
-            limits.admit(Some(2048)).is_ok(),
-            "small reviews get through"
+            limits.admit_body(Some(2048)).is_ok(),
+            "ordinary reviews get through"
         );
         drop(big);
-        assert!(limits.admit(None).is_ok());
+        assert!(limits.admit_body(None).is_ok());
     }
 
     #[test]
@@ -373,9 +391,9 @@ mod tests {
         let limits = ReviewLimits::new(1, MAX_BODY_BYTES);
         let declared = MAX_BODY_BYTES as u64 + 1;
         assert_eq!(
-            limits.admit(Some(declared)).err(),
+            limits.admit_body(Some(declared)).err(),
             Some(Refusal::TooLarge { declared })
         );
-        assert!(limits.admit(Some(10)).is_ok());
+        assert!(limits.admit_body(Some(MAX_BODY_BYTES as u64)).is_ok());
     }
 }
