@@ -5,7 +5,7 @@
 use crate::index::Index;
 use crate::metrics::IndexMetrics;
 use crate::webhook::header_deadline::HeaderDeadline;
-use crate::webhook::server::marking_requests;
+use crate::webhook::server::{MAX_READ_BUFFER, marking_requests};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -48,18 +48,23 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection cap and a header-read deadline (hyper keeps none without a timer, and `axum::serve`
 /// sets none), then drains.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
-    let bounds = Bounds {
-        connections: MAX_CONNECTIONS,
-        per_peer: MAX_CONNECTIONS_PER_PEER,
-        header_read_timeout: HEADER_READ_TIMEOUT,
-    };
-    serve_bounded(listener, app, shutdown, bounds).await;
+    serve_bounded(listener, app, shutdown, Bounds::default()).await;
 }
 
 struct Bounds {
     connections: usize,
     per_peer: usize,
     header_read_timeout: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            connections: MAX_CONNECTIONS,
+            per_peer: MAX_CONNECTIONS_PER_PEER,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 /// One open connection of a peer address, counted until dropped.
@@ -130,8 +135,10 @@ async fn serve_bounded(
         // Scrapes and probes are GETs, which a client resends on a connection closed under it.
         let deadline = HeaderDeadline::new(header_read_timeout, header_read_timeout);
         let service = marking_requests(app.clone(), Arc::clone(&deadline));
-        let connection =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(MAX_READ_BUFFER)
+            .max_header_size(MAX_READ_BUFFER)
+            .serve_connection(TokioIo::new(tcp), service);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _open = (open, slot);
@@ -225,6 +232,34 @@ mod tests {
         assert_eq!(readyz_status(state).await, StatusCode::SERVICE_UNAVAILABLE);
     }
 
+    /// An admin server on a free port within `bounds`; stopped (and checked to stop) by [`Running::stop`].
+    struct Running {
+        addr: std::net::SocketAddr,
+        stop: tokio::sync::oneshot::Sender<()>,
+        served: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        async fn start(bounds: Bounds) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let served = tokio::spawn(serve_bounded(listener, router(state()), shutdown, bounds));
+            Self { addr, stop, served }
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            tokio::time::timeout(Duration::from_secs(10), self.served)
+                .await
+                .expect("stops")
+                .expect("ran");
+        }
+    }
+
     /// Reads until the peer closes the connection (or `limit` passes: a panic).
     async fn closed_within(conn: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
@@ -239,22 +274,13 @@ mod tests {
     #[tokio::test]
     async fn one_address_cannot_take_the_slots_the_probes_need() {
         use tokio::io::AsyncWriteExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let bounds = Bounds {
+        let server = Running::start(Bounds {
             connections: 10,
             per_peer: 2,
             header_read_timeout: Duration::from_secs(5),
-        };
-        let server = tokio::spawn(serve_bounded(
-            listener,
-            router(state()),
-            async move {
-                let _ = stopped.await;
-            },
-            bounds,
-        ));
+        })
+        .await;
+        let addr = server.addr;
         let from = |ip: [u8; 4]| async move {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
             socket
@@ -279,31 +305,37 @@ mod tests {
         let answer = closed_within(&mut probe, Duration::from_secs(5)).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), server)
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_head_past_the_read_buffer_gets_431() {
+        use tokio::io::AsyncWriteExt;
+        let server = Running::start(Bounds::default()).await;
+        let addr = server.addr;
+        let mut conn = tokio::net::TcpStream::connect(addr)
             .await
-            .expect("stops")
-            .expect("ran");
+            .expect("connects");
+        let padding = "a".repeat(MAX_READ_BUFFER);
+        let head = format!("GET /livez HTTP/1.1\r\nhost: x\r\nx-padding: {padding}\r\n\r\n");
+        // The server may answer and close before it has read all of it.
+        let _ = conn.write_all(head.as_bytes()).await;
+        let answer = closed_within(&mut conn, Duration::from_secs(5)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        server.stop().await;
     }
 
     #[tokio::test]
     async fn idle_connections_are_capped_and_let_go_after_the_header_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let timeout = Duration::from_secs(2);
-        let server = tokio::spawn(serve_bounded(
-            listener,
-            router(state()),
-            async move {
-                let _ = stopped.await;
-            },
-            Bounds {
-                connections: 2,
-                per_peer: 8,
-                header_read_timeout: timeout,
-            },
-        ));
+        let server = Running::start(Bounds {
+            connections: 2,
+            per_peer: 8,
+            header_read_timeout: timeout,
+        })
+        .await;
+        let addr = server.addr;
         let connect = || tokio::net::TcpStream::connect(addr);
         // Two idle clients take the two slots; a third is closed at once, unanswered.
         let mut idle = [
@@ -331,10 +363,6 @@ mod tests {
         let answer = closed_within(&mut probe, Duration::from_secs(5)).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .expect("stops")
-            .expect("ran");
+        server.stop().await;
     }
 }

@@ -9,7 +9,7 @@ use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::webhook::handler::{self, AppState};
 use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits};
-use scoped_secrets::webhook::server::{Limits, Server};
+use scoped_secrets::webhook::server::{Limits, MAX_READ_BUFFER, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
 use scoped_secrets::world::{NamespaceState, SecretMeta, World};
 use serde_json::{Value, json};
@@ -603,6 +603,42 @@ async fn reviewed_on(read: &mut RawRead, write: &mut RawWrite, uid: &str) -> Str
     write.write_all(&body).await.expect("write");
     write.flush().await.expect("flush");
     read_response(read).await
+}
+
+#[tokio::test]
+async fn a_request_head_past_the_read_buffer_gets_431_and_others_are_served() {
+    // Each connection holds at most MAX_READ_BUFFER of a head: 256 of them with hyper's default
+    // buffer, each holding an unfinished 400 KB head, took 100 MiB.
+    let server = TestServer::start().await;
+    let body = serde_json::to_vec(&review("padded", "a")).expect("json");
+    let padding = "a".repeat(MAX_READ_BUFFER);
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Padding: {padding}\r\nContent-Length: {}\r\n\r\n",
+        endpoints::SECRET_NAMES,
+        body.len()
+    );
+    let stream = raw_tls(server.addr, &server.ca()).await;
+    let (mut read, mut write) = tokio::io::split(stream);
+    // The server may answer and close before it has read all of it: a failed write is no failure.
+    if write.write_all(head.as_bytes()).await.is_ok() {
+        let _ = write.write_all(&body).await;
+        let _ = write.flush().await;
+    }
+    let answer = read_response(&mut read).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A head under the limit (a bearer token's worth of headers) is served.
+    let padding = "a".repeat(8 * 1024);
+    let answered = server
+        .client()
+        .post(server.url(endpoints::SECRET_NAMES))
+        .header("X-Padding", padding)
+        .json(&review("after", "a"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answered.status(), 200);
+    let answered: Value = answered.json().await.expect("json");
+    assert_eq!(answered["response"]["uid"], "after");
 }
 
 #[tokio::test]

@@ -43,6 +43,12 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// replica, far fewer than this.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
+/// The most a connection buffers of what it reads, and so the largest request head it takes (a
+/// larger one is answered 431): the apiserver's heads are well under 1 KiB, and body bytes are
+/// handed on in pieces of at most this. hyper's default (~408 KiB) let connections each holding an
+/// unfinished head of that size take 100 MiB at the connection cap.
+pub const MAX_READ_BUFFER: usize = 32 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -155,7 +161,9 @@ impl Server {
             let service = marking_requests(router.clone(), Arc::clone(&deadline));
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
-                b.keep_alive(true);
+                b.keep_alive(true)
+                    .max_buf_size(MAX_READ_BUFFER)
+                    .max_header_size(MAX_READ_BUFFER);
                 b
             };
             let watcher = graceful.watcher();
