@@ -4,7 +4,9 @@
 //! (default 20,000) reviews of each kind. A review decodes the body and runs one entry's rules:
 //! a new secret in a project's namespace (S1's reserved names look the project's originals up), a
 //! user deleting a copy (S5), a user editing an original of the large and of the small project
-//! (S2 and S7 walk the project's namespaces, not the cluster's).
+//! (S2 and S7 walk the project's namespaces, not the cluster's). Last, the costliest ignore lists
+//! the limits let through or refuse: what reading one costs a review (anyone who can reach the
+//! webhook port can send one in a forged review).
 //!
 //! `make bench-policy` (or `cargo bench --bench policy`).
 
@@ -75,7 +77,67 @@ fn main() -> anyhow::Result<()> {
         "a review of a user's edit of an original copied into {SMALL_MEMBERS} namespaces, {} namespaces in the cluster: {per_review:.1} us per review ({reviews} reviews)",
         namespaces + SMALL_MEMBERS + 2
     );
+    let (shape, worst) = costliest_ignore_list();
+    println!(
+        "the costliest ignore list to read (of the shapes tried, the limits hold the rest): {worst:.0} us ({shape})"
+    );
     Ok(())
+}
+
+/// The microseconds the costliest of a few hostile ignore lists takes to read (parsed and
+/// compiled, or refused), and its shape: as many entries and as much text as the limits allow,
+/// and more.
+fn costliest_ignore_list() -> (&'static str, f64) {
+    use scoped_secrets::plan::ignore::{MAX_ENTRIES, MAX_PATTERN_BYTES};
+    let fill = |entry: &dyn Fn(usize) -> String| {
+        let mut entries: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        for i in 0..MAX_ENTRIES {
+            let next = entry(i);
+            if bytes + next.len() > MAX_PATTERN_BYTES {
+                break;
+            }
+            bytes += next.len();
+            entries.push(next);
+        }
+        entries.join(",")
+    };
+    let shapes: [(&'static str, String); 6] = [
+        (
+            "counted repetitions",
+            fill(&|i| format!("[a-z0-9-]{{60}}{i}")),
+        ),
+        ("Unicode-sized classes", fill(&|_| r"\w{29}".to_owned())),
+        (
+            "alternations",
+            fill(&|i| format!("(?:a|b|c|d|e|f|g|h){{8}}{i}")),
+        ),
+        (
+            "long literals",
+            fill(&|i| format!("ns-{i}-{}", "abcdefghij".repeat(12))),
+        ),
+        (
+            "negated classes",
+            fill(&|i| format!("{}{i}", "[^a]".repeat(20))),
+        ),
+        (
+            "text past the limit",
+            vec![format!("ns-{}.*", "abcdefghij".repeat(24)); MAX_ENTRIES].join(","),
+        ),
+    ];
+    let mut worst = ("", 0.0);
+    for (shape, list) in &shapes {
+        let rounds = 20;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let _ = scoped_secrets::plan::IgnoreList::parse(list);
+        }
+        let each = started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+        if each > worst.1 {
+            worst = (shape, each);
+        }
+    }
+    worst
 }
 
 /// Microseconds of CPU per review of `body` by `rules`, each checked to be refused or not.

@@ -1,22 +1,27 @@
 //! An original's ignore list (`…/project-scoped-secret-ignore-namespaces`): the namespaces it must
 //! not be copied into, as names and regular expressions.
 //!
-//! The list is the user's text, read on the webhook's threads for every review of an original and
-//! by every plan round, so what it may cost is bounded: at most [`MAX_ENTRIES`] entries; entries
-//! that are plain names cost a string compare; the patterns are checked one by one and compiled
-//! into one anchored expression of at most [`MAX_COMPILED_BYTES`]. A regex engine compiles a
-//! counted repetition of a Unicode class (`\w{256}`) into megabytes over tens of milliseconds: a
-//! few thousand such entries, unbounded, would take minutes and gigabytes of one review.
+//! The list is the user's text, read on the webhook's threads for every review of an original (a
+//! forged review, from anyone who can reach the port, included) and by every plan round, so what
+//! it may cost is bounded: at most [`MAX_ENTRIES`] entries; entries that are plain names cost a
+//! string compare; the patterns, at most [`MAX_PATTERN_BYTES`] of text together, are checked one
+//! by one and compiled into one anchored expression of at most [`MAX_COMPILED_BYTES`]. Namespace
+//! names are ASCII, so patterns are read and matched as ASCII: a Unicode class (`\w` in Unicode
+//! compiles into thousands of states) would cost megabytes and milliseconds for nothing it could
+//! match. Text unbounded, a 250 KB list of patterns took the compiler 40–100 ms per read.
 
 use crate::{keys, world};
-use regex::{Regex, RegexBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 /// The most entries (names and patterns) a list may have.
 pub const MAX_ENTRIES: usize = 1024;
 
-/// The most the list's patterns, compiled together, may take. Five hundred patterns such as
-/// `ops-7-[a-z]{2}-.*` fit; reaching the limit takes the compiler about 10 ms.
-pub const MAX_COMPILED_BYTES: usize = 1024 * 1024;
+/// The most text the list's patterns (its entries that are not plain names) may have together.
+/// About a hundred patterns such as `ops-7-[a-z]{2}-.*` fit; names cost nothing and need no room.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+
+/// The most the list's patterns, compiled together, may take.
+pub const MAX_COMPILED_BYTES: usize = 256 * 1024;
 
 /// The namespaces an original must not be copied into, from its ignore annotation.
 #[derive(Debug, Clone, Default)]
@@ -40,10 +45,14 @@ pub enum IgnorePatternError {
     )]
     TooMany { count: usize },
     #[error(
+        "ignore-namespaces patterns add up to {bytes} bytes, more than the {MAX_PATTERN_BYTES} \
+         allowed; use fewer patterns, or plain namespace names, which cost nothing and need no room"
+    )]
+    TooLong { bytes: usize },
+    #[error(
         "ignore-namespaces patterns are too complex: together they compile past {MAX_COMPILED_BYTES} \
-         bytes (a counted repetition of a Unicode class is large: \\w{{30}} alone passes the limit, \
-         [a-z0-9-]{{30}} takes kilobytes); use fewer or simpler patterns, or plain namespace names, \
-         which cost nothing"
+         bytes (counted repetitions are large: a hundred patterns such as [a-z0-9-]{{60}} pass \
+         the limit); use fewer or simpler patterns, or plain namespace names, which cost nothing"
     )]
     TooComplex,
 }
@@ -64,10 +73,18 @@ impl IgnoreList {
         }
         let (names, patterns): (Vec<&str>, Vec<&str>) =
             entries.into_iter().partition(|entry| is_plain_name(entry));
+        let bytes = patterns.iter().map(|p| p.len()).sum();
+        if bytes > MAX_PATTERN_BYTES {
+            return Err(IgnorePatternError::TooLong { bytes });
+        }
         for entry in &patterns {
             // Each entry must be a pattern on its own: `a)|(b` parses once wrapped in the anchors,
-            // and would then match outside them. Parsing checks it without compiling it.
-            regex_syntax::Parser::new()
+            // and would then match outside them. Parsing checks it without compiling it, read
+            // as the whole list is compiled: ASCII.
+            regex_syntax::ParserBuilder::new()
+                .unicode(false)
+                .utf8(false)
+                .build()
                 .parse(entry)
                 .map_err(|e| IgnorePatternError::Invalid {
                     entry: (*entry).to_owned(),
@@ -107,7 +124,7 @@ impl IgnoreList {
             || self
                 .patterns
                 .as_ref()
-                .is_some_and(|p| p.is_match(namespace))
+                .is_some_and(|p| p.is_match(namespace.as_bytes()))
     }
 }
 
@@ -125,6 +142,7 @@ fn compiled(patterns: &[&str]) -> Result<Option<Regex>, IgnorePatternError> {
     }
     let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{p})")).collect();
     RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+        .unicode(false)
         .size_limit(MAX_COMPILED_BYTES)
         .build()
         .map(Some)
@@ -149,7 +167,6 @@ fn last_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn entries_are_anchored() {
@@ -195,24 +212,38 @@ mod tests {
             IgnoreList::parse(&many).expect_err("too many"),
             IgnorePatternError::TooMany { count: 30_000 }
         );
-        // As many as allowed, each compiling on its own into megabytes: refused when together they
-        // pass the limit, not after compiling each (a minute and gigabytes). Timed only to say so
-        // in the failure.
-        let started = Instant::now();
-        let heavy = vec![r"\w{50}"; MAX_ENTRIES].join(",");
+        // As many as allowed, patterns of a few hundred bytes each (250 KB of text took the
+        // compiler 40-100 ms): refused by their length, before any is read.
+        let long = vec![format!("ns-{}.*", "abcdefghij".repeat(24)); MAX_ENTRIES].join(",");
+        assert!(matches!(
+            IgnoreList::parse(&long).expect_err("too long"),
+            IgnorePatternError::TooLong { bytes } if bytes > MAX_PATTERN_BYTES
+        ));
+        // Within the text allowed, counted repetitions that compile past the limit: refused.
+        let heavy: Vec<String> = (0..100).map(|i| format!("[a-z0-9-]{{60}}{i}")).collect();
+        assert!(heavy.join(",").len() <= MAX_PATTERN_BYTES);
         assert_eq!(
-            IgnoreList::parse(&heavy).expect_err("too complex"),
-            IgnorePatternError::TooComplex,
-            "after {:?}",
-            started.elapsed()
+            IgnoreList::parse(&heavy.join(",")).expect_err("too complex"),
+            IgnorePatternError::TooComplex
         );
-        // A long list of names and a few patterns is fine.
-        let mut ordinary: Vec<String> =
-            (0..MAX_ENTRIES - 64).map(|i| format!("team-{i}")).collect();
-        ordinary.extend((0..64).map(|i| format!("ops-{i}-[a-z]{{2}}-.*")));
+        // A long list of names and many patterns is fine.
+        let mut ordinary: Vec<String> = (0..MAX_ENTRIES - 100)
+            .map(|i| format!("team-{i}"))
+            .collect();
+        ordinary.extend((0..100).map(|i| format!("ops-{i}-[a-z]{{2}}-.*")));
         let list = IgnoreList::parse(&ordinary.join(", ")).expect("valid");
-        assert!(list.matches("team-959"));
-        assert!(list.matches("ops-63-eu-west"));
-        assert!(!list.matches("ops-64-eu-west"));
+        assert!(list.matches("team-923"));
+        assert!(list.matches("ops-99-eu-west"));
+        assert!(!list.matches("ops-100-eu-west"));
+    }
+
+    #[test]
+    fn patterns_read_namespace_names_as_ascii() {
+        // `\w` is ASCII (a Unicode \w{30} alone compiled past a megabyte); namespaces match as
+        // before, being ASCII.
+        let list = IgnoreList::parse(r"\w{30}, ops-\d+").expect("valid");
+        assert!(list.matches(&"a".repeat(30)));
+        assert!(list.matches("ops-42"));
+        assert!(!list.matches("ops-x"));
     }
 }
