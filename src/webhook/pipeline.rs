@@ -49,18 +49,7 @@ pub async fn review_pipeline(
     let operation = policy::operation_name(&request.operation);
     state.metrics.review(path, operation, result_of(&decision));
     if let Some(denial) = &decision.denial {
-        tracing::info!(
-            webhook = path,
-            uid = %request.uid,
-            kind = %request.kind.kind,
-            namespace = request.namespace.as_deref().unwrap_or_default(),
-            name = %request.name,
-            operation,
-            dry_run = request.dry_run,
-            code = denial.code,
-            reason = %denial.reason,
-            "denied"
-        );
+        log_denial(path, &request, operation, denial);
     }
     axum::Json(review::respond(&request, decision)).into_response()
 }
@@ -213,15 +202,37 @@ fn result_of(decision: &Decision) -> &'static str {
     }
 }
 
+/// One line per denial. What the request names is cut to [`review::quoted`]'s length: anyone who
+/// can reach the port can send a review naming a 64 KiB secret, and a log line each.
+fn log_denial(path: &str, request: &Request, operation: &str, denial: &policy::Denial) {
+    tracing::info!(
+        webhook = path,
+        uid = %review::quoted(&request.uid),
+        kind = %request.kind.kind,
+        namespace = %review::quoted(request.namespace.as_deref().unwrap_or_default()),
+        name = %review::quoted(&request.name),
+        operation,
+        dry_run = request.dry_run,
+        code = denial.code,
+        reason = %denial.reason,
+        "denied"
+    );
+}
+
+/// The request's names on the review's span (debug level: nothing is spent while it is off), cut
+/// as in [`log_denial`].
 fn record_request(request: &Request) {
     let span = Span::current();
-    span.record("uid", request.uid.as_str());
+    if span.is_disabled() {
+        return;
+    }
+    span.record("uid", review::quoted(&request.uid));
     span.record("kind", request.kind.kind.as_str());
     span.record(
         "namespace",
-        request.namespace.as_deref().unwrap_or_default(),
+        review::quoted(request.namespace.as_deref().unwrap_or_default()),
     );
-    span.record("name", request.name.as_str());
+    span.record("name", review::quoted(&request.name));
     span.record("operation", policy::operation_name(&request.operation));
     span.record("dry_run", request.dry_run);
 }
@@ -255,5 +266,52 @@ mod tests {
         let future = review_pipeline(&state, Vec::new(), crate::endpoints::SECRET_NAMES, endpoint);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "review_pipeline's future is {size} bytes");
+    }
+
+    /// A writer into a shared buffer, for reading what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_denial_logs_what_the_review_names_cut_short() {
+        let long = "n".repeat(64 * 1024);
+        let mut request = crate::policy::testing::admission(crate::policy::testing::request(
+            "CREATE",
+            Some(serde_json::json!({"metadata": {"name": "x"}})),
+            None,
+        ));
+        request.name = long.clone();
+        request.uid = long.clone();
+        request.namespace = Some(long);
+        let denial = policy::Denial::forbidden("Test", "denied for the test");
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_denial("/validate/secret-names", &request, "CREATE", &denial);
+        });
+        let logged = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+        assert!(logged.contains("denied"), "{logged}");
+        assert!(
+            logged.len() < 4 * review::QUOTED_LIMIT,
+            "{} bytes logged",
+            logged.len()
+        );
     }
 }
