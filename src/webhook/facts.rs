@@ -7,7 +7,6 @@ use crate::policy::{Facts, Needs};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
@@ -166,15 +165,68 @@ async fn access_review(
     }
 }
 
-/// S1: the type of the secret that holds a name, for the denial message. Only the type is kept.
+/// S1's type look-ups at once: past it, a review's message goes without the type. The look-up
+/// only names what the denial already says (the name is taken), so it is the first thing to
+/// shed when forged reviews ask for many at once.
+const SECRET_TYPE_LOOKUPS: usize = 4;
+static SECRET_TYPE_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(SECRET_TYPE_LOOKUPS);
+
+/// S1: the type of the secret that holds a name, for the denial message. Read as the server's
+/// table of the secret (the columns `kubectl get` prints, without the object), from the watch
+/// cache (`resourceVersion=0`): never the secret's data, which a full GET would carry into this
+/// process (and into the client's log, were its answer not to decode), and no read of etcd for
+/// what is only a message.
 async fn secret_type(client: &kube::Client, namespace: &str, name: &str) -> Option<String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(secret) => secret.and_then(|s| s.type_),
+    let _slot = SECRET_TYPE_SLOTS.try_acquire().ok()?;
+    // Both names are those of a secret in the index (S1 asks only then): DNS names, nothing to
+    // escape.
+    let uri = format!(
+        "/api/v1/namespaces/{namespace}/secrets/{name}?resourceVersion=0&includeObject=None"
+    );
+    let request = http::Request::get(uri)
+        .header(http::header::ACCEPT, TABLE)
+        .body(Vec::new())
+        .ok()?;
+    match client.request::<Table>(request).await {
+        Ok(table) => table.cell("Type"),
         Err(e) => {
             tracing::debug!(error = %e, "could not read the existing secret's type");
             None
         }
+    }
+}
+
+/// The server-side table of an object (as `kubectl get` asks for it).
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// What S1 reads of a `meta.k8s.io/v1` Table: the columns' names and the row's cells.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Table {
+    column_definitions: Vec<Column>,
+    rows: Vec<Row>,
+}
+
+#[derive(serde::Deserialize)]
+struct Column {
+    name: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Row {
+    cells: Vec<serde_json::Value>,
+}
+
+impl Table {
+    /// The first row's cell in the column `name`, if it is a string.
+    fn cell(&self, name: &str) -> Option<String> {
+        let column = self
+            .column_definitions
+            .iter()
+            .position(|c| c.name == name)?;
+        let cell = self.rows.first()?.cells.get(column)?;
+        cell.as_str().map(str::to_owned)
     }
 }
 
@@ -185,10 +237,9 @@ mod tests {
     use crate::policy::testing::{admission, namespace_in_json, request};
     use std::time::Instant;
 
-    #[tokio::test]
-    async fn an_apiserver_that_never_answers_leaves_the_facts_unknown_by_the_deadline() {
-        // Accepts connections and reads nothing back: a stalled apiserver, as far as a client
-        // without a read timeout can tell.
+    /// A client of an apiserver that accepts connections and reads nothing back (a stalled
+    /// apiserver, as far as a client without a read timeout can tell), and the task holding them.
+    async fn stalled_client() -> (kube::Client, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -201,6 +252,51 @@ mod tests {
         });
         let uri = format!("http://{addr}").parse().expect("uri");
         let client = kube::Client::try_from(kube::Config::new(uri)).expect("client");
+        (client, held)
+    }
+
+    #[tokio::test]
+    async fn type_look_ups_past_the_cap_are_shed_at_once() {
+        let (client, held) = stalled_client().await;
+        let taken = SECRET_TYPE_SLOTS
+            .try_acquire_many(SECRET_TYPE_LOOKUPS as u32)
+            .expect("the slots are free");
+        // With every slot taken the look-up is not made: it would wait on the stalled apiserver.
+        let shed = tokio::time::timeout(
+            Duration::from_secs(30),
+            secret_type(&client, "team-a", "db"),
+        )
+        .await
+        .expect("not sent to the stalled apiserver");
+        assert_eq!(shed, None);
+        drop(taken);
+        let waits = tokio::time::timeout(
+            Duration::from_millis(200),
+            secret_type(&client, "team-a", "db"),
+        );
+        assert!(waits.await.is_err(), "with a free slot the look-up is made");
+        held.abort();
+    }
+
+    #[test]
+    fn the_type_is_read_from_the_tables_type_column() {
+        let table: Table = serde_json::from_value(serde_json::json!({
+            "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "columnDefinitions": [
+                {"name": "Name", "type": "string"}, {"name": "Type", "type": "string"},
+                {"name": "Data", "type": "string"}, {"name": "Age", "type": "string"}
+            ],
+            "rows": [{"cells": ["web", "kubernetes.io/tls", 2, "5m"], "object": null}]
+        }))
+        .expect("a table");
+        assert_eq!(table.cell("Type").as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(table.cell("Data"), None, "not a string");
+        assert_eq!(table.cell("Missing"), None);
+    }
+
+    #[tokio::test]
+    async fn an_apiserver_that_never_answers_leaves_the_facts_unknown_by_the_deadline() {
+        let (client, held) = stalled_client().await;
         let joining = admission(request(
             "UPDATE",
             Some(namespace_in_json("team-a", "local:p-vwxyz")),
