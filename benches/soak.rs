@@ -154,7 +154,7 @@ async fn rotate(
             .context("no certificate issued")??;
         loop {
             // A refused connection (the flood can fill the cap) is tried again.
-            if let Ok(stream) = load::tls_stream(target).await
+            if let Ok(stream) = load::tls_stream_from(target, None).await
                 && stream
                     .get_ref()
                     .1

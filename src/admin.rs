@@ -5,6 +5,7 @@
 use crate::index::Index;
 use crate::metrics::IndexMetrics;
 use crate::webhook::header_deadline::HeaderDeadline;
+use crate::webhook::peers::PeerSlots;
 use crate::webhook::server::{MAX_READ_BUFFER, marking_requests};
 use axum::Router;
 use axum::extract::State;
@@ -14,10 +15,8 @@ use axum::routing::get;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -67,40 +66,6 @@ impl Default for Bounds {
     }
 }
 
-/// One open connection of a peer address, counted until dropped.
-struct PeerSlot {
-    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl PeerSlot {
-    /// A slot for `ip`, unless it holds `max` already.
-    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
-        let mut open = peers.lock().unwrap_or_else(|e| e.into_inner());
-        let held = open.entry(ip).or_default();
-        if *held >= max {
-            return None;
-        }
-        *held += 1;
-        Some(Self {
-            peers: Arc::clone(peers),
-            ip,
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = open.get_mut(&self.ip) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 async fn serve_bounded(
     listener: TcpListener,
     app: Router,
@@ -110,7 +75,7 @@ async fn serve_bounded(
     let header_read_timeout = bounds.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(bounds.connections));
-    let peers = Arc::new(Mutex::new(HashMap::new()));
+    let peers = PeerSlots::new(bounds.per_peer);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -124,7 +89,7 @@ async fn serve_bounded(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = PeerSlot::take(&peers, peer.ip(), bounds.per_peer) else {
+        let Some(slot) = peers.take(peer.ip()) else {
             tracing::debug!(%peer, "admin connection refused: the address holds its share");
             continue;
         };
@@ -197,6 +162,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use std::net::IpAddr;
     use tower::ServiceExt;
 
     async fn readyz_status(state: AdminState) -> StatusCode {

@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Open webhook connections at once; past it a new connection is closed at once.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Open webhook connections from one address at once; past it a new connection from that
+    /// address is closed at once, so one client cannot take the slots the apiserver needs.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
     /// Log format.
     #[arg(
         long,

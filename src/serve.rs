@@ -159,6 +159,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let tls = tls::server_config(cert.clone(), clients.clone())?;
     let limits = Limits {
         max_connections: args.max_connections,
+        max_connections_per_address: args.max_connections_per_address,
         ..Limits::default()
     };
     let mut webhook = reviews

@@ -65,8 +65,9 @@ impl TestServer {
         )
         .await
         .expect("binds");
-        let addr = server.local_addr().expect("addr");
         let metrics = WebhookMetrics::register(&mut Default::default());
+        let server = server.with_metrics(metrics.clone());
+        let addr = server.local_addr().expect("addr");
         let app = handler::router(AppState {
             index: Arc::new(Index::new(world)),
             config: Arc::new(Config::default()),
@@ -1189,6 +1190,58 @@ async fn connections_past_the_cap_are_closed_at_once() {
         }
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_the_slots_the_apiserver_needs() {
+    let server = TestServer::start_with(
+        ReviewLimits::default(),
+        Limits {
+            max_connections: 10,
+            max_connections_per_address: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let ca = server.ca();
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((std::net::IpAddr::from(ip), 0).into())
+            .expect("a loopback address");
+        socket.connect(server.addr).await.expect("connects")
+    };
+    // 127.0.0.1 holds its two (unfinished handshakes); its third is closed before any handshake.
+    let _held = [from([127, 0, 0, 1]).await, from([127, 0, 0, 1]).await];
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connector(&ca).connect(name, from([127, 0, 0, 1]).await),
+    )
+    .await
+    .expect("refused at once, not after the handshake timeout");
+    assert!(
+        third.is_err(),
+        "a connection past the address's share was served"
+    );
+    assert_eq!(server.metrics.connections_refused("address_cap"), 1);
+    // Another address (the apiserver's) is served.
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca parses"))
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let answered = answer(
+        &client,
+        &server.url(endpoints::SECRET_NAMES),
+        &review("other", "db"),
+    )
+    .await;
+    assert_eq!(answered["response"]["uid"], "other");
+    assert_eq!(server.metrics.connections_refused("address_cap"), 1);
 }
 
 #[tokio::test]

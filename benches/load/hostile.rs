@@ -6,8 +6,11 @@
 //! - connection floods: bursts of TCP connections that never start TLS, held for a second.
 //!
 //! Slow clients count the times the server cut them off (its header and body deadlines).
+//!
+//! They come from an address of their own ([`HOSTILE_ADDRESS`]), as another pod's would: the
+//! webhook caps the connections of one address, and the legitimate clients keep theirs.
 
-use super::{Target, connect, review_body, tls_stream};
+use super::{Target, connect_from, review_body, tcp_from, tls_stream_from};
 use anyhow::Result;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -17,6 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The loopback address the hostile clients connect from (the legitimate ones use 127.0.0.1).
+pub const HOSTILE_ADDRESS: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 /// How many hostile clients of each kind.
 #[derive(Debug, Clone, Copy, Default)]
@@ -167,7 +174,7 @@ async fn big_bodies(
             .as_ref()
             .is_none_or(|s: &hyper::client::conn::http1::SendRequest<_>| s.is_closed())
         {
-            sender = connect(&target).await.ok();
+            sender = connect_from(&target, Some(HOSTILE_ADDRESS)).await.ok();
         }
         let Some(open) = sender.as_mut() else {
             tally.failed += 1;
@@ -214,7 +221,7 @@ async fn slow(kind: Slow, target: Target, running: Arc<AtomicBool>, cut_off: Arc
         Slow::Body => b" ",
     };
     while running.load(Ordering::Relaxed) {
-        let Ok(stream) = tls_stream(&target).await else {
+        let Ok(stream) = tls_stream_from(&target, Some(HOSTILE_ADDRESS)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -247,7 +254,7 @@ async fn flood(target: Target, size: usize, running: Arc<AtomicBool>, flooded: A
     while running.load(Ordering::Relaxed) {
         let mut held = Vec::with_capacity(size);
         for _ in 0..size {
-            if let Ok(tcp) = tokio::net::TcpStream::connect(target.addr).await {
+            if let Ok(tcp) = tcp_from(&target, Some(HOSTILE_ADDRESS)).await {
                 held.push(tcp);
             }
         }

@@ -239,11 +239,12 @@ pub async fn review_once(
     Ok(())
 }
 
-/// A TLS connection to the target (no HTTP yet).
-pub async fn tls_stream(
+/// A TLS connection to the target from `local` (a loopback address), or from the default address.
+pub async fn tls_stream_from(
     target: &Target,
+    local: Option<std::net::IpAddr>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let tcp = tokio::net::TcpStream::connect(target.addr).await?;
+    let tcp = tcp_from(target, local).await?;
     tcp.set_nodelay(true)?;
     Ok(target
         .tls
@@ -251,11 +252,32 @@ pub async fn tls_stream(
         .await?)
 }
 
+/// A TCP connection to the target from `local`, or from the default address.
+pub async fn tcp_from(
+    target: &Target,
+    local: Option<std::net::IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = local else {
+        return tokio::net::TcpStream::connect(target.addr).await;
+    };
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((local, 0).into())?;
+    socket.connect(target.addr).await
+}
+
 /// An HTTP/1.1 keep-alive connection to the target.
 pub async fn connect(
     target: &Target,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let tls = tls_stream(target).await?;
+    connect_from(target, None).await
+}
+
+/// An HTTP/1.1 keep-alive connection to the target from `local`, or from the default address.
+pub async fn connect_from(
+    target: &Target,
+    local: Option<std::net::IpAddr>,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let tls = tls_stream_from(target, local).await?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(connection);
     Ok(sender)

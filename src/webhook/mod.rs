@@ -34,6 +34,7 @@ pub mod handler;
 pub mod header_deadline;
 pub mod lean;
 pub mod limits;
+pub mod peers;
 pub mod pipeline;
 pub mod review;
 pub mod runtime;

@@ -5,6 +5,7 @@
 
 use super::client_auth::ClientAuth;
 use super::header_deadline::{HeaderDeadline, Watched};
+use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
 use hyper::service::Service as _;
@@ -31,6 +32,9 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Open connections at once (TLS handshakes included); past it a new one is closed at once.
     pub max_connections: usize,
+    /// Open connections from one address at once, so that one client cannot take the slots the
+    /// apiserver needs; past it a new one from that address is closed at once.
+    pub max_connections_per_address: usize,
 }
 
 /// Default idle timeout of a keep-alive connection: longer than the apiserver's own (Go's
@@ -42,6 +46,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default cap on open connections: the apiserver keeps a pool of keep-alive connections per
 /// replica, far fewer than this.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Default cap on open connections from one address: half the connection cap, twice the reviews
+/// served at once (more connections than that from one apiserver would only be answered 429).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 
 /// The most a connection buffers of what it reads, and so the largest request head it takes (a
 /// larger one is answered 431): the apiserver's heads are well under 1 KiB, and body bytes are
@@ -57,6 +65,7 @@ impl Default for Limits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain_timeout: Duration::from_secs(15),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -126,6 +135,7 @@ impl Server {
     pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
+        let peers = PeerSlots::new(self.limits.max_connections_per_address);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -143,6 +153,12 @@ impl Server {
             // Each connection costs TLS and HTTP buffers; past the cap, closing at once is the
             // fast, clear answer (the apiserver's call fails and its failurePolicy applies).
             let refused = Refused(self.metrics.clone());
+            let Some(slot) = peers.take(peer.ip()) else {
+                tracing::debug!(%peer, "connection refused: the address holds its share");
+                refused.count("address_cap");
+                drop(tcp);
+                continue;
+            };
             let Ok(open) = connections.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
@@ -169,7 +185,7 @@ impl Server {
             let watcher = graceful.watcher();
             let clients = self.clients.clone();
             tokio::spawn(async move {
-                let _open = open;
+                let _open = (open, slot);
                 let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
                     .await
                 {

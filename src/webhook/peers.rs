@@ -1,0 +1,76 @@
+//! Open connections counted by the address they come from, so that one client cannot take every
+//! slot of a listener: the apiserver's (the webhook port) or the kubelet's probes' (the admin port).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// The connections each address holds, up to a cap per address.
+#[derive(Debug, Clone)]
+pub struct PeerSlots {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_address: usize,
+}
+
+/// One open connection of an address, counted until dropped.
+#[derive(Debug)]
+pub struct PeerSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlots {
+    /// At most `per_address` connections from one address (at least 1).
+    pub fn new(per_address: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            per_address: per_address.max(1),
+        }
+    }
+
+    /// A slot for `ip`, unless it holds its share already. An IPv4 address seen through an IPv6
+    /// listener counts as itself.
+    pub fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let held = open.entry(ip).or_default();
+        if *held >= self.per_address {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot {
+            open: Arc::clone(&self.open),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = open.get_mut(&self.ip) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_address_holds_its_share_and_gets_it_back() {
+        let slots = PeerSlots::new(2);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        let first = slots.take(a).expect("first");
+        let _second = slots.take(mapped).expect("second, the same address");
+        assert!(slots.take(a).is_none(), "a third from the same address");
+        assert!(slots.take("10.0.0.2".parse().expect("ip")).is_some());
+        drop(first);
+        assert!(slots.take(a).is_some(), "a freed slot is reusable");
+    }
+}
