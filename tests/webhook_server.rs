@@ -267,13 +267,27 @@ async fn a_body_that_is_not_json_gets_415_or_400_with_a_clear_error() {
     let text = garbage.text().await.expect("text");
     assert!(text.contains("not a valid AdmissionReview"), "{text}");
 
-    // JSON with a readable uid but an object that is not a Secret: answered as a review, code 400.
+    // JSON with a readable uid but an object that is not a Secret: answered as a review, code 400
+    // on a guard's entry...
     let mut odd = review("uid-odd", "odd");
     odd["request"]["object"]["data"] = json!("not a map");
-    let answer: Value = answer(&client, &url, &odd).await;
-    assert_eq!(answer["response"]["uid"], "uid-odd");
-    assert_eq!(answer["response"]["allowed"], false);
-    assert_eq!(answer["response"]["status"]["code"], 400);
+    let guard = server.url(endpoints::SECRET_GUARD);
+    let denied: Value = answer(&client, &guard, &odd).await;
+    assert_eq!(denied["response"]["uid"], "uid-odd");
+    assert_eq!(denied["response"]["allowed"], false);
+    assert_eq!(denied["response"]["status"]["code"], 400);
+    // ...and admitted with a warning on an entry that fails open, as its outage would admit it.
+    let admitted: Value = answer(&client, &url, &odd).await;
+    assert_eq!(admitted["response"]["uid"], "uid-odd");
+    assert_eq!(admitted["response"]["allowed"], true, "{admitted}");
+    let warning = admitted["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        warning.starts_with("scoped-secrets could not review this request")
+            && warning.contains("request.object.data"),
+        "{admitted}"
+    );
 }
 
 #[tokio::test]

@@ -47,6 +47,20 @@ pub struct Endpoint {
     pub covers: (&'static str, &'static str),
 }
 
+impl Endpoint {
+    /// Whether the endpoint's entry fails open (`failurePolicy: Ignore` in the manifests: the
+    /// names' checks and the mutations, which are advisory or repaired by the reconciler). A
+    /// review such an entry cannot decode is admitted with a warning, as its outage would admit
+    /// it: refusing it instead locked out, delete included, any secret the decoder cannot read (one
+    /// of more than 1,024 labels, written before the webhook was installed).
+    pub fn fails_open(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Validate(Rules::SecretNames) | Action::Mutate
+        )
+    }
+}
+
 #[derive(Clone, Copy)]
 pub enum Action {
     Validate(Rules),

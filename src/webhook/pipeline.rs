@@ -35,7 +35,7 @@ pub async fn review_pipeline(
     };
     let mut request = match decoded.and_then(|request| covered(request, path, endpoint)) {
         Ok(request) => request,
-        Err(err) => return undecodable(state, path, &err),
+        Err(err) => return undecodable(state, path, endpoint, &err),
     };
     record_request(&request);
     let decision = match endpoint.action {
@@ -55,11 +55,23 @@ pub async fn review_pipeline(
 }
 
 /// The answer to a body that is not a review this endpoint can decide: an AdmissionReview saying
-/// why when its uid could be read, else a 400.
-fn undecodable(state: &AppState, path: &'static str, err: &ReviewError) -> Response {
+/// why when its uid could be read (admitting it with a warning on an entry that fails open, unless
+/// the entry was sent a kind it does not cover: a configuration to fix), else a 400.
+fn undecodable(
+    state: &AppState,
+    path: &'static str,
+    endpoint: Endpoint,
+    err: &ReviewError,
+) -> Response {
     state.metrics.review(path, "", "error");
     tracing::warn!(error = %err, "undecodable admission review");
-    match review::error_review(err) {
+    let admitted = endpoint.fails_open() && !matches!(err, ReviewError::UncoveredKind { .. });
+    let answer = if admitted {
+        review::unreviewed_review(err)
+    } else {
+        review::error_review(err)
+    };
+    match answer {
         Some(answer) => axum::Json(answer).into_response(),
         None => (StatusCode::BAD_REQUEST, axum::Json(review::error_body(err))).into_response(),
     }

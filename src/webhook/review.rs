@@ -161,6 +161,21 @@ pub fn error_review(err: &ReviewError) -> Option<AdmissionReview<DynamicObject>>
     )))
 }
 
+/// The AdmissionReview admitting, unreviewed and with a warning that says why, a request whose body
+/// an advisory entry (`failurePolicy: Ignore`) could not decode: what its outage would do, said.
+/// `None` when the uid is unknown (then HTTP 400, which the entry's failure policy also admits).
+pub fn unreviewed_review(err: &ReviewError) -> Option<AdmissionReview<DynamicObject>> {
+    let mut response = AdmissionResponse::invalid(err);
+    response.uid = err.uid()?.to_owned();
+    response.allowed = true;
+    response.result = Status::success();
+    response.warnings = Some(vec![format!(
+        "scoped-secrets could not review this request, so its advisory checks were skipped: {}",
+        crate::message::one_line(&err.to_string())
+    )]);
+    Some(into_v1_review(response))
+}
+
 /// A Kubernetes `Status` body for an HTTP 400 answer to a body that is not an AdmissionReview.
 pub fn error_body(err: &ReviewError) -> serde_json::Value {
     serde_json::json!({

@@ -169,3 +169,29 @@ stringData: {{key: value}}
         "{out}"
     );
 }
+
+#[test]
+fn s1_a_secret_the_webhook_cannot_read_is_admitted_with_a_warning_and_can_be_deleted() {
+    // The names' entry fails open (its checks are advisory): a secret the decoder refuses (more
+    // labels than it reads) is admitted with a warning that says so, as an outage would admit it,
+    // and can be deleted, so its namespace can finish terminating. Refused, it was locked out.
+    let ns = plain_namespace("s1-unread");
+    let labels: String = (0..=scoped_secrets::keys::MAX_METADATA_ENTRIES)
+        .map(|i| format!("    l{i}: v\n"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: crowded\n  namespace: {ns}\n  labels:\n{labels}stringData:\n  key: value\n"
+    );
+    let warning = "Warning: scoped-secrets could not review this request, so its advisory checks were skipped:";
+    let created = kubectl_stdin(&env().kubeconfig, &["create", "-f", "-"], &yaml);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let said = stderr(&created);
+    let warned: Vec<&str> = said.lines().filter(|l| l.starts_with(warning)).collect();
+    assert_eq!(warned.len(), 1, "{said}");
+    assert!(warned[0].contains("more than 1024 entries"), "{said}");
+    let deleted = kubectl(&["delete", "secret", "crowded", "-n", &ns]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert!(stderr(&deleted).contains(warning), "{}", stderr(&deleted));
+    let gone = kubectl(&["get", "secret", "crowded", "-n", &ns]);
+    assert!(stderr(&gone).contains("NotFound"), "{}", stderr(&gone));
+}
