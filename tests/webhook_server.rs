@@ -1186,20 +1186,27 @@ async fn connections_past_the_cap_are_closed_at_once() {
     assert!(handshake.is_err(), "a connection past the cap was served");
     // Once the held connection closes, new ones are served again.
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    served_on_a_new_connection_within(&server, Duration::from_secs(10)).await;
+}
+
+/// Posts a review on a new connection until it is answered 200, for at most `limit`: a slot given
+/// back when a connection ends is given back by its task, a moment later.
+async fn served_on_a_new_connection_within(server: &TestServer, limit: Duration) {
+    let ca = server.ca();
+    let deadline = Instant::now() + limit;
     loop {
         let fresh = client_trusting(&ca, false);
         match post(
             &fresh,
-            &server.url("/validate/secret-names"),
+            &server.url(endpoints::SECRET_NAMES),
             &review("again", "db"),
         )
         .await
         {
-            Ok(r) if r.status() == 200 => break,
-            _ => assert!(
+            Ok(r) if r.status() == 200 => return,
+            other => assert!(
                 Instant::now() < deadline,
-                "the connection slot was never released"
+                "no connection slot within {limit:?}: {other:?}"
             ),
         }
         tokio::task::yield_now().await;
@@ -1256,6 +1263,42 @@ async fn one_address_cannot_take_the_slots_the_apiserver_needs() {
     .await;
     assert_eq!(answered["response"]["uid"], "other");
     assert_eq!(server.metrics.connections_refused("address_cap"), 1);
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_a_handshake_make_room_for_new_ones() {
+    // Room for four connections, two of them in their handshake: four clients that never start
+    // TLS (from any number of addresses) do not keep out the next client, the oldest of them is
+    // closed instead.
+    let server = TestServer::start_with(
+        ReviewLimits::default(),
+        Limits {
+            max_connections: 4,
+            max_pending_handshakes: 2,
+            handshake_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        silent.push(tcp);
+    }
+    // The oldest is closed (end of stream, no answer) once newer ones need its place.
+    let mut oldest = silent.remove(0);
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), oldest.read_to_end(&mut read))
+        .await
+        .expect("the oldest silent connection is closed")
+        .expect("read");
+    assert!(read.is_empty());
+    // A client that does handshake is served (before, not until the silent ones' handshake
+    // deadline, a minute here).
+    served_on_a_new_connection_within(&server, Duration::from_secs(5)).await;
+    assert!(server.metrics.connections_refused("handshake_evicted") >= 2);
 }
 
 #[tokio::test]

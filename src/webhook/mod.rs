@@ -31,6 +31,7 @@ pub mod client_auth;
 pub mod facts;
 pub mod file_watch;
 pub mod handler;
+pub mod handshakes;
 pub mod header_deadline;
 pub mod lean;
 pub mod limits;

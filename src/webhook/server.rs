@@ -4,6 +4,7 @@
 //! connections.
 
 use super::client_auth::ClientAuth;
+use super::handshakes::Handshakes;
 use super::header_deadline::{HeaderDeadline, Watched};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
@@ -35,6 +36,8 @@ pub struct Limits {
     /// Open connections from one address at once, so that one client cannot take the slots the
     /// apiserver needs; past it a new one from that address is closed at once.
     pub max_connections_per_address: usize,
+    /// Connections in their TLS handshake at once; past it the oldest is closed to make room.
+    pub max_pending_handshakes: usize,
 }
 
 /// Default idle timeout of a keep-alive connection: longer than the apiserver's own (Go's
@@ -51,6 +54,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// served at once (more connections than that from one apiserver would only be answered 429).
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 
+/// Default cap on connections in their handshake: half the connection cap. An apiserver's
+/// handshake takes milliseconds; only a burst of more new connections than this within one would
+/// close one of its own.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 128;
+
 /// The most a connection buffers of what it reads, and so the largest request head it takes (a
 /// larger one is answered 431): the apiserver's heads are well under 1 KiB, and body bytes are
 /// handed on in pieces of at most this. hyper's default (~408 KiB) let connections each holding an
@@ -66,6 +74,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(15),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 }
@@ -136,6 +145,7 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let peers = PeerSlots::new(self.limits.max_connections_per_address);
+        let handshakes = Handshakes::new(self.limits.max_pending_handshakes);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -184,11 +194,22 @@ impl Server {
             };
             let watcher = graceful.watcher();
             let clients = self.clients.clone();
+            // Taken here, in the order connections arrive, so that the oldest is the first closed.
+            let (turn, mut evicted) = handshakes.begin();
             tokio::spawn(async move {
                 let _open = (open, slot);
-                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-                    .await
-                {
+                let handshake =
+                    tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+                let done = tokio::select! {
+                    done = handshake => done,
+                    Ok(()) = &mut evicted => {
+                        tracing::debug!(%peer, "TLS handshake closed to make room for a newer one");
+                        refused.count("handshake_evicted");
+                        return;
+                    }
+                };
+                drop(turn);
+                let tls = match done {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         // Debug: anyone who can reach the port can fail handshakes; the counter
