@@ -188,13 +188,27 @@ async fn secret_type(client: &kube::Client, namespace: &str, name: &str) -> Opti
         .header(http::header::ACCEPT, TABLE)
         .body(Vec::new())
         .ok()?;
-    match client.request::<Table>(request).await {
-        Ok(table) => table.cell("Type"),
+    // Decoded here, not by `Client::request`, which logs a body it cannot decode: were anything on
+    // the way to answer the Secret itself, its data would be logged. Nor is serde's message
+    // logged, which can quote the body.
+    let text = match client.request_text(request).await {
+        Ok(text) => text,
         Err(e) => {
             tracing::debug!(error = %e, "could not read the existing secret's type");
-            None
+            return None;
         }
+    };
+    let found = type_in_table(&text);
+    if found.is_none() {
+        tracing::debug!("the apiserver's answer for the existing secret named no type");
     }
+    found
+}
+
+/// The `Type` cell of the Table `text`; `None` for anything else (a Secret itself included).
+fn type_in_table(text: &str) -> Option<String> {
+    let table = serde_json::from_str::<Table>(text).ok()?;
+    (table.kind == "Table").then(|| table.cell("Type"))?
 }
 
 /// The server-side table of an object (as `kubectl get` asks for it).
@@ -204,6 +218,7 @@ const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Table {
+    kind: String,
     column_definitions: Vec<Column>,
     rows: Vec<Row>,
 }
@@ -279,17 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_is_not_a_table_names_no_type() {
+        let secret = serde_json::json!({
+            "kind": "Secret", "apiVersion": "v1", "type": "Opaque",
+            "metadata": {"name": "web"}, "data": {"key": "c2VjcmV0"}
+        });
+        assert_eq!(type_in_table(&secret.to_string()), None);
+        assert_eq!(type_in_table("not json"), None);
+    }
+
+    #[test]
     fn the_type_is_read_from_the_tables_type_column() {
-        let table: Table = serde_json::from_value(serde_json::json!({
+        let table = serde_json::json!({
             "kind": "Table", "apiVersion": "meta.k8s.io/v1",
             "columnDefinitions": [
                 {"name": "Name", "type": "string"}, {"name": "Type", "type": "string"},
                 {"name": "Data", "type": "string"}, {"name": "Age", "type": "string"}
             ],
             "rows": [{"cells": ["web", "kubernetes.io/tls", 2, "5m"], "object": null}]
-        }))
-        .expect("a table");
-        assert_eq!(table.cell("Type").as_deref(), Some("kubernetes.io/tls"));
+        });
+        assert_eq!(
+            type_in_table(&table.to_string()).as_deref(),
+            Some("kubernetes.io/tls")
+        );
+        let table: Table = serde_json::from_value(table).expect("a table");
         assert_eq!(table.cell("Data"), None, "not a string");
         assert_eq!(table.cell("Missing"), None);
     }
