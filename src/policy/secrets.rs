@@ -223,16 +223,30 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ),
         ));
     }
-    if let Some(Err(e)) = annotation(
+    let ignore = annotation(
         &original.secret.metadata,
         keys::IGNORE_NAMESPACES_ANNOTATION,
-    )
-    .map(IgnoreList::parse)
-    {
-        out.deny(Denial::forbidden(
-            "InvalidIgnorePattern",
-            format!("annotation {}: {e}", keys::IGNORE_NAMESPACES_ANNOTATION),
-        ));
+    );
+    if let Some(Err(e)) = ignore.map(IgnoreList::parse) {
+        // A list this update leaves as it was, on what was an original already, was written past
+        // the webhook or under an earlier version's looser limits: refusing every update of the
+        // original would lock out its other writers (a certificate's renewal among them). The
+        // reconciler holds its copies back until it is fixed; the warning says so.
+        let unchanged = s.old.as_ref().is_some_and(|old| {
+            label(&old.metadata, keys::PROJECT_SCOPED_LABEL).is_some()
+                && annotation(&old.metadata, keys::IGNORE_NAMESPACES_ANNOTATION) == ignore
+        });
+        if unchanged {
+            out.warn(format!(
+                "the ignore-namespaces list cannot be read, so no copy of this secret is written, \
+                 updated or removed until it is fixed: {e}"
+            ));
+        } else {
+            out.deny(Denial::forbidden(
+                "InvalidIgnorePattern",
+                format!("annotation {}: {e}", keys::IGNORE_NAMESPACES_ANNOTATION),
+            ));
+        }
     }
     // A copy carries the original's annotations plus the copy markers. The apiserver refuses a
     // secret whose annotation keys and values add up to more than 256 KiB, so such an original would
@@ -888,6 +902,13 @@ mod tests {
 
     #[test]
     fn s6_what_can_be_scoped() {
+        let unreadable = |name: &str| {
+            original_json(
+                name,
+                "p-vwxyz",
+                json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("}),
+            )
+        };
         let mut token = original_json("tok", "p-vwxyz", Value::Null);
         token["type"] = json!("kubernetes.io/service-account-token");
         // Copies add the cluster label to the original's labels, and four markers (the origin uid
@@ -932,6 +953,38 @@ mod tests {
                     "p-vwxyz",
                     json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("}),
                 )),
+                deny(403, "entry \"team-(\" is not a valid pattern"),
+            ),
+            Case::new(
+                "an update that leaves an unreadable list as it was",
+                update(unreadable("db"), {
+                    let mut renewed = unreadable("db");
+                    renewed["metadata"]["annotations"]["renewed"] = json!("now");
+                    renewed
+                }),
+                warn(
+                    "the ignore-namespaces list cannot be read, so no copy of this secret is written",
+                ),
+            ),
+            Case::new(
+                "an update that makes a list unreadable",
+                update(
+                    original_json("db", "p-vwxyz", Value::Null),
+                    unreadable("db"),
+                ),
+                deny(403, "entry \"team-(\" is not a valid pattern"),
+            ),
+            Case::new(
+                "labelling a secret whose list cannot be read",
+                update(
+                    secret_json(
+                        BACKING,
+                        "db",
+                        Value::Null,
+                        json!({keys::IGNORE_NAMESPACES_ANNOTATION: "team-("}),
+                    ),
+                    unreadable("db"),
+                ),
                 deny(403, "entry \"team-(\" is not a valid pattern"),
             ),
         ]);

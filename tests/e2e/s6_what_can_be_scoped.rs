@@ -188,3 +188,33 @@ fn s6_an_original_with_a_key_of_no_value_is_admitted_like_any_other() {
     )));
     assert_eq!(label.trim(), project.name);
 }
+
+#[test]
+fn s6_an_original_whose_list_cannot_be_read_can_still_be_updated_with_a_warning() {
+    // Written past the webhook (as under an earlier version's looser limits): an update that
+    // leaves the list as it was is admitted, with a warning that its copies are held back, so its
+    // other writers (a certificate's renewal) are not locked out; one that writes it is refused.
+    let project = project("s6k");
+    let metadata = format!(
+        "  annotations: {{{}: \"team-(\"}}\n",
+        keys::IGNORE_NAMESPACES_ANNOTATION
+    );
+    create_as_reconciler(&original_yaml(&project, "kept", &metadata));
+    let out = kubectl(&[
+        "annotate",
+        "secret",
+        "kept",
+        "-n",
+        &project.backing,
+        "renewed=now",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = "Warning: the ignore-namespaces list cannot be read, so no copy of this secret is written, updated or removed";
+    assert!(stderr(&out).contains(warning), "{}", stderr(&out));
+    let rewritten = fails(kubectl_line(&format!(
+        "annotate secret kept -n {} --overwrite {}=team-[",
+        project.backing,
+        keys::IGNORE_NAMESPACES_ANNOTATION
+    )));
+    assert_denied_for_the_pattern(&rewritten, &parse_error("team-["));
+}
