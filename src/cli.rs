@@ -139,13 +139,15 @@ pub struct ServeArgs {
     /// stream of them is slowed.
     #[arg(long, env = "SCOPED_SECRETS_LARGE_BODY_BYTES_PER_SECOND", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_RATE)]
     pub large_body_bytes_per_second: usize,
-    /// Open webhook connections at once; past it a new connection is closed at once.
+    /// Open webhook connections at once; past it a new connection is closed at once. The bodies
+    /// being read take up to this many times 64 KiB.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// Open webhook connections from one address at once; past it a new connection from that
-    /// address is closed at once, so one client cannot take the slots the apiserver needs.
-    #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
-    pub max_connections_per_address: usize,
+    /// Open webhook connections from one address at once (default: half of --max-connections);
+    /// past it a new connection from that address is closed at once, so one client cannot take
+    /// the slots the apiserver needs.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
     /// Log format.
     #[arg(
         long,

@@ -157,11 +157,8 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         .context("starting the webhook's threads")?;
     let clients = client_auth(args)?;
     let tls = tls::server_config(cert.clone(), clients.clone())?;
-    let limits = Limits {
-        max_connections: args.max_connections,
-        max_connections_per_address: args.max_connections_per_address,
-        ..Limits::default()
-    };
+    let limits =
+        Limits::with_max_connections(args.max_connections, args.max_connections_per_address);
     let mut webhook = reviews
         .handle()
         .spawn(Server::bind(args.webhook_addr, tls, limits))

@@ -200,6 +200,35 @@ fn key(object: &Value) -> String {
     )
 }
 
+#[test]
+fn the_entries_the_server_admits_unreviewed_are_the_ones_that_fail_open() {
+    // A review an entry cannot decode is admitted with a warning exactly where the entry's outage
+    // would admit it (failurePolicy: Ignore); on a Fail entry it is refused. Every overlay's
+    // entries, and so the chart's (which renders the same, above), agree with the server.
+    let mut checked = 0;
+    for overlay in ["base", "overlays/beside-rancher", "overlays/downstream"] {
+        for (key, object) in by_key(&kustomize(overlay)) {
+            if !key.contains("WebhookConfiguration") {
+                continue;
+            }
+            for webhook in object["webhooks"].as_array().into_iter().flatten() {
+                let path = webhook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or_default();
+                let ignore = webhook["failurePolicy"] == "Ignore";
+                assert_eq!(
+                    scoped_secrets::webhook::handler::fails_open(path),
+                    Some(ignore),
+                    "{overlay}: {} at {path}",
+                    webhook["name"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} entries found");
+}
+
 fn by_key(yaml: &str) -> BTreeMap<String, Value> {
     documents(yaml).into_iter().map(|o| (key(&o), o)).collect()
 }

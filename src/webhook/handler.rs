@@ -114,6 +114,15 @@ const ROUTES: [(&str, Endpoint); 6] = [
     ),
 ];
 
+/// Whether the entry served at `path` fails open ([`Endpoint::fails_open`]); `None` for a path not
+/// served. The manifests' `failurePolicy` must agree (tests/chart.rs checks every overlay).
+pub fn fails_open(path: &str) -> Option<bool> {
+    ROUTES
+        .iter()
+        .find(|(served, _)| *served == path)
+        .map(|(_, endpoint)| endpoint.fails_open())
+}
+
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for (path, endpoint) in ROUTES {

@@ -52,12 +52,26 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// Default cap on open connections from one address: half the connection cap, twice the reviews
 /// served at once (more connections than that from one apiserver would only be answered 429).
-pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = DEFAULT_MAX_CONNECTIONS / 2;
 
 /// Default cap on connections in their handshake: half the connection cap. An apiserver's
 /// handshake takes milliseconds; only a burst of more new connections than this within one would
 /// close one of its own.
-pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 128;
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = DEFAULT_MAX_CONNECTIONS / 2;
+
+impl Limits {
+    /// The defaults, with `max_connections` open connections at once and `per_address` from one
+    /// address (by default half of them, as are the handshakes under way).
+    pub fn with_max_connections(max_connections: usize, per_address: Option<usize>) -> Self {
+        let half = (max_connections / 2).max(1);
+        Self {
+            max_connections,
+            max_connections_per_address: per_address.unwrap_or(half),
+            max_pending_handshakes: half,
+            ..Self::default()
+        }
+    }
+}
 
 /// The most a connection buffers of what it reads, and so the largest request head it takes (a
 /// larger one is answered 431): the apiserver's heads are well under 1 KiB, and body bytes are
@@ -312,6 +326,31 @@ mod tests {
     use super::*;
     use crate::certs;
     use crate::webhook::tls::{self, ReloadingCert};
+
+    #[test]
+    fn one_address_and_the_handshakes_get_half_the_connections_unless_told() {
+        let limits = Limits::with_max_connections(100, None);
+        assert_eq!(limits.max_connections_per_address, 50);
+        assert_eq!(limits.max_pending_handshakes, 50);
+        let told = Limits::with_max_connections(100, Some(80));
+        assert_eq!(told.max_connections_per_address, 80);
+        assert_eq!(
+            Limits::with_max_connections(1, None).max_pending_handshakes,
+            1
+        );
+        let default = Limits::default();
+        let same = Limits::with_max_connections(DEFAULT_MAX_CONNECTIONS, None);
+        assert_eq!(
+            (
+                default.max_connections_per_address,
+                default.max_pending_handshakes
+            ),
+            (
+                same.max_connections_per_address,
+                same.max_pending_handshakes
+            )
+        );
+    }
 
     #[tokio::test]
     async fn a_taken_port_is_a_bind_error_naming_the_address() {

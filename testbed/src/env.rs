@@ -156,8 +156,7 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         max_large_body_bytes: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_BUDGET,
         large_body_bytes_per_second: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_RATE,
         max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,
-        max_connections_per_address:
-            scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        max_connections_per_address: None,
         log_format: LogFormat::Text,
     }
 }
