@@ -12,6 +12,7 @@
 
 use crate::{keys, world};
 use regex::bytes::{Regex, RegexBuilder};
+use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// The most entries (names and patterns) a list may have.
 pub const MAX_ENTRIES: usize = 1024;
@@ -81,15 +82,25 @@ impl IgnoreList {
             // Each entry must be a pattern on its own: `a)|(b` parses once wrapped in the anchors,
             // and would then match outside them. Parsing checks it without compiling it, read
             // as the whole list is compiled: ASCII.
-            regex_syntax::ParserBuilder::new()
+            let invalid = |reason: String| IgnorePatternError::Invalid {
+                entry: (*entry).to_owned(),
+                reason,
+            };
+            let parsed = regex_syntax::ParserBuilder::new()
                 .unicode(false)
                 .utf8(false)
                 .build()
                 .parse(entry)
-                .map_err(|e| IgnorePatternError::Invalid {
-                    entry: (*entry).to_owned(),
-                    reason: last_line(&e.to_string()),
-                })?;
+                .map_err(|e| invalid(last_line(&e.to_string())))?;
+            // `(?u)` turns Unicode back on: its classes cost megabytes and match nothing a
+            // namespace name holds.
+            if beyond_ascii(&parsed) {
+                return Err(invalid(
+                    "a class of characters beyond ASCII (the u flag), which no namespace name \
+                     holds; use ASCII classes such as [a-z0-9-]"
+                        .to_owned(),
+                ));
+            }
         }
         Ok(Self {
             names: names.into_iter().map(str::to_owned).collect(),
@@ -125,6 +136,20 @@ impl IgnoreList {
                 .patterns
                 .as_ref()
                 .is_some_and(|p| p.is_match(namespace.as_bytes()))
+    }
+}
+
+/// Whether the pattern has a class of characters beyond ASCII (only the `u` flag makes one).
+fn beyond_ascii(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(class)) => class.ranges().iter().any(|r| r.end() > '\x7f'),
+        // Without the flag a class is of bytes: `.` and `[^a]` reach past ASCII only as bytes, which
+        // cost a range each.
+        HirKind::Class(Class::Bytes(_)) => false,
+        HirKind::Repetition(repetition) => beyond_ascii(&repetition.sub),
+        HirKind::Capture(capture) => beyond_ascii(&capture.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().any(beyond_ascii),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) => false,
     }
 }
 
@@ -238,6 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn classes_beyond_ascii_are_refused_with_a_reason() {
+        for pattern in [r"(?u:\w{29})", r"(?u)\w", r"\p{L}", "(?u:[é-ü])"] {
+            match IgnoreList::parse(pattern) {
+                Err(IgnorePatternError::Invalid { entry, reason }) => {
+                    assert_eq!(entry, pattern);
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{pattern}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn patterns_read_namespace_names_as_ascii() {
         // `\w` is ASCII (a Unicode \w{30} alone compiled past a megabyte); namespaces match as
         // before, being ASCII.
@@ -245,5 +283,8 @@ mod tests {
         assert!(list.matches(&"a".repeat(30)));
         assert!(list.matches("ops-42"));
         assert!(!list.matches("ops-x"));
+        let list = IgnoreList::parse("x[^a], (?i)Y.z").expect("valid");
+        assert!(list.matches("xb") && !list.matches("xa"));
+        assert!(list.matches("y-z"));
     }
 }
