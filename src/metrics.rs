@@ -117,12 +117,12 @@ impl WebhookMetrics {
             connections_refused: registered(
                 registry,
                 "scoped_secrets_webhook_connections_refused",
-                "Webhook connections closed before any request was read, by reason",
+                "Webhook connections closed before any request was read, or evicted while waiting for one, by reason",
             ),
         }
     }
 
-    /// A connection was closed before any request was read.
+    /// A connection was closed before any request was read, or evicted while waiting for one.
     pub fn connection_refused(&self, reason: &'static str) {
         self.connections_refused
             .get_or_create(&RefusedLabels { reason })

@@ -39,6 +39,13 @@ impl TestServer {
         Self::start_on(review_limits, limits, World::default(), None).await
     }
 
+    /// A server with room for `n` connections at once, whatever address they come from (all the
+    /// tests' come from one).
+    async fn with_max_connections(n: usize) -> Self {
+        let limits = Limits::with_max_connections(n, Some(usize::MAX));
+        Self::start_with(ReviewLimits::default(), limits).await
+    }
+
     /// A server deciding in `world`, with `client` for the look-ups reviews need.
     async fn start_on(
         review_limits: ReviewLimits,
@@ -961,7 +968,7 @@ fn world_where_team_a_holds_taken() -> World {
 }
 
 #[tokio::test]
-async fn reviews_past_the_in_flight_cap_get_429_at_once() {
+async fn reviews_past_the_in_flight_cap_get_429_while_it_is_full() {
     let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
     let server = TestServer::start_on(
         ReviewLimits::new(1, MAX_BODY_BYTES),
@@ -1162,16 +1169,11 @@ async fn many_mid_sized_bodies_are_paced_too() {
 
 #[tokio::test]
 async fn connections_past_the_cap_are_closed_at_once() {
-    let server = TestServer::start_with(
-        ReviewLimits::default(),
-        Limits {
-            max_connections: 1,
-            ..Limits::default()
-        },
-    )
-    .await;
+    let server = TestServer::with_max_connections(1).await;
     let ca = server.ca();
-    let held = raw_tls(server.addr, &ca).await;
+    // A connection with a review being read holds its slot (one waiting for a request would make
+    // room, see below).
+    let held = hold_in_flight(&server, endpoints::SECRET_NAMES, 1000, 1).await;
     // The server accepts the TCP connection and closes it before the TLS handshake.
     let tcp = tokio::net::TcpStream::connect(server.addr)
         .await
@@ -1187,6 +1189,32 @@ async fn connections_past_the_cap_are_closed_at_once() {
     // Once the held connection closes, new ones are served again.
     drop(held);
     served_on_a_new_connection_within(&server, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn at_the_cap_a_connection_waiting_for_a_request_makes_room() {
+    // Clients that finish a handshake and then send nothing (anyone can, without a client CA)
+    // cannot keep the apiserver out: at the cap the oldest of them is closed for the newcomer.
+    let server = TestServer::with_max_connections(2).await;
+    let ca = server.ca();
+    // Each answered once, so both are past their handshake and waiting for their next request.
+    let (mut oldest, mut oldest_write) = tokio::io::split(raw_tls(server.addr, &ca).await);
+    let first = reviewed_on(&mut oldest, &mut oldest_write, "first").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let (mut newer, mut newer_write) = tokio::io::split(raw_tls(server.addr, &ca).await);
+    let second = reviewed_on(&mut newer, &mut newer_write, "second").await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    let answered: Value = answer(
+        &client_trusting(&ca, false),
+        &server.url(endpoints::SECRET_NAMES),
+        &review("room", "db"),
+    )
+    .await;
+    assert_eq!(answered["response"]["uid"], "room");
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), oldest.read_to_end(&mut read)).await;
+    assert!(closed.is_ok(), "the oldest idle connection was not closed");
+    assert_eq!(server.metrics.connections_refused("evicted"), 1);
 }
 
 /// Posts a review on a new connection until it is answered 200, for at most `limit`: a slot given

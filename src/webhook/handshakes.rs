@@ -45,11 +45,8 @@ impl Handshakes {
     pub fn begin(&self) -> (Turn, Evicted) {
         let (evict, evicted) = oneshot::channel();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.queue.len() >= self.max
-            && let Some((_, oldest)) = pending.queue.pop_front()
-        {
-            // Its connection may have ended meanwhile: nothing to close then.
-            let _ = oldest.send(());
+        if pending.queue.len() >= self.max {
+            evict_oldest(&mut pending);
         }
         let id = pending.next;
         pending.next += 1;
@@ -60,6 +57,25 @@ impl Handshakes {
         };
         (turn, evicted)
     }
+}
+
+impl Handshakes {
+    /// Closes the oldest handshake under way, if there is one: room for a new connection at the
+    /// connection cap.
+    pub fn evict_oldest(&self) -> bool {
+        evict_oldest(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Closes the oldest handshake of `pending` that is still under way; whether there was one.
+fn evict_oldest(pending: &mut Pending) -> bool {
+    while let Some((_, oldest)) = pending.queue.pop_front() {
+        // Its connection may have ended without giving its turn back yet: try the next.
+        if oldest.send(()).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 impl Drop for Turn {

@@ -32,6 +32,9 @@ pub struct HeaderDeadline {
     waiting_since: AtomicU64,
     /// Answered, and no byte of the next request has come since.
     idle: AtomicBool,
+    /// Closed to make room for a new connection at the connection cap ([`Self::evict`]).
+    evicted: AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 impl HeaderDeadline {
@@ -44,7 +47,21 @@ impl HeaderDeadline {
             idle_timeout,
             waiting_since: AtomicU64::new(0),
             idle: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Closes the connection now if it is waiting for a request (idle, or its head not complete),
+    /// to make room for a new one at the connection cap; says whether it did. One being answered
+    /// is left alone.
+    pub fn evict(&self) -> bool {
+        if self.waiting_since.load(Ordering::Relaxed) == SERVING {
+            return false;
+        }
+        self.evicted.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        true
     }
 
     /// A request's head has arrived: the deadline is off until it is answered.
@@ -94,9 +111,13 @@ impl HeaderDeadline {
         }
     }
 
-    /// Resolves once the connection has waited longer than allowed for a request head.
+    /// Resolves once the connection has waited longer than allowed for a request head, or has
+    /// been evicted.
     pub async fn passed(&self) {
         loop {
+            if self.evicted.load(Ordering::Relaxed) {
+                return;
+            }
             let now = Instant::now();
             // While serving, look again a timeout later.
             let due = self.due().unwrap_or(now + self.timeout);
@@ -106,8 +127,16 @@ impl HeaderDeadline {
             // The connection's one timer; it is re-armed only here, when it has fired. It fires at
             // least every header timeout: an idle connection's next head may begin at any time,
             // and is then due a header timeout after its first byte, sooner than the idle end.
-            tokio::time::sleep_until(due.min(now + self.timeout).into()).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(due.min(now + self.timeout).into()) => {}
+                () = self.wake.notified() => {}
+            }
         }
+    }
+
+    /// Whether the connection was evicted (rather than its deadline passing).
+    pub fn was_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
     }
 }
 
@@ -194,6 +223,19 @@ mod tests {
             waited.is_err(),
             "the deadline passed while a request was served"
         );
+    }
+
+    #[tokio::test]
+    async fn an_evicted_connection_passes_at_once_unless_it_is_being_answered() {
+        let deadline = HeaderDeadline::new(Duration::from_secs(3600), IDLE);
+        deadline.serving();
+        assert!(!deadline.evict(), "a connection being answered is kept");
+        deadline.answered();
+        assert!(deadline.evict());
+        tokio::time::timeout(Duration::from_secs(5), deadline.passed())
+            .await
+            .expect("passed at once, not after an hour");
+        assert!(deadline.was_evicted());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -160,6 +160,7 @@ impl Server {
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let peers = PeerSlots::new(self.limits.max_connections_per_address);
         let handshakes = Handshakes::new(self.limits.max_pending_handshakes);
+        let established = Established::default();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -183,7 +184,20 @@ impl Server {
                 drop(tcp);
                 continue;
             };
-            let Ok(open) = connections.clone().try_acquire_owned() else {
+            let open = match connections.clone().try_acquire_owned() {
+                Ok(open) => Some(open),
+                // At the cap, a connection that holds a slot without using it makes room: the
+                // oldest handshake under way, else the oldest connection waiting for a request.
+                Err(_) if handshakes.evict_oldest() || established.evict_oldest_waiting() => {
+                    let freed = connections.clone().acquire_owned();
+                    tokio::time::timeout(ROOM_WAIT, freed)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                Err(_) => None,
+            };
+            let Some(open) = open else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
                 drop(tcp);
@@ -208,6 +222,7 @@ impl Server {
             };
             let watcher = graceful.watcher();
             let clients = self.clients.clone();
+            let established = established.clone();
             // Taken here, in the order connections arrive, so that the oldest is the first closed.
             let (turn, mut evicted) = handshakes.begin();
             tokio::spawn(async move {
@@ -247,6 +262,7 @@ impl Server {
                     refused.count("client_name");
                     return;
                 }
+                established.add(&deadline);
                 let watched = Watched::new(tls, Arc::clone(&deadline));
                 let connection = builder.serve_connection(TokioIo::new(watched), service);
                 tokio::select! {
@@ -257,7 +273,12 @@ impl Server {
                         }
                     }
                     () = deadline.passed() => {
-                        tracing::debug!(%peer, "no request head within the header-read timeout; connection closed");
+                        if deadline.was_evicted() {
+                            tracing::debug!(%peer, "connection waiting for a request closed to make room at the connection cap");
+                            refused.count("evicted");
+                        } else {
+                            tracing::debug!(%peer, "no request head within the header-read timeout; connection closed");
+                        }
                     }
                 }
             });
@@ -269,6 +290,37 @@ impl Server {
         {
             tracing::warn!("drain deadline passed; closing the remaining connections");
         }
+    }
+}
+
+/// How long a new connection at the cap waits for the slot of the connection evicted for it (its
+/// task lets go of it at once; this only bounds a pause of the accept loop).
+const ROOM_WAIT: Duration = Duration::from_millis(200);
+
+/// The connections past their handshake, oldest first, so that one waiting for a request can be
+/// evicted to make room at the connection cap.
+#[derive(Clone, Default)]
+struct Established(Arc<std::sync::Mutex<std::collections::VecDeque<Weak<HeaderDeadline>>>>);
+
+impl Established {
+    fn add(&self, deadline: &Arc<HeaderDeadline>) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections that ended leave their entries behind; drop them before they pile up.
+        if open.len() >= 64 && open.len().is_power_of_two() {
+            open.retain(|d| d.strong_count() > 0);
+        }
+        open.push_back(Arc::downgrade(deadline));
+    }
+
+    /// Evicts the oldest connection waiting for a request (one being answered is kept); whether
+    /// there was one.
+    fn evict_oldest_waiting(&self) -> bool {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|d| d.strong_count() > 0);
+        let evicted = open
+            .iter()
+            .position(|d| d.upgrade().is_some_and(|deadline| deadline.evict()));
+        evicted.and_then(|at| open.remove(at)).is_some()
     }
 }
 
