@@ -4,7 +4,7 @@
 
 use crate::index::Index;
 use crate::metrics::IndexMetrics;
-use crate::webhook::header_deadline::HeaderDeadline;
+use crate::webhook::header_deadline::{Established, HeaderDeadline};
 use crate::webhook::peers::PeerSlots;
 use crate::webhook::server::{MAX_READ_BUFFER, marking_requests};
 use axum::Router;
@@ -76,6 +76,7 @@ async fn serve_bounded(
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(bounds.connections));
     let peers = PeerSlots::new(bounds.per_peer);
+    let established = Established::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -93,12 +94,15 @@ async fn serve_bounded(
             tracing::debug!(%peer, "admin connection refused: the address holds its share");
             continue;
         };
-        let Ok(open) = connections.clone().try_acquire_owned() else {
+        // At the cap, the oldest connection waiting for a request makes room, so that clients
+        // holding connections from many addresses cannot fail the kubelet's probes.
+        let Some(open) = established.slot(&connections, || false).await else {
             tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;
         };
         // Scrapes and probes are GETs, which a client resends on a connection closed under it.
         let deadline = HeaderDeadline::new(header_read_timeout, header_read_timeout);
+        established.add(&deadline);
         let service = marking_requests(app.clone(), Arc::clone(&deadline));
         let connection = hyper::server::conn::http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)
@@ -293,7 +297,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idle_connections_are_capped_and_let_go_after_the_header_timeout() {
+    async fn idle_connections_make_room_at_the_cap_and_are_let_go_after_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
         let timeout = Duration::from_secs(2);
         let server = Running::start(Bounds {
             connections: 2,
@@ -303,25 +308,13 @@ mod tests {
         .await;
         let addr = server.addr;
         let connect = || tokio::net::TcpStream::connect(addr);
-        // Two idle clients take the two slots; a third is closed at once, unanswered.
-        let mut idle = [
-            connect().await.expect("first"),
-            connect().await.expect("second"),
-        ];
+        // Two idle clients take the two slots; a probe makes room: the oldest is closed at once,
+        // unanswered, and the probe is answered (clients holding every slot from many addresses
+        // cannot fail the kubelet's probes).
+        let mut oldest = connect().await.expect("first");
         let started = std::time::Instant::now();
-        let mut third = connect().await.expect("third connects");
-        assert!(
-            closed_within(&mut third, timeout / 2).await.is_empty(),
-            "not closed by the header timeout: by the cap, at once"
-        );
-        // The idle ones are let go once the header timeout passes...
-        for conn in &mut idle {
-            assert!(closed_within(conn, timeout * 5).await.is_empty());
-        }
-        assert!(started.elapsed() >= timeout - Duration::from_millis(100));
-        // ...and the slots serve again.
-        let mut probe = connect().await.expect("probe");
-        use tokio::io::AsyncWriteExt;
+        let mut newer = connect().await.expect("second");
+        let mut probe = connect().await.expect("probe connects");
         probe
             .write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
             .await
@@ -329,6 +322,13 @@ mod tests {
         let answer = closed_within(&mut probe, Duration::from_secs(5)).await;
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            closed_within(&mut oldest, timeout / 2).await.is_empty(),
+            "not closed by the header timeout: to make room, at once"
+        );
+        // The other idle one is let go once the header timeout passes.
+        assert!(closed_within(&mut newer, timeout * 5).await.is_empty());
+        assert!(started.elapsed() >= timeout - Duration::from_millis(100));
         server.stop().await;
     }
 }

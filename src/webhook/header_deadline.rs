@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// `waiting_since` while a request is being answered.
 const SERVING: u64 = u64::MAX;
@@ -137,6 +138,57 @@ impl HeaderDeadline {
     /// Whether the connection was evicted (rather than its deadline passing).
     pub fn was_evicted(&self) -> bool {
         self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a new connection at the cap waits for the slot of the connection evicted for it (its
+/// task lets go of it at once; this only bounds a pause of the accept loop).
+const ROOM_WAIT: Duration = Duration::from_millis(200);
+
+/// Open connections (on the webhook port, those past their handshake), oldest first, so that one
+/// waiting for a request can be evicted to make room at the connection cap.
+#[derive(Clone, Default)]
+pub struct Established(
+    Arc<std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<HeaderDeadline>>>>,
+);
+
+impl Established {
+    pub fn add(&self, deadline: &Arc<HeaderDeadline>) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections that ended leave their entries behind; drop them before they pile up.
+        if open.len() >= 64 && open.len().is_power_of_two() {
+            open.retain(|d| d.strong_count() > 0);
+        }
+        open.push_back(Arc::downgrade(deadline));
+    }
+
+    /// A slot of `connections` for a new connection: at once if there is one; at the cap, once
+    /// `evict_first` (the caller's first choice), or else the oldest connection waiting for a
+    /// request, has been closed to make room; `None` when nothing could be.
+    pub async fn slot(
+        &self,
+        connections: &Arc<Semaphore>,
+        evict_first: impl FnOnce() -> bool,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(open) = connections.clone().try_acquire_owned() {
+            return Some(open);
+        }
+        if !(evict_first() || self.evict_oldest_waiting()) {
+            return None;
+        }
+        let freed = connections.clone().acquire_owned();
+        tokio::time::timeout(ROOM_WAIT, freed).await.ok()?.ok()
+    }
+
+    /// Evicts the oldest connection waiting for a request (one being answered is kept); whether
+    /// there was one.
+    fn evict_oldest_waiting(&self) -> bool {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|d| d.strong_count() > 0);
+        let evicted = open
+            .iter()
+            .position(|d| d.upgrade().is_some_and(|deadline| deadline.evict()));
+        evicted.and_then(|at| open.remove(at)).is_some()
     }
 }
 

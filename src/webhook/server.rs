@@ -5,7 +5,7 @@
 
 use super::client_auth::ClientAuth;
 use super::handshakes::Handshakes;
-use super::header_deadline::{HeaderDeadline, Watched};
+use super::header_deadline::{Established, HeaderDeadline, Watched};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -184,20 +184,10 @@ impl Server {
                 drop(tcp);
                 continue;
             };
-            let open = match connections.clone().try_acquire_owned() {
-                Ok(open) => Some(open),
-                // At the cap, a connection that holds a slot without using it makes room: the
-                // oldest handshake under way, else the oldest connection waiting for a request.
-                Err(_) if handshakes.evict_oldest() || established.evict_oldest_waiting() => {
-                    let freed = connections.clone().acquire_owned();
-                    tokio::time::timeout(ROOM_WAIT, freed)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                }
-                Err(_) => None,
-            };
-            let Some(open) = open else {
+            // At the cap, a connection that holds a slot without using it makes room: the oldest
+            // handshake under way, else the oldest connection waiting for a request.
+            let evict_a_handshake = || handshakes.evict_oldest();
+            let Some(open) = established.slot(&connections, evict_a_handshake).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
                 drop(tcp);
@@ -290,37 +280,6 @@ impl Server {
         {
             tracing::warn!("drain deadline passed; closing the remaining connections");
         }
-    }
-}
-
-/// How long a new connection at the cap waits for the slot of the connection evicted for it (its
-/// task lets go of it at once; this only bounds a pause of the accept loop).
-const ROOM_WAIT: Duration = Duration::from_millis(200);
-
-/// The connections past their handshake, oldest first, so that one waiting for a request can be
-/// evicted to make room at the connection cap.
-#[derive(Clone, Default)]
-struct Established(Arc<std::sync::Mutex<std::collections::VecDeque<Weak<HeaderDeadline>>>>);
-
-impl Established {
-    fn add(&self, deadline: &Arc<HeaderDeadline>) {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Connections that ended leave their entries behind; drop them before they pile up.
-        if open.len() >= 64 && open.len().is_power_of_two() {
-            open.retain(|d| d.strong_count() > 0);
-        }
-        open.push_back(Arc::downgrade(deadline));
-    }
-
-    /// Evicts the oldest connection waiting for a request (one being answered is kept); whether
-    /// there was one.
-    fn evict_oldest_waiting(&self) -> bool {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|d| d.strong_count() > 0);
-        let evicted = open
-            .iter()
-            .position(|d| d.upgrade().is_some_and(|deadline| deadline.evict()));
-        evicted.and_then(|at| open.remove(at)).is_some()
     }
 }
 
