@@ -1,10 +1,11 @@
-//! Connections still in their TLS handshake, at most so many at once: past that, the oldest is
-//! closed to make room. A client that opens connections and never finishes a handshake (it needs
+//! Connections still in their TLS handshake, at most so many at once: past that, the oldest of
+//! the address with the most under way is closed to make room. A client that opens connections and never finishes a handshake (it needs
 //! no certificate for that, nor to speak TLS at all) then holds at most this many of the
 //! connection slots, from however many addresses, and never makes the apiserver's handshakes,
 //! which take milliseconds, wait for a slot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -18,8 +19,8 @@ pub struct Handshakes {
 #[derive(Debug, Default)]
 struct Pending {
     next: u64,
-    /// Each handshake's number and the sender that closes it.
-    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+    /// Each handshake's number, address and the sender that closes it.
+    queue: VecDeque<(u64, IpAddr, oneshot::Sender<()>)>,
 }
 
 /// A handshake's place among those under way, given up when dropped (the handshake ended).
@@ -41,47 +42,63 @@ impl Handshakes {
         }
     }
 
-    /// A new handshake's turn, closing the oldest under way when there are `max` already.
-    pub fn begin(&self) -> (Turn, Evicted) {
+    /// A new handshake's turn, for a connection from `peer`, closing one under way when there are
+    /// `max` already.
+    pub fn begin(&self, peer: IpAddr) -> (Turn, Evicted) {
         let (evict, evicted) = oneshot::channel();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.queue.len() >= self.max {
-            evict_oldest(&mut pending);
+            evict_one(&mut pending);
         }
         let id = pending.next;
         pending.next += 1;
-        pending.queue.push_back((id, evict));
+        pending.queue.push_back((id, peer.to_canonical(), evict));
         let turn = Turn {
             pending: Arc::clone(&self.pending),
             id,
         };
         (turn, evicted)
     }
-}
 
-impl Handshakes {
-    /// Closes the oldest handshake under way, if there is one: room for a new connection at the
+    /// Closes a handshake under way, if there is one: room for a new connection at the
     /// connection cap.
-    pub fn evict_oldest(&self) -> bool {
-        evict_oldest(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn evict_one(&self) -> bool {
+        evict_one(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-/// Closes the oldest handshake of `pending` that is still under way; whether there was one.
-fn evict_oldest(pending: &mut Pending) -> bool {
-    while let Some((_, oldest)) = pending.queue.pop_front() {
-        // Its connection may have ended without giving its turn back yet: try the next.
+/// Closes the oldest handshake of the address with the most under way (so that one client's
+/// flood of connections never closes the apiserver's handshake, however fast it opens them);
+/// whether there was one.
+fn evict_one(pending: &mut Pending) -> bool {
+    loop {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for (_, peer, _) in &pending.queue {
+            *held.entry(*peer).or_default() += 1;
+        }
+        let most = held.values().copied().max().unwrap_or(0);
+        // The oldest handshake of the busiest addresses.
+        let Some(at) = pending
+            .queue
+            .iter()
+            .position(|(_, peer, _)| held.get(peer) == Some(&most))
+        else {
+            return false;
+        };
+        let Some((_, _, oldest)) = pending.queue.remove(at) else {
+            return false;
+        };
+        // Its connection may have ended without giving its turn back yet: try another.
         if oldest.send(()).is_ok() {
             return true;
         }
     }
-    false
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = pending.queue.iter().position(|(id, _)| *id == self.id) {
+        if let Some(at) = pending.queue.iter().position(|(id, _, _)| *id == self.id) {
             pending.queue.remove(at);
         }
     }
@@ -91,21 +108,41 @@ impl Drop for Turn {
 mod tests {
     use super::*;
 
+    const ONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const TWO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
     #[test]
     fn past_the_cap_the_oldest_handshake_is_closed() {
         let handshakes = Handshakes::new(2);
-        let (_a, mut a_evicted) = handshakes.begin();
-        let (b, mut b_evicted) = handshakes.begin();
+        let (_a, mut a_evicted) = handshakes.begin(ONE);
+        let (b, mut b_evicted) = handshakes.begin(ONE);
         assert!(a_evicted.try_recv().is_err(), "room for two");
-        let (_c, mut c_evicted) = handshakes.begin();
+        let (_c, mut c_evicted) = handshakes.begin(ONE);
         assert_eq!(a_evicted.try_recv(), Ok(()), "the oldest made room");
         assert!(b_evicted.try_recv().is_err());
         // A handshake that ended gives its place back: the next one evicts nobody.
         drop(b);
-        let (_d, mut d_evicted) = handshakes.begin();
+        let (_d, mut d_evicted) = handshakes.begin(ONE);
         assert!(c_evicted.try_recv().is_err());
-        let (_e, _) = handshakes.begin();
+        let (_e, _) = handshakes.begin(ONE);
         assert_eq!(c_evicted.try_recv(), Ok(()), "then the oldest again");
         assert!(d_evicted.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_address_with_the_most_handshakes_makes_room() {
+        let handshakes = Handshakes::new(3);
+        let (_apiserver, mut apiserver_evicted) = handshakes.begin(ONE);
+        let (_first, mut first_evicted) = handshakes.begin(TWO);
+        let _second = handshakes.begin(TWO);
+        let flood: Vec<_> = (0..10).map(|_| handshakes.begin(TWO)).collect();
+        assert!(
+            apiserver_evicted.try_recv().is_err(),
+            "the oldest, but not the busiest"
+        );
+        assert_eq!(first_evicted.try_recv(), Ok(()));
+        assert!(handshakes.evict_one());
+        assert!(apiserver_evicted.try_recv().is_err());
+        drop(flood);
     }
 }

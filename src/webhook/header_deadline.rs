@@ -13,9 +13,12 @@
 //! re-armed only when it fires; a request only marks when it began and when it was answered, and
 //! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,18 +26,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// `waiting_since` while a request is being answered.
 const SERVING: u64 = u64::MAX;
+/// `waiting_since` once the connection is evicted ([`HeaderDeadline::evict`]).
+const EVICTED: u64 = u64::MAX - 1;
+
+/// How long a connection must have waited for a request before it may be evicted: by then its
+/// last answer has been written out, and a head that follows an answer at once is never cut.
+const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct HeaderDeadline {
     opened: Instant,
     timeout: Duration,
     idle_timeout: Duration,
     /// Nanoseconds from `opened` to the moment the connection began waiting for a request head
-    /// (or, when idle, for its first byte), or [`SERVING`].
+    /// (or, when idle, for its first byte), or [`SERVING`], or [`EVICTED`]: one state, so that an
+    /// eviction and a request's head cannot both win.
     waiting_since: AtomicU64,
     /// Answered, and no byte of the next request has come since.
     idle: AtomicBool,
-    /// Closed to make room for a new connection at the connection cap ([`Self::evict`]).
-    evicted: AtomicBool,
+    /// Wakes [`Self::passed`] on an eviction.
     wake: tokio::sync::Notify,
 }
 
@@ -42,30 +51,40 @@ impl HeaderDeadline {
     /// A connection that opened now and is waiting for its first request head (within `timeout`);
     /// between requests it may stay idle for `idle_timeout`.
     pub fn new(timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        Self::opened_at(Instant::now(), timeout, idle_timeout)
+    }
+
+    fn opened_at(opened: Instant, timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
-            opened: Instant::now(),
+            opened,
             timeout,
             idle_timeout,
             waiting_since: AtomicU64::new(0),
             idle: AtomicBool::new(false),
-            evicted: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         })
     }
 
-    /// Closes the connection now if it is waiting for a request (idle, or its head not complete),
-    /// to make room for a new one at the connection cap; says whether it did. One being answered
-    /// is left alone.
+    /// Closes the connection now if it has waited for a request (idle, or its head not complete)
+    /// for at least [`EVICTABLE_AFTER`], to make room for a new one at the connection cap; says
+    /// whether it did. One being answered is left alone, and a head that arrives first wins.
     pub fn evict(&self) -> bool {
-        if self.waiting_since.load(Ordering::Relaxed) == SERVING {
-            return false;
+        let now = self.nanos(Instant::now());
+        let least = u64::try_from(EVICTABLE_AFTER.as_nanos()).unwrap_or(u64::MAX);
+        let evicted = self
+            .waiting_since
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                (since < EVICTED && now.saturating_sub(since) >= least).then_some(EVICTED)
+            })
+            .is_ok();
+        if evicted {
+            self.wake.notify_one();
         }
-        self.evicted.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-        true
+        evicted
     }
 
-    /// A request's head has arrived: the deadline is off until it is answered.
+    /// A request's head has arrived: the deadline is off until it is answered. It wins over an
+    /// eviction not yet acted on: a request is never cut.
     pub fn serving(&self) {
         self.idle.store(false, Ordering::Relaxed);
         self.waiting_since.store(SERVING, Ordering::Relaxed);
@@ -86,14 +105,19 @@ impl HeaderDeadline {
     fn bytes_arrived(&self) {
         // A plain load first: every read of a busy connection comes here, and it is rarely idle.
         if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::Relaxed) {
-            self.waiting_since
-                .store(self.nanos(Instant::now()), Ordering::Relaxed);
+            let now = self.nanos(Instant::now());
+            // An eviction already decided stands: the slot was promised to a new connection.
+            let _ =
+                self.waiting_since
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                        (since != EVICTED).then_some(now)
+                    });
         }
     }
 
     fn nanos(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.opened).as_nanos();
-        u64::try_from(since).unwrap_or(SERVING - 1)
+        u64::try_from(since).unwrap_or(EVICTED - 1)
     }
 
     /// When the deadline passes if nothing changes; `None` while a request is being answered
@@ -101,6 +125,7 @@ impl HeaderDeadline {
     fn due(&self) -> Option<Instant> {
         match self.waiting_since.load(Ordering::Relaxed) {
             SERVING => None,
+            EVICTED => Some(self.opened),
             since => {
                 let allowed = if self.idle.load(Ordering::Relaxed) {
                     self.idle_timeout
@@ -116,9 +141,6 @@ impl HeaderDeadline {
     /// been evicted.
     pub async fn passed(&self) {
         loop {
-            if self.evicted.load(Ordering::Relaxed) {
-                return;
-            }
             let now = Instant::now();
             // While serving, look again a timeout later.
             let due = self.due().unwrap_or(now + self.timeout);
@@ -137,34 +159,35 @@ impl HeaderDeadline {
 
     /// Whether the connection was evicted (rather than its deadline passing).
     pub fn was_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Relaxed)
+        self.waiting_since.load(Ordering::Relaxed) == EVICTED
     }
 }
 
 /// How long a new connection at the cap waits for the slot of the connection evicted for it (its
 /// task lets go of it at once; this only bounds a pause of the accept loop).
-const ROOM_WAIT: Duration = Duration::from_millis(200);
+const ROOM_WAIT: Duration = Duration::from_millis(50);
 
-/// Open connections (on the webhook port, those past their handshake), oldest first, so that one
-/// waiting for a request can be evicted to make room at the connection cap.
+/// Open connections (on the webhook port, those past their handshake) and their addresses, oldest
+/// first, so that one waiting for a request can be evicted to make room at the connection cap.
 #[derive(Clone, Default)]
-pub struct Established(
-    Arc<std::sync::Mutex<std::collections::VecDeque<std::sync::Weak<HeaderDeadline>>>>,
-);
+pub struct Established(Arc<Mutex<VecDeque<Entry>>>);
+
+/// A connection's address and deadline.
+type Entry = (IpAddr, Weak<HeaderDeadline>);
 
 impl Established {
-    pub fn add(&self, deadline: &Arc<HeaderDeadline>) {
+    pub fn add(&self, peer: IpAddr, deadline: &Arc<HeaderDeadline>) {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Connections that ended leave their entries behind; drop them before they pile up.
         if open.len() >= 64 && open.len().is_power_of_two() {
-            open.retain(|d| d.strong_count() > 0);
+            open.retain(|(_, d)| d.strong_count() > 0);
         }
-        open.push_back(Arc::downgrade(deadline));
+        open.push_back((peer.to_canonical(), Arc::downgrade(deadline)));
     }
 
     /// A slot of `connections` for a new connection: at once if there is one; at the cap, once
-    /// `evict_first` (the caller's first choice), or else the oldest connection waiting for a
-    /// request, has been closed to make room; `None` when nothing could be.
+    /// `evict_first` (the caller's first choice), or else a connection waiting for a request, has
+    /// been closed to make room; `None` when nothing could be.
     pub async fn slot(
         &self,
         connections: &Arc<Semaphore>,
@@ -173,21 +196,28 @@ impl Established {
         if let Ok(open) = connections.clone().try_acquire_owned() {
             return Some(open);
         }
-        if !(evict_first() || self.evict_oldest_waiting()) {
+        if !(evict_first() || self.evict_one_waiting()) {
             return None;
         }
         let freed = connections.clone().acquire_owned();
         tokio::time::timeout(ROOM_WAIT, freed).await.ok()?.ok()
     }
 
-    /// Evicts the oldest connection waiting for a request (one being answered is kept); whether
-    /// there was one.
-    fn evict_oldest_waiting(&self) -> bool {
+    /// Evicts a connection waiting for a request (one being answered is kept), of the address
+    /// holding the most connections, its oldest: a flood's connections go, never the apiserver's
+    /// pooled ones (the oldest of all) while a busier address holds any. None when that address's
+    /// connections are all being answered or too fresh to evict. Whether there was one.
+    fn evict_one_waiting(&self) -> bool {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|d| d.strong_count() > 0);
-        let evicted = open
-            .iter()
-            .position(|d| d.upgrade().is_some_and(|deadline| deadline.evict()));
+        open.retain(|(_, d)| d.strong_count() > 0);
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for (peer, _) in open.iter() {
+            *held.entry(*peer).or_default() += 1;
+        }
+        let most = held.values().copied().max().unwrap_or(0);
+        let evicted = open.iter().position(|(peer, deadline)| {
+            held.get(peer) == Some(&most) && deadline.upgrade().is_some_and(|d| d.evict())
+        });
         evicted.and_then(|at| open.remove(at)).is_some()
     }
 }
@@ -279,15 +309,33 @@ mod tests {
 
     #[tokio::test]
     async fn an_evicted_connection_passes_at_once_unless_it_is_being_answered() {
-        let deadline = HeaderDeadline::new(Duration::from_secs(3600), IDLE);
+        let hour = Duration::from_secs(3600);
+        let deadline = HeaderDeadline::opened_at(Instant::now() - EVICTABLE_AFTER * 2, hour, IDLE);
         deadline.serving();
         assert!(!deadline.evict(), "a connection being answered is kept");
         deadline.answered();
+        assert!(
+            !deadline.evict(),
+            "just answered: its answer may not be written out yet"
+        );
+        deadline.answered_at(Instant::now() - EVICTABLE_AFTER);
         assert!(deadline.evict());
         tokio::time::timeout(Duration::from_secs(5), deadline.passed())
             .await
             .expect("passed at once, not after an hour");
         assert!(deadline.was_evicted());
+    }
+
+    #[tokio::test]
+    async fn a_head_that_arrives_before_the_eviction_is_acted_on_wins() {
+        let hour = Duration::from_secs(3600);
+        let deadline = HeaderDeadline::opened_at(Instant::now() - EVICTABLE_AFTER * 2, hour, IDLE);
+        deadline.answered_at(Instant::now() - EVICTABLE_AFTER);
+        assert!(deadline.evict());
+        deadline.serving();
+        assert!(!deadline.was_evicted());
+        let cut = tokio::time::timeout(Duration::from_millis(100), deadline.passed()).await;
+        assert!(cut.is_err(), "a request being answered was cut");
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Server {
             };
             // At the cap, a connection that holds a slot without using it makes room: the oldest
             // handshake under way, else the oldest connection waiting for a request.
-            let evict_a_handshake = || handshakes.evict_oldest();
+            let evict_a_handshake = || handshakes.evict_one();
             let Some(open) = established.slot(&connections, evict_a_handshake).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
@@ -214,7 +214,7 @@ impl Server {
             let clients = self.clients.clone();
             let established = established.clone();
             // Taken here, in the order connections arrive, so that the oldest is the first closed.
-            let (turn, mut evicted) = handshakes.begin();
+            let (turn, mut evicted) = handshakes.begin(peer.ip());
             tokio::spawn(async move {
                 let _open = (open, slot);
                 let handshake =
@@ -252,7 +252,7 @@ impl Server {
                     refused.count("client_name");
                     return;
                 }
-                established.add(&deadline);
+                established.add(peer.ip(), &deadline);
                 let watched = Watched::new(tls, Arc::clone(&deadline));
                 let connection = builder.serve_connection(TokioIo::new(watched), service);
                 tokio::select! {
