@@ -94,8 +94,8 @@ async fn serve_bounded(
             tracing::debug!(%peer, "admin connection refused: the address holds its share");
             continue;
         };
-        // At the cap, the oldest connection waiting for a request makes room, so that clients
-        // holding connections from many addresses cannot fail the kubelet's probes.
+        // At the cap, a connection waiting for a request (of the busiest address) makes room, so
+        // that clients holding connections from many addresses cannot fail the kubelet's probes.
         let Some(open) = established.slot(&connections, || false).await else {
             tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;
@@ -308,7 +308,7 @@ mod tests {
         .await;
         let addr = server.addr;
         let connect = || tokio::net::TcpStream::connect(addr);
-        // Two idle clients take the two slots; a probe makes room: the oldest is closed at once,
+        // Two idle clients take the two slots; a probe makes room: the oldest is closed,
         // unanswered, and the probe is answered (clients holding every slot from many addresses
         // cannot fail the kubelet's probes).
         let mut oldest = connect().await.expect("first");

@@ -31,12 +31,14 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long in-flight reviews may take to finish after shutdown begins.
     pub drain_timeout: Duration,
-    /// Open connections at once (TLS handshakes included); past it a new one is closed at once.
+    /// Open connections at once (TLS handshakes included); past it a new one closes one that holds
+    /// a slot without using it (see [`Established::slot`]), or is closed at once.
     pub max_connections: usize,
     /// Open connections from one address at once, so that one client cannot take the slots the
     /// apiserver needs; past it a new one from that address is closed at once.
     pub max_connections_per_address: usize,
-    /// Connections in their TLS handshake at once; past it the oldest is closed to make room.
+    /// Connections in their TLS handshake at once; past it the oldest of the address with the most
+    /// under way is closed to make room.
     pub max_pending_handshakes: usize,
 }
 
@@ -55,8 +57,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = DEFAULT_MAX_CONNECTIONS / 2;
 
 /// Default cap on connections in their handshake: half the connection cap. An apiserver's
-/// handshake takes milliseconds; only a burst of more new connections than this within one would
-/// close one of its own.
+/// handshake takes milliseconds, and the address with the most under way makes room first.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = DEFAULT_MAX_CONNECTIONS / 2;
 
 impl Limits {
@@ -175,8 +176,8 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            // Each connection costs TLS and HTTP buffers; past the cap, closing at once is the
-            // fast, clear answer (the apiserver's call fails and its failurePolicy applies).
+            // Each connection costs TLS and HTTP buffers; past a cap, closing at once is the fast,
+            // clear answer (the apiserver's call fails and its failurePolicy applies).
             let refused = Refused(self.metrics.clone());
             let Some(slot) = peers.take(peer.ip()) else {
                 tracing::debug!(%peer, "connection refused: the address holds its share");
@@ -184,8 +185,8 @@ impl Server {
                 drop(tcp);
                 continue;
             };
-            // At the cap, a connection that holds a slot without using it makes room: the oldest
-            // handshake under way, else the oldest connection waiting for a request.
+            // At the cap, a connection that holds a slot without using it makes room: a handshake
+            // under way, else a connection waiting for a request, of the busiest address.
             let evict_a_handshake = || handshakes.evict_one();
             let Some(open) = established.slot(&connections, evict_a_handshake).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
