@@ -139,9 +139,9 @@ pub struct ServeArgs {
     /// stream of them is slowed.
     #[arg(long, env = "SCOPED_SECRETS_LARGE_BODY_BYTES_PER_SECOND", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_RATE)]
     pub large_body_bytes_per_second: usize,
-    /// Open webhook connections at once; past it a new connection closes the oldest one waiting
-    /// for a request, or is closed at once when all are being answered. The bodies being read take
-    /// up to this many times 64 KiB.
+    /// Open webhook connections at once; past it a new connection closes one waiting for a
+    /// request (the oldest of the address holding the most), or is closed at once when none can
+    /// be. The bodies being read take up to this many times 64 KiB.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Open webhook connections from one address at once (default: half of --max-connections);
