@@ -1,8 +1,8 @@
 //! Connections still in their TLS handshake, at most so many at once: past that, the oldest of
-//! the address with the most under way is closed to make room. A client that opens connections and never finishes a handshake (it needs
-//! no certificate for that, nor to speak TLS at all) then holds at most this many of the
-//! connection slots, from however many addresses, and never makes the apiserver's handshakes,
-//! which take milliseconds, wait for a slot.
+//! the address with the most under way is closed to make room. A client that opens connections
+//! and never finishes a handshake (it needs no certificate for that, nor to speak TLS at all)
+//! then holds at most this many of the connection slots, from however many addresses, and never
+//! makes the apiserver's handshakes, which take milliseconds, wait for a slot.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
