@@ -4,7 +4,8 @@
 //! then holds at most this many of the connection slots, from however many addresses, and never
 //! makes the apiserver's handshakes, which take milliseconds, wait for a slot.
 
-use std::collections::{HashMap, VecDeque};
+use super::peers::busiest;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -72,16 +73,12 @@ impl Handshakes {
 /// whether there was one.
 fn evict_one(pending: &mut Pending) -> bool {
     loop {
-        let mut held: HashMap<IpAddr, usize> = HashMap::new();
-        for (_, peer, _) in &pending.queue {
-            *held.entry(*peer).or_default() += 1;
-        }
-        let most = held.values().copied().max().unwrap_or(0);
+        let busiest = busiest(pending.queue.iter().map(|(_, peer, _)| *peer));
         // The oldest handshake of the busiest addresses.
         let Some(at) = pending
             .queue
             .iter()
-            .position(|(_, peer, _)| held.get(peer) == Some(&most))
+            .position(|(_, peer, _)| busiest.contains(peer))
         else {
             return false;
         };

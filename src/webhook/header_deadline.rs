@@ -13,7 +13,7 @@
 //! re-armed only when it fires; a request only marks when it began and when it was answered, and
 //! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -210,13 +210,9 @@ impl Established {
     fn evict_one_waiting(&self) -> bool {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|(_, d)| d.strong_count() > 0);
-        let mut held: HashMap<IpAddr, usize> = HashMap::new();
-        for (peer, _) in open.iter() {
-            *held.entry(*peer).or_default() += 1;
-        }
-        let most = held.values().copied().max().unwrap_or(0);
+        let busiest = super::peers::busiest(open.iter().map(|(peer, _)| *peer));
         let evicted = open.iter().position(|(peer, deadline)| {
-            held.get(peer) == Some(&most) && deadline.upgrade().is_some_and(|d| d.evict())
+            busiest.contains(peer) && deadline.upgrade().is_some_and(|d| d.evict())
         });
         evicted.and_then(|at| open.remove(at)).is_some()
     }

@@ -57,6 +57,20 @@ impl Drop for PeerSlot {
     }
 }
 
+/// The addresses holding the most of `addresses` (each listed once per connection): the ones a
+/// full pool makes room from first, so that one client's flood never pushes the apiserver out.
+pub fn busiest(addresses: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let mut held: HashMap<IpAddr, usize> = HashMap::new();
+    for address in addresses {
+        *held.entry(address).or_default() += 1;
+    }
+    let most = held.values().copied().max().unwrap_or(0);
+    held.into_iter()
+        .filter(|(_, n)| *n == most)
+        .map(|(address, _)| address)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
