@@ -42,7 +42,12 @@ pub struct Config {
     pub protect_copies: bool,
     /// Usernames whose requests skip every rule: our reconciler, and beside Rancher its copier.
     pub reconciler_users: Vec<String>,
+    /// S8: the most bytes of data a project's originals may hold together.
+    pub max_project_data_bytes: u64,
 }
+
+/// S8's default: 16 MiB of originals' data per project.
+pub const DEFAULT_MAX_PROJECT_DATA_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -51,6 +56,7 @@ impl Default for Config {
             copies: crate::plan::Settings::default(),
             protect_copies: true,
             reconciler_users: Vec::new(),
+            max_project_data_bytes: DEFAULT_MAX_PROJECT_DATA_BYTES,
         }
     }
 }
@@ -153,7 +159,7 @@ pub struct Facts {
 pub enum Rules {
     #[default]
     All,
-    /// S3–S6: the secret guard (failurePolicy Fail).
+    /// S3–S6 and S8: the secret guard (failurePolicy Fail).
     SecretGuard,
     /// S1, S2, S7: advisory and best-effort (failurePolicy Ignore).
     SecretNames,
@@ -299,7 +305,7 @@ pub fn needs(req: &AdmissionRequest<DynamicObject>, world: &World, cfg: &Config)
     Review::new(Rules::All, req, cfg).needs(world)
 }
 
-/// Every validating rule, S1–S7 and N1–N4, decided in one go (the unit tests' entry point; the
+/// Every validating rule, S1–S8 and N1–N5, decided in one go (the unit tests' entry point; the
 /// webhook runs one entry's rules through [`Review`]).
 pub fn validate(
     req: &AdmissionRequest<DynamicObject>,
@@ -395,6 +401,10 @@ pub(crate) struct Subject<T> {
     pub user: String,
     pub new: Option<T>,
     pub old: Option<T>,
+    /// The bytes of data (`data` decoded, and `stringData`) of `new` and of `old`: the policy
+    /// never holds the data itself, only its size (S8).
+    pub new_data_bytes: u64,
+    pub old_data_bytes: u64,
 }
 
 impl<T> Subject<T> {
@@ -408,13 +418,44 @@ impl<T> Subject<T> {
 /// conversion: the policy never holds secret data, and nothing is base64-decoded on the hot path.
 const PAYLOAD_FIELDS: [&str; 2] = ["data", "stringData"];
 
+/// Where the lean decoder (`webhook/lean.rs`) leaves the size of the payload it skipped: a key no
+/// Kubernetes field can have, and no client can set (the decoder keeps only the fields it knows).
+pub const PAYLOAD_BYTES_FIELD: &str = "scoped-secrets.io/payloadBytes";
+
+/// The bytes of data an object's fields hold: as the lean decoder counted them, or, for an object
+/// decoded whole, its `data` decoded and its `stringData` as written.
+fn payload_bytes(fields: &serde_json::Value) -> u64 {
+    if let Some(bytes) = fields
+        .get(PAYLOAD_BYTES_FIELD)
+        .and_then(serde_json::Value::as_u64)
+    {
+        return bytes;
+    }
+    let values = |key: &str| {
+        fields
+            .get(key)
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|map| map.values().filter_map(serde_json::Value::as_str))
+    };
+    let decoded = values("data").map(base64_decoded_len);
+    let plain = values("stringData").map(|v| v.len() as u64);
+    decoded.chain(plain).fold(0, u64::saturating_add)
+}
+
+/// The bytes a base64 value decodes to.
+pub fn base64_decoded_len(value: &str) -> u64 {
+    let padding = value.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    ((value.len() / 4 * 3 + value.len() % 4 * 3 / 4).saturating_sub(padding)) as u64
+}
+
 /// The object's fields (metadata aside, which DynamicObject keeps apart) without its payload.
 fn without_payload(fields: serde_json::Value) -> serde_json::Value {
     let mut kept = match fields {
         serde_json::Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
-    for key in PAYLOAD_FIELDS {
+    for key in PAYLOAD_FIELDS.into_iter().chain([PAYLOAD_BYTES_FIELD]) {
         kept.remove(key);
     }
     serde_json::Value::Object(kept)
@@ -439,7 +480,7 @@ fn subject<T>(
 where
     T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
 {
-    let convert = |obj: Option<DynamicObject>, field: &str| -> Result<Option<T>, Denial> {
+    let convert = |obj: Option<DynamicObject>, field: &str| -> Result<Option<(T, u64)>, Denial> {
         let Some(obj) = obj else { return Ok(None) };
         let malformed = |e: &dyn std::fmt::Display| {
             Denial::bad_request(format!("{field} is not a valid {}: {e}", T::KIND))
@@ -447,12 +488,16 @@ where
         if let Some(bad) = malformed_payload(&obj.data) {
             return Err(malformed(&format_args!("{bad} is not a map of strings")));
         }
+        let bytes = payload_bytes(&obj.data);
         let mut typed = T::deserialize(without_payload(obj.data)).map_err(|e| malformed(&e))?;
         *typed.metadata_mut() = obj.metadata;
-        Ok(Some(with_namespace(typed, req.namespace.as_deref())))
+        Ok(Some((
+            with_namespace(typed, req.namespace.as_deref()),
+            bytes,
+        )))
     };
-    let new = convert(object, "object")?;
-    let old = convert(old_object, "oldObject")?;
+    let (new, new_data_bytes) = convert(object, "object")?.unzip();
+    let (old, old_data_bytes) = convert(old_object, "oldObject")?.unzip();
     let missing = match req.operation {
         Operation::Create => new.is_none().then_some("object"),
         Operation::Update => (new.is_none() || old.is_none()).then_some("object or oldObject"),
@@ -482,6 +527,8 @@ where
         user: req.user_info.username.clone().unwrap_or_default(),
         new,
         old,
+        new_data_bytes: new_data_bytes.unwrap_or(0),
+        old_data_bytes: old_data_bytes.unwrap_or(0),
     })
 }
 
@@ -570,6 +617,20 @@ pub(crate) mod testing;
 mod tests {
     use super::testing::*;
     use super::*;
+
+    #[test]
+    fn base64_values_count_as_the_bytes_they_decode_to() {
+        for (value, bytes) in [
+            ("", 0),
+            ("YQ==", 1),
+            ("aGk=", 2),
+            ("aGk", 2),
+            ("ZG9n", 3),
+            ("aHVudGVyMg==", 7),
+        ] {
+            assert_eq!(base64_decoded_len(value), bytes, "{value}");
+        }
+    }
     use crate::keys;
     use crate::world::fixtures::{add_secret, namespace_in, secret};
     use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! Rules S1–S7: what may happen to secrets, originals and copies.
+//! Rules S1–S8: what may happen to secrets, originals and copies.
 
 use super::message::{self, count, warning_list};
 use super::{Config, Denial, Facts, Findings, Needs, Subject};
@@ -42,13 +42,15 @@ pub(super) fn validate_names(
     removals(s, world, cfg, out);
 }
 
-/// S3–S6: where the label may be, who writes markers and copies, what can be project-scoped.
+/// S3–S6 and S8: where the label may be, who writes markers and copies, what can be
+/// project-scoped, and how much data a project's originals hold.
 pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     if let Some(new) = &s.new {
         label_placement(s, new, world, out);
         forged_markers(s, new, out);
         if let Some(original) = world.as_original(new) {
             what_can_be_scoped(s, &original, out);
+            project_data(s, &original, world, cfg, out);
         }
     }
     copies_are_read_only(s, world, cfg, out);
@@ -303,6 +305,61 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
             ));
         }
     }
+}
+
+/// S8: every original is held whole in the memory of every replica (its data is what the copies
+/// carry), so the originals of one project hold at most `--max-project-data-bytes` together: a
+/// project member could otherwise get every replica killed for memory, and the guards, which fail
+/// closed, would then refuse every write they review. An update that does not grow what was an
+/// original already is admitted, so an original written before the limit (or under a larger
+/// one) can still be changed and shrunk.
+fn project_data(
+    s: &Subject<Secret>,
+    original: &Original<'_>,
+    world: &World,
+    cfg: &Config,
+    out: &mut Findings,
+) {
+    let limit = cfg.max_project_data_bytes;
+    let was_original = s
+        .old
+        .as_ref()
+        .is_some_and(|old| world.as_original(old).is_some());
+    if was_original && s.new_data_bytes <= s.old_data_bytes {
+        return;
+    }
+    let others = world
+        .originals_of(original.project)
+        .filter(|other| Some(other.name()) != s.name.as_deref() || other.namespace() != s.namespace)
+        .map(|other| data_bytes(other.secret))
+        .fold(0, u64::saturating_add);
+    let total = others.saturating_add(s.new_data_bytes);
+    if total > limit {
+        out.deny(Denial::forbidden(
+            "ProjectDataTooLarge",
+            format!(
+                "secret {:?} in namespace {:?} cannot be project-scoped: the originals of project \
+                 {} would hold {total} bytes of data together (this one {}), more than the {limit} \
+                 bytes --max-project-data-bytes allows (every original is held whole in the \
+                 webhook's memory); make it smaller or remove another original of the project",
+                s.display_name(),
+                s.namespace,
+                original.project,
+                s.new_data_bytes,
+            ),
+        ));
+    }
+}
+
+/// The bytes of data a stored secret holds.
+fn data_bytes(secret: &Secret) -> u64 {
+    let data = secret.data.iter().flatten().map(|(_, v)| v.0.len() as u64);
+    let plain = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(_, v)| v.len() as u64);
+    data.chain(plain).fold(0, u64::saturating_add)
 }
 
 /// S2: an original whose copies would overwrite non-copy secrets is announced (or, under
@@ -987,6 +1044,82 @@ mod tests {
                 ),
                 deny(403, "entry \"team-(\" is not a valid pattern"),
             ),
+        ]);
+    }
+
+    #[test]
+    fn s8_a_projects_originals_hold_at_most_the_limit_together() {
+        // The world's originals `db` and `cache` hold 3 bytes each; `original_json` holds 7
+        // ("hunter2"), `data_of` as many as its base64 value decodes to.
+        let limit = |bytes: u64| Config {
+            max_project_data_bytes: bytes,
+            ..config()
+        };
+        let data_of = |name: &str, data: Value| {
+            let mut original = original_json(name, "p-vwxyz", Value::Null);
+            original["data"] = data;
+            original
+        };
+        let dog = || data_of("db", json!({"key": "ZG9n"}));
+        let mut unlabelled = plain(BACKING, "loose");
+        unlabelled["metadata"]["labels"] = Value::Null;
+        let mut written = data_of("notes", json!({}));
+        written["stringData"] = json!({"a": "12345"});
+        run(vec![
+            Case::new(
+                "at the limit",
+                create(original_json("fresh", "p-vwxyz", Value::Null)),
+                Allow,
+            )
+            .with_cfg(limit(13)),
+            Case::new(
+                "a byte past it",
+                create(original_json("fresh", "p-vwxyz", Value::Null)),
+                deny(
+                    403,
+                    "secret \"fresh\" in namespace \"local-p-vwxyz\" cannot be project-scoped: the \
+                     originals of project local:p-vwxyz would hold 13 bytes of data together (this \
+                     one 7), more than the 12 bytes --max-project-data-bytes allows",
+                ),
+            )
+            .with_cfg(limit(12)),
+            Case::new(
+                "an original that grows counts once",
+                update(dog(), original_json("db", "p-vwxyz", Value::Null)),
+                Allow,
+            )
+            .with_cfg(limit(10)),
+            Case::new(
+                "an original that grows past it",
+                update(dog(), original_json("db", "p-vwxyz", Value::Null)),
+                deny(
+                    403,
+                    "would hold 10 bytes of data together (this one 7), more than the 9",
+                ),
+            )
+            .with_cfg(limit(9)),
+            Case::new(
+                "an original already past it, not growing",
+                update(
+                    original_json("db", "p-vwxyz", Value::Null),
+                    original_json("db", "p-vwxyz", json!({"note": "x"})),
+                ),
+                Allow,
+            )
+            .with_cfg(limit(1)),
+            Case::new(
+                "a secret becoming an original counts whole",
+                update(unlabelled, original_json("loose", "p-vwxyz", Value::Null)),
+                deny(403, "would hold 13 bytes of data together (this one 7)"),
+            )
+            .with_cfg(limit(12)),
+            Case::new(
+                "stringData counts as written",
+                create(written),
+                deny(403, "would hold 11 bytes of data together (this one 5)"),
+            )
+            .with_cfg(limit(10)),
+            Case::new("not an original", create(plain("other", "big")), Allow).with_cfg(limit(0)),
         ]);
     }
 

@@ -10,7 +10,8 @@
 //!
 //! The result is the `AdmissionRequest<DynamicObject>` the policy takes, so the rules do not change;
 //! its objects never hold secret data (`data` and `stringData` are checked to be maps of strings
-//! or nulls, and skipped).
+//! or nulls, and skipped: only the bytes they hold are counted, for S8, under
+//! [`crate::policy::PAYLOAD_BYTES_FIELD`]).
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -165,11 +166,11 @@ struct Object {
     type_: Option<String>,
     #[serde(default)]
     immutable: Option<bool>,
-    /// Checked and dropped: the policy never holds secret data.
-    #[serde(default, rename = "data")]
-    _data: Option<StringMap>,
-    #[serde(default, rename = "stringData")]
-    _string_data: Option<StringMap>,
+    /// Checked and dropped: the policy never holds secret data, only its size (S8).
+    #[serde(default)]
+    data: Option<StringMap<Base64>>,
+    #[serde(default)]
+    string_data: Option<StringMap<Plain>>,
     /// Projects.
     #[serde(default)]
     spec: Option<Spec>,
@@ -264,6 +265,13 @@ impl From<Object> for DynamicObject {
         }
         if let Some(immutable) = o.immutable {
             fields.insert("immutable".into(), immutable.into());
+        }
+        if o.data.is_some() || o.string_data.is_some() {
+            let bytes = [o.data.map(|d| d.bytes), o.string_data.map(|d| d.bytes)]
+                .into_iter()
+                .flatten()
+                .fold(0u64, u64::saturating_add);
+            fields.insert(crate::policy::PAYLOAD_BYTES_FIELD.into(), bytes.into());
         }
         let mut spec = serde_json::Map::new();
         if let Some(s) = o.spec {
@@ -411,55 +419,97 @@ macro_rules! not_shown {
     };
 }
 
-/// A map whose values must all be strings (a Secret's `data`, `stringData`), skipped as it is read.
-struct StringMap;
+/// A map whose values must all be strings (a Secret's `data`, `stringData`), skipped as it is read;
+/// only the size of its values is kept, as `C` counts it.
+struct StringMap<C> {
+    bytes: u64,
+    encoding: PhantomData<C>,
+}
 
-impl<'de> Deserialize<'de> for StringMap {
+/// How a payload map's values count: the bytes they stand for.
+trait Encoding {
+    fn bytes(value: &str) -> u64;
+}
+
+/// `data`: base64, counted as the bytes it decodes to (what the stored secret holds).
+struct Base64;
+
+impl Encoding for Base64 {
+    fn bytes(value: &str) -> u64 {
+        crate::policy::base64_decoded_len(value)
+    }
+}
+
+/// `stringData`: counted as written.
+struct Plain;
+
+impl Encoding for Plain {
+    fn bytes(value: &str) -> u64 {
+        value.len() as u64
+    }
+}
+
+impl<'de, C: Encoding> Deserialize<'de> for StringMap<C> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Map;
-        impl<'de> Visitor<'de> for Map {
-            type Value = StringMap;
+        struct Map<C>(PhantomData<C>);
+        impl<'de, C: Encoding> Visitor<'de> for Map<C> {
+            type Value = StringMap<C>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map of strings")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringMap, A::Error> {
-                while map.next_entry::<IgnoredAny, SkippedString>()?.is_some() {}
-                Ok(StringMap)
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringMap<C>, A::Error> {
+                let mut bytes = 0u64;
+                while let Some((_, value)) = map.next_entry::<IgnoredAny, SkippedString<C>>()? {
+                    bytes = bytes.saturating_add(value.bytes);
+                }
+                Ok(StringMap {
+                    bytes,
+                    encoding: PhantomData,
+                })
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<StringMap, E> {
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<StringMap<C>, E> {
                 Err(E::invalid_type(de::Unexpected::Other("a string"), &self))
             }
-            not_shown!(StringMap);
+            not_shown!(StringMap<C>);
         }
         // `deserialize_any`: serde_json's `deserialize_map` names the value it found in its error
         // (`invalid type: string "…"`), and this value is secret data.
-        d.deserialize_any(Map)
+        d.deserialize_any(Map::<C>(PhantomData))
     }
 }
 
 /// A string or `null`, checked and not kept (serde_json hands a string over borrowed or in its
-/// scratch buffer).
-struct SkippedString;
+/// scratch buffer): only its size is.
+struct SkippedString<C> {
+    bytes: u64,
+    encoding: PhantomData<C>,
+}
 
-impl<'de> Deserialize<'de> for SkippedString {
+impl<'de, C: Encoding> Deserialize<'de> for SkippedString<C> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Str;
-        impl Visitor<'_> for Str {
-            type Value = SkippedString;
+        struct Str<C>(PhantomData<C>);
+        impl<C: Encoding> Visitor<'_> for Str<C> {
+            type Value = SkippedString<C>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<SkippedString, E> {
-                Ok(SkippedString)
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<SkippedString<C>, E> {
+                Ok(SkippedString {
+                    bytes: C::bytes(value),
+                    encoding: PhantomData,
+                })
             }
             // A key written with no value (`data: {k: }`, or `null`) is an empty value: the
             // apiserver admits it, sends it to webhooks as `null` and stores `""`.
-            fn visit_unit<E: de::Error>(self) -> Result<SkippedString, E> {
-                Ok(SkippedString)
+            fn visit_unit<E: de::Error>(self) -> Result<SkippedString<C>, E> {
+                Ok(SkippedString {
+                    bytes: 0,
+                    encoding: PhantomData,
+                })
             }
-            not_shown!(SkippedString);
+            not_shown!(SkippedString<C>);
         }
-        d.deserialize_any(Str)
+        d.deserialize_any(Str::<C>(PhantomData))
     }
 }
 
@@ -545,7 +595,12 @@ mod tests {
             let mut meta = full.metadata.clone();
             meta.managed_fields = None;
             assert_eq!(lean.metadata, meta, "metadata minus managedFields");
-            assert_eq!(lean.data, json!({"type": "Opaque", "immutable": true}));
+            // The payload's size is kept (7 bytes decoded from `data`, 5 of `stringData`), never
+            // the payload.
+            assert_eq!(
+                lean.data,
+                json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: 12})
+            );
         }
     }
 
@@ -672,7 +727,10 @@ mod tests {
         body["somethingNew"] = json!({"c": {}});
         let parsed = parse_request(&serde_json::to_vec(&body).expect("json")).expect("decodes");
         let object = parsed.object.expect("object");
-        assert_eq!(object.data, json!({"type": "Opaque", "immutable": true}));
+        assert_eq!(
+            object.data,
+            json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: 12})
+        );
     }
 
     #[test]

@@ -218,3 +218,67 @@ fn s6_an_original_whose_list_cannot_be_read_can_still_be_updated_with_a_warning(
     )));
     assert_denied_for_the_pattern(&rewritten, &parse_error("team-["));
 }
+
+/// S8, at the limit as shipped (16 MiB): sixteen originals of 999,999 bytes fit in one project, a
+/// seventeenth is refused with the sizes (never the data), and the project's originals can still be
+/// changed, shrunk and deleted.
+#[test]
+fn s8_a_projects_originals_hold_at_most_16_mib_of_data_together() {
+    let project = project("s8");
+    // 999,999 zero bytes: base64 without padding.
+    let blob = "A".repeat(999_999 / 3 * 4);
+    let create = |name: &str| {
+        let yaml = secret_yaml(
+            &project.backing,
+            name,
+            &scoped_label(&project.name),
+            &format!("data: {{blob: {blob}}}\n"),
+        );
+        // `create`, not `apply`: apply would copy the megabyte into an annotation.
+        kubectl_stdin(&env().kubeconfig, &["create", "-f", "-"], &yaml)
+    };
+    for i in 0..16 {
+        ok(create(&format!("big-{i}")));
+    }
+    indexed("sixteen originals", |w| {
+        (0..16).all(|i| {
+            w.original_at(&project.backing, &format!("big-{i}"))
+                .is_some()
+        })
+    });
+    let err = fails(create("big-16"));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "secret \"big-16\" in namespace \"{}\" cannot be project-scoped: the originals of \
+             project local:{} would hold 16999983 bytes of data together (this one 999999), more \
+             than the 16777216 bytes --max-project-data-bytes allows (every original is held whole \
+             in the webhook's memory); make it smaller or remove another original of the project",
+            project.backing, project.name
+        ),
+    );
+    assert!(
+        !err.contains(&blob[..64]),
+        "the data is never quoted: {err}"
+    );
+    // What was admitted stays manageable: changed (not grown), shrunk, deleted.
+    ok(kubectl_line(&format!(
+        "annotate secret big-0 -n {} note=kept",
+        project.backing
+    )));
+    ok(kubectl_line(&format!(
+        "patch secret big-1 -n {} --type=merge -p {{\"data\":{{\"blob\":\"ZG9n\"}}}}",
+        project.backing
+    )));
+    ok(kubectl_line(&format!(
+        "delete secret big-2 -n {}",
+        project.backing
+    )));
+    indexed("room made", |w| {
+        w.original_at(&project.backing, "big-2").is_none()
+            && w.original_at(&project.backing, "big-1")
+                .is_some_and(|o| o.secret.data.iter().flatten().all(|(_, v)| v.0.len() == 3))
+    });
+    ok(create("big-16"));
+}
