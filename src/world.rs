@@ -722,6 +722,16 @@ impl World {
         self.namespaces.iter().map(|(n, s)| (n.as_str(), s))
     }
 
+    /// How many namespaces the index holds (kept by the map: no walk).
+    pub fn namespace_count(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    /// How many Projects the index holds (kept by the map: no walk).
+    pub fn project_count(&self) -> usize {
+        self.projects.len()
+    }
+
     /// The members of this project: namespaces whose projectId annotation names it (the label is
     /// never trusted), none while it is served in its own cluster. Sorted by name.
     pub fn project_namespaces<'a>(
