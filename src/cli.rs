@@ -93,10 +93,10 @@ pub struct ServeArgs {
     /// Deny (true) or only warn about (false) changes to copies.
     #[arg(long, env = "SCOPED_SECRETS_PROTECT_COPIES", default_value_t = true, action = clap::ArgAction::Set)]
     pub protect_copies: bool,
-    /// The most bytes of data (decoded) the originals of one project may hold together; an original
-    /// that would bring its project past it is refused (every original is held in memory whole).
-    #[arg(long, env = "SCOPED_SECRETS_MAX_PROJECT_DATA_BYTES", default_value_t = crate::policy::DEFAULT_MAX_PROJECT_DATA_BYTES)]
-    pub max_project_data_bytes: u64,
+    /// The most bytes the originals of one project may take together in memory (data and metadata,
+    /// 96 bytes an entry besides); an original that would bring its project past it is refused.
+    #[arg(long, env = "SCOPED_SECRETS_MAX_PROJECT_ORIGINAL_BYTES", default_value_t = crate::policy::DEFAULT_MAX_PROJECT_ORIGINAL_BYTES)]
+    pub max_project_original_bytes: u64,
     /// Run the reconciler that writes copies (off beside Rancher, whose copier does it).
     #[arg(long, env = "SCOPED_SECRETS_RECONCILER", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconciler: bool,

@@ -2,7 +2,9 @@
 //! metadata and digests.
 //!
 //! Originals are few and their data is what the copies carry (and strays may become originals when a
-//! backing namespace changes hands), so they are kept whole. Copies are many (every original times
+//! backing namespace changes hands), so they are kept whole; S8 bounds what a project's originals
+//! take ([`held_bytes`]). In a downstream cluster nothing becomes an original, so a labelled secret
+//! that is not a copy is kept without its data ([`Scoped::downstream`]). Copies are many (every original times
 //! every namespace of its project) and only ever compared with what they should be: the index keeps
 //! what the plan and the webhook read of them, and a SHA-256 digest of their labels and annotations
 //! and one of their data, taken when the watch delivers them. The digest is of what the copy holds,
@@ -13,6 +15,7 @@ use crate::keys;
 use crate::world::{annotation, is_copy, label};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +52,19 @@ pub struct CopyMeta {
 }
 
 impl Scoped {
+    /// A downstream cluster's labelled secret: a copy by metadata and digests, as anywhere;
+    /// anything else without its data. Originals live in the management cluster only, so such a
+    /// secret never becomes one; the plan and the rules look at it only by name, uid and metadata
+    /// (a secret a copy would overwrite). Held whole, labelled secrets that any user of a cluster
+    /// without our webhook may create would grow the memory of every replica without bound.
+    pub fn downstream(mut secret: Secret) -> Self {
+        if !is_copy(&secret.metadata) {
+            secret.data = None;
+            secret.string_data = None;
+        }
+        Self::new(secret)
+    }
+
     /// Keeps a copy by metadata and digests, anything else whole.
     pub fn new(secret: Secret) -> Self {
         if !is_copy(&secret.metadata) {
@@ -155,6 +171,59 @@ impl<'a> Shape<'a> {
     }
 }
 
+/// What the index spends on one entry of a map or list beside its text (the strings' headers and
+/// their allocations' rounding, the map's node): a secret of many tiny keys takes far more memory
+/// than its bytes say.
+pub const ENTRY_BYTES: u64 = 96;
+
+/// The bytes one entry of a secret's data takes in the index: its key, its value and
+/// [`ENTRY_BYTES`].
+pub fn data_entry_bytes(key: usize, value: u64) -> u64 {
+    (key as u64)
+        .saturating_add(value)
+        .saturating_add(ENTRY_BYTES)
+}
+
+/// The bytes a secret's metadata takes in the index, as far as its writer decides it: its labels,
+/// annotations, finalizers and owner references (their text and [`ENTRY_BYTES`] each).
+pub fn metadata_bytes(meta: &ObjectMeta) -> u64 {
+    let pairs = [&meta.labels, &meta.annotations]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|(k, v)| data_entry_bytes(k.len(), v.len() as u64));
+    let finalizers = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .map(|f| data_entry_bytes(f.len(), 0));
+    let owners = meta.owner_references.iter().flatten().map(|o| {
+        let text = o.api_version.len() + o.kind.len() + o.name.len() + o.uid.len();
+        data_entry_bytes(text, 0)
+    });
+    pairs
+        .chain(finalizers)
+        .chain(owners)
+        .fold(0, u64::saturating_add)
+}
+
+/// The bytes a secret held whole takes in the index (S8 counts an original by it): its data and
+/// its metadata, as [`data_entry_bytes`] and [`metadata_bytes`] count them.
+pub fn held_bytes(secret: &Secret) -> u64 {
+    let data = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| data_entry_bytes(k.len(), v.0.len() as u64));
+    let plain = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| data_entry_bytes(k.len(), v.len() as u64));
+    data.chain(plain)
+        .fold(metadata_bytes(&secret.metadata), u64::saturating_add)
+}
+
 /// The digest of a secret's labels and annotations (an absent map counts as an empty one).
 pub fn metadata_digest(secret: &Secret) -> Digest {
     let mut hasher = Sha256::new();
@@ -224,6 +293,41 @@ mod tests {
         );
         let kept = Scoped::new(original.clone());
         assert_eq!(kept.whole().map(|s| &s.data), Some(&original.data));
+    }
+
+    #[test]
+    fn a_downstream_clusters_labelled_secret_is_kept_without_its_data_unless_a_copy() {
+        let Scoped::Copy(meta) = Scoped::downstream(copy()) else {
+            panic!("a copy is kept by metadata");
+        };
+        assert_eq!(
+            Shape::of_copy(&meta),
+            Shape::of_secret(&copy()),
+            "data digested"
+        );
+        let stray = secret("team-a", "web", &[(keys::PROJECT_SCOPED_LABEL, "p-x")], &[]);
+        assert!(stray.data.is_some());
+        let kept = Scoped::downstream(stray.clone());
+        let kept = kept.whole().expect("a non-copy is kept as a secret");
+        assert_eq!((&kept.data, &kept.string_data), (&None, &None));
+        assert_eq!(kept.metadata, stray.metadata);
+    }
+
+    #[test]
+    fn held_bytes_count_keys_values_metadata_and_entries() {
+        let mut s = secret("ns", "db", &[("app", "web")], &[("note", "ab")]);
+        s.data = Some(BTreeMap::from([
+            ("k".to_owned(), ByteString(b"dog".to_vec())),
+            ("empty".to_owned(), ByteString(Vec::new())),
+        ]));
+        s.metadata.finalizers = Some(vec!["x/y".to_owned()]);
+        let entries = 5 * ENTRY_BYTES;
+        let text = (1 + 3) + 5 + (3 + 3) + (4 + 2) + 3;
+        assert_eq!(held_bytes(&s), entries + text);
+        assert_eq!(
+            metadata_bytes(&s.metadata),
+            3 * ENTRY_BYTES + 3 + 3 + 4 + 2 + 3
+        );
     }
 
     #[test]

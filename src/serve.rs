@@ -209,7 +209,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         copies: args.copies.settings(&args.home.lease_namespace),
         protect_copies: args.protect_copies,
         reconciler_users: args.reconciler_users.clone(),
-        max_project_data_bytes: args.max_project_data_bytes,
+        max_project_original_bytes: args.max_project_original_bytes,
     };
     let app = handler::router(AppState {
         index: index.clone(),

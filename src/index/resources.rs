@@ -173,10 +173,19 @@ pub struct ScopedSecret {
 
 impl ScopedSecret {
     pub fn new(secret: Secret) -> Self {
+        Self::kept_as(secret, Scoped::new)
+    }
+
+    /// One of a downstream cluster: see [`Scoped::downstream`].
+    pub fn downstream(secret: Secret) -> Self {
+        Self::kept_as(secret, Scoped::downstream)
+    }
+
+    fn kept_as(secret: Secret, keep: impl FnOnce(Secret) -> Scoped) -> Self {
         Self {
             namespace: secret.namespace().unwrap_or_default(),
             name: secret.name_any(),
-            secret: Scoped::new(secret),
+            secret: keep(secret),
         }
     }
 }

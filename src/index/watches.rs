@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 /// Starts the four watches; they run until the returned set is dropped.
 pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
-    let mut tasks = spawn_cluster(client.clone(), index.clone());
+    let mut tasks = spawn_cluster(client.clone(), index.clone(), ScopedSecret::new);
     let projects = Api::<DynamicObject>::all_with(client, &project_resource());
     // The Project CRD can be deleted and re-installed at runtime: a short backoff makes projects
     // indexed again within seconds of it being served (the default backoff grows to 30 s).
@@ -35,11 +35,15 @@ pub fn spawn(client: Client, index: Arc<Index>) -> JoinSet<()> {
 /// started, and none is waited for.
 pub fn spawn_downstream(client: Client, index: Arc<Index>) -> JoinSet<()> {
     index.ready_handle(super::Watch::Projects).release();
-    spawn_cluster(client, index)
+    spawn_cluster(client, index, ScopedSecret::downstream)
 }
 
-/// The three watches every cluster has.
-fn spawn_cluster(client: Client, index: Arc<Index>) -> JoinSet<()> {
+/// The three watches every cluster has; `keep` makes what the index holds of a labelled secret.
+fn spawn_cluster(
+    client: Client,
+    index: Arc<Index>,
+    keep: fn(Secret) -> ScopedSecret,
+) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(feed(
         index.clone(),
@@ -57,8 +61,8 @@ fn spawn_cluster(client: Client, index: Arc<Index>) -> JoinSet<()> {
     // Copies are reduced to metadata and digests as they arrive: a list of 100,000 copies is never
     // held whole.
     let scoped = watcher::Config::default().labels(keys::PROJECT_SCOPED_LABEL);
-    let scoped = watcher(Api::<Secret>::all(client), scoped)
-        .map(|event| event.map(|e| e.map(ScopedSecret::new)));
+    let scoped =
+        watcher(Api::<Secret>::all(client), scoped).map(move |event| event.map(|e| e.map(keep)));
     tasks.spawn(feed(index, scoped));
     tasks
 }

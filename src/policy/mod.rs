@@ -42,12 +42,12 @@ pub struct Config {
     pub protect_copies: bool,
     /// Usernames whose requests skip every rule: our reconciler, and beside Rancher its copier.
     pub reconciler_users: Vec<String>,
-    /// S8: the most bytes of data a project's originals may hold together.
-    pub max_project_data_bytes: u64,
+    /// S8: the most bytes a project's originals may take together in the index.
+    pub max_project_original_bytes: u64,
 }
 
-/// S8's default: 16 MiB of originals' data per project.
-pub const DEFAULT_MAX_PROJECT_DATA_BYTES: u64 = 16 * 1024 * 1024;
+/// S8's default: 16 MiB per project.
+pub const DEFAULT_MAX_PROJECT_ORIGINAL_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -56,7 +56,7 @@ impl Default for Config {
             copies: crate::plan::Settings::default(),
             protect_copies: true,
             reconciler_users: Vec::new(),
-            max_project_data_bytes: DEFAULT_MAX_PROJECT_DATA_BYTES,
+            max_project_original_bytes: DEFAULT_MAX_PROJECT_ORIGINAL_BYTES,
         }
     }
 }
@@ -401,8 +401,9 @@ pub(crate) struct Subject<T> {
     pub user: String,
     pub new: Option<T>,
     pub old: Option<T>,
-    /// The bytes of data (`data` decoded, and `stringData`) of `new` and of `old`: the policy
-    /// never holds the data itself, only its size (S8).
+    /// What the data of `new` and of `old` would take in the index (`scoped::held_bytes`: keys,
+    /// values decoded, and a cost per entry): the policy never holds the data itself, only its
+    /// size (S8).
     pub new_data_bytes: u64,
     pub old_data_bytes: u64,
 }
@@ -422,25 +423,32 @@ const PAYLOAD_FIELDS: [&str; 2] = ["data", "stringData"];
 /// Kubernetes field can have, and no client can set (the decoder keeps only the fields it knows).
 pub const PAYLOAD_BYTES_FIELD: &str = "scoped-secrets.io/payloadBytes";
 
-/// The bytes of data an object's fields hold: as the lean decoder counted them, or, for an object
-/// decoded whole, its `data` decoded and its `stringData` as written.
+/// The bytes an object's data would take in the index (see [`crate::scoped::held_bytes`]):
+/// counted from its `data` (decoded) and `stringData` when it was decoded whole, else as the lean
+/// decoder counted them.
 fn payload_bytes(fields: &serde_json::Value) -> u64 {
-    if let Some(bytes) = fields
-        .get(PAYLOAD_BYTES_FIELD)
-        .and_then(serde_json::Value::as_u64)
-    {
-        return bytes;
+    let maps: Vec<_> = PAYLOAD_FIELDS
+        .into_iter()
+        .filter_map(|key| Some((key, fields.get(key)?.as_object()?)))
+        .collect();
+    if maps.is_empty() {
+        return fields
+            .get(PAYLOAD_BYTES_FIELD)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
     }
-    let values = |key: &str| {
-        fields
-            .get(key)
-            .and_then(serde_json::Value::as_object)
-            .into_iter()
-            .flat_map(|map| map.values().filter_map(serde_json::Value::as_str))
-    };
-    let decoded = values("data").map(base64_decoded_len);
-    let plain = values("stringData").map(|v| v.len() as u64);
-    decoded.chain(plain).fold(0, u64::saturating_add)
+    maps.into_iter()
+        .flat_map(|(key, map)| map.iter().map(move |entry| (key, entry)))
+        .map(|(field, (key, value))| {
+            let value = value.as_str().unwrap_or_default();
+            let bytes = if field == "data" {
+                base64_decoded_len(value)
+            } else {
+                value.len() as u64
+            };
+            crate::scoped::data_entry_bytes(key.len(), bytes)
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// The bytes a base64 value decodes to.

@@ -4,6 +4,7 @@ use super::message::{self, count, warning_list};
 use super::{Config, Denial, Facts, Findings, Needs, Subject};
 use crate::keys;
 use crate::plan::{self, ConflictReason, Fate, IgnoreList, OverwritePolicy, Settings};
+use crate::scoped;
 use crate::world::{self, Original, World, annotation, label};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
@@ -50,7 +51,7 @@ pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, o
         forged_markers(s, new, out);
         if let Some(original) = world.as_original(new) {
             what_can_be_scoped(s, &original, out);
-            project_data(s, &original, world, cfg, out);
+            project_size(s, &original, world, cfg, out);
         }
     }
     copies_are_read_only(s, world, cfg, out);
@@ -308,58 +309,58 @@ fn what_can_be_scoped(s: &Subject<Secret>, original: &Original<'_>, out: &mut Fi
 }
 
 /// S8: every original is held whole in the memory of every replica (its data is what the copies
-/// carry), so the originals of one project hold at most `--max-project-data-bytes` together: a
-/// project member could otherwise get every replica killed for memory, and the guards, which fail
-/// closed, would then refuse every write they review. An update that does not grow what was an
-/// original already is admitted, so an original written before the limit (or under a larger
-/// one) can still be changed and shrunk.
-fn project_data(
+/// carry), so the originals of one project take at most `--max-project-original-bytes` together,
+/// counted as the index holds them (`scoped::held_bytes`: data and metadata, keys included, and a
+/// cost per entry): a project member could otherwise get every replica killed for memory, and the
+/// guards, which fail closed, would then refuse every write they review. An update that does not
+/// grow what was an original already is admitted, so an original written before the limit (or
+/// under a larger one) can still be changed and shrunk. Best-effort, as S1: it reads the index,
+/// so creates made at once all see the same total.
+fn project_size(
     s: &Subject<Secret>,
     original: &Original<'_>,
     world: &World,
     cfg: &Config,
     out: &mut Findings,
 ) {
-    let limit = cfg.max_project_data_bytes;
-    let was_original = s
+    let limit = cfg.max_project_original_bytes;
+    let size = s
+        .new_data_bytes
+        .saturating_add(scoped::metadata_bytes(&original.secret.metadata));
+    let was = s
         .old
         .as_ref()
-        .is_some_and(|old| world.as_original(old).is_some());
-    if was_original && s.new_data_bytes <= s.old_data_bytes {
-        return;
+        .filter(|old| world.as_original(old).is_some());
+    if let Some(old) = was {
+        let before = s
+            .old_data_bytes
+            .saturating_add(scoped::metadata_bytes(&old.metadata));
+        if size <= before {
+            return;
+        }
     }
     let others = world
         .originals_of(original.project)
         .filter(|other| Some(other.name()) != s.name.as_deref() || other.namespace() != s.namespace)
-        .map(|other| data_bytes(other.secret))
+        .map(|other| scoped::held_bytes(other.secret))
         .fold(0, u64::saturating_add);
-    let total = others.saturating_add(s.new_data_bytes);
+    let total = others.saturating_add(size);
     if total > limit {
         out.deny(Denial::forbidden(
-            "ProjectDataTooLarge",
+            "ProjectOriginalsTooLarge",
             format!(
                 "secret {:?} in namespace {:?} cannot be project-scoped: the originals of project \
-                 {} would hold {total} bytes of data together (this one {}), more than the {limit} \
-                 bytes --max-project-data-bytes allows (every original is held whole in the \
+                 {} would take {total} bytes together (this one {size}: data and metadata, {} \
+                 bytes an entry besides), more than the {limit} bytes \
+                 --max-project-original-bytes allows (every original is held whole in the \
                  webhook's memory); make it smaller or remove another original of the project",
                 s.display_name(),
                 s.namespace,
                 original.project,
-                s.new_data_bytes,
+                scoped::ENTRY_BYTES,
             ),
         ));
     }
-}
-
-/// The bytes of data a stored secret holds.
-fn data_bytes(secret: &Secret) -> u64 {
-    let data = secret.data.iter().flatten().map(|(_, v)| v.0.len() as u64);
-    let plain = secret
-        .string_data
-        .iter()
-        .flatten()
-        .map(|(_, v)| v.len() as u64);
-    data.chain(plain).fold(0, u64::saturating_add)
 }
 
 /// S2: an original whose copies would overwrite non-copy secrets is announced (or, under
@@ -1048,11 +1049,22 @@ mod tests {
     }
 
     #[test]
-    fn s8_a_projects_originals_hold_at_most_the_limit_together() {
-        // The world's originals `db` and `cache` hold 3 bytes each; `original_json` holds 7
-        // ("hunter2"), `data_of` as many as its base64 value decodes to.
+    fn s8_a_projects_originals_take_at_most_the_limit_together() {
+        // Sizes as the index holds a secret: the rule's count of a review's object must agree.
+        let held = |json: &Value| {
+            crate::scoped::held_bytes(&serde_json::from_value(json.clone()).expect("a Secret"))
+        };
+        let world = world();
+        let project = project_id();
+        let held_by = |skip: &str| {
+            world
+                .originals_of(&project)
+                .filter(|o| o.name() != skip)
+                .map(|o| crate::scoped::held_bytes(o.secret))
+                .sum::<u64>()
+        };
         let limit = |bytes: u64| Config {
-            max_project_data_bytes: bytes,
+            max_project_original_bytes: bytes,
             ..config()
         };
         let data_of = |name: &str, data: Value| {
@@ -1060,65 +1072,89 @@ mod tests {
             original["data"] = data;
             original
         };
-        let dog = || data_of("db", json!({"key": "ZG9n"}));
+        let fresh = original_json("fresh", "p-vwxyz", Value::Null);
+        let at_fresh = held_by("") + held(&fresh);
+        let dog = data_of("db", json!({"password": "ZG9n"}));
+        let hunter = original_json("db", "p-vwxyz", Value::Null);
+        let at_hunter = held_by("db") + held(&hunter);
+        let noted = original_json("db", "p-vwxyz", json!({"note": "x"}));
         let mut unlabelled = plain(BACKING, "loose");
         unlabelled["metadata"]["labels"] = Value::Null;
+        let loose = original_json("loose", "p-vwxyz", Value::Null);
+        // A hundred empty keys: no data, yet a hundred entries in the index.
+        let keys: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("k{i}"), json!(""))).collect();
+        let tiny = data_of("tiny", Value::Object(keys));
         let mut written = data_of("notes", json!({}));
         written["stringData"] = json!({"a": "12345"});
         run(vec![
-            Case::new(
-                "at the limit",
-                create(original_json("fresh", "p-vwxyz", Value::Null)),
-                Allow,
-            )
-            .with_cfg(limit(13)),
+            Case::new("at the limit", create(fresh.clone()), Allow).with_cfg(limit(at_fresh)),
             Case::new(
                 "a byte past it",
-                create(original_json("fresh", "p-vwxyz", Value::Null)),
+                create(fresh.clone()),
                 deny(
                     403,
-                    "secret \"fresh\" in namespace \"local-p-vwxyz\" cannot be project-scoped: the \
-                     originals of project local:p-vwxyz would hold 13 bytes of data together (this \
-                     one 7), more than the 12 bytes --max-project-data-bytes allows",
+                    format!(
+                        "secret \"fresh\" in namespace \"local-p-vwxyz\" cannot be \
+                         project-scoped: the originals of project local:p-vwxyz would take \
+                         {at_fresh} bytes together (this one {}: data and metadata, 96 bytes an \
+                         entry besides), more than the {} bytes --max-project-original-bytes \
+                         allows (every original is held whole in the webhook's memory); make it \
+                         smaller or remove another original of the project",
+                        held(&fresh),
+                        at_fresh - 1
+                    ),
                 ),
             )
-            .with_cfg(limit(12)),
+            .with_cfg(limit(at_fresh - 1)),
             Case::new(
                 "an original that grows counts once",
-                update(dog(), original_json("db", "p-vwxyz", Value::Null)),
+                update(dog.clone(), hunter.clone()),
                 Allow,
             )
-            .with_cfg(limit(10)),
+            .with_cfg(limit(at_hunter)),
             Case::new(
                 "an original that grows past it",
-                update(dog(), original_json("db", "p-vwxyz", Value::Null)),
-                deny(
-                    403,
-                    "would hold 10 bytes of data together (this one 7), more than the 9",
-                ),
+                update(dog.clone(), hunter.clone()),
+                deny(403, format!("would take {at_hunter} bytes together")),
             )
-            .with_cfg(limit(9)),
+            .with_cfg(limit(at_hunter - 1)),
             Case::new(
-                "an original already past it, not growing",
-                update(
-                    original_json("db", "p-vwxyz", Value::Null),
-                    original_json("db", "p-vwxyz", json!({"note": "x"})),
-                ),
+                "past it, shrinking",
+                update(hunter.clone(), dog.clone()),
                 Allow,
             )
             .with_cfg(limit(1)),
             Case::new(
-                "a secret becoming an original counts whole",
-                update(unlabelled, original_json("loose", "p-vwxyz", Value::Null)),
-                deny(403, "would hold 13 bytes of data together (this one 7)"),
+                "past it, unchanged",
+                update(hunter.clone(), hunter.clone()),
+                Allow,
             )
-            .with_cfg(limit(12)),
+            .with_cfg(limit(1)),
+            Case::new(
+                "past it, gaining an annotation",
+                update(hunter.clone(), noted.clone()),
+                deny(403, format!("(this one {}:", held(&noted))),
+            )
+            .with_cfg(limit(1)),
+            Case::new(
+                "a secret becoming an original counts whole",
+                update(unlabelled, loose.clone()),
+                deny(403, format!("(this one {}:", held(&loose))),
+            )
+            .with_cfg(limit(held_by("") + held(&loose) - 1)),
+            Case::new(
+                "empty keys count as entries",
+                create(tiny.clone()),
+                deny(403, format!("(this one {}:", held(&tiny))),
+            )
+            .with_cfg(limit(held_by("") + 100 * crate::scoped::ENTRY_BYTES)),
             Case::new(
                 "stringData counts as written",
-                create(written),
-                deny(403, "would hold 11 bytes of data together (this one 5)"),
+                create(written.clone()),
+                deny(403, format!("(this one {}:", held(&written))),
             )
-            .with_cfg(limit(10)),
+            .with_cfg(limit(held_by("") + held(&written) - 1)),
             Case::new("not an original", create(plain("other", "big")), Allow).with_cfg(limit(0)),
         ]);
     }

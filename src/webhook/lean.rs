@@ -10,7 +10,7 @@
 //!
 //! The result is the `AdmissionRequest<DynamicObject>` the policy takes, so the rules do not change;
 //! its objects never hold secret data (`data` and `stringData` are checked to be maps of strings
-//! or nulls, and skipped: only the bytes they hold are counted, for S8, under
+//! or nulls, and skipped: only the bytes they would take in the index are counted, for S8, under
 //! [`crate::policy::PAYLOAD_BYTES_FIELD`]).
 
 use k8s_openapi::api::authentication::v1::UserInfo;
@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use kube::core::admission::{AdmissionRequest, Operation};
 use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -420,7 +420,8 @@ macro_rules! not_shown {
 }
 
 /// A map whose values must all be strings (a Secret's `data`, `stringData`), skipped as it is read;
-/// only the size of its values is kept, as `C` counts it.
+/// only what it would take in the index is kept: its keys, its values as `C` counts them, and
+/// [`crate::scoped::ENTRY_BYTES`] an entry.
 struct StringMap<C> {
     bytes: u64,
     encoding: PhantomData<C>,
@@ -459,8 +460,9 @@ impl<'de, C: Encoding> Deserialize<'de> for StringMap<C> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringMap<C>, A::Error> {
                 let mut bytes = 0u64;
-                while let Some((_, value)) = map.next_entry::<IgnoredAny, SkippedString<C>>()? {
-                    bytes = bytes.saturating_add(value.bytes);
+                while let Some((key, value)) = map.next_entry::<KeyLen, SkippedString<C>>()? {
+                    bytes =
+                        bytes.saturating_add(crate::scoped::data_entry_bytes(key.0, value.bytes));
                 }
                 Ok(StringMap {
                     bytes,
@@ -475,6 +477,25 @@ impl<'de, C: Encoding> Deserialize<'de> for StringMap<C> {
         // `deserialize_any`: serde_json's `deserialize_map` names the value it found in its error
         // (`invalid type: string "…"`), and this value is secret data.
         d.deserialize_any(Map::<C>(PhantomData))
+    }
+}
+
+/// A map key, counted and not kept.
+struct KeyLen(usize);
+
+impl<'de> Deserialize<'de> for KeyLen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = KeyLen;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyLen, E> {
+                Ok(KeyLen(key.len()))
+            }
+        }
+        d.deserialize_str(Key)
     }
 }
 
@@ -595,11 +616,13 @@ mod tests {
             let mut meta = full.metadata.clone();
             meta.managed_fields = None;
             assert_eq!(lean.metadata, meta, "metadata minus managedFields");
-            // The payload's size is kept (7 bytes decoded from `data`, 5 of `stringData`), never
-            // the payload.
+            // The payload's size is kept (`password`: 7 bytes decoded, `extra`: 5), never the
+            // payload.
+            let size =
+                crate::scoped::data_entry_bytes(8, 7) + crate::scoped::data_entry_bytes(5, 5);
             assert_eq!(
                 lean.data,
-                json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: 12})
+                json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: size})
             );
         }
     }
@@ -727,9 +750,39 @@ mod tests {
         body["somethingNew"] = json!({"c": {}});
         let parsed = parse_request(&serde_json::to_vec(&body).expect("json")).expect("decodes");
         let object = parsed.object.expect("object");
+        let size = crate::scoped::data_entry_bytes(8, 7) + crate::scoped::data_entry_bytes(5, 5);
         assert_eq!(
             object.data,
-            json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: 12})
+            json!({"type": "Opaque", "immutable": true, crate::policy::PAYLOAD_BYTES_FIELD: size})
+        );
+    }
+
+    /// S8 compares what the decoder counts of a review's data with what the index holds of stored
+    /// originals: both must count alike, keys, padding and empty values included.
+    #[test]
+    fn the_payload_is_counted_as_the_index_holds_it() {
+        let mut secret = busy_secret();
+        let mut data: serde_json::Map<String, Value> =
+            (0..50).map(|i| (format!("k{i}"), json!(""))).collect();
+        for (key, value) in [
+            ("a", "YQ=="),
+            ("hi", "aGk="),
+            ("dog", "ZG9n"),
+            ("long", "aHVudGVyMg=="),
+        ] {
+            data.insert(key.to_owned(), json!(value));
+        }
+        secret["data"] = Value::Object(data);
+        let stored: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(secret.clone()).expect("a Secret");
+        let expected =
+            crate::scoped::held_bytes(&stored) - crate::scoped::metadata_bytes(&stored.metadata);
+        let object = lean(request("CREATE", Some(secret), None))
+            .object
+            .expect("object");
+        assert_eq!(
+            object.data[crate::policy::PAYLOAD_BYTES_FIELD],
+            json!(expected)
         );
     }
 

@@ -141,7 +141,7 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
                 .to_vec(),
         },
         protect_copies: true,
-        max_project_data_bytes: scoped_secrets::policy::DEFAULT_MAX_PROJECT_DATA_BYTES,
+        max_project_original_bytes: scoped_secrets::policy::DEFAULT_MAX_PROJECT_ORIGINAL_BYTES,
         reconciler: false,
         manage_backing_namespaces: true,
         reconciler_users: vec![

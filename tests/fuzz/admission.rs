@@ -736,7 +736,7 @@ fn configs(setup: &Setup) -> Config {
         protect_copies: setup.protect_copies,
         reconciler_users: vec![RECONCILER.to_owned()],
         // Small enough for generated originals to cross it (S8).
-        max_project_data_bytes: 64,
+        max_project_original_bytes: 64,
     }
 }
 

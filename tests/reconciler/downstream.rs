@@ -479,6 +479,19 @@ fn the_management_webhook_warns_of_what_a_new_original_would_overwrite_downstrea
     let downstream = Downstream::start("c-warn");
     downstream.namespace_in("team", "p-warn");
     downstream.kubectl(&["create", "secret", "generic", "api", "-n", "team"]);
+    // A labelled secret that is no copy (the downstream cluster has no webhook to refuse it): kept
+    // without its data there (`Scoped::downstream`), still seen as the secret a copy overwrites.
+    downstream.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "cfg",
+        "-n",
+        "team",
+        "--from-literal=k=v",
+    ]);
+    let label = format!("{}=p-warn", keys::PROJECT_SCOPED_LABEL);
+    downstream.kubectl(&["label", "secret", "cfg", "-n", "team", &label]);
     let registration = downstream.register();
     let backing = project_of("c-warn", "p-warn");
     original(&backing, "p-warn", "first", "f");
@@ -508,18 +521,20 @@ webhooks:
         &[],
     ));
     let words = "will overwrite the secret of that name in 1 namespace: c-warn/team";
-    let said = eventually("the downstream overwrite warned of", WAIT, || {
-        let out = kubectl_apply(
-            &format!(
-                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: api\n  namespace: {backing}\n  labels: {{{}: p-warn}}\n",
-                keys::PROJECT_SCOPED_LABEL
-            ),
-            &["--dry-run=server"],
-        );
-        let said = stderr(&out);
-        (out.status.success() && said.contains(words)).then_some(said)
-    });
-    assert!(said.contains(&backing), "{said}");
+    for name in ["api", "cfg"] {
+        let said = eventually("the downstream overwrite warned of", WAIT, || {
+            let out = kubectl_apply(
+                &format!(
+                    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {backing}\n  labels: {{{}: p-warn}}\n",
+                    keys::PROJECT_SCOPED_LABEL
+                ),
+                &["--dry-run=server"],
+            );
+            let said = stderr(&out);
+            (out.status.success() && said.contains(words)).then_some(said)
+        });
+        assert!(said.contains(&format!("\"{backing}/{name}\"")), "{said}");
+    }
     ok(kubectl(&[
         "delete",
         "validatingwebhookconfiguration",
