@@ -118,15 +118,15 @@ fn fingerprint(action: &Action) -> u64 {
     let mut hasher = DefaultHasher::new();
     format!("{action:?}").hash(&mut hasher);
     match action {
-        Action::Create { copy } => serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher),
-        Action::Overwrite { copy, existing_uid } | Action::Recreate { copy, existing_uid } => {
-            serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher);
-            existing_uid.hash(&mut hasher);
-        }
-        // Not the resourceVersion: each write that a mutating webhook alters (a stamp that
-        // changes every time) makes a new one, and the backoff of that copy must hold all the same.
-        // A stale version is the 409 path's to handle, not a new action.
-        Action::Update { copy, .. } => serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher),
+        // Not the resourceVersion of an update, nor the uid of the secret a recreate or an
+        // overwrite replaces: each write that a mutating webhook alters (a stamp that changes every
+        // time, or a type or immutability the copy cannot keep) makes a new one, a recreate a new
+        // uid too, and the backoff of that copy must hold all the same (else it is deleted and
+        // created again every round). A stale version or uid is the precondition's to catch.
+        Action::Create { copy }
+        | Action::Overwrite { copy, .. }
+        | Action::Recreate { copy, .. }
+        | Action::Update { copy, .. } => serde_json::to_vec(&*copy.secret).ok().hash(&mut hasher),
         Action::Delete { uid, .. } => uid.hash(&mut hasher),
         Action::SetBackingNamespace {
             backing_namespace,
@@ -223,5 +223,38 @@ mod tests {
         let mut backoffs = Backoffs::default();
         backoffs.failed(&update("41"), BASE, CAP, now);
         assert!(backoffs.due(vec![update("42")], now).is_empty());
+    }
+
+    #[test]
+    fn a_recreate_or_overwrite_waits_whatever_uid_it_replaces() {
+        // A copy the apiserver stores otherwise (a mutating policy sets `immutable`) is recreated:
+        // each recreate gives it a new uid, and the next round's recreate of it must still wait,
+        // or it is deleted and created again every round.
+        let copy = || {
+            let mut copy = k8s_openapi::api::core::v1::Secret::default();
+            copy.metadata.name = Some("db".to_owned());
+            crate::plan::PlacedCopy::new("team-a", std::sync::Arc::new(copy))
+        };
+        let recreate = |uid: &str| Action::Recreate {
+            copy: copy(),
+            existing_uid: uid.to_owned(),
+        };
+        let overwrite = |uid: &str| Action::Overwrite {
+            copy: copy(),
+            existing_uid: uid.to_owned(),
+        };
+        let now = Instant::now();
+        let mut backoffs = Backoffs::default();
+        backoffs.failed(&recreate("u1"), BASE, CAP, now);
+        backoffs.failed(&overwrite("u1"), BASE, CAP, now);
+        assert!(
+            backoffs
+                .due(vec![recreate("u2"), overwrite("u2")], now)
+                .is_empty()
+        );
+        assert_eq!(
+            backoffs.failed(&recreate("u2"), BASE, CAP, now + BASE),
+            2 * BASE
+        );
     }
 }

@@ -23,7 +23,8 @@ use testbed::prelude::*;
 const STAMP: &str = "policy.example.com/stamped";
 
 /// A mutating webhook, served on 127.0.0.1 and registered for secrets in namespaces labelled
-/// `scoped-secrets-test/stamp=<id>`, that adds [`STAMP`]. Unregistered and stopped when dropped.
+/// `scoped-secrets-test/stamp=<id>`, that adds [`STAMP`] (path `/stamp`) or makes every secret
+/// immutable (`/immutable`). Unregistered and stopped when dropped.
 struct Stamper {
     configuration: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -32,6 +33,10 @@ struct Stamper {
 
 impl Stamper {
     fn start(id: &str) -> Self {
+        Self::start_at(id, "/stamp")
+    }
+
+    fn start_at(id: &str, path: &str) -> Self {
         let certs_dir = env().state_dir.join("certs");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -53,7 +58,9 @@ impl Stamper {
                 addr_tx
                     .send(server.local_addr().expect("address"))
                     .expect("sent");
-                let router = axum::Router::new().route("/stamp", post(stamp));
+                let router = axum::Router::new()
+                    .route("/stamp", post(stamp))
+                    .route("/immutable", post(immutable));
                 server
                     .serve(router, async move {
                         let _ = stopped.await;
@@ -72,7 +79,7 @@ metadata: {{name: {configuration}}}
 webhooks:
   - name: stamp.example.com
     clientConfig:
-      url: https://{addr}/stamp
+      url: https://{addr}{path}
       caBundle: {bundle}
     rules:
       - apiGroups: [\"\"]
@@ -117,9 +124,23 @@ impl Drop for Stamper {
 
 /// Admits every review with a patch that adds [`STAMP`] (copies always carry labels).
 async fn stamp(Json(review): Json<Value>) -> Json<Value> {
-    let uid = review["request"]["uid"].clone();
     let label = STAMP.replace('/', "~1");
-    let patch = json!([{"op": "add", "path": format!("/metadata/labels/{label}"), "value": "yes"}]);
+    patched(
+        &review,
+        json!([{"op": "add", "path": format!("/metadata/labels/{label}"), "value": "yes"}]),
+    )
+}
+
+/// Admits every review with a patch that makes the secret immutable.
+async fn immutable(Json(review): Json<Value>) -> Json<Value> {
+    patched(
+        &review,
+        json!([{"op": "add", "path": "/immutable", "value": true}]),
+    )
+}
+
+fn patched(review: &Value, patch: Value) -> Json<Value> {
+    let uid = review["request"]["uid"].clone();
     let patch = certs::base64_encode(patch.to_string().as_bytes());
     Json(json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -176,6 +197,55 @@ fn a_copy_a_mutating_webhook_changes_on_write_raises_an_event_and_backs_off() {
     assert!(
         running.errors() >= 1.0,
         "the altered write counts as failed"
+    );
+}
+
+#[test]
+fn a_copy_a_policy_makes_immutable_is_not_recreated_every_round() {
+    let _turn = serial();
+    let project = project("imm");
+    let frozen = namespace_in(&project, "imm");
+    let id = unique("immutable");
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        &frozen,
+        &format!("scoped-secrets-test/stamp={id}"),
+    ]));
+    let _policy = Stamper::start_at(&id, "/immutable");
+    let running = start(OverwritePolicy::Warn);
+    apply_original(&project, "db", "k: dg==", "");
+    let first = eventually("the copy, made immutable", WAIT, || {
+        get_secret(&frozen, "db").filter(|copy| copy["immutable"] == true)
+    });
+    // A copy whose immutability differs from its original's is recreated: once, then it backs off.
+    eventually("the copy, recreated once", WAIT, || {
+        get_secret(&frozen, "db").filter(|copy| copy["metadata"]["uid"] != first["metadata"]["uid"])
+    });
+    let note = eventually("a CopyAltered Event on the original", WAIT, || {
+        let messages = event_messages(&project.backing, "db", "CopyAltered");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert!(note.contains("type or immutability"), "{note}");
+    // A round that began after the recreate was seen: the recreate's own round, and its backoff,
+    // are behind it.
+    running.another_round(&frozen);
+    let (deletes, posts) = (
+        apiserver_requests("DELETE", None),
+        apiserver_requests("POST", None),
+    );
+    // Each recreate gives the copy a new uid; before, that made each round's recreate a new
+    // action, due at once: the copy was deleted and created again on every round.
+    for _ in 0..3 {
+        running.another_round(&frozen);
+    }
+    assert_eq!(
+        (
+            apiserver_requests("DELETE", None),
+            apiserver_requests("POST", None)
+        ),
+        (deletes, posts),
+        "the copy was recreated while backing off"
     );
 }
 
