@@ -131,9 +131,10 @@ pub struct Needs {
     /// `manage-namespaces` on each Project resource `<project>` in namespace `<cluster>`: the project
     /// joined, the project left, or both for a move.
     pub access_reviews: Vec<crate::keys::ProjectId>,
-    /// N5: a SubjectAccessReview for verb `update` on the Project's `status` subresource, for a
-    /// change of a namespace's backing-namespace marks.
-    pub status_review: Option<crate::keys::ProjectId>,
+    /// N5: SubjectAccessReviews for verb `update` on the Project's `status` subresource, for a
+    /// change of a namespace's backing-namespace marks: the project they hand the namespace to,
+    /// and the one they take it from (both for a mark moved from one project to another).
+    pub status_reviews: Vec<crate::keys::ProjectId>,
     /// S1: `(namespace, name)` of an existing secret whose type the denial message names.
     pub secret_type_of: Option<(String, String)>,
     /// P4: SubjectAccessReviews for verb `update` on each namespace named (`""`: on every
@@ -146,8 +147,8 @@ pub struct Needs {
 pub struct Facts {
     /// Per project asked about: whether the user has `manage-namespaces` on it.
     pub may_manage_namespaces: std::collections::BTreeMap<crate::keys::ProjectId, bool>,
-    /// Whether the user may update the status of the project asked about (N5).
-    pub may_update_project_status: Option<bool>,
+    /// Per project asked about: whether the user may update its status (N5).
+    pub may_update_project_status: std::collections::BTreeMap<crate::keys::ProjectId, bool>,
     pub existing_secret_type: Option<String>,
     /// Per namespace asked about (`""`: every namespace): whether the user may update it (P4).
     pub may_update_namespaces: std::collections::BTreeMap<String, bool>,

@@ -66,7 +66,9 @@ fn projects_to_check(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Vec
 pub(super) fn needs(s: &Subject<Namespace>, world: &World, cfg: &Config) -> Needs {
     Needs {
         access_reviews: projects_to_check(s, world, cfg),
-        status_review: mark_change(s).and_then(|c| c.project().ok().flatten()),
+        status_reviews: mark_change(s)
+            .map(|c| c.projects().unwrap_or_default())
+            .unwrap_or_default(),
         ..Needs::default()
     }
 }
@@ -88,14 +90,16 @@ fn mark_change(s: &Subject<Namespace>) -> Option<MarkChange<'_>> {
 }
 
 impl MarkChange<'_> {
-    /// The project the change hands the namespace to (or, when the marks are removed, takes it
-    /// from); `Ok(None)` for removing a mark that named nothing well-formed.
-    fn project(&self) -> Result<Option<ProjectId>, ProjectIdError> {
-        match (self.new[0], self.old[0]) {
-            (Some(new), _) => ProjectId::parse(new).map(Some),
-            (None, Some(old)) => Ok(ProjectId::parse(old).ok()),
-            (None, None) => Ok(None),
-        }
+    /// The projects the change concerns: the one it hands the namespace to, and the one it takes
+    /// it from (a mark moved from one project to another takes the namespace, and its originals,
+    /// from the first: as for removing the mark, that project's rights are needed too). A mark
+    /// that named nothing well-formed is not a project; a new one that is malformed is an error.
+    fn projects(&self) -> Result<Vec<ProjectId>, ProjectIdError> {
+        let new = self.new[0].map(ProjectId::parse).transpose()?;
+        let old = self.old[0].and_then(|old| ProjectId::parse(old).ok());
+        let mut projects: Vec<ProjectId> = new.into_iter().collect();
+        projects.extend(old.filter(|old| !projects.contains(old)));
+        Ok(projects)
     }
 }
 
@@ -109,7 +113,7 @@ fn marks_are_the_reconcilers(s: &Subject<Namespace>, facts: &Facts, out: &mut Fi
     };
     let ns = s.display_name();
     let key = keys::BACKING_NAMESPACE_OF_ANNOTATION;
-    let project = match change.project() {
+    let projects = match change.projects() {
         Err(e) => {
             out.deny(Denial::forbidden(
                 "MalformedBackingNamespaceMark",
@@ -117,39 +121,53 @@ fn marks_are_the_reconcilers(s: &Subject<Namespace>, facts: &Facts, out: &mut Fi
             ));
             return;
         }
-        Ok(None) => return,
-        Ok(Some(project)) => project,
+        Ok(projects) => projects,
     };
-    let permission = format!(
-        "verb update on {}.{}/status {:?} in namespace {:?}",
-        keys::PROJECT_PLURAL,
-        keys::PROJECT_GROUP,
-        project.project,
-        project.cluster
-    );
-    let what = format!(
-        "the annotations {key} and {} on namespace {ns:?} make it project {project}'s backing \
-         namespace",
-        keys::BACKING_NAMESPACE_UID_ANNOTATION
-    );
-    match facts.may_update_project_status {
-        Some(true) => {}
-        Some(false) => out.deny(Denial::forbidden(
-            "BackingNamespaceMarkDenied",
+    for project in projects {
+        let permission = format!(
+            "verb update on {}.{}/status {:?} in namespace {:?}",
+            keys::PROJECT_PLURAL,
+            keys::PROJECT_GROUP,
+            project.project,
+            project.cluster
+        );
+        let marked_for = change.new[0].and_then(|new| ProjectId::parse(new).ok());
+        let what = if marked_for.as_ref() == Some(&project) {
             format!(
-                "user {:?} may not change them: {what}, which needs {permission}; the reconciler \
-                 writes them when it creates the namespace",
-                s.user
-            ),
-        )),
-        None => out.deny(Denial::forbidden(
-            "BackingNamespaceMarkUnverified",
+                "the annotations {key} and {} on namespace {ns:?} make it project {project}'s \
+                 backing namespace",
+                keys::BACKING_NAMESPACE_UID_ANNOTATION
+            )
+        } else {
             format!(
-                "could not verify that user {:?} may change them: {what} ({permission}); try \
-                 again",
-                s.user
-            ),
-        )),
+                "the annotations {key} and {} on namespace {ns:?} make it project {project}'s \
+                 backing namespace; changing them takes it from that project",
+                keys::BACKING_NAMESPACE_UID_ANNOTATION
+            )
+        };
+        match facts.may_update_project_status.get(&project) {
+            Some(true) => {}
+            Some(false) => {
+                return out.deny(Denial::forbidden(
+                    "BackingNamespaceMarkDenied",
+                    format!(
+                        "user {:?} may not change them: {what}, which needs {permission}; the \
+                         reconciler writes them when it creates the namespace",
+                        s.user
+                    ),
+                ));
+            }
+            None => {
+                return out.deny(Denial::forbidden(
+                    "BackingNamespaceMarkUnverified",
+                    format!(
+                        "could not verify that user {:?} may change them: {what} ({permission}); \
+                         try again",
+                        s.user
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -856,8 +874,23 @@ mod tests {
                 json!({keys::BACKING_NAMESPACE_OF_ANNOTATION: of, keys::BACKING_NAMESPACE_UID_ANNOTATION: "u1"}),
             )
         };
+        let billing = || ProjectId::new("local", "billing");
+        let payroll = || ProjectId::new("local", "payroll");
         let status = |allowed: bool| Facts {
-            may_update_project_status: Some(allowed),
+            may_update_project_status: [(billing(), allowed)].into(),
+            ..Facts::default()
+        };
+        // A mark moved from project payroll to project billing.
+        let moved = || {
+            request(
+                "UPDATE",
+                Some(marked("shared", "local:billing")),
+                Some(marked("shared", "local:payroll")),
+            )
+        };
+        let both = |billing_allowed: bool, payroll_allowed: bool| Facts {
+            may_update_project_status: [(billing(), billing_allowed), (payroll(), payroll_allowed)]
+                .into(),
             ..Facts::default()
         };
         run(vec![
@@ -897,6 +930,25 @@ mod tests {
                 deny(403, "annotation scoped-secrets.io/backing-namespace-of on namespace"),
             ),
             Case::new(
+                "a mark moved from another project needs that project's rights too",
+                moved(),
+                deny(
+                    403,
+                    "user \"alice\" may not change them: the annotations \
+                     scoped-secrets.io/backing-namespace-of and scoped-secrets.io/backing-namespace-uid \
+                     on namespace \"shared\" make it project local:payroll's backing namespace; \
+                     changing them takes it from that project, which needs verb update on \
+                     projects.management.cattle.io/status \"payroll\" in namespace \"local\"",
+                ),
+            )
+            .with_facts(both(true, false)),
+            Case::new(
+                "a mark moved with both projects' rights",
+                moved(),
+                Allow,
+            )
+            .with_facts(both(true, true)),
+            Case::new(
                 "unchanged marks need nothing",
                 request(
                     "UPDATE",
@@ -915,6 +967,8 @@ mod tests {
             &world(),
             &config(),
         );
-        assert_eq!(need.status_review, Some(ProjectId::new("local", "billing")));
+        assert_eq!(need.status_reviews, [billing()]);
+        let need = super::super::needs(&admission(moved()), &world(), &config());
+        assert_eq!(need.status_reviews, [billing(), payroll()]);
     }
 }

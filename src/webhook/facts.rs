@@ -62,10 +62,12 @@ async fn fetch_all(
             may_manage.insert(project, answer);
         }
     }
-    let may_update_project_status = match &needs.status_review {
-        Some(project) => may_update_status(client, request, project).await,
-        None => None,
-    };
+    let mut may_update_project_status = BTreeMap::new();
+    for project in needs.status_reviews {
+        if let Some(answer) = may_update_status(client, request, &project).await {
+            may_update_project_status.insert(project, answer);
+        }
+    }
     let existing_secret_type = match &needs.secret_type_of {
         Some((namespace, name)) => secret_type(client, namespace, name).await,
         None => None,

@@ -374,3 +374,80 @@ fn an_admitted_original_whose_copies_overwrite_still_fits_the_annotation_limit()
         planned[0]
     );
 }
+
+#[test]
+fn moving_a_backing_namespace_mark_needs_the_status_rights_of_the_project_it_leaves() {
+    grant_attackers();
+    // The victim's project, with its backing namespace marked for it by the reconciler's rules.
+    let victim = project(&unique("held"));
+    // Nina's own project, whose status she may update (as its owner would).
+    let own = ProjectId::new("local", unique("mine"));
+    project_named(&own.project, &own.project);
+    let role = unique("attack-status");
+    ok(kubectl_apply(
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {role}, namespace: local}}
+rules:
+- apiGroups: [{group}]
+  resources: [{plural}/status]
+  resourceNames: [{name}]
+  verbs: [update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {role}, namespace: local}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {NINA}}}
+",
+            group = keys::PROJECT_GROUP,
+            plural = keys::PROJECT_PLURAL,
+            name = own.project,
+        ),
+        &[],
+    ));
+    let status = format!(
+        "update {}.{}/{} --subresource=status -n local",
+        keys::PROJECT_PLURAL,
+        keys::PROJECT_GROUP,
+        own.project
+    );
+    eventually("nina's status grant", Duration::from_secs(20), || {
+        (can_i(NINA, &status) == "yes").then_some(())
+    });
+    // Nina points the victim's backing namespace at her own project: that takes it (and the
+    // originals in it) from the victim's project, whose status she may not update.
+    let err = fails(kubectl(&[
+        "annotate",
+        "namespace",
+        &victim.backing,
+        &format!("{}={own}", keys::BACKING_NAMESPACE_OF_ANNOTATION),
+        "--overwrite",
+        &format!("--as={NINA}"),
+    ]));
+    assert!(
+        err.contains(&format!(
+            "admission webhook \"namespace-guard.scoped-secrets.io\" denied the request: user \
+             \"{NINA}\" may not change them: the annotations {} and {} on namespace \"{}\" make it \
+             project {}'s backing namespace; changing them takes it from that project",
+            keys::BACKING_NAMESPACE_OF_ANNOTATION,
+            keys::BACKING_NAMESPACE_UID_ANNOTATION,
+            victim.backing,
+            victim.id()
+        )),
+        "{err}"
+    );
+    let mark = ok(kubectl(&[
+        "get",
+        "namespace",
+        &victim.backing,
+        "-o",
+        &format!(
+            "jsonpath={{.metadata.annotations.{}}}",
+            keys::BACKING_NAMESPACE_OF_ANNOTATION.replace('.', "\\.")
+        ),
+    ]));
+    assert_eq!(mark.trim(), victim.id());
+}

@@ -750,7 +750,12 @@ fn facts(needs: &policy::Needs, bits: u64) -> Facts {
             .enumerate()
             .map(|(i, p)| (p.clone(), bit(i)))
             .collect(),
-        may_update_project_status: needs.status_review.as_ref().map(|_| bit(10)),
+        may_update_project_status: needs
+            .status_reviews
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), bit(10 + 3 * i)))
+            .collect(),
         existing_secret_type: needs.secret_type_of.as_ref().and_then(|_| {
             bit(11).then(|| {
                 if bit(12) {
