@@ -123,6 +123,7 @@ fn marks_are_the_reconcilers(s: &Subject<Namespace>, facts: &Facts, out: &mut Fi
         }
         Ok(projects) => projects,
     };
+    let marked_for = change.new[0].and_then(|new| ProjectId::parse(new).ok());
     for project in projects {
         let permission = format!(
             "verb update on {}.{}/status {:?} in namespace {:?}",
@@ -131,20 +132,17 @@ fn marks_are_the_reconcilers(s: &Subject<Namespace>, facts: &Facts, out: &mut Fi
             project.project,
             project.cluster
         );
-        let marked_for = change.new[0].and_then(|new| ProjectId::parse(new).ok());
-        let what = if marked_for.as_ref() == Some(&project) {
-            format!(
-                "the annotations {key} and {} on namespace {ns:?} make it project {project}'s \
-                 backing namespace",
-                keys::BACKING_NAMESPACE_UID_ANNOTATION
-            )
+        // The project the marks named before: changing them takes the namespace from it.
+        let taken = if marked_for.as_ref() == Some(&project) {
+            ""
         } else {
-            format!(
-                "the annotations {key} and {} on namespace {ns:?} make it project {project}'s \
-                 backing namespace; changing them takes it from that project",
-                keys::BACKING_NAMESPACE_UID_ANNOTATION
-            )
+            "; changing them takes it from that project"
         };
+        let what = format!(
+            "the annotations {key} and {} on namespace {ns:?} make it project {project}'s backing \
+             namespace{taken}",
+            keys::BACKING_NAMESPACE_UID_ANNOTATION
+        );
         match facts.may_update_project_status.get(&project) {
             Some(true) => {}
             Some(false) => {

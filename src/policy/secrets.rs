@@ -44,7 +44,7 @@ pub(super) fn validate_names(
 }
 
 /// S3–S6 and S8: where the label may be, who writes markers and copies, what can be
-/// project-scoped, and how much data a project's originals hold.
+/// project-scoped, and how much a project's originals take in memory.
 pub(super) fn validate_guard(s: &Subject<Secret>, world: &World, cfg: &Config, out: &mut Findings) {
     if let Some(new) = &s.new {
         label_placement(s, new, world, out);
