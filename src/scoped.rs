@@ -184,6 +184,12 @@ pub fn data_entry_bytes(key: usize, value: u64) -> u64 {
         .saturating_add(ENTRY_BYTES)
 }
 
+/// The bytes a base64 value (a secret's `data` in JSON) decodes to, without decoding it.
+pub fn base64_decoded_len(value: &str) -> u64 {
+    let padding = value.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    ((value.len() / 4 * 3 + value.len() % 4 * 3 / 4).saturating_sub(padding)) as u64
+}
+
 /// The bytes a secret's metadata takes in the index, as far as its writer decides it: its labels,
 /// annotations, finalizers and owner references (their text and [`ENTRY_BYTES`] each).
 pub fn metadata_bytes(meta: &ObjectMeta) -> u64 {
@@ -311,6 +317,20 @@ mod tests {
         let kept = kept.whole().expect("a non-copy is kept as a secret");
         assert_eq!((&kept.data, &kept.string_data), (&None, &None));
         assert_eq!(kept.metadata, stray.metadata);
+    }
+
+    #[test]
+    fn base64_values_count_as_the_bytes_they_decode_to() {
+        for (value, bytes) in [
+            ("", 0),
+            ("YQ==", 1),
+            ("aGk=", 2),
+            ("aGk", 2),
+            ("ZG9n", 3),
+            ("aHVudGVyMg==", 7),
+        ] {
+            assert_eq!(base64_decoded_len(value), bytes, "{value}");
+        }
     }
 
     #[test]

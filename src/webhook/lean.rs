@@ -437,7 +437,7 @@ struct Base64;
 
 impl Encoding for Base64 {
     fn bytes(value: &str) -> u64 {
-        crate::policy::base64_decoded_len(value)
+        crate::scoped::base64_decoded_len(value)
     }
 }
 

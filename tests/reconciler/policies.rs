@@ -32,11 +32,7 @@ struct Stamper {
 }
 
 impl Stamper {
-    fn start(id: &str) -> Self {
-        Self::start_at(id, "/stamp")
-    }
-
-    fn start_at(id: &str, path: &str) -> Self {
+    fn start(id: &str, path: &str) -> Self {
         let certs_dir = env().state_dir.join("certs");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -122,6 +118,28 @@ impl Drop for Stamper {
     }
 }
 
+/// A namespace of `project` (named from `prefix`) whose secrets the [`Stamper`] at `path`
+/// changes on write; the namespace, and the stamper to keep while it should.
+fn under_policy(project: &TestProject, prefix: &str, path: &str) -> (String, Stamper) {
+    let namespace = namespace_in(project, prefix);
+    let id = unique(prefix);
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        &namespace,
+        &format!("scoped-secrets-test/stamp={id}"),
+    ]));
+    (namespace, Stamper::start(&id, path))
+}
+
+/// The CopyAltered Event on the project's original `db`, once it is there.
+fn altered_note(project: &TestProject) -> String {
+    eventually("a CopyAltered Event on the original", WAIT, || {
+        let messages = event_messages(&project.backing, "db", "CopyAltered");
+        (!messages.is_empty()).then_some(messages)
+    })
+}
+
 /// Admits every review with a patch that adds [`STAMP`] (copies always carry labels).
 async fn stamp(Json(review): Json<Value>) -> Json<Value> {
     let label = STAMP.replace('/', "~1");
@@ -153,24 +171,13 @@ fn patched(review: &Value, patch: Value) -> Json<Value> {
 fn a_copy_a_mutating_webhook_changes_on_write_raises_an_event_and_backs_off() {
     let _turn = serial();
     let project = project("alt");
-    let stamped = namespace_in(&project, "alt");
-    let id = unique("stamp");
-    ok(kubectl(&[
-        "label",
-        "namespace",
-        &stamped,
-        &format!("scoped-secrets-test/stamp={id}"),
-    ]));
-    let _stamper = Stamper::start(&id);
+    let (stamped, _stamper) = under_policy(&project, "alt", "/stamp");
     let running = start(OverwritePolicy::Warn);
     apply_original(&project, "db", "k: dg==", "");
     eventually("the copy, stamped", WAIT, || {
         get_secret(&stamped, "db").filter(|copy| copy["metadata"]["labels"][STAMP] == "yes")
     });
-    let note = eventually("a CopyAltered Event on the original", WAIT, || {
-        let messages = event_messages(&project.backing, "db", "CopyAltered");
-        (!messages.is_empty()).then_some(messages)
-    });
+    let note = altered_note(&project);
     assert!(note.contains("labels or annotations"), "{note}");
     assert!(note.contains(&stamped), "{note}");
     assert!(!note.contains("dg=="), "no data in an Event: {note}");
@@ -204,15 +211,7 @@ fn a_copy_a_mutating_webhook_changes_on_write_raises_an_event_and_backs_off() {
 fn a_copy_a_policy_makes_immutable_is_not_recreated_every_round() {
     let _turn = serial();
     let project = project("imm");
-    let frozen = namespace_in(&project, "imm");
-    let id = unique("immutable");
-    ok(kubectl(&[
-        "label",
-        "namespace",
-        &frozen,
-        &format!("scoped-secrets-test/stamp={id}"),
-    ]));
-    let _policy = Stamper::start_at(&id, "/immutable");
+    let (frozen, _policy) = under_policy(&project, "imm", "/immutable");
     let running = start(OverwritePolicy::Warn);
     apply_original(&project, "db", "k: dg==", "");
     let first = eventually("the copy, made immutable", WAIT, || {
@@ -222,10 +221,7 @@ fn a_copy_a_policy_makes_immutable_is_not_recreated_every_round() {
     eventually("the copy, recreated once", WAIT, || {
         get_secret(&frozen, "db").filter(|copy| copy["metadata"]["uid"] != first["metadata"]["uid"])
     });
-    let note = eventually("a CopyAltered Event on the original", WAIT, || {
-        let messages = event_messages(&project.backing, "db", "CopyAltered");
-        (!messages.is_empty()).then_some(messages)
-    });
+    let note = altered_note(&project);
     assert!(note.contains("type or immutability"), "{note}");
     // A round that began after the recreate was seen: the recreate's own round, and its backoff,
     // are behind it.
