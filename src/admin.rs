@@ -6,7 +6,7 @@ use crate::index::Index;
 use crate::metrics::IndexMetrics;
 use crate::webhook::header_deadline::{Established, HeaderDeadline};
 use crate::webhook::peers::PeerSlots;
-use crate::webhook::server::{MAX_READ_BUFFER, marking_requests};
+use crate::webhook::server::{Closing, MAX_READ_BUFFER, marking_requests};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -103,7 +103,7 @@ async fn serve_bounded(
         // Scrapes and probes are GETs, which a client resends on a connection closed under it.
         let deadline = HeaderDeadline::new(header_read_timeout, header_read_timeout);
         established.add(peer.ip(), &deadline);
-        let service = marking_requests(app.clone(), Arc::clone(&deadline));
+        let service = marking_requests(app.clone(), Arc::clone(&deadline), Closing::default());
         let connection = hyper::server::conn::http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)
             .max_header_size(MAX_READ_BUFFER)

@@ -153,6 +153,12 @@ pub struct ServeArgs {
     /// the slots the apiserver needs.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
+    /// Seconds the webhook keeps serving after SIGTERM, every answer closing its connection so
+    /// that the apiserver closes it between reviews, before it closes the idle connections left
+    /// (a review sent on one just as it closes fails). Ends early once no connection is open.
+    /// With the in-flight reviews' 15 s it must fit in the pod's termination grace period.
+    #[arg(long, env = "SCOPED_SECRETS_DRAIN_WINDOW_SECONDS", default_value_t = crate::webhook::server::DEFAULT_DRAIN_WINDOW.as_secs())]
+    pub drain_window_seconds: u64,
     /// Log format.
     #[arg(
         long,

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::watch as signal;
 use tokio::task::JoinSet;
 
@@ -157,8 +158,10 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
         .context("starting the webhook's threads")?;
     let clients = client_auth(args)?;
     let tls = tls::server_config(cert.clone(), clients.clone())?;
-    let limits =
-        Limits::with_max_connections(args.max_connections, args.max_connections_per_address);
+    let limits = Limits {
+        drain_window: Duration::from_secs(args.drain_window_seconds),
+        ..Limits::with_max_connections(args.max_connections, args.max_connections_per_address)
+    };
     let mut webhook = reviews
         .handle()
         .spawn(Server::bind(args.webhook_addr, tls, limits))

@@ -9,7 +9,7 @@ use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::webhook::handler::{self, AppState};
 use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits};
-use scoped_secrets::webhook::server::{Limits, MAX_READ_BUFFER, Server};
+use scoped_secrets::webhook::server::{self, Limits, MAX_READ_BUFFER, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
 use scoped_secrets::world::{NamespaceState, SecretMeta, World};
 use serde_json::{Value, json};
@@ -439,13 +439,12 @@ async fn certificate_rotation_under_traffic_fails_no_review() {
 }
 
 #[tokio::test]
-async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
+async fn shutdown_closes_connections_between_reviews_then_drains_in_flight_ones() {
     let mut server = TestServer::start().await;
-    // An idle keep-alive connection, after one answered request.
-    let (mut idle_read, mut idle_write, body) = review_head_sent(&server, "idle", "a").await;
-    idle_write.write_all(&body).await.expect("write");
-    let first = read_response(&mut idle_read).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Two keep-alive connections, each after one answered review: one the client goes on using,
+    // one it leaves idle.
+    let (mut used_read, mut used_write) = answered_once(&server, "used").await;
+    let (mut idle_read, _idle_write) = answered_once(&server, "idle").await;
 
     // An in-flight review: headers and half the body sent.
     let (mut busy_read, mut busy_write, body) = review_head_sent(&server, "in-flight", "b").await;
@@ -456,17 +455,40 @@ async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
     server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
 
     let _ = server.stop.take().map(|s| s.send(()));
-    // The idle connection is closed by the server.
-    let mut rest_of_idle = Vec::new();
-    let closed = tokio::time::timeout(
-        Duration::from_secs(5),
-        idle_read.read_to_end(&mut rest_of_idle),
+    let stopped = Instant::now();
+    // Within the drain window a review on a kept-alive connection is still answered, and the
+    // answer tells the client to close; then the server closes it (a client that reuses a
+    // connection the server closes under it loses the review).
+    let body = serde_json::to_vec(&review("used-again", "c")).expect("json");
+    used_write
+        .write_all(&request_head(body.len()))
+        .await
+        .expect("write");
+    used_write.write_all(&body).await.expect("write");
+    let answer = read_response(&mut used_read).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("used-again"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    assert_closed(&mut used_read, "the connection whose answer said close").await;
+    // A connection opened within the window is served the same way.
+    let (mut late_read, _late_write) = answered_once(&server, "late").await;
+    assert_closed(
+        &mut late_read,
+        "the connection opened during the drain window",
     )
     .await;
     assert!(
-        closed.is_ok(),
-        "the idle keep-alive connection was not closed"
+        stopped.elapsed() < server::DEFAULT_DRAIN_WINDOW,
+        "the steps above took the whole drain window: they prove nothing"
     );
+
+    // After the window the idle connection is closed by the server.
+    assert_closed(&mut idle_read, "the idle keep-alive connection").await;
     // The in-flight review still gets its answer.
     busy_write
         .write_all(rest)
@@ -481,6 +503,33 @@ async fn shutdown_drains_in_flight_reviews_and_closes_idle_connections() {
         .expect("serve task");
     // And nothing new is accepted.
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+/// A new TLS connection on which one review has been answered and kept alive (before shutdown)
+/// or closed (during the drain window).
+async fn answered_once(server: &TestServer, uid: &str) -> (RawRead, RawWrite) {
+    let (mut read, mut write, body) = review_head_sent(server, uid, "a").await;
+    write.write_all(&body).await.expect("write");
+    let answer = read_response(&mut read).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(uid), "{answer}");
+    (read, write)
+}
+
+/// Asserts that the server closes `read`'s connection (within the drain window and 5 s).
+async fn assert_closed(read: &mut RawRead, what: &str) {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        server::DEFAULT_DRAIN_WINDOW + Duration::from_secs(5),
+        read.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "{what} was not closed");
+    assert!(
+        rest.is_empty(),
+        "{what} sent more: {}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 type RawRead = tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

@@ -1,7 +1,7 @@
 //! The TLS listener: HTTP/1.1 over tokio-rustls with handshake and header-read timeouts, client
-//! certificates checked when configured ([`super::client_auth`]), and a graceful shutdown that
-//! stops accepting, lets in-flight reviews finish within a deadline and closes idle keep-alive
-//! connections.
+//! certificates checked when configured ([`super::client_auth`]), and a graceful shutdown: for a
+//! drain window every answer closes its connection, then the listener stops accepting, in-flight
+//! reviews finish within a deadline and the idle keep-alive connections left are closed.
 
 use super::client_auth::ClientAuth;
 use super::handshakes::Handshakes;
@@ -9,6 +9,7 @@ use super::header_deadline::{Established, HeaderDeadline, Watched};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,7 +31,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a keep-alive connection may send nothing after an answer.
     pub idle_timeout: Duration,
-    /// How long in-flight reviews may take to finish after shutdown begins.
+    /// How long, once shutdown begins, connections are still accepted and served, each answer
+    /// closing its connection (`Connection: close`), before the idle ones left are closed.
+    pub drain_window: Duration,
+    /// How long in-flight reviews may take to finish after the drain window.
     pub drain_timeout: Duration,
     /// Open connections at once (TLS handshakes included); past it a new one closes one that holds
     /// a slot without using it (see [`Established::slot`]), or is closed at once.
@@ -47,6 +52,13 @@ pub struct Limits {
 /// first races the apiserver's next review on it, which then fails with EOF (Go does not resend a
 /// POST) and falls to the entry's failure policy.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default drain window. Closing an idle keep-alive connection races the apiserver's next review
+/// on it, which then fails (Go does not resend a POST) and falls to the entry's failure policy; a
+/// connection whose answer says `Connection: close` is closed by the apiserver itself, between
+/// reviews. The window lets the connections in use go that way: under steady traffic each is used
+/// within it.
+pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(5);
 
 /// Default cap on open connections: the apiserver keeps a pool of keep-alive connections per
 /// replica, far fewer than this.
@@ -86,6 +98,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain_window: DEFAULT_DRAIN_WINDOW,
             drain_timeout: Duration::from_secs(15),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -155,14 +168,33 @@ impl Server {
         self.listener.local_addr().map_err(Error::LocalAddr)
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then drains: for the drain window every answer closes
+    /// its connection, then no connection is accepted, and in-flight reviews are let finish.
     pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let closing = Closing::default();
+        let window = self.limits.drain_window;
+        let shutdown = async {
+            shutdown.await;
+            closing.begin();
+            tracing::info!(
+                window_seconds = window.as_secs_f64(),
+                "shutting down: every answer now closes its connection"
+            );
+            // Over as soon as no connection is left to close.
+            let all_closed = async {
+                while graceful.count() > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            let _ = tokio::time::timeout(window, all_closed).await;
+        };
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let peers = PeerSlots::new(self.limits.max_connections_per_address);
         let handshakes = Handshakes::new(self.limits.max_pending_handshakes);
         let established = Established::default();
-        let mut shutdown = std::pin::pin!(shutdown);
+        // Boxed so that it can be dropped, with its borrow of `graceful`, before the drain.
+        let mut shutdown = Box::pin(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -203,7 +235,7 @@ impl Server {
             let limits = self.limits;
             // The header-read deadline is kept here, not by hyper (see `header_deadline`).
             let deadline = HeaderDeadline::new(limits.header_read_timeout, limits.idle_timeout);
-            let service = marking_requests(router.clone(), Arc::clone(&deadline));
+            let service = marking_requests(router.clone(), Arc::clone(&deadline), closing.clone());
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.keep_alive(true)
@@ -274,6 +306,9 @@ impl Server {
                 }
             });
         }
+        drop(shutdown);
+        // Refused from now on, rather than left waiting in the backlog.
+        drop(self.listener);
         tracing::info!("webhook stopped accepting; draining in-flight reviews");
         if tokio::time::timeout(self.limits.drain_timeout, graceful.shutdown())
             .await
@@ -284,11 +319,27 @@ impl Server {
     }
 }
 
+/// Set once shutdown begins: from then on every answer closes its connection.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Closing(Arc<AtomicBool>);
+
+impl Closing {
+    fn begin(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn begun(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered.
+/// and when it is answered, and that closes the connection after the answer once `closing` has
+/// begun (hyper closes a connection whose answer says `Connection: close`).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
+    closing: Closing,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -300,9 +351,17 @@ pub(crate) fn marking_requests(
         deadline.serving();
         let answer = service.call(request);
         let deadline = Arc::clone(&deadline);
+        let closing = closing.clone();
         async move {
-            let response = answer.await;
+            let mut response = answer.await;
             deadline.answered();
+            if closing.begun()
+                && let Ok(response) = response.as_mut()
+            {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             response
         }
     })
