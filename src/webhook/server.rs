@@ -334,8 +334,8 @@ impl Closing {
 }
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered, and that closes the connection after the answer once `closing` has
-/// begun (hyper closes a connection whose answer says `Connection: close`).
+/// and when it is answered, and that closes the connection after the answer to a request that
+/// arrived once `closing` had begun (hyper closes a connection whose answer says so).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
@@ -351,13 +351,14 @@ pub(crate) fn marking_requests(
         deadline.serving();
         let answer = service.call(request);
         let deadline = Arc::clone(&deadline);
-        let closing = closing.clone();
+        // Read as the request arrives, not as it is answered: no reference count moves between
+        // the cores per request. One answered without it after shutdown began leaves its
+        // connection to the next review in the window, or to be closed idle after it.
+        let close = closing.begun();
         async move {
             let mut response = answer.await;
             deadline.answered();
-            if closing.begun()
-                && let Ok(response) = response.as_mut()
-            {
+            if close && let Ok(response) = response.as_mut() {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
