@@ -505,6 +505,23 @@ async fn shutdown_closes_connections_between_reviews_then_drains_in_flight_ones(
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
 }
 
+#[tokio::test]
+async fn the_drain_window_ends_once_no_connection_is_open() {
+    let mut server = TestServer::start().await;
+    // A connection used once, then closed by the client before the stop.
+    let (read, write) = answered_once(&server, "gone").await;
+    drop(read.unsplit(write));
+
+    let _ = server.stop.take().map(|s| s.send(()));
+    // With nothing left to close, the server stops long before the (default) window ends.
+    let stopped = tokio::time::timeout(server::DEFAULT_DRAIN_WINDOW / 2, &mut server.served).await;
+    assert!(
+        stopped.is_ok(),
+        "the server waited out the drain window with no connection open"
+    );
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
 /// A new TLS connection on which one review has been answered and kept alive (before shutdown)
 /// or closed (during the drain window).
 async fn answered_once(server: &TestServer, uid: &str) -> (RawRead, RawWrite) {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// Limits on a connection.
@@ -174,6 +174,9 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let closing = Closing::default();
         let window = self.limits.drain_window;
+        // Each connection holds a receiver from its accept to its end: `closed()` says when none
+        // is left open.
+        let open_connections = watch::Sender::new(());
         let shutdown = async {
             shutdown.await;
             closing.begin();
@@ -182,19 +185,13 @@ impl Server {
                 "shutting down: every answer now closes its connection"
             );
             // Over as soon as no connection is left to close.
-            let all_closed = async {
-                while graceful.count() > 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            };
-            let _ = tokio::time::timeout(window, all_closed).await;
+            let _ = tokio::time::timeout(window, open_connections.closed()).await;
         };
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let peers = PeerSlots::new(self.limits.max_connections_per_address);
         let handshakes = Handshakes::new(self.limits.max_pending_handshakes);
         let established = Established::default();
-        // Boxed so that it can be dropped, with its borrow of `graceful`, before the drain.
-        let mut shutdown = Box::pin(shutdown);
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -248,8 +245,9 @@ impl Server {
             let established = established.clone();
             // Taken here, in the order connections arrive, so that the oldest is the first closed.
             let (turn, mut evicted) = handshakes.begin(peer.ip());
+            let counted = open_connections.subscribe();
             tokio::spawn(async move {
-                let _open = (open, slot);
+                let _open = (open, slot, counted);
                 let handshake =
                     tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
                 let done = tokio::select! {
@@ -306,7 +304,6 @@ impl Server {
                 }
             });
         }
-        drop(shutdown);
         // Refused from now on, rather than left waiting in the backlog.
         drop(self.listener);
         tracing::info!("webhook stopped accepting; draining in-flight reviews");
