@@ -103,7 +103,12 @@ async fn serve_bounded(
         // Scrapes and probes are GETs, which a client resends on a connection closed under it.
         let deadline = HeaderDeadline::new(header_read_timeout, header_read_timeout);
         established.add(peer.ip(), &deadline);
-        let service = marking_requests(app.clone(), Arc::clone(&deadline), Closing::default());
+        let service = marking_requests(
+            app.clone(),
+            Arc::clone(&deadline),
+            Closing::default(),
+            peer.ip(),
+        );
         let connection = hyper::server::conn::http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)
             .max_header_size(MAX_READ_BUFFER)

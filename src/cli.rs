@@ -135,7 +135,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
     pub max_reviews_in_flight: usize,
     /// Bytes of request bodies over 64 KiB buffered at once, reserved by their declared length (at
-    /// least 7 MiB); past it HTTP 429 before the body is read.
+    /// least 7 MiB), half of it at most from one client address (at least 7 MiB); past it HTTP 429
+    /// before the body is read.
     #[arg(long, env = "SCOPED_SECRETS_MAX_LARGE_BODY_BYTES", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_BUDGET)]
     pub max_large_body_bytes: usize,
     /// Bytes per second at which the bytes of request bodies past their first 64 KiB are read, all

@@ -1115,17 +1115,49 @@ async fn large_bodies_past_the_budget_get_429_while_small_reviews_pass() {
     let url = server.url("/validate/secret-names");
     let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
     let refused = post(&client, &url, &large).await.expect("an answer");
-    assert_eq!(refused.status(), 429);
-    let status: Value = refused.json().await.expect("a Status body");
-    assert!(
-        status["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("budget")),
-        "{status}"
-    );
+    assert_too_many(refused, "budget").await;
     let small: Value = answer(&client, &url, &review("small", "db")).await;
     assert_eq!(small["response"]["uid"], "small");
     assert_eq!(small["response"]["allowed"], true);
+}
+
+/// `refused` is a 429 whose `Status` body's message says `why`.
+async fn assert_too_many(refused: reqwest::Response, why: &str) {
+    assert_eq!(refused.status(), 429);
+    let status: Value = refused.json().await.expect("a Status body");
+    assert!(
+        status["message"].as_str().is_some_and(|m| m.contains(why)),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_half_the_large_bodies_budget() {
+    // Room for two bodies of the maximum size, one of them from any one address.
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, 2 * MAX_BODY_BYTES), Limits::default()).await;
+    // A client on 127.0.0.1 declares a body of the maximum size and sends none of it.
+    let _held = hold_in_flight(&server, endpoints::SECRET_NAMES, MAX_BODY_BYTES, 1).await;
+    let url = server.url(endpoints::SECRET_NAMES);
+    let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
+    // Another large body from that address is refused, though the budget has room for it.
+    let refused = post(&server.client(), &url, &large)
+        .await
+        .expect("an answer");
+    assert_too_many(refused, "from this address").await;
+    // From another address (the apiserver's, say) it is read and answered.
+    let elsewhere = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server.ca()).expect("ca parses"))
+        .http1_only()
+        .local_address(Some("127.0.0.2".parse().expect("address")))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let answered: Value = answer(&elsewhere, &url, &large).await;
+    assert_eq!(answered["response"]["uid"], "large");
+    assert_eq!(answered["response"]["allowed"], true, "{answered}");
 }
 
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a

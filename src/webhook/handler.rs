@@ -175,7 +175,8 @@ async fn serve(
 ) -> Result<Response, Response> {
     let (parts, body) = request.into_parts();
     // Held until the answer is made: the body and the decoded review are the review's memory.
-    let _room = admit_body(state, &parts.headers).map_err(IntoResponse::into_response)?;
+    let address = parts.extensions.get::<limits::ClientAddress>().map(|a| a.0);
+    let _room = admit_body(state, &parts.headers, address).map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
     let mut paced = Paced::default();
     let pace = state.limits.large_body_pace();
@@ -192,18 +193,24 @@ async fn serve(
 }
 
 /// Checks what the headers say before any of the body is read: its type, its declared length
-/// (413 at once, not after reading 7 MiB), and room under the large bodies' budget (429 at once).
-fn admit_body(state: &AppState, headers: &HeaderMap) -> Result<limits::BodyRoom, limits::Refusal> {
+/// (413 at once, not after reading 7 MiB), and room under the large bodies' budget and the share of
+/// it the client's `address` may hold (429 at once).
+fn admit_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    address: Option<std::net::IpAddr>,
+) -> Result<limits::BodyRoom, limits::Refusal> {
     if !is_json(headers) {
         return Err(limits::Refusal::NotJson);
     }
     state
         .limits
-        .admit_body(declared_length(headers))
+        .admit_body(declared_length(headers), address)
         .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+/// The body's length as its `Content-Length` header declares it, if it does.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -4,17 +4,23 @@
 //! read), and reviews being decided (taken once the body has arrived, so a client trickling its
 //! bodies holds no review's slot: only a connection, which the listener caps, see
 //! [`crate::webhook::server::Limits`]). Past a cap a review is refused with HTTP 429 and a `Status`
-//! body; the apiserver then applies the entry's failurePolicy.
+//! body; the apiserver then applies the entry's failurePolicy. One client address holds at most half
+//! the large bodies' budget (never less than one body of the maximum size): a client that sends
+//! headers declaring 7 MiB and then nothing holds its reservation until the body's deadline, and
+//! from one address it could otherwise keep the apiserver's large reviews out for as long as it
+//! liked.
 //!
 //! The bytes of a body past its first [`ORDINARY_BODY_BYTES`] are also read at a bounded rate
 //! ([`BodyPace`]): TLS decryption, copying and decoding cost CPU in proportion to the bytes, and a
 //! client posting large bodies back to back (7 MiB ones, or many just under any threshold) would
 //! otherwise take cores that the apiserver's ordinary reviews wait for.
 
+use super::peers::{PeerSlot, PeerSlots};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +62,8 @@ pub struct ReviewLimits {
     max_in_flight: usize,
     large_bodies: Arc<Semaphore>,
     budget: usize,
+    /// Bytes of the budget each client address holds, at most half of it.
+    by_address: PeerSlots,
     pace: Option<BodyPace>,
 }
 
@@ -70,7 +78,13 @@ impl Default for ReviewLimits {
 #[derive(Debug)]
 pub struct BodyRoom {
     _share: Option<OwnedSemaphorePermit>,
+    _address: Option<PeerSlot>,
 }
+
+/// The client address of a request whose body needs a share of the large bodies' budget, put in
+/// the request's extensions by the listener (only for those requests: the others need no lookup).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
 
 /// Held while a review whose body has arrived is decided and answered: its slot among the reviews
 /// in flight.
@@ -92,12 +106,17 @@ pub enum Refusal {
     Busy(usize),
     #[error("large request bodies being read already fill the budget of {0} bytes; retry")]
     BodyBudget(usize),
+    #[error(
+        "large request bodies from this address being read already hold {0} bytes, its share of the budget; retry"
+    )]
+    AddressBodyBudget(usize),
 }
 
 impl ReviewLimits {
     /// `max_in_flight` reviews at once (at least 1), and large bodies totalling `large_body_budget`
     /// bytes (at least one body of [`MAX_BODY_BYTES`], so that any valid review can get through),
-    /// read at [`DEFAULT_LARGE_BODY_RATE`] (see [`Self::with_large_body_rate`]).
+    /// half of it at most from one address (at least one body of the maximum size), read at
+    /// [`DEFAULT_LARGE_BODY_RATE`] (see [`Self::with_large_body_rate`]).
     pub fn new(max_in_flight: usize, large_body_budget: usize) -> Self {
         let max_in_flight = max_in_flight.max(1);
         let budget = large_body_budget.max(MAX_BODY_BYTES);
@@ -106,6 +125,7 @@ impl ReviewLimits {
             max_in_flight,
             large_bodies: Arc::new(Semaphore::new(budget.div_ceil(UNIT))),
             budget,
+            by_address: PeerSlots::new((budget / 2).max(MAX_BODY_BYTES)),
             pace: Some(BodyPace::new(DEFAULT_LARGE_BODY_RATE)),
         }
     }
@@ -131,22 +151,43 @@ impl ReviewLimits {
     }
 
     /// Room for a body that declares `declared` bytes (`None`: unknown, as when chunked), from its
-    /// headers alone, or why not. Never waits.
-    pub fn admit_body(&self, declared: Option<u64>) -> Result<BodyRoom, Refusal> {
+    /// headers alone, sent from `address` (`None`: unknown, held to the whole budget alone), or why
+    /// not. Never waits.
+    pub fn admit_body(
+        &self,
+        declared: Option<u64>,
+        address: Option<IpAddr>,
+    ) -> Result<BodyRoom, Refusal> {
         let size = match declared {
             Some(n) if n > MAX_BODY_BYTES as u64 => return Err(Refusal::TooLarge { declared: n }),
             Some(n) => n as usize,
             None => MAX_BODY_BYTES,
         };
-        if size <= ORDINARY_BODY_BYTES {
-            return Ok(BodyRoom { _share: None });
+        if !Self::needs_a_share(declared) {
+            return Ok(BodyRoom {
+                _share: None,
+                _address: None,
+            });
         }
+        // The address's share first: a refusal there leaves the budget untouched.
+        let address = address
+            .map(|a| {
+                let share = self.by_address.take_many(a, size);
+                share.ok_or(Refusal::AddressBodyBudget(self.by_address.per_address()))
+            })
+            .transpose()?;
         let units = u32::try_from(size.div_ceil(UNIT)).unwrap_or(u32::MAX);
         let permit = self.large_bodies.clone().try_acquire_many_owned(units);
         let share = permit.map_err(|_| Refusal::BodyBudget(self.budget))?;
         Ok(BodyRoom {
             _share: Some(share),
+            _address: address,
         })
+    }
+
+    /// Whether a body that declares `declared` bytes needs a share of the large bodies' budget.
+    pub fn needs_a_share(declared: Option<u64>) -> bool {
+        declared.is_none_or(|n| n > ORDINARY_BODY_BYTES as u64)
     }
 
     /// A slot for a review whose body has arrived, or why not. Never waits.
@@ -257,7 +298,7 @@ impl IntoResponse for Refusal {
         let (code, reason) = match self {
             Self::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-            Self::Busy(_) | Self::BodyBudget(_) => {
+            Self::Busy(_) | Self::BodyBudget(_) | Self::AddressBodyBudget(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
             }
         };
@@ -292,7 +333,7 @@ mod tests {
     fn reviews_in_flight_are_capped_and_bodies_being_read_take_no_slot() {
         let limits = ReviewLimits::new(2, MAX_BODY_BYTES);
         let reading: Vec<_> = (0..10)
-            .map(|_| limits.admit_body(Some(ORDINARY_BODY_BYTES as u64)))
+            .map(|_| limits.admit_body(Some(ORDINARY_BODY_BYTES as u64), None))
             .collect();
         assert!(
             reading.iter().all(Result::is_ok),
@@ -309,24 +350,68 @@ mod tests {
     fn large_bodies_share_the_budget_and_ordinary_ones_still_pass() {
         let limits = ReviewLimits::new(8, MAX_BODY_BYTES);
         let big = limits
-            .admit_body(Some(MAX_BODY_BYTES as u64))
+            .admit_body(Some(MAX_BODY_BYTES as u64), None)
             .expect("one fits");
         assert_eq!(
             limits
-                .admit_body(Some(ORDINARY_BODY_BYTES as u64 + 1))
+                .admit_body(Some(ORDINARY_BODY_BYTES as u64 + 1), None)
                 .err(),
             Some(Refusal::BodyBudget(MAX_BODY_BYTES))
         );
         assert!(
-            limits.admit_body(None).is_err(),
+            limits.admit_body(None, None).is_err(),
             "unknown length reserves the maximum"
         );
         assert!(
-            limits.admit_body(Some(2048)).is_ok(),
+            limits.admit_body(Some(2048), None).is_ok(),
             "ordinary reviews get through"
         );
         drop(big);
-        assert!(limits.admit_body(None).is_ok());
+        assert!(limits.admit_body(None, None).is_ok());
+    }
+
+    #[test]
+    fn one_address_holds_at_most_half_the_large_bodies_budget() {
+        let limits = ReviewLimits::new(8, 4 * MAX_BODY_BYTES);
+        let (one, other): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("address"),
+            "10.0.0.2".parse().expect("address"),
+        );
+        let size = Some(MAX_BODY_BYTES as u64);
+        let first = limits.admit_body(size, Some(one)).expect("a quarter");
+        let _second = limits.admit_body(size, Some(one)).expect("half");
+        assert_eq!(
+            limits.admit_body(size, Some(one)).err(),
+            Some(Refusal::AddressBodyBudget(2 * MAX_BODY_BYTES))
+        );
+        assert!(
+            limits.admit_body(Some(2048), Some(one)).is_ok(),
+            "ordinary reviews need no share"
+        );
+        // The same address written as IPv4-mapped IPv6 is the same client.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("address");
+        assert!(limits.admit_body(size, Some(mapped)).is_err());
+        let _others = limits
+            .admit_body(size, Some(other))
+            .expect("another address has its share");
+        drop(first);
+        let _again = limits
+            .admit_body(size, Some(one))
+            .expect("a share given back is reusable");
+        // The refusals took nothing from the budget: its last quarter is still free.
+        let _last = limits.admit_body(size, None).expect("the last quarter");
+        assert!(limits.admit_body(size, None).is_err(), "the budget is full");
+        assert_eq!(limits.by_address.holders(), 2);
+    }
+
+    #[test]
+    fn with_the_smallest_budget_one_address_may_take_all_of_it() {
+        let limits = ReviewLimits::new(8, MAX_BODY_BYTES);
+        let one: IpAddr = "10.0.0.1".parse().expect("address");
+        let whole = limits.admit_body(Some(MAX_BODY_BYTES as u64), Some(one));
+        assert!(whole.is_ok(), "any valid review can get through");
+        drop(whole);
+        assert_eq!(limits.by_address.holders(), 0, "nothing left held");
     }
 
     #[test]
@@ -391,9 +476,9 @@ mod tests {
         let limits = ReviewLimits::new(1, MAX_BODY_BYTES);
         let declared = MAX_BODY_BYTES as u64 + 1;
         assert_eq!(
-            limits.admit_body(Some(declared)).err(),
+            limits.admit_body(Some(declared), None).err(),
             Some(Refusal::TooLarge { declared })
         );
-        assert!(limits.admit_body(Some(MAX_BODY_BYTES as u64)).is_ok());
+        assert!(limits.admit_body(Some(MAX_BODY_BYTES as u64), None).is_ok());
     }
 }

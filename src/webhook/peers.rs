@@ -1,5 +1,6 @@
 //! Open connections counted by the address they come from, so that one client cannot take every
-//! slot of a listener: the apiserver's (the webhook port) or the kubelet's probes' (the admin port).
+//! slot of a listener: the apiserver's (the webhook port) or the kubelet's probes' (the admin port);
+//! and, weighed in bytes, the large bodies' budget (`limits.rs`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,11 +13,12 @@ pub struct PeerSlots {
     per_address: usize,
 }
 
-/// One open connection of an address, counted until dropped.
+/// One open connection of an address (or the slots one body holds), counted until dropped.
 #[derive(Debug)]
 pub struct PeerSlot {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
+    count: usize,
 }
 
 impl PeerSlots {
@@ -31,17 +33,37 @@ impl PeerSlots {
     /// A slot for `ip`, unless it holds its share already. An IPv4 address seen through an IPv6
     /// listener counts as itself.
     pub fn take(&self, ip: IpAddr) -> Option<PeerSlot> {
+        self.take_many(ip, 1)
+    }
+
+    /// `count` slots for `ip` at once (a weight, such as a body's bytes), unless they would take it
+    /// past its share.
+    pub fn take_many(&self, ip: IpAddr, count: usize) -> Option<PeerSlot> {
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let held = open.entry(ip).or_default();
-        if *held >= self.per_address {
+        if held.saturating_add(count) > self.per_address {
+            if *held == 0 {
+                open.remove(&ip);
+            }
             return None;
         }
-        *held += 1;
+        *held += count;
         Some(PeerSlot {
             open: Arc::clone(&self.open),
             ip,
+            count,
         })
+    }
+
+    /// How many addresses hold slots now.
+    pub fn holders(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The most one address may hold.
+    pub fn per_address(&self) -> usize {
+        self.per_address
     }
 }
 
@@ -49,7 +71,7 @@ impl Drop for PeerSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = open.get_mut(&self.ip) {
-            *held = held.saturating_sub(1);
+            *held = held.saturating_sub(self.count);
             if *held == 0 {
                 open.remove(&self.ip);
             }

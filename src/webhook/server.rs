@@ -4,8 +4,10 @@
 //! reviews finish within a deadline and the idle keep-alive connections left are closed.
 
 use super::client_auth::ClientAuth;
+use super::handler::declared_length;
 use super::handshakes::Handshakes;
 use super::header_deadline::{Established, HeaderDeadline, Watched};
+use super::limits::{ClientAddress, ReviewLimits};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
@@ -15,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -232,7 +234,12 @@ impl Server {
             let limits = self.limits;
             // The header-read deadline is kept here, not by hyper (see `header_deadline`).
             let deadline = HeaderDeadline::new(limits.header_read_timeout, limits.idle_timeout);
-            let service = marking_requests(router.clone(), Arc::clone(&deadline), closing.clone());
+            let service = marking_requests(
+                router.clone(),
+                Arc::clone(&deadline),
+                closing.clone(),
+                peer.ip(),
+            );
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.keep_alive(true)
@@ -331,12 +338,14 @@ impl Closing {
 }
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered, and that closes the connection after the answer to a request that
-/// arrived once `closing` had begun (hyper closes a connection whose answer says so).
+/// and when it is answered, that tells the handler the client's `address` when the body needs a
+/// share of the large bodies' budget, and that closes the connection after the answer to a request
+/// that arrived once `closing` had begun (hyper closes a connection whose answer says so).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
     closing: Closing,
+    address: IpAddr,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -344,8 +353,12 @@ pub(crate) fn marking_requests(
     Future: Send,
 > {
     let service = TowerToHyperService::new(router);
-    hyper::service::service_fn(move |request| {
+    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         deadline.serving();
+        // Only for large bodies: an extension costs an allocation, and ordinary reviews need none.
+        if ReviewLimits::needs_a_share(declared_length(request.headers())) {
+            request.extensions_mut().insert(ClientAddress(address));
+        }
         let answer = service.call(request);
         let deadline = Arc::clone(&deadline);
         // Read as the request arrives, not as it is answered: no reference count moves between
