@@ -169,15 +169,19 @@ pub async fn compare(
     let mut cpu = [0.0f64; 3];
     // The client shares the cores: what it spends per review of each server counts too.
     let mut client_cpu = [0.0f64; 3];
+    // Kernel time goes mostly to wake-ups: a server that wakes its threads more per review shows here.
+    let mut switches = [0u64; 3];
     let client = std::process::id();
     let duration = Duration::from_secs(seconds);
     for _ in 0..rounds {
         for (i, (label, pid, target)) in servers.iter().enumerate() {
             let cpu_before = cpu_seconds(*pid)?;
             let client_before = cpu_seconds(client)?;
+            let switches_before = context_switches(*pid)?;
             let outcome = load::load(target, connections, duration, None).await?;
             cpu[i] += cpu_seconds(*pid)? - cpu_before;
             client_cpu[i] += cpu_seconds(client)? - client_before;
+            switches[i] += context_switches(*pid)?.saturating_sub(switches_before);
             if outcome.errors() > 0 {
                 outcome.print(label);
                 bail!("the {label} server answered wrongly");
@@ -189,8 +193,9 @@ pub async fn compare(
     let rate = |i: usize| reviews[i] / elapsed[i];
     let cpu_us = |i: usize| cpu[i] / reviews[i] * 1e6;
     let client_us = |i: usize| client_cpu[i] / reviews[i] * 1e6;
+    let per_review = |i: usize| switches[i] as f64 / reviews[i];
     println!(
-        "limit, {connections} connections, {rounds} alternating rounds of {seconds} s: canned {:.0}/s ({:.0} us CPU/review), echo {:.0}/s ({:.0} us), product {:.0}/s ({:.0} us); product at {:.2}x canned, {:.2}x echo (target >= 0.8x); the client's CPU per review of each: {:.0}, {:.0} and {:.0} us",
+        "limit, {connections} connections, {rounds} alternating rounds of {seconds} s: canned {:.0}/s ({:.0} us CPU/review), echo {:.0}/s ({:.0} us), product {:.0}/s ({:.0} us); product at {:.2}x canned, {:.2}x echo (target >= 0.8x); the client's CPU per review of each: {:.0}, {:.0} and {:.0} us; each server's context switches per review: {:.2}, {:.2} and {:.2}",
         rate(0),
         cpu_us(0),
         rate(1),
@@ -201,9 +206,32 @@ pub async fn compare(
         rate(2) / rate(1),
         client_us(0),
         client_us(1),
-        client_us(2)
+        client_us(2),
+        per_review(0),
+        per_review(1),
+        per_review(2)
     );
     Ok(())
+}
+
+/// Context switches (voluntary and not) of all of a process's threads so far; a thread that ended
+/// meanwhile takes its count with it, which no server here does during a round.
+fn context_switches(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(count) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += count.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// CPU time (user + system) a process has used so far, in seconds.
