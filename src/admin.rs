@@ -107,7 +107,8 @@ async fn serve_bounded(
             app.clone(),
             Arc::clone(&deadline),
             Closing::default(),
-            peer.ip(),
+            // No request body here needs a share of the webhook's large bodies' budget.
+            None,
         );
         let connection = hyper::server::conn::http1::Builder::new()
             .max_buf_size(MAX_READ_BUFFER)

@@ -238,7 +238,7 @@ impl Server {
                 router.clone(),
                 Arc::clone(&deadline),
                 closing.clone(),
-                peer.ip(),
+                Some(peer.ip()),
             );
             let builder = {
                 let mut b = hyper::server::conn::http1::Builder::new();
@@ -338,14 +338,14 @@ impl Closing {
 }
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered, that tells the handler the client's `address` when the body needs a
-/// share of the large bodies' budget, and that closes the connection after the answer to a request
+/// and when it is answered, that tells the handler the client's `address` (if given) when the body
+/// needs a share of the large bodies' budget, and that closes the connection after the answer to a request
 /// that arrived once `closing` had begun (hyper closes a connection whose answer says so).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
     closing: Closing,
-    address: IpAddr,
+    address: Option<IpAddr>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -356,7 +356,9 @@ pub(crate) fn marking_requests(
     hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         deadline.serving();
         // Only for large bodies: an extension costs an allocation, and ordinary reviews need none.
-        if ReviewLimits::needs_a_share(declared_length(request.headers())) {
+        if let Some(address) = address
+            && ReviewLimits::needs_a_share(declared_length(request.headers()))
+        {
             request.extensions_mut().insert(ClientAddress(address));
         }
         let answer = service.call(request);
