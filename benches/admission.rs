@@ -42,6 +42,10 @@ async fn main() -> Result<()> {
     if let Some(served) = limit::serve_if_asked().await {
         return served;
     }
+    support::until_stopped(bench()).await
+}
+
+async fn bench() -> Result<()> {
     let namespaces = setting("BENCH_NAMESPACES", 10_000);
     let secrets = setting("BENCH_SECRETS", 100_000);
     let connections = setting("BENCH_CONNECTIONS", 16);

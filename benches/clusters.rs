@@ -63,7 +63,7 @@ struct Downstream {
 #[tokio::main]
 async fn main() -> Result<()> {
     let dir = fresh_dir("bench-clusters")?;
-    run(&dir).await?;
+    support::until_stopped(run(&dir)).await?;
     // Eleven etcd data directories (~700 MiB), kept only when the run failed, for its logs.
     std::fs::remove_dir_all(&dir)?;
     Ok(())

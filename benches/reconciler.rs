@@ -34,6 +34,10 @@ const ADMIN: &str = "127.0.0.1:19080";
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    support::until_stopped(bench()).await
+}
+
+async fn bench() -> Result<()> {
     let dir = fresh_dir("bench-reconciler")?;
     let (_control_plane, client) = start_product_plane(&dir.join("control-plane")).await?;
     let certs_dir = dir.join("certs");

@@ -33,6 +33,10 @@ use webhook::setting;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    support::until_stopped(bench()).await
+}
+
+async fn bench() -> Result<()> {
     let seconds = setting("SOAK_SECONDS", 60);
     let rate = setting("SOAK_RATE", 5_000);
     let connections = setting("SOAK_CONNECTIONS", 16);

@@ -10,6 +10,21 @@ use std::path::{Path, PathBuf};
 use testbed::control_plane::{ControlPlane, Options};
 use testbed::registration;
 
+/// Runs `bench` until it ends or the benchmark is told to stop (SIGINT, SIGTERM). Stopped, `bench`
+/// is dropped and with it every process it started (each one's guard stops it), instead of leaving
+/// a control plane and servers running on their ports after the benchmark's process is gone.
+pub async fn until_stopped<T>(bench: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let stopped_by = tokio::select! {
+        outcome = bench => return outcome,
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    anyhow::bail!("stopped by {stopped_by}; the processes the benchmark started are stopped too")
+}
+
 /// The repository (the benchmarks are the root package's).
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
