@@ -176,11 +176,13 @@ async fn serve(
     let (parts, body) = request.into_parts();
     // Held until the answer is made: the body and the decoded review are the review's memory.
     let address = parts.extensions.get::<limits::ClientAddress>().map(|a| a.0);
-    let _room = admit_body(state, &parts.headers, address).map_err(IntoResponse::into_response)?;
+    let declared = declared_length(&parts.headers);
+    let _room = admit_body(state, &parts.headers, declared, address)
+        .map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
     let mut paced = Paced::default();
     let pace = state.limits.large_body_pace();
-    let read = read_body(body, declared_length(&parts.headers), pace, &mut paced).await;
+    let read = read_body(body, declared, pace, &mut paced).await;
     if paced.bytes > 0 {
         state.metrics.paced(path, &paced);
     }
@@ -192,12 +194,13 @@ async fn serve(
     Ok(pipeline::review_pipeline(state, body, path, endpoint).await)
 }
 
-/// Checks what the headers say before any of the body is read: its type, its declared length
+/// Checks what the headers say before any of the body is read: its type, its `declared` length
 /// (413 at once, not after reading 7 MiB), and room under the large bodies' budget and the share of
 /// it the client's `address` may hold (429 at once).
 fn admit_body(
     state: &AppState,
     headers: &HeaderMap,
+    declared: Option<u64>,
     address: Option<std::net::IpAddr>,
 ) -> Result<limits::BodyRoom, limits::Refusal> {
     if !is_json(headers) {
@@ -205,7 +208,7 @@ fn admit_body(
     }
     state
         .limits
-        .admit_body(declared_length(headers), address)
+        .admit_body(declared, address)
         .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 

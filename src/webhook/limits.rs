@@ -160,15 +160,16 @@ impl ReviewLimits {
     ) -> Result<BodyRoom, Refusal> {
         let size = match declared {
             Some(n) if n > MAX_BODY_BYTES as u64 => return Err(Refusal::TooLarge { declared: n }),
+            // An ordinary body needs no share (see [`Self::needs_a_share`]).
+            Some(n) if n <= ORDINARY_BODY_BYTES as u64 => {
+                return Ok(BodyRoom {
+                    _share: None,
+                    _address: None,
+                });
+            }
             Some(n) => n as usize,
             None => MAX_BODY_BYTES,
         };
-        if !Self::needs_a_share(declared) {
-            return Ok(BodyRoom {
-                _share: None,
-                _address: None,
-            });
-        }
         // The address's share first: a refusal there leaves the budget untouched.
         let address = address
             .map(|a| {

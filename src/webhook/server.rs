@@ -338,9 +338,10 @@ impl Closing {
 }
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered, that tells the handler the client's `address` (if given) when the body
-/// needs a share of the large bodies' budget, and that closes the connection after the answer to a request
-/// that arrived once `closing` had begun (hyper closes a connection whose answer says so).
+/// and when it is answered, that tells the handler the client's `address` (if given) when the
+/// body needs a share of the large bodies' budget, and that closes the connection after the
+/// answer to a request that arrived once `closing` had begun (hyper closes a connection whose
+/// answer says so).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
