@@ -158,15 +158,14 @@ impl ReviewLimits {
         declared: Option<u64>,
         address: Option<IpAddr>,
     ) -> Result<BodyRoom, Refusal> {
+        if !Self::needs_a_share(declared) {
+            return Ok(BodyRoom {
+                _share: None,
+                _address: None,
+            });
+        }
         let size = match declared {
             Some(n) if n > MAX_BODY_BYTES as u64 => return Err(Refusal::TooLarge { declared: n }),
-            // An ordinary body needs no share (see [`Self::needs_a_share`]).
-            Some(n) if n <= ORDINARY_BODY_BYTES as u64 => {
-                return Ok(BodyRoom {
-                    _share: None,
-                    _address: None,
-                });
-            }
             Some(n) => n as usize,
             None => MAX_BODY_BYTES,
         };
