@@ -160,7 +160,9 @@ pub struct ServeArgs {
     /// With the in-flight reviews' 15 s it must fit in the pod's termination grace period.
     #[arg(long, env = "SCOPED_SECRETS_DRAIN_WINDOW_SECONDS", default_value_t = crate::webhook::server::DEFAULT_DRAIN_WINDOW.as_secs())]
     pub drain_window_seconds: u64,
-    /// Log format.
+    /// Log format. What is logged comes from RUST_LOG; unset, `info` with only errors from the
+    /// TLS stack (`info,rustls=error,tokio_rustls=error,hyper_rustls=error`): rustls logs what any
+    /// client sends in its handshake at warn level, so keep `rustls=error` in a RUST_LOG you set.
     #[arg(
         long,
         env = "SCOPED_SECRETS_LOG_FORMAT",

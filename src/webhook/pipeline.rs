@@ -280,23 +280,6 @@ mod tests {
         assert!(size <= 1024, "review_pipeline's future is {size} bytes");
     }
 
-    /// A writer into a shared buffer, for reading what was logged.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_denial_logs_what_the_review_names_cut_short() {
         let long = "n".repeat(64 * 1024);
@@ -309,16 +292,9 @@ mod tests {
         request.uid = long.clone();
         request.namespace = Some(long);
         let denial = policy::Denial::forbidden("Test", "denied for the test");
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let logged = crate::telemetry::testing::logged(None, || {
             log_denial("/validate/secret-names", &request, "CREATE", &denial);
         });
-        let logged = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
         assert!(logged.contains("denied"), "{logged}");
         assert!(
             logged.len() < 4 * review::QUOTED_LIMIT,
