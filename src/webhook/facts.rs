@@ -2,6 +2,7 @@
 //! SubjectAccessReviews for `manage-namespaces` (N1), a Project's status (N5) and namespaces (P4),
 //! and the type of the secret holding a name (S1's message). A failed look-up is an unknown fact, which the rules treat as such (N1 refuses).
 
+use super::log_budget::LogBudget;
 use crate::keys::{self, ProjectId};
 use crate::policy::{Facts, Needs};
 use k8s_openapi::api::authorization::v1::{
@@ -11,6 +12,7 @@ use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -19,6 +21,11 @@ use tracing::Instrument;
 /// etcd that stalls, a connection that never answers: the client has no read timeout, its watches
 /// need none) would otherwise hold a review slot and an index snapshot long after.
 pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Reviews that need look-ups can be sent by anyone who reaches the port (with a user the
+/// apiserver refuses to review, or while it is slow): their warnings are kept to a budget.
+static LATE_LOOKUP_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
+static FAILED_ACCESS_REVIEW_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
 
 /// Fetches what `needs` asks for within [`LOOKUP_DEADLINE`]; without a client (tests of the pure
 /// path), or past the deadline, every fact is unknown (N1, N5 and P4 then refuse: they fail closed).
@@ -42,10 +49,13 @@ async fn fetch_within(
     match tokio::time::timeout(deadline, fetch_all(client, request, needs)).await {
         Ok(facts) => facts,
         Err(_) => {
-            tracing::warn!(
-                deadline = ?deadline,
-                "the apiserver did not answer a review's look-ups in time; deciding without them"
-            );
+            if let Some(left_out) = LATE_LOOKUP_LINES.line() {
+                tracing::warn!(
+                    deadline = ?deadline,
+                    left_out,
+                    "the apiserver did not answer a review's look-ups in time; deciding without them"
+                );
+            }
             Facts::default()
         }
     }
@@ -161,7 +171,9 @@ async fn access_review(
     {
         Ok(answer) => answer.status.map(|s| s.allowed),
         Err(e) => {
-            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            if let Some(left_out) = FAILED_ACCESS_REVIEW_LINES.line() {
+                tracing::warn!(error = %e, left_out, "SubjectAccessReview failed");
+            }
             None
         }
     }

@@ -35,6 +35,7 @@ pub mod handshakes;
 pub mod header_deadline;
 pub mod lean;
 pub mod limits;
+pub mod log_budget;
 pub mod peers;
 pub mod pipeline;
 pub mod review;

@@ -4,6 +4,7 @@
 
 use super::handler::{Action, AppState, Endpoint};
 use super::limits::ORDINARY_BODY_BYTES;
+use super::log_budget::LogBudget;
 use super::review::ReviewError;
 use super::snapshot::Released;
 use super::{facts, review, runtime};
@@ -13,9 +14,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
+use std::sync::LazyLock;
 use tracing::Span;
 
 type Request = AdmissionRequest<DynamicObject>;
+
+/// Anyone who reaches the port can send undecodable or denied reviews as fast as it likes: their
+/// log lines are kept to a budget (each is counted in the metrics all the same).
+static UNDECODABLE_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
+static DENIAL_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
 
 /// The body's AdmissionReview in, the AdmissionReview answering it out.
 ///
@@ -48,8 +55,10 @@ pub async fn review_pipeline(
     };
     let operation = policy::operation_name(&request.operation);
     state.metrics.review(path, operation, result_of(&decision));
-    if let Some(denial) = &decision.denial {
-        log_denial(path, &request, operation, denial);
+    if let Some(denial) = &decision.denial
+        && let Some(left_out) = DENIAL_LINES.line()
+    {
+        log_denial(path, &request, operation, denial, left_out);
     }
     axum::Json(review::respond(&request, decision)).into_response()
 }
@@ -64,7 +73,9 @@ fn undecodable(
     err: &ReviewError,
 ) -> Response {
     state.metrics.review(path, "", "error");
-    tracing::warn!(error = %err, "undecodable admission review");
+    if let Some(left_out) = UNDECODABLE_LINES.line() {
+        tracing::warn!(error = %err, left_out, "undecodable admission review");
+    }
     let admitted = endpoint.fails_open() && !matches!(err, ReviewError::UncoveredKind { .. });
     let answer = if admitted {
         review::unreviewed_review(err)
@@ -214,9 +225,16 @@ fn result_of(decision: &Decision) -> &'static str {
     }
 }
 
-/// One line per denial. What the request names is cut to [`review::quoted`]'s length: anyone who
-/// can reach the port can send a review naming a 64 KiB secret, and a log line each.
-fn log_denial(path: &str, request: &Request, operation: &str, denial: &policy::Denial) {
+/// One line per denial (within [`DENIAL_LINES`]; `left_out`: the lines left out before it). What
+/// the request names is cut to [`review::quoted`]'s length: anyone who can reach the port can send
+/// a review naming a 64 KiB secret.
+fn log_denial(
+    path: &str,
+    request: &Request,
+    operation: &str,
+    denial: &policy::Denial,
+    left_out: u64,
+) {
     tracing::info!(
         webhook = path,
         uid = %review::quoted(&request.uid),
@@ -227,6 +245,7 @@ fn log_denial(path: &str, request: &Request, operation: &str, denial: &policy::D
         dry_run = request.dry_run,
         code = denial.code,
         reason = %denial.reason,
+        left_out,
         "denied"
     );
 }
@@ -259,18 +278,23 @@ mod tests {
     use crate::webhook::limits::ReviewLimits;
     use std::sync::Arc;
 
-    #[test]
-    fn a_reviews_future_holds_only_pointers_across_its_awaits() {
-        // Each await copies a future whole; this one held the decoded request, the typed review
-        // and the look-ups inline (7,456 bytes) until they were boxed.
-        let state = AppState {
+    /// A webhook's state with an empty index and no client.
+    fn state() -> AppState {
+        AppState {
             index: Arc::new(Index::default()),
             config: Arc::new(Config::default()),
             metrics: WebhookMetrics::register(&mut Default::default()),
             client: None,
             limits: Arc::new(ReviewLimits::new(8, MAX_BODY_BYTES)),
             placement: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_reviews_future_holds_only_pointers_across_its_awaits() {
+        // Each await copies a future whole; this one held the decoded request, the typed review
+        // and the look-ups inline (7,456 bytes) until they were boxed.
+        let state = state();
         let endpoint = Endpoint {
             action: Action::Validate(Rules::SecretNames),
             covers: ("", "Secret"),
@@ -278,6 +302,29 @@ mod tests {
         let future = review_pipeline(&state, Vec::new(), crate::endpoints::SECRET_NAMES, endpoint);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "review_pipeline's future is {size} bytes");
+    }
+
+    #[test]
+    fn undecodable_reviews_sent_back_to_back_log_a_few_lines_a_second() {
+        let state = state();
+        let endpoint = Endpoint {
+            action: Action::Validate(Rules::SecretGuard),
+            covers: ("", "Secret"),
+        };
+        let err = ReviewError::Malformed {
+            uid: None,
+            detail: "not a review".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let logged = crate::telemetry::testing::logged(None, || {
+            for _ in 0..500 {
+                undecodable(&state, crate::endpoints::SECRET_GUARD, endpoint, &err);
+            }
+        });
+        let seconds = started.elapsed().as_secs();
+        let lines = logged.matches("undecodable admission review").count() as u64;
+        let budget = u64::from(crate::webhook::log_budget::LINES_PER_SECOND) * (seconds + 2);
+        assert!(lines <= budget, "{lines} lines in {seconds} s");
     }
 
     #[test]
@@ -293,7 +340,7 @@ mod tests {
         request.namespace = Some(long);
         let denial = policy::Denial::forbidden("Test", "denied for the test");
         let logged = crate::telemetry::testing::logged(None, || {
-            log_denial("/validate/secret-names", &request, "CREATE", &denial);
+            log_denial("/validate/secret-names", &request, "CREATE", &denial, 0);
         });
         assert!(logged.contains("denied"), "{logged}");
         assert!(
