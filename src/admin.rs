@@ -94,9 +94,10 @@ async fn serve_bounded(
             tracing::debug!(%peer, "admin connection refused: the address holds its share");
             continue;
         };
-        // At the cap, a connection waiting for a request (of the busiest address) makes room, so
+        // At the cap, a connection waiting for a request (of a busier address) makes room, so
         // that clients holding connections from many addresses cannot fail the kubelet's probes.
-        let Some(open) = established.slot(&connections, || false).await else {
+        let room = || established.make_room(peer.ip(), &peers, None);
+        let Some(open) = established.slot(&connections, room).await else {
             tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;
         };
@@ -313,18 +314,26 @@ mod tests {
         })
         .await;
         let addr = server.addr;
-        let connect = || tokio::net::TcpStream::connect(addr);
-        // Two idle clients take the two slots; a probe makes room: the oldest is closed,
-        // unanswered, and the probe is answered (clients holding every slot from many addresses
-        // cannot fail the kubelet's probes).
-        let mut oldest = connect().await.expect("first");
+        let connect_from = |local: [u8; 4]| async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind((std::net::IpAddr::from(local), 0).into())
+                .expect("a loopback address");
+            socket.connect(addr).await
+        };
+        // Two idle clients of another address take the two slots; a probe makes room: one of
+        // them is closed, unanswered, and the probe is answered (clients holding every slot from
+        // many addresses cannot fail the kubelet's probes).
         let started = std::time::Instant::now();
-        let mut newer = connect().await.expect("second");
+        let mut idle = [
+            connect_from([127, 0, 0, 2]).await.expect("first"),
+            connect_from([127, 0, 0, 2]).await.expect("second"),
+        ];
         // A connection may be evicted once it has waited 100 ms: the probe is tried until then
         // (a refused one is closed unanswered).
         let deadline = std::time::Instant::now() + timeout / 2;
         loop {
-            let mut probe = connect().await.expect("probe connects");
+            let mut probe = connect_from([127, 0, 0, 1]).await.expect("probe connects");
             let _ = probe
                 .write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
                 .await;
@@ -339,12 +348,17 @@ mod tests {
                 "the probe never got a slot"
             );
         }
+        let [first, second] = &mut idle;
+        let (read, other) = tokio::select! {
+            read = closed_within(first, timeout / 2) => (read, second),
+            read = closed_within(second, timeout / 2) => (read, first),
+        };
         assert!(
-            closed_within(&mut oldest, timeout / 2).await.is_empty(),
+            read.is_empty(),
             "not closed by the header timeout: to make room, at once"
         );
         // The other idle one is let go once the header timeout passes.
-        assert!(closed_within(&mut newer, timeout * 5).await.is_empty());
+        assert!(closed_within(other, timeout * 5).await.is_empty());
         assert!(started.elapsed() >= timeout - Duration::from_millis(100));
         server.stop().await;
     }

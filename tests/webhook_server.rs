@@ -1033,6 +1033,33 @@ fn world_where_team_a_holds_taken() -> World {
     world
 }
 
+/// From `client`, a review of secret `taken` (its look-up hangs: it holds its slot until the
+/// look-ups' deadline), then reviews until one is refused with 429 (a review is counted in flight
+/// from its headers on, so the first may still be on its way to its slot); the waiting review and
+/// the refusal.
+async fn waiting_then_refused(
+    server: &TestServer,
+    client: &reqwest::Client,
+) -> (JoinHandle<Value>, reqwest::Response) {
+    let url = server.url(endpoints::SECRET_NAMES);
+    let waiting = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { answer(&client, &url, &review("waiting", "taken")).await }
+    });
+    server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = post(client, &url, &review("over", "db"))
+            .await
+            .expect("an answer");
+        if r.status() == 429 {
+            return (waiting, r);
+        }
+        assert!(Instant::now() < deadline, "never refused: {}", r.status());
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn reviews_past_the_in_flight_cap_get_429_while_it_is_full() {
     let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
@@ -1046,23 +1073,7 @@ async fn reviews_past_the_in_flight_cap_get_429_while_it_is_full() {
     // Its look-up hangs (until the look-ups' deadline): the one slot is taken while it waits.
     let client = server.client();
     let url = server.url(endpoints::SECRET_NAMES);
-    let waiting = tokio::spawn({
-        let (client, url) = (client.clone(), url.clone());
-        async move { answer(&client, &url, &review("waiting", "taken")).await }
-    });
-    server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
-    // Being counted from its headers on, it may still be on its way to the slot: poll until refused.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let refused = loop {
-        let r = post(&client, &url, &review("over", "db"))
-            .await
-            .expect("an answer");
-        if r.status() == 429 {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "never refused: {}", r.status());
-        tokio::task::yield_now().await;
-    };
+    let (waiting, refused) = waiting_then_refused(&server, &client).await;
     assert!(
         !waiting.is_finished(),
         "refused only while the slot was taken"
@@ -1165,7 +1176,7 @@ async fn one_address_holds_at_most_half_the_large_bodies_budget() {
 /// that pace in bytes per second.
 async fn slowest_paced_server(large_bodies: usize) -> (TestServer, f64) {
     let server = TestServer::start_with(
-        ReviewLimits::new(8, large_bodies * MAX_BODY_BYTES).with_large_body_rate(1),
+        ReviewLimits::new(64, large_bodies * MAX_BODY_BYTES).with_large_body_rate(1),
         Limits::default(),
     )
     .await;
@@ -1293,12 +1304,9 @@ async fn connections_past_the_cap_are_closed_at_once() {
 async fn at_the_cap_the_busiest_address_makes_room() {
     // Clients that finish a handshake and then send nothing (anyone can, without a client CA)
     // cannot keep the apiserver out: at the cap a connection waiting for a request is closed for
-    // the newcomer, the oldest of the address holding the most. The apiserver's pooled
-    // connection, the oldest of all, is kept.
+    // the newcomer, the newest of the address holding the most. The apiserver's pooled
+    // connection is kept.
     let server = TestServer::with_max_connections(3).await;
-    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
-    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let mut flood = Vec::new();
     for uid in ["flood-1", "flood-2"] {
         let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_TWO).await);
@@ -1306,15 +1314,14 @@ async fn at_the_cap_the_busiest_address_makes_room() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         flood.push((read, write));
     }
-    // A connection may be evicted once it has waited 100 ms after its answer: tried until then.
+    // Used last: however early the newcomer comes, the flood's connections may make room before
+    // this one may (a connection may be evicted once it has waited 100 ms after its answer).
+    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
+    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     served_on_a_new_connection_within(&server, Some(LOCAL_THREE), Duration::from_secs(5)).await;
-    let (oldest_flood, _) = &mut flood[0];
-    let mut read = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), oldest_flood.read_to_end(&mut read));
-    assert!(
-        closed.await.is_ok(),
-        "the flood's oldest connection was not closed"
-    );
+    let flood_reads = flood.iter_mut().map(|(read, _)| read);
+    one_closed(flood_reads, "no connection of the flood was closed").await;
     let again = reviewed_on(&mut pooled, &mut pooled_write, "pooled-again").await;
     assert!(
         again.starts_with("HTTP/1.1 200"),
@@ -1330,22 +1337,205 @@ async fn at_the_cap_the_busiest_address_makes_room() {
 const LOCAL_ONE: [u8; 4] = [127, 0, 0, 1];
 const LOCAL_TWO: [u8; 4] = [127, 0, 0, 2];
 const LOCAL_THREE: [u8; 4] = [127, 0, 0, 3];
+const LOCAL_FOUR: [u8; 4] = [127, 0, 0, 4];
+
+#[tokio::test]
+async fn at_the_cap_bodies_that_stall_make_room_after_a_second() {
+    // One address fills every slot with requests whose body never comes (a head, a few bytes):
+    // each is being answered, but the apiserver is not kept out until their body deadline (10 s).
+    let server = TestServer::with_max_connections(3).await;
+    let mut stalled = Vec::new();
+    for n in 1..=3 {
+        let stream = raw_tls_from(&server, LOCAL_TWO).await;
+        let (read, mut write) = tokio::io::split(stream);
+        write
+            .write_all(&request_head_to(endpoints::SECRET_NAMES, 1000))
+            .await
+            .expect("write");
+        write.write_all(b"{\"apiVersion\":").await.expect("write");
+        write.flush().await.expect("flush");
+        server.until_in_flight(endpoints::SECRET_NAMES, n).await;
+        stalled.push((read, write));
+    }
+    served_on_a_new_connection_within(&server, Some(LOCAL_ONE), Duration::from_secs(5)).await;
+    // One of them (the first whose body had been awaited for a second) was cut, without an answer.
+    let stalled_reads = stalled.iter_mut().map(|(read, _)| read);
+    let answer = one_closed(stalled_reads, "no stalled body was cut").await;
+    assert!(answer.is_empty(), "cut with an answer: {answer:?}");
+    assert!(server.metrics.connections_refused("evicted") >= 1);
+}
+
+/// Waits until one of `reads` is closed by the server; what it read until then.
+async fn one_closed<'a>(reads: impl Iterator<Item = &'a mut RawRead>, what: &str) -> Vec<u8> {
+    let closing = reads.map(|read| {
+        Box::pin(async move {
+            let mut answer = Vec::new();
+            let _ = read.read_to_end(&mut answer).await;
+            answer
+        })
+    });
+    let closed = futures::future::select_all(closing);
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect(what)
+        .0
+}
+
+#[tokio::test]
+async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
+    // 127.0.0.2 holds two connections that cannot make room (reviews waiting on a look-up from
+    // an apiserver that does not answer, for up to the look-ups' deadline), 127.0.0.3 two idle
+    // ones and 127.0.0.1 (the apiserver) a pooled one: the cap, five.
+    let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
+    let limits = Limits::with_max_connections(5, Some(usize::MAX));
+    let server = TestServer::start_on(
+        ReviewLimits::default(),
+        limits,
+        world_where_team_a_holds_taken(),
+        Some(stalled),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for uid in ["idle-1", "idle-2"] {
+        let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_THREE).await);
+        let answered = reviewed_on(&mut read, &mut write, uid).await;
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        idle.push((read, write));
+    }
+    // Used last, so that 127.0.0.3's connections may make room before this one may.
+    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
+    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let waiting: Vec<_> = (0..2)
+        .map(|n| {
+            let client = client_from(&server.ca(), LOCAL_TWO);
+            let url = server.url(endpoints::SECRET_NAMES);
+            tokio::spawn(async move {
+                answer(&client, &url, &review(&format!("waiting-{n}"), "taken")).await
+            })
+        })
+        .collect();
+    server.until_in_flight(endpoints::SECRET_NAMES, 2).await;
+    // 127.0.0.2 and .3 hold the most; .2 has nothing to evict, so an idle connection of .3 makes
+    // room, not the apiserver's pooled one.
+    served_on_a_new_connection_within(&server, Some(LOCAL_FOUR), Duration::from_secs(2)).await;
+    one_closed(
+        idle.iter_mut().map(|(read, _)| read),
+        "no idle connection was closed",
+    )
+    .await;
+    // At the cap again (once the newcomer's connection has closed: 127.0.0.3 takes no room from
+    // itself); a newcomer of the busiest address takes nothing from one holding fewer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let _again = loop {
+        if let Some(stream) = try_tls_from(&server, LOCAL_THREE).await {
+            let (mut read, mut write) = tokio::io::split(stream);
+            let answered = reviewed_on(&mut read, &mut write, "idle-again").await;
+            if answered.starts_with("HTTP/1.1 200") {
+                break (read, write);
+            }
+        }
+        assert!(Instant::now() < deadline, "127.0.0.3 never got a slot back");
+        tokio::task::yield_now().await;
+    };
+    let refused_before = server.metrics.connections_refused("connection_cap");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::IpAddr::from(LOCAL_TWO), 0).into())
+        .expect("a loopback address");
+    let tcp = socket.connect(server.addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_connector(&server.ca()).connect(name, tcp),
+    )
+    .await
+    .expect("refused at once");
+    assert!(refused.is_err(), "the busiest address took a slot");
+    assert_eq!(
+        server.metrics.connections_refused("connection_cap"),
+        refused_before + 1
+    );
+    let again = reviewed_on(&mut pooled, &mut pooled_write, "pooled-again").await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the pooled connection was closed: {again}"
+    );
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the look-ups ended before the test did: it showed nothing"
+    );
+    for w in waiting {
+        w.abort();
+    }
+}
+
+/// A client from the loopback address `local`.
+fn client_from(ca_pem: &[u8], local: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("ca parses"))
+        .local_address(std::net::IpAddr::from(local))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_half_the_review_slots() {
+    // Two slots, one per address: a review from 127.0.0.2 waiting on a look-up (an apiserver that
+    // does not answer) holds its address's share; its next review is refused, the apiserver's
+    // (127.0.0.1) is decided.
+    let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
+    let server = TestServer::start_on(
+        ReviewLimits::new(2, MAX_BODY_BYTES),
+        Limits::default(),
+        world_where_team_a_holds_taken(),
+        Some(stalled),
+    )
+    .await;
+    let url = server.url(endpoints::SECRET_NAMES);
+    let flood = client_from(&server.ca(), LOCAL_TWO);
+    let (waiting, refused) = waiting_then_refused(&server, &flood).await;
+    let status: Value = refused.json().await.expect("a Status body");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 reviews from this address are in flight")),
+        "{status}"
+    );
+    let apiserver = client_from(&server.ca(), LOCAL_ONE);
+    let decided = answer(&apiserver, &url, &review("apiserver", "db")).await;
+    assert_eq!(decided["response"]["allowed"], true, "{decided}");
+    assert!(
+        !waiting.is_finished(),
+        "refused only while the share was held"
+    );
+    waiting.abort();
+}
 
 /// A TLS connection to the server from the loopback address `local`.
 async fn raw_tls_from(
     server: &TestServer,
     local: [u8; 4],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_from(server, local).await.expect("handshake")
+}
+
+/// A TLS connection to the server from the loopback address `local`, unless it is closed before
+/// its handshake has finished.
+async fn try_tls_from(
+    server: &TestServer,
+    local: [u8; 4],
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind((std::net::IpAddr::from(local), 0).into())
         .expect("a loopback address");
     let tcp = socket.connect(server.addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    tls_connector(&server.ca())
-        .connect(name, tcp)
-        .await
-        .expect("handshake")
+    tls_connector(&server.ca()).connect(name, tcp).await.ok()
 }
 
 /// Posts a review on a new connection (from `local`, else the default address) until it is
@@ -1419,14 +1609,7 @@ async fn one_address_cannot_take_the_slots_the_apiserver_needs() {
     );
     assert_eq!(server.metrics.connections_refused("address_cap"), 1);
     // Another address (the apiserver's) is served.
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca parses"))
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = client_from(&ca, LOCAL_TWO);
     let answered = answer(
         &client,
         &server.url(endpoints::SECRET_NAMES),
@@ -1455,14 +1638,15 @@ async fn connections_that_never_finish_a_handshake_make_room_for_new_ones() {
     .await;
     let mut silent = Vec::new();
     for _ in 0..3 {
-        let tcp = tokio::net::TcpStream::connect(server.addr)
-            .await
-            .expect("connect");
-        silent.push(tcp);
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((std::net::IpAddr::from(LOCAL_TWO), 0).into())
+            .expect("a loopback address");
+        silent.push(socket.connect(server.addr).await.expect("connect"));
     }
-    // A client that does handshake is served (before, not until the silent ones' handshake
-    // deadline, a minute here)...
-    served_on_a_new_connection_within(&server, None, Duration::from_secs(5)).await;
+    // A client (from an address holding fewer) that does handshake is served (before, not until
+    // the silent ones' handshake deadline, a minute here)...
+    served_on_a_new_connection_within(&server, Some(LOCAL_ONE), Duration::from_secs(5)).await;
     // ...and the oldest silent one was closed (end of stream, no answer) to make room.
     let mut read = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), silent[0].read_to_end(&mut read))

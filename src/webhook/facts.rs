@@ -14,6 +14,7 @@ use kube::core::admission::AdmissionRequest;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 /// How long a review may wait for its look-ups, all together. The apiserver gives up on the
@@ -27,18 +28,17 @@ pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(4);
 static LATE_LOOKUP_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
 static FAILED_ACCESS_REVIEW_LINES: LazyLock<LogBudget> = LazyLock::new(LogBudget::new);
 
-/// Fetches what `needs` asks for within [`LOOKUP_DEADLINE`]; without a client (tests of the pure
-/// path), or past the deadline, every fact is unknown (N1, N5 and P4 then refuse: they fail closed).
-pub async fn fetch(
-    client: Option<&kube::Client>,
-    request: &AdmissionRequest<DynamicObject>,
-    needs: Needs,
-) -> Facts {
-    fetch_within(LOOKUP_DEADLINE, client, request, needs).await
+/// When the look-ups of a review that begins them now must have ended: [`LOOKUP_DEADLINE`] from
+/// now. A review that fetches in rounds (the project guard) gives all of them this one deadline.
+pub fn lookup_deadline() -> Instant {
+    Instant::now() + LOOKUP_DEADLINE
 }
 
-async fn fetch_within(
-    deadline: Duration,
+/// Fetches what `needs` asks for by `deadline` (see [`lookup_deadline`]); without a client (tests
+/// of the pure path), or past the deadline, every fact is unknown (N1, N5 and P4 then refuse: they
+/// fail closed).
+pub async fn fetch(
+    deadline: Instant,
     client: Option<&kube::Client>,
     request: &AdmissionRequest<DynamicObject>,
     needs: Needs,
@@ -46,12 +46,12 @@ async fn fetch_within(
     let Some(client) = client else {
         return Facts::default();
     };
-    match tokio::time::timeout(deadline, fetch_all(client, request, needs)).await {
+    match tokio::time::timeout_at(deadline, fetch_all(client, request, needs)).await {
         Ok(facts) => facts,
         Err(_) => {
             if let Some(left_out) = LATE_LOOKUP_LINES.line() {
                 tracing::warn!(
-                    deadline = ?deadline,
+                    deadline = ?LOOKUP_DEADLINE,
                     left_out,
                     "the apiserver did not answer a review's look-ups in time; deciding without them"
                 );
@@ -350,9 +350,10 @@ mod tests {
         };
         let deadline = Duration::from_millis(300);
         let started = Instant::now();
+        let by = tokio::time::Instant::now() + deadline;
         let facts = tokio::time::timeout(
             Duration::from_secs(30),
-            fetch_within(deadline, Some(&client), &joining, needs),
+            fetch(by, Some(&client), &joining, needs),
         )
         .await
         .expect("the look-ups end at their deadline, not the client's");

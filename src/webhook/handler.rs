@@ -7,6 +7,7 @@ use crate::index::Index;
 use crate::keys;
 use crate::metrics::WebhookMetrics;
 use crate::policy::{Config, Rules};
+use crate::webhook::connection::{self, WatchedBody};
 use crate::webhook::limits::{self, Paced, ReviewLimits};
 use crate::webhook::pipeline;
 use axum::Router;
@@ -164,9 +165,9 @@ async fn handle(
     response
 }
 
-/// Room for the body (from its headers), the body, a slot among the reviews in flight (only once
-/// the body has arrived: a client trickling a body holds no slot the apiserver's reviews need), and
-/// the review; or the refusal that ended it.
+/// Room for the body (from its headers), the body, a slot among the reviews in flight and of the
+/// client address's share of them (only once the body has arrived: a client trickling a body holds
+/// no slot the apiserver's reviews need), and the review; or the refusal that ended it.
 async fn serve(
     state: &AppState,
     request: Request,
@@ -174,9 +175,9 @@ async fn serve(
     endpoint: Endpoint,
 ) -> Result<Response, Response> {
     let (parts, body) = request.into_parts();
-    // Held until the answer is made: the body and the decoded review are the review's memory.
-    let address = parts.extensions.get::<limits::ClientAddress>().map(|a| a.0);
+    let address = connection::client_address();
     let declared = declared_length(&parts.headers);
+    // Held until the answer is made: the body and the decoded review are the review's memory.
     let _room = admit_body(state, &parts.headers, declared, address)
         .map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
@@ -187,7 +188,7 @@ async fn serve(
         state.metrics.paced(path, &paced);
     }
     let body = read?;
-    let _slot = state.limits.admit_review().map_err(|refusal| {
+    let _slot = state.limits.admit_review(address).map_err(|refusal| {
         tracing::debug!(%refusal, "review refused with its body read");
         refusal.into_response()
     })?;
@@ -234,7 +235,9 @@ async fn read_body(
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY_BYTES));
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, async move {
-        let mut body = body;
+        // Tells the connection while the body's bytes are awaited, so that a stalled body can
+        // make room at the connection cap.
+        let mut body = WatchedBody::new(body);
         let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {

@@ -61,10 +61,20 @@ impl Handshakes {
         (turn, evicted)
     }
 
-    /// Closes a handshake under way, if there is one: room for a new connection at the
-    /// connection cap.
-    pub fn evict_one(&self) -> bool {
-        evict_one(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The addresses with a handshake under way.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut addresses: Vec<IpAddr> = pending.queue.iter().map(|(_, peer, _)| *peer).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses
+    }
+
+    /// Closes the oldest handshake under way of `addresses`, if there is one: room for a new
+    /// connection at the connection cap.
+    pub fn evict_oldest_of(&self, addresses: &[IpAddr]) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        evict_oldest_of(&mut pending, addresses)
     }
 }
 
@@ -72,13 +82,17 @@ impl Handshakes {
 /// flood of connections never closes the apiserver's handshake, however fast it opens them);
 /// whether there was one.
 fn evict_one(pending: &mut Pending) -> bool {
+    let busiest = busiest(pending.queue.iter().map(|(_, peer, _)| *peer));
+    evict_oldest_of(pending, &busiest)
+}
+
+/// Closes the oldest handshake of `addresses`; whether there was one.
+fn evict_oldest_of(pending: &mut Pending, addresses: &[IpAddr]) -> bool {
     loop {
-        let busiest = busiest(pending.queue.iter().map(|(_, peer, _)| *peer));
-        // The oldest handshake of the busiest addresses.
         let Some(at) = pending
             .queue
             .iter()
-            .position(|(_, peer, _)| busiest.contains(peer))
+            .position(|(_, peer, _)| addresses.contains(peer))
         else {
             return false;
         };
@@ -138,8 +152,12 @@ mod tests {
             "the oldest, but not the busiest"
         );
         assert_eq!(first_evicted.try_recv(), Ok(()));
-        assert!(handshakes.evict_one());
+        assert_eq!(handshakes.addresses(), vec![ONE, TWO]);
+        assert!(handshakes.evict_oldest_of(&[TWO]));
         assert!(apiserver_evicted.try_recv().is_err());
+        assert!(handshakes.evict_oldest_of(&[ONE]));
+        assert_eq!(apiserver_evicted.try_recv(), Ok(()));
+        assert!(!handshakes.evict_oldest_of(&[ONE]), "none left there");
         drop(flood);
     }
 }

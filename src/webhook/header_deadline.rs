@@ -13,6 +13,8 @@
 //! re-armed only when it fires; a request only marks when it began and when it was answered, and
 //! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
+use super::handshakes::Handshakes;
+use super::peers::PeerSlots;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -33,6 +35,12 @@ const EVICTED: u64 = u64::MAX - 1;
 /// last answer has been written out, and a head that follows an answer at once is never cut.
 const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
+/// How long after the handler first waited for bytes of a request's body, while it still waits
+/// for them, the connection may be evicted: the apiserver writes a review's body with its head, so
+/// a body not there by then is stalled (or trickled to keep the connection), whatever bytes it
+/// has sent so far. One paused by the large bodies' pace is not waited for, and not evicted.
+const BODY_EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct HeaderDeadline {
     opened: Instant,
     timeout: Duration,
@@ -43,6 +51,9 @@ pub struct HeaderDeadline {
     waiting_since: AtomicU64,
     /// Answered, and no byte of the next request has come since.
     idle: AtomicBool,
+    /// While the handler waits for bytes of a request's body: 1 + nanoseconds from `opened` to its
+    /// first wait for them; 0 otherwise.
+    body_awaited_since: AtomicU64,
     /// Wakes [`Self::passed`] on an eviction.
     wake: tokio::sync::Notify,
 }
@@ -61,26 +72,58 @@ impl HeaderDeadline {
             idle_timeout,
             waiting_since: AtomicU64::new(0),
             idle: AtomicBool::new(false),
+            body_awaited_since: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         })
     }
 
-    /// Closes the connection now if it has waited for a request (idle, or its head not complete)
-    /// for at least [`EVICTABLE_AFTER`], to make room for a new one at the connection cap; says
-    /// whether it did. One being answered is left alone, and a head that arrives first wins.
+    /// Closes the connection now if it may make room for a new one at the connection cap
+    /// ([`Self::evictable`]); says whether it did. A head that arrives first wins.
     pub fn evict(&self) -> bool {
         let now = self.nanos(Instant::now());
-        let least = u64::try_from(EVICTABLE_AFTER.as_nanos()).unwrap_or(u64::MAX);
         let evicted = self
             .waiting_since
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
-                (since < EVICTED && now.saturating_sub(since) >= least).then_some(EVICTED)
+                self.evictable_in(since, now).then_some(EVICTED)
             })
             .is_ok();
         if evicted {
             self.wake.notify_one();
         }
         evicted
+    }
+
+    /// Whether the connection could be evicted now: it has waited for a request (idle, or its head
+    /// not complete) for at least [`EVICTABLE_AFTER`], or the handler has been waiting for bytes of
+    /// a request's body, still missing, for at least [`BODY_EVICTABLE_AFTER`]. A request whose
+    /// body has arrived (being decided, awaiting look-ups) or is paused by the pace is never cut.
+    pub fn evictable(&self) -> bool {
+        let now = self.nanos(Instant::now());
+        self.evictable_in(self.waiting_since.load(Ordering::Relaxed), now)
+    }
+
+    fn evictable_in(&self, waiting_since: u64, now: u64) -> bool {
+        let at_least = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        match waiting_since {
+            EVICTED => false,
+            SERVING => match self.body_awaited_since.load(Ordering::Relaxed) {
+                0 => false,
+                since => now.saturating_sub(since - 1) >= at_least(BODY_EVICTABLE_AFTER),
+            },
+            since => now.saturating_sub(since) >= at_least(EVICTABLE_AFTER),
+        }
+    }
+
+    /// The handler has been waiting for bytes of a request's body since `since` (its first wait
+    /// for them), or (`None`) is not waiting for any.
+    pub(crate) fn awaiting_body(&self, since: Option<Instant>) {
+        let since = since.map_or(0, |at| self.nanos(at).saturating_add(1));
+        self.body_awaited_since.store(since, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn awaits_body(&self) -> bool {
+        self.body_awaited_since.load(Ordering::Relaxed) != 0
     }
 
     /// A request's head has arrived: the deadline is off until it is answered. It wins over an
@@ -186,33 +229,77 @@ impl Established {
     }
 
     /// A slot of `connections` for a new connection: at once if there is one; at the cap, once
-    /// `evict_first` (the caller's first choice), or else a connection waiting for a request, has
-    /// been closed to make room; `None` when nothing could be.
+    /// `make_room` has closed a connection for it; `None` when it could not.
     pub async fn slot(
         &self,
         connections: &Arc<Semaphore>,
-        evict_first: impl FnOnce() -> bool,
+        make_room: impl FnOnce() -> bool,
     ) -> Option<OwnedSemaphorePermit> {
         if let Ok(open) = connections.clone().try_acquire_owned() {
             return Some(open);
         }
-        if !(evict_first() || self.evict_one_waiting()) {
+        if !make_room() {
             return None;
         }
         let freed = connections.clone().acquire_owned();
         tokio::time::timeout(ROOM_WAIT, freed).await.ok()?.ok()
     }
 
-    /// Evicts a connection waiting for a request (one being answered is kept), of the address
-    /// holding the most connections, its oldest: a flood's connections go, never the apiserver's
-    /// pooled ones (the oldest of all) while a busier address holds any. None when that address's
-    /// connections are all being answered or too fresh to evict. Whether there was one.
-    fn evict_one_waiting(&self) -> bool {
+    /// The addresses with a connection that could make room now ([`HeaderDeadline::evictable`]).
+    fn evictable_addresses(&self) -> Vec<IpAddr> {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|(_, d)| d.strong_count() > 0);
-        let busiest = super::peers::busiest(open.iter().map(|(peer, _)| *peer));
-        let evicted = open.iter().position(|(peer, deadline)| {
-            busiest.contains(peer) && deadline.upgrade().is_some_and(|d| d.evict())
+        let mut addresses: Vec<IpAddr> = open
+            .iter()
+            .filter(|(_, d)| d.upgrade().is_some_and(|d| d.evictable()))
+            .map(|(peer, _)| *peer)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses
+    }
+
+    /// At the connection cap, closes a connection to make room for a newcomer from `address`: a
+    /// handshake under way (of `handshakes`, on a TLS port; the oldest), else a connection that may
+    /// be evicted ([`HeaderDeadline::evictable`]: waiting for a request, or stalled on a body; the
+    /// newest), of the address holding the most connections (by `peers`) among those that have
+    /// one, or of such addresses holding as many; never of
+    /// an address holding no more than the newcomer's does besides it. Room is so only ever taken
+    /// from a busier address: clients on a few addresses can neither keep the apiserver out (a busy
+    /// address with nothing to evict does not end the search) nor take the connections of its
+    /// pool while it holds fewer than they do. Whether a connection was closed.
+    pub fn make_room(
+        &self,
+        address: IpAddr,
+        peers: &PeerSlots,
+        handshakes: Option<&Handshakes>,
+    ) -> bool {
+        let address = address.to_canonical();
+        // Besides the newcomer, whose slot is taken already.
+        let held = |at: IpAddr| peers.held(at).saturating_sub(usize::from(at == address));
+        let newcomers = held(address);
+        let mut candidates: Vec<(usize, IpAddr)> = handshakes
+            .map(Handshakes::addresses)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.evictable_addresses())
+            .map(|candidate| (held(candidate), candidate))
+            .filter(|(held, _)| *held > newcomers)
+            .collect();
+        let Some(most) = candidates.iter().map(|(held, _)| *held).max() else {
+            return false;
+        };
+        candidates.retain(|(held, _)| *held == most);
+        let busiest: Vec<IpAddr> = candidates.into_iter().map(|(_, a)| a).collect();
+        handshakes.is_some_and(|h| h.evict_oldest_of(&busiest)) || self.evict_newest_of(&busiest)
+    }
+
+    /// Evicts the newest connection of `addresses` that can be, so that a pool's long-lived
+    /// connections are the last to go; whether there was one.
+    fn evict_newest_of(&self, addresses: &[IpAddr]) -> bool {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let evicted = open.iter().rposition(|(peer, deadline)| {
+            addresses.contains(peer) && deadline.upgrade().is_some_and(|d| d.evict())
         });
         evicted.and_then(|at| open.remove(at)).is_some()
     }
@@ -320,6 +407,25 @@ mod tests {
             .await
             .expect("passed at once, not after an hour");
         assert!(deadline.was_evicted());
+    }
+
+    #[test]
+    fn a_body_stalled_for_a_second_may_make_room_and_one_arrived_or_paused_never() {
+        let hour = Duration::from_secs(3600);
+        let deadline = HeaderDeadline::opened_at(Instant::now() - hour, hour, IDLE);
+        deadline.serving();
+        assert!(!deadline.evictable(), "a request being answered");
+        deadline.awaiting_body(Some(Instant::now()));
+        assert!(!deadline.evictable(), "its bytes may be on their way");
+        deadline.awaiting_body(Some(Instant::now() - BODY_EVICTABLE_AFTER));
+        assert!(deadline.evictable(), "awaited for a second, still missing");
+        // Bytes came, or the pace paused the reading: the handler is not waiting for the client.
+        deadline.awaiting_body(None);
+        assert!(!deadline.evict());
+        deadline.awaiting_body(Some(Instant::now() - BODY_EVICTABLE_AFTER));
+        assert!(deadline.evict());
+        assert!(deadline.was_evicted());
+        assert!(!deadline.evictable(), "evicted once");
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! bytes of large bodies being buffered (reserved from the headers, before any of the body is
 //! read), and reviews being decided (taken once the body has arrived, so a client trickling its
 //! bodies holds no review's slot: only a connection, which the listener caps, see
-//! [`crate::webhook::server::Limits`]). Past a cap a review is refused with HTTP 429 and a `Status`
+//! [`crate::webhook::server::Limits`]; one client address holds at most half of them). Past a cap a review is refused with HTTP 429 and a `Status`
 //! body; the apiserver then applies the entry's failurePolicy. One client address holds at most half
 //! the large bodies' budget (never less than one body of the maximum size): a client that sends
 //! headers declaring 7 MiB and then nothing holds its reservation until the body's deadline, and
@@ -60,6 +60,8 @@ const UNIT: usize = 1024;
 pub struct ReviewLimits {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Reviews in flight from each client address, at most half of them.
+    in_flight_by_address: PeerSlots,
     large_bodies: Arc<Semaphore>,
     budget: usize,
     /// Bytes of the budget each client address holds, at most half of it.
@@ -81,16 +83,12 @@ pub struct BodyRoom {
     _address: Option<PeerSlot>,
 }
 
-/// The client address of a request whose body needs a share of the large bodies' budget, put in
-/// the request's extensions by the listener (only for those requests: the others need no lookup).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddress(pub IpAddr);
-
 /// Held while a review whose body has arrived is decided and answered: its slot among the reviews
-/// in flight.
+/// in flight, and of its client address's share of them.
 #[derive(Debug)]
 pub struct InFlight {
     _slot: OwnedSemaphorePermit,
+    _address: Option<PeerSlot>,
 }
 
 /// Why a review was refused.
@@ -104,6 +102,10 @@ pub enum Refusal {
     TooLarge { declared: u64 },
     #[error("{0} reviews are in flight, the most this webhook serves at once; retry")]
     Busy(usize),
+    #[error(
+        "{0} reviews from this address are in flight, its share of the reviews this webhook serves at once; retry"
+    )]
+    AddressBusy(usize),
     #[error("large request bodies being read already fill the budget of {0} bytes; retry")]
     BodyBudget(usize),
     #[error(
@@ -123,6 +125,7 @@ impl ReviewLimits {
         Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
+            in_flight_by_address: PeerSlots::new(max_in_flight / 2),
             large_bodies: Arc::new(Semaphore::new(budget.div_ceil(UNIT))),
             budget,
             by_address: PeerSlots::new((budget / 2).max(MAX_BODY_BYTES)),
@@ -190,11 +193,25 @@ impl ReviewLimits {
         declared.is_none_or(|n| n > ORDINARY_BODY_BYTES as u64)
     }
 
-    /// A slot for a review whose body has arrived, or why not. Never waits.
-    pub fn admit_review(&self) -> Result<InFlight, Refusal> {
+    /// A slot for a review whose body has arrived, sent from `address` (`None`: unknown, held to
+    /// no share), or why not. Never waits. One address holds at most half the slots (at least
+    /// one): reviews that wait on look-ups hold theirs for up to the look-ups' deadline, and one
+    /// client sending many such reviews would otherwise take every slot the apiserver's need.
+    pub fn admit_review(&self, address: Option<IpAddr>) -> Result<InFlight, Refusal> {
         let permit = self.in_flight.clone().try_acquire_owned();
         let slot = permit.map_err(|_| Refusal::Busy(self.max_in_flight))?;
-        Ok(InFlight { _slot: slot })
+        let address = address
+            .map(|a| {
+                let share = self.in_flight_by_address.take(a);
+                share.ok_or(Refusal::AddressBusy(
+                    self.in_flight_by_address.per_address(),
+                ))
+            })
+            .transpose()?;
+        Ok(InFlight {
+            _slot: slot,
+            _address: address,
+        })
     }
 }
 
@@ -298,9 +315,10 @@ impl IntoResponse for Refusal {
         let (code, reason) = match self {
             Self::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-            Self::Busy(_) | Self::BodyBudget(_) | Self::AddressBodyBudget(_) => {
-                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests")
-            }
+            Self::Busy(_)
+            | Self::AddressBusy(_)
+            | Self::BodyBudget(_)
+            | Self::AddressBodyBudget(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
         };
         let body = status_body(code, reason, &self.to_string());
         let mut response = (code, axum::Json(body)).into_response();
@@ -339,11 +357,41 @@ mod tests {
             reading.iter().all(Result::is_ok),
             "ordinary bodies need no room"
         );
-        let a = limits.admit_review().expect("first");
-        let _b = limits.admit_review().expect("second");
-        assert_eq!(limits.admit_review().err(), Some(Refusal::Busy(2)));
+        let a = limits.admit_review(None).expect("first");
+        let _b = limits.admit_review(None).expect("second");
+        assert_eq!(limits.admit_review(None).err(), Some(Refusal::Busy(2)));
         drop(a);
-        assert!(limits.admit_review().is_ok(), "a freed slot is reusable");
+        assert!(
+            limits.admit_review(None).is_ok(),
+            "a freed slot is reusable"
+        );
+    }
+
+    #[test]
+    fn one_address_holds_at_most_half_the_review_slots() {
+        let limits = ReviewLimits::new(4, MAX_BODY_BYTES);
+        let flood: IpAddr = "10.0.0.1".parse().expect("ip");
+        let apiserver: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = limits.admit_review(Some(flood)).expect("first");
+        let _second = limits.admit_review(Some(flood)).expect("second");
+        assert_eq!(
+            limits.admit_review(Some(flood)).err(),
+            Some(Refusal::AddressBusy(2))
+        );
+        // The refused review gave back the slot it took: room for two more.
+        let _other = limits
+            .admit_review(Some(apiserver))
+            .expect("the other half");
+        let _unknown = limits.admit_review(None).expect("no share");
+        assert_eq!(
+            limits.admit_review(Some(apiserver)).err(),
+            Some(Refusal::Busy(4))
+        );
+        drop(first);
+        assert!(
+            limits.admit_review(Some(flood)).is_ok(),
+            "a share given back"
+        );
     }
 
     #[test]

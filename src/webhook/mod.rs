@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! TLS connection ─► server.rs      handshake (client certificate: client_auth.rs), header
-//!        │                         deadline, connection cap, graceful drain
+//!        │                         deadline, connection cap, graceful drain; connection.rs
+//!        │                         tells the handler the client's address per request
 //!        │
 //!        ▼
 //! POST /validate/… ─► handler.rs   route → Endpoint; Content-Type, declared length (413),
@@ -28,6 +29,7 @@
 //! replaced is freed there too when a review held its last reference (`snapshot.rs`).
 
 pub mod client_auth;
+pub mod connection;
 pub mod facts;
 pub mod file_watch;
 pub mod handler;

@@ -56,6 +56,12 @@ impl PeerSlots {
         })
     }
 
+    /// How many slots `ip` holds now.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+
     /// How many addresses hold slots now.
     pub fn holders(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -104,6 +110,7 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
         let first = slots.take(a).expect("first");
         let _second = slots.take(mapped).expect("second, the same address");
+        assert_eq!(slots.held(mapped), 2);
         assert!(slots.take(a).is_none(), "a third from the same address");
         assert!(slots.take("10.0.0.2".parse().expect("ip")).is_some());
         drop(first);

@@ -166,22 +166,23 @@ struct AwaitingFacts<'a> {
 
 impl AwaitingFacts<'_> {
     async fn decide(self: Box<Self>, client: Option<&kube::Client>, request: &Request) -> Decision {
-        let facts = facts::fetch(client, request, self.needs).await;
+        let facts = facts::fetch(facts::lookup_deadline(), client, request, self.needs).await;
         self.review.decide(&self.world, &facts)
     }
 }
 
 /// P1–P4 in one index snapshot, with the SubjectAccessReviews P4 asks for (rarely any: only for
-/// a Project created under a name namespaces already carry).
+/// a Project created under a name namespaces already carry), in rounds that share one deadline.
 async fn project_guard(state: &AppState, request: &Request) -> Decision {
     let world = Released::new(state.index.read());
     let mut facts = Facts::default();
+    let deadline = facts::lookup_deadline();
     loop {
         let needs = policy::projects::needs(request, &world, &state.config, &facts);
         if needs == Needs::default() {
             break;
         }
-        let more = facts::fetch(state.client.as_ref(), request, needs).await;
+        let more = facts::fetch(deadline, state.client.as_ref(), request, needs).await;
         let asked = facts.may_update_namespaces.len();
         facts
             .may_update_namespaces

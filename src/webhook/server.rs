@@ -4,13 +4,13 @@
 //! reviews finish within a deadline and the idle keep-alive connections left are closed.
 
 use super::client_auth::ClientAuth;
-use super::handler::declared_length;
+use super::connection::{self, Connection};
 use super::handshakes::Handshakes;
 use super::header_deadline::{Established, HeaderDeadline, Watched};
-use super::limits::{ClientAddress, ReviewLimits};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
+use futures::future::Either;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::service::Service as _;
 use hyper_util::rt::TokioIo;
@@ -39,7 +39,8 @@ pub struct Limits {
     /// How long in-flight reviews may take to finish after the drain window.
     pub drain_timeout: Duration,
     /// Open connections at once (TLS handshakes included); past it a new one closes one that holds
-    /// a slot without using it (see [`Established::slot`]), or is closed at once.
+    /// a slot without using it, of a busier address (see [`Established::make_room`]), or is closed
+    /// at once.
     pub max_connections: usize,
     /// Open connections from one address at once, so that one client cannot take the slots the
     /// apiserver needs; past it a new one from that address is closed at once.
@@ -216,10 +217,9 @@ impl Server {
                 drop(tcp);
                 continue;
             };
-            // At the cap, a connection that holds a slot without using it makes room: a handshake
-            // under way, else a connection waiting for a request, of the busiest address.
-            let evict_a_handshake = || handshakes.evict_one();
-            let Some(open) = established.slot(&connections, evict_a_handshake).await else {
+            // At the cap, a connection that holds a slot without using it makes room.
+            let room = || established.make_room(peer.ip(), &peers, Some(&handshakes));
+            let Some(open) = established.slot(&connections, room).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
                 drop(tcp);
@@ -338,10 +338,9 @@ impl Closing {
 }
 
 /// The router as a hyper service that marks on `deadline` when each request's head has arrived
-/// and when it is answered, that tells the handler the client's `address` (if given) when the
-/// body needs a share of the large bodies' budget, and that closes the connection after the
-/// answer to a request that arrived once `closing` had begun (hyper closes a connection whose
-/// answer says so).
+/// and when it is answered, that lets the handler know the connection (the client's `address`, if
+/// given, and `deadline`: see [`connection`]), and that closes the connection after the answer to
+/// a request that arrived once `closing` had begun (hyper closes a connection whose answer says so).
 pub(crate) fn marking_requests(
     router: Router,
     deadline: Arc<HeaderDeadline>,
@@ -354,29 +353,33 @@ pub(crate) fn marking_requests(
     Future: Send,
 > {
     let service = TowerToHyperService::new(router);
-    hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         deadline.serving();
-        // Only for large bodies: an extension costs an allocation, and ordinary reviews need none.
-        if let Some(address) = address
-            && ReviewLimits::needs_a_share(declared_length(request.headers()))
-        {
-            request.extensions_mut().insert(ClientAddress(address));
-        }
         let answer = service.call(request);
-        let deadline = Arc::clone(&deadline);
+        let marking = Arc::clone(&deadline);
         // Read as the request arrives, not as it is answered: no reference count moves between
         // the cores per request. One answered without it after shutdown began leaves its
         // connection to the next review in the window, or to be closed idle after it.
         let close = closing.begun();
-        async move {
+        let answer = async move {
             let mut response = answer.await;
-            deadline.answered();
+            marking.answered();
             if close && let Ok(response) = response.as_mut() {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
             response
+        };
+        match address {
+            Some(address) => {
+                let deadline = Arc::clone(&deadline);
+                Either::Left(connection::serving(
+                    Connection { address, deadline },
+                    answer,
+                ))
+            }
+            None => Either::Right(answer),
         }
     })
 }
