@@ -144,9 +144,10 @@ pub struct ServeArgs {
     /// stream of them is slowed.
     #[arg(long, env = "SCOPED_SECRETS_LARGE_BODY_BYTES_PER_SECOND", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_RATE)]
     pub large_body_bytes_per_second: usize,
-    /// Open webhook connections at once; past it a new connection closes one waiting for a
-    /// request (the oldest of the address holding the most), or is closed at once when none can
-    /// be. The bodies being read take up to this many times 64 KiB.
+    /// Open webhook connections at once; past it a new connection closes one holding its slot
+    /// without using it (waiting for a request or stalled on its body) of an address holding
+    /// more connections than the newcomer's, or is closed at once when none can be. The bodies
+    /// being read take up to this many times 64 KiB.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Open webhook connections from one address at once (default: half of --max-connections);
@@ -154,6 +155,11 @@ pub struct ServeArgs {
     /// the slots the apiserver needs.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
+    /// TLS handshakes one address may begin a second, after a burst of as many as it may hold
+    /// connections (0: no limit); past it a new connection from that address is closed before its
+    /// handshake, which would cost a key exchange and a signature.
+    #[arg(long, env = "SCOPED_SECRETS_HANDSHAKES_PER_SECOND_PER_ADDRESS", default_value_t = crate::webhook::handshake_rate::DEFAULT_HANDSHAKES_PER_SECOND)]
+    pub handshakes_per_second_per_address: u32,
     /// Seconds the webhook keeps serving after SIGTERM, every answer closing its connection so
     /// that the apiserver closes it between reviews, before it closes the idle connections left
     /// (a review sent on one just as it closes fails). Ends early once no connection is open.

@@ -160,6 +160,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let tls = tls::server_config(cert.clone(), clients.clone())?;
     let limits = Limits {
         drain_window: Duration::from_secs(args.drain_window_seconds),
+        handshakes_per_second_per_address: args.handshakes_per_second_per_address,
         ..Limits::with_max_connections(args.max_connections, args.max_connections_per_address)
     };
     let mut webhook = reviews

@@ -1621,6 +1621,47 @@ async fn one_address_cannot_take_the_slots_the_apiserver_needs() {
 }
 
 #[tokio::test]
+async fn an_address_beginning_handshakes_past_its_rate_is_closed_before_the_handshake() {
+    // A burst of 3, then one a second: of 8 handshakes begun back to back from 127.0.0.2, some
+    // are refused (each before any key exchange), and 127.0.0.1 is served.
+    let server = TestServer::start_with(
+        ReviewLimits::default(),
+        Limits {
+            handshakes_per_second_per_address: 1,
+            handshake_burst_per_address: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut handshaken = 0;
+    for _ in 0..8 {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(5), try_tls_from(&server, LOCAL_TWO));
+        if attempt
+            .await
+            .expect("refused at once, not after a timeout")
+            .is_some()
+        {
+            handshaken += 1;
+        }
+    }
+    let refused = server.metrics.connections_refused("handshake_rate");
+    assert!(refused >= 1, "none refused");
+    assert_eq!(handshaken + refused, 8);
+    served_on_a_new_connection_within(&server, Some(LOCAL_ONE), Duration::from_secs(5)).await;
+    // A rate, not a ban: the address is served again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while try_tls_from(&server, LOCAL_TWO).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "127.0.0.2 was never served again"
+        );
+        // Polled, not flooded: a connection a few tens of milliseconds.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn connections_that_never_finish_a_handshake_make_room_for_new_ones() {
     // Every slot taken by clients that never start TLS (from any number of addresses): the next
     // client is not kept out, the oldest of them is closed instead (the pool of handshakes under

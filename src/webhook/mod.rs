@@ -33,6 +33,7 @@ pub mod connection;
 pub mod facts;
 pub mod file_watch;
 pub mod handler;
+pub mod handshake_rate;
 pub mod handshakes;
 pub mod header_deadline;
 pub mod lean;

@@ -5,6 +5,7 @@
 
 use super::client_auth::ClientAuth;
 use super::connection::{self, Connection};
+use super::handshake_rate::{DEFAULT_HANDSHAKES_PER_SECOND, HandshakeRate};
 use super::handshakes::Handshakes;
 use super::header_deadline::{Established, HeaderDeadline, Watched};
 use super::peers::PeerSlots;
@@ -48,6 +49,13 @@ pub struct Limits {
     /// Connections in their TLS handshake at once; past it the oldest of the address with the most
     /// under way is closed to make room.
     pub max_pending_handshakes: usize,
+    /// TLS handshakes one address may begin a second, after a burst of
+    /// `handshake_burst_per_address` (0: no limit); past it a new connection from that address is
+    /// closed before its handshake.
+    pub handshakes_per_second_per_address: u32,
+    /// Handshakes one address may begin at once before its rate applies: by default as many as
+    /// it may hold connections, so that an apiserver re-opening its whole pool is never slowed.
+    pub handshake_burst_per_address: usize,
 }
 
 /// Default idle timeout of a keep-alive connection: longer than the apiserver's own (Go's
@@ -83,6 +91,7 @@ impl Limits {
         Self {
             max_connections,
             max_connections_per_address: per_address.unwrap_or(half),
+            handshake_burst_per_address: per_address.unwrap_or(half),
             max_pending_handshakes: half,
             ..Self::default()
         }
@@ -106,6 +115,8 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            handshakes_per_second_per_address: DEFAULT_HANDSHAKES_PER_SECOND,
+            handshake_burst_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }
@@ -193,6 +204,10 @@ impl Server {
         let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         let peers = PeerSlots::new(self.limits.max_connections_per_address);
         let handshakes = Handshakes::new(self.limits.max_pending_handshakes);
+        let handshake_rate = (self.limits.handshakes_per_second_per_address > 0).then(|| {
+            let burst = u32::try_from(self.limits.handshake_burst_per_address).unwrap_or(u32::MAX);
+            HandshakeRate::new(self.limits.handshakes_per_second_per_address, burst)
+        });
         let established = Established::default();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -217,6 +232,14 @@ impl Server {
                 drop(tcp);
                 continue;
             };
+            if let Some(rate) = &handshake_rate
+                && !rate.allows(peer.ip())
+            {
+                tracing::debug!(%peer, "connection refused: the address began too many handshakes");
+                refused.count("handshake_rate");
+                drop(tcp);
+                continue;
+            }
             // At the cap, a connection that holds a slot without using it makes room.
             let room = || established.make_room(peer.ip(), &peers, Some(&handshakes));
             let Some(open) = established.slot(&connections, room).await else {
@@ -422,6 +445,10 @@ mod tests {
         assert_eq!(limits.max_pending_handshakes, 50);
         let told = Limits::with_max_connections(100, Some(80));
         assert_eq!(told.max_connections_per_address, 80);
+        assert_eq!(
+            told.handshake_burst_per_address, 80,
+            "a whole pool re-opened at once"
+        );
         assert_eq!(
             Limits::with_max_connections(1, None).max_pending_handshakes,
             1

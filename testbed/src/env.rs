@@ -158,6 +158,8 @@ pub fn serve_args(cert_dir: &Path) -> ServeArgs {
         large_body_bytes_per_second: scoped_secrets::webhook::limits::DEFAULT_LARGE_BODY_RATE,
         max_connections: scoped_secrets::webhook::server::DEFAULT_MAX_CONNECTIONS,
         max_connections_per_address: None,
+        handshakes_per_second_per_address:
+            scoped_secrets::webhook::handshake_rate::DEFAULT_HANDSHAKES_PER_SECOND,
         // The apiserver keeps its connections to a registered extra server open: a short window
         // keeps the tests' shutdowns short.
         drain_window_seconds: 1,
