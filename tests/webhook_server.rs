@@ -996,8 +996,18 @@ async fn hold_in_flight(
     declared: usize,
     expected_in_flight: i64,
 ) -> impl Sized {
-    let stream = raw_tls(server.addr, &server.ca()).await;
-    let (read, mut write) = tokio::io::split(stream);
+    hold_in_flight_from(server, LOCAL_ONE, path, declared, expected_in_flight).await
+}
+
+/// [`hold_in_flight`] from the loopback address `local`.
+async fn hold_in_flight_from(
+    server: &TestServer,
+    local: [u8; 4],
+    path: &'static str,
+    declared: usize,
+    expected_in_flight: i64,
+) -> (RawRead, RawWrite) {
+    let (read, mut write) = tokio::io::split(raw_tls_from(server, local).await);
     write
         .write_all(&request_head_to(path, declared))
         .await
@@ -1169,6 +1179,42 @@ async fn one_address_holds_at_most_half_the_large_bodies_budget() {
     let answered: Value = answer(&elsewhere, &url, &large).await;
     assert_eq!(answered["response"]["uid"], "large");
     assert_eq!(answered["response"]["allowed"], true, "{answered}");
+}
+
+#[tokio::test]
+async fn large_bodies_that_stall_make_room_in_the_budget_after_a_second() {
+    // Two addresses each declare a body of the maximum size and send a few bytes of it: the whole
+    // budget, held until the bodies' deadline (10 s). The apiserver's large review is not refused
+    // for that long: once a stalled body has been awaited for a second, its connection is closed
+    // for it.
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, 2 * MAX_BODY_BYTES), Limits::default()).await;
+    let mut stalled = Vec::new();
+    for (n, from) in [(1, LOCAL_TWO), (2, LOCAL_THREE)] {
+        let path = endpoints::SECRET_NAMES;
+        stalled.push(hold_in_flight_from(&server, from, path, MAX_BODY_BYTES, n).await);
+    }
+    let url = server.url(endpoints::SECRET_NAMES);
+    let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
+    let apiserver = client_from(&server.ca(), LOCAL_ONE);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    let answered = loop {
+        let r = post(&apiserver, &url, &large).await.expect("an answer");
+        if r.status() == 200 {
+            break r.json::<Value>().await.expect("a review");
+        }
+        assert_eq!(r.status(), 429, "refused for another reason");
+        assert!(
+            Instant::now() < deadline,
+            "the budget was never made room in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(answered["response"]["allowed"], true, "{answered}");
+    let stalled_reads = stalled.iter_mut().map(|(read, _)| read);
+    let cut = one_closed(stalled_reads, "no stalled body was cut").await;
+    assert!(cut.is_empty(), "cut with an answer: {cut:?}");
 }
 
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a
@@ -1346,16 +1392,8 @@ async fn at_the_cap_bodies_that_stall_make_room_after_a_second() {
     let server = TestServer::with_max_connections(3).await;
     let mut stalled = Vec::new();
     for n in 1..=3 {
-        let stream = raw_tls_from(&server, LOCAL_TWO).await;
-        let (read, mut write) = tokio::io::split(stream);
-        write
-            .write_all(&request_head_to(endpoints::SECRET_NAMES, 1000))
-            .await
-            .expect("write");
-        write.write_all(b"{\"apiVersion\":").await.expect("write");
-        write.flush().await.expect("flush");
-        server.until_in_flight(endpoints::SECRET_NAMES, n).await;
-        stalled.push((read, write));
+        let path = endpoints::SECRET_NAMES;
+        stalled.push(hold_in_flight_from(&server, LOCAL_TWO, path, 1000, n).await);
     }
     served_on_a_new_connection_within(&server, Some(LOCAL_ONE), Duration::from_secs(5)).await;
     // One of them (the first whose body had been awaited for a second) was cut, without an answer.

@@ -9,7 +9,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -35,6 +35,11 @@ pub(crate) fn serving<F: Future>(
 /// handler called directly, as in tests of the pipeline).
 pub fn client_address() -> Option<IpAddr> {
     CONNECTION.try_with(|c| c.address).ok()
+}
+
+/// The deadline of the connection whose request is being answered (see [`client_address`]).
+pub(crate) fn deadline() -> Option<Weak<HeaderDeadline>> {
+    CONNECTION.try_with(|c| Arc::downgrade(&c.deadline)).ok()
 }
 
 /// `body`, telling the connection's deadline from when the handler has been waiting for bytes of

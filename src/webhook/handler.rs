@@ -179,6 +179,7 @@ async fn serve(
     let declared = declared_length(&parts.headers);
     // Held until the answer is made: the body and the decoded review are the review's memory.
     let _room = admit_body(state, &parts.headers, declared, address)
+        .await
         .map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
     let mut paced = Paced::default();
@@ -197,8 +198,9 @@ async fn serve(
 
 /// Checks what the headers say before any of the body is read: its type, its `declared` length
 /// (413 at once, not after reading 7 MiB), and room under the large bodies' budget and the share of
-/// it the client's `address` may hold (429 at once).
-fn admit_body(
+/// it the client's `address` may hold (429 at once; when the budget is full, after a stalled large
+/// body has made room if one could).
+async fn admit_body(
     state: &AppState,
     headers: &HeaderMap,
     declared: Option<u64>,
@@ -209,7 +211,8 @@ fn admit_body(
     }
     state
         .limits
-        .admit_body(declared, address)
+        .admit_body_making_room(declared, address)
+        .await
         .inspect_err(|refusal| tracing::debug!(%refusal, "review refused before reading its body"))
 }
 

@@ -65,7 +65,11 @@ impl HeaderDeadline {
         Self::opened_at(Instant::now(), timeout, idle_timeout)
     }
 
-    fn opened_at(opened: Instant, timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn opened_at(
+        opened: Instant,
+        timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             opened,
             timeout,

@@ -15,7 +15,9 @@
 //! client posting large bodies back to back (7 MiB ones, or many just under any threshold) would
 //! otherwise take cores that the apiserver's ordinary reviews wait for.
 
+use super::connection;
 use super::peers::{PeerSlot, PeerSlots};
+use super::stalled_bodies::{Held, LargeBodies};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -55,6 +57,15 @@ const SLOWEST_MAX_BODY_READ: Duration = Duration::from_secs(1);
 /// The body budget is counted in KiB, so that it fits a semaphore's permits.
 const UNIT: usize = 1024;
 
+/// The budget's units a body of `size` bytes takes.
+fn units_of(size: usize) -> u32 {
+    u32::try_from(size.div_ceil(UNIT)).unwrap_or(u32::MAX)
+}
+
+/// How long a large body that made room waits for the share of the body it closed (its
+/// connection's task gives it back at once; this only bounds the wait).
+const ROOM_WAIT: Duration = Duration::from_millis(50);
+
 /// The shared caps of one webhook server.
 #[derive(Debug)]
 pub struct ReviewLimits {
@@ -66,6 +77,8 @@ pub struct ReviewLimits {
     budget: usize,
     /// Bytes of the budget each client address holds, at most half of it.
     by_address: PeerSlots,
+    /// The bodies holding shares, so that a stalled one can make room.
+    large: LargeBodies,
     pace: Option<BodyPace>,
 }
 
@@ -81,6 +94,7 @@ impl Default for ReviewLimits {
 pub struct BodyRoom {
     _share: Option<OwnedSemaphorePermit>,
     _address: Option<PeerSlot>,
+    _held: Option<Held>,
 }
 
 /// Held while a review whose body has arrived is decided and answered: its slot among the reviews
@@ -129,6 +143,7 @@ impl ReviewLimits {
             large_bodies: Arc::new(Semaphore::new(budget.div_ceil(UNIT))),
             budget,
             by_address: PeerSlots::new((budget / 2).max(MAX_BODY_BYTES)),
+            large: LargeBodies::default(),
             pace: Some(BodyPace::new(DEFAULT_LARGE_BODY_RATE)),
         }
     }
@@ -165,6 +180,7 @@ impl ReviewLimits {
             return Ok(BodyRoom {
                 _share: None,
                 _address: None,
+                _held: None,
             });
         }
         let size = match declared {
@@ -173,19 +189,51 @@ impl ReviewLimits {
             None => MAX_BODY_BYTES,
         };
         // The address's share first: a refusal there leaves the budget untouched.
-        let address = address
+        let address_share = address
             .map(|a| {
                 let share = self.by_address.take_many(a, size);
                 share.ok_or(Refusal::AddressBodyBudget(self.by_address.per_address()))
             })
             .transpose()?;
-        let units = u32::try_from(size.div_ceil(UNIT)).unwrap_or(u32::MAX);
-        let permit = self.large_bodies.clone().try_acquire_many_owned(units);
+        let permit = self
+            .large_bodies
+            .clone()
+            .try_acquire_many_owned(units_of(size));
         let share = permit.map_err(|_| Refusal::BodyBudget(self.budget))?;
+        // Known by its connection (when served by the listener), so that it can make room if its
+        // bytes stop coming.
+        let held = address
+            .zip(connection::deadline())
+            .map(|(address, deadline)| self.large.hold(address, deadline));
         Ok(BodyRoom {
             _share: Some(share),
-            _address: address,
+            _address: address_share,
+            _held: held,
         })
+    }
+
+    /// [`Self::admit_body`], and when the budget is full, room made by closing the connection of a
+    /// large body whose bytes have stopped coming (see [`LargeBodies::evict_one`]), of an address
+    /// holding more of the budget than `address`: waits at most [`ROOM_WAIT`] for its share to
+    /// come back.
+    pub async fn admit_body_making_room(
+        &self,
+        declared: Option<u64>,
+        address: Option<IpAddr>,
+    ) -> Result<BodyRoom, Refusal> {
+        let refused = match self.admit_body(declared, address) {
+            Err(refused @ Refusal::BodyBudget(_)) => refused,
+            other => return other,
+        };
+        let newcomers = address.map_or(0, |a| self.by_address.held(a));
+        if !self.large.evict_one(|a| self.by_address.held(a), newcomers) {
+            return Err(refused);
+        }
+        let size = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
+        let freed = self.large_bodies.acquire_many(units_of(size));
+        // Given back at once: taken again, with the address's share, as any body's.
+        drop(tokio::time::timeout(ROOM_WAIT, freed).await);
+        self.admit_body(declared, address)
     }
 
     /// Whether a body that declares `declared` bytes needs a share of the large bodies' budget.

@@ -45,4 +45,5 @@ pub mod review;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod stalled_bodies;
 pub mod tls;
