@@ -96,7 +96,7 @@ async fn serve_bounded(
         };
         // At the cap, a connection waiting for a request (of a busier address) makes room, so
         // that clients holding connections from many addresses cannot fail the kubelet's probes.
-        let room = || established.make_room(peer.ip(), &peers, None);
+        let room = || established.make_room(peer.ip(), &peers, None, bounds.connections);
         let Some(open) = established.slot(&connections, room).await else {
             tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;

@@ -130,8 +130,8 @@ pub struct ServeArgs {
         requires = "cluster_id"
     )]
     pub management_kubeconfig: Option<PathBuf>,
-    /// Reviews decided at once (a review takes its slot once its body has arrived), half of them at
-    /// most from one client address; past it a review gets HTTP 429.
+    /// Reviews decided at once (a review takes its slot once its body has arrived); an address
+    /// alone may take them all, with others its fair share; past it a review gets HTTP 429.
     #[arg(long, env = "SCOPED_SECRETS_MAX_REVIEWS_IN_FLIGHT", default_value_t = crate::webhook::limits::DEFAULT_MAX_IN_FLIGHT)]
     pub max_reviews_in_flight: usize,
     /// Bytes of request bodies over 64 KiB buffered at once, reserved by their declared length (at

@@ -1217,12 +1217,55 @@ async fn large_bodies_that_stall_make_room_in_the_budget_after_a_second() {
     assert!(cut.is_empty(), "cut with an answer: {cut:?}");
 }
 
+#[tokio::test]
+async fn a_slow_large_body_of_an_address_within_its_share_is_not_cut_to_make_room() {
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, 2 * MAX_BODY_BYTES), Limits::default()).await;
+    // The apiserver (127.0.0.1) sends a 4 MiB review at about 1.25 MiB/s (a slow path): it takes
+    // over three seconds to arrive, waiting for bytes again and again.
+    let body = serde_json::to_vec(&padded_review("slow", "db", "z".repeat(4 * 1024 * 1024)))
+        .expect("json");
+    let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
+    let sender = tokio::spawn(async move {
+        write
+            .write_all(&request_head(body.len()))
+            .await
+            .expect("head");
+        for chunk in body.chunks(64 * 1024) {
+            write.write_all(chunk).await.expect("a piece of the body");
+            write.flush().await.expect("flush");
+            // The pace of a slow path, not a synchronisation.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        read_response(&mut read).await
+    });
+    server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
+    // Its bytes first awaited over a second ago (the scenario's time, not a synchronisation).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // 127.0.0.2 declares 7 MiB (room for it), 127.0.0.3 7 MiB more: the budget is full. The
+    // apiserver holds 4 MiB, less than its fair share (14 MiB over three addresses), though its
+    // body would make room enough: it is not cut, and 127.0.0.3 is refused.
+    let path = endpoints::SECRET_NAMES;
+    let _two = hold_in_flight_from(&server, LOCAL_TWO, path, MAX_BODY_BYTES, 2).await;
+    let (mut three, mut three_write) = tokio::io::split(raw_tls_from(&server, LOCAL_THREE).await);
+    three_write
+        .write_all(&request_head_to(path, MAX_BODY_BYTES))
+        .await
+        .expect("write");
+    three_write.flush().await.expect("flush");
+    let refused = read_response(&mut three).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    let answered = sender.await.expect("the apiserver's review");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(answered.contains("\"allowed\":true"), "{answered}");
+}
+
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a
 /// body of the maximum size in 1 s), with room for `large_bodies` of the maximum size at once, and
 /// that pace in bytes per second.
 async fn slowest_paced_server(large_bodies: usize) -> (TestServer, f64) {
     let server = TestServer::start_with(
-        ReviewLimits::new(64, large_bodies * MAX_BODY_BYTES).with_large_body_rate(1),
+        ReviewLimits::new(8, large_bodies * MAX_BODY_BYTES).with_large_body_rate(1),
         Limits::default(),
     )
     .await;
@@ -1353,6 +1396,11 @@ async fn at_the_cap_the_busiest_address_makes_room() {
     // the newcomer, the newest of the address holding the most. The apiserver's pooled
     // connection is kept.
     let server = TestServer::with_max_connections(3).await;
+    // The oldest, the first that may be evicted (once it has waited 100 ms after its answer), but
+    // its address holds no more than its share.
+    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
+    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let mut flood = Vec::new();
     for uid in ["flood-1", "flood-2"] {
         let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_TWO).await);
@@ -1360,11 +1408,6 @@ async fn at_the_cap_the_busiest_address_makes_room() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         flood.push((read, write));
     }
-    // Used last: however early the newcomer comes, the flood's connections may make room before
-    // this one may (a connection may be evicted once it has waited 100 ms after its answer).
-    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
-    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     served_on_a_new_connection_within(&server, Some(LOCAL_THREE), Duration::from_secs(5)).await;
     let flood_reads = flood.iter_mut().map(|(read, _)| read);
     one_closed(flood_reads, "no connection of the flood was closed").await;
@@ -1419,13 +1462,14 @@ async fn one_closed<'a>(reads: impl Iterator<Item = &'a mut RawRead>, what: &str
         .0
 }
 
-#[tokio::test]
-async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
-    // 127.0.0.2 holds two connections that cannot make room (reviews waiting on a look-up from
-    // an apiserver that does not answer, for up to the look-ups' deadline), 127.0.0.3 two idle
-    // ones and 127.0.0.1 (the apiserver) a pooled one: the cap, five.
-    let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
-    let limits = Limits::with_max_connections(5, Some(usize::MAX));
+/// A server for `cap` connections (from any address) whose reviews' look-ups hang (an apiserver
+/// that does not answer: keep the listener returned), and a pooled connection to it from 127.0.0.1
+/// (the apiserver's), used once.
+async fn pooled_where_look_ups_hang(
+    cap: usize,
+) -> (TestServer, tokio::net::TcpListener, RawRead, RawWrite) {
+    let (stalled, backlog) = client_of_a_stalled_apiserver().await;
+    let limits = Limits::with_max_connections(cap, Some(usize::MAX));
     let server = TestServer::start_on(
         ReviewLimits::default(),
         limits,
@@ -1433,6 +1477,18 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
         Some(stalled),
     )
     .await;
+    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
+    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    (server, backlog, pooled, pooled_write)
+}
+
+#[tokio::test]
+async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
+    // 127.0.0.2 holds two connections that cannot make room (reviews waiting on a look-up from
+    // an apiserver that does not answer, for up to the look-ups' deadline), 127.0.0.3 two idle
+    // ones and 127.0.0.1 (the apiserver) a pooled one: the cap, five.
+    let (server, _backlog, mut pooled, mut pooled_write) = pooled_where_look_ups_hang(5).await;
     let mut idle = Vec::new();
     for uid in ["idle-1", "idle-2"] {
         let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_THREE).await);
@@ -1440,10 +1496,6 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
         assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
         idle.push((read, write));
     }
-    // Used last, so that 127.0.0.3's connections may make room before this one may.
-    let (mut pooled, mut pooled_write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
-    let first = reviewed_on(&mut pooled, &mut pooled_write, "pooled").await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let waiting: Vec<_> = (0..2)
         .map(|n| {
             let client = client_from(&server.ca(), LOCAL_TWO);
@@ -1508,6 +1560,50 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
     }
 }
 
+#[tokio::test]
+async fn a_client_from_fresh_addresses_cannot_take_the_pool_of_an_apiserver_within_its_share() {
+    // 127.0.0.2 holds three connections that cannot make room (reviews waiting on a look-up from
+    // an apiserver that does not answer, as a client keeping them busy could), 127.0.0.1 (the
+    // apiserver) one pooled, idle connection: the cap, four. A newcomer from a fresh address is
+    // refused rather than given the apiserver's connection, which holds no more than its share.
+    let (server, _backlog, mut pooled, mut pooled_write) = pooled_where_look_ups_hang(4).await;
+    // One after the other: at most two handshakes may be under way at this cap.
+    let mut waiting = Vec::new();
+    for n in 1..=3 {
+        let client = client_from(&server.ca(), LOCAL_TWO);
+        let url = server.url(endpoints::SECRET_NAMES);
+        let review = review(&format!("waiting-{n}"), "taken");
+        waiting.push(tokio::spawn(
+            async move { answer(&client, &url, &review).await },
+        ));
+        server.until_in_flight(endpoints::SECRET_NAMES, n).await;
+    }
+    // Past the 100 ms after which the pooled connection could be evicted: refused every time.
+    let mut refusals = 0;
+    while server.metrics.connections_refused("connection_cap") < 5 {
+        assert!(
+            try_tls_from(&server, LOCAL_THREE).await.is_none(),
+            "a fresh address took a slot"
+        );
+        refusals += 1;
+        assert!(refusals < 1000, "refusals were not counted");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let again = reviewed_on(&mut pooled, &mut pooled_write, "pooled-again").await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "the pooled connection was closed: {again}"
+    );
+    assert_eq!(server.metrics.connections_refused("evicted"), 0);
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the look-ups ended before the test did: it showed nothing"
+    );
+    for w in waiting {
+        w.abort();
+    }
+}
+
 /// A client from the loopback address `local`.
 fn client_from(ca_pem: &[u8], local: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder()
@@ -1521,36 +1617,59 @@ fn client_from(ca_pem: &[u8], local: [u8; 4]) -> reqwest::Client {
 }
 
 #[tokio::test]
-async fn one_address_holds_at_most_half_the_review_slots() {
-    // Two slots, one per address: a review from 127.0.0.2 waiting on a look-up (an apiserver that
-    // does not answer) holds its address's share; its next review is refused, the apiserver's
-    // (127.0.0.1) is decided.
+async fn one_address_holds_at_most_its_fair_share_of_the_review_slots() {
+    // Four slots; reviews waiting on a look-up (an apiserver that does not answer) from
+    // 127.0.0.1 (the apiserver: one) and 127.0.0.2 (two, its fair share while the apiserver has
+    // one in flight). 127.0.0.2's next review is refused though a slot is free; the apiserver's
+    // is decided. (An address alone may take every slot: the unit tests in limits.rs.)
     let (stalled, _backlog) = client_of_a_stalled_apiserver().await;
     let server = TestServer::start_on(
-        ReviewLimits::new(2, MAX_BODY_BYTES),
+        ReviewLimits::new(4, MAX_BODY_BYTES),
         Limits::default(),
         world_where_team_a_holds_taken(),
         Some(stalled),
     )
     .await;
     let url = server.url(endpoints::SECRET_NAMES);
+    let apiserver = client_from(&server.ca(), LOCAL_ONE);
     let flood = client_from(&server.ca(), LOCAL_TWO);
-    let (waiting, refused) = waiting_then_refused(&server, &flood).await;
+    let mut waiting = Vec::new();
+    for (n, client) in [(1, &apiserver), (2, &flood), (3, &flood)] {
+        let (client, url) = (client.clone(), url.clone());
+        let review = review(&format!("waiting-{n}"), "taken");
+        waiting.push(tokio::spawn(
+            async move { answer(&client, &url, &review).await },
+        ));
+        server.until_in_flight(endpoints::SECRET_NAMES, n).await;
+    }
+    // Counted in flight from its headers on, the last may still be on its way to its slot: polled.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let refused = loop {
+        let r = post(&flood, &url, &review("over", "db"))
+            .await
+            .expect("an answer");
+        if r.status() == 429 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never refused: {}", r.status());
+        tokio::task::yield_now().await;
+    };
     let status: Value = refused.json().await.expect("a Status body");
     assert!(
         status["message"]
             .as_str()
-            .is_some_and(|m| m.contains("1 reviews from this address are in flight")),
+            .is_some_and(|m| m.contains("2 reviews from this address are in flight")),
         "{status}"
     );
-    let apiserver = client_from(&server.ca(), LOCAL_ONE);
     let decided = answer(&apiserver, &url, &review("apiserver", "db")).await;
     assert_eq!(decided["response"]["allowed"], true, "{decided}");
     assert!(
-        !waiting.is_finished(),
-        "refused only while the share was held"
+        waiting.iter().all(|w| !w.is_finished()),
+        "refused only while the shares were held"
     );
-    waiting.abort();
+    for w in waiting {
+        w.abort();
+    }
 }
 
 /// A TLS connection to the server from the loopback address `local`.

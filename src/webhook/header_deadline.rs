@@ -143,7 +143,14 @@ impl HeaderDeadline {
     }
 
     fn answered_at(&self, at: Instant) {
-        self.waiting_since.store(self.nanos(at), Ordering::Relaxed);
+        let at = self.nanos(at);
+        // An eviction decided while the request was served (its body stalled) stands: the slot was
+        // promised to a new connection.
+        let _ = self
+            .waiting_since
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                (since != EVICTED).then_some(at)
+            });
         self.idle.store(true, Ordering::Relaxed);
     }
 
@@ -263,32 +270,35 @@ impl Established {
         addresses
     }
 
-    /// At the connection cap, closes a connection to make room for a newcomer from `address`: a
-    /// handshake under way (of `handshakes`, on a TLS port; the oldest), else a connection that may
-    /// be evicted ([`HeaderDeadline::evictable`]: waiting for a request, or stalled on a body; the
-    /// newest), of the address holding the most connections (by `peers`) among those that have
-    /// one, or of such addresses holding as many; never of
-    /// an address holding no more than the newcomer's does besides it. Room is so only ever taken
-    /// from a busier address: clients on a few addresses can neither keep the apiserver out (a busy
-    /// address with nothing to evict does not end the search) nor take the connections of its
-    /// pool while it holds fewer than they do. Whether a connection was closed.
+    /// At the cap of `capacity` connections, closes a connection to make room for a newcomer from
+    /// `address`: a handshake under way (of `handshakes`, on a TLS port; the oldest), else a
+    /// connection that may be evicted ([`HeaderDeadline::evictable`]: waiting for a request, or
+    /// stalled on a body; the newest), of the address holding the most connections (by `peers`)
+    /// among those that have one. Never of an address holding no more than its fair share (the
+    /// capacity over the addresses holding connections) nor than the newcomer's does besides it:
+    /// a client cannot take the pool of an apiserver that holds no more than its share, however
+    /// many fresh addresses it comes from and however busy it keeps its own connections, and a busy
+    /// address with nothing to evict does not stop the search among the others over their share.
+    /// Whether a connection was closed.
     pub fn make_room(
         &self,
         address: IpAddr,
         peers: &PeerSlots,
         handshakes: Option<&Handshakes>,
+        capacity: usize,
     ) -> bool {
         let address = address.to_canonical();
         // Besides the newcomer, whose slot is taken already.
         let held = |at: IpAddr| peers.held(at).saturating_sub(usize::from(at == address));
-        let newcomers = held(address);
+        let fair_share = capacity / peers.holders().max(1);
+        let at_least = held(address).max(fair_share);
         let mut candidates: Vec<(usize, IpAddr)> = handshakes
             .map(Handshakes::addresses)
             .unwrap_or_default()
             .into_iter()
             .chain(self.evictable_addresses())
             .map(|candidate| (held(candidate), candidate))
-            .filter(|(held, _)| *held > newcomers)
+            .filter(|(held, _)| *held > at_least)
             .collect();
         let Some(most) = candidates.iter().map(|(held, _)| *held).max() else {
             return false;
@@ -430,6 +440,11 @@ mod tests {
         assert!(deadline.evict());
         assert!(deadline.was_evicted());
         assert!(!deadline.evictable(), "evicted once");
+        // The body arrives and the review is answered before the connection is closed: the
+        // eviction stands.
+        deadline.awaiting_body(None);
+        deadline.answered();
+        assert!(deadline.was_evicted());
     }
 
     #[tokio::test]

@@ -71,7 +71,7 @@ const ROOM_WAIT: Duration = Duration::from_millis(50);
 pub struct ReviewLimits {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
-    /// Reviews in flight from each client address, at most half of them.
+    /// Reviews in flight from each client address, at most its fair share of them.
     in_flight_by_address: PeerSlots,
     large_bodies: Arc<Semaphore>,
     budget: usize,
@@ -117,7 +117,7 @@ pub enum Refusal {
     #[error("{0} reviews are in flight, the most this webhook serves at once; retry")]
     Busy(usize),
     #[error(
-        "{0} reviews from this address are in flight, its share of the reviews this webhook serves at once; retry"
+        "{0} reviews from this address are in flight, its fair share of those this webhook serves at once while other addresses have some in flight; retry"
     )]
     AddressBusy(usize),
     #[error("large request bodies being read already fill the budget of {0} bytes; retry")]
@@ -139,7 +139,7 @@ impl ReviewLimits {
         Self {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
-            in_flight_by_address: PeerSlots::new(max_in_flight / 2),
+            in_flight_by_address: PeerSlots::new(max_in_flight),
             large_bodies: Arc::new(Semaphore::new(budget.div_ceil(UNIT))),
             budget,
             by_address: PeerSlots::new((budget / 2).max(MAX_BODY_BYTES)),
@@ -204,7 +204,10 @@ impl ReviewLimits {
         // bytes stop coming.
         let held = address
             .zip(connection::deadline())
-            .map(|(address, deadline)| self.large.hold(address, deadline));
+            .map(|(address, deadline)| {
+                let share = units_of(size) as usize * UNIT;
+                self.large.hold(address, deadline, share)
+            });
         Ok(BodyRoom {
             _share: Some(share),
             _address: address_share,
@@ -213,9 +216,10 @@ impl ReviewLimits {
     }
 
     /// [`Self::admit_body`], and when the budget is full, room made by closing the connection of a
-    /// large body whose bytes have stopped coming (see [`LargeBodies::evict_one`]), of an address
-    /// holding more of the budget than `address`: waits at most [`ROOM_WAIT`] for its share to
-    /// come back.
+    /// large body whose bytes have stopped coming (see [`LargeBodies::evict_one`]) and whose share
+    /// makes room enough, of an address holding more of the budget than its fair share (the budget
+    /// over the addresses holding some) and than `address`: waits at most [`ROOM_WAIT`] for its
+    /// share to come back.
     pub async fn admit_body_making_room(
         &self,
         declared: Option<u64>,
@@ -226,14 +230,29 @@ impl ReviewLimits {
             other => return other,
         };
         let newcomers = address.map_or(0, |a| self.by_address.held(a));
-        if !self.large.evict_one(|a| self.by_address.held(a), newcomers) {
+        let holders = self.by_address.holders() + usize::from(newcomers == 0);
+        let at_least = newcomers.max(self.budget / holders.max(1));
+        let size = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
+        let free = self.large_bodies.available_permits() * UNIT;
+        let missing = size.saturating_sub(free);
+        if !self
+            .large
+            .evict_one(|a| self.by_address.held(a), at_least, missing)
+        {
             return Err(refused);
         }
-        let size = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
-        let freed = self.large_bodies.acquire_many(units_of(size));
-        // Given back at once: taken again, with the address's share, as any body's.
-        drop(tokio::time::timeout(ROOM_WAIT, freed).await);
-        self.admit_body(declared, address)
+        // Tried again until the closed body's share is back (its connection's task lets go of it
+        // at once), without queueing on the budget: a waiter there would take every share given
+        // back meanwhile, the apiserver's bodies' too.
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.admit_body(declared, address) {
+                Err(Refusal::BodyBudget(_)) if started.elapsed() < ROOM_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Whether a body that declares `declared` bytes needs a share of the large bodies' budget.
@@ -242,18 +261,17 @@ impl ReviewLimits {
     }
 
     /// A slot for a review whose body has arrived, sent from `address` (`None`: unknown, held to
-    /// no share), or why not. Never waits. One address holds at most half the slots (at least
-    /// one): reviews that wait on look-ups hold theirs for up to the look-ups' deadline, and one
-    /// client sending many such reviews would otherwise take every slot the apiserver's need.
+    /// no share), or why not. Never waits. An address alone may take every slot; while others
+    /// hold some, one holds at most its fair share (the slots over the addresses holding some):
+    /// reviews that wait on look-ups hold theirs for up to the look-ups' deadline, and one client
+    /// sending many such reviews would otherwise take every slot the apiserver's need.
     pub fn admit_review(&self, address: Option<IpAddr>) -> Result<InFlight, Refusal> {
         let permit = self.in_flight.clone().try_acquire_owned();
         let slot = permit.map_err(|_| Refusal::Busy(self.max_in_flight))?;
         let address = address
             .map(|a| {
-                let share = self.in_flight_by_address.take(a);
-                share.ok_or(Refusal::AddressBusy(
-                    self.in_flight_by_address.per_address(),
-                ))
+                let share = self.in_flight_by_address.take_fair(a, self.max_in_flight);
+                share.map_err(Refusal::AddressBusy)
             })
             .transpose()?;
         Ok(InFlight {
@@ -416,30 +434,39 @@ mod tests {
     }
 
     #[test]
-    fn one_address_holds_at_most_half_the_review_slots() {
+    fn one_address_holds_at_most_its_fair_share_of_the_review_slots() {
         let limits = ReviewLimits::new(4, MAX_BODY_BYTES);
         let flood: IpAddr = "10.0.0.1".parse().expect("ip");
         let apiserver: IpAddr = "10.0.0.2".parse().expect("ip");
-        let first = limits.admit_review(Some(flood)).expect("first");
+        let first = limits.admit_review(Some(apiserver)).expect("first");
         let _second = limits.admit_review(Some(flood)).expect("second");
+        let _third = limits.admit_review(Some(flood)).expect("third");
         assert_eq!(
             limits.admit_review(Some(flood)).err(),
             Some(Refusal::AddressBusy(2))
         );
         // The refused review gave back the slot it took: room for two more.
-        let _other = limits
-            .admit_review(Some(apiserver))
-            .expect("the other half");
+        let _other = limits.admit_review(Some(apiserver)).expect("its share");
+        drop(first);
         let _unknown = limits.admit_review(None).expect("no share");
         assert_eq!(
             limits.admit_review(Some(apiserver)).err(),
             Some(Refusal::Busy(4))
         );
-        drop(first);
-        assert!(
-            limits.admit_review(Some(flood)).is_ok(),
-            "a share given back"
+    }
+
+    #[test]
+    fn an_address_alone_may_take_every_review_slot() {
+        let limits = ReviewLimits::new(4, MAX_BODY_BYTES);
+        let apiserver: IpAddr = "10.0.0.2".parse().expect("ip");
+        let all: Vec<_> = (0..4)
+            .map(|_| limits.admit_review(Some(apiserver)).expect("a slot"))
+            .collect();
+        assert_eq!(
+            limits.admit_review(Some(apiserver)).err(),
+            Some(Refusal::Busy(4))
         );
+        drop(all);
     }
 
     #[test]

@@ -56,6 +56,29 @@ impl PeerSlots {
         })
     }
 
+    /// A slot for `ip`, unless it holds its fair share of `capacity` already: the capacity over
+    /// the addresses holding slots, itself included (at least one). An address alone may take
+    /// them all; with others, each keeps room for the rest.
+    pub fn take_fair(&self, ip: IpAddr, capacity: usize) -> Result<PeerSlot, usize> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let holders = open.len() + usize::from(!open.contains_key(&ip));
+        let fair = (capacity / holders).max(1);
+        let held = open.entry(ip).or_default();
+        if *held >= fair {
+            if *held == 0 {
+                open.remove(&ip);
+            }
+            return Err(fair);
+        }
+        *held += 1;
+        Ok(PeerSlot {
+            open: Arc::clone(&self.open),
+            ip,
+            count: 1,
+        })
+    }
+
     /// How many slots `ip` holds now.
     pub fn held(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,5 +138,23 @@ mod tests {
         assert!(slots.take("10.0.0.2".parse().expect("ip")).is_some());
         drop(first);
         assert!(slots.take(a).is_some(), "a freed slot is reusable");
+    }
+
+    #[test]
+    fn an_address_alone_takes_all_and_with_others_its_fair_share() {
+        let slots = PeerSlots::new(usize::MAX);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let mut held: Vec<_> = (0..4)
+            .map(|_| slots.take_fair(a, 4).expect("alone"))
+            .collect();
+        assert_eq!(slots.take_fair(a, 4).err(), Some(4));
+        // Another address may take its share of 2; the first, over its share now, none.
+        held.pop();
+        held.pop();
+        held.push(slots.take_fair(b, 4).expect("b's share"));
+        assert_eq!(slots.take_fair(a, 4).err(), Some(2));
+        held.push(slots.take_fair(b, 4).expect("b's share"));
+        assert_eq!(slots.take_fair(b, 4).err(), Some(2));
     }
 }

@@ -241,7 +241,8 @@ impl Server {
                 continue;
             }
             // At the cap, a connection that holds a slot without using it makes room.
-            let room = || established.make_room(peer.ip(), &peers, Some(&handshakes));
+            let capacity = self.limits.max_connections;
+            let room = || established.make_room(peer.ip(), &peers, Some(&handshakes), capacity);
             let Some(open) = established.slot(&connections, room).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");

@@ -14,8 +14,8 @@ pub struct LargeBodies(Arc<Mutex<Holding>>);
 #[derive(Default)]
 struct Holding {
     next: u64,
-    /// Each body's number, client address and connection.
-    bodies: Vec<(u64, IpAddr, Weak<HeaderDeadline>)>,
+    /// Each body's number, client address, connection and share (bytes).
+    bodies: Vec<(u64, IpAddr, Weak<HeaderDeadline>, usize)>,
 }
 
 /// A body's place among those holding shares, given up when dropped (with its share).
@@ -38,12 +38,15 @@ impl std::fmt::Debug for Held {
 }
 
 impl LargeBodies {
-    /// Records a body from `address`, read on the connection of `deadline`, holding a share.
-    pub fn hold(&self, address: IpAddr, deadline: Weak<HeaderDeadline>) -> Held {
+    /// Records a body from `address`, read on the connection of `deadline`, holding a share of
+    /// `size` bytes.
+    pub fn hold(&self, address: IpAddr, deadline: Weak<HeaderDeadline>, size: usize) -> Held {
         let mut holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let id = holding.next;
         holding.next += 1;
-        holding.bodies.push((id, address.to_canonical(), deadline));
+        holding
+            .bodies
+            .push((id, address.to_canonical(), deadline, size));
         Held {
             holding: Arc::clone(&self.0),
             id,
@@ -51,18 +54,24 @@ impl LargeBodies {
     }
 
     /// Closes the connection of a body whose bytes the handler has awaited, still missing, for a
-    /// second ([`HeaderDeadline::evictable`]), of the address holding the most of the budget
-    /// (`held`) among those that have one, and only of an address holding more than `newcomers`
-    /// (what the newcomer's address holds); whether one was closed. Its share comes back once its
-    /// connection's task has ended.
-    pub fn evict_one(&self, held: impl Fn(IpAddr) -> usize, newcomers: usize) -> bool {
+    /// second ([`HeaderDeadline::evictable`]) and whose share is at least `missing` bytes, of the
+    /// address holding the most of the budget (`held`) among those that have one, and only of an
+    /// address holding more than `at_least` (its fair share, and what the newcomer's address
+    /// holds); whether one was closed. Its share comes back once its connection's task has ended.
+    pub fn evict_one(
+        &self,
+        held: impl Fn(IpAddr) -> usize,
+        at_least: usize,
+        missing: usize,
+    ) -> bool {
         let holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut stalled: Vec<(usize, &Weak<HeaderDeadline>)> = holding
             .bodies
             .iter()
-            .filter(|(_, _, d)| d.upgrade().is_some_and(|d| d.evictable()))
-            .map(|(_, address, d)| (held(*address), d))
-            .filter(|(held, _)| *held > newcomers)
+            .filter(|(_, _, _, size)| *size >= missing)
+            .filter(|(_, _, d, _)| d.upgrade().is_some_and(|d| d.evictable()))
+            .map(|(_, address, d, _)| (held(*address), d))
+            .filter(|(held, _)| *held > at_least)
             .collect();
         // The busiest first; among bodies of as busy addresses, the newest.
         stalled.reverse();
@@ -76,7 +85,7 @@ impl LargeBodies {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut holding = self.holding.lock().unwrap_or_else(|e| e.into_inner());
-        holding.bodies.retain(|(id, _, _)| *id != self.id);
+        holding.bodies.retain(|(id, _, _, _)| *id != self.id);
     }
 }
 
@@ -104,27 +113,31 @@ mod tests {
         let fresh = body_awaited(Some(Duration::ZERO));
         let stalled = body_awaited(Some(Duration::from_secs(2)));
         let _held = [
-            bodies.hold(ONE, Arc::downgrade(&arrived)),
-            bodies.hold(ONE, Arc::downgrade(&fresh)),
-            bodies.hold(TWO, Arc::downgrade(&stalled)),
+            bodies.hold(ONE, Arc::downgrade(&arrived), 7),
+            bodies.hold(ONE, Arc::downgrade(&fresh), 7),
+            bodies.hold(TWO, Arc::downgrade(&stalled), 7),
         ];
         let held = |a: IpAddr| if a == TWO { 7 } else { 14 };
         assert!(
-            !bodies.evict_one(held, 7),
-            "the newcomer's address holds as much as the stalled body's"
+            !bodies.evict_one(held, 7, 1),
+            "the stalled body's address holds no more than the newcomer's or its share"
         );
-        assert!(bodies.evict_one(held, 0));
+        assert!(
+            !bodies.evict_one(held, 0, 8),
+            "its share would not make room enough"
+        );
+        assert!(bodies.evict_one(held, 0, 7));
         assert!(stalled.was_evicted());
         assert!(!arrived.was_evicted() && !fresh.was_evicted());
-        assert!(!bodies.evict_one(held, 0), "nothing else may be closed");
+        assert!(!bodies.evict_one(held, 0, 1), "nothing else may be closed");
     }
 
     #[test]
     fn a_body_given_back_is_no_longer_held() {
         let bodies = LargeBodies::default();
         let stalled = body_awaited(Some(Duration::from_secs(2)));
-        drop(bodies.hold(ONE, Arc::downgrade(&stalled)));
-        assert!(!bodies.evict_one(|_| 7, 0));
+        drop(bodies.hold(ONE, Arc::downgrade(&stalled), 7));
+        assert!(!bodies.evict_one(|_| 7, 0, 1));
         assert!(!stalled.was_evicted());
     }
 }
