@@ -326,7 +326,7 @@ impl Server {
                     }
                     () = deadline.passed() => {
                         if deadline.was_evicted() {
-                            tracing::debug!(%peer, "connection waiting for a request closed to make room at the connection cap");
+                            tracing::debug!(%peer, "connection waiting for a request or stalled on its body closed to make room (the connection cap, or the large bodies' budget)");
                             refused.count("evicted");
                         } else {
                             tracing::debug!(%peer, "no request head within the header-read timeout; connection closed");
