@@ -13,9 +13,12 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Default handshakes a second one address may begin, past its burst: far more than an
-/// apiserver's pool ever re-opens, a few percent of a core at most in key exchanges.
-pub const DEFAULT_HANDSHAKES_PER_SECOND: u32 = 100;
+/// Default handshakes a second one address may begin, past its burst. An apiserver's webhook
+/// client keeps at most 25 idle connections per host, so above that many reviews at once it opens
+/// a connection for a review and closes it after: a busy apiserver churns connections, and its
+/// handshakes must never be refused. A thousand a second is far above that churn, and holds one
+/// address to a fraction of a core in key exchanges instead of all of them.
+pub const DEFAULT_HANDSHAKES_PER_SECOND: u32 = 1000;
 
 /// Addresses' budgets are pruned of those full again every so many handshakes, so that clients
 /// from many addresses leave no state behind.
