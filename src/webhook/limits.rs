@@ -3,7 +3,7 @@
 //! bytes of large bodies being buffered (reserved from the headers, before any of the body is
 //! read), and reviews being decided (taken once the body has arrived, so a client trickling its
 //! bodies holds no review's slot: only a connection, which the listener caps, see
-//! [`crate::webhook::server::Limits`]; one client address holds at most half of them). Past a cap a review is refused with HTTP 429 and a `Status`
+//! [`crate::webhook::server::Limits`]; while other addresses hold some, one holds at most its fair share of them). Past a cap a review is refused with HTTP 429 and a `Status`
 //! body; the apiserver then applies the entry's failurePolicy. One client address holds at most half
 //! the large bodies' budget (never less than one body of the maximum size): a client that sends
 //! headers declaring 7 MiB and then nothing holds its reservation until the body's deadline, and
