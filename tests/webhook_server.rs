@@ -120,6 +120,15 @@ impl TestServer {
         }
     }
 
+    /// Waits until at most `n` requests to `path` are in the handler.
+    async fn until_in_flight_at_most(&self, path: &'static str, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.metrics.in_flight(path) > n {
+            assert!(Instant::now() < deadline, "the requests never ended");
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Posts `body` to `path` with a client that trusts the server's CA.
     async fn post(&self, path: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
         post(&self.client(), &self.url(path), body).await
@@ -1230,22 +1239,9 @@ async fn a_slow_large_body_of_an_address_within_its_share_is_not_cut_to_make_roo
         TestServer::start_with(ReviewLimits::new(8, 2 * MAX_BODY_BYTES), Limits::default()).await;
     // The apiserver (127.0.0.1) sends a 4 MiB review at about 1.25 MiB/s (a slow path): it takes
     // over three seconds to arrive, waiting for bytes again and again.
-    let body = serde_json::to_vec(&padded_review("slow", "db", "z".repeat(4 * 1024 * 1024)))
-        .expect("json");
-    let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_ONE).await);
-    let sender = tokio::spawn(async move {
-        write
-            .write_all(&request_head(body.len()))
-            .await
-            .expect("head");
-        for chunk in body.chunks(64 * 1024) {
-            write.write_all(chunk).await.expect("a piece of the body");
-            write.flush().await.expect("flush");
-            // The pace of a slow path, not a synchronisation.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        read_response(&mut read).await
-    });
+    let at_once = 0;
+    let every = Duration::from_millis(50);
+    let sender = send_slowly(&server, LOCAL_ONE, 4 * 1024 * 1024, at_once, every).await;
     server.until_in_flight(endpoints::SECRET_NAMES, 1).await;
     // Its bytes first awaited over a second ago (the scenario's time, not a synchronisation).
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -1254,17 +1250,132 @@ async fn a_slow_large_body_of_an_address_within_its_share_is_not_cut_to_make_roo
     // body would make room enough: it is not cut, and 127.0.0.3 is refused.
     let path = endpoints::SECRET_NAMES;
     let _two = hold_in_flight_from(&server, LOCAL_TWO, path, MAX_BODY_BYTES, 2).await;
-    let (mut three, mut three_write) = tokio::io::split(raw_tls_from(&server, LOCAL_THREE).await);
-    three_write
+    refused_and_slow_body_answered(&server, LOCAL_THREE, sender).await;
+}
+
+#[tokio::test]
+async fn a_large_body_on_course_is_not_cut_to_make_room_however_long_it_is_awaited() {
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, 2 * MAX_BODY_BYTES), Limits::default()).await;
+    // The apiserver (127.0.0.1) sends a 6 MiB review over a slow path: half at once, the rest at
+    // about 2 MiB/s. It is awaited again and again for some 1.5 s, but at that pace it is whole
+    // well within 2 s of waiting: on course.
+    let every = Duration::from_millis(30);
+    let sender = send_slowly(&server, LOCAL_ONE, 6 * 1024 * 1024, 3 * 1024 * 1024, every).await;
+    let path = endpoints::SECRET_NAMES;
+    server.until_in_flight(path, 1).await;
+    let started = Instant::now();
+    // 127.0.0.2 declares 7 MiB late (the scenario's time): the budget is full, and its body is
+    // still within its grace when 127.0.0.3 declares 7 MiB, after the apiserver's has been
+    // awaited for over a second. The apiserver holds more than its fair share (14 MiB over three
+    // addresses) and than the newcomer, and its body would make room enough; but it is coming,
+    // so it is not cut, and the newcomer is refused.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let _two = hold_in_flight_from(&server, LOCAL_TWO, path, MAX_BODY_BYTES, 2).await;
+    tokio::time::sleep_until((started + Duration::from_millis(1200)).into()).await;
+    refused_and_slow_body_answered(&server, LOCAL_THREE, sender).await;
+}
+
+#[tokio::test]
+async fn a_client_replacing_its_stalled_large_bodies_within_a_second_still_makes_room() {
+    // 127.0.0.2 holds the whole budget (one body of the maximum size) with a body it never
+    // sends, and replaces it with a new one before its grace of a second has passed, as often as
+    // it likes. Having left a body unfinished, its next is judged after a short grace: the
+    // apiserver's large review finds room within its search instead of a refusal.
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, MAX_BODY_BYTES), Limits::default()).await;
+    let path = endpoints::SECRET_NAMES;
+    let first = hold_in_flight_from(&server, LOCAL_TWO, path, MAX_BODY_BYTES, 1).await;
+    // Its next connection is ready before the first is dropped, as a quick client's would be.
+    let next = raw_tls_from(&server, LOCAL_TWO).await;
+    drop(first);
+    server.until_in_flight_at_most(path, 0).await;
+    let (mut next_read, mut next_write) = tokio::io::split(next);
+    next_write
         .write_all(&request_head_to(path, MAX_BODY_BYTES))
         .await
         .expect("write");
-    three_write.flush().await.expect("flush");
-    let refused = read_response(&mut three).await;
+    next_write
+        .write_all(b"{\"apiVersion\":")
+        .await
+        .expect("write");
+    next_write.flush().await.expect("flush");
+    server.until_in_flight(path, 1).await;
+    let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
+    let apiserver = client_from(&server.ca(), LOCAL_ONE);
+    let answer = post(&apiserver, &server.url(path), &large)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), 200, "the apiserver's large review");
+    let answered = answer.json::<Value>().await.expect("a review");
+    assert_eq!(answered["response"]["allowed"], true, "{answered}");
+    let cut = one_closed(std::iter::once(&mut next_read), "the new body was not cut").await;
+    assert!(cut.is_empty(), "answered instead of cut: {cut:?}");
+}
+
+/// Sends a review padded with `padding` bytes from `local` over a slow path: its head and its
+/// first `at_once` bytes, then the rest in pieces of 64 KiB, one every `every`; its answer.
+async fn send_slowly(
+    server: &TestServer,
+    local: [u8; 4],
+    padding: usize,
+    at_once: usize,
+    every: Duration,
+) -> tokio::task::JoinHandle<String> {
+    let body = serde_json::to_vec(&padded_review("slow", "db", "z".repeat(padding))).expect("json");
+    assert!(body.len() <= MAX_BODY_BYTES);
+    let (mut read, mut write) = tokio::io::split(raw_tls_from(server, local).await);
+    tokio::spawn(async move {
+        write
+            .write_all(&request_head(body.len()))
+            .await
+            .expect("head");
+        let (first, rest) = body.split_at(at_once.min(body.len()));
+        write
+            .write_all(first)
+            .await
+            .expect("the body's first bytes");
+        for piece in rest.chunks(64 * 1024) {
+            write.flush().await.expect("flush");
+            // The pace of a slow path, not a synchronisation.
+            tokio::time::sleep(every).await;
+            write.write_all(piece).await.expect("a piece of the body");
+        }
+        write.flush().await.expect("flush");
+        read_response(&mut read).await
+    })
+}
+
+/// A body of the maximum size declared from `newcomer` is refused (the budget is full), and the
+/// slow body `sender` sends is answered, allowed: it was not cut to make room.
+async fn refused_and_slow_body_answered(
+    server: &TestServer,
+    newcomer: [u8; 4],
+    sender: tokio::task::JoinHandle<String>,
+) {
+    let path = endpoints::SECRET_NAMES;
+    let refused = head_alone_from(server, newcomer, path, MAX_BODY_BYTES).await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
-    let answered = sender.await.expect("the apiserver's review");
+    let answered = sender.await.expect("the slow body's review");
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     assert!(answered.contains("\"allowed\":true"), "{answered}");
+}
+
+/// The answer to a request head to `path` from `local` declaring a body of `declared` bytes, none
+/// of which is sent (an answer before the body: a refusal).
+async fn head_alone_from(
+    server: &TestServer,
+    local: [u8; 4],
+    path: &str,
+    declared: usize,
+) -> String {
+    let (mut read, mut write) = tokio::io::split(raw_tls_from(server, local).await);
+    write
+        .write_all(&request_head_to(path, declared))
+        .await
+        .expect("write");
+    write.flush().await.expect("flush");
+    read_response(&mut read).await
 }
 
 /// A server whose large bodies are paced as slowly as allowed (asked for 1 byte/s, the pace is a

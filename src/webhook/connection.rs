@@ -1,11 +1,12 @@
 //! What a request's handler knows of the connection it came on: the client's address (for its
 //! shares of the review slots and of the large bodies' budget) and the connection's deadline (told
-//! while the handler waits for body bytes that do not come, so that such a connection can make room
-//! at the connection cap). The listener sets it for each request as a task-local, which costs no
+//! how the request's body is coming while the handler waits for it, so that a connection whose
+//! body has stalled can make room at the caps). The listener sets it for each request as a task-local, which costs no
 //! allocation per request (an extension in the request would).
 
+use super::body_wait::BodyWait;
 use super::header_deadline::HeaderDeadline;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Buf, Frame, SizeHint};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -42,33 +43,31 @@ pub(crate) fn deadline() -> Option<Weak<HeaderDeadline>> {
     CONNECTION.try_with(|c| Arc::downgrade(&c.deadline)).ok()
 }
 
-/// `body`, telling the connection's deadline from when the handler has been waiting for bytes of
-/// it that have not come (from the first such wait on, for as long as it keeps waiting), and when
-/// it is not (bytes came; the handler paused reading, as the large bodies' pace does; the body
-/// ended or was dropped).
+/// `body`, telling the connection's deadline how it is coming ([`BodyWait`]) once the handler has
+/// had to wait for its bytes: from then on, when it waits for bytes that have not come, and when
+/// it is not waiting (bytes came; the handler paused reading, as the large bodies' pace does; the
+/// body ended or was dropped). A body that is whole before the handler ever waits (an ordinary
+/// review, sent with its head) tells nothing and reads no clock.
 pub struct WatchedBody<B> {
     body: B,
-    /// When the handler first waited for bytes of this body.
-    first_wait: Option<Instant>,
-    waiting: bool,
+    wait: BodyWait,
+    /// Whether the deadline has been told of this body (it has been waited for).
+    told: bool,
 }
 
 impl<B> WatchedBody<B> {
-    pub fn new(body: B) -> Self {
+    /// `body`, expected to have `expected` bytes (declared, or the most allowed).
+    pub fn new(body: B, expected: usize) -> Self {
         Self {
             body,
-            first_wait: None,
-            waiting: false,
+            wait: BodyWait::new(expected),
+            told: false,
         }
     }
 
-    fn tell(&mut self, waiting: bool) {
-        if self.waiting == waiting {
-            return;
-        }
-        self.waiting = waiting;
-        let since = waiting.then(|| *self.first_wait.get_or_insert_with(Instant::now));
-        let _ = CONNECTION.try_with(|c| c.deadline.awaiting_body(since));
+    fn tell(&mut self, wait: Option<BodyWait>) {
+        self.told = wait.is_some();
+        let _ = CONNECTION.try_with(|c| c.deadline.body_wait(wait));
     }
 }
 
@@ -81,7 +80,31 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        self.tell(polled.is_pending());
+        match &polled {
+            Poll::Pending => {
+                if self.wait.waiting_since.is_none() {
+                    self.wait.waiting_since = Some(Instant::now());
+                    let wait = self.wait;
+                    self.tell(Some(wait));
+                }
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                let bytes = frame.data_ref().map_or(0, Buf::remaining);
+                self.wait.received = self.wait.received.saturating_add(bytes);
+                if let Some(since) = self.wait.waiting_since.take() {
+                    self.wait.waited += since.elapsed();
+                }
+                if self.told {
+                    let wait = self.wait;
+                    self.tell(Some(wait));
+                }
+            }
+            Poll::Ready(_) => {
+                if self.told {
+                    self.tell(None);
+                }
+            }
+        }
         polled
     }
 
@@ -96,7 +119,9 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
 
 impl<B> Drop for WatchedBody<B> {
     fn drop(&mut self) {
-        self.tell(false);
+        if self.told {
+            self.tell(None);
+        }
     }
 }
 
@@ -141,7 +166,7 @@ mod tests {
         serving(connection, async {
             assert_eq!(client_address(), Some(IpAddr::from([10, 0, 0, 1])));
             deadline.serving();
-            let mut body = WatchedBody::new(Slow(0));
+            let mut body = WatchedBody::new(Slow(0), 2);
             let waker = futures::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
@@ -161,7 +186,7 @@ mod tests {
         let connection = from_ten_0_0_1(&deadline);
         serving(connection, async {
             deadline.serving();
-            let mut body = WatchedBody::new(Slow(0));
+            let mut body = WatchedBody::new(Slow(0), 2);
             let waker = futures::task::noop_waker();
             assert!(
                 Pin::new(&mut body)

@@ -178,7 +178,7 @@ async fn serve(
     let address = connection::client_address();
     let declared = declared_length(&parts.headers);
     // Held until the answer is made: the body and the decoded review are the review's memory.
-    let _room = admit_body(state, &parts.headers, declared, address)
+    let mut room = admit_body(state, &parts.headers, declared, address)
         .await
         .map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
@@ -189,6 +189,8 @@ async fn serve(
         state.metrics.paced(path, &paced);
     }
     let body = read?;
+    // A large body that came whole; one that did not leaves its address a shorter grace.
+    room.arrived();
     let _slot = state.limits.admit_review(address).map_err(|refusal| {
         tracing::debug!(%refusal, "review refused with its body read");
         refusal.into_response()
@@ -240,7 +242,8 @@ async fn read_body(
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, async move {
         // Tells the connection while the body's bytes are awaited, so that a stalled body can
         // make room at the connection cap.
-        let mut body = WatchedBody::new(body);
+        let expected = declared.map_or(MAX_BODY_BYTES, |_| capacity.min(MAX_BODY_BYTES));
+        let mut body = WatchedBody::new(body, expected);
         let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {

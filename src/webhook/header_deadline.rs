@@ -13,6 +13,7 @@
 //! re-armed only when it fires; a request only marks when it began and when it was answered, and
 //! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
+use super::body_wait::{self, BodyWait};
 use super::handshakes::Handshakes;
 use super::peers::PeerSlots;
 use std::collections::VecDeque;
@@ -35,12 +36,6 @@ const EVICTED: u64 = u64::MAX - 1;
 /// last answer has been written out, and a head that follows an answer at once is never cut.
 const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
-/// How long after the handler first waited for bytes of a request's body, while it still waits
-/// for them, the connection may be evicted: the apiserver writes a review's body with its head, so
-/// a body not there by then is stalled (or trickled to keep the connection), whatever bytes it
-/// has sent so far. One paused by the large bodies' pace is not waited for, and not evicted.
-const BODY_EVICTABLE_AFTER: Duration = Duration::from_secs(1);
-
 pub struct HeaderDeadline {
     opened: Instant,
     timeout: Duration,
@@ -51,9 +46,10 @@ pub struct HeaderDeadline {
     waiting_since: AtomicU64,
     /// Answered, and no byte of the next request has come since.
     idle: AtomicBool,
-    /// While the handler waits for bytes of a request's body: 1 + nanoseconds from `opened` to its
-    /// first wait for them; 0 otherwise.
-    body_awaited_since: AtomicU64,
+    /// The request body being read, once the handler has had to wait for its bytes: whether it
+    /// has stalled. Locked by an eviction while it decides, so that bytes that come meanwhile
+    /// cannot be missed (a body that has come is never cut).
+    body: Mutex<Option<BodyWait>>,
     /// Wakes [`Self::passed`] on an eviction.
     wake: tokio::sync::Notify,
 }
@@ -76,7 +72,7 @@ impl HeaderDeadline {
             idle_timeout,
             waiting_since: AtomicU64::new(0),
             idle: AtomicBool::new(false),
-            body_awaited_since: AtomicU64::new(0),
+            body: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -84,13 +80,22 @@ impl HeaderDeadline {
     /// Closes the connection now if it may make room for a new one at the connection cap
     /// ([`Self::evictable`]); says whether it did. A head that arrives first wins.
     pub fn evict(&self) -> bool {
-        let now = self.nanos(Instant::now());
+        self.evict_within(body_wait::GRACE)
+    }
+
+    /// [`Self::evict`], a stalled body judged after `body_grace` of waiting for it.
+    pub fn evict_within(&self, body_grace: Duration) -> bool {
+        // Held until the state is swapped: the body's bytes and the eviction cannot cross.
+        let body = self.body.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         let evicted = self
             .waiting_since
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
-                self.evictable_in(since, now).then_some(EVICTED)
+                self.evictable_in(since, body.as_ref(), now, body_grace)
+                    .then_some(EVICTED)
             })
             .is_ok();
+        drop(body);
         if evicted {
             self.wake.notify_one();
         }
@@ -98,36 +103,47 @@ impl HeaderDeadline {
     }
 
     /// Whether the connection could be evicted now: it has waited for a request (idle, or its head
-    /// not complete) for at least [`EVICTABLE_AFTER`], or the handler has been waiting for bytes of
-    /// a request's body, still missing, for at least [`BODY_EVICTABLE_AFTER`]. A request whose
-    /// body has arrived (being decided, awaiting look-ups) or is paused by the pace is never cut.
+    /// not complete) for at least [`EVICTABLE_AFTER`], or the request's body has stalled
+    /// ([`BodyWait::stalled`] after [`body_wait::GRACE`]). A request whose body has come (being
+    /// decided, awaiting look-ups), is on course or is paused by the pace is never cut.
     pub fn evictable(&self) -> bool {
-        let now = self.nanos(Instant::now());
-        self.evictable_in(self.waiting_since.load(Ordering::Relaxed), now)
+        self.evictable_within(body_wait::GRACE)
     }
 
-    fn evictable_in(&self, waiting_since: u64, now: u64) -> bool {
-        let at_least = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    /// [`Self::evictable`], a stalled body judged after `body_grace` of waiting for it.
+    pub fn evictable_within(&self, body_grace: Duration) -> bool {
+        let body = self.body.lock().unwrap_or_else(|e| e.into_inner());
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        self.evictable_in(since, body.as_ref(), Instant::now(), body_grace)
+    }
+
+    fn evictable_in(
+        &self,
+        waiting_since: u64,
+        body: Option<&BodyWait>,
+        now: Instant,
+        body_grace: Duration,
+    ) -> bool {
         match waiting_since {
             EVICTED => false,
-            SERVING => match self.body_awaited_since.load(Ordering::Relaxed) {
-                0 => false,
-                since => now.saturating_sub(since - 1) >= at_least(BODY_EVICTABLE_AFTER),
-            },
-            since => now.saturating_sub(since) >= at_least(EVICTABLE_AFTER),
+            SERVING => body.is_some_and(|body| body.stalled(now, body_grace)),
+            since => {
+                let at_least = u64::try_from(EVICTABLE_AFTER.as_nanos()).unwrap_or(u64::MAX);
+                self.nanos(now).saturating_sub(since) >= at_least
+            }
         }
     }
 
-    /// The handler has been waiting for bytes of a request's body since `since` (its first wait
-    /// for them), or (`None`) is not waiting for any.
-    pub(crate) fn awaiting_body(&self, since: Option<Instant>) {
-        let since = since.map_or(0, |at| self.nanos(at).saturating_add(1));
-        self.body_awaited_since.store(since, Ordering::Relaxed);
+    /// How the request's body is coming, once the handler has had to wait for it; `None` once it
+    /// has come or been dropped.
+    pub(crate) fn body_wait(&self, wait: Option<BodyWait>) {
+        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = wait;
     }
 
     #[cfg(test)]
     pub(crate) fn awaits_body(&self) -> bool {
-        self.body_awaited_since.load(Ordering::Relaxed) != 0
+        let body = self.body.lock().unwrap_or_else(|e| e.into_inner());
+        body.is_some_and(|b| b.waiting_since.is_some())
     }
 
     /// A request's head has arrived: the deadline is off until it is answered. It wins over an
@@ -423,26 +439,38 @@ mod tests {
         assert!(deadline.was_evicted());
     }
 
+    /// A body of 7 MiB, nothing of which has come, awaited since `ago`.
+    fn awaited_since(ago: Duration) -> Option<BodyWait> {
+        Some(BodyWait {
+            waiting_since: Some(Instant::now() - ago),
+            ..BodyWait::new(7 << 20)
+        })
+    }
+
     #[test]
-    fn a_body_stalled_for_a_second_may_make_room_and_one_arrived_or_paused_never() {
+    fn a_stalled_body_may_make_room_and_one_arrived_or_paused_never() {
         let hour = Duration::from_secs(3600);
         let deadline = HeaderDeadline::opened_at(Instant::now() - hour, hour, IDLE);
         deadline.serving();
         assert!(!deadline.evictable(), "a request being answered");
-        deadline.awaiting_body(Some(Instant::now()));
+        deadline.body_wait(awaited_since(Duration::ZERO));
         assert!(!deadline.evictable(), "its bytes may be on their way");
-        deadline.awaiting_body(Some(Instant::now() - BODY_EVICTABLE_AFTER));
+        deadline.body_wait(awaited_since(body_wait::GRACE));
         assert!(deadline.evictable(), "awaited for a second, still missing");
+        assert!(
+            deadline.evictable_within(Duration::ZERO),
+            "judged sooner after a short grace"
+        );
         // Bytes came, or the pace paused the reading: the handler is not waiting for the client.
-        deadline.awaiting_body(None);
+        deadline.body_wait(None);
         assert!(!deadline.evict());
-        deadline.awaiting_body(Some(Instant::now() - BODY_EVICTABLE_AFTER));
+        deadline.body_wait(awaited_since(body_wait::GRACE));
         assert!(deadline.evict());
         assert!(deadline.was_evicted());
         assert!(!deadline.evictable(), "evicted once");
         // The body arrives and the review is answered before the connection is closed: the
         // eviction stands.
-        deadline.awaiting_body(None);
+        deadline.body_wait(None);
         deadline.answered();
         assert!(deadline.was_evicted());
     }

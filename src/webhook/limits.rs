@@ -66,6 +66,12 @@ fn units_of(size: usize) -> u32 {
 /// connection's task gives it back at once; this only bounds the wait).
 const ROOM_WAIT: Duration = Duration::from_millis(50);
 
+/// How long a large body that finds the budget full looks for a stalled body to make room, and
+/// how often: a few looks, so that a body judged a moment later is found, and few, since each
+/// looks at every body holding a share.
+const ROOM_SEARCH: Duration = Duration::from_millis(100);
+const ROOM_RETRY: Duration = Duration::from_millis(25);
+
 /// The shared caps of one webhook server.
 #[derive(Debug)]
 pub struct ReviewLimits {
@@ -94,7 +100,16 @@ impl Default for ReviewLimits {
 pub struct BodyRoom {
     _share: Option<OwnedSemaphorePermit>,
     _address: Option<PeerSlot>,
-    _held: Option<Held>,
+    held: Option<Held>,
+}
+
+impl BodyRoom {
+    /// The body came whole (see [`Held::arrived`]).
+    pub fn arrived(&mut self) {
+        if let Some(held) = &mut self.held {
+            held.arrived();
+        }
+    }
 }
 
 /// Held while a review whose body has arrived is decided and answered: its slot among the reviews
@@ -180,7 +195,7 @@ impl ReviewLimits {
             return Ok(BodyRoom {
                 _share: None,
                 _address: None,
-                _held: None,
+                held: None,
             });
         }
         let size = match declared {
@@ -211,35 +226,36 @@ impl ReviewLimits {
         Ok(BodyRoom {
             _share: Some(share),
             _address: address_share,
-            _held: held,
+            held,
         })
     }
 
     /// [`Self::admit_body`], and when the budget is full, room made by closing the connection of a
-    /// large body whose bytes have stopped coming (see [`LargeBodies::evict_one`]) and whose share
-    /// makes room enough, of an address holding more of the budget than its fair share (the budget
-    /// over the addresses holding some) and than `address`: waits at most [`ROOM_WAIT`] for its
-    /// share to come back.
+    /// large body that has stalled (see [`LargeBodies::evict_one`]) and whose share makes room
+    /// enough, of an address holding more of the budget than its fair share (the budget over the
+    /// addresses holding some) and than `address`: looked for again every [`ROOM_RETRY`] for
+    /// [`ROOM_SEARCH`] (room may come free meanwhile too), then waits at most [`ROOM_WAIT`] for the
+    /// closed body's share to come back.
     pub async fn admit_body_making_room(
         &self,
         declared: Option<u64>,
         address: Option<IpAddr>,
     ) -> Result<BodyRoom, Refusal> {
-        let refused = match self.admit_body(declared, address) {
-            Err(refused @ Refusal::BodyBudget(_)) => refused,
-            other => return other,
-        };
-        let newcomers = address.map_or(0, |a| self.by_address.held(a));
-        let holders = self.by_address.holders() + usize::from(newcomers == 0);
-        let at_least = newcomers.max(self.budget / holders.max(1));
-        let size = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
-        let free = self.large_bodies.available_permits() * UNIT;
-        let missing = size.saturating_sub(free);
-        if !self
-            .large
-            .evict_one(|a| self.by_address.held(a), at_least, missing)
-        {
-            return Err(refused);
+        let searching = tokio::time::Instant::now();
+        loop {
+            let refused = match self.admit_body(declared, address) {
+                Err(refused @ Refusal::BodyBudget(_)) => refused,
+                other => return other,
+            };
+            if self.make_room(declared, address) {
+                break;
+            }
+            if searching.elapsed() >= ROOM_SEARCH {
+                return Err(refused);
+            }
+            // A body whose address left one unfinished is judged after a short grace: a client
+            // that replaces its stalled bodies as fast as it likes is found within the search.
+            tokio::time::sleep(ROOM_RETRY).await;
         }
         // Tried again until the closed body's share is back (its connection's task lets go of it
         // at once), without queueing on the budget: a waiter there would take every share given
@@ -253,6 +269,19 @@ impl ReviewLimits {
                 other => return other,
             }
         }
+    }
+
+    /// Closes a stalled large body's connection to make room for a body declaring `declared`
+    /// bytes from `address` (see [`Self::admit_body_making_room`]); whether one was closed.
+    fn make_room(&self, declared: Option<u64>, address: Option<IpAddr>) -> bool {
+        let newcomers = address.map_or(0, |a| self.by_address.held(a));
+        let holders = self.by_address.holders() + usize::from(newcomers == 0);
+        let at_least = newcomers.max(self.budget / holders.max(1));
+        let size = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
+        let free = self.large_bodies.available_permits() * UNIT;
+        let missing = size.saturating_sub(free);
+        self.large
+            .evict_one(|a| self.by_address.held(a), at_least, missing)
     }
 
     /// Whether a body that declares `declared` bytes needs a share of the large bodies' budget.

@@ -28,6 +28,7 @@
 //! blocking thread of low priority, so it never queues the small ones; and a world the index has
 //! replaced is freed there too when a review held its last reference (`snapshot.rs`).
 
+pub mod body_wait;
 pub mod client_auth;
 pub mod connection;
 pub mod facts;

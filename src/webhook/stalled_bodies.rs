@@ -2,10 +2,24 @@
 //! bytes have stopped coming can make room for another: a client that declares large bodies and
 //! sends nothing (or trickles them) would otherwise hold its shares until the bodies' deadline,
 //! and from two addresses the whole budget, refusing every other large review meanwhile.
+//!
+//! The addresses that left a large body unfinished lately are remembered: their bodies are judged
+//! after a short grace ([`body_wait::GRACE_AFTER_ABANDONING`]), so that a client dropping each
+//! stalled body before its grace ends, and declaring a new one, cannot keep the budget either.
 
+use super::body_wait;
 use super::header_deadline::HeaderDeadline;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// How long an address that left a large body unfinished keeps the short grace.
+const REMEMBERED_FOR: Duration = Duration::from_secs(10);
+
+/// The most addresses remembered at once; past it, those that come next keep the full grace
+/// (the memory stays bounded whatever number of addresses a client has).
+const MOST_REMEMBERED: usize = 4096;
 
 /// The large bodies holding shares.
 #[derive(Default)]
@@ -16,12 +30,17 @@ struct Holding {
     next: u64,
     /// Each body's number, client address, connection and share (bytes).
     bodies: Vec<(u64, IpAddr, Weak<HeaderDeadline>, usize)>,
+    /// When each address last left a large body unfinished (its connection closed, its deadline
+    /// passed or its body cut to make room), within [`REMEMBERED_FOR`].
+    abandoned: HashMap<IpAddr, Instant>,
 }
 
 /// A body's place among those holding shares, given up when dropped (with its share).
 pub struct Held {
     holding: Arc<Mutex<Holding>>,
     id: u64,
+    address: IpAddr,
+    arrived: bool,
 }
 
 impl std::fmt::Debug for LargeBodies {
@@ -41,44 +60,65 @@ impl LargeBodies {
     /// Records a body from `address`, read on the connection of `deadline`, holding a share of
     /// `size` bytes.
     pub fn hold(&self, address: IpAddr, deadline: Weak<HeaderDeadline>, size: usize) -> Held {
+        let address = address.to_canonical();
         let mut holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let id = holding.next;
         holding.next += 1;
-        holding
-            .bodies
-            .push((id, address.to_canonical(), deadline, size));
+        holding.bodies.push((id, address, deadline, size));
         Held {
             holding: Arc::clone(&self.0),
             id,
+            address,
+            arrived: false,
         }
     }
 
-    /// Closes the connection of a body whose bytes the handler has awaited, still missing, for a
-    /// second ([`HeaderDeadline::evictable`]) and whose share is at least `missing` bytes, of the
-    /// address holding the most of the budget (`held`) among those that have one, and only of an
-    /// address holding more than `at_least` (its fair share, and what the newcomer's address
-    /// holds); whether one was closed. Its share comes back once its connection's task has ended.
+    /// Closes the connection of a stalled body ([`HeaderDeadline::evictable`], judged after the
+    /// short grace if its address left a body unfinished lately) whose share is at least `missing`
+    /// bytes, of the address holding the most of the budget (`held`) among those that have one,
+    /// and only of an address holding more than `at_least` (its fair share, and what the
+    /// newcomer's address holds); whether one was closed. Its share comes back once its
+    /// connection's task has ended.
     pub fn evict_one(
         &self,
         held: impl Fn(IpAddr) -> usize,
         at_least: usize,
         missing: usize,
     ) -> bool {
-        let holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stalled: Vec<(usize, &Weak<HeaderDeadline>)> = holding
+        let mut holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        holding.abandoned.retain(|_, at| remembered(now, *at));
+        let grace = |address: &IpAddr| match holding.abandoned.contains_key(address) {
+            true => body_wait::GRACE_AFTER_ABANDONING,
+            false => body_wait::GRACE,
+        };
+        let mut stalled: Vec<(usize, &Weak<HeaderDeadline>, Duration)> = holding
             .bodies
             .iter()
             .filter(|(_, _, _, size)| *size >= missing)
-            .filter(|(_, _, d, _)| d.upgrade().is_some_and(|d| d.evictable()))
-            .map(|(_, address, d, _)| (held(*address), d))
-            .filter(|(held, _)| *held > at_least)
+            .map(|(_, address, d, _)| (address, d, grace(address)))
+            .filter(|(_, d, grace)| d.upgrade().is_some_and(|d| d.evictable_within(*grace)))
+            .map(|(address, d, grace)| (held(*address), d, grace))
+            .filter(|(held, _, _)| *held > at_least)
             .collect();
         // The busiest first; among bodies of as busy addresses, the newest.
         stalled.reverse();
-        stalled.sort_by_key(|(held, _)| std::cmp::Reverse(*held));
+        stalled.sort_by_key(|(held, _, _)| std::cmp::Reverse(*held));
         stalled
             .into_iter()
-            .any(|(_, d)| d.upgrade().is_some_and(|d| d.evict()))
+            .any(|(_, d, grace)| d.upgrade().is_some_and(|d| d.evict_within(grace)))
+    }
+}
+
+/// Whether an address that left a body unfinished `at` is still remembered `now`.
+fn remembered(now: Instant, at: Instant) -> bool {
+    now.saturating_duration_since(at) < REMEMBERED_FOR
+}
+
+impl Held {
+    /// The body came whole: its address is not held to have left it unfinished.
+    pub fn arrived(&mut self) {
+        self.arrived = true;
     }
 }
 
@@ -86,6 +126,18 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut holding = self.holding.lock().unwrap_or_else(|e| e.into_inner());
         holding.bodies.retain(|(id, _, _, _)| *id != self.id);
+        if self.arrived {
+            return;
+        }
+        let now = Instant::now();
+        if holding.abandoned.len() >= MOST_REMEMBERED {
+            holding.abandoned.retain(|_, at| remembered(now, *at));
+        }
+        if holding.abandoned.len() < MOST_REMEMBERED
+            || holding.abandoned.contains_key(&self.address)
+        {
+            holding.abandoned.insert(self.address, now);
+        }
     }
 }
 
@@ -97,12 +149,16 @@ mod tests {
     const ONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const TWO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
-    /// A connection whose request body has been awaited since `since` ago (`None`: has arrived).
+    /// A connection whose request body of 7 bytes, none of which has come, has been awaited
+    /// since `since` ago (`None`: has arrived).
     fn body_awaited(since: Option<Duration>) -> Arc<HeaderDeadline> {
         let hour = Duration::from_secs(3600);
         let deadline = HeaderDeadline::opened_at(Instant::now() - hour, hour, hour);
         deadline.serving();
-        deadline.awaiting_body(since.map(|ago| Instant::now() - ago));
+        deadline.body_wait(since.map(|ago| body_wait::BodyWait {
+            waiting_since: Some(Instant::now() - ago),
+            ..body_wait::BodyWait::new(7)
+        }));
         deadline
     }
 
@@ -139,5 +195,24 @@ mod tests {
         drop(bodies.hold(ONE, Arc::downgrade(&stalled), 7));
         assert!(!bodies.evict_one(|_| 7, 0, 1));
         assert!(!stalled.was_evicted());
+    }
+
+    #[test]
+    fn an_address_that_left_a_body_unfinished_is_judged_after_the_short_grace() {
+        let bodies = LargeBodies::default();
+        // Each address's earlier body: ONE's came whole, TWO's was left unfinished.
+        let mut whole = bodies.hold(ONE, Weak::new(), 7);
+        whole.arrived();
+        drop(whole);
+        drop(bodies.hold(TWO, Weak::new(), 7));
+        let young = Duration::from_millis(100);
+        let (one, two) = (body_awaited(Some(young)), body_awaited(Some(young)));
+        let _held = [
+            bodies.hold(ONE, Arc::downgrade(&one), 7),
+            bodies.hold(TWO, Arc::downgrade(&two), 7),
+        ];
+        assert!(bodies.evict_one(|_| 7, 0, 7));
+        assert!(two.was_evicted(), "past the short grace");
+        assert!(!one.was_evicted(), "within the full grace");
     }
 }

@@ -1,0 +1,131 @@
+//! How a request's body is coming, as its handler waits for it: enough to tell a body that is on
+//! its way, however slowly, from one whose sender holds a connection (and a share of the large
+//! bodies' budget) without sending it. Such a body may be closed to make room at the caps.
+
+use std::time::{Duration, Instant};
+
+/// How long the handler must have waited for a body's bytes, in all, before the body may be
+/// judged stalled: the apiserver writes a review's body with its head, so by then a body that is
+/// coming at all has shown its pace.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The grace of a body whose address left a large body unfinished a short while ago
+/// ([`crate::webhook::stalled_bodies`]): a client that drops its stalled bodies before their
+/// grace ends and declares new ones would otherwise never be judged. Not zero, so that the bytes
+/// of a body whose head has just arrived have a moment to follow it.
+pub const GRACE_AFTER_ABANDONING: Duration = Duration::from_millis(20);
+
+/// A body is on course when, at the pace its bytes have come while the handler waited for them,
+/// all of it arrives within this much waiting: the shortest `timeoutSeconds` of the webhook
+/// entries. The apiserver gives up on a review by then, so a body slower than that is worth
+/// nothing to it, while one faster is never cut, however slow its path (a body of the maximum
+/// size at 3.5 MiB/s is on course).
+pub const ON_COURSE_WITHIN: Duration = Duration::from_secs(2);
+
+/// A body being read, as far as its handler has waited for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyWait {
+    /// The bytes it is expected to have: as declared, or the most a body may have.
+    pub expected: usize,
+    /// The bytes that have come.
+    pub received: usize,
+    /// How long the handler waited for its bytes before the current wait.
+    pub waited: Duration,
+    /// When the handler began waiting for bytes that have not come yet; `None` while it is not
+    /// waiting (bytes came and are being handled, or the large bodies' pace paused the reading).
+    pub waiting_since: Option<Instant>,
+}
+
+impl BodyWait {
+    /// Nothing of a body of `expected` bytes has come, and it has not been waited for.
+    pub fn new(expected: usize) -> Self {
+        Self {
+            expected,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+        }
+    }
+
+    /// Whether the body is stalled at `now`: the handler is waiting for its bytes, has waited
+    /// for them at least `grace` in all, and at the pace they have come the body would not be
+    /// whole within [`ON_COURSE_WITHIN`] of waiting.
+    pub fn stalled(&self, now: Instant, grace: Duration) -> bool {
+        let Some(since) = self.waiting_since else {
+            return false;
+        };
+        let waited = self.waited + now.saturating_duration_since(since);
+        if waited < grace {
+            return false;
+        }
+        // received / waited < expected / ON_COURSE_WITHIN, without dividing.
+        let received = self.received as u128 * ON_COURSE_WITHIN.as_nanos();
+        received < self.expected as u128 * waited.as_nanos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    fn waiting(expected: usize, received: usize, waited: Duration) -> BodyWait {
+        BodyWait {
+            expected,
+            received,
+            waited,
+            waiting_since: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn a_body_waited_for_past_its_grace_and_behind_its_course_is_stalled() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert!(
+            waiting(7 * MIB, 0, second).stalled(now, GRACE),
+            "nothing came"
+        );
+        assert!(
+            waiting(7 * MIB, 3 * MIB, second).stalled(now, GRACE),
+            "3 MiB a second: 7 MiB in over two seconds"
+        );
+        assert!(
+            !waiting(7 * MIB, 4 * MIB, second).stalled(now, GRACE),
+            "4 MiB a second: on course"
+        );
+        assert!(
+            !waiting(7 * MIB, 0, second / 2).stalled(now, GRACE),
+            "within its grace"
+        );
+        assert!(
+            waiting(7 * MIB, 0, Duration::from_millis(30)).stalled(now, GRACE_AFTER_ABANDONING),
+            "the short grace of an address that left bodies unfinished"
+        );
+        assert!(
+            waiting(7 * MIB, 7 * MIB - 1, ON_COURSE_WITHIN * 2).stalled(now, GRACE),
+            "waited for longer than a body may take, and still missing"
+        );
+    }
+
+    #[test]
+    fn a_body_not_waited_for_now_is_never_stalled() {
+        let paused = BodyWait {
+            waiting_since: None,
+            ..waiting(7 * MIB, 0, Duration::from_secs(60))
+        };
+        assert!(!paused.stalled(Instant::now(), Duration::ZERO));
+    }
+
+    #[test]
+    fn the_current_wait_counts_up_to_now() {
+        let started = Instant::now();
+        let body = BodyWait {
+            waiting_since: Some(started),
+            ..BodyWait::new(7 * MIB)
+        };
+        assert!(!body.stalled(started, GRACE));
+        assert!(body.stalled(started + GRACE, GRACE));
+    }
+}
