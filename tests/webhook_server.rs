@@ -1564,6 +1564,50 @@ async fn at_the_cap_bodies_that_stall_make_room_after_a_second() {
     assert!(server.metrics.connections_refused("evicted") >= 1);
 }
 
+#[tokio::test]
+async fn at_the_cap_small_bodies_trickled_on_course_make_room_after_a_second() {
+    // One address fills every slot with requests whose small bodies come a few bytes at a time:
+    // on course to be whole within 2 s, but far slower than a body on its way (1 MiB/s). Each is
+    // cut once awaited for a second, without an answer, for the apiserver's new connection; not
+    // answered when whole and closed idle after.
+    let server = TestServer::with_max_connections(3).await;
+    let mut trickled = Vec::new();
+    for n in 1..=3 {
+        trickled.push(trickle_from(&server, LOCAL_TWO, 3000, 100, Duration::from_millis(60)).await);
+        server.until_in_flight(endpoints::SECRET_NAMES, n).await;
+    }
+    served_on_a_new_connection_within(&server, Some(LOCAL_ONE), Duration::from_secs(5)).await;
+    let reads = trickled.iter_mut().map(|(read, _)| read);
+    let answer = one_closed(reads, "no trickled body was cut").await;
+    assert!(answer.is_empty(), "answered, not cut: {answer:?}");
+    assert!(server.metrics.connections_refused("evicted") >= 1);
+}
+
+/// A request from `local` declaring a body of `declared` bytes, sent `piece` bytes every `every`
+/// (until it is whole, or the connection is closed): the connection's read half, and the sender.
+async fn trickle_from(
+    server: &TestServer,
+    local: [u8; 4],
+    declared: usize,
+    piece: usize,
+    every: Duration,
+) -> (RawRead, tokio::task::JoinHandle<()>) {
+    let (read, mut write) = tokio::io::split(raw_tls_from(server, local).await);
+    let head = request_head_to(endpoints::SECRET_NAMES, declared);
+    let sender = tokio::spawn(async move {
+        let body = vec![b' '; declared];
+        let _ = write.write_all(&head).await;
+        for piece in body.chunks(piece) {
+            if write.write_all(piece).await.is_err() || write.flush().await.is_err() {
+                return;
+            }
+            // The sender's pace, not a synchronisation.
+            tokio::time::sleep(every).await;
+        }
+    });
+    (read, sender)
+}
+
 /// Waits until one of `reads` is closed by the server; what it read until then.
 async fn one_closed<'a>(reads: impl Iterator<Item = &'a mut RawRead>, what: &str) -> Vec<u8> {
     let closing = reads.map(|read| {

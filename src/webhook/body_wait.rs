@@ -22,6 +22,11 @@ pub const GRACE_AFTER_ABANDONING: Duration = Duration::from_millis(20);
 /// size at 3.5 MiB/s is on course).
 pub const ON_COURSE_WITHIN: Duration = Duration::from_secs(2);
 
+/// The slowest pace at which a body is on course, whatever its size (bytes a second): a small body
+/// whose bytes come slower than this is not on its way, only kept open. A body of a few KiB on
+/// course arrives within milliseconds; the apiserver sends it with its head.
+pub const SLOWEST_ON_COURSE: usize = 1024 * 1024;
+
 /// A body being read, as far as its handler has waited for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyWait {
@@ -49,7 +54,8 @@ impl BodyWait {
 
     /// Whether the body is stalled at `now`: the handler is waiting for its bytes, has waited
     /// for them at least `grace` in all, and at the pace they have come the body would not be
-    /// whole within [`ON_COURSE_WITHIN`] of waiting.
+    /// whole within [`ON_COURSE_WITHIN`] of waiting, or they have come slower than
+    /// [`SLOWEST_ON_COURSE`].
     pub fn stalled(&self, now: Instant, grace: Duration) -> bool {
         let Some(since) = self.waiting_since else {
             return false;
@@ -58,9 +64,12 @@ impl BodyWait {
         if waited < grace {
             return false;
         }
-        // received / waited < expected / ON_COURSE_WITHIN, without dividing.
-        let received = self.received as u128 * ON_COURSE_WITHIN.as_nanos();
-        received < self.expected as u128 * waited.as_nanos()
+        // received / waited < expected / ON_COURSE_WITHIN, without dividing; and the floor.
+        let received = self.received as u128;
+        let waited = waited.as_nanos();
+        let behind = received * ON_COURSE_WITHIN.as_nanos() < self.expected as u128 * waited;
+        let crawling = received * 1_000_000_000 < SLOWEST_ON_COURSE as u128 * waited;
+        behind || crawling
     }
 }
 
@@ -107,6 +116,18 @@ mod tests {
             waiting(7 * MIB, 7 * MIB - 1, ON_COURSE_WITHIN * 2).stalled(now, GRACE),
             "waited for longer than a body may take, and still missing"
         );
+    }
+
+    #[test]
+    fn a_small_body_trickled_is_stalled_however_close_to_whole() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert!(
+            waiting(10 * 1024, 9 * 1024, second).stalled(now, GRACE),
+            "9 KiB in a second is on course for 10 KiB in two, but crawling"
+        );
+        assert!(!waiting(10 * 1024, 9 * 1024, second / 2).stalled(now, GRACE));
+        assert!(!waiting(2 * MIB, MIB + 1, second).stalled(now, GRACE));
     }
 
     #[test]
