@@ -4,7 +4,8 @@
 
 use crate::index::Index;
 use crate::metrics::IndexMetrics;
-use crate::webhook::header_deadline::{Established, HeaderDeadline};
+use crate::webhook::established::{Established, Newcomer};
+use crate::webhook::header_deadline::HeaderDeadline;
 use crate::webhook::peers::PeerSlots;
 use crate::webhook::server::{Closing, MAX_READ_BUFFER, marking_requests};
 use axum::Router;
@@ -96,8 +97,13 @@ async fn serve_bounded(
         };
         // At the cap, a connection waiting for a request (of a busier address) makes room, so
         // that clients holding connections from many addresses cannot fail the kubelet's probes.
-        let room = || established.make_room(peer.ip(), &peers, None, bounds.connections);
-        let Some(open) = established.slot(&connections, room).await else {
+        let newcomer = Newcomer {
+            address: peer.ip(),
+            peers: &peers,
+            handshakes: None,
+            capacity: bounds.connections,
+        };
+        let Some(open) = established.slot(&connections, newcomer).await else {
             tracing::debug!(%peer, "admin connection refused: the connection cap is reached");
             continue;
         };

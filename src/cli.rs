@@ -145,9 +145,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SCOPED_SECRETS_LARGE_BODY_BYTES_PER_SECOND", default_value_t = crate::webhook::limits::DEFAULT_LARGE_BODY_RATE)]
     pub large_body_bytes_per_second: usize,
     /// Open webhook connections at once; past it a new connection closes one holding its slot
-    /// without using it (waiting for a request or stalled on its body) of an address holding
-    /// more connections than the newcomer's, or is closed at once when none can be. The bodies
-    /// being read take up to this many times 64 KiB.
+    /// without using it (waiting for a request or stalled on its body), else has a busy one close
+    /// after its answer, of an address over its fair share holding more connections than the
+    /// newcomer's, or is closed at once when none can be. The bodies being read take up to this
+    /// many times 64 KiB.
     #[arg(long, env = "SCOPED_SECRETS_MAX_CONNECTIONS", default_value_t = crate::webhook::server::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Open webhook connections from one address at once (default: half of --max-connections);

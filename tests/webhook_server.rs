@@ -610,6 +610,14 @@ async fn raw_tls(
 
 /// Reads one HTTP/1.1 response with a Content-Length body.
 async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let response = tokio::time::timeout(Duration::from_secs(10), try_read_response(stream));
+    let response = response.await.expect("response in time");
+    response.unwrap_or_else(|partial| panic!("connection closed mid-response: {partial}"))
+}
+
+/// One HTTP/1.1 response with a Content-Length body, or (the connection closed or failed first)
+/// what came of it.
+async fn try_read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<String, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -624,19 +632,13 @@ async fn read_response(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
                 })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + length {
-                return text;
+                return Ok(text);
             }
         }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .expect("response in time")
-            .expect("read");
-        assert!(
-            n > 0,
-            "connection closed mid-response: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
+        match stream.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Err(text),
+        }
     }
 }
 
@@ -1534,9 +1536,14 @@ async fn at_the_cap_the_busiest_address_makes_room() {
         again.starts_with("HTTP/1.1 200"),
         "the pooled connection was closed: {again}"
     );
+    // Evicted once idle for 100 ms, or (still within them) closed after its answer.
+    let closed = || {
+        server.metrics.connections_refused("evicted")
+            + server.metrics.connections_refused("retired")
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metrics.connections_refused("evicted") < 1 {
-        assert!(Instant::now() < deadline, "the eviction was not counted");
+    while closed() < 1 {
+        assert!(Instant::now() < deadline, "the closing was not counted");
         tokio::task::yield_now().await;
     }
 }
@@ -1581,6 +1588,49 @@ async fn at_the_cap_small_bodies_trickled_on_course_make_room_after_a_second() {
     let answer = one_closed(reads, "no trickled body was cut").await;
     assert!(answer.is_empty(), "answered, not cut: {answer:?}");
     assert!(server.metrics.connections_refused("evicted") >= 1);
+}
+
+#[tokio::test]
+async fn at_the_cap_a_client_keeping_its_connections_busy_gives_one_back_after_its_answer() {
+    // 127.0.0.2 fills the slots the apiserver's pooled connection leaves and keeps them busy:
+    // each sends a review waiting on a look-up (of an apiserver that does not answer, up to the
+    // look-ups' deadline) and the next as soon as it is answered, so none is ever idle; and it
+    // opens a new connection as soon as one closes. A newcomer under its share has one of them
+    // close after its answer (never cut); the slot it gives back is owed to the newcomer, not
+    // taken back by the client that held it.
+    let (server, _backlog, _pooled, _pooled_write) = pooled_where_look_ups_hang(3).await;
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(busy_connections_from(server.addr, server.ca(), LOCAL_TWO)))
+        .collect();
+    server.until_in_flight(endpoints::SECRET_NAMES, 2).await;
+    served_on_a_new_connection_within(&server, Some(LOCAL_THREE), Duration::from_secs(10)).await;
+    assert!(server.metrics.connections_refused("retired") >= 1);
+    busy.iter().for_each(tokio::task::JoinHandle::abort);
+}
+
+/// Keeps a connection from `local` to the server at `addr` busy with reviews of secret `taken`,
+/// each sent as soon as the last is answered, opening a new one (every 20 ms, while refused)
+/// whenever it is closed; until aborted.
+async fn busy_connections_from(addr: SocketAddr, ca: Vec<u8>, local: [u8; 4]) {
+    let body = serde_json::to_vec(&review("busy", "taken")).expect("json");
+    loop {
+        let Some(stream) = try_tls_at(addr, &ca, local).await else {
+            // The pace of a client asking again, not a synchronisation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let (mut read, mut write) = tokio::io::split(stream);
+        loop {
+            let sent = async {
+                write.write_all(&request_head(body.len())).await?;
+                write.write_all(&body).await?;
+                write.flush().await
+            };
+            if sent.await.is_err() || try_read_response(&mut read).await.is_err() {
+                break;
+            }
+        }
+    }
 }
 
 /// A request from `local` declaring a body of `declared` bytes, sent `piece` bytes every `every`
@@ -1848,13 +1898,22 @@ async fn try_tls_from(
     server: &TestServer,
     local: [u8; 4],
 ) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    try_tls_at(server.addr, &server.ca(), local).await
+}
+
+/// [`try_tls_from`] a server at `addr` whose CA is `ca_pem`.
+async fn try_tls_at(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    local: [u8; 4],
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind((std::net::IpAddr::from(local), 0).into())
         .expect("a loopback address");
-    let tcp = socket.connect(server.addr).await.expect("connect");
+    let tcp = socket.connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    tls_connector(&server.ca()).connect(name, tcp).await.ok()
+    tls_connector(ca_pem).connect(name, tcp).await.ok()
 }
 
 /// Posts a review on a new connection (from `local`, else the default address) until it is

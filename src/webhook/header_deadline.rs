@@ -14,18 +14,13 @@
 //! the connection's reads mark when the next head's first bytes came ([`Watched`]).
 
 use super::body_wait::{self, BodyWait};
-use super::handshakes::Handshakes;
-use super::peers::PeerSlots;
-use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// `waiting_since` while a request is being answered.
 const SERVING: u64 = u64::MAX;
@@ -34,7 +29,7 @@ const EVICTED: u64 = u64::MAX - 1;
 
 /// How long a connection must have waited for a request before it may be evicted: by then its
 /// last answer has been written out, and a head that follows an answer at once is never cut.
-const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
+pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct HeaderDeadline {
     opened: Instant,
@@ -46,6 +41,8 @@ pub struct HeaderDeadline {
     waiting_since: AtomicU64,
     /// Answered, and no byte of the next request has come since.
     idle: AtomicBool,
+    /// To close after its answer, or as soon as it waits for a request ([`Self::retire`]).
+    retiring: AtomicBool,
     /// The request body being read, once the handler has had to wait for its bytes: whether it
     /// has stalled. Locked by an eviction while it decides, so that bytes that come meanwhile
     /// cannot be missed (a body that has come is never cut).
@@ -72,6 +69,7 @@ impl HeaderDeadline {
             idle_timeout,
             waiting_since: AtomicU64::new(0),
             idle: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
             body: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         })
@@ -196,6 +194,9 @@ impl HeaderDeadline {
         match self.waiting_since.load(Ordering::Relaxed) {
             SERVING => None,
             EVICTED => Some(self.opened),
+            since if self.retiring() => {
+                Some(self.opened + Duration::from_nanos(since) + EVICTABLE_AFTER)
+            }
             since => {
                 let allowed = if self.idle.load(Ordering::Relaxed) {
                     self.idle_timeout
@@ -227,111 +228,26 @@ impl HeaderDeadline {
         }
     }
 
+    /// Has a connection that cannot be evicted (busy) close after the answer it is making, or
+    /// once it has waited [`EVICTABLE_AFTER`] for a request: a request is never cut. Whether it was
+    /// not closing already.
+    pub fn retire(&self) -> bool {
+        if self.was_evicted() || self.retiring.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        // Its deadline comes sooner now.
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether the connection is to close after its answer ([`Self::retire`]).
+    pub fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection was evicted (rather than its deadline passing).
     pub fn was_evicted(&self) -> bool {
         self.waiting_since.load(Ordering::Relaxed) == EVICTED
-    }
-}
-
-/// How long a new connection at the cap waits for the slot of the connection evicted for it (its
-/// task lets go of it at once; this only bounds a pause of the accept loop).
-const ROOM_WAIT: Duration = Duration::from_millis(50);
-
-/// Open connections (on the webhook port, those past their handshake) and their addresses, oldest
-/// first, so that one waiting for a request can be evicted to make room at the connection cap.
-#[derive(Clone, Default)]
-pub struct Established(Arc<Mutex<VecDeque<Entry>>>);
-
-/// A connection's address and deadline.
-type Entry = (IpAddr, Weak<HeaderDeadline>);
-
-impl Established {
-    pub fn add(&self, peer: IpAddr, deadline: &Arc<HeaderDeadline>) {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Connections that ended leave their entries behind; drop them before they pile up.
-        if open.len() >= 64 && open.len().is_power_of_two() {
-            open.retain(|(_, d)| d.strong_count() > 0);
-        }
-        open.push_back((peer.to_canonical(), Arc::downgrade(deadline)));
-    }
-
-    /// A slot of `connections` for a new connection: at once if there is one; at the cap, once
-    /// `make_room` has closed a connection for it; `None` when it could not.
-    pub async fn slot(
-        &self,
-        connections: &Arc<Semaphore>,
-        make_room: impl FnOnce() -> bool,
-    ) -> Option<OwnedSemaphorePermit> {
-        if let Ok(open) = connections.clone().try_acquire_owned() {
-            return Some(open);
-        }
-        if !make_room() {
-            return None;
-        }
-        let freed = connections.clone().acquire_owned();
-        tokio::time::timeout(ROOM_WAIT, freed).await.ok()?.ok()
-    }
-
-    /// The addresses with a connection that could make room now ([`HeaderDeadline::evictable`]).
-    fn evictable_addresses(&self) -> Vec<IpAddr> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|(_, d)| d.strong_count() > 0);
-        let mut addresses: Vec<IpAddr> = open
-            .iter()
-            .filter(|(_, d)| d.upgrade().is_some_and(|d| d.evictable()))
-            .map(|(peer, _)| *peer)
-            .collect();
-        addresses.sort_unstable();
-        addresses.dedup();
-        addresses
-    }
-
-    /// At the cap of `capacity` connections, closes a connection to make room for a newcomer from
-    /// `address`: a handshake under way (of `handshakes`, on a TLS port; the oldest), else a
-    /// connection that may be evicted ([`HeaderDeadline::evictable`]: waiting for a request, or
-    /// stalled on a body; the newest), of the address holding the most connections (by `peers`)
-    /// among those that have one. Never of an address holding no more than its fair share (the
-    /// capacity over the addresses holding connections) nor than the newcomer's does besides it:
-    /// a client cannot take the pool of an apiserver that holds no more than its share, however
-    /// many fresh addresses it comes from and however busy it keeps its own connections, and a busy
-    /// address with nothing to evict does not stop the search among the others over their share.
-    /// Whether a connection was closed.
-    pub fn make_room(
-        &self,
-        address: IpAddr,
-        peers: &PeerSlots,
-        handshakes: Option<&Handshakes>,
-        capacity: usize,
-    ) -> bool {
-        let address = address.to_canonical();
-        // Besides the newcomer, whose slot is taken already.
-        let held = |at: IpAddr| peers.held(at).saturating_sub(usize::from(at == address));
-        let fair_share = capacity / peers.holders().max(1);
-        let at_least = held(address).max(fair_share);
-        let mut candidates: Vec<(usize, IpAddr)> = handshakes
-            .map(Handshakes::addresses)
-            .unwrap_or_default()
-            .into_iter()
-            .chain(self.evictable_addresses())
-            .map(|candidate| (held(candidate), candidate))
-            .filter(|(held, _)| *held > at_least)
-            .collect();
-        let Some(most) = candidates.iter().map(|(held, _)| *held).max() else {
-            return false;
-        };
-        candidates.retain(|(held, _)| *held == most);
-        let busiest: Vec<IpAddr> = candidates.into_iter().map(|(_, a)| a).collect();
-        handshakes.is_some_and(|h| h.evict_oldest_of(&busiest)) || self.evict_newest_of(&busiest)
-    }
-
-    /// Evicts the newest connection of `addresses` that can be, so that a pool's long-lived
-    /// connections are the last to go; whether there was one.
-    fn evict_newest_of(&self, addresses: &[IpAddr]) -> bool {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let evicted = open.iter().rposition(|(peer, deadline)| {
-            addresses.contains(peer) && deadline.upgrade().is_some_and(|d| d.evict())
-        });
-        evicted.and_then(|at| open.remove(at)).is_some()
     }
 }
 
@@ -473,6 +389,30 @@ mod tests {
         deadline.body_wait(None);
         deadline.answered();
         assert!(deadline.was_evicted());
+    }
+
+    #[test]
+    fn a_retired_connection_closes_once_it_waits_for_a_request_never_while_serving() {
+        let hour = Duration::from_secs(3600);
+        let deadline = HeaderDeadline::opened_at(Instant::now(), hour, hour);
+        deadline.serving();
+        assert!(deadline.retire());
+        assert!(!deadline.retire(), "once");
+        assert_eq!(deadline.due(), None, "its request is answered whole");
+        let answered = deadline.opened + Duration::from_secs(1);
+        deadline.answered_at(answered);
+        assert_eq!(
+            deadline.due(),
+            Some(answered + EVICTABLE_AFTER),
+            "not after the idle timeout"
+        );
+        let evicted = HeaderDeadline::opened_at(Instant::now() - hour, hour, hour);
+        evicted.answered_at(Instant::now() - EVICTABLE_AFTER);
+        assert!(evicted.evict());
+        assert!(
+            !evicted.retire(),
+            "an evicted connection is closing already"
+        );
     }
 
     #[tokio::test]

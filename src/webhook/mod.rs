@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! TLS connection ─► server.rs      handshake (client certificate: client_auth.rs), header
-//!        │                         deadline, connection cap, graceful drain; connection.rs
-//!        │                         tells the handler the client's address per request
-//!        │
+//!        │                         deadline, connection cap (room at it: established.rs),
+//!        │                         graceful drain; connection.rs tells the handler the
+//!        │                         client's address per request
 //!        ▼
 //! POST /validate/… ─► handler.rs   route → Endpoint; Content-Type, declared length (413),
 //!  or /mutate/…                    in-flight and large-body caps (429) before any of the body
@@ -31,6 +31,7 @@
 pub mod body_wait;
 pub mod client_auth;
 pub mod connection;
+pub mod established;
 pub mod facts;
 pub mod file_watch;
 pub mod handler;

@@ -5,9 +5,10 @@
 
 use super::client_auth::ClientAuth;
 use super::connection::{self, Connection};
+use super::established::{Established, Newcomer};
 use super::handshake_rate::{DEFAULT_HANDSHAKES_PER_SECOND, HandshakeRate};
 use super::handshakes::Handshakes;
-use super::header_deadline::{Established, HeaderDeadline, Watched};
+use super::header_deadline::{HeaderDeadline, Watched};
 use super::peers::PeerSlots;
 use crate::metrics::WebhookMetrics;
 use axum::Router;
@@ -40,8 +41,8 @@ pub struct Limits {
     /// How long in-flight reviews may take to finish after the drain window.
     pub drain_timeout: Duration,
     /// Open connections at once (TLS handshakes included); past it a new one closes one that holds
-    /// a slot without using it, of a busier address (see [`Established::make_room`]), or is closed
-    /// at once.
+    /// a slot without using it, or has a busy one close after its answer, of a busier address (see
+    /// [`Established::slot`]), or is closed at once.
     pub max_connections: usize,
     /// Open connections from one address at once, so that one client cannot take the slots the
     /// apiserver needs; past it a new one from that address is closed at once.
@@ -240,10 +241,15 @@ impl Server {
                 drop(tcp);
                 continue;
             }
-            // At the cap, a connection that holds a slot without using it makes room.
-            let capacity = self.limits.max_connections;
-            let room = || established.make_room(peer.ip(), &peers, Some(&handshakes), capacity);
-            let Some(open) = established.slot(&connections, room).await else {
+            // At the cap, a connection that holds a slot without using it makes room, or a busy
+            // one closes after its answer; either of an address over its share.
+            let newcomer = Newcomer {
+                address: peer.ip(),
+                peers: &peers,
+                handshakes: Some(&handshakes),
+                capacity: self.limits.max_connections,
+            };
+            let Some(open) = established.slot(&connections, newcomer).await else {
                 tracing::debug!(%peer, "connection refused: the connection cap is reached");
                 refused.count("connection_cap");
                 drop(tcp);
@@ -328,10 +334,14 @@ impl Server {
                         if deadline.was_evicted() {
                             tracing::debug!(%peer, "connection waiting for a request or stalled on its body closed to make room (the connection cap, or the large bodies' budget)");
                             refused.count("evicted");
-                        } else {
+                        } else if !deadline.retiring() {
                             tracing::debug!(%peer, "no request head within the header-read timeout; connection closed");
                         }
                     }
+                }
+                if deadline.retiring() && !deadline.was_evicted() {
+                    tracing::debug!(%peer, "busy connection closed after its answer to make room at the connection cap");
+                    refused.count("retired");
                 }
             });
         }
@@ -388,7 +398,10 @@ pub(crate) fn marking_requests(
         let answer = async move {
             let mut response = answer.await;
             marking.answered();
-            if close && let Ok(response) = response.as_mut() {
+            // A connection retired to make room at the cap closes after this answer too.
+            if (close || marking.retiring())
+                && let Ok(response) = response.as_mut()
+            {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
