@@ -1282,7 +1282,7 @@ async fn a_large_body_on_course_is_not_cut_to_make_room_however_long_it_is_await
 async fn a_client_replacing_its_stalled_large_bodies_within_a_second_still_makes_room() {
     // 127.0.0.2 holds the whole budget (one body of the maximum size) with a body it never
     // sends, and replaces it with a new one before its grace of a second has passed, as often as
-    // it likes. Having left a body unfinished, its next is judged after a short grace: the
+    // it likes. Having dropped one behind its course, its next is judged after a short grace: the
     // apiserver's large review finds room within its search instead of a refusal.
     let server =
         TestServer::start_with(ReviewLimits::new(8, MAX_BODY_BYTES), Limits::default()).await;
@@ -1303,36 +1303,73 @@ async fn a_client_replacing_its_stalled_large_bodies_within_a_second_still_makes
         .expect("write");
     next_write.flush().await.expect("flush");
     server.until_in_flight(path, 1).await;
+    large_review_answered_by_cutting(&server, &mut next_read).await;
+}
+
+#[tokio::test]
+async fn a_client_completing_its_stalled_large_bodies_late_still_makes_room() {
+    // 127.0.0.2 holds the whole budget with a body of unknown length (chunked: the most a body
+    // may have) and sends none of it; before its grace of a second it ends it empty and sends the
+    // next such request on the same connection at once. Its body came whole, but behind its
+    // course: its address is remembered, and its next body is judged after the short grace, so
+    // the apiserver's large review finds room instead of a refusal.
+    let server =
+        TestServer::start_with(ReviewLimits::new(8, MAX_BODY_BYTES), Limits::default()).await;
+    let path = endpoints::SECRET_NAMES;
+    let (mut read, mut write) = tokio::io::split(raw_tls_from(&server, LOCAL_TWO).await);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    write.write_all(head.as_bytes()).await.expect("head");
+    write.flush().await.expect("flush");
+    server.until_in_flight(path, 1).await;
+    // The client's own pace (within the grace), not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ended_and_next = [b"0\r\n\r\n".as_slice(), head.as_bytes()].concat();
+    write.write_all(&ended_and_next).await.expect("write");
+    write.flush().await.expect("flush");
+    let first = read_response(&mut read).await;
+    assert!(first.starts_with("HTTP/1.1 "), "{first}");
+    server.until_in_flight(path, 1).await;
+    large_review_answered_by_cutting(&server, &mut read).await;
+}
+
+/// The apiserver's (127.0.0.1) large review, posted once, is answered and allowed, and the
+/// stalled body on `stalled` was cut to make room for it, without an answer.
+async fn large_review_answered_by_cutting(server: &TestServer, stalled: &mut RawRead) {
     let large = padded_review("large", "db", "z".repeat(ORDINARY_BODY_BYTES));
     let apiserver = client_from(&server.ca(), LOCAL_ONE);
-    let answer = post(&apiserver, &server.url(path), &large)
+    let answer = post(&apiserver, &server.url(endpoints::SECRET_NAMES), &large)
         .await
         .expect("an answer");
     assert_eq!(answer.status(), 200, "the apiserver's large review");
     let answered = answer.json::<Value>().await.expect("a review");
     assert_eq!(answered["response"]["allowed"], true, "{answered}");
-    let cut = one_closed(std::iter::once(&mut next_read), "the new body was not cut").await;
+    let cut = one_closed(std::iter::once(stalled), "the stalled body was not cut").await;
     assert!(cut.is_empty(), "answered instead of cut: {cut:?}");
 }
 
 /// Sends a review padded with `padding` bytes from `local` over a slow path: its head and its
-/// first `at_once` bytes, then the rest in pieces of 64 KiB, one every `every`; its answer.
+/// first `at_once` bytes, then the rest in pieces of 64 KiB, one every `every`, the last not
+/// before the sender returned is told to; its answer.
 async fn send_slowly(
     server: &TestServer,
     local: [u8; 4],
     padding: usize,
     at_once: usize,
     every: Duration,
-) -> tokio::task::JoinHandle<String> {
+) -> (tokio::task::JoinHandle<String>, oneshot::Sender<()>) {
     let body = serde_json::to_vec(&padded_review("slow", "db", "z".repeat(padding))).expect("json");
     assert!(body.len() <= MAX_BODY_BYTES);
     let (mut read, mut write) = tokio::io::split(raw_tls_from(server, local).await);
-    tokio::spawn(async move {
+    let (release, released) = oneshot::channel();
+    let sender = tokio::spawn(async move {
         write
             .write_all(&request_head(body.len()))
             .await
             .expect("head");
         let (first, rest) = body.split_at(at_once.min(body.len()));
+        let (rest, last) = rest.split_at(rest.len().saturating_sub(64 * 1024));
         write
             .write_all(first)
             .await
@@ -1344,20 +1381,27 @@ async fn send_slowly(
             write.write_all(piece).await.expect("a piece of the body");
         }
         write.flush().await.expect("flush");
+        released.await.expect("told to send the rest");
+        write.write_all(last).await.expect("the last piece");
+        write.flush().await.expect("flush");
         read_response(&mut read).await
-    })
+    });
+    (sender, release)
 }
 
-/// A body of the maximum size declared from `newcomer` is refused (the budget is full), and the
-/// slow body `sender` sends is answered, allowed: it was not cut to make room.
+/// A body of the maximum size declared from `newcomer` is refused (the budget is full); then the
+/// slow body `sender` sends is let finish (`release`), and is answered, allowed: no body was cut to
+/// make room.
 async fn refused_and_slow_body_answered(
     server: &TestServer,
     newcomer: [u8; 4],
-    sender: tokio::task::JoinHandle<String>,
+    (sender, release): (tokio::task::JoinHandle<String>, oneshot::Sender<()>),
 ) {
     let path = endpoints::SECRET_NAMES;
     let refused = head_alone_from(server, newcomer, path, MAX_BODY_BYTES).await;
     assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert_eq!(server.metrics.connections_refused("evicted"), 0);
+    release.send(()).expect("the sender waits");
     let answered = sender.await.expect("the slow body's review");
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     assert!(answered.contains("\"allowed\":true"), "{answered}");

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 /// coming at all has shown its pace.
 pub const GRACE: Duration = Duration::from_secs(1);
 
-/// The grace of a body whose address left a large body unfinished a short while ago
-/// ([`crate::webhook::stalled_bodies`]): a client that drops its stalled bodies before their
-/// grace ends and declares new ones would otherwise never be judged. Not zero, so that the bytes
-/// of a body whose head has just arrived have a moment to follow it.
-pub const GRACE_AFTER_ABANDONING: Duration = Duration::from_millis(20);
+/// The grace of a body whose address lately sent a large body that fell behind its course
+/// ([`crate::webhook::stalled_bodies`]): a client that replaces its stalled bodies before their
+/// grace ends, or completes them late, would otherwise never be judged. Long enough for a body on
+/// its way over a slow path to show its pace (its first TCP windows), short enough for a
+/// newcomer's search for room to find it.
+pub const GRACE_WHEN_REMEMBERED: Duration = Duration::from_millis(100);
 
 /// A body is on course when, at the pace its bytes have come while the handler waited for them,
 /// all of it arrives within this much waiting: the shortest `timeoutSeconds` of the webhook
@@ -52,24 +53,45 @@ impl BodyWait {
         }
     }
 
-    /// Whether the body is stalled at `now`: the handler is waiting for its bytes, has waited
-    /// for them at least `grace` in all, and at the pace they have come the body would not be
-    /// whole within [`ON_COURSE_WITHIN`] of waiting, or they have come slower than
-    /// [`SLOWEST_ON_COURSE`].
-    pub fn stalled(&self, now: Instant, grace: Duration) -> bool {
-        let Some(since) = self.waiting_since else {
-            return false;
-        };
-        let waited = self.waited + now.saturating_duration_since(since);
-        if waited < grace {
-            return false;
-        }
-        // received / waited < expected / ON_COURSE_WITHIN, without dividing; and the floor.
+    /// How long the handler has waited for the body's bytes, in all, by `now`.
+    pub fn waited_by(&self, now: Instant) -> Duration {
+        let current = self
+            .waiting_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        self.waited + current
+    }
+
+    /// Whether the bytes that have come are too few for `waited` (the time waited for them): at
+    /// that pace the body would not be whole within [`ON_COURSE_WITHIN`] of waiting, or they came
+    /// slower than [`SLOWEST_ON_COURSE`].
+    pub fn behind(&self, waited: Duration) -> bool {
+        waited > self.behind_after()
+    }
+
+    /// The waiting after which the bytes that have come are too few ([`Self::behind`]).
+    fn behind_after(&self) -> Duration {
         let received = self.received as u128;
-        let waited = waited.as_nanos();
-        let behind = received * ON_COURSE_WITHIN.as_nanos() < self.expected as u128 * waited;
-        let crawling = received * 1_000_000_000 < SLOWEST_ON_COURSE as u128 * waited;
-        behind || crawling
+        let course = ON_COURSE_WITHIN.as_nanos() * received / self.expected.max(1) as u128;
+        let crawl = received * 1_000_000_000 / SLOWEST_ON_COURSE as u128;
+        Duration::from_nanos(u64::try_from(course.min(crawl)).unwrap_or(u64::MAX))
+    }
+
+    /// Whether the body is stalled at `now`: the handler is waiting for its bytes, has waited
+    /// for them at least `grace` in all, and they are [`Self::behind`].
+    pub fn stalled(&self, now: Instant, grace: Duration) -> bool {
+        self.stalls_in(now, grace) == Some(Duration::ZERO)
+    }
+
+    /// How long from `now` until the body is stalled if no more of its bytes come (zero: it is);
+    /// `None` while the handler is not waiting for it.
+    pub fn stalls_in(&self, now: Instant, grace: Duration) -> Option<Duration> {
+        self.waiting_since?;
+        let waited = self.waited_by(now);
+        if waited >= grace && self.behind(waited) {
+            return Some(Duration::ZERO);
+        }
+        let stalled_at = grace.max(self.behind_after() + Duration::from_nanos(1));
+        Some(stalled_at.saturating_sub(waited))
     }
 }
 
@@ -109,8 +131,8 @@ mod tests {
             "within its grace"
         );
         assert!(
-            waiting(7 * MIB, 0, Duration::from_millis(30)).stalled(now, GRACE_AFTER_ABANDONING),
-            "the short grace of an address that left bodies unfinished"
+            waiting(7 * MIB, 0, Duration::from_millis(100)).stalled(now, GRACE_WHEN_REMEMBERED),
+            "the short grace of an address remembered"
         );
         assert!(
             waiting(7 * MIB, 7 * MIB - 1, ON_COURSE_WITHIN * 2).stalled(now, GRACE),
@@ -148,5 +170,36 @@ mod tests {
         };
         assert!(!body.stalled(started, GRACE));
         assert!(body.stalled(started + GRACE, GRACE));
+    }
+
+    #[test]
+    fn a_body_tells_when_it_would_stall_if_nothing_more_came() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            waiting(7 * MIB, 0, second / 4).stalls_in(now, GRACE),
+            Some(second * 3 / 4),
+            "at the end of its grace"
+        );
+        assert_eq!(
+            waiting(7 * MIB, 0, second * 2).stalls_in(now, GRACE),
+            Some(Duration::ZERO)
+        );
+        // 7 MiB in 2 s needs 3.5 MiB a second: 5.25 MiB last it 1.5 s of waiting in all.
+        let stalls_in = waiting(7 * MIB, 21 * MIB / 4, second)
+            .stalls_in(now, GRACE)
+            .expect("waiting");
+        assert!(stalls_in > second * 499 / 1000 && stalls_in < second * 501 / 1000);
+        let paused = BodyWait {
+            waiting_since: None,
+            ..BodyWait::new(7 * MIB)
+        };
+        assert_eq!(paused.stalls_in(now, GRACE), None);
+    }
+
+    #[test]
+    fn a_body_declared_empty_is_judged_by_the_floor() {
+        let body = waiting(0, 0, Duration::from_secs(2));
+        assert!(body.stalled(Instant::now(), GRACE));
     }
 }

@@ -4,15 +4,16 @@
 //! body has stalled can make room at the caps). The listener sets it for each request as a task-local, which costs no
 //! allocation per request (an extension in the request would).
 
-use super::body_wait::BodyWait;
+use super::body_wait::{self, BodyWait};
 use super::header_deadline::HeaderDeadline;
 use hyper::body::{Body, Buf, Frame, SizeHint};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The connection a request came on.
 pub(crate) struct Connection {
@@ -47,27 +48,46 @@ pub(crate) fn deadline() -> Option<Weak<HeaderDeadline>> {
 /// had to wait for its bytes: from then on, when it waits for bytes that have not come, and when
 /// it is not waiting (bytes came; the handler paused reading, as the large bodies' pace does; the
 /// body ended or was dropped). A body that is whole before the handler ever waits (an ordinary
-/// review, sent with its head) tells nothing and reads no clock.
+/// review, sent with its head) tells nothing and reads no clock. A large body's `lagged` flag is
+/// set when, at the end of a wait, it has been waited for at least
+/// [`body_wait::GRACE_WHEN_REMEMBERED`] and is behind its course, or when it is dropped unfinished
+/// behind its course: its address is then remembered ([`crate::webhook::stalled_bodies`]).
 pub struct WatchedBody<B> {
     body: B,
     wait: BodyWait,
     /// Whether the deadline has been told of this body (it has been waited for).
     told: bool,
+    lagged: Option<Arc<AtomicBool>>,
+    /// Whether the body has ended whole.
+    ended: bool,
 }
 
 impl<B> WatchedBody<B> {
     /// `body`, expected to have `expected` bytes (declared, or the most allowed).
-    pub fn new(body: B, expected: usize) -> Self {
+    pub fn new(body: B, expected: usize, lagged: Option<Arc<AtomicBool>>) -> Self {
         Self {
             body,
             wait: BodyWait::new(expected),
             told: false,
+            lagged,
+            ended: false,
         }
     }
 
     fn tell(&mut self, wait: Option<BodyWait>) {
         self.told = wait.is_some();
         let _ = CONNECTION.try_with(|c| c.deadline.body_wait(wait));
+    }
+
+    /// Sets the `lagged` flag if the body has been waited for `waited`, at least `judged_after`,
+    /// and is behind its course.
+    fn judge(&self, waited: Duration, judged_after: Duration) {
+        if let Some(lagged) = &self.lagged
+            && waited >= judged_after
+            && self.wait.behind(waited)
+        {
+            lagged.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -80,6 +100,13 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
+        // A wait that ends is judged as the body stood at its end, before what came.
+        if polled.is_ready()
+            && let Some(since) = self.wait.waiting_since.take()
+        {
+            self.wait.waited += since.elapsed();
+            self.judge(self.wait.waited, body_wait::GRACE_WHEN_REMEMBERED);
+        }
         match &polled {
             Poll::Pending => {
                 if self.wait.waiting_since.is_none() {
@@ -91,15 +118,14 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 let bytes = frame.data_ref().map_or(0, Buf::remaining);
                 self.wait.received = self.wait.received.saturating_add(bytes);
-                if let Some(since) = self.wait.waiting_since.take() {
-                    self.wait.waited += since.elapsed();
-                }
                 if self.told {
                     let wait = self.wait;
                     self.tell(Some(wait));
                 }
             }
-            Poll::Ready(_) => {
+            Poll::Ready(ended) => {
+                // An error (the connection closed mid-body) leaves it unfinished.
+                self.ended = ended.is_none();
                 if self.told {
                     self.tell(None);
                 }
@@ -119,6 +145,10 @@ impl<B: Body + Unpin> Body for WatchedBody<B> {
 
 impl<B> Drop for WatchedBody<B> {
     fn drop(&mut self) {
+        if !self.ended {
+            // Dropped unfinished (closed, cut, past its deadline): however short its wait.
+            self.judge(self.wait.waited_by(Instant::now()), Duration::ZERO);
+        }
         if self.told {
             self.tell(None);
         }
@@ -128,7 +158,6 @@ impl<B> Drop for WatchedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A body that has nothing yet, then one frame, then ends.
     struct Slow(u8);
@@ -166,7 +195,7 @@ mod tests {
         serving(connection, async {
             assert_eq!(client_address(), Some(IpAddr::from([10, 0, 0, 1])));
             deadline.serving();
-            let mut body = WatchedBody::new(Slow(0), 2);
+            let mut body = WatchedBody::new(Slow(0), 2, None);
             let waker = futures::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
@@ -186,7 +215,7 @@ mod tests {
         let connection = from_ten_0_0_1(&deadline);
         serving(connection, async {
             deadline.serving();
-            let mut body = WatchedBody::new(Slow(0), 2);
+            let mut body = WatchedBody::new(Slow(0), 2, None);
             let waker = futures::task::noop_waker();
             assert!(
                 Pin::new(&mut body)
@@ -195,6 +224,32 @@ mod tests {
             );
             drop(body);
             assert!(!deadline.awaits_body());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_behind_its_course_is_marked_and_one_whole_at_once_is_not() {
+        let deadline = HeaderDeadline::new(Duration::from_secs(10), Duration::from_secs(10));
+        serving(from_ten_0_0_1(&deadline), async {
+            deadline.serving();
+            let waker = futures::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let lagged = Arc::new(AtomicBool::new(false));
+            let mut body = WatchedBody::new(Slow(0), 2, Some(Arc::clone(&lagged)));
+            assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+            // Some time waited, nothing came: behind its course however short the wait.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            drop(body);
+            assert!(lagged.load(Ordering::Relaxed), "dropped unfinished, behind");
+            let whole = Arc::new(AtomicBool::new(false));
+            let mut body = WatchedBody::new(Slow(1), 2, Some(Arc::clone(&whole)));
+            while let Poll::Ready(Some(_)) = Pin::new(&mut body).poll_frame(&mut cx) {}
+            drop(body);
+            assert!(
+                !whole.load(Ordering::Relaxed),
+                "whole before it was waited for"
+            );
         })
         .await;
     }

@@ -178,19 +178,17 @@ async fn serve(
     let address = connection::client_address();
     let declared = declared_length(&parts.headers);
     // Held until the answer is made: the body and the decoded review are the review's memory.
-    let mut room = admit_body(state, &parts.headers, declared, address)
+    let room = admit_body(state, &parts.headers, declared, address)
         .await
         .map_err(IntoResponse::into_response)?;
     // Counted whatever the read comes to: a body that waited and then timed out waited too.
     let mut paced = Paced::default();
     let pace = state.limits.large_body_pace();
-    let read = read_body(body, declared, pace, &mut paced).await;
+    let read = read_body(body, declared, pace, &mut paced, room.lagged()).await;
     if paced.bytes > 0 {
         state.metrics.paced(path, &paced);
     }
     let body = read?;
-    // A large body that came whole; one that did not leaves its address a shorter grace.
-    room.arrived();
     let _slot = state.limits.admit_review(address).map_err(|refusal| {
         tracing::debug!(%refusal, "review refused with its body read");
         refusal.into_response()
@@ -229,12 +227,13 @@ pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// The body, up to [`MAX_BODY_BYTES`], in one buffer of its declared size (no copy when it is
 /// complete, so a 7 MiB body is held once); past the limit a 413 that says it. Its bytes past the
 /// first [`limits::ORDINARY_BODY_BYTES`] are read at `pace`, and added to `paced` with the time
-/// they waited.
+/// they waited; `lagged` is set if the body falls behind its course (see [`WatchedBody`]).
 async fn read_body(
     body: Body,
     declared: Option<u64>,
     pace: Option<&limits::BodyPace>,
     paced: &mut Paced,
+    lagged: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<Vec<u8>, Response> {
     // The apiserver sends a review at once; a sender that trickles holds a connection and up to
     // 7 MiB, so the body gets a deadline of its own (the header read has one in the server).
@@ -243,7 +242,7 @@ async fn read_body(
         // Tells the connection while the body's bytes are awaited, so that a stalled body can
         // make room at the connection cap.
         let expected = declared.map_or(MAX_BODY_BYTES, |_| capacity.min(MAX_BODY_BYTES));
-        let mut body = WatchedBody::new(body, expected);
+        let mut body = WatchedBody::new(body, expected, lagged);
         let mut buffer = Vec::with_capacity(capacity.min(MAX_BODY_BYTES));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {

@@ -132,6 +132,16 @@ impl HeaderDeadline {
         }
     }
 
+    /// How long until the request's body is stalled (judged after `body_grace`) if no more of its
+    /// bytes come: zero if it is; `None` when the connection is not waiting for a body.
+    pub fn body_stalls_in(&self, body_grace: Duration) -> Option<Duration> {
+        let body = self.body.lock().unwrap_or_else(|e| e.into_inner());
+        if self.waiting_since.load(Ordering::Relaxed) != SERVING {
+            return None;
+        }
+        body.as_ref()?.stalls_in(Instant::now(), body_grace)
+    }
+
     /// How the request's body is coming, once the handler has had to wait for it; `None` once it
     /// has come or been dropped.
     pub(crate) fn body_wait(&self, wait: Option<BodyWait>) {

@@ -17,7 +17,7 @@
 
 use super::connection;
 use super::peers::{PeerSlot, PeerSlots};
-use super::stalled_bodies::{Held, LargeBodies};
+use super::stalled_bodies::{Held, LargeBodies, Search};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -25,6 +25,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -66,10 +67,11 @@ fn units_of(size: usize) -> u32 {
 /// connection's task gives it back at once; this only bounds the wait).
 const ROOM_WAIT: Duration = Duration::from_millis(50);
 
-/// How long a large body that finds the budget full looks for a stalled body to make room, and
-/// how often: a few looks, so that a body judged a moment later is found, and few, since each
-/// looks at every body holding a share.
-const ROOM_SEARCH: Duration = Duration::from_millis(100);
+/// How long a large body that finds the budget full looks for a stalled body to make room: past
+/// the short grace of a remembered address (a body just declared in place of a stalled one is
+/// judged within it). It looks again only when a body could be judged stalled within the search,
+/// at most every [`ROOM_RETRY`] (each look goes through every body holding a share).
+const ROOM_SEARCH: Duration = Duration::from_millis(150);
 const ROOM_RETRY: Duration = Duration::from_millis(25);
 
 /// The shared caps of one webhook server.
@@ -104,11 +106,10 @@ pub struct BodyRoom {
 }
 
 impl BodyRoom {
-    /// The body came whole (see [`Held::arrived`]).
-    pub fn arrived(&mut self) {
-        if let Some(held) = &mut self.held {
-            held.arrived();
-        }
+    /// The flag the body's reader sets once the body falls behind its course (see
+    /// [`Held::lagged`]); `None` for a body that needs no share.
+    pub fn lagged(&self) -> Option<Arc<AtomicBool>> {
+        self.held.as_ref().map(Held::lagged)
     }
 }
 
@@ -233,9 +234,9 @@ impl ReviewLimits {
     /// [`Self::admit_body`], and when the budget is full, room made by closing the connection of a
     /// large body that has stalled (see [`LargeBodies::evict_one`]) and whose share makes room
     /// enough, of an address holding more of the budget than its fair share (the budget over the
-    /// addresses holding some) and than `address`: looked for again every [`ROOM_RETRY`] for
-    /// [`ROOM_SEARCH`] (room may come free meanwhile too), then waits at most [`ROOM_WAIT`] for the
-    /// closed body's share to come back.
+    /// addresses holding some) and than `address`: looked for again while one could be judged
+    /// stalled within [`ROOM_SEARCH`] (room may come free meanwhile too), then waits at most
+    /// [`ROOM_WAIT`] for the closed body's share to come back.
     pub async fn admit_body_making_room(
         &self,
         declared: Option<u64>,
@@ -247,15 +248,14 @@ impl ReviewLimits {
                 Err(refused @ Refusal::BodyBudget(_)) => refused,
                 other => return other,
             };
-            if self.make_room(declared, address) {
-                break;
+            match self.make_room(declared, address) {
+                Search::Evicted => break,
+                Search::NotYet(after) if searching.elapsed() + after <= ROOM_SEARCH => {
+                    let look_again = after.clamp(Duration::from_millis(1), ROOM_RETRY);
+                    tokio::time::sleep(look_again).await;
+                }
+                _ => return Err(refused),
             }
-            if searching.elapsed() >= ROOM_SEARCH {
-                return Err(refused);
-            }
-            // A body whose address left one unfinished is judged after a short grace: a client
-            // that replaces its stalled bodies as fast as it likes is found within the search.
-            tokio::time::sleep(ROOM_RETRY).await;
         }
         // Tried again until the closed body's share is back (its connection's task lets go of it
         // at once), without queueing on the budget: a waiter there would take every share given
@@ -272,8 +272,8 @@ impl ReviewLimits {
     }
 
     /// Closes a stalled large body's connection to make room for a body declaring `declared`
-    /// bytes from `address` (see [`Self::admit_body_making_room`]); whether one was closed.
-    fn make_room(&self, declared: Option<u64>, address: Option<IpAddr>) -> bool {
+    /// bytes from `address` (see [`Self::admit_body_making_room`]).
+    fn make_room(&self, declared: Option<u64>, address: Option<IpAddr>) -> Search {
         let newcomers = address.map_or(0, |a| self.by_address.held(a));
         let holders = self.by_address.holders() + usize::from(newcomers == 0);
         let at_least = newcomers.max(self.budget / holders.max(1));

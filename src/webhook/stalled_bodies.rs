@@ -3,18 +3,20 @@
 //! sends nothing (or trickles them) would otherwise hold its shares until the bodies' deadline,
 //! and from two addresses the whole budget, refusing every other large review meanwhile.
 //!
-//! The addresses that left a large body unfinished lately are remembered: their bodies are judged
-//! after a short grace ([`body_wait::GRACE_AFTER_ABANDONING`]), so that a client dropping each
-//! stalled body before its grace ends, and declaring a new one, cannot keep the budget either.
+//! The addresses that lately sent a large body that fell behind its course (whether it was
+//! dropped, cut or completed late) are remembered: their bodies are judged after a short grace
+//! ([`body_wait::GRACE_WHEN_REMEMBERED`]), so that a client replacing each stalled body before its
+//! grace ends, or completing it just in time, cannot keep the budget either.
 
 use super::body_wait;
 use super::header_deadline::HeaderDeadline;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// How long an address that left a large body unfinished keeps the short grace.
+/// How long an address that sent a body behind its course keeps the short grace.
 const REMEMBERED_FOR: Duration = Duration::from_secs(10);
 
 /// The most addresses remembered at once; past it, those that come next keep the full grace
@@ -30,8 +32,8 @@ struct Holding {
     next: u64,
     /// Each body's number, client address, connection and share (bytes).
     bodies: Vec<(u64, IpAddr, Weak<HeaderDeadline>, usize)>,
-    /// When each address last left a large body unfinished (its connection closed, its deadline
-    /// passed or its body cut to make room), within [`REMEMBERED_FOR`].
+    /// When each address last gave up a share held by a body that fell behind its course, within
+    /// [`REMEMBERED_FOR`].
     abandoned: HashMap<IpAddr, Instant>,
 }
 
@@ -40,7 +42,19 @@ pub struct Held {
     holding: Arc<Mutex<Holding>>,
     id: u64,
     address: IpAddr,
-    arrived: bool,
+    /// Set by the body's reader once the body has fallen behind its course.
+    lagged: Arc<AtomicBool>,
+}
+
+/// What a search for room in the budget came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// A stalled body's connection was closed.
+    Evicted,
+    /// None now; one could be judged stalled after this long, if its bytes do not come.
+    NotYet(Duration),
+    /// None, nor any that could be soon.
+    Nothing,
 }
 
 impl std::fmt::Debug for LargeBodies {
@@ -69,56 +83,64 @@ impl LargeBodies {
             holding: Arc::clone(&self.0),
             id,
             address,
-            arrived: false,
+            lagged: Arc::default(),
         }
     }
 
     /// Closes the connection of a stalled body ([`HeaderDeadline::evictable`], judged after the
-    /// short grace if its address left a body unfinished lately) whose share is at least `missing`
-    /// bytes, of the address holding the most of the budget (`held`) among those that have one,
-    /// and only of an address holding more than `at_least` (its fair share, and what the
-    /// newcomer's address holds); whether one was closed. Its share comes back once its
-    /// connection's task has ended.
+    /// short grace if its address is remembered) whose share is at least `missing` bytes, of the
+    /// address holding the most of the budget (`held`) among those that have one, and only of an
+    /// address holding more than `at_least` (its fair share, and what the newcomer's address
+    /// holds). Its share comes back once its connection's task has ended.
     pub fn evict_one(
         &self,
         held: impl Fn(IpAddr) -> usize,
         at_least: usize,
         missing: usize,
-    ) -> bool {
-        let mut holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> Search {
+        let holding = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        holding.abandoned.retain(|_, at| remembered(now, *at));
-        let grace = |address: &IpAddr| match holding.abandoned.contains_key(address) {
-            true => body_wait::GRACE_AFTER_ABANDONING,
-            false => body_wait::GRACE,
+        let grace = |address: &IpAddr| match holding.abandoned.get(address) {
+            Some(at) if remembered(now, *at) => body_wait::GRACE_WHEN_REMEMBERED,
+            _ => body_wait::GRACE,
         };
-        let mut stalled: Vec<(usize, &Weak<HeaderDeadline>, Duration)> = holding
-            .bodies
-            .iter()
-            .filter(|(_, _, _, size)| *size >= missing)
-            .map(|(_, address, d, _)| (address, d, grace(address)))
-            .filter(|(_, d, grace)| d.upgrade().is_some_and(|d| d.evictable_within(*grace)))
-            .map(|(address, d, grace)| (held(*address), d, grace))
-            .filter(|(held, _, _)| *held > at_least)
-            .collect();
+        let mut soonest: Option<Duration> = None;
+        let mut stalled: Vec<(usize, Arc<HeaderDeadline>, Duration)> = Vec::new();
+        for (_, address, deadline, size) in &holding.bodies {
+            let held = held(*address);
+            if *size < missing || held <= at_least {
+                continue;
+            }
+            let Some(deadline) = deadline.upgrade() else {
+                continue;
+            };
+            let grace = grace(address);
+            match deadline.body_stalls_in(grace) {
+                Some(Duration::ZERO) => stalled.push((held, deadline, grace)),
+                Some(after) => soonest = Some(soonest.map_or(after, |s| s.min(after))),
+                None => {}
+            }
+        }
         // The busiest first; among bodies of as busy addresses, the newest.
         stalled.reverse();
         stalled.sort_by_key(|(held, _, _)| std::cmp::Reverse(*held));
-        stalled
-            .into_iter()
-            .any(|(_, d, grace)| d.upgrade().is_some_and(|d| d.evict_within(grace)))
+        if stalled.iter().any(|(_, d, grace)| d.evict_within(*grace)) {
+            return Search::Evicted;
+        }
+        soonest.map_or(Search::Nothing, Search::NotYet)
     }
 }
 
-/// Whether an address that left a body unfinished `at` is still remembered `now`.
+/// Whether an address remembered `at` is still remembered `now`.
 fn remembered(now: Instant, at: Instant) -> bool {
     now.saturating_duration_since(at) < REMEMBERED_FOR
 }
 
 impl Held {
-    /// The body came whole: its address is not held to have left it unfinished.
-    pub fn arrived(&mut self) {
-        self.arrived = true;
+    /// The flag the body's reader sets once the body has fallen behind its course: its address is
+    /// then remembered when the share is given up.
+    pub fn lagged(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.lagged)
     }
 }
 
@@ -126,7 +148,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut holding = self.holding.lock().unwrap_or_else(|e| e.into_inner());
         holding.bodies.retain(|(id, _, _, _)| *id != self.id);
-        if self.arrived {
+        if !self.lagged.load(Ordering::Relaxed) {
             return;
         }
         let now = Instant::now();
@@ -175,17 +197,24 @@ mod tests {
         ];
         let held = |a: IpAddr| if a == TWO { 7 } else { 14 };
         assert!(
-            !bodies.evict_one(held, 7, 1),
-            "the stalled body's address holds no more than the newcomer's or its share"
+            matches!(
+                bodies.evict_one(held, 7, 1),
+                Search::NotYet(after) if after > body_wait::GRACE * 9 / 10
+            ),
+            "the stalled body's address holds no more than the newcomer's or its share; the fresh one's grace ends in a second"
         );
-        assert!(
-            !bodies.evict_one(held, 0, 8),
-            "its share would not make room enough"
+        assert_eq!(
+            bodies.evict_one(held, 14, 8),
+            Search::Nothing,
+            "no share would make room enough"
         );
-        assert!(bodies.evict_one(held, 0, 7));
+        assert_eq!(bodies.evict_one(held, 0, 7), Search::Evicted);
         assert!(stalled.was_evicted());
         assert!(!arrived.was_evicted() && !fresh.was_evicted());
-        assert!(!bodies.evict_one(held, 0, 1), "nothing else may be closed");
+        assert!(
+            matches!(bodies.evict_one(held, 0, 1), Search::NotYet(_)),
+            "nothing else may be closed now"
+        );
     }
 
     #[test]
@@ -193,25 +222,25 @@ mod tests {
         let bodies = LargeBodies::default();
         let stalled = body_awaited(Some(Duration::from_secs(2)));
         drop(bodies.hold(ONE, Arc::downgrade(&stalled), 7));
-        assert!(!bodies.evict_one(|_| 7, 0, 1));
+        assert_eq!(bodies.evict_one(|_| 7, 0, 1), Search::Nothing);
         assert!(!stalled.was_evicted());
     }
 
     #[test]
-    fn an_address_that_left_a_body_unfinished_is_judged_after_the_short_grace() {
+    fn an_address_that_sent_a_body_behind_its_course_is_judged_after_the_short_grace() {
         let bodies = LargeBodies::default();
-        // Each address's earlier body: ONE's came whole, TWO's was left unfinished.
-        let mut whole = bodies.hold(ONE, Weak::new(), 7);
-        whole.arrived();
-        drop(whole);
-        drop(bodies.hold(TWO, Weak::new(), 7));
-        let young = Duration::from_millis(100);
+        // Each address's earlier body: ONE's kept its course, TWO's fell behind.
+        drop(bodies.hold(ONE, Weak::new(), 7));
+        let behind = bodies.hold(TWO, Weak::new(), 7);
+        behind.lagged().store(true, Ordering::Relaxed);
+        drop(behind);
+        let young = body_wait::GRACE_WHEN_REMEMBERED * 2;
         let (one, two) = (body_awaited(Some(young)), body_awaited(Some(young)));
         let _held = [
             bodies.hold(ONE, Arc::downgrade(&one), 7),
             bodies.hold(TWO, Arc::downgrade(&two), 7),
         ];
-        assert!(bodies.evict_one(|_| 7, 0, 7));
+        assert_eq!(bodies.evict_one(|_| 7, 0, 7), Search::Evicted);
         assert!(two.was_evicted(), "past the short grace");
         assert!(!one.was_evicted(), "within the full grace");
     }
