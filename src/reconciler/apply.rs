@@ -6,7 +6,8 @@
 //! copy, different from the wanted one, so no read is needed; only when the apiserver answers 409
 //! (the copy changed since) is it read and re-checked. Overwrites, recreates and deletes first GET
 //! their target and re-check that it is still what the plan saw: the same uid, still a copy where a
-//! copy is expected, still different from the wanted copy. A create needs no such check: the
+//! copy is expected, not labelled project-scoped where a plain secret is to be overwritten, still
+//! different from the wanted copy. A create needs no such check: the
 //! apiserver itself refuses a name that is taken. Every write carries an optimistic-concurrency
 //! precondition, and checks leadership right before it is sent. A target that changed, vanished or
 //! raced us again (404, 409) is requeued for the next round, not an error.
@@ -213,7 +214,10 @@ impl Applier {
         let Some(existing) = api.get_opt(name_of(copy)).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
-        if uid_of(&existing) != planned_uid {
+        // Labelled since the plan (another project's backing namespace may hold it, making it an
+        // original): planned again with the label known, never overwritten on a stale view.
+        let labelled = world::label(&existing.metadata, keys::PROJECT_SCOPED_LABEL).is_some();
+        if uid_of(&existing) != planned_uid || (labelled && !world::is_copy(&existing.metadata)) {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
         if let Some(waiting) = being_deleted(&existing) {

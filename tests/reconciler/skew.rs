@@ -7,6 +7,7 @@
 //! makes of it is then executed by the product's own `Applier`, as the service account.
 
 use crate::reconciler::{db_copied_into_a_member, delete_original};
+use scoped_secrets::keys;
 use scoped_secrets::plan::{self, Action, OverwritePolicy, Settings};
 use scoped_secrets::reconciler::apply::{Applier, Outcome, Requeue};
 use scoped_secrets::world::World;
@@ -52,6 +53,62 @@ fn a_copy_indexed_before_its_original_is_not_deleted() {
         assert_eq!(outcome, Outcome::Written);
     });
     gone(&ns, "db");
+}
+
+#[test]
+fn an_overwrite_planned_before_its_target_was_labelled_is_not_written() {
+    // Project Q's backing namespace is also a member of project P, and holds a plain secret of
+    // the name of P's original: the plan (warn policy) overwrites it. Before the write, Q's owner
+    // labels it project-scoped, making it Q's original: the write must not go through on the
+    // stale plan (which would replace Q's original), but be planned again.
+    let _turn = serial();
+    let other = project("skew-q");
+    let project = project("skew-ow");
+    let ns = other.backing.clone();
+    let id = format!("field.cattle.io/projectId={}", project.id());
+    ok(kubectl(&["annotate", "namespace", &ns, &id, "--overwrite"]));
+    let member = format!("field.cattle.io/projectId={}", project.name);
+    ok(kubectl(&[
+        "label",
+        "namespace",
+        &ns,
+        &member,
+        "--overwrite",
+    ]));
+    ok(kubectl_apply(
+        &secret_yaml(&ns, "db", "", "data: {k: cGxhaW4=}\n"),
+        &[],
+    ));
+    apply_original(&project, "db", "k: dg==", "");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = client(&env().sa_kubeconfig).await.expect("a client");
+        let world = scoped_secrets::plan_load::load_world(client.clone())
+            .await
+            .expect("the world lists");
+        let settings = Settings::with_policy(OverwritePolicy::Warn);
+        let overwrite = plan::planned(&world, &settings, false)
+            .into_iter()
+            .find(|a| {
+                matches!(a, Action::Overwrite { .. }) && a.namespace() == ns && a.name() == "db"
+            })
+            .expect("the plan overwrites the plain secret");
+        let label = format!("{}={}", keys::PROJECT_SCOPED_LABEL, other.name);
+        ok(kubectl(&["label", "secret", "db", "-n", &ns, &label]));
+        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
+        let applier = Applier::new(client, leading, settings);
+        let outcome = applier
+            .apply(&overwrite, Some(&world))
+            .await
+            .expect("no error");
+        assert_eq!(outcome, Outcome::Requeue(Requeue::Stale));
+    });
+    let kept = get_secret(&ns, "db").expect("the secret is still there");
+    assert_eq!(data(&kept), serde_json::json!({"k": "cGxhaW4="}));
+    assert_eq!(
+        kept["metadata"]["labels"][keys::PROJECT_SCOPED_LABEL],
+        other.name.as_str()
+    );
 }
 
 /// The world as a lagging scoped-secrets watch leaves it: `backing/name` not delivered yet.
