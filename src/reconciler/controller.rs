@@ -14,8 +14,8 @@ use crate::clusters::condition::{Condition, Served, condition};
 use crate::clusters::placement::Placement;
 use crate::clusters::worker::Shared;
 use crate::index::Index;
-use crate::plan::{self, Action, ActionKind};
-use crate::world::World;
+use crate::plan::{self, Action, ActionKind, Settings};
+use crate::world::{self, World};
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -477,13 +477,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether a copy write the round planned is still wanted by the index as it is now. A round
 /// writes from one snapshot, and 100,000 writes take a minute: a namespace that left the project
-/// (or began terminating) meanwhile, or an original deleted meanwhile, would still get its copy
-/// until the next round removed it. Only what the fresh index says puts a write off (the next
-/// round plans from it); writes of other kinds, and deletes (re-checked at the apiserver), pass.
-fn still_wanted(index: &Index, action: &Action) -> bool {
-    if action.copy().is_none() {
+/// (or began terminating, or that the original's ignore list now excludes) meanwhile, or an
+/// original deleted or replaced (another uid) meanwhile, would still get its copy until the next
+/// round removed it. Only what the fresh index says puts a write off (the next round plans from
+/// it); writes of other kinds, and deletes (re-checked at the apiserver), pass.
+fn still_wanted(index: &Index, settings: &Settings, action: &Action) -> bool {
+    let Some(copy) = action.copy() else {
         return true;
-    }
+    };
     let Some((namespace, name)) = action.origin().and_then(crate::keys::parse_origin) else {
         return true;
     };
@@ -491,9 +492,21 @@ fn still_wanted(index: &Index, action: &Action) -> bool {
     let Some(original) = world.original_at(namespace, name) else {
         return false;
     };
-    world
-        .namespace(action.namespace())
-        .is_some_and(|state| !state.terminating && world.is_member_of(state, original.project))
+    let planned_from = world::annotation(&copy.secret.metadata, crate::keys::ORIGIN_UID_ANNOTATION);
+    if planned_from.is_some_and(|uid| Some(uid) != original.secret.metadata.uid.as_deref()) {
+        return false;
+    }
+    let ignore = plan::IgnoreList::of(&original.secret.metadata);
+    world.namespace(action.namespace()).is_some_and(|state| {
+        world.is_member_of(state, original.project)
+            && plan::wants_copy(
+                &original,
+                &ignore,
+                action.namespace(),
+                state.terminating,
+                settings,
+            )
+    })
 }
 
 /// Executes one action, logs and counts what became of it.
@@ -504,7 +517,7 @@ async fn execute(
     world: Option<&World>,
 ) -> (Action, Result<Outcome, Error>) {
     let kind = action.kind().as_str();
-    let result = if still_wanted(index, &action) {
+    let result = if still_wanted(index, &ctx.cfg.copies, &action) {
         ctx.applier.apply(&action, world).await
     } else {
         tracing::info!(
@@ -660,35 +673,46 @@ mod tests {
             .into_iter()
             .find(|a| a.kind() == ActionKind::Create && a.namespace() == "team-a")
             .expect("a create in team-a");
-        assert!(still_wanted(&Index::new(world.clone()), &create));
+        let settings = Settings::default();
+        let wanted = |world: &World, action: &Action| {
+            still_wanted(&Index::new(world.clone()), &settings, action)
+        };
+        assert!(wanted(&world, &create));
 
         let mut left = world.clone();
         edit_namespace(&mut left, "team-a", |ns| ns.project_annotation = None);
-        assert!(
-            !still_wanted(&Index::new(left), &create),
-            "the namespace left"
-        );
+        assert!(!wanted(&left, &create), "the namespace left");
 
         let mut terminating = world.clone();
         edit_namespace(&mut terminating, "team-a", |ns| ns.terminating = true);
-        assert!(
-            !still_wanted(&Index::new(terminating), &create),
-            "terminating"
-        );
+        assert!(!wanted(&terminating, &create), "terminating");
 
         let mut gone = world.clone();
         crate::plan::fixtures::remove_original(&mut gone);
-        assert!(
-            !still_wanted(&Index::new(gone.clone()), &create),
-            "no original"
-        );
+        assert!(!wanted(&gone, &create), "no original");
+
+        let edit_original = |edit: &dyn Fn(&mut k8s_openapi::api::core::v1::Secret)| {
+            let mut world = world.clone();
+            let original = world.original_at(crate::plan::fixtures::BACKING, "db");
+            let mut secret = original.expect("the original").secret.clone();
+            edit(&mut secret);
+            world.upsert_scoped(secret);
+            world
+        };
+        let ignoring = edit_original(&|s| {
+            let key = crate::keys::IGNORE_NAMESPACES_ANNOTATION.to_owned();
+            s.metadata.annotations = Some([(key, "team-a".to_owned())].into());
+        });
+        assert!(!wanted(&ignoring, &create), "ignored since");
+        let replaced = edit_original(&|s| s.metadata.uid = Some("another".to_owned()));
+        assert!(!wanted(&replaced, &create), "the original was replaced");
 
         // Writes that are not copies are not this check's to put off.
         let label = Action::FixNamespaceLabel {
             namespace: "team-a".to_owned(),
             label: None,
         };
-        assert!(still_wanted(&Index::new(gone), &label));
+        assert!(wanted(&gone, &label));
     }
 
     #[test]
