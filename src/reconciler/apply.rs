@@ -579,7 +579,11 @@ impl Applier {
             "labels": {keys::PROJECT_ID_KEY: wanted},
         }}));
         self.guard()?;
-        namespaces.patch(namespace, &patch_params(), &patch).await?;
+        let stored = namespaces.patch(namespace, &patch_params(), &patch).await?;
+        // A policy that rewrites the label would have it repaired every round, without end.
+        if NamespaceState::from_namespace(&stored).project_label != wanted {
+            return Err(Error::Altered { what: "labels" });
+        }
         Ok(Outcome::Written)
     }
 
@@ -607,7 +611,11 @@ impl Applier {
         );
         // `live` carries its resourceVersion: the replace is conditional on it.
         self.guard()?;
-        api.replace(name, &post_params(), &live).await?;
+        let stored = api.replace(name, &post_params(), &live).await?;
+        let label = world::label(&stored.metadata, keys::PROJECT_SCOPED_CLUSTER_LABEL);
+        if label != Some(cluster) {
+            return Err(Error::Altered { what: "labels" });
+        }
         Ok(Outcome::Written)
     }
 }

@@ -14,11 +14,12 @@ pub enum Error {
         message: String,
     },
     /// The write went through, but the apiserver stored something other than what was sent: a
-    /// mutating admission webhook or policy changes copies. Writing again would be changed again
-    /// (and the watch event of each write would start the next round): an Event and a backoff.
+    /// mutating admission webhook or policy changes copies (or the labels the reconciler repairs).
+    /// Writing again would be changed again (and the watch event of each write would start the
+    /// next round): an Event and a backoff.
     #[error(
-        "the apiserver stored the copy with other {what} than were written: a mutating admission \
-         webhook or policy changes it, so it cannot be kept exact"
+        "the apiserver stored the object with other {what} than were written: a mutating \
+         admission webhook or policy changes it, so it cannot be kept as wanted"
     )]
     Altered { what: &'static str },
     #[error("lost leadership before writing")]

@@ -93,8 +93,19 @@ impl Trouble {
     /// The reason of a Warning about an action on no original: it wrote no copy.
     fn unowned_reason(&self) -> &'static str {
         match self {
-            Self::Refused { .. } => "WriteFailed",
+            Self::Refused { .. } | Self::Altered { .. } => "WriteFailed",
             other => other.reason(),
+        }
+    }
+
+    /// What stands in the way of an action on no original (a label repair, a backing namespace).
+    fn unowned_detail(&self, name: &str) -> String {
+        match self {
+            Self::Altered { what } => format!(
+                "the apiserver stored it with other {what} than written: a mutating admission \
+                 webhook or policy changes them"
+            ),
+            other => other.detail(name),
         }
     }
 
@@ -294,7 +305,7 @@ impl Tally {
                     &format!(
                         "could not {}: {}; retrying with backoff",
                         verb(&action),
-                        trouble.detail(action.name())
+                        trouble.unowned_detail(action.name())
                     ),
                     NOTE_LIMIT,
                 );

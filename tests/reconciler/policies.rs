@@ -24,7 +24,8 @@ const STAMP: &str = "policy.example.com/stamped";
 
 /// A mutating webhook, served on 127.0.0.1 and registered for secrets in namespaces labelled
 /// `scoped-secrets-test/stamp=<id>`, that adds [`STAMP`] (path `/stamp`) or makes every secret
-/// immutable (`/immutable`). Unregistered and stopped when dropped.
+/// immutable (`/immutable`); or for namespaces so labelled, that sets their project label back to
+/// [`STALE_PROJECT`] (`/stale-project`). Unregistered and stopped when dropped.
 struct Stamper {
     configuration: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -33,6 +34,11 @@ struct Stamper {
 
 impl Stamper {
     fn start(id: &str, path: &str) -> Self {
+        Self::start_for(id, path, "secrets", "namespaceSelector")
+    }
+
+    /// Registered for `resource`, selected by `selector` (`namespaceSelector`, `objectSelector`).
+    fn start_for(id: &str, path: &str, resource: &str, selector: &str) -> Self {
         let certs_dir = env().state_dir.join("certs");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -56,7 +62,8 @@ impl Stamper {
                     .expect("sent");
                 let router = axum::Router::new()
                     .route("/stamp", post(stamp))
-                    .route("/immutable", post(immutable));
+                    .route("/immutable", post(immutable))
+                    .route("/stale-project", post(stale_project));
                 server
                     .serve(router, async move {
                         let _ = stopped.await;
@@ -80,9 +87,9 @@ webhooks:
     rules:
       - apiGroups: [\"\"]
         apiVersions: [\"v1\"]
-        resources: [\"secrets\"]
+        resources: [\"{resource}\"]
         operations: [\"CREATE\", \"UPDATE\"]
-    namespaceSelector:
+    {selector}:
       matchLabels: {{scoped-secrets-test/stamp: {id}}}
     failurePolicy: Fail
     sideEffects: None
@@ -146,6 +153,18 @@ async fn stamp(Json(review): Json<Value>) -> Json<Value> {
     patched(
         &review,
         json!([{"op": "add", "path": format!("/metadata/labels/{label}"), "value": "yes"}]),
+    )
+}
+
+/// The project label [`stale_project`] sets on every namespace it reviews.
+const STALE_PROJECT: &str = "p-stale";
+
+/// Admits every review with a patch that sets the namespace's project label to [`STALE_PROJECT`].
+async fn stale_project(Json(review): Json<Value>) -> Json<Value> {
+    let label = scoped_secrets::keys::PROJECT_ID_KEY.replace('/', "~1");
+    patched(
+        &review,
+        json!([{"op": "add", "path": format!("/metadata/labels/{label}"), "value": STALE_PROJECT}]),
     )
 }
 
@@ -314,6 +333,41 @@ spec:
     let errors = running.errors();
     assert!(errors >= 1.0, "the refused repair counts as failed");
     // Backing off: more rounds, no new attempt (each would count another error).
+    for _ in 0..3 {
+        running.another_round(&project.backing);
+    }
+    assert_eq!(running.errors(), errors, "the repair was retried at once");
+}
+
+#[test]
+fn a_label_repair_a_policy_rewrites_warns_on_the_namespace_and_backs_off() {
+    let _turn = serial();
+    let project = project("rwr");
+    let rewritten = namespace_in(&project, "rwr");
+    let id = unique("rewrite");
+    // A stale label (the reconciler's identity skips the webhook), and the label the rewriting
+    // policy selects the namespace by: every update of it is stored with the stale label again.
+    behind_the_webhook(&[
+        "label",
+        "namespace",
+        &rewritten,
+        &format!("{}={STALE_PROJECT}", scoped_secrets::keys::PROJECT_ID_KEY),
+        &format!("scoped-secrets-test/stamp={id}"),
+        "--overwrite",
+    ]);
+    let _policy = Stamper::start_for(&id, "/stale-project", "namespaces", "objectSelector");
+
+    let running = start(OverwritePolicy::Warn);
+    let note = eventually("a WriteFailed Event on the namespace", WAIT, || {
+        let messages = event_messages("default", &rewritten, "WriteFailed");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert!(note.contains("projectId label"), "{note}");
+    assert!(note.contains("other labels than written"), "{note}");
+    let errors = running.errors();
+    assert!(errors >= 1.0, "the rewritten repair counts as failed");
+    // Backing off: more rounds, no new attempt (each would count another error). Before, every
+    // round repaired it again, and each repair's watch event started the next round.
     for _ in 0..3 {
         running.another_round(&project.backing);
     }
