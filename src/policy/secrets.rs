@@ -137,18 +137,36 @@ fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut F
     let key = keys::PROJECT_SCOPED_LABEL;
     match world.backing_project(ns) {
         None => {
-            // A copy edited under --protect-copies=false keeps the label it already had.
+            // A copy edited under --protect-copies=false keeps the label it already had, and so
+            // does an original whose project is gone, or a copy stripped of its markers.
             let kept = s
                 .old
                 .as_ref()
-                .is_some_and(|old| label(&old.metadata, key) == Some(value));
-            if !kept {
+                .filter(|old| label(&old.metadata, key) == Some(value));
+            let Some(old) = kept else {
                 out.deny(Denial::forbidden(
                     "LabelOutsideBackingNamespace",
                     format!(
                         "label {key} is only allowed on secrets in a project's backing namespace, and \
                          namespace {ns:?} is not one; create the secret in the project's backing \
                          namespace and the reconciler will copy it here"
+                    ),
+                ));
+                return;
+            };
+            // Every replica keeps a labelled secret that is not a copy whole, data included; S8
+            // counts only originals, so one that is neither may not grow (or users who can write
+            // it could grow every replica's memory without bound).
+            let size = |data: u64, meta| data.saturating_add(scoped::metadata_bytes(meta));
+            let grows = size(s.new_data_bytes, &new.metadata) > size(s.old_data_bytes, &old.metadata);
+            if !world::is_copy(&new.metadata) && grows {
+                out.deny(Denial::forbidden(
+                    "LabelledSecretGrows",
+                    format!(
+                        "secret {name:?} in namespace {ns:?} carries label {key} but is neither an \
+                         original (the namespace backs no project) nor a copy: it may not grow while \
+                         it keeps the label, which every replica of the reconciler holds whole; \
+                         remove the label first"
                     ),
                 ));
             }
@@ -813,7 +831,34 @@ mod tests {
                 update(plain("other", "web"), labelled("other", "p-vwxyz")),
                 deny(403, "backing namespace"),
             ),
+            Case::new(
+                "kept on a stray that grows",
+                update(
+                    labelled("other", "p-vwxyz"),
+                    with_data(labelled("other", "p-vwxyz")),
+                ),
+                deny(403, "it may not grow while it keeps the label"),
+            ),
+            Case::new(
+                "kept on a stray that does not grow",
+                update(
+                    with_data(labelled("other", "p-vwxyz")),
+                    with_data(labelled("other", "p-vwxyz")),
+                ),
+                Allow,
+            ),
+            Case::new(
+                "removed from a stray that grows",
+                update(labelled("other", "p-vwxyz"), with_data(plain("other", "x"))),
+                Allow,
+            ),
         ]);
+    }
+
+    /// `secret` holding a few bytes more of data.
+    fn with_data(mut secret: Value) -> Value {
+        secret["data"]["grown"] = json!("dmFsdWU=");
+        secret
     }
 
     #[test]

@@ -43,6 +43,57 @@ fn s3_the_label_outside_a_backing_namespace_is_denied() {
 }
 
 #[test]
+fn s3_a_labelled_secret_outside_a_backing_namespace_may_not_grow() {
+    // Neither an original nor a copy (written while the webhook was down, or its project gone):
+    // every replica holds it whole, so it may not grow while it keeps the label.
+    let ns = plain_namespace("s3g");
+    let label = scoped_label("p-gone");
+    create_as_reconciler(&secret_yaml(&ns, "stray", &label, DATA));
+    indexed("the stray", |w| w.scoped(&ns, "stray").is_some());
+    let grown = secret_yaml(
+        &ns,
+        "stray",
+        &label,
+        "data: {key: ZG9n, more: ZG9nZG9nZG9n}\n",
+    );
+    let expected = format!(
+        "secret \"stray\" in namespace \"{ns}\" carries label {} but is neither an original (the \
+         namespace backs no project) nor a copy: it may not grow while it keeps the label, which \
+         every replica of the reconciler holds whole; remove the label first",
+        keys::PROJECT_SCOPED_LABEL
+    );
+    for dry_run in [&["--dry-run=server"][..], &[]] {
+        let mut args = vec!["replace", "-f", "-"];
+        args.extend_from_slice(dry_run);
+        let err = fails(kubectl_stdin(&env().kubeconfig, &args, &grown));
+        assert!(err.contains("(LabelledSecretGrows)"), "{err}");
+        assert_denied(&err, GUARD, &expected);
+    }
+    // The same size passes; once the label is gone, it may grow.
+    let same = secret_yaml(&ns, "stray", &label, "data: {key: Y2F0}\n");
+    ok(kubectl_stdin(
+        &env().kubeconfig,
+        &["replace", "-f", "-"],
+        &same,
+    ));
+    let unlabelled = format!("{}-", keys::PROJECT_SCOPED_LABEL);
+    ok(kubectl(&[
+        "label",
+        "secret",
+        "stray",
+        "-n",
+        &ns,
+        &unlabelled,
+    ]));
+    let grown = secret_yaml(&ns, "stray", "", "data: {key: ZG9n, more: ZG9nZG9nZG9n}\n");
+    ok(kubectl_stdin(
+        &env().kubeconfig,
+        &["replace", "-f", "-"],
+        &grown,
+    ));
+}
+
+#[test]
 fn s3_a_wrong_label_value_is_denied_with_the_right_one() {
     let project = project("s3w");
     let wrong_label = scoped_label("p-someone-else");
