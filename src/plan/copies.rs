@@ -188,10 +188,12 @@ fn copy_action(
         Fate::StrayCopy { uid } => Some(Action::Overwrite {
             copy: copy(),
             existing_uid: uid.to_owned(),
+            labelled: false,
         }),
-        Fate::Overwrite { uid } => Some(Action::Overwrite {
+        Fate::Overwrite { uid, labelled } => Some(Action::Overwrite {
             copy: replacing(),
             existing_uid: uid.to_owned(),
+            labelled,
         }),
         Fate::Conflict(reason) => Some(conflict(original, namespace, reason)),
     }
@@ -670,7 +672,10 @@ mod tests {
         world.remove_scoped("team-a", "db");
         plain(&mut world, "team-a");
         let overwrite = actions(&world, WARN);
-        let Action::Overwrite { existing_uid, copy } = &overwrite[0] else {
+        let Action::Overwrite {
+            existing_uid, copy, ..
+        } = &overwrite[0]
+        else {
             panic!("expected an overwrite, got {overwrite:?}");
         };
         assert_eq!(existing_uid, "uid-team-a-db");

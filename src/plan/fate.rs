@@ -161,8 +161,9 @@ pub enum Fate<'w> {
     /// it is replaced without consent (the name index has no full object to compare).
     StrayCopy { uid: &'w str },
     /// A secret that is not a copy holds the name, and the policy or the original's consent lets
-    /// the copy replace it: that secret is lost.
-    Overwrite { uid: &'w str },
+    /// the copy replace it: that secret is lost. `labelled`: it carries the project-scoped label
+    /// (a labelled secret that is not an original).
+    Overwrite { uid: &'w str, labelled: bool },
     /// The copy cannot be written.
     Conflict(ConflictReason),
 }
@@ -182,24 +183,25 @@ pub fn fate<'w>(
                 return Fate::Conflict(ConflictReason::HeldByOriginal);
             }
             let uid = existing.metadata.uid.as_deref().unwrap_or_default();
-            return overwrite_or_conflict(original, uid, policy);
+            return overwrite_or_conflict(original, uid, true, policy);
         }
         None => {}
     }
     match world.secret_meta(namespace, name) {
         None => Fate::Create,
         Some(existing) if existing.is_copy() => Fate::StrayCopy { uid: &existing.uid },
-        Some(existing) => overwrite_or_conflict(original, &existing.uid, policy),
+        Some(existing) => overwrite_or_conflict(original, &existing.uid, false, policy),
     }
 }
 
 fn overwrite_or_conflict<'w>(
     original: &Original<'_>,
     uid: &'w str,
+    labelled: bool,
     policy: OverwritePolicy,
 ) -> Fate<'w> {
     if policy == OverwritePolicy::Warn || consents_to_overwrite(&original.secret.metadata) {
-        Fate::Overwrite { uid }
+        Fate::Overwrite { uid, labelled }
     } else {
         Fate::Conflict(ConflictReason::NoConsent)
     }
@@ -302,7 +304,8 @@ mod tests {
         assert_eq!(
             of("has-plain", Warn),
             Fate::Overwrite {
-                uid: "uid-has-plain-db"
+                uid: "uid-has-plain-db",
+                labelled: false,
             }
         );
         assert_eq!(

@@ -136,9 +136,11 @@ impl Applier {
         match action {
             // Placed one at a time, as each is written: the plan shares one copy per original.
             Action::Create { copy } => self.create(&copy.placed()).await,
-            Action::Overwrite { copy, existing_uid } => {
-                self.overwrite(&copy.placed(), existing_uid).await
-            }
+            Action::Overwrite {
+                copy,
+                existing_uid,
+                labelled,
+            } => self.overwrite(&copy.placed(), existing_uid, *labelled).await,
             Action::Update {
                 copy,
                 resource_version,
@@ -209,7 +211,14 @@ impl Applier {
         }
     }
 
-    async fn overwrite(&self, copy: &Secret, planned_uid: &str) -> Result<Outcome, Error> {
+    /// Replaces the secret of uid `planned_uid` (labelled project-scoped when planned, or not:
+    /// `planned_labelled`) with `copy`.
+    async fn overwrite(
+        &self,
+        copy: &Secret,
+        planned_uid: &str,
+        planned_labelled: bool,
+    ) -> Result<Outcome, Error> {
         let api = self.secrets(namespace_of(copy));
         let Some(existing) = api.get_opt(name_of(copy)).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
@@ -217,7 +226,8 @@ impl Applier {
         // Labelled since the plan (another project's backing namespace may hold it, making it an
         // original): planned again with the label known, never overwritten on a stale view.
         let labelled = world::label(&existing.metadata, keys::PROJECT_SCOPED_LABEL).is_some();
-        if uid_of(&existing) != planned_uid || (labelled && !world::is_copy(&existing.metadata)) {
+        let labelled_since = labelled && !planned_labelled && !world::is_copy(&existing.metadata);
+        if uid_of(&existing) != planned_uid || labelled_since {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
         if let Some(waiting) = being_deleted(&existing) {

@@ -111,6 +111,49 @@ fn an_overwrite_planned_before_its_target_was_labelled_is_not_written() {
     );
 }
 
+#[test]
+fn a_labelled_stray_planned_as_such_is_overwritten() {
+    // A labelled secret that is no original (written behind the webhook in a member namespace)
+    // holds the name: under the warn policy the plan overwrites it knowing it is labelled, and
+    // the write goes through.
+    let _turn = serial();
+    let project = project("skew-st");
+    let ns = namespace_in(&project, "skew-st");
+    let label = format!("{}: p-gone", keys::PROJECT_SCOPED_LABEL);
+    let stray = secret_yaml(&ns, "db", &label, "data: {k: c3RyYXk=}\n");
+    ok(kubectl_stdin(
+        &env().sa_kubeconfig,
+        &["create", "-f", "-"],
+        &stray,
+    ));
+    apply_original(&project, "db", "k: dg==", "");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = client(&env().sa_kubeconfig).await.expect("a client");
+        let world = scoped_secrets::plan_load::load_world(client.clone())
+            .await
+            .expect("the world lists");
+        let settings = Settings::with_policy(OverwritePolicy::Warn);
+        let overwrite = plan::planned(&world, &settings, false)
+            .into_iter()
+            .find(|a| {
+                matches!(a, Action::Overwrite { labelled: true, .. })
+                    && a.namespace() == ns
+                    && a.name() == "db"
+            })
+            .expect("the plan overwrites the labelled stray");
+        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
+        let applier = Applier::new(client, leading, settings);
+        let outcome = applier
+            .apply(&overwrite, Some(&world))
+            .await
+            .expect("no error");
+        assert_eq!(outcome, Outcome::Written);
+    });
+    let copy = get_secret(&ns, "db").expect("the copy");
+    assert!(is_copy_of(&copy, &project.backing, "db"), "{copy}");
+}
+
 /// The world as a lagging scoped-secrets watch leaves it: `backing/name` not delivered yet.
 fn lag_behind(world: &mut World, backing: &str, name: &str) {
     world.remove_scoped(backing, name);
