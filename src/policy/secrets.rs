@@ -138,11 +138,13 @@ fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut F
     match world.backing_project(ns) {
         None => {
             // A copy edited under --protect-copies=false keeps the label it already had, and so
-            // does an original whose project is gone, or a copy stripped of its markers.
-            let kept = s
-                .old
-                .as_ref()
-                .filter(|old| label(&old.metadata, key) == Some(value));
+            // does an original whose project is gone. A copy stripped of its markers that keeps
+            // the label places it anew: a copy, held by digest, could otherwise grow first and
+            // then become a secret held whole.
+            let kept = s.old.as_ref().filter(|old| {
+                label(&old.metadata, key) == Some(value)
+                    && (world::is_copy(&new.metadata) || !world::is_copy(&old.metadata))
+            });
             let Some(old) = kept else {
                 out.deny(Denial::forbidden(
                     "LabelOutsideBackingNamespace",
@@ -846,6 +848,14 @@ mod tests {
                     with_data(labelled("other", "p-vwxyz")),
                 ),
                 Allow,
+            ),
+            Case::new(
+                "kept on a copy stripped of its markers",
+                update(copy_json("dying", "x"), labelled("dying", "p-vwxyz")),
+                deny(
+                    403,
+                    "only allowed on secrets in a project's backing namespace",
+                ),
             ),
             Case::new(
                 "removed from a stray that grows",

@@ -140,7 +140,10 @@ impl Applier {
                 copy,
                 existing_uid,
                 labelled,
-            } => self.overwrite(&copy.placed(), existing_uid, *labelled).await,
+            } => {
+                self.overwrite(&copy.placed(), existing_uid, *labelled)
+                    .await
+            }
             Action::Update {
                 copy,
                 resource_version,
