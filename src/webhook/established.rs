@@ -3,7 +3,9 @@
 //! connection waiting for a request, a stalled body), else by having a busy one close after its
 //! answer, always of an address holding more than its fair share and than the newcomer's. The
 //! slots such busy connections give back are owed, for a while, to newcomers under their share:
-//! otherwise the client that kept them busy would take them back at once.
+//! otherwise the client that kept them busy would take them back at once. The accept loop never
+//! waits for a busy connection's answer: the newcomer that retired one is refused, and the slot
+//! is owed to the next newcomer under its share.
 
 use super::handshakes::Handshakes;
 use super::header_deadline::HeaderDeadline;
@@ -14,14 +16,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long a new connection at the cap waits for the slot of the connection closed for it (an
-/// evicted one lets go of it at once, a retired one after its answer; this bounds a pause of the
-/// accept loop).
+/// How long a new connection at the cap waits for the slot of the connection evicted for it (its
+/// task lets go of it at once; this only bounds a pause of the accept loop).
 const ROOM_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a slot given back by a retired connection stays owed to newcomers under their fair
-/// share, when the newcomer it was retired for could not wait for it.
+/// share.
 const OWED_FOR: Duration = Duration::from_secs(5);
+
+/// Up to this many connections, an address is never over its share where busy connections are
+/// concerned (retired for others, or refused an owed slot): an apiserver's webhook client keeps up
+/// to 25 idle connections per host, and clients coming from many addresses, each a holder, must
+/// not shrink its share below its pool.
+const BUSY_SHARE_FLOOR: usize = 32;
 
 /// Open connections (on the webhook port, those past their handshake) and their addresses, oldest
 /// first, and the slots owed.
@@ -61,9 +68,16 @@ impl Newcomer<'_> {
         self.capacity / self.peers.holders().max(1)
     }
 
-    /// Whether its address holds less than its fair share besides it.
+    /// The share below which busy connections are left alone: the fair share, but never less
+    /// than [`BUSY_SHARE_FLOOR`] (nor, under a small cap, than a quarter of it).
+    fn busy_share(&self) -> usize {
+        self.fair_share()
+            .max(BUSY_SHARE_FLOOR.min(self.capacity / 4))
+    }
+
+    /// Whether its address holds less than its share of busy connections besides it.
     fn under_its_share(&self) -> bool {
-        self.held(self.address.to_canonical()) < self.fair_share()
+        self.held(self.address.to_canonical()) < self.busy_share()
     }
 }
 
@@ -74,8 +88,6 @@ enum Room {
     Evicted,
     /// A busy connection closes after its answer.
     Retired,
-    /// A busy connection retired earlier has not closed yet: its slot is coming.
-    Coming,
 }
 
 impl Established {
@@ -90,8 +102,8 @@ impl Established {
 
     /// A slot of `connections` for `newcomer`: at once if there is one (unless the free slots are
     /// owed to newcomers under their share and it is not one); at the cap, once a connection has
-    /// been closed for it ([`Self::make_room`]); `None` when none could be. A newcomer under its
-    /// share that could not wait for the slot of a retired connection is owed it.
+    /// been evicted for it ([`Self::make_room`]); `None` when none could be, or when a busy one
+    /// was retired for it (its slot is then owed to the next newcomer under its share).
     pub async fn slot(
         &self,
         connections: &Arc<Semaphore>,
@@ -99,32 +111,27 @@ impl Established {
     ) -> Option<OwnedSemaphorePermit> {
         let under_its_share = newcomer.under_its_share();
         let owed = self.owed();
-        if !under_its_share && owed > 0 && connections.available_permits() <= owed {
-            return None;
-        }
-        if let Ok(open) = connections.clone().try_acquire_owned() {
-            if under_its_share {
-                self.repaid();
+        if under_its_share || connections.available_permits() > owed {
+            if let Ok(open) = connections.clone().try_acquire_owned() {
+                if under_its_share {
+                    self.repaid();
+                }
+                return Some(open);
             }
-            return Some(open);
         }
-        let room = self.make_room(&newcomer, under_its_share);
-        if matches!(room, Room::Nothing) {
-            return None;
-        }
-        let freed = connections.clone().acquire_owned();
-        match tokio::time::timeout(ROOM_WAIT, freed).await {
-            Ok(Ok(open)) => {
+        match self.make_room(&newcomer, under_its_share, owed) {
+            Room::Nothing => None,
+            Room::Retired => {
+                self.owe(newcomer.capacity);
+                None
+            }
+            Room::Evicted => {
+                let freed = connections.clone().acquire_owned();
+                let open = tokio::time::timeout(ROOM_WAIT, freed).await.ok()?.ok()?;
                 if under_its_share {
                     self.repaid();
                 }
                 Some(open)
-            }
-            _ => {
-                if matches!(room, Room::Retired) {
-                    self.owe(newcomer.capacity);
-                }
-                None
             }
         }
     }
@@ -132,18 +139,18 @@ impl Established {
     /// At the cap, makes room for `newcomer`: closes a handshake under way (the oldest), else a
     /// connection that may be evicted ([`HeaderDeadline::evictable`]: waiting for a request, or
     /// stalled on a body; the newest), of the address holding the most connections among those
-    /// that have one; else, for a newcomer under its share and unless one is closing already, has
-    /// the newest busy connection of the busiest address close after its answer
-    /// ([`HeaderDeadline::retire`]: a request is never cut). Never of an address holding no more than its fair share (the capacity over the
-    /// addresses holding connections) nor than the newcomer's does besides it: a client cannot
-    /// take the pool of an apiserver that holds no more than its share, however many fresh
-    /// addresses it comes from and however busy it keeps its own connections, and a busy address
-    /// with nothing to evict does not stop the search among the others over their share.
-    fn make_room(&self, newcomer: &Newcomer<'_>, under_its_share: bool) -> Room {
-        let at_least = newcomer
-            .held(newcomer.address.to_canonical())
-            .max(newcomer.fair_share());
-        let busiest = |addresses: Vec<IpAddr>| {
+    /// that have one, and only of an address holding more than its fair share (the capacity over
+    /// the addresses holding connections) and than the newcomer's does besides it. Else, for a
+    /// newcomer under its share, has the newest busy connection of the busiest address holding
+    /// more than its share of busy connections ([`Newcomer::busy_share`]) close after its answer
+    /// ([`HeaderDeadline::retire`]: a request is never cut), unless as many are closing already as
+    /// slots are `owed` and one more. So a client cannot take the pool of an apiserver that holds
+    /// no more than its share, however busy it keeps its own connections, and a busy address with
+    /// nothing to evict does not stop the search among the others over their share.
+    fn make_room(&self, newcomer: &Newcomer<'_>, under_its_share: bool, owed: usize) -> Room {
+        let newcomers = newcomer.held(newcomer.address.to_canonical());
+        let busiest = |addresses: Vec<IpAddr>, share: usize| {
+            let at_least = newcomers.max(share);
             let held: Vec<(usize, IpAddr)> = addresses
                 .into_iter()
                 .map(|address| (newcomer.held(address), address))
@@ -162,7 +169,7 @@ impl Established {
             .into_iter()
             .chain(self.addresses_where(|d| d.evictable()))
             .collect();
-        let closable = busiest(closable);
+        let closable = busiest(closable, newcomer.fair_share());
         if !closable.is_empty()
             && (newcomer
                 .handshakes
@@ -171,18 +178,23 @@ impl Established {
         {
             return Room::Evicted;
         }
-        if !under_its_share {
+        if !under_its_share || self.count_where(HeaderDeadline::retiring) > owed {
             return Room::Nothing;
         }
-        // One at a time: newcomers come one after another, and each needs one slot.
-        if !self.addresses_where(HeaderDeadline::retiring).is_empty() {
-            return Room::Coming;
-        }
-        let busy = busiest(self.addresses_where(|d| !d.was_evicted()));
+        let busy = self.addresses_where(|d| !d.retiring() && !d.was_evicted());
+        let busy = busiest(busy, newcomer.busy_share());
         if !busy.is_empty() && self.newest_of(&busy, HeaderDeadline::retire) {
             return Room::Retired;
         }
         Room::Nothing
+    }
+
+    /// How many live connections `what` holds for.
+    fn count_where(&self, what: impl Fn(&HeaderDeadline) -> bool) -> usize {
+        let open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.iter()
+            .filter(|(_, d)| d.upgrade().is_some_and(|d| what(&d)))
+            .count()
     }
 
     /// The addresses with a connection for which `what` holds, each once.
@@ -243,20 +255,23 @@ mod tests {
 
     #[tokio::test]
     async fn an_owed_slot_goes_to_a_newcomer_under_its_share_only() {
-        // Four slots: the busy address holds two (its fair share, with another holding one),
-        // the last was given back by a connection retired for a newcomer that could not wait,
+        // 64 slots: the busy address holds 40, over its share (32, with another holding one); the
+        // one free slot was given back by a connection retired for a newcomer that was refused,
         // and is owed.
         let connections = Arc::new(Semaphore::new(1));
         let peers = PeerSlots::new(usize::MAX);
         let established = Established::default();
-        established.owe(4);
-        let _held = [peers.take(BUSY), peers.take(BUSY), peers.take(OTHER)];
+        established.owe(64);
+        let _held: Vec<_> = (0..40)
+            .map(|_| peers.take(BUSY))
+            .chain([peers.take(OTHER)])
+            .collect();
         let busy = peers.take(BUSY);
         let newcomer = |address| Newcomer {
             address,
             peers: &peers,
             handshakes: None,
-            capacity: 4,
+            capacity: 64,
         };
         assert!(
             established
@@ -270,6 +285,76 @@ mod tests {
         let open = established.slot(&connections, newcomer(APISERVER)).await;
         assert!(open.is_some(), "the newcomer under its share got it");
         assert_eq!(established.owed(), 0, "and the debt is paid");
+    }
+
+    #[test]
+    fn an_address_within_the_floor_is_never_over_its_share_of_busy_connections() {
+        let peers = PeerSlots::new(usize::MAX);
+        // Forty addresses of one connection each: a fair share of 6 of 256.
+        let _many: Vec<_> = (0..40u8)
+            .map(|n| peers.take(IpAddr::from([10, 1, 0, n])))
+            .collect();
+        // Its pool of 32, and the newcomer's own.
+        let _pool: Vec<_> = (0..=BUSY_SHARE_FLOOR)
+            .map(|_| peers.take(APISERVER))
+            .collect();
+        let apiserver = Newcomer {
+            address: APISERVER,
+            peers: &peers,
+            handshakes: None,
+            capacity: 256,
+        };
+        assert_eq!(apiserver.fair_share(), 6);
+        assert_eq!(apiserver.busy_share(), BUSY_SHARE_FLOOR);
+        assert!(
+            !apiserver.under_its_share(),
+            "a 33rd connection is over the floor"
+        );
+        let _pool_of_thirty_one: Vec<_> =
+            (0..BUSY_SHARE_FLOOR).map(|_| peers.take(OTHER)).collect();
+        let other = Newcomer {
+            address: OTHER,
+            ..apiserver
+        };
+        assert!(other.under_its_share(), "a 32nd is within it");
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_busy_connection_over_its_share_retires_and_its_slot_is_owed() {
+        // Four slots, all taken: the busy address holds three, busy answering; the apiserver one.
+        let connections = Arc::new(Semaphore::new(0));
+        let peers = PeerSlots::new(usize::MAX);
+        let established = Established::default();
+        let hour = Duration::from_secs(3600);
+        let busy: Vec<_> = (0..3)
+            .map(|_| {
+                let deadline = HeaderDeadline::new(hour, hour);
+                deadline.serving();
+                established.add(BUSY, &deadline);
+                (peers.take(BUSY), deadline)
+            })
+            .collect();
+        let _pooled = peers.take(APISERVER);
+        let _newcomer = peers.take(APISERVER);
+        let newcomer = || Newcomer {
+            address: APISERVER,
+            peers: &peers,
+            handshakes: None,
+            capacity: 4,
+        };
+        assert!(established.slot(&connections, newcomer()).await.is_none());
+        let retiring = || busy.iter().filter(|(_, d)| d.retiring()).count();
+        assert_eq!(
+            retiring(),
+            1,
+            "the newest busy connection closes after its answer"
+        );
+        assert!(busy[2].1.retiring(), "the newest");
+        assert_eq!(established.owed(), 1, "and its slot is owed");
+        // The next newcomer under its share has one more retire, not all of them.
+        assert!(established.slot(&connections, newcomer()).await.is_none());
+        assert_eq!(retiring(), 2);
+        assert_eq!(established.owed(), 2);
     }
 
     #[test]
