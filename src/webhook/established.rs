@@ -111,13 +111,14 @@ impl Established {
     ) -> Option<OwnedSemaphorePermit> {
         let under_its_share = newcomer.under_its_share();
         let owed = self.owed();
-        if under_its_share || connections.available_permits() > owed {
-            if let Ok(open) = connections.clone().try_acquire_owned() {
-                if under_its_share {
-                    self.repaid();
-                }
-                return Some(open);
+        // A free slot that is owed is not for an address at or over its share.
+        if (under_its_share || connections.available_permits() > owed)
+            && let Ok(open) = connections.clone().try_acquire_owned()
+        {
+            if under_its_share {
+                self.repaid();
             }
+            return Some(open);
         }
         match self.make_room(&newcomer, under_its_share, owed) {
             Room::Nothing => None,
