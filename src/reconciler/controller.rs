@@ -40,6 +40,8 @@ pub(crate) struct Context {
     cfg: Config,
     /// Conflicts already announced, so a lasting conflict makes one Event, not one per round.
     announced_conflicts: Mutex<HashSet<ConflictKey>>,
+    /// The ignore list the last copy write's re-check read ([`still_wanted`]).
+    ignore_lists: LastIgnoreList,
     /// Actions that failed or wait, and when each is due again.
     backoffs: Mutex<Backoffs>,
     /// The `CopiesInPlace` condition last written on each Project, so that one is written only
@@ -147,6 +149,7 @@ impl Context {
             metrics,
             cfg,
             announced_conflicts: Mutex::default(),
+            ignore_lists: LastIgnoreList::default(),
             backoffs: Mutex::default(),
             conditions: Mutex::default(),
             revocation_due: Mutex::default(),
@@ -481,7 +484,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// original deleted or replaced (another uid) meanwhile, would still get its copy until the next
 /// round removed it. Only what the fresh index says puts a write off (the next round plans from
 /// it); writes of other kinds, and deletes (re-checked at the apiserver), pass.
-fn still_wanted(index: &Index, settings: &Settings, action: &Action) -> bool {
+fn still_wanted(
+    index: &Index,
+    settings: &Settings,
+    ignore_lists: &LastIgnoreList,
+    action: &Action,
+) -> bool {
     let Some(copy) = action.copy() else {
         return true;
     };
@@ -496,7 +504,7 @@ fn still_wanted(index: &Index, settings: &Settings, action: &Action) -> bool {
     if planned_from.is_some_and(|uid| Some(uid) != original.secret.metadata.uid.as_deref()) {
         return false;
     }
-    let ignore = plan::IgnoreList::of(&original.secret.metadata);
+    let ignore = ignore_lists.of(&original.secret.metadata);
     world.namespace(action.namespace()).is_some_and(|state| {
         world.is_member_of(state, original.project)
             && plan::wants_copy(
@@ -509,6 +517,29 @@ fn still_wanted(index: &Index, settings: &Settings, action: &Action) -> bool {
     })
 }
 
+/// The ignore list last parsed for a copy write's re-check, by the annotation's text: a round's
+/// writes come original after original, and compiling a list of patterns again for each of
+/// 100,000 writes would cost more than the check saves.
+#[derive(Default)]
+struct LastIgnoreList(Mutex<Option<(String, Arc<plan::IgnoreList>)>>);
+
+impl LastIgnoreList {
+    fn of(&self, meta: &kube::api::ObjectMeta) -> Arc<plan::IgnoreList> {
+        let Some(text) = world::annotation(meta, crate::keys::IGNORE_NAMESPACES_ANNOTATION) else {
+            return Arc::default();
+        };
+        let mut last = lock(&self.0);
+        if let Some((parsed, list)) = last.as_ref()
+            && parsed == text
+        {
+            return Arc::clone(list);
+        }
+        let list = Arc::new(plan::IgnoreList::of(meta));
+        *last = Some((text.to_owned(), Arc::clone(&list)));
+        list
+    }
+}
+
 /// Executes one action, logs and counts what became of it.
 async fn execute(
     ctx: &Context,
@@ -517,7 +548,7 @@ async fn execute(
     world: Option<&World>,
 ) -> (Action, Result<Outcome, Error>) {
     let kind = action.kind().as_str();
-    let result = if still_wanted(index, &ctx.cfg.copies, &action) {
+    let result = if still_wanted(index, &ctx.cfg.copies, &ctx.ignore_lists, &action) {
         ctx.applier.apply(&action, world).await
     } else {
         tracing::info!(
@@ -674,8 +705,9 @@ mod tests {
             .find(|a| a.kind() == ActionKind::Create && a.namespace() == "team-a")
             .expect("a create in team-a");
         let settings = Settings::default();
+        let lists = LastIgnoreList::default();
         let wanted = |world: &World, action: &Action| {
-            still_wanted(&Index::new(world.clone()), &settings, action)
+            still_wanted(&Index::new(world.clone()), &settings, &lists, action)
         };
         assert!(wanted(&world, &create));
 
