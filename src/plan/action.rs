@@ -42,9 +42,10 @@ pub enum Action {
     Overwrite {
         copy: PlacedCopy,
         existing_uid: String,
-        /// Whether it carried the project-scoped label when planned: one labelled since may have
-        /// become another project's original, and is planned again rather than replaced.
-        labelled: bool,
+        /// The project-scoped label it carried when planned (`None`: none): one labelled since, or
+        /// labelled otherwise, may have become another project's original, and is planned again
+        /// rather than replaced.
+        label: Option<String>,
     },
     /// The copy exists and differs: replace it in place, conditional on the version the index holds.
     Update {

@@ -188,12 +188,12 @@ fn copy_action(
         Fate::StrayCopy { uid } => Some(Action::Overwrite {
             copy: copy(),
             existing_uid: uid.to_owned(),
-            labelled: false,
+            label: None,
         }),
-        Fate::Overwrite { uid, labelled } => Some(Action::Overwrite {
+        Fate::Overwrite { uid, label } => Some(Action::Overwrite {
             copy: replacing(),
             existing_uid: uid.to_owned(),
-            labelled,
+            label: label.map(str::to_owned),
         }),
         Fate::Conflict(reason) => Some(conflict(original, namespace, reason)),
     }

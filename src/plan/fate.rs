@@ -161,9 +161,12 @@ pub enum Fate<'w> {
     /// it is replaced without consent (the name index has no full object to compare).
     StrayCopy { uid: &'w str },
     /// A secret that is not a copy holds the name, and the policy or the original's consent lets
-    /// the copy replace it: that secret is lost. `labelled`: it carries the project-scoped label
-    /// (a labelled secret that is not an original).
-    Overwrite { uid: &'w str, labelled: bool },
+    /// the copy replace it: that secret is lost. `label`: the project-scoped label it carries (a
+    /// labelled secret that is not an original), if any.
+    Overwrite {
+        uid: &'w str,
+        label: Option<&'w str>,
+    },
     /// The copy cannot be written.
     Conflict(ConflictReason),
 }
@@ -183,25 +186,26 @@ pub fn fate<'w>(
                 return Fate::Conflict(ConflictReason::HeldByOriginal);
             }
             let uid = existing.metadata.uid.as_deref().unwrap_or_default();
-            return overwrite_or_conflict(original, uid, true, policy);
+            let label = crate::world::label(&existing.metadata, keys::PROJECT_SCOPED_LABEL);
+            return overwrite_or_conflict(original, uid, label, policy);
         }
         None => {}
     }
     match world.secret_meta(namespace, name) {
         None => Fate::Create,
         Some(existing) if existing.is_copy() => Fate::StrayCopy { uid: &existing.uid },
-        Some(existing) => overwrite_or_conflict(original, &existing.uid, false, policy),
+        Some(existing) => overwrite_or_conflict(original, &existing.uid, None, policy),
     }
 }
 
 fn overwrite_or_conflict<'w>(
     original: &Original<'_>,
     uid: &'w str,
-    labelled: bool,
+    label: Option<&'w str>,
     policy: OverwritePolicy,
 ) -> Fate<'w> {
     if policy == OverwritePolicy::Warn || consents_to_overwrite(&original.secret.metadata) {
-        Fate::Overwrite { uid, labelled }
+        Fate::Overwrite { uid, label }
     } else {
         Fate::Conflict(ConflictReason::NoConsent)
     }
@@ -305,7 +309,7 @@ mod tests {
             of("has-plain", Warn),
             Fate::Overwrite {
                 uid: "uid-has-plain-db",
-                labelled: false,
+                label: None,
             }
         );
         assert_eq!(

@@ -138,13 +138,11 @@ fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut F
     match world.backing_project(ns) {
         None => {
             // A copy edited under --protect-copies=false keeps the label it already had, and so
-            // does an original whose project is gone. A copy stripped of its markers that keeps
-            // the label places it anew: a copy, held by digest, could otherwise grow first and
-            // then become a secret held whole.
-            let kept = s.old.as_ref().filter(|old| {
-                label(&old.metadata, key) == Some(value)
-                    && (world::is_copy(&new.metadata) || !world::is_copy(&old.metadata))
-            });
+            // does an original whose project is gone.
+            let kept = s
+                .old
+                .as_ref()
+                .filter(|old| label(&old.metadata, key) == Some(value));
             let Some(old) = kept else {
                 out.deny(Denial::forbidden(
                     "LabelOutsideBackingNamespace",
@@ -156,6 +154,19 @@ fn label_placement(s: &Subject<Secret>, new: &Secret, world: &World, out: &mut F
                 ));
                 return;
             };
+            // A copy stripped of its markers that keeps the label would become a secret of its
+            // own held whole: a copy, held by digest, could grow first and then be stripped.
+            if world::is_copy(&old.metadata) && !world::is_copy(&new.metadata) {
+                out.deny(Denial::forbidden(
+                    "CopyMarkersRemoved",
+                    format!(
+                        "secret {name:?} in namespace {ns:?} is a copy: removing its copy markers \
+                         while it keeps label {key} would make it a secret of its own outside every \
+                         backing namespace; remove the label too"
+                    ),
+                ));
+                return;
+            }
             // Every replica keeps a labelled secret that is not a copy whole, data included; S8
             // counts only originals, so one that is neither may not grow (or users who can write
             // it could grow every replica's memory without bound).
@@ -852,10 +863,7 @@ mod tests {
             Case::new(
                 "kept on a copy stripped of its markers",
                 update(copy_json("dying", "x"), labelled("dying", "p-vwxyz")),
-                deny(
-                    403,
-                    "only allowed on secrets in a project's backing namespace",
-                ),
+                deny(403, "removing its copy markers while it keeps label"),
             ),
             Case::new(
                 "removed from a stray that grows",

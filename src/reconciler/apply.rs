@@ -139,10 +139,10 @@ impl Applier {
             Action::Overwrite {
                 copy,
                 existing_uid,
-                labelled,
+                label,
             } => {
-                self.overwrite(&copy.placed(), existing_uid, *labelled)
-                    .await
+                let label = label.as_deref();
+                self.overwrite(&copy.placed(), existing_uid, label).await
             }
             Action::Update {
                 copy,
@@ -214,23 +214,24 @@ impl Applier {
         }
     }
 
-    /// Replaces the secret of uid `planned_uid` (labelled project-scoped when planned, or not:
-    /// `planned_labelled`) with `copy`.
+    /// Replaces the secret of uid `planned_uid` (carrying the project-scoped label `planned_label`
+    /// when planned) with `copy`.
     async fn overwrite(
         &self,
         copy: &Secret,
         planned_uid: &str,
-        planned_labelled: bool,
+        planned_label: Option<&str>,
     ) -> Result<Outcome, Error> {
         let api = self.secrets(namespace_of(copy));
         let Some(existing) = api.get_opt(name_of(copy)).await? else {
             return Ok(Outcome::Requeue(Requeue::Stale));
         };
-        // Labelled since the plan (another project's backing namespace may hold it, making it an
-        // original): planned again with the label known, never overwritten on a stale view.
-        let labelled = world::label(&existing.metadata, keys::PROJECT_SCOPED_LABEL).is_some();
-        let labelled_since = labelled && !planned_labelled && !world::is_copy(&existing.metadata);
-        if uid_of(&existing) != planned_uid || labelled_since {
+        // Labelled since the plan, or labelled otherwise (another project's backing namespace may
+        // hold it, making it an original): planned again with the label known, never overwritten
+        // on a stale view.
+        let label = world::label(&existing.metadata, keys::PROJECT_SCOPED_LABEL);
+        let relabelled = label != planned_label && !world::is_copy(&existing.metadata);
+        if uid_of(&existing) != planned_uid || relabelled {
             return Ok(Outcome::Requeue(Requeue::Stale));
         }
         if let Some(waiting) = being_deleted(&existing) {

@@ -242,7 +242,7 @@ mod tests {
         let overwrite = |uid: &str| Action::Overwrite {
             copy: copy(),
             existing_uid: uid.to_owned(),
-            labelled: false,
+            label: None,
         };
         let now = Instant::now();
         let mut backoffs = Backoffs::default();

@@ -739,6 +739,26 @@ mod tests {
         let replaced = edit_original(&|s| s.metadata.uid = Some("another".to_owned()));
         assert!(!wanted(&replaced, &create), "the original was replaced");
 
+        // A plain secret to overwrite in team-a, and team-a since made another project's backing
+        // namespace, that secret its original.
+        let mut plain = world.clone();
+        crate::plan::fixtures::plain(&mut plain, "team-a");
+        let overwrite = actions(&plain, WARN)
+            .into_iter()
+            .find(|a| a.kind() == ActionKind::Overwrite && a.namespace() == "team-a")
+            .expect("an overwrite in team-a");
+        assert!(wanted(&plain, &overwrite));
+        let mut taken = plain.clone();
+        let q = crate::world::fixtures::project(&mut taken, "local", "p-q", "team-a");
+        let label = [(crate::keys::PROJECT_SCOPED_LABEL, q.project.as_str())];
+        let secret = crate::world::fixtures::secret("team-a", "db", &label, &[]);
+        crate::world::fixtures::add_secret(&mut taken, secret);
+        assert!(taken.original_at("team-a", "db").is_some(), "the fixture");
+        assert!(
+            !wanted(&taken, &overwrite),
+            "a backing namespace is no member: the target, an original now, is not overwritten"
+        );
+
         // Writes that are not copies are not this check's to put off.
         let label = Action::FixNamespaceLabel {
             namespace: "team-a".to_owned(),

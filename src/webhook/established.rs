@@ -69,10 +69,13 @@ impl Newcomer<'_> {
     }
 
     /// The share below which busy connections are left alone: the fair share, but never less
-    /// than [`BUSY_SHARE_FLOOR`] (nor, under a small cap, than a quarter of it).
+    /// than [`BUSY_SHARE_FLOOR`] (nor, under a small cap, than a quarter of it; nor, where one
+    /// address may hold fewer, than all it may hold but one).
     fn busy_share(&self) -> usize {
-        self.fair_share()
-            .max(BUSY_SHARE_FLOOR.min(self.capacity / 4))
+        let floor = BUSY_SHARE_FLOOR
+            .min(self.capacity / 4)
+            .min(self.peers.per_address().saturating_sub(1));
+        self.fair_share().max(floor)
     }
 
     /// Whether its address holds less than its share of busy connections besides it.
@@ -120,7 +123,7 @@ impl Established {
             }
             return Some(open);
         }
-        match self.make_room(&newcomer, under_its_share, owed) {
+        match self.make_room(&newcomer, under_its_share) {
             Room::Nothing => None,
             Room::Retired => {
                 self.owe(newcomer.capacity);
@@ -143,18 +146,25 @@ impl Established {
     /// that have one, and only of an address holding more than its fair share (the capacity over
     /// the addresses holding connections) and than the newcomer's does besides it. Else, for a
     /// newcomer under its share, has the newest busy connection of the busiest address holding
-    /// more than its share of busy connections ([`Newcomer::busy_share`]) close after its answer
-    /// ([`HeaderDeadline::retire`]: a request is never cut), unless as many are closing already as
-    /// slots are `owed` and one more. So a client cannot take the pool of an apiserver that holds
-    /// no more than its share, however busy it keeps its own connections, and a busy address with
-    /// nothing to evict does not stop the search among the others over their share.
-    fn make_room(&self, newcomer: &Newcomer<'_>, under_its_share: bool, owed: usize) -> Room {
+    /// more than its share of busy connections ([`Newcomer::busy_share`]), those retiring already
+    /// not counted, close after its answer ([`HeaderDeadline::retire`]: a request is never cut).
+    /// So a client cannot take the pool of an apiserver that holds no more than its share,
+    /// however busy it keeps its own connections and however many newcomers it sends at once, and
+    /// a busy address with nothing to evict does not stop the search among the others over their
+    /// share.
+    fn make_room(&self, newcomer: &Newcomer<'_>, under_its_share: bool) -> Room {
         let newcomers = newcomer.held(newcomer.address.to_canonical());
-        let busiest = |addresses: Vec<IpAddr>, share: usize| {
+        // What each address holds, less `closing` (for the busy step: those retiring already,
+        // which keep their slots until they have answered).
+        let busiest = |addresses: Vec<IpAddr>, share: usize, closing: &[IpAddr]| {
             let at_least = newcomers.max(share);
+            let staying = |address: IpAddr| {
+                let leaving = closing.iter().filter(|a| **a == address).count();
+                newcomer.held(address).saturating_sub(leaving)
+            };
             let held: Vec<(usize, IpAddr)> = addresses
                 .into_iter()
-                .map(|address| (newcomer.held(address), address))
+                .map(|address| (staying(address), address))
                 .filter(|(held, _)| *held > at_least)
                 .collect();
             let most = held.iter().map(|(held, _)| *held).max();
@@ -170,7 +180,7 @@ impl Established {
             .into_iter()
             .chain(self.addresses_where(|d| d.evictable()))
             .collect();
-        let closable = busiest(closable, newcomer.fair_share());
+        let closable = busiest(closable, newcomer.fair_share(), &[]);
         if !closable.is_empty()
             && (newcomer
                 .handshakes
@@ -179,23 +189,24 @@ impl Established {
         {
             return Room::Evicted;
         }
-        if !under_its_share || self.count_where(HeaderDeadline::retiring) > owed {
+        if !under_its_share {
             return Room::Nothing;
         }
         let busy = self.addresses_where(|d| !d.retiring() && !d.was_evicted());
-        let busy = busiest(busy, newcomer.busy_share());
+        let busy = busiest(busy, newcomer.busy_share(), &self.retiring_addresses());
         if !busy.is_empty() && self.newest_of(&busy, HeaderDeadline::retire) {
             return Room::Retired;
         }
         Room::Nothing
     }
 
-    /// How many live connections `what` holds for.
-    fn count_where(&self, what: impl Fn(&HeaderDeadline) -> bool) -> usize {
+    /// The address of each live connection retiring (once per connection).
+    fn retiring_addresses(&self) -> Vec<IpAddr> {
         let open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
         open.iter()
-            .filter(|(_, d)| d.upgrade().is_some_and(|d| what(&d)))
-            .count()
+            .filter(|(_, d)| d.upgrade().is_some_and(|d| d.retiring()))
+            .map(|(address, _)| *address)
+            .collect()
     }
 
     /// The addresses with a connection for which `what` holds, each once.
@@ -352,10 +363,13 @@ mod tests {
         );
         assert!(busy[2].1.retiring(), "the newest");
         assert_eq!(established.owed(), 1, "and its slot is owed");
-        // The next newcomer under its share has one more retire, not all of them.
-        assert!(established.slot(&connections, newcomer()).await.is_none());
-        assert_eq!(retiring(), 2);
-        assert_eq!(established.owed(), 2);
+        // Those retiring do not count: the busy address now stays with its share (two of four,
+        // with another address holding some), however many newcomers come.
+        for _ in 0..3 {
+            assert!(established.slot(&connections, newcomer()).await.is_none());
+        }
+        assert_eq!(retiring(), 1, "no more than down to its share");
+        assert_eq!(established.owed(), 1);
     }
 
     #[test]

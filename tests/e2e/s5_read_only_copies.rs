@@ -69,6 +69,20 @@ fn s5_copies_in_a_terminating_namespace_may_be_changed() {
         "annotate secret db -n {ns} edited=yes"
     )));
     assert!(out.contains("secret/db annotated"), "{out}");
+    // Stripped of its markers while it keeps the label it would become a secret of its own, held
+    // whole by every replica (S3): refused, as a copy may have grown first.
+    let mut strip = vec!["annotate", "secret", "db", "-n", &ns];
+    let removals: Vec<String> = keys::COPY_MARKERS.iter().map(|k| format!("{k}-")).collect();
+    strip.extend(removals.iter().map(String::as_str));
+    let err = fails(kubectl(&strip));
+    assert!(err.contains("(CopyMarkersRemoved)"), "{err}");
+    let expected = format!(
+        "secret \"db\" in namespace \"{ns}\" is a copy: removing its copy markers while it keeps \
+         label {} would make it a secret of its own outside every backing namespace; remove the \
+         label too",
+        keys::PROJECT_SCOPED_LABEL
+    );
+    assert_denied(&err, GUARD, &expected);
     // Released (also a change to a copy in a terminating namespace), the namespace goes away.
     let release = r#"[{"op":"remove","path":"/metadata/finalizers"}]"#;
     ok(kubectl(&[

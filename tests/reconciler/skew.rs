@@ -137,7 +137,7 @@ fn a_labelled_stray_planned_as_such_is_overwritten() {
         let overwrite = plan::planned(&world, &settings, false)
             .into_iter()
             .find(|a| {
-                matches!(a, Action::Overwrite { labelled: true, .. })
+                matches!(a, Action::Overwrite { label: Some(_), .. })
                     && a.namespace() == ns
                     && a.name() == "db"
             })
