@@ -1762,9 +1762,14 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
         })
         .collect();
     server.until_in_flight(endpoints::SECRET_NAMES, 2).await;
+    // The scenario's time, not a synchronisation: .3's connections idle for over 100 ms, so they
+    // may be evicted (sooner, .2's busy ones would be retired instead, and the slot one gives back
+    // later would be free for anyone, .2's next newcomer below included).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     // 127.0.0.2 and .3 hold the most; .2 has nothing to evict, so an idle connection of .3 makes
     // room, not the apiserver's pooled one.
     served_on_a_new_connection_within(&server, Some(LOCAL_FOUR), Duration::from_secs(2)).await;
+    assert_eq!(server.metrics.connections_refused("retired"), 0);
     one_closed(
         idle.iter_mut().map(|(read, _)| read),
         "no idle connection was closed",
