@@ -1,8 +1,8 @@
 //! What a request's handler knows of the connection it came on: the client's address (for its
 //! shares of the review slots and of the large bodies' budget) and the connection's deadline (told
 //! how the request's body is coming while the handler waits for it, so that a connection whose
-//! body has stalled can make room at the caps). The listener sets it for each request as a task-local, which costs no
-//! allocation per request (an extension in the request would).
+//! body has stalled can make room at the caps). The listener sets it for each request as a
+//! task-local, which costs no allocation per request (an extension in the request would).
 
 use super::body_wait::{self, BodyWait};
 use super::header_deadline::HeaderDeadline;

@@ -70,7 +70,7 @@ const ROOM_WAIT: Duration = Duration::from_millis(50);
 /// How long a large body that finds the budget full looks for a stalled body to make room: past
 /// the short grace of a remembered address (a body just declared in place of a stalled one is
 /// judged within it). It looks again only when a body could be judged stalled within the search,
-/// at most every [`ROOM_RETRY`] (each look goes through every body holding a share).
+/// 5 ms to [`ROOM_RETRY`] later (each look goes through every body holding a share).
 const ROOM_SEARCH: Duration = Duration::from_millis(150);
 const ROOM_RETRY: Duration = Duration::from_millis(25);
 
