@@ -146,16 +146,17 @@ impl Established {
     /// that have one, and only of an address holding more than its fair share (the capacity over
     /// the addresses holding connections) and than the newcomer's does besides it. Else, for a
     /// newcomer under its share, has the newest busy connection of the busiest address holding
-    /// more than its share of busy connections ([`Newcomer::busy_share`]), those retiring already
-    /// not counted, close after its answer ([`HeaderDeadline::retire`]: a request is never cut).
+    /// more than its share of busy connections ([`Newcomer::busy_share`]) close after its answer
+    /// ([`HeaderDeadline::retire`]: a request is never cut), its connections retiring already
+    /// not counted. A connection retiring already that may be evicted is evicted first.
     /// So a client cannot take the pool of an apiserver that holds no more than its share,
     /// however busy it keeps its own connections and however many newcomers it sends at once, and
     /// a busy address with nothing to evict does not stop the search among the others over their
     /// share.
     fn make_room(&self, newcomer: &Newcomer<'_>, under_its_share: bool) -> Room {
         let newcomers = newcomer.held(newcomer.address.to_canonical());
-        // What each address holds, less `closing` (for the busy step: those retiring already,
-        // which keep their slots until they have answered).
+        // What each address holds, less `closing` (in the busy step, its connections retiring
+        // already: they keep their slots until they have answered, then give them back).
         let busiest = |addresses: Vec<IpAddr>, share: usize, closing: &[IpAddr]| {
             let at_least = newcomers.max(share);
             let staying = |address: IpAddr| {
@@ -181,10 +182,13 @@ impl Established {
             .chain(self.addresses_where(|d| d.evictable()))
             .collect();
         let closable = busiest(closable, newcomer.fair_share(), &[]);
+        // A connection retiring already goes first: one newcomer's retries must not close one
+        // connection after another.
         if !closable.is_empty()
             && (newcomer
                 .handshakes
                 .is_some_and(|h| h.evict_oldest_of(&closable))
+                || self.newest_of(&closable, |d| d.retiring() && d.evict())
                 || self.newest_of(&closable, |d| d.evict()))
         {
             return Room::Evicted;
@@ -192,7 +196,7 @@ impl Established {
         if !under_its_share {
             return Room::Nothing;
         }
-        let busy = self.addresses_where(|d| !d.retiring() && !d.was_evicted());
+        let busy = self.addresses_where(|d| d.busy() && !d.retiring() && !d.was_evicted());
         let busy = busiest(busy, newcomer.busy_share(), &self.retiring_addresses());
         if !busy.is_empty() && self.newest_of(&busy, HeaderDeadline::retire) {
             return Room::Retired;

@@ -250,6 +250,13 @@ impl HeaderDeadline {
         true
     }
 
+    /// Whether the connection is in use: answering a request, or between two (answered, the
+    /// next not begun), as a client's pooled connection is. One that has not had a request yet is
+    /// not: it may be evicted once it has waited [`EVICTABLE_AFTER`] for one.
+    pub fn busy(&self) -> bool {
+        self.waiting_since.load(Ordering::Relaxed) == SERVING || self.idle.load(Ordering::Relaxed)
+    }
+
     /// Whether the connection is to close after its answer ([`Self::retire`]).
     pub fn retiring(&self) -> bool {
         self.retiring.load(Ordering::Relaxed)
@@ -405,12 +412,15 @@ mod tests {
     fn a_retired_connection_closes_once_it_waits_for_a_request_never_while_serving() {
         let hour = Duration::from_secs(3600);
         let deadline = HeaderDeadline::opened_at(Instant::now(), hour, hour);
+        assert!(!deadline.busy(), "no request yet");
         deadline.serving();
+        assert!(deadline.busy(), "answering");
         assert!(deadline.retire());
         assert!(!deadline.retire(), "once");
         assert_eq!(deadline.due(), None, "its request is answered whole");
         let answered = deadline.opened + Duration::from_secs(1);
         deadline.answered_at(answered);
+        assert!(deadline.busy(), "between two requests");
         assert_eq!(
             deadline.due(),
             Some(answered + EVICTABLE_AFTER),
