@@ -100,7 +100,9 @@ pub struct ServeArgs {
     /// Run the reconciler that writes copies (off beside Rancher, whose copier does it).
     #[arg(long, env = "SCOPED_SECRETS_RECONCILER", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconciler: bool,
-    /// Create backing namespaces for Projects without one (off beside Rancher).
+    /// Create backing namespaces for Projects without one (off beside Rancher); a recorded one then
+    /// counts only while it carries the marks the reconciler gives it. With --cluster-id nothing is
+    /// created: set it as the management cluster's instance has it, so that both judge alike.
     #[arg(long, env = "SCOPED_SECRETS_MANAGE_BACKING_NAMESPACES", default_value_t = true, action = clap::ArgAction::Set)]
     pub manage_backing_namespaces: bool,
     /// Usernames whose requests skip the rules: the reconciler's own identity, and beside Rancher its copier.
@@ -244,6 +246,11 @@ pub struct PlanArgs {
     /// Print JSON instead of text.
     #[arg(long, env = "SCOPED_SECRETS_PLAN_JSON")]
     pub json: bool,
+    /// Plan as `serve` with this setting does: backing namespaces created for Projects without
+    /// one, and a recorded one counted only while it carries the reconciler's marks (false: as
+    /// beside Rancher, whose backing namespaces carry none).
+    #[arg(long, env = "SCOPED_SECRETS_MANAGE_BACKING_NAMESPACES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub manage_backing_namespaces: bool,
     #[command(flatten)]
     pub copies: CopyArgs,
     #[command(flatten)]

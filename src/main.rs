@@ -50,6 +50,7 @@ async fn plan(args: &PlanArgs) -> Result<ExitCode> {
         client,
         args.file.as_deref(),
         args.json,
+        args.manage_backing_namespaces,
         &args.copies.settings(&args.home.lease_namespace),
         &args.clusters(),
     )

@@ -3,9 +3,10 @@
 //! registered credentials, every request bounded. A cluster that cannot be read says why; its world
 //! is never taken for an empty one.
 
-use crate::clusters::connections::{self, Verdict};
+use crate::clusters::connections::{self, Health, Verdict, is_management_note};
 use crate::clusters::credentials::Refusal;
 use crate::clusters::registration::{self, Registration};
+use crate::clusters::worker;
 use crate::keys::CLUSTER_REGISTRATION_LABEL;
 use crate::plan_load::load_downstream_world;
 use crate::world::World;
@@ -96,6 +97,15 @@ pub async fn load_downstream(
             Some((secret.name_any(), (label, registration::read(secret)?)))
         })
         .collect();
+    // Who the management cluster is, read once: a registration reaching it is no downstream
+    // cluster (the workers refuse it, ClusterIsManagement), and planned as one it would show the
+    // management cluster's namespaces written twice over.
+    let management_identity = if registrations.is_empty() {
+        None
+    } else {
+        worker::cluster_identity(management, options.timeout).await
+    };
+    let management_identity = management_identity.as_deref();
     let verdicts = connections::resolve(
         &registrations
             .iter()
@@ -113,7 +123,7 @@ pub async fn load_downstream(
             };
             let world = match (verdict, read) {
                 (Some(Verdict::Accepted { .. }), Ok(registration)) => {
-                    read_cluster(&registration, options.timeout).await
+                    read_cluster(&registration, management_identity, options.timeout).await
                 }
                 (Some(verdict), _) => Err(Unreadable::Registration(unused(&verdict))),
                 (None, _) => Err(Unreadable::Registration("not resolved".to_owned())),
@@ -139,13 +149,29 @@ fn unused(verdict: &Verdict) -> String {
     }
 }
 
-async fn read_cluster(registration: &Registration, timeout: Duration) -> Result<World, Unreadable> {
-    let client = crate::clusters::worker::connect(&registration.kubeconfig, timeout)
+/// The cluster's world, once it is known to be another cluster than the management cluster (by
+/// their `kube-system` uids, as its worker tells them apart).
+async fn read_cluster(
+    registration: &Registration,
+    management_identity: Option<&str>,
+    timeout: Duration,
+) -> Result<World, Unreadable> {
+    let client = worker::connect(&registration.kubeconfig, timeout)
         .await
         .map_err(Unreadable::Unreachable)?;
-    load_downstream_world(&client, timeout)
+    let world = load_downstream_world(&client, timeout)
         .await
-        .map_err(|(what, error)| classify(what, &error))
+        .map_err(|(what, error)| classify(what, &error))?;
+    let own_identity = worker::cluster_identity(&client, timeout).await;
+    match worker::told_apart(own_identity.as_deref(), management_identity) {
+        Health::Connected => Ok(world),
+        Health::IsManagement => Err(Unreadable::Registration(is_management_note(
+            registration.kubeconfig.server(),
+        ))),
+        Health::Unreachable(why) | Health::CredentialsRefused(why) => {
+            Err(Unreadable::Unreachable(why))
+        }
+    }
 }
 
 fn classify(what: &str, error: &kube::Error) -> Unreadable {

@@ -17,9 +17,10 @@ use std::time::Duration;
 const PAGE: u32 = 500;
 
 /// Lists projects (none when the CRD is not served), namespaces, the metadata of every secret and the
-/// full objects of project-scoped ones.
-pub async fn load_world(client: Client) -> Result<World> {
-    let mut world = World::default();
+/// full objects of project-scoped ones; backing namespaces read as `serve --manage-backing-namespaces`
+/// reads them ([`World::for_backing`]).
+pub async fn load_world(client: Client, manage_backing_namespaces: bool) -> Result<World> {
+    let mut world = World::for_backing(manage_backing_namespaces);
     let projects = Api::<DynamicObject>::all_with(client.clone(), &project_resource());
     match list_all(&projects, ListParams::default(), None).await {
         Ok(all) => {

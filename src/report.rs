@@ -27,22 +27,24 @@ pub struct PlanOutput {
 pub const UNREADABLE_EXIT_CODE: u8 = 3;
 
 /// Loads the world (from the cluster when a client is given, else empty), lays the manifest over it,
-/// and renders the plan (backing-namespace actions included, as `serve` makes them by default).
+/// and renders the plan. `manage_backing_namespaces` as `serve`'s: backing-namespace actions are
+/// planned, and a recorded backing namespace counts only while marked.
 /// With downstream clusters registered in the management cluster, each is read and planned as the
 /// reconciler plans it, and the report is grouped by cluster.
 pub async fn plan_command(
     client: Option<kube::Client>,
     manifest: Option<&Path>,
     json: bool,
+    manage_backing_namespaces: bool,
     settings: &Settings,
     clusters: &ClusterOptions,
 ) -> Result<PlanOutput> {
     let (mut world, downstream) = match client {
         Some(client) => (
-            load_world(client.clone()).await?,
+            load_world(client.clone(), manage_backing_namespaces).await?,
             load_downstream(&client, clusters).await?,
         ),
-        None => (World::default(), Vec::new()),
+        None => (World::for_backing(manage_backing_namespaces), Vec::new()),
     };
     if let Some(path) = manifest {
         let text =
@@ -50,7 +52,7 @@ pub async fn plan_command(
         overlay_manifest(&mut world, &text).with_context(|| format!("in {}", path.display()))?;
     }
     if downstream.is_empty() {
-        let actions = plan::planned(&world, settings, true);
+        let actions = plan::planned(&world, settings, manage_backing_namespaces);
         let text = if json {
             render_json(&actions)?
         } else {
@@ -61,7 +63,13 @@ pub async fn plan_command(
             unreadable: 0,
         });
     }
-    let groups = grouped::plan_clusters(&world, downstream, settings, &clusters.local_cluster_id);
+    let groups = grouped::plan_clusters(
+        &world,
+        downstream,
+        settings,
+        manage_backing_namespaces,
+        &clusters.local_cluster_id,
+    );
     let unreadable = groups.iter().filter(|g| g.actions.is_err()).count();
     let text = if json {
         grouped::render_json(&groups)?
@@ -251,6 +259,7 @@ pub fn render_json(actions: &[Action]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys;
     use crate::plan::OverwritePolicy;
 
     /// Rancher's example: one original in project p-vwxyz's backing namespace, two project namespaces,
@@ -281,19 +290,61 @@ stringData: {mine: hunter2}
 "#;
 
     async fn run(json: bool, policy: OverwritePolicy) -> String {
+        // Rancher's example: its backing namespace carries no marks, as beside Rancher.
+        plan_of(&manifest(), json, false, policy).await
+    }
+
+    async fn plan_of(
+        manifest: &str,
+        json: bool,
+        manage_backing_namespaces: bool,
+        policy: OverwritePolicy,
+    ) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plan.yaml");
-        std::fs::write(&path, manifest()).expect("write manifest");
+        std::fs::write(&path, manifest).expect("write manifest");
         plan_command(
             None,
             Some(&path),
             json,
+            manage_backing_namespaces,
             &Settings::with_policy(policy),
             &ClusterOptions::default(),
         )
         .await
         .expect("plan")
         .text
+    }
+
+    /// As `serve` by default reads them: a recorded backing namespace counts only while it carries
+    /// the marks naming its Project, so an unmarked one copies nothing (the reconciler would
+    /// refuse it, BackingNamespaceTaken) and a marked one copies as beside Rancher.
+    #[tokio::test]
+    async fn managed_backing_namespaces_count_only_while_marked() {
+        let unmarked = plan_of(&manifest(), false, true, OverwritePolicy::Warn).await;
+        assert!(!unmarked.contains("Copies to create"), "{unmarked}");
+        assert!(
+            unmarked.contains("exists and is not marked as its"),
+            "{unmarked}"
+        );
+
+        let marked = manifest()
+            .replace(
+                "metadata: {name: p-vwxyz, namespace: local}",
+                "metadata: {name: p-vwxyz, namespace: local, uid: u-1}",
+            )
+            .replace(
+                "metadata: {name: local-p-vwxyz}",
+                &format!(
+                    "metadata:\n  name: local-p-vwxyz\n  annotations: {{{}: \"local:p-vwxyz\", {}: u-1}}",
+                    keys::BACKING_NAMESPACE_OF_ANNOTATION,
+                    keys::BACKING_NAMESPACE_UID_ANNOTATION
+                ),
+            );
+        assert_eq!(
+            plan_of(&marked, false, true, OverwritePolicy::Warn).await,
+            run(false, OverwritePolicy::Warn).await
+        );
     }
 
     #[tokio::test]

@@ -83,15 +83,21 @@ async fn downstream(args: &ServeArgs) -> Result<Option<Downstream>> {
     }))
 }
 
-/// Starts the watches that feed the index the webhook decides from, in `tasks`: this cluster's
-/// alone, or in a downstream cluster its own composed with the management cluster's.
+/// The indexes the webhook decides from: this cluster's; or in a downstream cluster, its own
+/// composed with the management cluster's, and its own alone.
+struct Indexes {
+    decided: Arc<Index>,
+    own_cluster: Option<Arc<Index>>,
+}
+
+/// Starts the watches that feed the [`Indexes`], in `tasks`.
 fn spawn_index(
     client: &kube::Client,
     downstream: Option<Downstream>,
     manage_backing_namespaces: bool,
     tasks: &mut JoinSet<()>,
     stopped: &signal::Receiver<bool>,
-) -> Arc<Index> {
+) -> Indexes {
     let mut keep = |watches: JoinSet<()>| {
         tasks.spawn(until_stopped(stopped.clone(), async move {
             // Keeps the watches alive; dropping the set stops them.
@@ -101,13 +107,7 @@ fn spawn_index(
     };
     // Where backing namespaces are managed, only marked ones count: the management cluster's
     // reconciler reads them so, and a downstream webhook must judge its Projects alike.
-    let projects_world = || {
-        if manage_backing_namespaces {
-            World::default().require_marked_backing_namespaces()
-        } else {
-            World::default()
-        }
-    };
+    let projects_world = || World::for_backing(manage_backing_namespaces);
     let Some(Downstream {
         cluster,
         management,
@@ -115,14 +115,18 @@ fn spawn_index(
     else {
         let index = Arc::new(Index::new(projects_world()));
         keep(crate::index::spawn(client.clone(), index.clone()));
-        return index;
+        return Indexes {
+            decided: index,
+            own_cluster: None,
+        };
     };
     tracing::info!(%cluster, "downstream: Projects and originals from the management cluster");
     let management_index = Arc::new(Index::new(projects_world()));
     let own = Arc::new(Index::default());
     keep(crate::index::spawn(management, management_index.clone()));
     keep(crate::index::spawn_downstream(client.clone(), own.clone()));
-    let (composed, composing) = crate::index::compose::spawn(management_index, own, cluster);
+    let (composed, composing) =
+        crate::index::compose::spawn(management_index, own.clone(), cluster);
     let abort = composing.abort_handle();
     let stopped = stopped.clone();
     tasks.spawn(async move {
@@ -132,7 +136,10 @@ fn spawn_index(
         .await;
         abort.abort();
     });
-    composed
+    Indexes {
+        decided: composed,
+        own_cluster: Some(own),
+    }
 }
 
 /// Binds the listeners and starts everything; returns once listening. With `--cluster-id` the
@@ -178,7 +185,10 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
     let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
 
     let mut tasks = JoinSet::new();
-    let index = spawn_index(
+    let Indexes {
+        decided: index,
+        own_cluster,
+    } = spawn_index(
         &client,
         downstream,
         args.manage_backing_namespaces,
@@ -225,6 +235,7 @@ pub async fn start(args: &ServeArgs, client: kube::Client) -> Result<Running> {
                 .with_large_body_rate(args.large_body_bytes_per_second),
         ),
         placement,
+        own_cluster,
     });
     let served = reviews
         .handle()

@@ -251,6 +251,16 @@ impl World {
         self
     }
 
+    /// An empty world as an instance with `--manage-backing-namespaces` set so reads it: marked
+    /// backing namespaces only where they are the reconciler's.
+    pub fn for_backing(manage_backing_namespaces: bool) -> Self {
+        if manage_backing_namespaces {
+            Self::default().require_marked_backing_namespaces()
+        } else {
+            Self::default()
+        }
+    }
+
     /// See [`World::require_marked_backing_namespaces`].
     pub fn backing_needs_marks(&self) -> bool {
         self.backing_needs_marks
@@ -277,8 +287,13 @@ impl World {
     }
 
     /// Resolves the projects' claims: a namespace claimed by exactly one project is its backing
-    /// namespace; one claimed by several belongs to none of them.
+    /// namespace; one claimed by several belongs to none of them. A downstream cluster's world
+    /// holds the management cluster's resolution ([`World::for_cluster`]), which it cannot redo:
+    /// it knows neither the other clusters' projects nor the management cluster's namespaces.
     fn rebuild_backing(&mut self) {
+        if self.downstream_cluster.is_some() {
+            return;
+        }
         let mut claims: HashMap<&str, Vec<&ProjectId>> = HashMap::new();
         for (id, state) in &self.projects {
             if let Some(namespace) = self.claim(id, state) {
@@ -524,26 +539,50 @@ impl World {
             .collect();
         world.served_elsewhere = Arc::default();
         world.downstream_cluster = Some(Arc::from(cluster));
-        // The backing namespaces are the management cluster's, and so is the rule for them.
+        // The backing namespaces are the management cluster's, and so are the claims on them, as
+        // it resolves them (its namespaces carry the marks; a claim of another cluster's project
+        // still contests one): nothing downstream can make or break a claim. Only a namespace
+        // claimed there is taken from it: a project's name or recorded namespace alone, which
+        // anyone who may create a Project chooses, must not hide a downstream namespace.
         world.backing_needs_marks = management.backing_needs_marks;
+        let of_cluster = |id: &ProjectId| id.cluster == cluster;
+        world.backing = Arc::new(
+            management
+                .backing
+                .iter()
+                .filter(|(_, owner)| of_cluster(owner))
+                .map(|(namespace, owner)| (namespace.clone(), owner.clone()))
+                .collect(),
+        );
+        world.contested = Arc::new(
+            management
+                .contested
+                .iter()
+                .filter(|(_, claimants)| claimants.iter().any(of_cluster))
+                .map(|(namespace, claimants)| (namespace.clone(), claimants.clone()))
+                .collect(),
+        );
         for namespace in world.overlaid_namespaces() {
             world.overlay(management, &namespace);
         }
-        world.rebuild_backing();
         world
     }
 
-    /// The namespaces [`World::for_cluster`] takes from the management cluster: every namespace a
-    /// project (live or deleted) of this world claims. Never a target of a write downstream.
+    /// Whether this is a downstream cluster's world that takes `namespace` from the management
+    /// cluster ([`World::overlaid_namespaces`]): that cluster's own namespace of the name, if any,
+    /// is hidden here.
+    pub fn lends(&self, namespace: &str) -> bool {
+        self.downstream_cluster.is_some()
+            && (self.backing.contains_key(namespace) || self.contested.contains_key(namespace))
+    }
+
+    /// The namespaces [`World::for_cluster`] takes from the management cluster: every namespace
+    /// a project of this world owns or contests there. Never a target of a write downstream.
     pub fn overlaid_namespaces(&self) -> BTreeSet<String> {
-        self.projects
-            .values()
-            .map(|state| state.backing_namespace.clone())
-            .chain(
-                self.deleted_projects
-                    .values()
-                    .map(|deleted| deleted.backing_namespace.clone()),
-            )
+        self.backing
+            .keys()
+            .chain(self.contested.keys())
+            .cloned()
             .collect()
     }
 

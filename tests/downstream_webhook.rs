@@ -250,6 +250,43 @@ fn s1_a_name_reserved_by_a_management_original_is_refused_downstream() {
 }
 
 #[test]
+fn a_namespace_named_like_a_management_backing_namespace_is_this_clusters_own() {
+    // Whoever may create namespaces downstream makes one named like the management cluster's
+    // backing namespace. What the webhook says there is about that namespace, never about the
+    // management cluster's (whose originals' names and types it would tell, and whose label it
+    // would let in).
+    let down = downstream();
+    let named = management_project();
+    apply_original(&named, "kept-there", "key: ZG9n", "");
+    let id = ProjectId::new(CLUSTER, &named.name);
+    eventually("the management cluster's original downstream", WAIT, || {
+        let world = down.server.index.read();
+        (world.owned_backing_namespace(&id) == Some(named.backing.as_str())
+            && world.original_at(&named.backing, "kept-there").is_some())
+        .then_some(())
+    });
+    let ns = &named.backing;
+    ok(downstream_kubectl(&format!("create namespace {ns}")));
+    ok(downstream_kubectl(&format!(
+        "create secret generic kept-there -n {ns} --from-literal=key=value --dry-run=server"
+    )));
+    let labelled = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: planted\n  namespace: {ns}\n  labels: {{{}: {}}}\n",
+        keys::PROJECT_SCOPED_LABEL,
+        named.name
+    );
+    let err = fails(downstream_apply(&labelled, &["--dry-run=server"]));
+    assert_denied(
+        &err,
+        GUARD,
+        &format!(
+            "label {} is only allowed on secrets in a project's backing namespace",
+            keys::PROJECT_SCOPED_LABEL
+        ),
+    );
+}
+
+#[test]
 fn s5_a_copy_downstream_is_read_only_except_for_the_copier() {
     let down = downstream();
     let ns = project_namespace("team-c");

@@ -240,7 +240,7 @@ fn assert_converged(fan: &Fanout, name: &str, value: &str) {
         assert_eq!(copy.immutable, original.immutable, "immutable in {ns}");
     }
     let world = runtime()
-        .block_on(scoped_secrets::plan_load::load_world(admin()))
+        .block_on(scoped_secrets::plan_load::load_world(admin(), true))
         .expect("the world loads");
     let origin = keys::origin_value(&project.backing, name);
     let left: Vec<String> = plan::planned(&world, &Settings::default(), true)

@@ -64,6 +64,8 @@ fn kubectl_finds_the_plugin_and_plans_rancher_example_offline() {
         &[
             "plan",
             "--offline",
+            // Rancher's example: its backing namespace carries none of the product's marks.
+            "--manage-backing-namespaces=false",
             "-f",
             file.to_str().expect("a UTF-8 path"),
         ],

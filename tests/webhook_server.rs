@@ -82,6 +82,7 @@ impl TestServer {
             client,
             limits: Arc::new(review_limits),
             placement: None,
+            own_cluster: None,
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let served = tokio::spawn(server.serve(app, async {

@@ -66,9 +66,18 @@ impl Placement {
     }
 
     /// `cluster` is registered and its worker starting: its projects are served there from now on
-    /// (their condition says it is being listed).
+    /// (their condition says it is being listed). Only a registered cluster's worker is heard. A
+    /// cluster registered again (rotated credentials) keeps what is known of it.
     pub fn register(&self, cluster: &str) {
-        self.change(cluster, |_| {});
+        let new = {
+            let mut clusters = lock(&self.clusters);
+            let new = !clusters.contains_key(cluster);
+            clusters.entry(cluster.to_owned()).or_default();
+            new
+        };
+        if new {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// A round of `cluster`'s worker ended with this progress.
@@ -95,11 +104,15 @@ impl Placement {
     }
 
     /// `cluster`'s composed world while it answers and has been listed; `None` when it does not.
+    /// A world of a cluster no longer registered is not taken (see [`Placement::change`]).
     pub fn set_world(&self, cluster: &str, world: Option<Arc<Index>>) {
+        let clusters = lock(&self.clusters);
         let mut worlds = lock(&self.worlds);
         match world {
-            Some(world) => worlds.insert(cluster.to_owned(), world),
-            None => worlds.remove(cluster),
+            Some(world) if clusters.contains_key(cluster) => {
+                worlds.insert(cluster.to_owned(), world)
+            }
+            _ => worlds.remove(cluster),
         };
     }
 
@@ -117,14 +130,19 @@ impl Placement {
         }
     }
 
+    /// Changes a registered cluster's state. A cluster forgotten is not brought back: its worker is
+    /// aborted, but one in the middle of a poll on another thread still finishes it, and its last
+    /// report would otherwise keep its projects "in place" (never served here again) until a
+    /// restart.
     fn change(&self, cluster: &str, change: impl FnOnce(&mut ClusterState)) {
         let changed = {
             let mut clusters = lock(&self.clusters);
-            let new = !clusters.contains_key(cluster);
-            let state = clusters.entry(cluster.to_owned()).or_default();
+            let Some(state) = clusters.get_mut(cluster) else {
+                return;
+            };
             let before = state.clone();
             change(state);
-            new || *state != before
+            *state != before
         };
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -204,6 +222,7 @@ mod tests {
         let placement = Placement::default();
         let mut changes = placement.subscribe();
         let p = ProjectId::new("c-abc123", "p-vwxyz");
+        placement.register("c-abc123");
         placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(2))]));
         assert!(placement.in_place().is_empty());
         placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
@@ -224,6 +243,28 @@ mod tests {
         placement.forget("c-abc123");
         assert!(placement.in_place().is_empty());
         assert_eq!(placement.cluster("c-abc123"), None);
+    }
+
+    /// A removed registration's worker is aborted, but one in the middle of a round on another
+    /// thread still ends it: its report and world, come after `forget`, are not taken.
+    #[test]
+    fn a_forgotten_clusters_late_report_and_world_are_not_taken() {
+        let placement = Placement::default();
+        let p = ProjectId::new("c-abc123", "p-vwxyz");
+        placement.register("c-abc123");
+        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
+        placement.forget("c-abc123");
+        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
+        placement.set_world("c-abc123", Some(Arc::new(Index::default())));
+        placement.report_down("c-abc123", "ClusterUnreachable", "no answer".to_owned());
+        assert!(placement.in_place().is_empty());
+        assert_eq!(placement.cluster("c-abc123"), None);
+        assert!(placement.world("c-abc123").is_none());
+        // Registered again with rotated credentials: what is known of it is kept.
+        placement.register("c-abc123");
+        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
+        placement.register("c-abc123");
+        assert!(placement.in_place().contains(&p));
     }
 
     #[test]

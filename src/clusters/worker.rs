@@ -253,7 +253,7 @@ pub(crate) async fn connect(
 /// connected only once it is known to be another cluster. While either uid cannot be read it cannot
 /// be told apart, and written to as a downstream cluster the management cluster's own namespaces
 /// would get two rounds undoing each other's work; so it waits, as an unreachable cluster does.
-fn told_apart(own: Option<&str>, management: Option<&str>) -> Health {
+pub(crate) fn told_apart(own: Option<&str>, management: Option<&str>) -> Health {
     match (own, management) {
         (Some(own), Some(management)) if own == management => Health::IsManagement,
         (Some(_), Some(_)) => Health::Connected,
@@ -273,7 +273,7 @@ fn told_apart(own: Option<&str>, management: Option<&str>) -> Health {
 /// Who a cluster is: the uid of its `kube-system` namespace (which every apiserver creates and
 /// nobody deletes), read with the right to list namespaces the copier has; `None` when it cannot
 /// be read (see [`told_apart`]).
-async fn cluster_identity(client: &Client, timeout: Duration) -> Option<String> {
+pub(crate) async fn cluster_identity(client: &Client, timeout: Duration) -> Option<String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let params = ListParams::default().fields("metadata.name=kube-system");
     let listed = tokio::time::timeout(timeout, namespaces.list_metadata(&params))

@@ -86,6 +86,57 @@ fn a_namespace_named_like_a_backing_namespace_downstream_is_the_management_clust
 }
 
 #[test]
+fn a_project_named_like_a_downstream_namespace_hides_it_only_once_it_owns_one_of_that_name() {
+    let (mut management, project) = management();
+    // Anyone who may create Projects in c-abc123 makes `team-a` (no status: its legacy backing
+    // namespace would be `team-a`, unmarked, so it claims nothing) and `team-b`, deleted at once.
+    management.upsert_project(
+        ProjectId::new("c-abc123", "team-a"),
+        crate::world::ProjectState {
+            backing_namespace: "team-a".to_owned(),
+            ..Default::default()
+        },
+    );
+    management.note_project_deleted(
+        ProjectId::new("c-abc123", "team-b"),
+        "team-b".to_owned(),
+        "uid-b".to_owned(),
+    );
+    let mut own = World::default();
+    namespace_in(&mut own, "team-a", &project);
+    namespace_in(&mut own, "team-b", &project);
+    let world = World::for_cluster(&management, &own, "c-abc123");
+    assert_eq!(
+        summary(&super::downstream_actions(&world, &Default::default())),
+        ["create team-a/test-secret", "create team-b/test-secret"]
+    );
+    assert_eq!(
+        world.overlaid_namespaces(),
+        BTreeSet::from([BACKING.to_owned()])
+    );
+}
+
+#[test]
+fn a_backing_namespace_contested_across_clusters_is_nobodys_downstream_too() {
+    // `x` is claimed by `local:p-a` and `c-abc123:p-a` (two status writes that raced the project
+    // guard): in the management cluster neither owns it, so its secret labelled p-a is no original.
+    let mut management = World::default();
+    let downstream = project(&mut management, "c-abc123", "p-a", "x");
+    project(&mut management, "local", "p-a", "x");
+    add_secret(
+        &mut management,
+        secret("x", "db", &[(keys::PROJECT_SCOPED_LABEL, "p-a")], &[]),
+    );
+    assert!(management.original_at("x", "db").is_none());
+    let mut own = World::default();
+    namespace_in(&mut own, "team", &downstream);
+    let world = World::for_cluster(&management, &own, "c-abc123");
+    assert!(world.original_at("x", "db").is_none());
+    assert!(super::downstream_actions(&world, &Default::default()).is_empty());
+    assert!(world.overlaid_namespaces().contains("x"));
+}
+
+#[test]
 fn the_management_cluster_lets_go_of_a_project_served_in_its_own_cluster() {
     let (mut management, project) = management();
     // Served here before its cluster was registered: a namespace here, and its copy.

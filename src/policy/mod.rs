@@ -180,6 +180,27 @@ impl Rules {
     }
 }
 
+/// The worlds one review is decided in: `here`, the index of the cluster the request is made in,
+/// which every rule about the request's own namespace reads (S1, S3–S6, S8, N1–N5); and `copies`,
+/// where an original's copies go, which only the consequence rules read (S2, S7). They differ for
+/// an original of a project served in its own (downstream) cluster: its copies land in that
+/// cluster's world, while its backing namespace, and whatever else a management project keeps
+/// there, is the management cluster's.
+#[derive(Clone, Copy)]
+pub struct Worlds<'w> {
+    pub here: &'w World,
+    pub copies: &'w World,
+}
+
+impl<'w> From<&'w World> for Worlds<'w> {
+    fn from(world: &'w World) -> Self {
+        Self {
+            here: world,
+            copies: world,
+        }
+    }
+}
+
 /// One admission request, decoded once for the rules of one webhook entry. The webhook asks it what
 /// it [`needs`](Review::needs) from the cluster beyond the index, fetches that, and has it
 /// [`decide`](Review::decide):
@@ -263,14 +284,15 @@ impl<'c> Review<'c> {
     }
 
     /// The entry's verdict: denial, warnings (never a patch). In audit mode denials become warnings.
-    pub fn decide(&self, world: &World, facts: &Facts) -> Decision {
-        let (rules, cfg) = (self.rules, self.cfg);
+    pub fn decide<'w>(&self, worlds: impl Into<Worlds<'w>>, facts: &Facts) -> Decision {
+        let worlds = worlds.into();
+        let (rules, cfg, world) = (self.rules, self.cfg, worlds.here);
         let mut findings = Findings::default();
         match &self.subject {
             Parsed::Skipped | Parsed::Other => return Decision::default(),
             Parsed::Secret(s) => {
                 if rules.secret_names() {
-                    secrets::validate_names(s, world, cfg, facts, &mut findings);
+                    secrets::validate_names(s, worlds, cfg, facts, &mut findings);
                 }
                 if rules.secret_guard() {
                     secrets::validate_guard(s, world, cfg, &mut findings);

@@ -1,7 +1,7 @@
 //! Rules S1–S8: what may happen to secrets, originals and copies.
 
 use super::message::{self, count, warning_list};
-use super::{Config, Denial, Facts, Findings, Needs, Subject};
+use super::{Config, Denial, Facts, Findings, Needs, Subject, Worlds};
 use crate::keys;
 use crate::plan::{self, ConflictReason, Fate, IgnoreList, OverwritePolicy, Settings};
 use crate::scoped;
@@ -26,17 +26,19 @@ pub(super) fn needs(s: &Subject<Secret>, world: &World) -> Needs {
 }
 
 /// S1, S2 and S7: names and what an original does to other namespaces. Advisory and best-effort
-/// (the world may lag the cluster), so their webhook entry may fail open.
+/// (the world may lag the cluster), so their webhook entry may fail open. S1 reads the request's
+/// own cluster; S2 and S7 the world the copies go to.
 pub(super) fn validate_names(
     s: &Subject<Secret>,
-    world: &World,
+    worlds: Worlds<'_>,
     cfg: &Config,
     facts: &Facts,
     out: &mut Findings,
 ) {
     if s.op == Operation::Create {
-        unique_name(s, world, cfg, facts, out);
+        unique_name(s, worlds.here, cfg, facts, out);
     }
+    let world = worlds.copies;
     if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
         overwrites(&original, world, cfg, out);
     }
@@ -785,6 +787,79 @@ mod tests {
             &warn(
                 "project-scoped secret \"local-p-vwxyz/api\" will overwrite the secret of that \
                  name in 1 namespace: local/team-b",
+            ),
+        );
+    }
+
+    /// A backing namespace of a project served downstream that is also a member of a management
+    /// project: what the original's copies do is said from the downstream world, while the names
+    /// and copies the management project keeps there are still its own (S1, S5).
+    #[test]
+    fn a_downstream_projects_backing_namespace_keeps_the_rules_of_its_management_project() {
+        use crate::world::fixtures::{add_secret, namespace_in, project, secret};
+        let downstream_backing = "c-1-p-down";
+        let mut management = world();
+        let served = project(&mut management, "c-1", "p-down", downstream_backing);
+        management.serve_elsewhere(std::sync::Arc::new([served.clone()].into()));
+        namespace_in(&mut management, downstream_backing, &project_id());
+        add_secret(
+            &mut management,
+            secret(
+                downstream_backing,
+                "db",
+                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+                &[
+                    (keys::COPY_ANNOTATION, keys::TRUE),
+                    (keys::ORIGIN_ANNOTATION, &keys::origin_value(BACKING, "db")),
+                ],
+            ),
+        );
+        let mut own = World::default();
+        namespace_in(&mut own, "team-d", &served);
+        add_secret(&mut own, secret("team-d", "api", &[], &[]));
+        let composed = World::for_cluster(&management, &own, "c-1");
+        let both = Worlds {
+            here: &management,
+            copies: &composed,
+        };
+        let decide = |req: Value, worlds: Worlds<'_>| {
+            super::super::Review::new(super::super::Rules::All, &admission(req), &config())
+                .decide(worlds, &Facts::default())
+        };
+
+        let delete_copy = delete(copy_json(downstream_backing, "db"));
+        check(
+            "the management project's copy stays read-only",
+            &decide(delete_copy.clone(), both),
+            &deny(
+                403,
+                "is a copy of project-scoped secret \"local-p-vwxyz/db\"",
+            ),
+        );
+        assert!(
+            decide(delete_copy, Worlds::from(&composed)).allowed(),
+            "the downstream world alone knows no management project (why both are read)"
+        );
+        check(
+            "a name the management project's original reserves there",
+            &decide(create(plain(downstream_backing, "cache")), both),
+            &deny(
+                403,
+                "is reserved by project-scoped secret \"local-p-vwxyz/cache\"",
+            ),
+        );
+        let original = secret_json(
+            downstream_backing,
+            "api",
+            json!({keys::PROJECT_SCOPED_LABEL: "p-down"}),
+            Value::Null,
+        );
+        check(
+            "what the downstream project's original overwrites is said from its cluster",
+            &decide(create(original), both),
+            &warn(
+                "project-scoped secret \"c-1-p-down/api\" will overwrite the secret of that \
+                 name in 1 namespace: c-1/team-d",
             ),
         );
     }

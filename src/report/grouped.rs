@@ -29,6 +29,7 @@ pub fn plan_clusters(
     management: &World,
     downstream: Vec<Downstream>,
     settings: &Settings,
+    manage_backing_namespaces: bool,
     local_cluster_id: &str,
 ) -> Vec<ClusterGroup> {
     // Each readable cluster's composed world and its plan, as its worker makes them.
@@ -63,7 +64,12 @@ pub fn plan_clusters(
         management: true,
         registration: None,
         server: None,
-        actions: Ok(plan::management_actions(management, served, settings, true)),
+        actions: Ok(plan::management_actions(
+            management,
+            served,
+            settings,
+            manage_backing_namespaces,
+        )),
     }];
     groups.extend(planned.into_iter().map(|(group, _)| group));
     groups
@@ -197,7 +203,7 @@ mod tests {
                 world: Err(Unreadable::Unreachable("no answer within 10s".into())),
             },
         ];
-        plan_clusters(&management, downstream, &Settings::default(), "local")
+        plan_clusters(&management, downstream, &Settings::default(), true, "local")
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct AppState {
     /// The downstream clusters' worlds (when the reconciler runs here): a secret in the backing
     /// namespace of a project served in its own cluster is reviewed in that cluster's world.
     pub placement: Option<Arc<crate::clusters::placement::Placement>>,
+    /// In a downstream cluster (`--cluster-id`, where `index` is the composed world): this
+    /// cluster's own namespaces and secrets alone. A secret in a namespace named like a backing
+    /// namespace of the management cluster, which the composed world takes from there, is in this
+    /// cluster's namespace of that name, and reviewed here.
+    pub own_cluster: Option<Arc<Index>>,
 }
 
 /// One webhook endpoint: what it does and the kinds its webhook entry sends it.

@@ -14,7 +14,7 @@
 //!        │                         ─► covered?              a kind the entry does not send: 400
 //!        │                         ─► policy::Review::new   the object typed once (policy/mod.rs)
 //!        │                         ─► .needs(index)  ─► facts.rs  SubjectAccessReviews, a type
-//!        │                         ─► .decide(index, facts)       S1–S8, N1–N5 (policy/*.rs);
+//!        │                         ─► .decide(worlds, facts)      S1–S8, N1–N5 (policy/*.rs);
 //!        │                                                        policy::mutate for M1–M2,
 //!        │                                                        policy::projects for P1–P4
 //!        ▼

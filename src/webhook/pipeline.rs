@@ -8,7 +8,7 @@ use super::log_budget::LogBudget;
 use super::review::ReviewError;
 use super::snapshot::Released;
 use super::{facts, review, runtime};
-use crate::policy::{self, Decision, Facts, Needs, Review, Rules};
+use crate::policy::{self, Decision, Facts, Needs, Review, Rules, Worlds};
 use crate::world::World;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -143,23 +143,23 @@ fn validate<'a>(
     rules: Rules,
     request: &mut Request,
 ) -> Result<Decision, Box<AwaitingFacts<'a>>> {
-    let world = world_for(state, request);
+    let snapshots = snapshots_for(state, request);
     let review = Review::taking(rules, request, &state.config);
-    let needs = review.needs(&world);
+    let needs = review.needs(&snapshots.here);
     if needs == Needs::default() {
-        return Ok(review.decide(&world, &Facts::default()));
+        return Ok(review.decide(snapshots.worlds(), &Facts::default()));
     }
     Err(Box::new(AwaitingFacts {
-        world,
+        snapshots,
         review,
         needs,
     }))
 }
 
-/// A review whose rules need facts from the apiserver, with the index snapshot it was begun in
+/// A review whose rules need facts from the apiserver, with the index snapshots it was begun in
 /// (a snapshot holds up nobody).
 struct AwaitingFacts<'a> {
-    world: Released<World>,
+    snapshots: Snapshots,
     review: Review<'a>,
     needs: Needs,
 }
@@ -167,7 +167,7 @@ struct AwaitingFacts<'a> {
 impl AwaitingFacts<'_> {
     async fn decide(self: Box<Self>, client: Option<&kube::Client>, request: &Request) -> Decision {
         let facts = facts::fetch(facts::lookup_deadline(), client, request, self.needs).await;
-        self.review.decide(&self.world, &facts)
+        self.review.decide(self.snapshots.worlds(), &facts)
     }
 }
 
@@ -195,27 +195,50 @@ async fn project_guard(state: &AppState, request: &Request) -> Decision {
     policy::projects::review(request, &world, &state.config, &facts)
 }
 
-/// The world a review is decided in: for a secret in the backing namespace of a project served in
-/// its own (downstream) cluster, that cluster's world while it is listed, so that what the
-/// original's copies would overwrite there is said (`cluster/namespace`); else the index's. Only
-/// a namespace the management cluster gives that project alone: the composed world knows no
-/// other cluster's claims.
-fn world_for(state: &AppState, request: &Request) -> Released<World> {
-    let world = Released::new(state.index.read());
-    let (Some(placement), Some(namespace)) = (&state.placement, request.namespace.as_deref())
-    else {
-        return world;
-    };
+/// The index snapshots a review is decided in ([`Worlds`]): the index's, and for a secret in the
+/// backing namespace of a project served in its own (downstream) cluster, that cluster's world
+/// while it is listed, so that what the original's copies would do there is said
+/// (`cluster/namespace`). Only the consequences are read there: the composed world knows no other
+/// project of the management cluster, and the backing namespace may also be a member of one,
+/// whose reserved names (S1) and copies (S5) still hold.
+struct Snapshots {
+    here: Released<World>,
+    copies: Option<Released<World>>,
+}
+
+impl Snapshots {
+    fn worlds(&self) -> Worlds<'_> {
+        Worlds {
+            here: &self.here,
+            copies: self.copies.as_deref().unwrap_or(&self.here),
+        }
+    }
+}
+
+fn snapshots_for(state: &AppState, request: &Request) -> Snapshots {
+    let here = Released::new(state.index.read());
+    let namespace = request.namespace.as_deref().unwrap_or_default();
     if request.kind.kind != "Secret" {
-        return world;
+        return Snapshots { here, copies: None };
     }
-    let Some(project) = world.backing_project(namespace) else {
-        return world;
-    };
-    match placement.world(&project.cluster) {
-        Some(downstream) => Released::new(downstream.read()),
-        None => world,
+    // Downstream, a namespace named like a management backing namespace is not that one: what
+    // is said there is about this cluster's own (never the originals' names, nor their label).
+    if let Some(own) = &state.own_cluster
+        && here.lends(namespace)
+    {
+        let own = Released::new(own.read());
+        return Snapshots {
+            here: own,
+            copies: None,
+        };
     }
+    let copies = state.placement.as_ref().and_then(|placement| {
+        let project = here.backing_project(namespace)?;
+        placement
+            .world(&project.cluster)
+            .map(|downstream| Released::new(downstream.read()))
+    });
+    Snapshots { here, copies }
 }
 
 fn result_of(decision: &Decision) -> &'static str {
@@ -288,6 +311,7 @@ mod tests {
             client: None,
             limits: Arc::new(ReviewLimits::new(8, MAX_BODY_BYTES)),
             placement: None,
+            own_cluster: None,
         }
     }
 

@@ -59,12 +59,9 @@ impl Running {
         let sa = env.sa_kubeconfig.clone();
         // As `serve` builds it: where the reconciler manages backing namespaces, only marked
         // ones count.
-        let world = if cfg.manage_backing_namespaces {
-            World::default().require_marked_backing_namespaces()
-        } else {
-            World::default()
-        };
-        let index = Arc::new(Index::new(world));
+        let index = Arc::new(Index::new(World::for_backing(
+            cfg.manage_backing_namespaces,
+        )));
         let watched = index.clone();
         let (crash, crashed) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -331,3 +331,37 @@ fn a_cluster_that_never_answers_is_given_up_after_the_timeout() {
     );
     eprintln!("plan with a silent cluster and --cluster-timeout 2 took {took:?}");
 }
+
+#[test]
+fn a_registration_of_the_management_cluster_itself_is_not_planned_as_a_downstream_one() {
+    let _serial = serial();
+    // The test's own apiserver registered as `c-plan-self`: planned as a downstream cluster, its
+    // namespaces would show copies written by two rounds, and the management cluster's own
+    // copies of the project deleted as "served elsewhere".
+    let (project, backing) = project_of("c-plan-self", "ps");
+    let here = member_here("c-plan-self", &project, "self");
+    let own =
+        std::fs::read_to_string(&env().sa_kubeconfig).expect("the service account kubeconfig");
+    let registered = Registered::new("c-plan-self", &own);
+    let out = plan(&[]);
+    let text = stdout(&out);
+    drop(registered);
+    assert_eq!(out.status.code(), Some(3), "{text}{}", stderr(&out));
+    let own_group = group(&text, "c-plan-self");
+    assert!(own_group.contains("CANNOT BE READ"), "{text}");
+    assert!(
+        own_group.contains("is the management cluster itself"),
+        "{text}"
+    );
+    // Its project is served in the management cluster, as the reconciler serves it.
+    let line = format!("{here}/test-secret (from {backing}/test-secret)");
+    assert!(group(&text, "local").contains(&line), "{text}");
+    for namespace in [here, backing] {
+        ok(kubectl(&[
+            "delete",
+            "namespace",
+            &namespace,
+            "--wait=false",
+        ]));
+    }
+}

@@ -631,7 +631,7 @@ fn labels_written_behind_the_webhook_are_repaired() {
     running.stop();
 }
 
-/// `scoped-secrets plan` against the live cluster, as the admin.
+/// `scoped-secrets plan` against the live cluster, as the admin, with `serve`'s defaults.
 fn plan_text(manifest: Option<&std::path::Path>) -> String {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
@@ -640,6 +640,7 @@ fn plan_text(manifest: Option<&std::path::Path>) -> String {
             Some(admin),
             manifest,
             false,
+            true,
             &Settings::default(),
             &Default::default(),
         )

@@ -24,7 +24,7 @@ fn a_copy_indexed_before_its_original_is_not_deleted() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let client = client(&env().sa_kubeconfig).await.expect("a client");
-        let mut world = scoped_secrets::plan_load::load_world(client.clone())
+        let mut world = scoped_secrets::plan_load::load_world(client.clone(), true)
             .await
             .expect("the world lists");
         lag_behind(&mut world, &project.backing, "db");
@@ -80,29 +80,15 @@ fn an_overwrite_planned_before_its_target_was_labelled_is_not_written() {
         &[],
     ));
     apply_original(&project, "db", "k: dg==", "");
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    runtime.block_on(async {
-        let client = client(&env().sa_kubeconfig).await.expect("a client");
-        let world = scoped_secrets::plan_load::load_world(client.clone())
-            .await
-            .expect("the world lists");
-        let settings = Settings::with_policy(OverwritePolicy::Warn);
-        let overwrite = plan::planned(&world, &settings, false)
-            .into_iter()
-            .find(|a| {
-                matches!(a, Action::Overwrite { .. }) && a.namespace() == ns && a.name() == "db"
-            })
-            .expect("the plan overwrites the plain secret");
-        let label = format!("{}={}", keys::PROJECT_SCOPED_LABEL, other.name);
-        ok(kubectl(&["label", "secret", "db", "-n", &ns, &label]));
-        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
-        let applier = Applier::new(client, leading, settings);
-        let outcome = applier
-            .apply(&overwrite, Some(&world))
-            .await
-            .expect("no error");
-        assert_eq!(outcome, Outcome::Requeue(Requeue::Stale));
-    });
+    let outcome = overwrite_of_db_applied(
+        &ns,
+        |label| label.is_none(),
+        || {
+            let label = format!("{}={}", keys::PROJECT_SCOPED_LABEL, other.name);
+            ok(kubectl(&["label", "secret", "db", "-n", &ns, &label]));
+        },
+    );
+    assert_eq!(outcome, Outcome::Requeue(Requeue::Stale));
     let kept = get_secret(&ns, "db").expect("the secret is still there");
     assert_eq!(data(&kept), serde_json::json!({"k": "cGxhaW4="}));
     assert_eq!(
@@ -127,31 +113,44 @@ fn a_labelled_stray_planned_as_such_is_overwritten() {
         &stray,
     ));
     apply_original(&project, "db", "k: dg==", "");
+    let outcome = overwrite_of_db_applied(&ns, Option::is_some, || {});
+    assert_eq!(outcome, Outcome::Written);
+    let copy = get_secret(&ns, "db").expect("the copy");
+    assert!(is_copy_of(&copy, &project.backing, "db"), "{copy}");
+}
+
+/// Lists the world as the reconciler's identity, plans it (warn policy) and finds the Overwrite of
+/// `ns/db` whose planned label passes `planned_label`; runs `meanwhile` (what changes between a
+/// plan and its write) and applies it. How the write ended.
+fn overwrite_of_db_applied(
+    ns: &str,
+    planned_label: impl Fn(&Option<String>) -> bool,
+    meanwhile: impl FnOnce(),
+) -> Outcome {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let client = client(&env().sa_kubeconfig).await.expect("a client");
-        let world = scoped_secrets::plan_load::load_world(client.clone())
+        let world = scoped_secrets::plan_load::load_world(client.clone(), true)
             .await
             .expect("the world lists");
         let settings = Settings::with_policy(OverwritePolicy::Warn);
         let overwrite = plan::planned(&world, &settings, false)
             .into_iter()
-            .find(|a| {
-                matches!(a, Action::Overwrite { label: Some(_), .. })
-                    && a.namespace() == ns
-                    && a.name() == "db"
+            .find(|a| match a {
+                Action::Overwrite { label, .. } => {
+                    planned_label(label) && a.namespace() == ns && a.name() == "db"
+                }
+                _ => false,
             })
-            .expect("the plan overwrites the labelled stray");
+            .unwrap_or_else(|| panic!("the plan overwrites {ns}/db"));
+        meanwhile();
         let (_leading_tx, leading) = tokio::sync::watch::channel(true);
         let applier = Applier::new(client, leading, settings);
-        let outcome = applier
+        applier
             .apply(&overwrite, Some(&world))
             .await
-            .expect("no error");
-        assert_eq!(outcome, Outcome::Written);
-    });
-    let copy = get_secret(&ns, "db").expect("the copy");
-    assert!(is_copy_of(&copy, &project.backing, "db"), "{copy}");
+            .expect("no error")
+    })
 }
 
 /// The world as a lagging scoped-secrets watch leaves it: `backing/name` not delivered yet.
