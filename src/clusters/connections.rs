@@ -353,7 +353,7 @@ impl Keeper {
                 connection.worker.abort();
                 self.metrics.forget(&cluster);
                 // Its world is no longer kept: nobody may read it as current.
-                self.shared.placement.set_world(&cluster, None);
+                self.shared.placement.drop_world(&cluster);
                 // Rotated credentials keep the cluster's place; a removed registration gives its
                 // projects back to the management cluster (their copies downstream stay).
                 if !wanted.contains_key(cluster.as_str()) {
@@ -372,6 +372,7 @@ impl Keeper {
             ) else {
                 continue;
             };
+            let seat = self.shared.placement.register(cluster);
             let worker = Worker {
                 cluster: cluster.to_owned(),
                 secret: reference(secret),
@@ -380,8 +381,8 @@ impl Keeper {
                 recorder: self.recorder.clone(),
                 shared: self.shared.clone(),
                 owned: self.owned.clone(),
+                seat,
             };
-            self.shared.placement.register(cluster);
             let handle = self.workers.spawn(worker.run());
             self.connections.insert(
                 cluster.to_owned(),

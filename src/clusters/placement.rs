@@ -31,9 +31,26 @@ pub struct Down {
     pub since: String,
 }
 
+/// A registered cluster: the seat of its current worker, and its state.
+#[derive(Debug)]
+struct Registered {
+    seat: Seat,
+    state: ClusterState,
+}
+
+/// Which of a cluster's workers is its current one: a worker reports, and publishes its world,
+/// under the seat [`Placement::register`] gave it, and is not heard once it is no longer the
+/// cluster's. An aborted worker in the middle of a poll on another thread still finishes that
+/// poll: its last report or world must neither bring a forgotten cluster back (keeping its
+/// projects "in place", never served in the management cluster again) nor overwrite what the
+/// worker that replaced it (rotated credentials) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seat(u64);
+
 /// The clusters' states, with a change counter the management cluster's round wakes on.
 pub struct Placement {
-    clusters: Mutex<BTreeMap<String, ClusterState>>,
+    clusters: Mutex<BTreeMap<String, Registered>>,
+    seats: std::sync::atomic::AtomicU64,
     /// Whether the registrations have been read once.
     registrations_read: std::sync::atomic::AtomicBool,
     /// Each listed, answering cluster's composed world (see [`crate::index::compose`]).
@@ -53,6 +70,7 @@ impl Default for Placement {
     fn default() -> Self {
         Self {
             clusters: Mutex::default(),
+            seats: Default::default(),
             registrations_read: Default::default(),
             worlds: Mutex::default(),
             changes: watch::channel(0).0,
@@ -66,23 +84,34 @@ impl Placement {
     }
 
     /// `cluster` is registered and its worker starting: its projects are served there from now on
-    /// (their condition says it is being listed). Only a registered cluster's worker is heard. A
-    /// cluster registered again (rotated credentials) keeps what is known of it.
-    pub fn register(&self, cluster: &str) {
+    /// (their condition says it is being listed). The worker's seat is returned: only it is heard
+    /// from now on. A cluster registered again (rotated credentials) keeps what is known of it.
+    pub fn register(&self, cluster: &str) -> Seat {
+        use std::sync::atomic::Ordering;
+        let seat = Seat(self.seats.fetch_add(1, Ordering::Relaxed));
         let new = {
             let mut clusters = lock(&self.clusters);
-            let new = !clusters.contains_key(cluster);
-            clusters.entry(cluster.to_owned()).or_default();
-            new
+            match clusters.get_mut(cluster) {
+                Some(registered) => {
+                    registered.seat = seat;
+                    false
+                }
+                None => {
+                    let state = ClusterState::default();
+                    clusters.insert(cluster.to_owned(), Registered { seat, state });
+                    true
+                }
+            }
         };
         if new {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+        seat
     }
 
     /// A round of `cluster`'s worker ended with this progress.
-    pub fn report(&self, cluster: &str, projects: BTreeMap<ProjectId, Progress>) {
-        self.change(cluster, |state| {
+    pub fn report(&self, cluster: &str, seat: Seat, projects: BTreeMap<ProjectId, Progress>) {
+        self.change(cluster, seat, |state| {
             state.down = None;
             state.listed = true;
             state.projects = projects;
@@ -90,8 +119,8 @@ impl Placement {
     }
 
     /// `cluster` cannot be served; its copies stay where they are.
-    pub fn report_down(&self, cluster: &str, reason: &'static str, message: String) {
-        self.change(cluster, |state| {
+    pub fn report_down(&self, cluster: &str, seat: Seat, reason: &'static str, message: String) {
+        self.change(cluster, seat, |state| {
             if state.down.as_ref().is_some_and(|d| d.reason == reason) {
                 return;
             }
@@ -104,16 +133,23 @@ impl Placement {
     }
 
     /// `cluster`'s composed world while it answers and has been listed; `None` when it does not.
-    /// A world of a cluster no longer registered is not taken (see [`Placement::change`]).
-    pub fn set_world(&self, cluster: &str, world: Option<Arc<Index>>) {
+    /// Taken only from the cluster's current worker.
+    pub fn set_world(&self, cluster: &str, seat: Seat, world: Option<Arc<Index>>) {
         let clusters = lock(&self.clusters);
+        if clusters.get(cluster).is_none_or(|r| r.seat != seat) {
+            return;
+        }
         let mut worlds = lock(&self.worlds);
         match world {
-            Some(world) if clusters.contains_key(cluster) => {
-                worlds.insert(cluster.to_owned(), world)
-            }
-            _ => worlds.remove(cluster),
+            Some(world) => worlds.insert(cluster.to_owned(), world),
+            None => worlds.remove(cluster),
         };
+    }
+
+    /// `cluster`'s worker is stopped: nobody may read its world as current.
+    pub fn drop_world(&self, cluster: &str) {
+        let _clusters = lock(&self.clusters);
+        lock(&self.worlds).remove(cluster);
     }
 
     /// The composed world of `cluster`, if it answers and has been listed.
@@ -123,26 +159,26 @@ impl Placement {
 
     /// `cluster` is no longer registered: its projects are served in the management cluster again.
     pub fn forget(&self, cluster: &str) {
-        self.set_world(cluster, None);
-        let removed = lock(&self.clusters).remove(cluster).is_some();
+        let removed = {
+            let mut clusters = lock(&self.clusters);
+            lock(&self.worlds).remove(cluster);
+            clusters.remove(cluster).is_some()
+        };
         if removed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
-    /// Changes a registered cluster's state. A cluster forgotten is not brought back: its worker is
-    /// aborted, but one in the middle of a poll on another thread still finishes it, and its last
-    /// report would otherwise keep its projects "in place" (never served here again) until a
-    /// restart.
-    fn change(&self, cluster: &str, change: impl FnOnce(&mut ClusterState)) {
+    /// Changes a registered cluster's state, when `seat` is still its worker's ([`Seat`]).
+    fn change(&self, cluster: &str, seat: Seat, change: impl FnOnce(&mut ClusterState)) {
         let changed = {
             let mut clusters = lock(&self.clusters);
-            let Some(state) = clusters.get_mut(cluster) else {
+            let Some(registered) = clusters.get_mut(cluster).filter(|r| r.seat == seat) else {
                 return;
             };
-            let before = state.clone();
-            change(state);
-            *state != before
+            let before = registered.state.clone();
+            change(&mut registered.state);
+            registered.state != before
         };
         if changed {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -166,7 +202,7 @@ impl Placement {
             .load(std::sync::atomic::Ordering::Relaxed)
             && lock(&self.clusters)
                 .values()
-                .all(|state| state.listed || state.down.is_some())
+                .all(|r| r.state.listed || r.state.down.is_some())
     }
 
     /// The projects whose copies their own cluster has in place: the management cluster lets go of
@@ -175,7 +211,7 @@ impl Placement {
         Arc::new(
             lock(&self.clusters)
                 .values()
-                .flat_map(|state| state.projects.iter())
+                .flat_map(|r| r.state.projects.iter())
                 .filter(|(_, progress)| progress.in_place())
                 .map(|(id, _)| id.clone())
                 .collect(),
@@ -184,7 +220,7 @@ impl Placement {
 
     /// What is known of `cluster`, if it is registered and its worker has started.
     pub fn cluster(&self, cluster: &str) -> Option<ClusterState> {
-        lock(&self.clusters).get(cluster).cloned()
+        lock(&self.clusters).get(cluster).map(|r| r.state.clone())
     }
 
     /// Bumped on every change.
@@ -222,19 +258,25 @@ mod tests {
         let placement = Placement::default();
         let mut changes = placement.subscribe();
         let p = ProjectId::new("c-abc123", "p-vwxyz");
-        placement.register("c-abc123");
-        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(2))]));
+        let seat = placement.register("c-abc123");
+        placement.report("c-abc123", seat, BTreeMap::from([(p.clone(), progress(2))]));
         assert!(placement.in_place().is_empty());
-        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
+        placement.report("c-abc123", seat, BTreeMap::from([(p.clone(), progress(0))]));
         assert!(placement.in_place().contains(&p));
         assert!(changes.has_changed().expect("alive"));
         changes.borrow_and_update();
         // Down: the copies are still there, and saying so twice is no change.
-        placement.report_down("c-abc123", "ClusterUnreachable", "no answer".to_owned());
+        placement.report_down(
+            "c-abc123",
+            seat,
+            "ClusterUnreachable",
+            "no answer".to_owned(),
+        );
         assert!(changes.has_changed().expect("alive"));
         changes.borrow_and_update();
         placement.report_down(
             "c-abc123",
+            seat,
             "ClusterUnreachable",
             "still no answer".to_owned(),
         );
@@ -246,38 +288,68 @@ mod tests {
     }
 
     /// A removed registration's worker is aborted, but one in the middle of a round on another
-    /// thread still ends it: its report and world, come after `forget`, are not taken.
+    /// thread still ends it: its report and world, come after `forget`, are not taken; nor are an
+    /// replaced worker's (rotated credentials), which would overwrite its successor's.
     #[test]
-    fn a_forgotten_clusters_late_report_and_world_are_not_taken() {
+    fn only_the_current_worker_of_a_registered_cluster_is_heard() {
         let placement = Placement::default();
         let p = ProjectId::new("c-abc123", "p-vwxyz");
-        placement.register("c-abc123");
-        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
+        let world = || Some(Arc::new(Index::default()));
+        let first = placement.register("c-abc123");
+        placement.report(
+            "c-abc123",
+            first,
+            BTreeMap::from([(p.clone(), progress(0))]),
+        );
+        placement.set_world("c-abc123", first, world());
+        assert!(placement.world("c-abc123").is_some());
+
+        // Rotated credentials: a new worker; the old one's last words change nothing.
+        let second = placement.register("c-abc123");
+        assert!(placement.in_place().contains(&p), "what is known is kept");
+        placement.report(
+            "c-abc123",
+            first,
+            BTreeMap::from([(p.clone(), progress(3))]),
+        );
+        placement.report_down("c-abc123", first, "ClusterUnreachable", "old".to_owned());
+        placement.set_world("c-abc123", first, None);
+        assert!(placement.in_place().contains(&p));
+        assert_eq!(placement.cluster("c-abc123").and_then(|c| c.down), None);
+        assert!(placement.world("c-abc123").is_some());
+        placement.report(
+            "c-abc123",
+            second,
+            BTreeMap::from([(p.clone(), progress(1))]),
+        );
+        assert!(
+            placement.in_place().is_empty(),
+            "the current worker is heard"
+        );
+
+        // Removed: neither worker brings it back.
         placement.forget("c-abc123");
-        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
-        placement.set_world("c-abc123", Some(Arc::new(Index::default())));
-        placement.report_down("c-abc123", "ClusterUnreachable", "no answer".to_owned());
+        for seat in [first, second] {
+            placement.report("c-abc123", seat, BTreeMap::from([(p.clone(), progress(0))]));
+            placement.report_down("c-abc123", seat, "ClusterUnreachable", "late".to_owned());
+            placement.set_world("c-abc123", seat, world());
+        }
         assert!(placement.in_place().is_empty());
         assert_eq!(placement.cluster("c-abc123"), None);
         assert!(placement.world("c-abc123").is_none());
-        // Registered again with rotated credentials: what is known of it is kept.
-        placement.register("c-abc123");
-        placement.report("c-abc123", BTreeMap::from([(p.clone(), progress(0))]));
-        placement.register("c-abc123");
-        assert!(placement.in_place().contains(&p));
     }
 
     #[test]
     fn settled_once_the_registrations_are_read_and_every_cluster_listed_or_down() {
         let placement = Placement::default();
         assert!(!placement.settled(), "registrations not read yet");
-        placement.register("c-one");
-        placement.register("c-two");
+        let one = placement.register("c-one");
+        let two = placement.register("c-two");
         placement.registrations_read();
         assert!(!placement.settled(), "neither listed");
-        placement.report("c-one", BTreeMap::new());
+        placement.report("c-one", one, BTreeMap::new());
         assert!(!placement.settled(), "c-two still being listed");
-        placement.report_down("c-two", "ClusterUnreachable", "no answer".to_owned());
+        placement.report_down("c-two", two, "ClusterUnreachable", "no answer".to_owned());
         assert!(placement.settled());
     }
 }

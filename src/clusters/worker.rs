@@ -10,7 +10,7 @@
 
 use super::connections::{ConnectionsConfig, Health};
 use super::credentials::InlineKubeconfig;
-use super::placement::Placement;
+use super::placement::{Placement, Seat};
 use crate::index::{self, Index};
 use crate::reconciler::controller::{Context, reconcile_until_shutdown};
 use crate::reconciler::{Config, ReconcilerMetrics};
@@ -47,6 +47,8 @@ pub(super) struct Worker {
     pub shared: Shared,
     /// The clusters this replica holds the Lease of (see [`super::ownership`]).
     pub owned: watch::Receiver<BTreeSet<String>>,
+    /// Its seat in the placement: what it reports is heard only while it is the cluster's worker.
+    pub seat: Seat,
 }
 
 impl Worker {
@@ -154,7 +156,7 @@ impl Worker {
                     tracing::info!(cluster = %self.cluster, "the downstream cluster is down: not writing to it until it answers and is listed again");
                 }
             }
-            shared.placement.set_world(&self.cluster, None);
+            shared.placement.set_world(&self.cluster, self.seat, None);
         }
     }
 
@@ -165,12 +167,16 @@ impl Worker {
         let mut changes = world.subscribe();
         world.wait_synced().await;
         let placement = &self.shared.placement;
-        placement.set_world(&self.cluster, Some(world.clone()));
+        placement.set_world(&self.cluster, self.seat, Some(world.clone()));
         loop {
             changes.borrow_and_update();
             let snapshot = world.read();
             let actions = crate::plan::downstream_actions(&snapshot, &self.shared.cfg.copies);
-            placement.report(&self.cluster, crate::plan::progress(&snapshot, &actions));
+            placement.report(
+                &self.cluster,
+                self.seat,
+                crate::plan::progress(&snapshot, &actions),
+            );
             if changes.changed().await.is_err() {
                 return;
             }
@@ -192,16 +198,19 @@ impl Worker {
             Health::Connected => {}
             Health::Unreachable(why) => self.shared.placement.report_down(
                 &self.cluster,
+                self.seat,
                 "ClusterUnreachable",
                 format!("{server} cannot be reached: {why}"),
             ),
             Health::CredentialsRefused(why) => self.shared.placement.report_down(
                 &self.cluster,
+                self.seat,
                 "ClusterCredentialsRefused",
                 format!("{server} refuses the credentials: {why}"),
             ),
             Health::IsManagement => self.shared.placement.report_down(
                 &self.cluster,
+                self.seat,
                 super::connections::IS_MANAGEMENT,
                 super::connections::is_management_note(server),
             ),

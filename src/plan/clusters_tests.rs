@@ -102,9 +102,12 @@ fn a_project_named_like_a_downstream_namespace_hides_it_only_once_it_owns_one_of
         "team-b".to_owned(),
         "uid-b".to_owned(),
     );
+    // `team-c` a project of the cluster does own in the management cluster (its status names it).
+    crate::world::fixtures::project(&mut management, "c-abc123", "p-c", "team-c");
     let mut own = World::default();
-    namespace_in(&mut own, "team-a", &project);
-    namespace_in(&mut own, "team-b", &project);
+    for ns in ["team-a", "team-b", "team-c"] {
+        namespace_in(&mut own, ns, &project);
+    }
     let world = World::for_cluster(&management, &own, "c-abc123");
     assert_eq!(
         summary(&super::downstream_actions(&world, &Default::default())),
@@ -112,7 +115,7 @@ fn a_project_named_like_a_downstream_namespace_hides_it_only_once_it_owns_one_of
     );
     assert_eq!(
         world.overlaid_namespaces(),
-        BTreeSet::from([BACKING.to_owned()])
+        BTreeSet::from([BACKING.to_owned(), "team-c".to_owned()])
     );
 }
 

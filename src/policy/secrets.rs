@@ -796,28 +796,12 @@ mod tests {
     /// and copies the management project keeps there are still its own (S1, S5).
     #[test]
     fn a_downstream_projects_backing_namespace_keeps_the_rules_of_its_management_project() {
-        use crate::world::fixtures::{add_secret, namespace_in, project, secret};
-        let downstream_backing = "c-1-p-down";
-        let mut management = world();
-        let served = project(&mut management, "c-1", "p-down", downstream_backing);
-        management.serve_elsewhere(std::sync::Arc::new([served.clone()].into()));
-        namespace_in(&mut management, downstream_backing, &project_id());
-        add_secret(
-            &mut management,
-            secret(
-                downstream_backing,
-                "db",
-                &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
-                &[
-                    (keys::COPY_ANNOTATION, keys::TRUE),
-                    (keys::ORIGIN_ANNOTATION, &keys::origin_value(BACKING, "db")),
-                ],
-            ),
-        );
-        let mut own = World::default();
-        namespace_in(&mut own, "team-d", &served);
-        add_secret(&mut own, secret("team-d", "api", &[], &[]));
-        let composed = World::for_cluster(&management, &own, "c-1");
+        let downstream_backing = DOWNSTREAM_BACKING;
+        let ServedDownstream {
+            management,
+            composed,
+            ..
+        } = served_downstream();
         let both = Worlds {
             here: &management,
             copies: &composed,

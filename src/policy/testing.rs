@@ -12,6 +12,48 @@ use serde_json::{Value, json};
 pub const RECONCILER: &str = "system:serviceaccount:scoped-secrets:scoped-secrets";
 pub const USER: &str = "alice";
 pub const BACKING: &str = "local-p-vwxyz";
+/// The backing namespace of project `c-1:p-down` ([`served_downstream`]).
+pub const DOWNSTREAM_BACKING: &str = "c-1-p-down";
+
+/// [`world`] as a management cluster with project `c-1:p-down` served in its own cluster `c-1`
+/// (namespace `team-d` there holds a plain `api`), whose backing namespace is also a member of
+/// `local:p-vwxyz` and holds the copy of its `db`; and cluster `c-1`: its own world (with a
+/// namespace of its own named like that backing namespace) and its composed world.
+pub struct ServedDownstream {
+    pub management: World,
+    pub own: World,
+    pub composed: World,
+}
+
+pub fn served_downstream() -> ServedDownstream {
+    let mut management = world();
+    let served = project(&mut management, "c-1", "p-down", DOWNSTREAM_BACKING);
+    management.serve_elsewhere(std::sync::Arc::new([served.clone()].into()));
+    namespace_in(&mut management, DOWNSTREAM_BACKING, &project_id());
+    let origin = keys::origin_value(BACKING, "db");
+    add_secret(
+        &mut management,
+        secret(
+            DOWNSTREAM_BACKING,
+            "db",
+            &[(keys::PROJECT_SCOPED_LABEL, "p-vwxyz")],
+            &[
+                (keys::COPY_ANNOTATION, keys::TRUE),
+                (keys::ORIGIN_ANNOTATION, origin.as_str()),
+            ],
+        ),
+    );
+    let mut own = World::default();
+    namespace_in(&mut own, "team-d", &served);
+    add_secret(&mut own, secret("team-d", "api", &[], &[]));
+    own.upsert_namespace(DOWNSTREAM_BACKING.to_owned(), NamespaceState::default());
+    let composed = World::for_cluster(&management, &own, "c-1");
+    ServedDownstream {
+        management,
+        own,
+        composed,
+    }
+}
 
 pub fn project_id() -> ProjectId {
     ProjectId::new("local", "p-vwxyz")

@@ -46,7 +46,10 @@ pub async fn review_pipeline(
     };
     record_request(&request);
     let decision = match endpoint.action {
-        Action::Mutate => policy::mutate_taking(&mut request, &Released::new(state.index.read())),
+        Action::Mutate => {
+            let world = world_here(state, &request);
+            policy::mutate_taking(&mut request, &world)
+        }
         Action::Validate(rules) => match validate(state, rules, &mut request) {
             Ok(decision) => decision,
             Err(awaiting) => Box::pin(awaiting.decide(state.client.as_ref(), &request)).await,
@@ -216,29 +219,30 @@ impl Snapshots {
 }
 
 fn snapshots_for(state: &AppState, request: &Request) -> Snapshots {
-    let here = Released::new(state.index.read());
-    let namespace = request.namespace.as_deref().unwrap_or_default();
-    if request.kind.kind != "Secret" {
-        return Snapshots { here, copies: None };
-    }
-    // Downstream, a namespace named like a management backing namespace is not that one: what
-    // is said there is about this cluster's own (never the originals' names, nor their label).
-    if let Some(own) = &state.own_cluster
-        && here.lends(namespace)
-    {
-        let own = Released::new(own.read());
-        return Snapshots {
-            here: own,
-            copies: None,
-        };
-    }
-    let copies = state.placement.as_ref().and_then(|placement| {
-        let project = here.backing_project(namespace)?;
-        placement
-            .world(&project.cluster)
-            .map(|downstream| Released::new(downstream.read()))
-    });
+    let here = world_here(state, request);
+    let copies = match (&state.placement, request.namespace.as_deref()) {
+        (Some(placement), Some(namespace)) if request.kind.kind == "Secret" => here
+            .backing_project(namespace)
+            .and_then(|project| placement.world(&project.cluster))
+            .map(|downstream| Released::new(downstream.read())),
+        _ => None,
+    };
     Snapshots { here, copies }
+}
+
+/// The index a request about its own namespace is decided in: the webhook's. Downstream, though,
+/// a secret in a namespace named like a management backing namespace (which the composed world
+/// takes from there, and the product never writes into) is in this cluster's namespace of that
+/// name: it is decided, and mutated, in this cluster's own world, never telling the originals'
+/// names nor letting their label in.
+fn world_here(state: &AppState, request: &Request) -> Released<World> {
+    let index = Released::new(state.index.read());
+    match (&state.own_cluster, request.namespace.as_deref()) {
+        (Some(own), Some(namespace)) if request.kind.kind == "Secret" && index.lends(namespace) => {
+            Released::new(own.read())
+        }
+        _ => index,
+    }
 }
 
 fn result_of(decision: &Decision) -> &'static str {
@@ -300,6 +304,7 @@ mod tests {
     use crate::policy::Config;
     use crate::webhook::handler::{Endpoint, MAX_BODY_BYTES};
     use crate::webhook::limits::ReviewLimits;
+    use serde_json::Value;
     use std::sync::Arc;
 
     /// A webhook's state with an empty index and no client.
@@ -313,6 +318,116 @@ mod tests {
             placement: None,
             own_cluster: None,
         }
+    }
+
+    /// The answer of `state`'s webhook at `path` to `request` (policy fixtures' JSON).
+    async fn answer(
+        state: &AppState,
+        path: &'static str,
+        action: Action,
+        request: serde_json::Value,
+    ) -> serde_json::Value {
+        let body = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": request,
+        });
+        let endpoint = Endpoint {
+            action,
+            covers: ("", "Secret"),
+        };
+        let body = serde_json::to_vec(&body).expect("a review");
+        let response = review_pipeline(state, body, path, endpoint).await;
+        let bytes = axum::body::to_bytes(response.into_body(), MAX_BODY_BYTES)
+            .await
+            .expect("an answer");
+        let review: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        review["response"].clone()
+    }
+
+    fn guard() -> Action {
+        Action::Validate(Rules::SecretGuard)
+    }
+
+    fn names() -> Action {
+        Action::Validate(Rules::SecretNames)
+    }
+
+    #[tokio::test]
+    async fn the_management_webhook_reads_only_consequences_in_a_downstream_clusters_world() {
+        use crate::policy::testing::*;
+        let ServedDownstream {
+            management,
+            composed,
+            ..
+        } = served_downstream();
+        let placement = crate::clusters::placement::Placement::new();
+        let seat = placement.register("c-1");
+        placement.set_world("c-1", seat, Some(Arc::new(Index::new(composed))));
+        let state = AppState {
+            index: Arc::new(Index::new(management)),
+            placement: Some(placement),
+            ..state()
+        };
+        // The management project's copy in the downstream project's backing namespace.
+        let delete = request("DELETE", None, Some(copy_json(DOWNSTREAM_BACKING, "db")));
+        let refused = answer(&state, crate::endpoints::SECRET_GUARD, guard(), delete).await;
+        assert_eq!(refused["allowed"], false, "{refused}");
+        assert_eq!(refused["status"]["reason"], "CopyIsReadOnly", "{refused}");
+        // What the downstream project's original overwrites, said from its cluster.
+        let original = secret_json(
+            DOWNSTREAM_BACKING,
+            "api",
+            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: "p-down"}),
+            Value::Null,
+        );
+        let create = request("CREATE", Some(original), None);
+        let warned = answer(&state, crate::endpoints::SECRET_NAMES, names(), create).await;
+        assert_eq!(warned["allowed"], true, "{warned}");
+        assert!(
+            warned["warnings"]
+                .to_string()
+                .contains("in 1 namespace: c-1/team-d"),
+            "{warned}"
+        );
+    }
+
+    #[tokio::test]
+    async fn downstream_a_namespace_named_like_a_backing_namespace_is_the_clusters_own() {
+        use crate::policy::testing::*;
+        let ServedDownstream { own, composed, .. } = served_downstream();
+        let state = AppState {
+            index: Arc::new(Index::new(composed)),
+            own_cluster: Some(Arc::new(Index::new(own))),
+            ..state()
+        };
+        // The management cluster's namespace holds `db`: this cluster's holds nothing.
+        let plain = secret_json(DOWNSTREAM_BACKING, "db", Value::Null, Value::Null);
+        let create = request("CREATE", Some(plain), None);
+        let free = answer(&state, crate::endpoints::SECRET_NAMES, names(), create).await;
+        assert_eq!(free["allowed"], true, "{free}");
+        assert!(free["warnings"].is_null(), "{free}");
+        // Not a backing namespace here: the label is neither filled in nor let in.
+        let labelled = secret_json(
+            DOWNSTREAM_BACKING,
+            "planted",
+            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: ""}),
+            Value::Null,
+        );
+        let create = request("CREATE", Some(labelled), None);
+        let mutated = answer(
+            &state,
+            crate::endpoints::MUTATE_SECRET,
+            Action::Mutate,
+            create.clone(),
+        )
+        .await;
+        assert!(mutated["patch"].is_null(), "{mutated}");
+        let refused = answer(&state, crate::endpoints::SECRET_GUARD, guard(), create).await;
+        assert_eq!(
+            refused["status"]["reason"], "LabelOutsideBackingNamespace",
+            "{refused}"
+        );
     }
 
     #[test]

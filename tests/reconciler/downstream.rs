@@ -471,7 +471,7 @@ fn registering_a_projects_cluster_moves_its_copies_there_and_removing_it_leaves_
 }
 
 #[test]
-fn the_management_webhook_warns_of_what_an_original_does_downstream_and_keeps_management_rules() {
+fn the_management_webhook_warns_of_what_a_new_original_would_overwrite_downstream() {
     let _serial = serial();
     // The product as deployed: webhook and reconciler in one process, so the webhook reads the
     // downstream worlds its workers keep. Registered for one backing namespace only.
@@ -513,19 +513,9 @@ webhooks:
   failurePolicy: Fail
   sideEffects: None
   admissionReviewVersions: [v1]
-- name: secret-guard.downstream-warnings.test
-  clientConfig:
-    url: https://{addr}{guard}
-    caBundle: {ca}
-  rules: [{{apiGroups: [''], apiVersions: [v1], resources: [secrets], operations: [DELETE]}}]
-  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {backing}}}}}
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
 ",
             addr = server.webhook_addr,
             path = scoped_secrets::endpoints::SECRET_NAMES,
-            guard = scoped_secrets::endpoints::SECRET_GUARD,
             ca = env().ca_bundle,
         ),
         &[],
@@ -545,33 +535,6 @@ webhooks:
         });
         assert!(said.contains(&format!("\"{backing}/{name}\"")), "{said}");
     }
-
-    // The backing namespace is the management cluster's: joined to a project served here, that
-    // project's copy in it stays read-only, though the downstream world knows nothing of it.
-    let here = project("mgmt-here");
-    ok(kubectl(&[
-        "annotate",
-        "namespace",
-        &backing,
-        &format!("{}={}", keys::PROJECT_ID_KEY, here.id()),
-    ]));
-    original(&here.backing, &here.name, "shared", "s");
-    copy_where(&backing, &here.backing, "shared", "the copy", |_| true);
-    let delete = kubectl(&[
-        "delete",
-        "secret",
-        "shared",
-        "-n",
-        &backing,
-        "--dry-run=server",
-    ]);
-    assert!(!delete.status.success(), "deleting the copy was admitted");
-    let refused = stderr(&delete);
-    let words = format!(
-        "is a copy of project-scoped secret \"{}/shared\"",
-        here.backing
-    );
-    assert!(refused.contains(&words), "{refused}");
     ok(kubectl(&[
         "delete",
         "validatingwebhookconfiguration",

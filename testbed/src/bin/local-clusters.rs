@@ -298,8 +298,9 @@ example across clusters, in another terminal:
   kubectl --kubeconfig=$C_ABC123 apply -f examples/rancher-clusters/02-namespaces-c-abc123.yaml
   # Downstream cluster c-def456: its own team-a joins its own p-vwxyz
   kubectl --kubeconfig=$C_DEF456 apply -f examples/rancher-clusters/02-namespaces-c-def456.yaml
-  # What the project-scoped secret will do, before it exists: copies in cluster c-abc123
-  KUBECONFIG=$MANAGEMENT {bin} plan -f examples/rancher-clusters/03-test-secret.yaml
+  # What the project-scoped secret will do, before it exists: copies in cluster c-abc123 (planned as
+  # the product here runs, beside Rancher's kind of backing namespaces)
+  KUBECONFIG=$MANAGEMENT {bin} plan --manage-backing-namespaces=false -f examples/rancher-clusters/03-test-secret.yaml
   # The secret of Rancher's documentation, verbatim, on the management cluster
   kubectl --kubeconfig=$MANAGEMENT apply -f examples/rancher-clusters/03-test-secret.yaml
   # Its copies appear in every namespace of the project, in cluster c-abc123
@@ -310,7 +311,7 @@ example across clusters, in another terminal:
   # None in c-def456: its p-vwxyz is another project
   kubectl --kubeconfig=$C_DEF456 get secrets -A --field-selector metadata.name=test-secret
   # Nothing is left to do
-  KUBECONFIG=$MANAGEMENT {bin} plan
+  KUBECONFIG=$MANAGEMENT {bin} plan --manage-backing-namespaces=false
 "
     );
     let metrics = format!("http://{}/metrics", product.admin_addr);
