@@ -159,11 +159,14 @@ async fn read_cluster(
     let client = worker::connect(&registration.kubeconfig, timeout)
         .await
         .map_err(Unreadable::Unreachable)?;
+    // Listed first: a cluster that cannot be read says why (the identity look-up only says it
+    // could not be made).
+    let world = load_downstream_world(&client, timeout)
+        .await
+        .map_err(|(what, error)| classify(what, &error))?;
     let own_identity = worker::cluster_identity(&client, timeout).await;
     match worker::told_apart(own_identity.as_deref(), management_identity) {
-        Health::Connected => load_downstream_world(&client, timeout)
-            .await
-            .map_err(|(what, error)| classify(what, &error)),
+        Health::Connected => Ok(world),
         Health::IsManagement => Err(Unreadable::Registration(is_management_note(
             registration.kubeconfig.server(),
         ))),

@@ -125,6 +125,10 @@ fn spawn_index(
     let own = Arc::new(Index::default());
     keep(crate::index::spawn(management, management_index.clone()));
     keep(crate::index::spawn_downstream(client.clone(), own.clone()));
+    tasks.spawn(until_stopped(
+        stopped.clone(),
+        warn_of_unmarked_backing_namespaces(management_index.clone(), cluster.clone()),
+    ));
     let (composed, composing) =
         crate::index::compose::spawn(management_index, own.clone(), cluster);
     let abort = composing.abort_handle();
@@ -139,6 +143,31 @@ fn spawn_index(
     Indexes {
         decided: composed,
         own_cluster: Some(own),
+    }
+}
+
+/// Downstream, once the management cluster is listed: says when Projects of this cluster name a
+/// backing namespace that is not marked as theirs while only marked ones count here. The product
+/// in the management cluster then most likely runs with `--manage-backing-namespaces=false` (beside
+/// Rancher) and this one with `true`: their originals are not seen here, so neither reserved names
+/// (S1) nor read-only copies (S5) hold downstream until the setting matches.
+async fn warn_of_unmarked_backing_namespaces(management: Arc<Index>, cluster: String) {
+    management.wait_synced().await;
+    let world = management.read();
+    let unmarked: Vec<String> = world
+        .unmarked_backing_namespaces()
+        .filter(|id| id.cluster == cluster)
+        .map(ToString::to_string)
+        .collect();
+    if !unmarked.is_empty() {
+        tracing::warn!(
+            count = unmarked.len(),
+            first = %unmarked[0],
+            "Projects of this cluster name backing namespaces not marked as theirs, which count \
+             only when marked here (--manage-backing-namespaces=true): their originals are not \
+             seen and their copies here are not protected; set it as the management cluster's \
+             instance has it"
+        );
     }
 }
 

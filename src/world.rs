@@ -261,6 +261,22 @@ impl World {
         }
     }
 
+    /// Projects whose `status.backingNamespace` names an existing namespace not marked as theirs,
+    /// where only marked ones count: they own no backing namespace.
+    pub fn unmarked_backing_namespaces(&self) -> impl Iterator<Item = &ProjectId> {
+        self.projects
+            .iter()
+            .filter(|(id, state)| {
+                self.backing_needs_marks
+                    && state.has_backing_status
+                    && self
+                        .namespaces
+                        .get(&state.backing_namespace)
+                        .is_some_and(|ns| !ns.is_marked_for(id, &state.uid))
+            })
+            .map(|(id, _)| id)
+    }
+
     /// See [`World::require_marked_backing_namespaces`].
     pub fn backing_needs_marks(&self) -> bool {
         self.backing_needs_marks
@@ -983,6 +999,37 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn projects_naming_an_unmarked_namespace_are_told_only_where_marks_count() {
+        let build = |world: World| {
+            let mut world = world;
+            let id = project(&mut world, "c-1", "p-1", "c-1-p-1");
+            world.upsert_project(
+                id.clone(),
+                ProjectState {
+                    uid: "u-1".to_owned(),
+                    backing_namespace: "c-1-p-1".to_owned(),
+                    has_backing_status: true,
+                    ..ProjectState::default()
+                },
+            );
+            (world, id)
+        };
+        let (beside_rancher, _) = build(World::default());
+        assert_eq!(beside_rancher.unmarked_backing_namespaces().count(), 0);
+        let (mut managed, id) = build(World::for_backing(true));
+        assert_eq!(
+            managed.unmarked_backing_namespaces().collect::<Vec<_>>(),
+            [&id]
+        );
+        edit_namespace(&mut managed, "c-1-p-1", |ns| {
+            ns.backing_of = Some("c-1:p-1".to_owned());
+            ns.backing_uid = Some("u-1".to_owned());
+        });
+        assert_eq!(managed.unmarked_backing_namespaces().count(), 0);
+        assert_eq!(managed.backing_project("c-1-p-1"), Some(&id));
+    }
 
     #[test]
     fn names_project_agrees_with_the_parsed_annotation() {

@@ -231,16 +231,24 @@ fn snapshots_for(state: &AppState, request: &Request) -> Snapshots {
 }
 
 /// The index a request about its own namespace is decided in: the webhook's. Downstream, though,
-/// a secret in a namespace named like a management backing namespace (which the composed world
-/// takes from there, and the product never writes into) is in this cluster's namespace of that
-/// name: it is decided, and mutated, in this cluster's own world, never telling the originals'
-/// names nor letting their label in.
+/// a namespace named like a management backing namespace (which the composed world takes from
+/// there, and the product never writes into) is this cluster's namespace of that name: a secret in
+/// it, or the namespace itself, is decided (and mutated) in this cluster's own world, never telling
+/// the originals' names nor letting their label in. Nothing is copied there, so nothing is
+/// reserved or announced; a project it joins is checked for the user's right (N1) but not for
+/// existence (N2: this cluster has no Projects).
 fn world_here(state: &AppState, request: &Request) -> Released<World> {
     let index = Released::new(state.index.read());
-    match (&state.own_cluster, request.namespace.as_deref()) {
-        (Some(own), Some(namespace)) if request.kind.kind == "Secret" && index.lends(namespace) => {
-            Released::new(own.read())
-        }
+    let Some(own) = &state.own_cluster else {
+        return index;
+    };
+    let namespace = match request.kind.kind.as_str() {
+        "Secret" => request.namespace.as_deref(),
+        "Namespace" => Some(request.name.as_str()),
+        _ => None,
+    };
+    match namespace {
+        Some(namespace) if index.lends(namespace) => Released::new(own.read()),
         _ => index,
     }
 }
@@ -428,6 +436,38 @@ mod tests {
             refused["status"]["reason"], "LabelOutsideBackingNamespace",
             "{refused}"
         );
+    }
+
+    /// The namespace itself too: joining it to a project announces nothing from the management
+    /// cluster's namespace of that name (nothing is copied into it here).
+    #[test]
+    fn downstream_a_namespace_named_like_a_backing_namespace_is_reviewed_as_the_clusters_own() {
+        use crate::policy::testing::*;
+        let ServedDownstream { own, composed, .. } = served_downstream();
+        let state = AppState {
+            index: Arc::new(Index::new(composed)),
+            own_cluster: Some(Arc::new(Index::new(own))),
+            ..state()
+        };
+        let world_of = |request: Value| world_here(&state, &admission(request));
+        let join = |name: &str| {
+            request(
+                "UPDATE",
+                Some(namespace_in_json(name, "c-1:p-down")),
+                Some(namespace_json(name, Value::Null, Value::Null)),
+            )
+        };
+        assert!(
+            world_of(join(DOWNSTREAM_BACKING))
+                .secret_meta(DOWNSTREAM_BACKING, "db")
+                .is_none()
+        );
+        assert!(
+            world_of(join("team-d")).lends(DOWNSTREAM_BACKING),
+            "the composed world"
+        );
+        let in_team_d = secret_json("team-d", "db", Value::Null, Value::Null);
+        assert!(world_of(request("CREATE", Some(in_team_d), None)).lends(DOWNSTREAM_BACKING));
     }
 
     #[test]
