@@ -125,7 +125,8 @@ fn spawn_index(
     let own = Arc::new(Index::default());
     keep(crate::index::spawn(management, management_index.clone()));
     keep(crate::index::spawn_downstream(client.clone(), own.clone()));
-    tasks.spawn(until_stopped(
+    // Not one of `tasks`: each of those runs until shutdown, and one that ends stops the server.
+    tokio::spawn(until_stopped(
         stopped.clone(),
         warn_of_unmarked_backing_namespaces(management_index.clone(), cluster.clone()),
     ));
@@ -146,11 +147,12 @@ fn spawn_index(
     }
 }
 
-/// Downstream, once the management cluster is listed: says when Projects of this cluster name a
-/// backing namespace that is not marked as theirs while only marked ones count here. The product
-/// in the management cluster then most likely runs with `--manage-backing-namespaces=false` (beside
-/// Rancher) and this one with `true`: their originals are not seen here, so neither reserved names
-/// (S1) nor read-only copies (S5) hold downstream until the setting matches.
+/// Downstream, once the management cluster is listed (once: a one-off look at start-up): says when
+/// Projects of this cluster name a backing namespace that is not marked as theirs while only
+/// marked ones count here. Either the product in the management cluster runs with
+/// `--manage-backing-namespaces=false` (beside Rancher) and this one with `true`, and then neither
+/// reserved names (S1) nor read-only copies (S5) hold downstream until the setting matches; or the
+/// namespace was made again unmarked, which the management cluster refuses too.
 async fn warn_of_unmarked_backing_namespaces(management: Arc<Index>, cluster: String) {
     management.wait_synced().await;
     let world = management.read();
@@ -163,10 +165,11 @@ async fn warn_of_unmarked_backing_namespaces(management: Arc<Index>, cluster: St
         tracing::warn!(
             count = unmarked.len(),
             first = %unmarked[0],
-            "Projects of this cluster name backing namespaces not marked as theirs, which count \
-             only when marked here (--manage-backing-namespaces=true): their originals are not \
-             seen and their copies here are not protected; set it as the management cluster's \
-             instance has it"
+            "Projects of this cluster record backing namespaces not marked as theirs, and only \
+             marked ones count here (--manage-backing-namespaces=true): their originals are not \
+             seen and their copies here not protected. If the management cluster's instance runs \
+             with false (beside Rancher), set it alike here; else those namespaces were made again \
+             unmarked, and the management cluster refuses them too (BackingNamespaceTaken)"
         );
     }
 }

@@ -39,9 +39,13 @@ struct Downstream {
     project: TestProject,
 }
 
+/// The downstream cluster, its webhook still serving (every test asks for it many times).
+#[track_caller]
 fn downstream() -> &'static Downstream {
     static DOWNSTREAM: OnceLock<Downstream> = OnceLock::new();
-    DOWNSTREAM.get_or_init(start_downstream)
+    let down = DOWNSTREAM.get_or_init(start_downstream);
+    down.server.assert_running();
+    down
 }
 
 fn overlay(name: &str) -> PathBuf {

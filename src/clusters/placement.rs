@@ -85,7 +85,9 @@ impl Placement {
 
     /// `cluster` is registered and its worker starting: its projects are served there from now on
     /// (their condition says it is being listed). The worker's seat is returned: only it is heard
-    /// from now on. A cluster registered again (rotated credentials) keeps what is known of it.
+    /// from now on. A cluster registered again (rotated credentials) keeps what is known of it,
+    /// but not its world, which the new worker publishes once it has listed the cluster (one a
+    /// replaced worker published on its way out would never change again).
     pub fn register(&self, cluster: &str) -> Seat {
         use std::sync::atomic::Ordering;
         let seat = Seat(self.seats.fetch_add(1, Ordering::Relaxed));
@@ -94,6 +96,7 @@ impl Placement {
             match clusters.get_mut(cluster) {
                 Some(registered) => {
                     registered.seat = seat;
+                    lock(&self.worlds).remove(cluster);
                     false
                 }
                 None => {
@@ -304,8 +307,14 @@ mod tests {
         placement.set_world("c-abc123", first, world());
         assert!(placement.world("c-abc123").is_some());
 
-        // Rotated credentials: a new worker; the old one's last words change nothing.
+        // Rotated credentials: the old worker is stopped and its world dropped, but it publishes
+        // one more before the new worker is registered: not kept either.
+        placement.drop_world("c-abc123");
+        placement.set_world("c-abc123", first, world());
         let second = placement.register("c-abc123");
+        assert!(placement.world("c-abc123").is_none());
+        placement.set_world("c-abc123", second, world());
+        // The old one's last words change nothing.
         assert!(placement.in_place().contains(&p), "what is known is kept");
         placement.report(
             "c-abc123",

@@ -215,6 +215,19 @@ pub struct ExtraServer {
     pub metrics: WebhookMetrics,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why the server stopped on its own, as `serve` would exit (a task of it ended).
+    died: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl ExtraServer {
+    /// Fails the test when the server stopped on its own: deployed, its pod would have exited.
+    #[track_caller]
+    pub fn assert_running(&self) {
+        let died = self.died.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(why) = died {
+            panic!("the server stopped on its own: {why}");
+        }
+    }
 }
 
 impl Drop for ExtraServer {
@@ -224,6 +237,9 @@ impl Drop for ExtraServer {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if !std::thread::panicking() {
+            self.assert_running();
         }
     }
 }
@@ -246,6 +262,8 @@ pub fn start_extra_server(configure: impl FnOnce(&mut ServeArgs)) -> ExtraServer
 pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<ExtraServer> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let died = Arc::new(std::sync::Mutex::new(None));
+    let record = died.clone();
     let thread = std::thread::Builder::new()
         .name("extra-server".into())
         .spawn(move || {
@@ -262,14 +280,21 @@ pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<Extr
                 }
                 .await;
                 match started {
-                    Ok(running) => {
+                    Ok(mut running) => {
                         let _ = tx.send(Ok((
                             running.webhook_addr,
                             running.index.clone(),
                             running.metrics.clone(),
                         )));
-                        // A dropped guard (also when the test panics) closes the channel too.
-                        let _ = stopped.await;
+                        // Stopped by the test (a dropped guard, also when the test panics,
+                        // closes the channel too), or on its own, as `serve` exits.
+                        let died = tokio::select! {
+                            _ = stopped => None,
+                            error = running.wait() => Some(format!("{error:#}")),
+                        };
+                        if died.is_some() {
+                            *record.lock().unwrap_or_else(|e| e.into_inner()) = died;
+                        }
                         running.shutdown().await;
                     }
                     Err(e) => drop(tx.send(Err(e))),
@@ -283,5 +308,6 @@ pub fn start_server(args: ServeArgs, kubeconfig: PathBuf) -> anyhow::Result<Extr
         metrics,
         stop: Some(stop),
         thread: Some(thread),
+        died,
     })
 }
