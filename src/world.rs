@@ -558,8 +558,8 @@ impl World {
         // The backing namespaces are the management cluster's, and so are the claims on them, as
         // it resolves them (its namespaces carry the marks; a claim of another cluster's project
         // still contests one): nothing downstream can make or break a claim. Only a namespace
-        // claimed there is taken from it: a project's name or recorded namespace alone, which
-        // anyone who may create a Project chooses, must not hide a downstream namespace.
+        // claimed there is taken from it: a project's name alone, which anyone who may create a
+        // Project chooses, or a deleted project's namespace, must not hide a downstream one.
         world.backing_needs_marks = management.backing_needs_marks;
         let of_cluster = |id: &ProjectId| id.cluster == cluster;
         world.backing = Arc::new(

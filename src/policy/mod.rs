@@ -185,11 +185,14 @@ impl Rules {
 /// where an original's copies go, which only the consequence rules read (S2, S7). They differ for
 /// an original of a project served in its own (downstream) cluster: its copies land in that
 /// cluster's world, while its backing namespace, and whatever else a management project keeps
-/// there, is the management cluster's.
+/// there, is the management cluster's. `also`: where the copies still are while that cluster takes
+/// them over (the management cluster keeps a project's copies until they are in place in its own
+/// cluster), whose consequences are said too.
 #[derive(Clone, Copy)]
 pub struct Worlds<'w> {
     pub here: &'w World,
     pub copies: &'w World,
+    pub also: Option<&'w World>,
 }
 
 impl<'w> From<&'w World> for Worlds<'w> {
@@ -197,6 +200,7 @@ impl<'w> From<&'w World> for Worlds<'w> {
         Self {
             here: world,
             copies: world,
+            also: None,
         }
     }
 }

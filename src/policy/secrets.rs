@@ -38,11 +38,12 @@ pub(super) fn validate_names(
     if s.op == Operation::Create {
         unique_name(s, worlds.here, cfg, facts, out);
     }
-    let world = worlds.copies;
-    if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
-        overwrites(&original, world, cfg, out);
+    for world in std::iter::once(worlds.copies).chain(worlds.also) {
+        if let Some(original) = s.new.as_ref().and_then(|new| world.as_original(new)) {
+            overwrites(&original, world, cfg, out);
+        }
+        removals(s, world, cfg, out);
     }
-    removals(s, world, cfg, out);
 }
 
 /// S3–S6 and S8: where the label may be, who writes markers and copies, what can be
@@ -805,6 +806,7 @@ mod tests {
         let both = Worlds {
             here: &management,
             copies: &composed,
+            also: None,
         };
         let decide = |req: Value, worlds: Worlds<'_>| {
             super::super::Review::new(super::super::Rules::All, &admission(req), &config())

@@ -207,27 +207,40 @@ async fn project_guard(state: &AppState, request: &Request) -> Decision {
 struct Snapshots {
     here: Released<World>,
     copies: Option<Released<World>>,
+    /// Whether the management cluster still keeps the project's copies (not yet in place in its
+    /// own cluster): what they do here is said too.
+    also_here: bool,
 }
 
 impl Snapshots {
     fn worlds(&self) -> Worlds<'_> {
-        Worlds {
-            here: &self.here,
-            copies: self.copies.as_deref().unwrap_or(&self.here),
+        match &self.copies {
+            Some(copies) => Worlds {
+                here: &self.here,
+                copies,
+                also: self.also_here.then_some(&*self.here),
+            },
+            None => Worlds::from(&*self.here),
         }
     }
 }
 
 fn snapshots_for(state: &AppState, request: &Request) -> Snapshots {
     let here = world_here(state, request);
-    let copies = match (&state.placement, request.namespace.as_deref()) {
-        (Some(placement), Some(namespace)) if request.kind.kind == "Secret" => here
-            .backing_project(namespace)
-            .and_then(|project| placement.world(&project.cluster))
-            .map(|downstream| Released::new(downstream.read())),
-        _ => None,
-    };
-    Snapshots { here, copies }
+    let (mut copies, mut also_here) = (None, false);
+    if let (Some(placement), Some(namespace)) = (&state.placement, request.namespace.as_deref())
+        && request.kind.kind == "Secret"
+        && let Some(project) = here.backing_project(namespace)
+        && let Some(downstream) = placement.world(&project.cluster)
+    {
+        copies = Some(Released::new(downstream.read()));
+        also_here = !placement.in_place().contains(project);
+    }
+    Snapshots {
+        here,
+        copies,
+        also_here,
+    }
 }
 
 /// The index a request about its own namespace is decided in: the webhook's. Downstream, though,
@@ -398,6 +411,60 @@ mod tests {
                 .contains("in 1 namespace: c-1/team-d"),
             "{warned}"
         );
+    }
+
+    /// While its own cluster takes a project's copies over, the management cluster still keeps
+    /// those it has: what an original does to them is said too, until they are in place there.
+    #[tokio::test]
+    async fn the_management_webhook_says_what_an_original_does_in_both_clusters_while_moving() {
+        use crate::policy::testing::*;
+        use crate::world::fixtures::{add_secret, namespace_in, secret};
+        let ServedDownstream {
+            mut management,
+            composed,
+            ..
+        } = served_downstream();
+        // As the index has it: every project served here as far as it knows, with a namespace
+        // of the moving project here, holding a plain `api`.
+        management.serve_elsewhere(Arc::default());
+        let moving = crate::keys::ProjectId::new("c-1", "p-down");
+        namespace_in(&mut management, "here-d", &moving);
+        add_secret(&mut management, secret("here-d", "api", &[], &[]));
+        let placement = crate::clusters::placement::Placement::new();
+        let seat = placement.register("c-1");
+        placement.set_world("c-1", seat, Some(Arc::new(Index::new(composed))));
+        let state = AppState {
+            index: Arc::new(Index::new(management)),
+            placement: Some(placement.clone()),
+            ..state()
+        };
+        let original = secret_json(
+            DOWNSTREAM_BACKING,
+            "api",
+            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: "p-down"}),
+            Value::Null,
+        );
+        let create = || request("CREATE", Some(original.clone()), None);
+        let warnings = |answer: Value| answer["warnings"].to_string();
+        let moving_over =
+            warnings(answer(&state, crate::endpoints::SECRET_NAMES, names(), create()).await);
+        assert!(
+            moving_over.contains("in 1 namespace: c-1/team-d"),
+            "{moving_over}"
+        );
+        assert!(
+            moving_over.contains("in 1 namespace: here-d"),
+            "{moving_over}"
+        );
+        let done = crate::plan::Progress {
+            pending: 0,
+            conflicts: 0,
+        };
+        placement.report("c-1", seat, [(moving, done)].into());
+        let moved =
+            warnings(answer(&state, crate::endpoints::SECRET_NAMES, names(), create()).await);
+        assert!(moved.contains("in 1 namespace: c-1/team-d"), "{moved}");
+        assert!(!moved.contains("here-d"), "{moved}");
     }
 
     #[tokio::test]
