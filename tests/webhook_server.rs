@@ -8,6 +8,7 @@ use scoped_secrets::index::Index;
 use scoped_secrets::metrics::WebhookMetrics;
 use scoped_secrets::policy::Config;
 use scoped_secrets::webhook::handler::{self, AppState};
+use scoped_secrets::webhook::header_deadline::EVICTABLE_AFTER;
 use scoped_secrets::webhook::limits::{MAX_BODY_BYTES, ORDINARY_BODY_BYTES, ReviewLimits};
 use scoped_secrets::webhook::server::{self, Limits, MAX_READ_BUFFER, Server};
 use scoped_secrets::webhook::tls::{self, ReloadingCert};
@@ -1753,6 +1754,7 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
         assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
         idle.push((read, write));
     }
+    let idle_since = Instant::now();
     let waiting: Vec<_> = (0..2)
         .map(|n| {
             let client = client_from(&server.ca(), LOCAL_TWO);
@@ -1763,10 +1765,12 @@ async fn at_the_cap_room_comes_from_a_busier_address_that_has_some() {
         })
         .collect();
     server.until_in_flight(endpoints::SECRET_NAMES, 2).await;
-    // The scenario's time, not a synchronisation: .3's connections idle for over 100 ms, so they
-    // may be evicted (sooner, .2's busy ones would be retired instead, and the slot one gives back
-    // later would be free for anyone, .2's next newcomer below included).
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The scenario's time, not a synchronisation: .3's connections may be evicted once idle for
+    // the product's eviction age (before, .2's busy ones would be retired instead, and the slot
+    // one gives back later would be free for anyone, .2's next newcomer below included). Nothing
+    // to poll: what passes is time itself, counted from their last answer.
+    let evictable = idle_since + EVICTABLE_AFTER + Duration::from_millis(20);
+    tokio::time::sleep_until(evictable.into()).await;
     // 127.0.0.2 and .3 hold the most; .2 has nothing to evict, so an idle connection of .3 makes
     // room, not the apiserver's pooled one.
     served_on_a_new_connection_within(&server, Some(LOCAL_FOUR), Duration::from_secs(2)).await;

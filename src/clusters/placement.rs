@@ -221,6 +221,17 @@ impl Placement {
         )
     }
 
+    /// Whether `project` is one of [`Placement::in_place`], without collecting them all (asked per
+    /// review by the webhook).
+    pub fn is_in_place(&self, project: &ProjectId) -> bool {
+        lock(&self.clusters).values().any(|r| {
+            r.state
+                .projects
+                .get(project)
+                .is_some_and(Progress::in_place)
+        })
+    }
+
     /// What is known of `cluster`, if it is registered and its worker has started.
     pub fn cluster(&self, cluster: &str) -> Option<ClusterState> {
         lock(&self.clusters).get(cluster).map(|r| r.state.clone())
@@ -266,6 +277,7 @@ mod tests {
         assert!(placement.in_place().is_empty());
         placement.report("c-abc123", seat, BTreeMap::from([(p.clone(), progress(0))]));
         assert!(placement.in_place().contains(&p));
+        assert!(placement.is_in_place(&p));
         assert!(changes.has_changed().expect("alive"));
         changes.borrow_and_update();
         // Down: the copies are still there, and saying so twice is no change.

@@ -29,7 +29,7 @@ const EVICTED: u64 = u64::MAX - 1;
 
 /// How long a connection must have waited for a request before it may be evicted: by then its
 /// last answer has been written out, and a head that follows an answer at once is never cut.
-pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
 pub struct HeaderDeadline {
     opened: Instant,

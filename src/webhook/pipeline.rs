@@ -234,7 +234,7 @@ fn snapshots_for(state: &AppState, request: &Request) -> Snapshots {
         && let Some(downstream) = placement.world(&project.cluster)
     {
         copies = Some(Released::new(downstream.read()));
-        also_here = !placement.in_place().contains(project);
+        also_here = !placement.is_in_place(project);
     }
     Snapshots {
         here,
@@ -366,6 +366,33 @@ mod tests {
         review["response"].clone()
     }
 
+    /// The management cluster's webhook with the reconciler in the same process: `management`
+    /// its index, `composed` the listed world of cluster `c-1` (and the seat of its worker).
+    fn management_webhook(
+        management: World,
+        composed: World,
+    ) -> (AppState, crate::clusters::placement::Seat) {
+        let placement = crate::clusters::placement::Placement::new();
+        let seat = placement.register("c-1");
+        placement.set_world("c-1", seat, Some(Arc::new(Index::new(composed))));
+        let state = AppState {
+            index: Arc::new(Index::new(management)),
+            placement: Some(placement),
+            ..state()
+        };
+        (state, seat)
+    }
+
+    /// A secret in the downstream project's backing namespace carrying the project-scoped label.
+    fn labelled(name: &str, value: &str) -> Value {
+        crate::policy::testing::secret_json(
+            crate::policy::testing::DOWNSTREAM_BACKING,
+            name,
+            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: value}),
+            Value::Null,
+        )
+    }
+
     fn guard() -> Action {
         Action::Validate(Rules::SecretGuard)
     }
@@ -382,26 +409,14 @@ mod tests {
             composed,
             ..
         } = served_downstream();
-        let placement = crate::clusters::placement::Placement::new();
-        let seat = placement.register("c-1");
-        placement.set_world("c-1", seat, Some(Arc::new(Index::new(composed))));
-        let state = AppState {
-            index: Arc::new(Index::new(management)),
-            placement: Some(placement),
-            ..state()
-        };
+        let (state, _) = management_webhook(management, composed);
         // The management project's copy in the downstream project's backing namespace.
         let delete = request("DELETE", None, Some(copy_json(DOWNSTREAM_BACKING, "db")));
         let refused = answer(&state, crate::endpoints::SECRET_GUARD, guard(), delete).await;
         assert_eq!(refused["allowed"], false, "{refused}");
         assert_eq!(refused["status"]["reason"], "CopyIsReadOnly", "{refused}");
         // What the downstream project's original overwrites, said from its cluster.
-        let original = secret_json(
-            DOWNSTREAM_BACKING,
-            "api",
-            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: "p-down"}),
-            Value::Null,
-        );
+        let original = labelled("api", "p-down");
         let create = request("CREATE", Some(original), None);
         let warned = answer(&state, crate::endpoints::SECRET_NAMES, names(), create).await;
         assert_eq!(warned["allowed"], true, "{warned}");
@@ -430,20 +445,9 @@ mod tests {
         let moving = crate::keys::ProjectId::new("c-1", "p-down");
         namespace_in(&mut management, "here-d", &moving);
         add_secret(&mut management, secret("here-d", "api", &[], &[]));
-        let placement = crate::clusters::placement::Placement::new();
-        let seat = placement.register("c-1");
-        placement.set_world("c-1", seat, Some(Arc::new(Index::new(composed))));
-        let state = AppState {
-            index: Arc::new(Index::new(management)),
-            placement: Some(placement.clone()),
-            ..state()
-        };
-        let original = secret_json(
-            DOWNSTREAM_BACKING,
-            "api",
-            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: "p-down"}),
-            Value::Null,
-        );
+        let (state, seat) = management_webhook(management, composed);
+        let placement = state.placement.clone().expect("a placement");
+        let original = labelled("api", "p-down");
         let create = || request("CREATE", Some(original.clone()), None);
         let warnings = |answer: Value| answer["warnings"].to_string();
         let moving_over =
@@ -483,12 +487,7 @@ mod tests {
         assert_eq!(free["allowed"], true, "{free}");
         assert!(free["warnings"].is_null(), "{free}");
         // Not a backing namespace here: the label is neither filled in nor let in.
-        let labelled = secret_json(
-            DOWNSTREAM_BACKING,
-            "planted",
-            serde_json::json!({crate::keys::PROJECT_SCOPED_LABEL: ""}),
-            Value::Null,
-        );
+        let labelled = labelled("planted", "");
         let create = request("CREATE", Some(labelled), None);
         let mutated = answer(
             &state,
