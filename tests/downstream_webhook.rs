@@ -191,13 +191,7 @@ fn project_namespace(prefix: &str) -> String {
     let down = downstream();
     let ns = unique(prefix);
     ok(downstream_apply(&namespace_yaml(&ns, &down.project), &[]));
-    // Not the built-in `edit`: its rules are aggregated by a controller this control plane lacks.
-    ok(downstream_kubectl(&format!(
-        "create role secret-editor --verb=get,list,create,update,patch,delete --resource=secrets -n {ns}"
-    )));
-    ok(downstream_kubectl(&format!(
-        "create rolebinding dev-edits --role=secret-editor --user=dev -n {ns}"
-    )));
+    secrets_editable_by_dev(&ns);
     let id = ProjectId::new(CLUSTER, &down.project.name);
     eventually("the namespace in the downstream index", WAIT, || {
         let world = down.server.index.read();
@@ -206,6 +200,18 @@ fn project_namespace(prefix: &str) -> String {
             .is_some_and(|n| world.member_project(n) == Some(id.clone()))
             .then_some(())
     });
+    ns
+}
+
+/// User `dev` may edit secrets in downstream namespace `ns` (and nothing else), once granted.
+fn secrets_editable_by_dev(ns: &str) {
+    // Not the built-in `edit`: its rules are aggregated by a controller this control plane lacks.
+    ok(downstream_kubectl(&format!(
+        "create role secret-editor --verb=get,list,create,update,patch,delete --resource=secrets -n {ns}"
+    )));
+    ok(downstream_kubectl(&format!(
+        "create rolebinding dev-edits --role=secret-editor --user=dev -n {ns}"
+    )));
     eventually("dev's grant", WAIT, || {
         (stdout(&downstream_kubectl(&format!(
             "auth can-i create secrets -n {ns} --as=dev"
@@ -214,7 +220,6 @@ fn project_namespace(prefix: &str) -> String {
             == "yes")
             .then_some(())
     });
-    ns
 }
 
 #[track_caller]
@@ -271,15 +276,20 @@ fn a_namespace_named_like_a_management_backing_namespace_is_this_clusters_own() 
     });
     let ns = &named.backing;
     ok(downstream_kubectl(&format!("create namespace {ns}")));
+    // An ordinary user of that namespace, with no right in the management cluster.
+    secrets_editable_by_dev(ns);
     ok(downstream_kubectl(&format!(
-        "create secret generic kept-there -n {ns} --from-literal=key=value --dry-run=server"
+        "create secret generic kept-there -n {ns} --from-literal=key=value --dry-run=server --as=dev"
     )));
     let labelled = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: planted\n  namespace: {ns}\n  labels: {{{}: {}}}\n",
         keys::PROJECT_SCOPED_LABEL,
         named.name
     );
-    let err = fails(downstream_apply(&labelled, &["--dry-run=server"]));
+    let err = fails(downstream_apply(
+        &labelled,
+        &["--dry-run=server", "--as=dev"],
+    ));
     assert_denied(
         &err,
         GUARD,
